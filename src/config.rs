@@ -1,0 +1,1 @@
+//! Run configuration (to be written)

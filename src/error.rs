@@ -1,0 +1,37 @@
+//! Library error type. Every error that came from outside names the file and the problem.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file was read but its contents are not what they should be.
+    #[error("{}: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+    /// A setting or an argument is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Input data (not from a file) is unusable: NaN coordinates, an empty mesh, ...
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// The run was interrupted (Ctrl-C); the last checkpoint is on disk.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Format { path: path.into(), message: message.into() }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,12 @@
+//! Geometry: the mesh type, normalisation into the unit box, the BVH, the inside test
+//! (generalized winding numbers), and marching cubes.
+
+pub mod bvh;
+pub mod marching_cubes;
+pub mod mesh;
+pub mod normalize;
+pub mod shapes;
+pub mod winding;
+
+pub use mesh::TriMesh;
+pub use normalize::UnitFromMesh;

@@ -1,0 +1,1 @@
+//! Reading meshes and volumes, writing meshes, volumes and images (one file per format).

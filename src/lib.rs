@@ -1,0 +1,29 @@
+//! ffvol fits continuous 3D fields with Fourier-feature MLPs.
+//!
+//! Every job is the same three things (see DESIGN.md):
+//!
+//! ```text
+//! field        f(x) = MLP(γ(x))      x ∈ [0,1]^d, γ = a Fourier-feature encoding
+//! measurement  y_pred = A · f(X)     A is linear: identity, ray sums, masked FFT
+//! loss         L(y_pred, y)          MSE or sigmoid cross-entropy
+//! ```
+//!
+//! The modules follow the stages a run passes through: [`io`] reads meshes and volumes,
+//! [`geometry`] normalises shapes, labels points inside/outside and extracts iso-surfaces,
+//! [`sample`] draws query points, [`encoding`] maps them to features, [`model`] holds the MLP,
+//! [`operator`] applies A, [`train`] holds losses, Adam and metrics, [`backend`] runs the
+//! network on a device, and [`task`] wires them into whole jobs.
+
+pub mod backend;
+pub mod config;
+pub mod encoding;
+pub mod error;
+pub mod geometry;
+pub mod io;
+pub mod model;
+pub mod operator;
+pub mod sample;
+pub mod task;
+pub mod train;
+
+pub use error::{Error, Result};
