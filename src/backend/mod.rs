@@ -1,1 +1,65 @@
-//! (to be written)
+//! Where the network runs.
+//!
+//! ## Design
+//!
+//! [`Backend`] works at the level of the network, not of single tensor operations: encode a
+//! batch and run the MLP forward, run it backward, take an optimiser step. That level lets a
+//! GPU backend fuse whole stages (encoding into the first layer, bias and ReLU into each
+//! product, the loss into the last layer) while the CPU backend stays plain and readable. The
+//! CPU backend is the reference every other backend is tested against.
+//!
+//! Training state — parameters, Adam moments, the step count — leaves the device only through
+//! [`Backend::state`], for checkpoints and tests.
+
+pub mod cpu;
+
+use crate::encoding::Encoding;
+use crate::model::Mlp;
+use crate::train::{AdamState, Loss};
+
+pub use cpu::CpuBackend;
+
+/// Everything needed to continue training bit-for-bit: the parameters and the optimiser state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    pub mlp: Mlp,
+    pub adam: AdamState,
+}
+
+pub trait Backend {
+    /// A short description for logs: "cpu (2 threads)".
+    fn describe(&self) -> String;
+
+    /// The encoding this backend applies to query points.
+    fn encoding(&self) -> &Encoding;
+
+    /// Encodes `points` (row-major n×d in the unit box) and runs the MLP, keeping what the
+    /// backward pass needs. Returns the outputs (n×outputs).
+    fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]>;
+
+    /// Back-propagates ∂L/∂output (n×outputs) from the last `forward`, storing ∂L/∂params.
+    fn backward(&mut self, d_output: &[f32]) -> crate::Result<()>;
+
+    /// ∂L/∂params from the last `backward`, in [`Mlp`]'s flat layout.
+    fn gradients(&self) -> Vec<f32>;
+
+    /// One Adam step with the stored gradients.
+    fn optimizer_step(&mut self, lr: f32) -> crate::Result<()>;
+
+    /// Outputs for any number of points, in chunks, without keeping anything for backward.
+    fn predict(&mut self, points: &[f32], out: &mut [f32]) -> crate::Result<()>;
+
+    fn state(&self) -> TrainState;
+    fn set_state(&mut self, state: TrainState) -> crate::Result<()>;
+
+    /// A whole training step on host data: forward, loss, backward, Adam. Returns the mean loss.
+    /// Backends that can fuse the loss into their kernels override this.
+    fn train_step(&mut self, points: &[f32], targets: &[f32], loss: Loss, lr: f32) -> crate::Result<f32> {
+        let outputs = self.forward(points)?;
+        let mut grad = vec![0.0; outputs.len()];
+        let value = loss.eval(outputs, targets, &mut grad);
+        self.backward(&grad)?;
+        self.optimizer_step(lr)?;
+        Ok(value)
+    }
+}

@@ -1,1 +1,10 @@
-//! (to be written)
+//! Losses, Adam and schedules, metrics.
+
+pub mod adam;
+pub mod loss;
+pub mod metrics;
+pub mod schedule;
+
+pub use adam::{Adam, AdamState};
+pub use loss::Loss;
+pub use schedule::LrSchedule;

@@ -1,0 +1,34 @@
+//! Metrics: IoU for occupancy.
+
+/// Intersection over union of `logit > 0` against `label > 0.5`; 1 when both are empty.
+pub fn iou_from_logits(logits: &[f32], labels: &[f32]) -> f64 {
+    let (mut inter, mut union) = (0u64, 0u64);
+    for (&z, &y) in logits.iter().zip(labels) {
+        let (p, g) = (z > 0.0, y > 0.5);
+        inter += (p && g) as u64;
+        union += (p || g) as u64;
+    }
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// Fraction of points where `logit > 0` agrees with `label > 0.5`.
+pub fn accuracy_from_logits(logits: &[f32], labels: &[f32]) -> f64 {
+    let ok = logits.iter().zip(labels).filter(|(&z, &y)| (z > 0.0) == (y > 0.5)).count();
+    ok as f64 / logits.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn iou_counts() {
+        let logits = [1.0, 1.0, -1.0, -1.0, 2.0];
+        let labels = [1.0, 0.0, 1.0, 0.0, 1.0];
+        assert!((iou_from_logits(&logits, &labels) - 2.0 / 4.0).abs() < 1e-12);
+        assert!((accuracy_from_logits(&logits, &labels) - 3.0 / 5.0).abs() < 1e-12);
+    }
+}
