@@ -1,0 +1,448 @@
+//! The occupancy job: learn inside/outside of a triangle mesh, report IoU, export a mesh.
+//!
+//! Data flow per step: `batch` points (uniform in the box, and optionally near the surface) →
+//! labels from generalized winding numbers → encoding → MLP → sigmoid cross-entropy → backward
+//! → Adam. Batches are a pure function of (seed, step), so a resumed run continues exactly as
+//! an uninterrupted one would.
+
+use crate::backend::Backend;
+use crate::config::OccupancyConfig;
+use crate::geometry::marching_cubes::{marching_cubes_padded, Grid3};
+use crate::geometry::winding::WindingNumber;
+use crate::geometry::{TriMesh, UnitFromMesh};
+use crate::io::MeshFormat;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::Mlp;
+use crate::sample::rng::streams;
+use crate::sample::{near_surface, uniform_in_box, Aabb, CounterRng};
+use crate::train::metrics::{accuracy_from_logits, iou_from_logits};
+use crate::train::Loss;
+use crate::{Error, Result};
+use glam::Vec3;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const RUN_TOML: &str = "run.toml";
+pub const METRICS: &str = "metrics.json";
+pub const LOSS_CSV: &str = "loss.csv";
+
+/// How a fit is driven, beyond its config.
+#[derive(Clone, Default)]
+pub struct FitOptions {
+    /// Set (by a Ctrl-C handler) to stop at the next step, after writing a checkpoint.
+    pub interrupt: Option<Arc<AtomicBool>>,
+    /// Show a progress bar / progress lines on stderr.
+    pub progress: bool,
+    /// Stop after this step as if interrupted (tests of resume).
+    pub stop_after: Option<u64>,
+    /// Continue from the checkpoint in the run folder.
+    pub resume: bool,
+}
+
+/// The mesh in unit coordinates, ready for sampling and labelling.
+pub struct PreparedMesh {
+    pub mesh_in_unit: TriMesh,
+    pub unit_from_mesh: UnitFromMesh,
+    /// The box training and test points are drawn from: vertex bounds ± 1e-3 (the paper).
+    pub bbox: Aabb,
+    pub winding: WindingNumber,
+}
+
+impl PreparedMesh {
+    pub fn load(path: &Path) -> Result<Self> {
+        let mesh = crate::io::read_mesh(path)?;
+        Ok(Self::from_mesh(mesh))
+    }
+
+    pub fn from_mesh(mesh: TriMesh) -> Self {
+        let unit_from_mesh = UnitFromMesh::fit(&mesh.positions, 0.05);
+        let positions: Vec<Vec3> = mesh.positions.iter().map(|p| unit_from_mesh.apply(*p)).collect();
+        let mesh_in_unit = TriMesh::new(positions, mesh.triangles);
+        let bbox = Aabb::from_points(&mesh_in_unit.positions, 1e-3);
+        let winding = WindingNumber::new(&mesh_in_unit);
+        PreparedMesh { mesh_in_unit, unit_from_mesh, bbox, winding }
+    }
+
+    pub fn label(&self, points: &[[f32; 3]], out: &mut [f32]) {
+        self.winding.label_points(points, out);
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Metrics {
+    pub iou_uniform: f64,
+    pub iou_surface: f64,
+    pub accuracy_uniform: f64,
+    pub accuracy_surface: f64,
+    /// Mean training loss over the last 1 % of steps.
+    pub final_loss: f64,
+    pub steps: u64,
+    pub n_params: usize,
+    pub device: String,
+    pub train_seconds: f64,
+    pub label_seconds: f64,
+    pub samples_per_second: f64,
+    pub eval_seconds: f64,
+    pub export_seconds: f64,
+    pub total_seconds: f64,
+    pub mesh_vertices: usize,
+    pub mesh_triangles: usize,
+}
+
+pub enum FitOutcome {
+    Finished(Box<Metrics>),
+    /// Stopped early with a checkpoint at this step.
+    Interrupted { step: u64 },
+}
+
+/// Metadata stored with the checkpoint so a run can be exported without its source mesh.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct OccupancyMeta {
+    unit_from_mesh: UnitFromMesh,
+    bbox: Aabb,
+}
+
+fn meta_to_extra(meta: &OccupancyMeta) -> std::collections::HashMap<String, String> {
+    let mut extra = std::collections::HashMap::new();
+    extra.insert("occupancy".into(), serde_json::to_string(meta).unwrap_or_default());
+    extra
+}
+
+fn meta_from_extra(path: &Path, ck: &Checkpoint) -> Result<OccupancyMeta> {
+    let text = ck.extra.get("occupancy").ok_or_else(|| Error::format(path, "not an occupancy checkpoint"))?;
+    serde_json::from_str(text).map_err(|e| Error::format(path, format!("occupancy metadata: {e}")))
+}
+
+/// Draws and labels the training batch of `step`.
+pub fn training_batch(cfg: &OccupancyConfig, mesh: &PreparedMesh, step: u64, points: &mut Vec<[f32; 3]>, labels: &mut Vec<f32>) {
+    let batch = cfg.train.batch;
+    let n_surface = ((batch as f64 * cfg.train.surface_fraction as f64).round() as usize).min(batch);
+    let rng = CounterRng::new(cfg.seed, streams::TRAIN_BATCH);
+    let base = step * batch as u64 * 16;
+    points.resize(batch, [0.0; 3]);
+    labels.resize(batch, 0.0);
+    let (uniform, surface) = points.split_at_mut(batch - n_surface);
+    uniform_in_box(&mesh.bbox, &rng, base, uniform);
+    near_surface(&mesh.mesh_in_unit, cfg.train.surface_sigma, &rng, base + 4 * batch as u64, surface);
+    mesh.label(points, labels);
+}
+
+/// The two test sets of the paper's protocol, with labels.
+pub fn test_sets(cfg: &OccupancyConfig, mesh: &PreparedMesh) -> [(Vec<[f32; 3]>, Vec<f32>); 2] {
+    let n = cfg.eval.test_points;
+    let mut uniform = vec![[0.0; 3]; n];
+    uniform_in_box(&mesh.bbox, &CounterRng::new(cfg.seed, streams::TEST_UNIFORM), 0, &mut uniform);
+    let mut surface = vec![[0.0; 3]; n];
+    near_surface(&mesh.mesh_in_unit, cfg.eval.surface_sigma, &CounterRng::new(cfg.seed, streams::TEST_SURFACE), 0, &mut surface);
+    let mut lu = vec![0.0; n];
+    mesh.label(&uniform, &mut lu);
+    let mut ls = vec![0.0; n];
+    mesh.label(&surface, &mut ls);
+    [(uniform, lu), (surface, ls)]
+}
+
+fn flat(points: &[[f32; 3]]) -> &[f32] {
+    // SAFETY-free reinterpretation: [[f32; 3]] is laid out as 3n contiguous f32.
+    points.as_flattened()
+}
+
+/// Trains (or resumes) the run in `cfg.output`, then evaluates and exports.
+pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let dir = cfg.output.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml().as_bytes())?;
+
+    let mesh = PreparedMesh::load(&cfg.mesh)?;
+    log(opts, &format!(
+        "mesh {}: {} vertices, {} triangles; box {:?}–{:?} in the unit cube",
+        cfg.mesh.display(),
+        mesh.mesh_in_unit.positions.len(),
+        mesh.mesh_in_unit.triangles.len(),
+        mesh.bbox.min,
+        mesh.bbox.max
+    ));
+    let meta = OccupancyMeta { unit_from_mesh: mesh.unit_from_mesh, bbox: mesh.bbox };
+
+    let encoding = crate::encoding::Encoding::build(&cfg.encoding, 3, &CounterRng::new(cfg.seed, streams::ENCODING));
+    let sizes = Mlp::sizes_for(encoding.n_features(), &cfg.model, 1);
+    let mlp = Mlp::init(sizes, &CounterRng::new(cfg.seed, streams::INIT_WEIGHTS));
+    let n_params = mlp.params.len();
+    let chosen = crate::task::device::choose(&cfg.device, encoding, mlp, cfg.threads)?;
+    let mut backend = chosen.backend;
+    log(opts, &format!("device: {} ({})", backend.describe(), chosen.reason));
+    log(opts, &format!(
+        "network: {} encoding → {} features → {}×{} MLP, {} parameters",
+        cfg.encoding.name(),
+        backend.encoding().n_features(),
+        cfg.model.depth,
+        cfg.model.width,
+        n_params
+    ));
+
+    let ck_path = dir.join(CHECKPOINT);
+    let mut loss_log: Vec<(u64, f32, f32)> = Vec::new();
+    if opts.resume {
+        let ck = Checkpoint::load(&ck_path)?;
+        if ck.encoding != *backend.encoding() {
+            return Err(Error::format(&ck_path, "the checkpoint's encoding does not match run.toml"));
+        }
+        backend.set_state(ck.state)?;
+        loss_log = read_loss_log(&dir.join(LOSS_CSV), backend.state().adam.step);
+        log(opts, &format!("resumed from {} at step {}", ck_path.display(), backend.state().adam.step));
+    }
+    let start_step = backend.state().adam.step;
+
+    let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| -> Result<()> {
+        let ck = Checkpoint { encoding: backend.encoding().clone(), state: backend.state(), extra: meta_to_extra(&meta) };
+        ck.save(&ck_path)?;
+        write_loss_log(&dir.join(LOSS_CSV), loss_log)
+    };
+
+    let steps = cfg.train.steps;
+    let bar = progress_bar(opts, steps, start_step);
+    let (mut points, mut labels) = (Vec::new(), Vec::new());
+    let (mut train_s, mut label_s) = (0.0f64, 0.0f64);
+    let mut recent = (0.0f64, 0u32);
+    for step in start_step..steps {
+        if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || opts.stop_after.is_some_and(|s| step >= s) {
+            save(backend.as_ref(), &loss_log)?;
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Ok(FitOutcome::Interrupted { step });
+        }
+        let t0 = Instant::now();
+        training_batch(cfg, &mesh, step, &mut points, &mut labels);
+        let t1 = Instant::now();
+        let lr = cfg.train.schedule.lr(cfg.train.lr, step, steps);
+        let loss = backend.train_step(flat(&points), &labels, Loss::Bce, lr)?;
+        if !loss.is_finite() {
+            save(backend.as_ref(), &loss_log)?;
+            return Err(Error::Input(format!("training diverged at step {step} (loss {loss}); try a smaller learning rate")));
+        }
+        let t2 = Instant::now();
+        label_s += (t1 - t0).as_secs_f64();
+        train_s += (t2 - t1).as_secs_f64();
+        recent.0 += loss as f64;
+        recent.1 += 1;
+        let done = step + 1;
+        if done % 10 == 0 || done == steps {
+            loss_log.push((done, (recent.0 / recent.1 as f64) as f32, lr));
+            recent = (0.0, 0);
+        }
+        if let Some(b) = &bar {
+            b.set_position(done);
+            if done % 10 == 0 {
+                let rate = (done - start_step) as f64 * cfg.train.batch as f64 / (train_s + label_s);
+                b.set_message(format!("loss {loss:.4}  {:.0}k samples/s", rate / 1e3));
+            }
+        } else if opts.progress && (done % (steps / 10).max(1) == 0) {
+            let rate = (done - start_step) as f64 * cfg.train.batch as f64 / (train_s + label_s);
+            eprintln!("step {done}/{steps}  loss {loss:.4}  {:.0}k samples/s", rate / 1e3);
+        }
+        if cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0 && done < steps {
+            save(backend.as_ref(), &loss_log)?;
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    save(backend.as_ref(), &loss_log)?;
+
+    let t_eval = Instant::now();
+    let mut metrics = evaluate(cfg, &mesh, backend.as_mut())?;
+    metrics.eval_seconds = t_eval.elapsed().as_secs_f64();
+    let t_export = Instant::now();
+    let exported = export(backend.as_mut(), &meta, cfg.export.resolution, &dir, &cfg.export.formats, cfg.export.nifti.then_some("occupancy.nii.gz"), "mesh")?;
+    metrics.export_seconds = t_export.elapsed().as_secs_f64();
+    metrics.mesh_vertices = exported.positions.len();
+    metrics.mesh_triangles = exported.triangles.len();
+    let tail = (loss_log.len() / 100).max(1);
+    metrics.final_loss = loss_log.iter().rev().take(tail).map(|r| r.1 as f64).sum::<f64>() / tail as f64;
+    metrics.steps = steps;
+    metrics.n_params = n_params;
+    metrics.device = backend.describe();
+    metrics.train_seconds = train_s;
+    metrics.label_seconds = label_s;
+    metrics.samples_per_second = (steps - start_step) as f64 * cfg.train.batch as f64 / train_s.max(1e-9);
+    metrics.total_seconds = started.elapsed().as_secs_f64();
+    let json = serde_json::to_string_pretty(&metrics).unwrap_or_default();
+    crate::io::write_bytes_atomic(&dir.join(METRICS), json.as_bytes())?;
+    Ok(FitOutcome::Finished(Box::new(metrics)))
+}
+
+/// IoU and accuracy on the uniform and near-surface test sets.
+pub fn evaluate(cfg: &OccupancyConfig, mesh: &PreparedMesh, backend: &mut dyn Backend) -> Result<Metrics> {
+    let [(pu, lu), (ps, ls)] = test_sets(cfg, mesh);
+    let mut zu = vec![0.0; pu.len()];
+    backend.predict(flat(&pu), &mut zu)?;
+    let mut zs = vec![0.0; ps.len()];
+    backend.predict(flat(&ps), &mut zs)?;
+    Ok(Metrics {
+        iou_uniform: iou_from_logits(&zu, &lu),
+        iou_surface: iou_from_logits(&zs, &ls),
+        accuracy_uniform: accuracy_from_logits(&zu, &lu),
+        accuracy_surface: accuracy_from_logits(&zs, &ls),
+        ..Default::default()
+    })
+}
+
+/// Samples the field's logits on a `resolution`³ grid of nodes spanning the box (x fastest).
+pub fn sample_grid(backend: &mut dyn Backend, bbox: &Aabb, resolution: usize) -> Result<Vec<f32>> {
+    let r = resolution;
+    let lo = Vec3::from(bbox.min);
+    let step = bbox.size() / (r - 1) as f32;
+    let mut values = vec![0.0f32; r * r * r];
+    let mut pts = Vec::with_capacity(r * r * 3);
+    for (z, slab) in values.chunks_mut(r * r).enumerate() {
+        pts.clear();
+        for y in 0..r {
+            for x in 0..r {
+                let p = lo + step * Vec3::new(x as f32, y as f32, z as f32);
+                pts.extend_from_slice(&p.to_array());
+            }
+        }
+        backend.predict(&pts, slab)?;
+    }
+    Ok(values)
+}
+
+/// Extracts the 0.5-probability surface (logit 0) in the mesh's own coordinates and writes
+/// `{stem}.{ext}` for each format, plus the occupancy probabilities as NIfTI when named. Returns the mesh.
+pub fn export(
+    backend: &mut dyn Backend,
+    meta_or_run: &impl ExportFrame,
+    resolution: usize,
+    dir: &Path,
+    formats: &[MeshFormat],
+    nifti: Option<&str>,
+    stem: &str,
+) -> Result<TriMesh> {
+    let (bbox, unit_from_mesh) = meta_or_run.frame();
+    let values = sample_grid(backend, &bbox, resolution)?;
+    let spacing = bbox.size() / (resolution - 1) as f32;
+    let grid = Grid3 { dims: [resolution; 3], values: &values };
+    let mesh_in_unit = marching_cubes_padded(&grid, 0.0, Vec3::from(bbox.min), spacing, true);
+    let mut mesh = TriMesh::new(
+        mesh_in_unit.positions.iter().map(|p| unit_from_mesh.invert(*p)).collect(),
+        mesh_in_unit.triangles,
+    );
+    mesh.compute_vertex_normals();
+    for &format in formats {
+        crate::io::write_mesh(&dir.join(format!("{stem}.{}", format.extension())), &mesh, format)?;
+    }
+    if let Some(nifti_name) = nifti {
+        let probs: Vec<f32> = values.iter().map(|&z| crate::train::loss::sigmoid(z)).collect();
+        // world (mesh units) from voxel: p_mesh = (box_min + i·spacing − 0.5) / scale + centroid
+        let s = unit_from_mesh.scale;
+        let c = unit_from_mesh.centroid;
+        let mut affine = [[0.0f64; 4]; 4];
+        for a in 0..3 {
+            affine[a][a] = spacing[a] as f64 / s;
+            affine[a][3] = (bbox.min[a] as f64 - 0.5) / s + c[a];
+        }
+        affine[3][3] = 1.0;
+        crate::io::write_nifti_f32(&dir.join(nifti_name), &probs, [resolution; 3], affine)?;
+    }
+    Ok(mesh)
+}
+
+/// The box and the unit-box transform a field is exported in.
+pub trait ExportFrame {
+    fn frame(&self) -> (Aabb, UnitFromMesh);
+}
+impl ExportFrame for OccupancyMeta {
+    fn frame(&self) -> (Aabb, UnitFromMesh) {
+        (self.bbox, self.unit_from_mesh)
+    }
+}
+
+/// A finished (or interrupted) run folder opened for export.
+pub struct SavedRun {
+    pub dir: PathBuf,
+    pub config: OccupancyConfig,
+    pub checkpoint: Checkpoint,
+    meta: OccupancyMeta,
+}
+
+impl ExportFrame for SavedRun {
+    fn frame(&self) -> (Aabb, UnitFromMesh) {
+        self.meta.frame()
+    }
+}
+
+impl SavedRun {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let config = load_run_config(dir)?;
+        let ck_path = dir.join(CHECKPOINT);
+        let checkpoint = Checkpoint::load(&ck_path)?;
+        let meta = meta_from_extra(&ck_path, &checkpoint)?;
+        Ok(SavedRun { dir: dir.to_path_buf(), config, checkpoint, meta })
+    }
+
+    /// Re-extracts the mesh at another resolution; writes `mesh_{resolution}.{ext}` into the run.
+    pub fn export(&self, resolution: usize, formats: &[MeshFormat], nifti: bool, threads: usize) -> Result<TriMesh> {
+        let chosen = crate::task::device::choose(
+            &self.config.device,
+            self.checkpoint.encoding.clone(),
+            self.checkpoint.state.mlp.clone(),
+            threads,
+        )?;
+        let mut backend = chosen.backend;
+        let nifti_name = format!("occupancy_{resolution}.nii.gz");
+        export(backend.as_mut(), self, resolution, &self.dir, formats, nifti.then_some(nifti_name.as_str()), &format!("mesh_{resolution}"))
+    }
+}
+
+/// Reads `RUN/run.toml` as an occupancy config.
+pub fn load_run_config(dir: &Path) -> Result<OccupancyConfig> {
+    let path = dir.join(RUN_TOML);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+}
+
+fn write_loss_log(path: &Path, rows: &[(u64, f32, f32)]) -> Result<()> {
+    let mut s = String::from("step,loss,lr\n");
+    for (step, loss, lr) in rows {
+        s.push_str(&format!("{step},{loss},{lr}\n"));
+    }
+    crate::io::write_bytes_atomic(path, s.as_bytes())
+}
+
+fn read_loss_log(path: &Path, up_to: u64) -> Vec<(u64, f32, f32)> {
+    let Ok(text) = std::fs::read_to_string(path) else { return vec![] };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.split(',');
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .filter(|r: &(u64, f32, f32)| r.0 <= up_to)
+        .collect()
+}
+
+fn log(opts: &FitOptions, line: &str) {
+    if opts.progress {
+        eprintln!("{line}");
+    }
+}
+
+fn progress_bar(opts: &FitOptions, steps: u64, start: u64) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !opts.progress || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(steps);
+    let style = indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len}  {msg}  elapsed {elapsed}  left {eta}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_position(start);
+    bar.reset_eta();
+    Some(bar)
+}
