@@ -52,6 +52,30 @@ def write_ply(path, positions, cells):
             f.write(struct.pack("<B3i", 3, *c))
 
 
+def topology(positions, cells):
+    """Facts the README states: boundary/non-manifold edges, Euler characteristic, signed volume."""
+    from collections import Counter
+
+    undirected = Counter()
+    directed = Counter()
+    for f in cells:
+        for k in range(3):
+            a, b = f[k], f[(k + 1) % 3]
+            undirected[(min(a, b), max(a, b))] += 1
+            directed[(a, b)] += 1
+    volume = 0.0
+    for a, b, c in cells:
+        (ax, ay, az), (bx, by, bz), (cx, cy, cz) = positions[a], positions[b], positions[c]
+        volume += (ax * (by * cz - bz * cy) - ay * (bx * cz - bz * cx) + az * (bx * cy - by * cx)) / 6.0
+    return {
+        "boundary_edges": sum(1 for v in undirected.values() if v == 1),
+        "non_manifold_edges": sum(1 for v in undirected.values() if v > 2),
+        "repeated_directed_edges": sum(1 for v in directed.values() if v > 1),
+        "euler_characteristic": len(positions) - len(undirected) + len(cells),
+        "signed_volume": round(volume, 4),
+    }
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -59,6 +83,7 @@ def main():
         positions, cells = read_arrays(f.read())
     write_ply(sys.argv[2], positions, cells)
     print("%s: %d vertices, %d faces" % (sys.argv[2], len(positions), len(cells)))
+    print(topology(positions, cells))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ use std::path::Path;
 use glam::Vec3;
 use ply_rs_bw::parser::{Parser, Reader};
 use ply_rs_bw::ply::{
-    DefaultElement, Header, PropertyAccess, PropertyAccessResult, PropertyType, ScalarType,
+    DefaultElement, Encoding, Header, PropertyAccess, PropertyAccessResult, PropertyType, ScalarType,
 };
 
 use super::atomic::write_atomic;
@@ -32,9 +32,17 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
     let mut reader = Reader::new(bytes);
     let header = Parser::<DefaultElement>::new()
         .read_header(&mut reader)
-        .map_err(|e| format!("bad PLY header: {e}"))?;
+        .map_err(|e| format!("bad PLY header: {}", e.to_string().lines().map(str::trim).collect::<Vec<_>>().join("; ")))?;
     check_header(&header)?;
 
+    // ply-rs counts "lines" in binary payloads too; there the element counts say more.
+    let binary = header.encoding != Encoding::Ascii;
+    let describe = |what: &str, e: ply_rs_bw::parser::ParseError| {
+        let text = e.to_string();
+        let text = if binary { strip_line_prefix(&text) } else { &text };
+        let flat: Vec<&str> = text.lines().map(|l| l.trim().trim_start_matches("Error: ").trim_end_matches('.')).filter(|l| !l.is_empty()).collect();
+        format!("{what}: {}", flat.join("; "))
+    };
     let mut positions = Vec::new();
     let mut triangles = Vec::new();
     let mut vertex_count = None;
@@ -43,14 +51,14 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
             "vertex" => {
                 let verts = Parser::<PlyVertex>::new()
                     .read_payload_for_element(&mut reader, def, &header)
-                    .map_err(|e| format!("bad vertex data: {e}"))?;
+                    .map_err(|e| describe("bad vertex data", e))?;
                 positions = verts.iter().map(|v| Vec3::new(v.xyz[0] as f32, v.xyz[1] as f32, v.xyz[2] as f32)).collect();
                 vertex_count = Some(verts.len());
             }
             "face" => {
                 let faces = Parser::<PlyFace>::new()
                     .read_payload_for_element(&mut reader, def, &header)
-                    .map_err(|e| format!("bad face data: {e}"))?;
+                    .map_err(|e| describe("bad face data", e))?;
                 let Some(n) = vertex_count else {
                     return Err("the face element comes before the vertex element".into());
                 };
@@ -70,11 +78,19 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
             _ => {
                 Parser::<Ignored>::new()
                     .read_payload_for_element(&mut reader, def, &header)
-                    .map_err(|e| format!("bad data in element '{name}': {e}"))?;
+                    .map_err(|e| describe(&format!("bad data in element '{name}'"), e))?;
             }
         }
     }
     Ok(TriMesh::new(positions, triangles))
+}
+
+/// "Line 12: message" → "message".
+fn strip_line_prefix(text: &str) -> &str {
+    match text.split_once(": ") {
+        Some((head, rest)) if head.starts_with("Line ") && head[5..].chars().all(|c| c.is_ascii_digit()) => rest,
+        _ => text,
+    }
 }
 
 /// Checks the header describes a mesh we can read, before reading any data.
