@@ -1,18 +1,170 @@
 //! Reading meshes and volumes, writing meshes, volumes and images (one file per format).
+//!
+//! Meshes: [`read_mesh`] loads PLY, OBJ and STL (chosen by extension) and checks the result, so a
+//! caller gets either a usable [`TriMesh`] or an error that names the file and what is wrong.
+//! [`write_mesh`] writes PLY, OBJ, STL or GLB. Volumes: [`nifti`] writes and reads NIfTI-1.
+//! Every writer goes through [`atomic::write_atomic`], so an interrupted export never leaves a
+//! half-written file under the final name.
 
-// Placeholder until the I/O stage lands (replaced by the io branch).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+pub mod atomic;
+pub mod glb;
+pub mod nifti;
+pub mod obj;
+pub mod ply;
+pub mod stl;
+
+use std::path::Path;
+
+pub use atomic::{write_atomic, write_bytes_atomic};
+pub use nifti::{read_nifti_f32, write_nifti_f32, write_nifti_u8};
+
+use crate::geometry::mesh::TriMesh;
+use crate::{Error, Result};
+
+/// A mesh file format, as chosen on the command line (`--format ply`) or in a run config.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MeshFormat {
+    /// Stanford PLY (binary little-endian when written).
     Ply,
+    /// Wavefront OBJ (text).
     Obj,
+    /// STL (binary when written; ASCII and binary when read).
     Stl,
+    /// glTF 2.0 binary (write only), opens in Blender and in browsers.
     Glb,
 }
 
-/// Placeholder until the I/O stage lands (replaced by the io branch).
-pub fn write_bytes_atomic(path: &std::path::Path, data: &[u8]) -> crate::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(|e| crate::Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| crate::Error::io(path, e))
+impl MeshFormat {
+    /// The format named by the file's extension (case-insensitive); `None` for anything else.
+    pub fn from_path(path: &Path) -> Option<MeshFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "ply" => Some(MeshFormat::Ply),
+            "obj" => Some(MeshFormat::Obj),
+            "stl" => Some(MeshFormat::Stl),
+            "glb" => Some(MeshFormat::Glb),
+            _ => None,
+        }
+    }
+
+    /// The usual file extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            MeshFormat::Ply => "ply",
+            MeshFormat::Obj => "obj",
+            MeshFormat::Stl => "stl",
+            MeshFormat::Glb => "glb",
+        }
+    }
+}
+
+/// Loads a triangle mesh from a `.ply`, `.obj` or `.stl` file (extension case-insensitive).
+///
+/// Polygons are fan-triangulated and degenerate triangles dropped. The result is checked with
+/// [`TriMesh::validate`]: a file with no vertices, no faces, a non-finite coordinate or an index
+/// out of range is an [`Error::Format`] naming the file.
+pub fn read_mesh(path: &Path) -> Result<TriMesh> {
+    let format = MeshFormat::from_path(path).ok_or_else(|| {
+        Error::format(path, "unknown mesh extension (expected .ply, .obj or .stl)")
+    })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let parsed = match format {
+        MeshFormat::Ply => ply::parse(&bytes),
+        MeshFormat::Obj => obj::parse(&bytes),
+        MeshFormat::Stl => stl::parse(&bytes),
+        MeshFormat::Glb => {
+            return Err(Error::format(path, "reading .glb is not supported (use .ply, .obj or .stl)"))
+        }
+    };
+    let mesh = parsed.map_err(|msg| Error::format(path, msg))?;
+    mesh.validate().map_err(|msg| Error::format(path, msg))?;
+    Ok(mesh)
+}
+
+/// Writes `mesh` to `path` in `format`, atomically.
+///
+/// The mesh must have finite coordinates, indices in range and (if present) one normal per
+/// vertex; otherwise this is an [`Error::Input`] and nothing is written. An empty mesh can be
+/// written as PLY, OBJ or STL but not as GLB (glTF forbids empty accessors).
+pub fn write_mesh(path: &Path, mesh: &TriMesh, format: MeshFormat) -> Result<()> {
+    check_writable(mesh).map_err(|msg| Error::Input(format!("cannot write {}: {msg}", path.display())))?;
+    match format {
+        MeshFormat::Ply => ply::write(path, mesh),
+        MeshFormat::Obj => obj::write(path, mesh),
+        MeshFormat::Stl => stl::write(path, mesh),
+        MeshFormat::Glb => glb::write(path, mesh),
+    }
+}
+
+/// What every writer needs: finite coordinates, indices in range, one normal per vertex.
+fn check_writable(mesh: &TriMesh) -> std::result::Result<(), String> {
+    if let Some(i) = mesh.positions.iter().position(|p| !p.is_finite()) {
+        return Err(format!("vertex {i} has a non-finite coordinate {:?}", mesh.positions[i]));
+    }
+    let n = mesh.positions.len();
+    if n > u32::MAX as usize {
+        return Err(format!("{n} vertices is more than 32-bit indices can address"));
+    }
+    if let Some((f, t)) = mesh.triangles.iter().enumerate().find(|(_, t)| t.iter().any(|&i| i as usize >= n)) {
+        return Err(format!("face {f} refers to vertex {t:?} but the mesh has {n} vertices"));
+    }
+    if let Some(normals) = &mesh.normals {
+        if normals.len() != n {
+            return Err(format!("{} normals for {n} vertices", normals.len()));
+        }
+    }
+    Ok(())
+}
+
+/// Appends the fan triangulation of `polygon` to `out`, dropping triangles that repeat a vertex.
+fn push_fan(polygon: &[u32], out: &mut Vec<[u32; 3]>) {
+    if polygon.len() < 3 {
+        return;
+    }
+    let a = polygon[0];
+    for w in polygon[1..].windows(2) {
+        let (b, c) = (w[0], w[1]);
+        if a != b && b != c && a != c {
+            out.push([a, b, c]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_from_extension_is_case_insensitive() {
+        assert_eq!(MeshFormat::from_path(Path::new("a/b.PLY")), Some(MeshFormat::Ply));
+        assert_eq!(MeshFormat::from_path(Path::new("b.Obj")), Some(MeshFormat::Obj));
+        assert_eq!(MeshFormat::from_path(Path::new("b.stl")), Some(MeshFormat::Stl));
+        assert_eq!(MeshFormat::from_path(Path::new("b.glb")), Some(MeshFormat::Glb));
+        assert_eq!(MeshFormat::from_path(Path::new("b.off")), None);
+        assert_eq!(MeshFormat::from_path(Path::new("noext")), None);
+    }
+
+    #[test]
+    fn fan_drops_degenerate_triangles() {
+        let mut out = Vec::new();
+        push_fan(&[0, 1, 2, 3], &mut out);
+        assert_eq!(out, vec![[0, 1, 2], [0, 2, 3]]);
+        out.clear();
+        push_fan(&[0, 1, 1], &mut out);
+        push_fan(&[4, 5], &mut out);
+        assert!(out.is_empty());
+        push_fan(&[0, 1, 0, 2], &mut out); // (0,1,0) dropped, (0,0,2) dropped
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn format_parses_from_cli_and_toml_names() {
+        use clap::ValueEnum;
+        assert_eq!(MeshFormat::from_str("glb", true), Ok(MeshFormat::Glb));
+        let f: MeshFormat = serde_json::from_str("\"stl\"").expect("serde name");
+        assert_eq!(f, MeshFormat::Stl);
+    }
 }

@@ -1,0 +1,304 @@
+//! NIfTI-1 volumes: single-file `.nii.gz` (or `.nii`), written by hand so every header field is
+//! under our control; read back through the `nifti` crate.
+//!
+//! Data are indexed with x fastest: `data[x + nx * (y + ny * z)]`, which is NIfTI's own order.
+//! `world_from_voxel` maps voxel indices (i, j, k, 1) to world millimetres. It is stored exactly in
+//! the sform (code 1) and, as rotation + spacing + offset, in the qform (code 1).
+
+use std::io::Write;
+use std::path::Path;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use glam::{DMat3, DVec3};
+
+use super::atomic::write_atomic;
+use crate::{Error, Result};
+
+/// Size of the NIfTI-1 header.
+const HEADER_LEN: usize = 348;
+/// Header plus the 4-byte extension flag (all zero: no extensions).
+const VOX_OFFSET: usize = 352;
+const DT_UINT8: i16 = 2;
+const DT_FLOAT32: i16 = 16;
+/// xyzt_units: millimetres, seconds.
+const UNITS_MM_SEC: u8 = 2 | 8;
+
+/// Writes a `f32` volume. `.nii.gz` is gzip-compressed, `.nii` is not.
+pub fn write_nifti_f32(path: &Path, data: &[f32], dims: [usize; 3], world_from_voxel: [[f64; 4]; 4]) -> Result<()> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_volume(path, &bytes, data.len(), dims, world_from_voxel, DT_FLOAT32, 32)
+}
+
+/// Writes a `u8` volume (labels, masks). `.nii.gz` is gzip-compressed, `.nii` is not.
+pub fn write_nifti_u8(path: &Path, data: &[u8], dims: [usize; 3], world_from_voxel: [[f64; 4]; 4]) -> Result<()> {
+    write_volume(path, data, data.len(), dims, world_from_voxel, DT_UINT8, 8)
+}
+
+fn write_volume(
+    path: &Path,
+    voxel_bytes: &[u8],
+    n_voxels: usize,
+    dims: [usize; 3],
+    world_from_voxel: [[f64; 4]; 4],
+    datatype: i16,
+    bitpix: i16,
+) -> Result<()> {
+    let input_error = |msg: String| Error::Input(format!("cannot write {}: {msg}", path.display()));
+    if dims.iter().any(|&d| d == 0 || d > i16::MAX as usize) {
+        return Err(input_error(format!("volume dimensions {dims:?} must each be in 1..=32767")));
+    }
+    if dims.iter().product::<usize>() != n_voxels {
+        return Err(input_error(format!("{n_voxels} values for a {dims:?} volume")));
+    }
+    if world_from_voxel.iter().flatten().any(|v| !v.is_finite()) {
+        return Err(input_error("the affine has a non-finite entry".into()));
+    }
+    let header = header_bytes(dims, world_from_voxel, datatype, bitpix);
+    let gz = is_gz(path);
+    write_atomic(path, |w| {
+        if gz {
+            let mut enc = GzEncoder::new(w, Compression::fast());
+            enc.write_all(&header)?;
+            enc.write_all(voxel_bytes)?;
+            enc.finish()?;
+        } else {
+            w.write_all(&header)?;
+            w.write_all(voxel_bytes)?;
+        }
+        Ok(())
+    })
+}
+
+fn is_gz(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+}
+
+/// The 348-byte header followed by the 4-byte (empty) extension flag, little-endian.
+fn header_bytes(dims: [usize; 3], m: [[f64; 4]; 4], datatype: i16, bitpix: i16) -> [u8; VOX_OFFSET] {
+    let mut h = [0u8; VOX_OFFSET];
+    let mut put = |at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
+    let (qfac, spacing, quat, offset) = qform_from_affine(m);
+
+    put(0, &(HEADER_LEN as i32).to_le_bytes()); // sizeof_hdr
+    put(38, b"r"); // regular
+    let dim: [i16; 8] = [3, dims[0] as i16, dims[1] as i16, dims[2] as i16, 1, 1, 1, 1];
+    for (k, d) in dim.iter().enumerate() {
+        put(40 + 2 * k, &d.to_le_bytes());
+    }
+    put(70, &datatype.to_le_bytes());
+    put(72, &bitpix.to_le_bytes());
+    let pixdim = [qfac, spacing[0], spacing[1], spacing[2], 1.0, 1.0, 1.0, 1.0];
+    for (k, p) in pixdim.iter().enumerate() {
+        put(76 + 4 * k, &(*p as f32).to_le_bytes());
+    }
+    put(108, &(VOX_OFFSET as f32).to_le_bytes()); // vox_offset
+    put(112, &1f32.to_le_bytes()); // scl_slope: values are stored as they are
+    put(116, &0f32.to_le_bytes()); // scl_inter
+    put(123, &[UNITS_MM_SEC]);
+    put(148, b"ffvol");
+    put(252, &1i16.to_le_bytes()); // qform_code: scanner anatomical
+    put(254, &1i16.to_le_bytes()); // sform_code
+    for (k, q) in quat.iter().chain(offset.iter()).enumerate() {
+        put(256 + 4 * k, &(*q as f32).to_le_bytes()); // quatern_b,c,d, qoffset_x,y,z
+    }
+    for (row, at) in [280, 296, 312].into_iter().enumerate() {
+        for col in 0..4 {
+            put(at + 4 * col, &(m[row][col] as f32).to_le_bytes()); // srow_x, srow_y, srow_z
+        }
+    }
+    put(344, b"n+1\0");
+    h
+}
+
+/// Splits an affine into NIfTI's qform parts: (qfac, spacing, quaternion b c d, offset).
+///
+/// Spacing is the column norms; the rotation is the nearest orthogonal matrix to the normalised
+/// columns (polar decomposition, as nifti1_io does), so a sheared affine gets the closest qform
+/// and keeps its exact form in the sform.
+fn qform_from_affine(m: [[f64; 4]; 4]) -> (f64, [f64; 3], [f64; 3], [f64; 3]) {
+    let col = |c: usize| DVec3::new(m[0][c], m[1][c], m[2][c]);
+    let cols = [col(0), col(1), col(2)];
+    let spacing = cols.map(|c| c.length());
+    let unit = |k: usize| if spacing[k] > 0.0 { cols[k] / spacing[k] } else { DVec3::AXES[k] };
+    let mut r = DMat3::from_cols(unit(0), unit(1), unit(2));
+    if r.determinant().abs() < 1e-12 {
+        r = DMat3::IDENTITY;
+    }
+    for _ in 0..30 {
+        r = 0.5 * (r + r.inverse().transpose());
+    }
+    let qfac = if r.determinant() < 0.0 {
+        r.z_axis = -r.z_axis;
+        -1.0
+    } else {
+        1.0
+    };
+    // nifti1_io's mat44_to_quatern, with (r11, r12, ...) = row-major entries of r.
+    let (r11, r12, r13) = (r.x_axis.x, r.y_axis.x, r.z_axis.x);
+    let (r21, r22, r23) = (r.x_axis.y, r.y_axis.y, r.z_axis.y);
+    let (r31, r32, r33) = (r.x_axis.z, r.y_axis.z, r.z_axis.z);
+    let trace = r11 + r22 + r33 + 1.0;
+    let (mut a, mut b, mut c, mut d);
+    if trace > 0.5 {
+        a = 0.5 * trace.sqrt();
+        b = 0.25 * (r32 - r23) / a;
+        c = 0.25 * (r13 - r31) / a;
+        d = 0.25 * (r21 - r12) / a;
+    } else {
+        let xd = 1.0 + r11 - (r22 + r33);
+        let yd = 1.0 + r22 - (r11 + r33);
+        let zd = 1.0 + r33 - (r11 + r22);
+        if xd > 1.0 {
+            b = 0.5 * xd.sqrt();
+            c = 0.25 * (r12 + r21) / b;
+            d = 0.25 * (r13 + r31) / b;
+            a = 0.25 * (r32 - r23) / b;
+        } else if yd > 1.0 {
+            c = 0.5 * yd.sqrt();
+            b = 0.25 * (r12 + r21) / c;
+            d = 0.25 * (r23 + r32) / c;
+            a = 0.25 * (r13 - r31) / c;
+        } else {
+            d = 0.5 * zd.sqrt();
+            b = 0.25 * (r13 + r31) / d;
+            c = 0.25 * (r23 + r32) / d;
+            a = 0.25 * (r21 - r12) / d;
+        }
+        if a < 0.0 {
+            (a, b, c, d) = (-a, -b, -c, -d);
+        }
+    }
+    let _ = a;
+    (qfac, spacing, [b, c, d], [m[0][3], m[1][3], m[2][3]])
+}
+
+/// The affine a qform describes (NIfTI-1 method 2).
+fn affine_from_qform(quat: [f64; 3], offset: [f64; 3], pixdim: [f64; 4]) -> [[f64; 4]; 4] {
+    let [b, c, d] = quat;
+    let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+    let rot = [
+        [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
+        [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
+        [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
+    ];
+    let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+    let scale = [pixdim[1], pixdim[2], qfac * pixdim[3]];
+    let mut m = [[0.0; 4]; 4];
+    for i in 0..3 {
+        for j in 0..3 {
+            m[i][j] = rot[i][j] * scale[j];
+        }
+        m[i][3] = offset[i];
+    }
+    m[3][3] = 1.0;
+    m
+}
+
+/// Reads a 3-D NIfTI-1 volume (`.nii` or `.nii.gz`, any numeric type) as `f32` with
+/// `scl_slope`/`scl_inter` applied. Returns the data (x fastest), the dimensions and
+/// `world_from_voxel`: the sform if `sform_code > 0`, else the qform if `qform_code > 0`, else
+/// the voxel spacing alone.
+pub fn read_nifti_f32(path: &Path) -> Result<(Vec<f32>, [usize; 3], [[f64; 4]; 4])> {
+    use ::nifti::{IntoNdArray, NiftiObject, ReaderOptions};
+    let format_err = |e: ::nifti::NiftiError| match e {
+        ::nifti::NiftiError::Io(io) => Error::io(path, io),
+        e => Error::format(path, format!("bad NIfTI file: {e}")),
+    };
+    // Check the file exists first so a missing file is an I/O error, not a format error.
+    std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let obj = std::panic::catch_unwind(|| ReaderOptions::new().read_file(path))
+        .map_err(|_| Error::format(path, "malformed NIfTI file (the NIfTI reader failed)"))?
+        .map_err(format_err)?;
+    let h = obj.header().clone();
+    let rank = usize::from(h.dim[0]);
+    if !(1..=7).contains(&rank) {
+        return Err(Error::format(path, format!("dim[0] = {} is not a valid rank", h.dim[0])));
+    }
+    if h.dim[4..=rank.max(3)].iter().any(|&d| d > 1) {
+        return Err(Error::format(path, format!("expected a 3-D volume, found dimensions {:?}", &h.dim[1..=rank])));
+    }
+    let dims = [0, 1, 2].map(|k| if k < rank { usize::from(h.dim[k + 1]) } else { 1 });
+    let array = obj.into_volume().into_ndarray::<f32>().map_err(format_err)?;
+    // The array is in Fortran order (x fastest); its transpose iterates z, y, x in logical order.
+    let data: Vec<f32> = array.t().iter().copied().collect();
+
+    let world_from_voxel = if h.sform_code > 0 {
+        let mut m = [[0.0; 4]; 4];
+        for (row, srow) in [h.srow_x, h.srow_y, h.srow_z].iter().enumerate() {
+            m[row] = srow.map(f64::from);
+        }
+        m[3][3] = 1.0;
+        m
+    } else if h.qform_code > 0 {
+        affine_from_qform(
+            [h.quatern_b, h.quatern_c, h.quatern_d].map(f64::from),
+            [h.quatern_x, h.quatern_y, h.quatern_z].map(f64::from),
+            [h.pixdim[0], h.pixdim[1], h.pixdim[2], h.pixdim[3]].map(f64::from),
+        )
+    } else {
+        let mut m = [[0.0; 4]; 4];
+        for k in 0..3 {
+            m[k][k] = f64::from(h.pixdim[k + 1]);
+        }
+        m[3][3] = 1.0;
+        m
+    };
+    if world_from_voxel.iter().flatten().any(|v| !v.is_finite()) {
+        return Err(Error::format(path, "the header's affine has a non-finite entry"));
+    }
+    Ok((data, dims, world_from_voxel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rotated_affine(qfac: f64) -> [[f64; 4]; 4] {
+        // Rotation by 30° about (1, 2, 2)/3, spacing (0.5, 1.25, 3 * qfac), offset (-90, 12.5, 40).
+        let rot = DMat3::from_axis_angle(DVec3::new(1.0, 2.0, 2.0) / 3.0, 30f64.to_radians());
+        let lin = rot * DMat3::from_diagonal(DVec3::new(0.5, 1.25, 3.0 * qfac));
+        let mut m = [[0.0; 4]; 4];
+        for i in 0..3 {
+            for j in 0..3 {
+                m[i][j] = lin.col(j)[i];
+            }
+        }
+        m[0][3] = -90.0;
+        m[1][3] = 12.5;
+        m[2][3] = 40.0;
+        m[3][3] = 1.0;
+        m
+    }
+
+    #[test]
+    fn qform_reproduces_rotation_spacing_and_flip() {
+        for qfac in [1.0, -1.0] {
+            let m = rotated_affine(qfac);
+            let (q, spacing, quat, offset) = qform_from_affine(m);
+            assert_eq!(q, qfac);
+            let back = affine_from_qform(quat, offset, [q, spacing[0], spacing[1], spacing[2]]);
+            for i in 0..4 {
+                for j in 0..4 {
+                    assert!((back[i][j] - m[i][j]).abs() < 1e-9, "qfac {qfac} [{i}][{j}]: {} vs {}", back[i][j], m[i][j]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn header_fields_sit_where_nifti1_says() {
+        let h = header_bytes([4, 5, 6], rotated_affine(1.0), DT_FLOAT32, 32);
+        let i16_at = |at: usize| i16::from_le_bytes([h[at], h[at + 1]]);
+        let f32_at = |at: usize| f32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        assert_eq!(i32::from_le_bytes([h[0], h[1], h[2], h[3]]), 348);
+        assert_eq!([i16_at(40), i16_at(42), i16_at(44), i16_at(46), i16_at(48)], [3, 4, 5, 6, 1]);
+        assert_eq!((i16_at(70), i16_at(72)), (16, 32));
+        assert_eq!(f32_at(108), 352.0);
+        assert!((f32_at(80) - 0.5).abs() < 1e-6 && (f32_at(84) - 1.25).abs() < 1e-6 && (f32_at(88) - 3.0).abs() < 1e-6);
+        assert_eq!((i16_at(252), i16_at(254)), (1, 1));
+        assert_eq!(f32_at(292), -90.0); // srow_x[3]
+        assert_eq!(&h[344..348], b"n+1\0");
+        assert_eq!(&h[348..352], &[0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,282 @@
+//! Stanford PLY: read any encoding through `ply-rs-bw`, write binary little-endian by hand.
+//!
+//! Reading accepts ASCII and binary (both byte orders), vertex `x y z` of any scalar type, faces
+//! as a `vertex_indices` or `vertex_index` list of any integer type, and ignores every other
+//! element and property (normals, colours, ...). Polygons are fan-triangulated.
+
+use std::io::Write;
+use std::path::Path;
+
+use glam::Vec3;
+use ply_rs_bw::parser::{Parser, Reader};
+use ply_rs_bw::ply::{
+    DefaultElement, Encoding, Header, PropertyAccess, PropertyAccessResult, PropertyType, ScalarType,
+};
+
+use super::atomic::write_atomic;
+use crate::geometry::mesh::TriMesh;
+use crate::Result;
+
+/// Parses a whole PLY file. The message says what is wrong; the caller adds the file name.
+pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
+    // The parser validates what it reads and we never index by file data, so a panic here
+    // would be a bug in ply-rs; catch it anyway so bad input can never take the process down.
+    std::panic::catch_unwind(|| parse_unguarded(bytes))
+        .unwrap_or_else(|_| Err("malformed PLY file (the PLY parser failed)".into()))
+}
+
+fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
+    if !bytes.starts_with(b"ply") {
+        return Err("not a PLY file (it does not start with \"ply\")".into());
+    }
+    let mut reader = Reader::new(bytes);
+    let header = Parser::<DefaultElement>::new()
+        .read_header(&mut reader)
+        .map_err(|e| format!("bad PLY header: {}", e.to_string().lines().map(str::trim).collect::<Vec<_>>().join("; ")))?;
+    check_header(&header)?;
+
+    // ply-rs counts "lines" in binary payloads too; there the element counts say more.
+    let binary = header.encoding != Encoding::Ascii;
+    let describe = |what: &str, e: ply_rs_bw::parser::ParseError| {
+        let text = e.to_string();
+        let text = if binary { strip_line_prefix(&text) } else { &text };
+        let flat: Vec<&str> = text.lines().map(|l| l.trim().trim_start_matches("Error: ").trim_end_matches('.')).filter(|l| !l.is_empty()).collect();
+        format!("{what}: {}", flat.join("; "))
+    };
+    let mut positions = Vec::new();
+    let mut triangles = Vec::new();
+    let mut vertex_count = None;
+    for (name, def) in &header.elements {
+        match name.as_str() {
+            "vertex" => {
+                let verts = Parser::<PlyVertex>::new()
+                    .read_payload_for_element(&mut reader, def, &header)
+                    .map_err(|e| describe("bad vertex data", e))?;
+                positions = verts.iter().map(|v| Vec3::new(v.xyz[0] as f32, v.xyz[1] as f32, v.xyz[2] as f32)).collect();
+                vertex_count = Some(verts.len());
+            }
+            "face" => {
+                let faces = Parser::<PlyFace>::new()
+                    .read_payload_for_element(&mut reader, def, &header)
+                    .map_err(|e| describe("bad face data", e))?;
+                let Some(n) = vertex_count else {
+                    return Err("the face element comes before the vertex element".into());
+                };
+                triangles.reserve(faces.len());
+                let mut polygon = Vec::new();
+                for (f, face) in faces.iter().enumerate() {
+                    polygon.clear();
+                    for &i in &face.indices {
+                        if i < 0 || i as u64 >= n as u64 {
+                            return Err(format!("face {f} refers to vertex {i} but the file has {n} vertices"));
+                        }
+                        polygon.push(i as u32);
+                    }
+                    super::push_fan(&polygon, &mut triangles);
+                }
+            }
+            _ => {
+                Parser::<Ignored>::new()
+                    .read_payload_for_element(&mut reader, def, &header)
+                    .map_err(|e| describe(&format!("bad data in element '{name}'"), e))?;
+            }
+        }
+    }
+    Ok(TriMesh::new(positions, triangles))
+}
+
+/// "Line 12: message" → "message".
+fn strip_line_prefix(text: &str) -> &str {
+    match text.split_once(": ") {
+        Some((head, rest)) if head.starts_with("Line ") && head[5..].chars().all(|c| c.is_ascii_digit()) => rest,
+        _ => text,
+    }
+}
+
+/// Checks the header describes a mesh we can read, before reading any data.
+fn check_header(header: &Header) -> std::result::Result<(), String> {
+    let vertex = header.elements.get("vertex").ok_or("the PLY header has no 'vertex' element")?;
+    if vertex.count > u32::MAX as usize {
+        return Err(format!("{} vertices is more than 32-bit indices can address", vertex.count));
+    }
+    for axis in ["x", "y", "z"] {
+        match vertex.properties.get(axis).map(|p| &p.data_type) {
+            Some(PropertyType::Scalar(_)) => {}
+            Some(PropertyType::List(..)) => return Err(format!("vertex property '{axis}' is a list, not a number")),
+            None => return Err(format!("the vertex element has no '{axis}' property")),
+        }
+    }
+    if let Some(face) = header.elements.get("face") {
+        let list = face
+            .properties
+            .get("vertex_indices")
+            .or_else(|| face.properties.get("vertex_index"))
+            .ok_or("the face element has no 'vertex_indices' (or 'vertex_index') property")?;
+        match &list.data_type {
+            PropertyType::List(_, ScalarType::Float | ScalarType::Double) => {
+                return Err("face vertex indices are floating-point, not integers".into())
+            }
+            PropertyType::List(..) => {}
+            PropertyType::Scalar(_) => return Err("face vertex indices are a number, not a list".into()),
+        }
+    }
+    Ok(())
+}
+
+/// One vertex as read: x, y, z in double precision whatever the file's type.
+struct PlyVertex {
+    xyz: [f64; 3],
+}
+
+impl PlyVertex {
+    fn set(&mut self, name: &str, value: f64) -> PropertyAccessResult {
+        match name {
+            "x" => self.xyz[0] = value,
+            "y" => self.xyz[1] = value,
+            "z" => self.xyz[2] = value,
+            _ => return PropertyAccessResult::Ignored,
+        }
+        PropertyAccessResult::Set
+    }
+}
+
+impl PropertyAccess for PlyVertex {
+    fn new() -> Self {
+        PlyVertex { xyz: [0.0; 3] }
+    }
+    fn set_char(&mut self, name: &str, v: i8) -> PropertyAccessResult {
+        self.set(name, v.into())
+    }
+    fn set_uchar(&mut self, name: &str, v: u8) -> PropertyAccessResult {
+        self.set(name, v.into())
+    }
+    fn set_short(&mut self, name: &str, v: i16) -> PropertyAccessResult {
+        self.set(name, v.into())
+    }
+    fn set_ushort(&mut self, name: &str, v: u16) -> PropertyAccessResult {
+        self.set(name, v.into())
+    }
+    fn set_int(&mut self, name: &str, v: i32) -> PropertyAccessResult {
+        self.set(name, v.into())
+    }
+    fn set_uint(&mut self, name: &str, v: u32) -> PropertyAccessResult {
+        self.set(name, v.into())
+    }
+    fn set_float(&mut self, name: &str, v: f32) -> PropertyAccessResult {
+        self.set(name, v.into())
+    }
+    fn set_double(&mut self, name: &str, v: f64) -> PropertyAccessResult {
+        self.set(name, v)
+    }
+}
+
+/// One face as read: its vertex indices, widened so negative values can be reported.
+struct PlyFace {
+    indices: Vec<i64>,
+}
+
+fn is_index_list(name: &str) -> bool {
+    name == "vertex_indices" || name == "vertex_index"
+}
+
+macro_rules! set_index_list {
+    ($fname:ident, $ty:ty) => {
+        fn $fname(&mut self, name: &str, values: Vec<$ty>) -> PropertyAccessResult {
+            if !is_index_list(name) {
+                return PropertyAccessResult::Ignored;
+            }
+            self.indices = values.into_iter().map(i64::from).collect();
+            PropertyAccessResult::Set
+        }
+    };
+}
+
+impl PropertyAccess for PlyFace {
+    fn new() -> Self {
+        PlyFace { indices: Vec::new() }
+    }
+    set_index_list!(set_list_char, i8);
+    set_index_list!(set_list_uchar, u8);
+    set_index_list!(set_list_short, i16);
+    set_index_list!(set_list_ushort, u16);
+    set_index_list!(set_list_int, i32);
+    set_index_list!(set_list_uint, u32);
+}
+
+/// An element we skip: the parser still reads (and checks) its data, we keep nothing.
+struct Ignored;
+
+impl PropertyAccess for Ignored {
+    fn new() -> Self {
+        Ignored
+    }
+}
+
+/// Writes `mesh` as binary little-endian PLY: float x y z, float nx ny nz when the mesh has
+/// normals, and `property list uchar int vertex_indices`. The caller has checked the mesh.
+pub fn write(path: &Path, mesh: &TriMesh) -> Result<()> {
+    if mesh.positions.len() > i32::MAX as usize {
+        return Err(crate::Error::Input(format!(
+            "cannot write {}: {} vertices do not fit PLY's int indices",
+            path.display(),
+            mesh.positions.len()
+        )));
+    }
+    write_atomic(path, |w| {
+        let mut header = String::from("ply\nformat binary_little_endian 1.0\ncomment written by ffvol\n");
+        header += &format!("element vertex {}\n", mesh.positions.len());
+        header += "property float x\nproperty float y\nproperty float z\n";
+        if mesh.normals.is_some() {
+            header += "property float nx\nproperty float ny\nproperty float nz\n";
+        }
+        header += &format!("element face {}\n", mesh.triangles.len());
+        header += "property list uchar int vertex_indices\nend_header\n";
+        w.write_all(header.as_bytes())?;
+        for (i, p) in mesh.positions.iter().enumerate() {
+            for c in p.to_array() {
+                w.write_all(&c.to_le_bytes())?;
+            }
+            if let Some(normals) = &mesh.normals {
+                for c in normals[i].to_array() {
+                    w.write_all(&c.to_le_bytes())?;
+                }
+            }
+        }
+        for t in &mesh.triangles {
+            w.write_all(&[3u8])?;
+            for &i in t {
+                w.write_all(&(i as i32).to_le_bytes())?;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_quad_is_triangulated() {
+        let text = b"ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n\
+element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n";
+        let mesh = parse(text).expect("parse");
+        assert_eq!(mesh.positions.len(), 4);
+        assert_eq!(mesh.triangles, vec![[0, 1, 2], [0, 2, 3]]);
+    }
+
+    #[test]
+    fn negative_index_is_an_error() {
+        let text = b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n\
+element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n1 1 0\n3 0 -1 2\n";
+        let err = parse(text).expect_err("negative index");
+        assert!(err.contains("-1"), "{err}");
+    }
+
+    #[test]
+    fn missing_z_is_an_error() {
+        let text = b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nend_header\n0 0\n";
+        let err = parse(text).expect_err("no z");
+        assert!(err.contains("'z'"), "{err}");
+    }
+}
