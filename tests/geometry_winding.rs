@@ -1,0 +1,186 @@
+//! The inside test: fast winding numbers against analytic shapes, brute force, and ray parity.
+
+use std::time::Instant;
+
+use ffvol::geometry::shapes;
+use ffvol::geometry::winding::{inside_by_ray_parity, WindingNumber};
+use ffvol::geometry::TriMesh;
+use glam::Vec3;
+
+/// SplitMix64: a tiny deterministic generator, so the tests need no extra crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn point_in(&mut self, lo: Vec3, hi: Vec3) -> Vec3 {
+        lo + (hi - lo) * Vec3::new(self.uniform(), self.uniform(), self.uniform())
+    }
+}
+
+fn padded_bounds(mesh: &TriMesh, pad: f32) -> (Vec3, Vec3) {
+    let (lo, hi) = mesh.bounds().expect("non-empty mesh");
+    let d = (hi - lo) * pad;
+    (lo - d, hi + d)
+}
+
+struct Case {
+    name: &'static str,
+    mesh: TriMesh,
+    sdf: Box<dyn Fn(Vec3) -> f32>,
+}
+
+fn cases() -> Vec<Case> {
+    let c = Vec3::new(0.5, 0.5, 0.5);
+    vec![
+        Case {
+            name: "icosphere",
+            mesh: shapes::icosphere(c, 0.35, 5),
+            sdf: Box::new(move |p| shapes::sphere_sdf(p, c, 0.35)),
+        },
+        Case {
+            name: "torus",
+            mesh: shapes::torus(c, 0.3, 0.1, 256, 64),
+            sdf: Box::new(move |p| shapes::torus_sdf(p, c, 0.3, 0.1)),
+        },
+        Case {
+            name: "cube",
+            mesh: shapes::cube_subdivided(c, 0.3, 4),
+            sdf: Box::new(move |p| shapes::cube_sdf(p, c, 0.3)),
+        },
+    ]
+}
+
+/// Labels agree with the analytic shapes everywhere outside a 1e-3 band around the surface.
+#[test]
+fn labels_match_analytic_shapes() {
+    let mut rng = Rng(1);
+    for case in cases() {
+        let wn = WindingNumber::new(&case.mesh);
+        let (lo, hi) = padded_bounds(&case.mesh, 0.1);
+        let mut points = Vec::new();
+        while points.len() < 20_000 {
+            let p = rng.point_in(lo, hi);
+            if (case.sdf)(p).abs() > 1e-3 {
+                points.push(p.to_array());
+            }
+        }
+        let mut labels = vec![0.0f32; points.len()];
+        wn.label_points(&points, &mut labels);
+        let mut wrong = 0;
+        let mut parity_wrong = 0;
+        let mut n_inside = 0;
+        for (p, &l) in points.iter().zip(&labels) {
+            let p = Vec3::from_array(*p);
+            let truth = (case.sdf)(p) < 0.0;
+            n_inside += truth as usize;
+            wrong += ((l > 0.5) != truth) as usize;
+            parity_wrong += (inside_by_ray_parity(wn.bvh(), p) != truth) as usize;
+        }
+        println!("{}: {} triangles, {n_inside}/{} inside, winding wrong {wrong}, parity wrong {parity_wrong}",
+            case.name, case.mesh.triangles.len(), points.len());
+        assert!(n_inside > 1000, "{}: the test should see both labels", case.name);
+        assert_eq!(wrong, 0, "{}: winding labels disagree with the analytic shape", case.name);
+        assert_eq!(parity_wrong, 0, "{}: ray parity disagrees with the analytic shape", case.name);
+    }
+}
+
+/// The hierarchical approximation stays within 1e-2 of the brute-force sum.
+#[test]
+fn fast_matches_exact() {
+    let mut rng = Rng(2);
+    for case in cases() {
+        let wn = WindingNumber::new(&case.mesh);
+        let (lo, hi) = padded_bounds(&case.mesh, 0.2);
+        let mut worst = 0.0f64;
+        for _ in 0..1000 {
+            let p = rng.point_in(lo, hi);
+            let (fast, exact) = (wn.winding(p), wn.winding_exact(p));
+            worst = worst.max((fast - exact).abs());
+        }
+        println!("{}: max |fast − exact| = {worst:.2e} over 1000 points", case.name);
+        assert!(worst < 1e-2, "{}: {worst}", case.name);
+    }
+}
+
+/// A sphere with a 15° cap cut away: winding numbers still label points away from the hole
+/// correctly, while ray parity (which needs a closed mesh) gets many of them wrong.
+#[test]
+fn open_mesh_still_labels_correctly() {
+    let (c, r) = (Vec3::new(0.5, 0.5, 0.5), 0.35f32);
+    let closed = shapes::icosphere(c, r, 5);
+    let pole = c + Vec3::Z * r;
+    // Chord length of a 15° half-angle cap.
+    let cap_radius = 2.0 * r * (7.5f32.to_radians()).sin();
+    let open = shapes::punch_hole(&closed, pole, cap_radius);
+    let removed = closed.triangles.len() - open.triangles.len();
+    assert!(removed > 100, "removed {removed}");
+    let wn = WindingNumber::new(&open);
+    let mut rng = Rng(3);
+    let (lo, hi) = padded_bounds(&closed, 0.1);
+    let (mut n, mut wrong, mut parity_wrong) = (0, 0, 0);
+    while n < 20_000 {
+        let p = rng.point_in(lo, hi);
+        if shapes::sphere_sdf(p, c, r).abs() < 1e-3 || p.distance(pole) < cap_radius + 0.1 * r {
+            continue;
+        }
+        n += 1;
+        let truth = shapes::sphere_inside(p, c, r);
+        wrong += (wn.is_inside(p) != truth) as usize;
+        parity_wrong += (inside_by_ray_parity(wn.bvh(), p) != truth) as usize;
+    }
+    println!("open sphere ({removed} faces removed): winding wrong {wrong}/{n}, ray parity wrong {parity_wrong}/{n}");
+    assert_eq!(wrong, 0);
+    assert!(parity_wrong > 0, "the ray-parity test was expected to fail on an open mesh");
+}
+
+/// Points far outside the mesh cost only the root node.
+#[test]
+fn far_points_are_outside() {
+    let mesh = shapes::torus(Vec3::ZERO, 1.0, 0.3, 64, 16);
+    let wn = WindingNumber::new(&mesh);
+    for q in [Vec3::new(100.0, 0.0, 0.0), Vec3::new(-5.0, 7.0, 3.0), Vec3::splat(1e6)] {
+        assert!(wn.winding(q).abs() < 1e-3);
+    }
+    let empty = WindingNumber::new(&TriMesh::default());
+    assert_eq!(empty.winding(Vec3::ZERO), 0.0);
+}
+
+fn bench(name: &str, mesh: &TriMesh, n: usize) -> f64 {
+    let wn = WindingNumber::new(mesh);
+    let (lo, hi) = mesh.bounds().expect("non-empty mesh");
+    let mut rng = Rng(4);
+    let points: Vec<[f32; 3]> = (0..n).map(|_| rng.point_in(lo, hi).to_array()).collect();
+    let mut labels = vec![0.0f32; n];
+    let t0 = Instant::now();
+    wn.label_points(&points, &mut labels);
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let inside = labels.iter().filter(|&&l| l > 0.5).count();
+    println!(
+        "{name}: {} triangles, {n} points in the bbox labelled at {:.0} points/s on {} threads ({inside} inside)",
+        mesh.triangles.len(),
+        rate,
+        rayon::current_num_threads()
+    );
+    rate
+}
+
+/// Prints labelling throughput on ~5k- and ~70k-triangle meshes (assert only a loose floor).
+#[test]
+fn labelling_rate() {
+    let c = Vec3::new(0.5, 0.5, 0.5);
+    let small = shapes::torus(c, 0.3, 0.12, 96, 28); // 5376 triangles
+    let large = shapes::torus(c, 0.3, 0.12, 384, 96); // 73728 triangles
+    let r1 = bench("torus 5k", &small, 200_000);
+    let r2 = bench("torus 70k", &large, 200_000);
+    let r3 = bench("icosphere 82k", &shapes::icosphere(c, 0.4, 6), 200_000);
+    assert!(r1 > 1e5 && r2 > 1e5 && r3 > 1e5, "{r1} {r2} {r3}");
+}
