@@ -85,8 +85,12 @@ fn labels_match_analytic_shapes() {
             wrong += ((l > 0.5) != truth) as usize;
             parity_wrong += (inside_by_ray_parity(wn.bvh(), p) != truth) as usize;
         }
-        println!("{}: {} triangles, {n_inside}/{} inside, winding wrong {wrong}, parity wrong {parity_wrong}",
-            case.name, case.mesh.triangles.len(), points.len());
+        println!(
+            "{}: {} triangles, {n_inside}/{} inside, winding wrong {wrong}, parity wrong {parity_wrong}",
+            case.name,
+            case.mesh.triangles.len(),
+            points.len()
+        );
         assert!(n_inside > 1000, "{}: the test should see both labels", case.name);
         assert_eq!(wrong, 0, "{}: winding labels disagree with the analytic shape", case.name);
         assert_eq!(parity_wrong, 0, "{}: ray parity disagrees with the analytic shape", case.name);
