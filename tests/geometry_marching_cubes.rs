@@ -42,6 +42,33 @@ fn assert_closed_manifold(mesh: &TriMesh, what: &str) {
     assert!(normals.iter().all(|n| (n.length() - 1.0).abs() < 1e-3), "{what}: unit normals");
 }
 
+/// Every vertex's triangles form one disc: the edges opposite the vertex chain into a single cycle.
+fn assert_vertex_manifold(mesh: &TriMesh, what: &str) {
+    let mut link: Vec<Vec<(u32, u32)>> = vec![Vec::new(); mesh.positions.len()];
+    for t in &mesh.triangles {
+        for m in 0..3 {
+            link[t[m] as usize].push((t[(m + 1) % 3], t[(m + 2) % 3]));
+        }
+    }
+    for (v, edges) in link.iter().enumerate() {
+        assert!(edges.len() >= 3, "{what}: vertex {v} has {} triangles", edges.len());
+        // Follow b → c from the first edge; a disc returns after visiting every edge once.
+        let (start, mut at) = edges[0];
+        let mut steps = 1;
+        while at != start {
+            let next = edges.iter().find(|e| e.0 == at).map(|e| e.1);
+            match next {
+                Some(n) if steps <= edges.len() => {
+                    at = n;
+                    steps += 1;
+                }
+                _ => panic!("{what}: vertex {v}'s link is not a cycle"),
+            }
+        }
+        assert_eq!(steps, edges.len(), "{what}: vertex {v}'s triangles form more than one fan");
+    }
+}
+
 fn euler(mesh: &TriMesh) -> i64 {
     mesh.positions.len() as i64 - count_edges(mesh) as i64 + mesh.triangles.len() as i64
 }
@@ -96,6 +123,7 @@ fn torus_has_genus_one() {
     let mesh = marching_cubes(&grid, 0.0, Vec3::ZERO, h, false);
     assert_closed_manifold(&mesh, "torus");
     assert_eq!(euler(&mesh), 0);
+    assert_vertex_manifold(&mesh, "torus");
     let v_true = 2.0 * PI * PI * 0.3 * 0.01;
     assert!((mesh.signed_volume() / v_true - 1.0).abs() < 0.02, "{}", mesh.signed_volume());
 }
@@ -131,6 +159,7 @@ fn random_noise_gives_closed_manifold_meshes() {
             let what = format!("noise seed {seed} greater={inside_is_greater}");
             assert!(mesh.triangles.len() > 1000, "{what}");
             assert_closed_manifold(&mesh, &what);
+            assert_vertex_manifold(&mesh, &what);
             assert!(mesh.signed_volume() > 0.0, "{what}");
             // Every vertex used: no stray vertices.
             let mut used = vec![false; mesh.positions.len()];

@@ -188,3 +188,13 @@ fn labelling_rate() {
     let r3 = bench("icosphere 82k", &shapes::icosphere(c, 0.4, 6), 200_000);
     assert!(r1 > 1e5 && r2 > 1e5 && r3 > 1e5, "{r1} {r2} {r3}");
 }
+
+/// The brief's figure: 1,000,000 points in the bounding box of a ~70k-triangle mesh
+/// (`cargo test --release --test geometry_winding -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn labelling_rate_one_million() {
+    let c = Vec3::new(0.5, 0.5, 0.5);
+    bench("torus 70k", &shapes::torus(c, 0.3, 0.12, 384, 96), 1_000_000);
+    bench("torus 5k", &shapes::torus(c, 0.3, 0.12, 96, 28), 1_000_000);
+}
