@@ -85,8 +85,12 @@ fn labels_match_analytic_shapes() {
             wrong += ((l > 0.5) != truth) as usize;
             parity_wrong += (inside_by_ray_parity(wn.bvh(), p) != truth) as usize;
         }
-        println!("{}: {} triangles, {n_inside}/{} inside, winding wrong {wrong}, parity wrong {parity_wrong}",
-            case.name, case.mesh.triangles.len(), points.len());
+        println!(
+            "{}: {} triangles, {n_inside}/{} inside, winding wrong {wrong}, parity wrong {parity_wrong}",
+            case.name,
+            case.mesh.triangles.len(),
+            points.len()
+        );
         assert!(n_inside > 1000, "{}: the test should see both labels", case.name);
         assert_eq!(wrong, 0, "{}: winding labels disagree with the analytic shape", case.name);
         assert_eq!(parity_wrong, 0, "{}: ray parity disagrees with the analytic shape", case.name);
@@ -183,4 +187,14 @@ fn labelling_rate() {
     let r2 = bench("torus 70k", &large, 200_000);
     let r3 = bench("icosphere 82k", &shapes::icosphere(c, 0.4, 6), 200_000);
     assert!(r1 > 1e5 && r2 > 1e5 && r3 > 1e5, "{r1} {r2} {r3}");
+}
+
+/// The brief's figure: 1,000,000 points in the bounding box of a ~70k-triangle mesh
+/// (`cargo test --release --test geometry_winding -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn labelling_rate_one_million() {
+    let c = Vec3::new(0.5, 0.5, 0.5);
+    bench("torus 70k", &shapes::torus(c, 0.3, 0.12, 384, 96), 1_000_000);
+    bench("torus 5k", &shapes::torus(c, 0.3, 0.12, 96, 28), 1_000_000);
 }

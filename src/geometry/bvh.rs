@@ -102,7 +102,13 @@ impl Bvh {
 
     /// Calls `visit(k)` for every leaf-order triangle index `k` whose leaf box the ray
     /// `origin + t·dir, t ∈ [0, t_max]` passes through.
-    fn for_each_candidate(&self, origin: Vec3, dir: Vec3, t_max: f32, mut visit: impl FnMut(usize, &mut f32)) {
+    fn for_each_candidate(
+        &self,
+        origin: Vec3,
+        dir: Vec3,
+        t_max: f32,
+        mut visit: impl FnMut(usize, &mut f32),
+    ) {
         if self.nodes.is_empty() {
             return;
         }
@@ -213,9 +219,8 @@ impl Build {
             // axis so leaves still stay small.
             let axis = (cmax - cmin).max_position();
             let cent = &self.centroids;
-            self.order[start..end].sort_unstable_by(|&a, &b| {
-                cent[a as usize][axis].total_cmp(&cent[b as usize][axis])
-            });
+            self.order[start..end]
+                .sort_unstable_by(|&a, &b| cent[a as usize][axis].total_cmp(&cent[b as usize][axis]));
             start + n / 2
         });
         self.nodes[here].count = 0;

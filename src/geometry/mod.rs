@@ -8,5 +8,8 @@ pub mod normalize;
 pub mod shapes;
 pub mod winding;
 
+pub use bvh::Bvh;
+pub use marching_cubes::{edge_manifold_report, marching_cubes, marching_cubes_padded, Grid3};
 pub use mesh::TriMesh;
 pub use normalize::UnitFromMesh;
+pub use winding::{inside_by_ray_parity, WindingNumber};

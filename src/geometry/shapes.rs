@@ -160,8 +160,8 @@ pub fn cube_subdivided(center: Vec3, half: f32, n: usize) -> TriMesh {
     for (normal, u, v) in faces {
         let mut vertex = |a: usize, b: usize| -> u32 {
             // Integer lattice coordinates in [-n, n] weld shared edge vertices exactly.
-            let lattice = normal * n as f32 + u * (2 * a) as f32 - u * n as f32 + v * (2 * b) as f32
-                - v * n as f32;
+            let lattice =
+                normal * n as f32 + u * (2 * a) as f32 - u * n as f32 + v * (2 * b) as f32 - v * n as f32;
             let key = lattice.round().as_i64vec3().to_array();
             *index.entry(key).or_insert_with(|| {
                 positions.push(center + lattice * (half / n as f32));
@@ -170,7 +170,8 @@ pub fn cube_subdivided(center: Vec3, half: f32, n: usize) -> TriMesh {
         };
         for a in 0..n {
             for b in 0..n {
-                let (p00, p10, p01, p11) = (vertex(a, b), vertex(a + 1, b), vertex(a, b + 1), vertex(a + 1, b + 1));
+                let (p00, p10, p01, p11) =
+                    (vertex(a, b), vertex(a + 1, b), vertex(a, b + 1), vertex(a + 1, b + 1));
                 triangles.push([p00, p10, p11]);
                 triangles.push([p00, p11, p01]);
             }

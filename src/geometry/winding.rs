@@ -293,7 +293,12 @@ mod tests {
         // The error shrinks fast with β: third order, so roughly β⁻⁴.
         for (beta, tol) in [(2.0, 1e-2), (4.0, 1e-3)] {
             let w = WindingNumber::with_beta(&mesh, beta);
-            for q in [Vec3::new(0.5, 0.5, 0.5), Vec3::new(0.8, 0.5, 0.52), Vec3::new(3.0, -2.0, 1.0), Vec3::new(0.5, 0.9, 0.45)] {
+            for q in [
+                Vec3::new(0.5, 0.5, 0.5),
+                Vec3::new(0.8, 0.5, 0.52),
+                Vec3::new(3.0, -2.0, 1.0),
+                Vec3::new(0.5, 0.9, 0.45),
+            ] {
                 let (fast, exact) = (w.winding(q), w.winding_exact(q));
                 assert!((fast - exact).abs() < tol, "β {beta}, {q}: {fast} vs {exact}");
             }
