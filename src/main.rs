@@ -46,7 +46,7 @@ enum Job {
     Occupancy(Box<OccupancyArgs>),
 }
 
-#[derive(Args, Default)]
+#[derive(Args)]
 struct OccupancyArgs {
     /// Triangle mesh to fit (PLY, OBJ, STL). Default: the bundled bunny.
     #[arg(long)]

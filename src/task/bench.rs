@@ -1,6 +1,5 @@
 //! `ffvol bench`: throughput of every stage of an occupancy training step, as figures.
 
-use crate::backend::Backend;
 use crate::encoding::{Encoding, EncodingConfig};
 use crate::model::{Mlp, ModelConfig};
 use crate::sample::{uniform_in_box, CounterRng};

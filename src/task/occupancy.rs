@@ -208,7 +208,6 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let bar = progress_bar(opts, steps, start_step);
     let (mut points, mut labels) = (Vec::new(), Vec::new());
     let (mut train_s, mut label_s) = (0.0f64, 0.0f64);
-    let mut recent = (0.0f64, 0u32);
     for step in start_step..steps {
         if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || opts.stop_after.is_some_and(|s| step >= s) {
             save(backend.as_ref(), &loss_log)?;
@@ -229,13 +228,8 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
         let t2 = Instant::now();
         label_s += (t1 - t0).as_secs_f64();
         train_s += (t2 - t1).as_secs_f64();
-        recent.0 += loss as f64;
-        recent.1 += 1;
         let done = step + 1;
-        if done % 10 == 0 || done == steps {
-            loss_log.push((done, (recent.0 / recent.1 as f64) as f32, lr));
-            recent = (0.0, 0);
-        }
+        loss_log.push((done, loss, lr));
         if let Some(b) = &bar {
             b.set_position(done);
             if done % 10 == 0 {
