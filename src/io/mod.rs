@@ -16,7 +16,7 @@ pub mod stl;
 use std::path::Path;
 
 pub use atomic::{write_atomic, write_bytes_atomic};
-pub use nifti::{read_nifti_f32, write_nifti_f32, write_nifti_u8};
+pub use nifti::{read_nifti_f32, write_nifti_f32, write_nifti_u8, WorldFromVoxel};
 
 use crate::geometry::mesh::TriMesh;
 use crate::{Error, Result};
@@ -76,7 +76,10 @@ pub fn read_mesh(path: &Path) -> Result<TriMesh> {
         MeshFormat::Obj => obj::parse(&bytes),
         MeshFormat::Stl => stl::parse(&bytes),
         MeshFormat::Glb => {
-            return Err(Error::format(path, "reading .glb is not supported (use .ply, .obj or .stl)"))
+            return Err(Error::format(
+                path,
+                "reading .glb is not supported (use .ply, .obj or .stl)",
+            ))
         }
     };
     let mesh = parsed.map_err(|msg| Error::format(path, msg))?;
@@ -90,7 +93,8 @@ pub fn read_mesh(path: &Path) -> Result<TriMesh> {
 /// vertex; otherwise this is an [`Error::Input`] and nothing is written. An empty mesh can be
 /// written as PLY, OBJ or STL but not as GLB (glTF forbids empty accessors).
 pub fn write_mesh(path: &Path, mesh: &TriMesh, format: MeshFormat) -> Result<()> {
-    check_writable(mesh).map_err(|msg| Error::Input(format!("cannot write {}: {msg}", path.display())))?;
+    check_writable(mesh)
+        .map_err(|msg| Error::Input(format!("cannot write {}: {msg}", path.display())))?;
     match format {
         MeshFormat::Ply => ply::write(path, mesh),
         MeshFormat::Obj => obj::write(path, mesh),
@@ -102,14 +106,26 @@ pub fn write_mesh(path: &Path, mesh: &TriMesh, format: MeshFormat) -> Result<()>
 /// What every writer needs: finite coordinates, indices in range, one normal per vertex.
 fn check_writable(mesh: &TriMesh) -> std::result::Result<(), String> {
     if let Some(i) = mesh.positions.iter().position(|p| !p.is_finite()) {
-        return Err(format!("vertex {i} has a non-finite coordinate {:?}", mesh.positions[i]));
+        return Err(format!(
+            "vertex {i} has a non-finite coordinate {:?}",
+            mesh.positions[i]
+        ));
     }
     let n = mesh.positions.len();
     if n > u32::MAX as usize {
-        return Err(format!("{n} vertices is more than 32-bit indices can address"));
+        return Err(format!(
+            "{n} vertices is more than 32-bit indices can address"
+        ));
     }
-    if let Some((f, t)) = mesh.triangles.iter().enumerate().find(|(_, t)| t.iter().any(|&i| i as usize >= n)) {
-        return Err(format!("face {f} refers to vertex {t:?} but the mesh has {n} vertices"));
+    if let Some((f, t)) = mesh
+        .triangles
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.iter().any(|&i| i as usize >= n))
+    {
+        return Err(format!(
+            "face {f} refers to vertex {t:?} but the mesh has {n} vertices"
+        ));
     }
     if let Some(normals) = &mesh.normals {
         if normals.len() != n {
@@ -139,10 +155,22 @@ mod tests {
 
     #[test]
     fn format_from_extension_is_case_insensitive() {
-        assert_eq!(MeshFormat::from_path(Path::new("a/b.PLY")), Some(MeshFormat::Ply));
-        assert_eq!(MeshFormat::from_path(Path::new("b.Obj")), Some(MeshFormat::Obj));
-        assert_eq!(MeshFormat::from_path(Path::new("b.stl")), Some(MeshFormat::Stl));
-        assert_eq!(MeshFormat::from_path(Path::new("b.glb")), Some(MeshFormat::Glb));
+        assert_eq!(
+            MeshFormat::from_path(Path::new("a/b.PLY")),
+            Some(MeshFormat::Ply)
+        );
+        assert_eq!(
+            MeshFormat::from_path(Path::new("b.Obj")),
+            Some(MeshFormat::Obj)
+        );
+        assert_eq!(
+            MeshFormat::from_path(Path::new("b.stl")),
+            Some(MeshFormat::Stl)
+        );
+        assert_eq!(
+            MeshFormat::from_path(Path::new("b.glb")),
+            Some(MeshFormat::Glb)
+        );
         assert_eq!(MeshFormat::from_path(Path::new("b.off")), None);
         assert_eq!(MeshFormat::from_path(Path::new("noext")), None);
     }

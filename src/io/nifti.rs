@@ -15,6 +15,9 @@ use glam::{DMat3, DVec3};
 use super::atomic::write_atomic;
 use crate::{Error, Result};
 
+/// Maps voxel indices (i, j, k, 1) to world millimetres; row-major, last row (0, 0, 0, 1).
+pub type WorldFromVoxel = [[f64; 4]; 4];
+
 /// Size of the NIfTI-1 header.
 const HEADER_LEN: usize = 348;
 /// Header plus the 4-byte extension flag (all zero: no extensions).
@@ -25,13 +28,31 @@ const DT_FLOAT32: i16 = 16;
 const UNITS_MM_SEC: u8 = 2 | 8;
 
 /// Writes a `f32` volume. `.nii.gz` is gzip-compressed, `.nii` is not.
-pub fn write_nifti_f32(path: &Path, data: &[f32], dims: [usize; 3], world_from_voxel: [[f64; 4]; 4]) -> Result<()> {
+pub fn write_nifti_f32(
+    path: &Path,
+    data: &[f32],
+    dims: [usize; 3],
+    world_from_voxel: WorldFromVoxel,
+) -> Result<()> {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_volume(path, &bytes, data.len(), dims, world_from_voxel, DT_FLOAT32, 32)
+    write_volume(
+        path,
+        &bytes,
+        data.len(),
+        dims,
+        world_from_voxel,
+        DT_FLOAT32,
+        32,
+    )
 }
 
 /// Writes a `u8` volume (labels, masks). `.nii.gz` is gzip-compressed, `.nii` is not.
-pub fn write_nifti_u8(path: &Path, data: &[u8], dims: [usize; 3], world_from_voxel: [[f64; 4]; 4]) -> Result<()> {
+pub fn write_nifti_u8(
+    path: &Path,
+    data: &[u8],
+    dims: [usize; 3],
+    world_from_voxel: WorldFromVoxel,
+) -> Result<()> {
     write_volume(path, data, data.len(), dims, world_from_voxel, DT_UINT8, 8)
 }
 
@@ -40,16 +61,20 @@ fn write_volume(
     voxel_bytes: &[u8],
     n_voxels: usize,
     dims: [usize; 3],
-    world_from_voxel: [[f64; 4]; 4],
+    world_from_voxel: WorldFromVoxel,
     datatype: i16,
     bitpix: i16,
 ) -> Result<()> {
     let input_error = |msg: String| Error::Input(format!("cannot write {}: {msg}", path.display()));
     if dims.iter().any(|&d| d == 0 || d > i16::MAX as usize) {
-        return Err(input_error(format!("volume dimensions {dims:?} must each be in 1..=32767")));
+        return Err(input_error(format!(
+            "volume dimensions {dims:?} must each be in 1..=32767"
+        )));
     }
     if dims.iter().product::<usize>() != n_voxels {
-        return Err(input_error(format!("{n_voxels} values for a {dims:?} volume")));
+        return Err(input_error(format!(
+            "{n_voxels} values for a {dims:?} volume"
+        )));
     }
     if world_from_voxel.iter().flatten().any(|v| !v.is_finite()) {
         return Err(input_error("the affine has a non-finite entry".into()));
@@ -71,18 +96,34 @@ fn write_volume(
 }
 
 fn is_gz(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
 /// The 348-byte header followed by the 4-byte (empty) extension flag, little-endian.
-fn header_bytes(dims: [usize; 3], m: [[f64; 4]; 4], datatype: i16, bitpix: i16) -> [u8; VOX_OFFSET] {
+fn header_bytes(
+    dims: [usize; 3],
+    m: WorldFromVoxel,
+    datatype: i16,
+    bitpix: i16,
+) -> [u8; VOX_OFFSET] {
     let mut h = [0u8; VOX_OFFSET];
     let mut put = |at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
     let (qfac, spacing, quat, offset) = qform_from_affine(m);
 
     put(0, &(HEADER_LEN as i32).to_le_bytes()); // sizeof_hdr
     put(38, b"r"); // regular
-    let dim: [i16; 8] = [3, dims[0] as i16, dims[1] as i16, dims[2] as i16, 1, 1, 1, 1];
+    let dim: [i16; 8] = [
+        3,
+        dims[0] as i16,
+        dims[1] as i16,
+        dims[2] as i16,
+        1,
+        1,
+        1,
+        1,
+    ];
     for (k, d) in dim.iter().enumerate() {
         put(40 + 2 * k, &d.to_le_bytes());
     }
@@ -102,9 +143,9 @@ fn header_bytes(dims: [usize; 3], m: [[f64; 4]; 4], datatype: i16, bitpix: i16) 
     for (k, q) in quat.iter().chain(offset.iter()).enumerate() {
         put(256 + 4 * k, &(*q as f32).to_le_bytes()); // quatern_b,c,d, qoffset_x,y,z
     }
-    for (row, at) in [280, 296, 312].into_iter().enumerate() {
-        for col in 0..4 {
-            put(at + 4 * col, &(m[row][col] as f32).to_le_bytes()); // srow_x, srow_y, srow_z
+    for (row, at) in m.iter().zip([280, 296, 312]) {
+        for (col, v) in row.iter().enumerate() {
+            put(at + 4 * col, &(*v as f32).to_le_bytes()); // srow_x, srow_y, srow_z
         }
     }
     put(344, b"n+1\0");
@@ -116,11 +157,17 @@ fn header_bytes(dims: [usize; 3], m: [[f64; 4]; 4], datatype: i16, bitpix: i16) 
 /// Spacing is the column norms; the rotation is the nearest orthogonal matrix to the normalised
 /// columns (polar decomposition, as nifti1_io does), so a sheared affine gets the closest qform
 /// and keeps its exact form in the sform.
-fn qform_from_affine(m: [[f64; 4]; 4]) -> (f64, [f64; 3], [f64; 3], [f64; 3]) {
+fn qform_from_affine(m: WorldFromVoxel) -> (f64, [f64; 3], [f64; 3], [f64; 3]) {
     let col = |c: usize| DVec3::new(m[0][c], m[1][c], m[2][c]);
     let cols = [col(0), col(1), col(2)];
     let spacing = cols.map(|c| c.length());
-    let unit = |k: usize| if spacing[k] > 0.0 { cols[k] / spacing[k] } else { DVec3::AXES[k] };
+    let unit = |k: usize| {
+        if spacing[k] > 0.0 {
+            cols[k] / spacing[k]
+        } else {
+            DVec3::AXES[k]
+        }
+    };
     let mut r = DMat3::from_cols(unit(0), unit(1), unit(2));
     if r.determinant().abs() < 1e-12 {
         r = DMat3::IDENTITY;
@@ -174,22 +221,34 @@ fn qform_from_affine(m: [[f64; 4]; 4]) -> (f64, [f64; 3], [f64; 3], [f64; 3]) {
 }
 
 /// The affine a qform describes (NIfTI-1 method 2).
-fn affine_from_qform(quat: [f64; 3], offset: [f64; 3], pixdim: [f64; 4]) -> [[f64; 4]; 4] {
+fn affine_from_qform(quat: [f64; 3], offset: [f64; 3], pixdim: [f64; 4]) -> WorldFromVoxel {
     let [b, c, d] = quat;
     let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
     let rot = [
-        [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
-        [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
-        [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
     ];
     let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
     let scale = [pixdim[1], pixdim[2], qfac * pixdim[3]];
     let mut m = [[0.0; 4]; 4];
-    for i in 0..3 {
-        for j in 0..3 {
-            m[i][j] = rot[i][j] * scale[j];
+    for ((row, rot_row), t) in m.iter_mut().zip(rot).zip(offset) {
+        for ((out, r), s) in row.iter_mut().zip(rot_row).zip(scale) {
+            *out = r * s;
         }
-        m[i][3] = offset[i];
+        row[3] = t;
     }
     m[3][3] = 1.0;
     m
@@ -199,7 +258,7 @@ fn affine_from_qform(quat: [f64; 3], offset: [f64; 3], pixdim: [f64; 4]) -> [[f6
 /// `scl_slope`/`scl_inter` applied. Returns the data (x fastest), the dimensions and
 /// `world_from_voxel`: the sform if `sform_code > 0`, else the qform if `qform_code > 0`, else
 /// the voxel spacing alone.
-pub fn read_nifti_f32(path: &Path) -> Result<(Vec<f32>, [usize; 3], [[f64; 4]; 4])> {
+pub fn read_nifti_f32(path: &Path) -> Result<(Vec<f32>, [usize; 3], WorldFromVoxel)> {
     use ::nifti::{IntoNdArray, NiftiObject, ReaderOptions};
     let format_err = |e: ::nifti::NiftiError| match e {
         ::nifti::NiftiError::Io(io) => Error::io(path, io),
@@ -213,13 +272,31 @@ pub fn read_nifti_f32(path: &Path) -> Result<(Vec<f32>, [usize; 3], [[f64; 4]; 4
     let h = obj.header().clone();
     let rank = usize::from(h.dim[0]);
     if !(1..=7).contains(&rank) {
-        return Err(Error::format(path, format!("dim[0] = {} is not a valid rank", h.dim[0])));
+        return Err(Error::format(
+            path,
+            format!("dim[0] = {} is not a valid rank", h.dim[0]),
+        ));
     }
     if h.dim[4..=rank.max(3)].iter().any(|&d| d > 1) {
-        return Err(Error::format(path, format!("expected a 3-D volume, found dimensions {:?}", &h.dim[1..=rank])));
+        return Err(Error::format(
+            path,
+            format!(
+                "expected a 3-D volume, found dimensions {:?}",
+                &h.dim[1..=rank]
+            ),
+        ));
     }
-    let dims = [0, 1, 2].map(|k| if k < rank { usize::from(h.dim[k + 1]) } else { 1 });
-    let array = obj.into_volume().into_ndarray::<f32>().map_err(format_err)?;
+    let dims = [0, 1, 2].map(|k| {
+        if k < rank {
+            usize::from(h.dim[k + 1])
+        } else {
+            1
+        }
+    });
+    let array = obj
+        .into_volume()
+        .into_ndarray::<f32>()
+        .map_err(format_err)?;
     // The array is in Fortran order (x fastest); its transpose iterates z, y, x in logical order.
     let data: Vec<f32> = array.t().iter().copied().collect();
 
@@ -238,14 +315,17 @@ pub fn read_nifti_f32(path: &Path) -> Result<(Vec<f32>, [usize; 3], [[f64; 4]; 4
         )
     } else {
         let mut m = [[0.0; 4]; 4];
-        for k in 0..3 {
-            m[k][k] = f64::from(h.pixdim[k + 1]);
+        for (k, row) in m.iter_mut().enumerate().take(3) {
+            row[k] = f64::from(h.pixdim[k + 1]);
         }
         m[3][3] = 1.0;
         m
     };
     if world_from_voxel.iter().flatten().any(|v| !v.is_finite()) {
-        return Err(Error::format(path, "the header's affine has a non-finite entry"));
+        return Err(Error::format(
+            path,
+            "the header's affine has a non-finite entry",
+        ));
     }
     Ok((data, dims, world_from_voxel))
 }
@@ -254,21 +334,19 @@ pub fn read_nifti_f32(path: &Path) -> Result<(Vec<f32>, [usize; 3], [[f64; 4]; 4
 mod tests {
     use super::*;
 
-    fn rotated_affine(qfac: f64) -> [[f64; 4]; 4] {
+    fn rotated_affine(qfac: f64) -> WorldFromVoxel {
         // Rotation by 30° about (1, 2, 2)/3, spacing (0.5, 1.25, 3 * qfac), offset (-90, 12.5, 40).
         let rot = DMat3::from_axis_angle(DVec3::new(1.0, 2.0, 2.0) / 3.0, 30f64.to_radians());
         let lin = rot * DMat3::from_diagonal(DVec3::new(0.5, 1.25, 3.0 * qfac));
-        let mut m = [[0.0; 4]; 4];
-        for i in 0..3 {
-            for j in 0..3 {
-                m[i][j] = lin.col(j)[i];
-            }
-        }
-        m[0][3] = -90.0;
-        m[1][3] = 12.5;
-        m[2][3] = 40.0;
-        m[3][3] = 1.0;
-        m
+        let offset = [-90.0, 12.5, 40.0, 1.0];
+        std::array::from_fn(|i| {
+            std::array::from_fn(|j| match (i, j) {
+                (3, 3) => 1.0,
+                (3, _) => 0.0,
+                (_, 3) => offset[i],
+                _ => lin.col(j)[i],
+            })
+        })
     }
 
     #[test]
@@ -280,7 +358,12 @@ mod tests {
             let back = affine_from_qform(quat, offset, [q, spacing[0], spacing[1], spacing[2]]);
             for i in 0..4 {
                 for j in 0..4 {
-                    assert!((back[i][j] - m[i][j]).abs() < 1e-9, "qfac {qfac} [{i}][{j}]: {} vs {}", back[i][j], m[i][j]);
+                    assert!(
+                        (back[i][j] - m[i][j]).abs() < 1e-9,
+                        "qfac {qfac} [{i}][{j}]: {} vs {}",
+                        back[i][j],
+                        m[i][j]
+                    );
                 }
             }
         }
@@ -292,10 +375,17 @@ mod tests {
         let i16_at = |at: usize| i16::from_le_bytes([h[at], h[at + 1]]);
         let f32_at = |at: usize| f32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         assert_eq!(i32::from_le_bytes([h[0], h[1], h[2], h[3]]), 348);
-        assert_eq!([i16_at(40), i16_at(42), i16_at(44), i16_at(46), i16_at(48)], [3, 4, 5, 6, 1]);
+        assert_eq!(
+            [i16_at(40), i16_at(42), i16_at(44), i16_at(46), i16_at(48)],
+            [3, 4, 5, 6, 1]
+        );
         assert_eq!((i16_at(70), i16_at(72)), (16, 32));
         assert_eq!(f32_at(108), 352.0);
-        assert!((f32_at(80) - 0.5).abs() < 1e-6 && (f32_at(84) - 1.25).abs() < 1e-6 && (f32_at(88) - 3.0).abs() < 1e-6);
+        assert!(
+            (f32_at(80) - 0.5).abs() < 1e-6
+                && (f32_at(84) - 1.25).abs() < 1e-6
+                && (f32_at(88) - 3.0).abs() < 1e-6
+        );
         assert_eq!((i16_at(252), i16_at(254)), (1, 1));
         assert_eq!(f32_at(292), -90.0); // srow_x[3]
         assert_eq!(&h[344..348], b"n+1\0");

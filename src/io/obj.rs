@@ -31,9 +31,9 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
             Some("v") => {
                 let mut xyz = [0f32; 3];
                 for (axis, c) in xyz.iter_mut().enumerate() {
-                    let token = tokens
-                        .next()
-                        .ok_or_else(|| format!("line {line_no}: a vertex needs 3 coordinates, found {axis}"))?;
+                    let token = tokens.next().ok_or_else(|| {
+                        format!("line {line_no}: a vertex needs 3 coordinates, found {axis}")
+                    })?;
                     *c = token
                         .parse()
                         .map_err(|_| format!("line {line_no}: bad vertex coordinate '{token}'"))?;
@@ -48,7 +48,11 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
                         .parse()
                         .map_err(|_| format!("line {line_no}: bad vertex index '{corner}'"))?;
                     let zero_based = match index {
-                        0 => return Err(format!("line {line_no}: vertex index 0 (OBJ indices start at 1)")),
+                        0 => {
+                            return Err(format!(
+                                "line {line_no}: vertex index 0 (OBJ indices start at 1)"
+                            ))
+                        }
                         i if i > 0 => {
                             let i = i as u64;
                             if max_index.is_none_or(|(m, _)| i > m) {
@@ -67,12 +71,16 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
                             positions.len() as u64 - back
                         }
                     };
-                    let zero_based = u32::try_from(zero_based)
-                        .map_err(|_| format!("line {line_no}: vertex index {index} is too large"))?;
+                    let zero_based = u32::try_from(zero_based).map_err(|_| {
+                        format!("line {line_no}: vertex index {index} is too large")
+                    })?;
                     polygon.push(zero_based);
                 }
                 if polygon.len() < 3 {
-                    return Err(format!("line {line_no}: a face needs at least 3 vertices, found {}", polygon.len()));
+                    return Err(format!(
+                        "line {line_no}: a face needs at least 3 vertices, found {}",
+                        polygon.len()
+                    ));
                 }
                 super::push_fan(&polygon, &mut triangles);
             }
@@ -81,7 +89,10 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
     }
     if let Some((i, line_no)) = max_index {
         if i > positions.len() as u64 {
-            return Err(format!("line {line_no}: vertex index {i} but the file has {} vertices", positions.len()));
+            return Err(format!(
+                "line {line_no}: vertex index {i} but the file has {} vertices",
+                positions.len()
+            ));
         }
     }
     Ok(TriMesh::new(positions, triangles))
@@ -91,7 +102,12 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
 /// (or `f a b c` without normals). Coordinates use the shortest text that reads back exactly.
 pub fn write(path: &Path, mesh: &TriMesh) -> Result<()> {
     write_atomic(path, |w| {
-        writeln!(w, "# written by ffvol: {} vertices, {} triangles", mesh.positions.len(), mesh.triangles.len())?;
+        writeln!(
+            w,
+            "# written by ffvol: {} vertices, {} triangles",
+            mesh.positions.len(),
+            mesh.triangles.len()
+        )?;
         let mut line = String::new();
         for p in &mesh.positions {
             line.clear();
@@ -129,7 +145,10 @@ mod tests {
 g grp\ns off\nusemtl m\nf 1/1 2/1/1 3//1\nf -4 -2 -1\nf 1 2 3 4 # quad\n";
         let mesh = parse(text).expect("parse");
         assert_eq!(mesh.positions.len(), 4);
-        assert_eq!(mesh.triangles, vec![[0, 1, 2], [0, 2, 3], [0, 1, 2], [0, 2, 3]]);
+        assert_eq!(
+            mesh.triangles,
+            vec![[0, 1, 2], [0, 2, 3], [0, 1, 2], [0, 2, 3]]
+        );
     }
 
     #[test]

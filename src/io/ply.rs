@@ -10,7 +10,8 @@ use std::path::Path;
 use glam::Vec3;
 use ply_rs_bw::parser::{Parser, Reader};
 use ply_rs_bw::ply::{
-    DefaultElement, Encoding, Header, PropertyAccess, PropertyAccessResult, PropertyType, ScalarType,
+    DefaultElement, Encoding, Header, PropertyAccess, PropertyAccessResult, PropertyType,
+    ScalarType,
 };
 
 use super::atomic::write_atomic;
@@ -32,15 +33,32 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
     let mut reader = Reader::new(bytes);
     let header = Parser::<DefaultElement>::new()
         .read_header(&mut reader)
-        .map_err(|e| format!("bad PLY header: {}", e.to_string().lines().map(str::trim).collect::<Vec<_>>().join("; ")))?;
+        .map_err(|e| {
+            format!(
+                "bad PLY header: {}",
+                e.to_string()
+                    .lines()
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
     check_header(&header)?;
 
     // ply-rs counts "lines" in binary payloads too; there the element counts say more.
     let binary = header.encoding != Encoding::Ascii;
     let describe = |what: &str, e: ply_rs_bw::parser::ParseError| {
         let text = e.to_string();
-        let text = if binary { strip_line_prefix(&text) } else { &text };
-        let flat: Vec<&str> = text.lines().map(|l| l.trim().trim_start_matches("Error: ").trim_end_matches('.')).filter(|l| !l.is_empty()).collect();
+        let text = if binary {
+            strip_line_prefix(&text)
+        } else {
+            &text
+        };
+        let flat: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim().trim_start_matches("Error: ").trim_end_matches('.'))
+            .filter(|l| !l.is_empty())
+            .collect();
         format!("{what}: {}", flat.join("; "))
     };
     let mut positions = Vec::new();
@@ -52,7 +70,10 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
                 let verts = Parser::<PlyVertex>::new()
                     .read_payload_for_element(&mut reader, def, &header)
                     .map_err(|e| describe("bad vertex data", e))?;
-                positions = verts.iter().map(|v| Vec3::new(v.xyz[0] as f32, v.xyz[1] as f32, v.xyz[2] as f32)).collect();
+                positions = verts
+                    .iter()
+                    .map(|v| Vec3::new(v.xyz[0] as f32, v.xyz[1] as f32, v.xyz[2] as f32))
+                    .collect();
                 vertex_count = Some(verts.len());
             }
             "face" => {
@@ -68,7 +89,9 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
                     polygon.clear();
                     for &i in &face.indices {
                         if i < 0 || i as u64 >= n as u64 {
-                            return Err(format!("face {f} refers to vertex {i} but the file has {n} vertices"));
+                            return Err(format!(
+                                "face {f} refers to vertex {i} but the file has {n} vertices"
+                            ));
                         }
                         polygon.push(i as u32);
                     }
@@ -88,21 +111,33 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
 /// "Line 12: message" → "message".
 fn strip_line_prefix(text: &str) -> &str {
     match text.split_once(": ") {
-        Some((head, rest)) if head.starts_with("Line ") && head[5..].chars().all(|c| c.is_ascii_digit()) => rest,
+        Some((head, rest))
+            if head.starts_with("Line ") && head[5..].chars().all(|c| c.is_ascii_digit()) =>
+        {
+            rest
+        }
         _ => text,
     }
 }
 
 /// Checks the header describes a mesh we can read, before reading any data.
 fn check_header(header: &Header) -> std::result::Result<(), String> {
-    let vertex = header.elements.get("vertex").ok_or("the PLY header has no 'vertex' element")?;
+    let vertex = header
+        .elements
+        .get("vertex")
+        .ok_or("the PLY header has no 'vertex' element")?;
     if vertex.count > u32::MAX as usize {
-        return Err(format!("{} vertices is more than 32-bit indices can address", vertex.count));
+        return Err(format!(
+            "{} vertices is more than 32-bit indices can address",
+            vertex.count
+        ));
     }
     for axis in ["x", "y", "z"] {
         match vertex.properties.get(axis).map(|p| &p.data_type) {
             Some(PropertyType::Scalar(_)) => {}
-            Some(PropertyType::List(..)) => return Err(format!("vertex property '{axis}' is a list, not a number")),
+            Some(PropertyType::List(..)) => {
+                return Err(format!("vertex property '{axis}' is a list, not a number"))
+            }
             None => return Err(format!("the vertex element has no '{axis}' property")),
         }
     }
@@ -117,7 +152,9 @@ fn check_header(header: &Header) -> std::result::Result<(), String> {
                 return Err("face vertex indices are floating-point, not integers".into())
             }
             PropertyType::List(..) => {}
-            PropertyType::Scalar(_) => return Err("face vertex indices are a number, not a list".into()),
+            PropertyType::Scalar(_) => {
+                return Err("face vertex indices are a number, not a list".into())
+            }
         }
     }
     Ok(())
@@ -193,7 +230,9 @@ macro_rules! set_index_list {
 
 impl PropertyAccess for PlyFace {
     fn new() -> Self {
-        PlyFace { indices: Vec::new() }
+        PlyFace {
+            indices: Vec::new(),
+        }
     }
     set_index_list!(set_list_char, i8);
     set_index_list!(set_list_uchar, u8);
@@ -223,7 +262,8 @@ pub fn write(path: &Path, mesh: &TriMesh) -> Result<()> {
         )));
     }
     write_atomic(path, |w| {
-        let mut header = String::from("ply\nformat binary_little_endian 1.0\ncomment written by ffvol\n");
+        let mut header =
+            String::from("ply\nformat binary_little_endian 1.0\ncomment written by ffvol\n");
         header += &format!("element vertex {}\n", mesh.positions.len());
         header += "property float x\nproperty float y\nproperty float z\n";
         if mesh.normals.is_some() {

@@ -1,0 +1,265 @@
+//! NIfTI-1 volumes: write then read back (values, dims, affine), header fields as other tools read
+//! them, and corrupt files (an error naming the file, never a panic).
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ffvol::io::{read_nifti_f32, write_nifti_f32, write_nifti_u8};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ffvol-io-nifti-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create scratch folder");
+    dir
+}
+
+const DIMS: [usize; 3] = [7, 5, 3];
+
+/// Anisotropic spacing (0.8, 1.5, 3.0) mm, rotated 20° about z, origin at (-91, 12.5, 40.25).
+fn affine() -> [[f64; 4]; 4] {
+    let (s, c) = 20f64.to_radians().sin_cos();
+    let spacing = [0.8, 1.5, 3.0];
+    [
+        [c * spacing[0], -s * spacing[1], 0.0, -91.0],
+        [s * spacing[0], c * spacing[1], 0.0, 12.5],
+        [0.0, 0.0, spacing[2], 40.25],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+}
+
+/// A value that says where it sits: x + 10 y + 100 z, plus a fraction.
+fn voxel(x: usize, y: usize, z: usize) -> f32 {
+    (x + 10 * y + 100 * z) as f32 + 0.25
+}
+
+fn volume() -> Vec<f32> {
+    let [nx, ny, nz] = DIMS;
+    let mut data = vec![0.0; nx * ny * nz];
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                data[x + nx * (y + ny * z)] = voxel(x, y, z);
+            }
+        }
+    }
+    data
+}
+
+fn assert_affine_close(a: [[f64; 4]; 4], b: [[f64; 4]; 4]) {
+    for i in 0..4 {
+        for j in 0..4 {
+            assert!(
+                (a[i][j] - b[i][j]).abs() < 1e-6,
+                "affine[{i}][{j}]: {} vs {}",
+                a[i][j],
+                b[i][j]
+            );
+        }
+    }
+}
+
+#[test]
+fn f32_round_trip_gz_and_plain() {
+    let dir = scratch("f32");
+    for name in ["vol.nii.gz", "vol.nii"] {
+        let path = dir.join(name);
+        write_nifti_f32(&path, &volume(), DIMS, affine()).expect("write");
+        let (data, dims, world_from_voxel) = read_nifti_f32(&path).expect("read back");
+        assert_eq!(dims, DIMS);
+        assert_eq!(data, volume(), "{name}: values in x-fastest order");
+        assert_eq!(data[3 + 7 * (4 + 5 * 2)], 243.25);
+        assert_affine_close(world_from_voxel, affine());
+        let bytes = fs::read(&path).expect("read");
+        if name.ends_with(".gz") {
+            assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
+        } else {
+            assert_eq!(bytes.len(), 352 + 4 * 7 * 5 * 3);
+        }
+    }
+    assert_eq!(
+        fs::read_dir(&dir).expect("ls").count(),
+        2,
+        "no temp files left"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn u8_round_trip() {
+    let dir = scratch("u8");
+    let path = dir.join("mask.nii.gz");
+    let data: Vec<u8> = (0..7 * 5 * 3).map(|i| (i * 37 % 256) as u8).collect();
+    write_nifti_u8(&path, &data, DIMS, affine()).expect("write");
+    let (back, dims, world_from_voxel) = read_nifti_f32(&path).expect("read");
+    assert_eq!(dims, DIMS);
+    assert_eq!(back, data.iter().map(|&v| f32::from(v)).collect::<Vec<_>>());
+    assert_affine_close(world_from_voxel, affine());
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn header_fields_as_the_nifti_crate_reads_them() {
+    let dir = scratch("header");
+    let path = dir.join("vol.nii.gz");
+    write_nifti_f32(&path, &volume(), DIMS, affine()).expect("write");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(fs::File::open(&path).expect("open"))
+        .read_to_end(&mut raw)
+        .expect("gunzip");
+    assert_eq!(raw.len(), 352 + 4 * 105);
+    let h = nifti::NiftiHeader::from_reader(&raw[..]).expect("header parses");
+    assert_eq!(h.sizeof_hdr, 348);
+    assert_eq!(&h.magic, b"n+1\0");
+    assert_eq!(h.dim, [3, 7, 5, 3, 1, 1, 1, 1]);
+    assert_eq!((h.datatype, h.bitpix), (16, 32));
+    assert_eq!(h.vox_offset, 352.0);
+    assert_eq!((h.sform_code, h.qform_code), (1, 1));
+    assert_eq!(h.pixdim[0], 1.0, "qfac: proper rotation");
+    for (k, s) in [0.8f32, 1.5, 3.0].iter().enumerate() {
+        assert!(
+            (h.pixdim[k + 1] - s).abs() < 1e-6,
+            "pixdim[{}] = {}",
+            k + 1,
+            h.pixdim[k + 1]
+        );
+    }
+    // Rotation by 20° about z: quaternion (cos 10°, 0, 0, sin 10°).
+    assert!(h.quatern_b.abs() < 1e-6 && h.quatern_c.abs() < 1e-6);
+    assert!(
+        (f64::from(h.quatern_d) - 10f64.to_radians().sin()).abs() < 1e-6,
+        "quatern_d {}",
+        h.quatern_d
+    );
+    assert_eq!(
+        [h.quatern_x, h.quatern_y, h.quatern_z],
+        [-91.0, 12.5, 40.25]
+    );
+    assert_eq!(h.srow_z, [0.0, 0.0, 3.0, 40.25]);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn qform_is_used_when_sform_is_absent() {
+    let dir = scratch("qform");
+    let plain = dir.join("vol.nii");
+    let mut flipped = affine();
+    for row in flipped.iter_mut().take(3) {
+        row[2] = -row[2]; // left-handed: qfac = -1
+    }
+    write_nifti_f32(&plain, &volume(), DIMS, flipped).expect("write");
+    let mut bytes = fs::read(&plain).expect("read");
+    bytes[254..256].copy_from_slice(&0i16.to_le_bytes()); // sform_code = 0
+    let qonly = dir.join("qonly.nii");
+    fs::write(&qonly, &bytes).expect("write");
+    let (_, _, world_from_voxel) = read_nifti_f32(&qonly).expect("read");
+    assert_affine_close(world_from_voxel, flipped);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+fn expect_error(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
+    match read_nifti_f32(path) {
+        Ok((_, dims, _)) => panic!("{name}: expected an error, read a {dims:?} volume"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&name), "error does not name {name}: {msg}");
+            msg
+        }
+    }
+}
+
+#[test]
+fn corrupt_files_are_errors() {
+    let dir = scratch("corrupt");
+    let good_plain = dir.join("good.nii");
+    write_nifti_f32(&good_plain, &volume(), DIMS, affine()).expect("write");
+    let plain = fs::read(&good_plain).expect("read");
+    let good_gz = dir.join("good.nii.gz");
+    write_nifti_f32(&good_gz, &volume(), DIMS, affine()).expect("write");
+    let gz = fs::read(&good_gz).expect("read");
+
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        fs::write(&p, bytes).expect("write");
+        p
+    };
+    let mut state = 0x2545F4914F6CDD1Du64;
+    let random: Vec<u8> = (0..2000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    expect_error(&write("random.nii", &random));
+    expect_error(&write("random.nii.gz", &random));
+    expect_error(&write("empty.nii", b""));
+    expect_error(&write("empty.nii.gz", b""));
+    expect_error(&write("header-only.nii", &plain[..200]));
+    expect_error(&write("short-data.nii", &plain[..plain.len() - 10]));
+    expect_error(&write("cut.nii.gz", &gz[..gz.len() / 2]));
+    let mut bad_magic = plain.clone();
+    bad_magic[344..348].copy_from_slice(b"xyz\0");
+    expect_error(&write("magic.nii", &bad_magic));
+    let mut huge = plain.clone();
+    for k in 1..4 {
+        huge[40 + 2 * k..42 + 2 * k].copy_from_slice(&30000i16.to_le_bytes());
+    }
+    expect_error(&write("huge-dims.nii", &huge));
+    let mut four_d = plain.clone();
+    four_d[40..42].copy_from_slice(&4i16.to_le_bytes());
+    four_d[48..50].copy_from_slice(&2i16.to_le_bytes());
+    let msg = expect_error(&write("four-d.nii", &four_d));
+    assert!(
+        msg.contains("3-D") || msg.to_lowercase().contains("length"),
+        "{msg}"
+    );
+    // Every truncation and a few hundred single-byte corruptions: errors or data, never a panic.
+    let probe = dir.join("probe.nii");
+    for cut in (0..plain.len()).step_by(7) {
+        fs::write(&probe, &plain[..cut]).expect("write");
+        assert!(read_nifti_f32(&probe).is_err(), "cut at {cut}");
+    }
+    for k in 0..300 {
+        let mut bytes = plain.clone();
+        let at = (k * 7919) % 352;
+        bytes[at] = bytes[at].wrapping_add(1 + (k as u8 % 200));
+        fs::write(&probe, &bytes).expect("write");
+        let _ = read_nifti_f32(&probe);
+    }
+    let msg = expect_error(&dir.join("missing.nii.gz"));
+    assert!(msg.contains("os error"), "{msg}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_arguments_write_nothing() {
+    let dir = scratch("args");
+    let path = dir.join("v.nii.gz");
+    assert!(
+        write_nifti_f32(&path, &[0.0; 10], DIMS, affine()).is_err(),
+        "wrong length"
+    );
+    assert!(
+        write_nifti_f32(&path, &[], [0, 1, 1], affine()).is_err(),
+        "zero dim"
+    );
+    assert!(
+        write_nifti_u8(&path, &vec![0; 40000], [40000, 1, 1], affine()).is_err(),
+        "dim over 32767"
+    );
+    let mut nan = affine();
+    nan[1][1] = f64::NAN;
+    assert!(
+        write_nifti_f32(&path, &volume(), DIMS, nan).is_err(),
+        "NaN affine"
+    );
+    assert!(!path.exists());
+    let _ = fs::remove_dir_all(&dir);
+}
