@@ -66,6 +66,13 @@ pub struct ExportConfig {
     pub formats: Vec<MeshFormat>,
     /// Also write the occupancy probabilities as `occupancy.nii.gz`.
     pub nifti: bool,
+    /// Evaluate the fine grid only near the surface (see `task::occupancy::sample_grid`).
+    #[serde(default = "yes")]
+    pub coarse_to_fine: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Named starting points for the settings.
@@ -98,7 +105,12 @@ impl OccupancyConfig {
                 checkpoint_every: 500,
             },
             eval: EvalConfig { test_points: 262_144, surface_sigma: 0.01 },
-            export: ExportConfig { resolution: 256, formats: vec![MeshFormat::Ply], nifti: true },
+            export: ExportConfig {
+                resolution: 256,
+                formats: vec![MeshFormat::Ply],
+                nifti: true,
+                coarse_to_fine: true,
+            },
         };
         match preset {
             Preset::Fast => base,
@@ -122,7 +134,8 @@ impl OccupancyConfig {
     /// Overlays a TOML file onto `self`: keys in the file win, keys it leaves out keep their value.
     pub fn overlay_file(&self, path: &Path) -> crate::Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
-        let file: toml::Value = toml::from_str(&text).map_err(|e| crate::Error::format(path, e.to_string()))?;
+        let file: toml::Value =
+            toml::from_str(&text).map_err(|e| crate::Error::format(path, e.to_string()))?;
         let mut merged = toml::Value::try_from(self).map_err(|e| crate::Error::Config(e.to_string()))?;
         merge(&mut merged, file);
         merged.try_into().map_err(|e: toml::de::Error| crate::Error::format(path, e.to_string()))

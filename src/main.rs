@@ -125,9 +125,12 @@ struct ExportArgs {
     resolution: usize,
     #[arg(long, value_enum, value_delimiter = ',', default_value = "ply")]
     format: Vec<MeshFormat>,
-    /// Also write the occupancy volume (occupancy.nii.gz).
+    /// Also write the occupancy volume (occupancy_<resolution>.nii.gz).
     #[arg(long)]
     nifti: bool,
+    /// Evaluate every grid node instead of refining near the surface only.
+    #[arg(long)]
+    exact: bool,
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
@@ -348,7 +351,7 @@ fn export(args: ExportArgs) -> Result<()> {
     set_threads(args.threads);
     let run = SavedRun::open(&args.run)?;
     let t = std::time::Instant::now();
-    let mesh = run.export(args.resolution, &args.format, args.nifti, args.threads)?;
+    let mesh = run.export(args.resolution, &args.format, args.nifti, !args.exact, args.threads)?;
     println!(
         "exported {} vertices, {} triangles at resolution {} in {:.1} s into {}",
         mesh.positions.len(),

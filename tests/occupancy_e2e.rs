@@ -24,7 +24,8 @@ fn sphere_cluster() -> TriMesh {
         for j in 0..3 {
             for l in 0..3 {
                 k += 1;
-                let c = Vec3::new(i as f32, j as f32, l as f32) * 0.3 + Vec3::splat(0.03 * ((k * 7 % 5) as f32));
+                let c =
+                    Vec3::new(i as f32, j as f32, l as f32) * 0.3 + Vec3::splat(0.03 * ((k * 7 % 5) as f32));
                 let s = shapes::icosphere(c, 0.09 + 0.02 * ((k % 3) as f32), 2);
                 let base = mesh.positions.len() as u32;
                 mesh.positions.extend(s.positions);
@@ -33,6 +34,18 @@ fn sphere_cluster() -> TriMesh {
         }
     }
     mesh
+}
+
+/// Enclosed volume and its centroid, by signed tetrahedra from the origin.
+fn volume_and_centroid(mesh: &TriMesh) -> (f64, glam::DVec3) {
+    let (mut vol, mut c) = (0.0, glam::DVec3::ZERO);
+    for t in &mesh.triangles {
+        let [a, b, d] = t.map(|i| mesh.positions[i as usize].as_dvec3());
+        let v = a.dot(b.cross(d)) / 6.0;
+        vol += v;
+        c += v * (a + b + d) / 4.0;
+    }
+    (vol, c / vol)
 }
 
 fn small_config(mesh: PathBuf, output: PathBuf, encoding: EncodingConfig) -> OccupancyConfig {
@@ -66,10 +79,17 @@ fn gaussian_features_beat_raw_coordinates_near_the_surface() {
     let mesh_path = dir.join("cluster.ply");
     ffvol::io::write_mesh(&mesh_path, &sphere_cluster(), MeshFormat::Ply).unwrap();
     let opts = FitOptions::default();
-    let none = finished(occupancy::fit(&small_config(mesh_path.clone(), dir.join("none"), EncodingConfig::None), &opts).unwrap());
+    let none = finished(
+        occupancy::fit(&small_config(mesh_path.clone(), dir.join("none"), EncodingConfig::None), &opts)
+            .unwrap(),
+    );
     let gauss = finished(
         occupancy::fit(
-            &small_config(mesh_path, dir.join("gauss"), EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false }),
+            &small_config(
+                mesh_path,
+                dir.join("gauss"),
+                EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false },
+            ),
             &opts,
         )
         .unwrap(),
@@ -77,16 +97,44 @@ fn gaussian_features_beat_raw_coordinates_near_the_surface() {
     println!("near-surface IoU: none {:.4}, gaussian {:.4}", none.iou_surface, gauss.iou_surface);
     println!("uniform IoU:      none {:.4}, gaussian {:.4}", none.iou_uniform, gauss.iou_uniform);
     assert!(gauss.iou_surface > 0.85, "gaussian near-surface IoU {}", gauss.iou_surface);
-    assert!(gauss.iou_surface > none.iou_surface + 0.3, "gaussian {} vs none {}", gauss.iou_surface, none.iou_surface);
+    assert!(
+        gauss.iou_surface > none.iou_surface + 0.3,
+        "gaussian {} vs none {}",
+        gauss.iou_surface,
+        none.iou_surface
+    );
     // The exported mesh is closed and the run folder is complete.
-    for f in ["run.toml", "checkpoint.safetensors", "metrics.json", "loss.csv", "mesh.ply", "occupancy.nii.gz"] {
+    for f in
+        ["run.toml", "checkpoint.safetensors", "metrics.json", "loss.csv", "mesh.ply", "occupancy.nii.gz"]
+    {
         assert!(dir.join("gauss").join(f).exists(), "{f} missing");
     }
     let mesh = ffvol::io::read_mesh(&dir.join("gauss").join("mesh.ply")).unwrap();
     let (boundary, nonmanifold, _) = ffvol::geometry::marching_cubes::edge_manifold_report(&mesh);
     assert_eq!((boundary, nonmanifold), (0, 0));
-    // 27 spheres: the mesh encloses roughly their volume (in mesh units)
     assert!(mesh.signed_volume() > 0.0);
+    // The occupancy volume sits on the mesh: same enclosed volume and centroid in mesh units.
+    let (probs, dims, affine) =
+        ffvol::io::read_nifti_f32(&dir.join("gauss").join("occupancy.nii.gz")).unwrap();
+    assert_eq!(dims, [48, 48, 48]);
+    let voxel_volume = affine[0][0] * affine[1][1] * affine[2][2];
+    let (mut n_in, mut centroid) = (0usize, glam::DVec3::ZERO);
+    for (i, &p) in probs.iter().enumerate() {
+        if p > 127.5 {
+            let v = glam::DVec3::new((i % 48) as f64, ((i / 48) % 48) as f64, (i / 2304) as f64);
+            centroid += glam::DVec3::new(
+                affine[0][0] * v.x + affine[0][3],
+                affine[1][1] * v.y + affine[1][3],
+                affine[2][2] * v.z + affine[2][3],
+            );
+            n_in += 1;
+        }
+    }
+    centroid /= n_in as f64;
+    let volume = n_in as f64 * voxel_volume;
+    let (mesh_volume, mesh_centroid) = volume_and_centroid(&mesh);
+    assert!((volume / mesh_volume - 1.0).abs() < 0.1, "voxel volume {volume} vs mesh {mesh_volume}");
+    assert!((centroid - mesh_centroid).length() < affine[0][0], "centroid {centroid} vs {mesh_centroid}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -121,7 +169,7 @@ fn resumed_run_equals_uninterrupted_run() {
     // Re-export at another resolution from the saved run, without the source mesh.
     std::fs::remove_file(&mesh_path).unwrap();
     let run = SavedRun::open(&dir.join("a")).unwrap();
-    let mesh = run.export(32, &[MeshFormat::Obj, MeshFormat::Stl], false, 0).unwrap();
+    let mesh = run.export(32, &[MeshFormat::Obj, MeshFormat::Stl], false, false, 0).unwrap();
     assert!(mesh.triangles.len() > 100);
     assert!(dir.join("a").join("mesh_32.obj").exists() && dir.join("a").join("mesh_32.stl").exists());
     std::fs::remove_dir_all(&dir).ok();
@@ -132,7 +180,11 @@ fn command_line_reports_bad_input_without_panicking() {
     let dir = temp_dir("cli");
     let bin = env!("CARGO_BIN_EXE_ffvol");
     let bad = dir.join("broken.ply");
-    std::fs::write(&bad, b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n\x01\x02").unwrap();
+    std::fs::write(
+        &bad,
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n\x01\x02",
+    )
+    .unwrap();
     for (mesh, needle) in [(bad.clone(), "broken.ply"), (dir.join("missing.stl"), "missing.stl")] {
         let out = std::process::Command::new(bin)
             .args(["fit", "occupancy", "--steps", "1", "--mesh"])

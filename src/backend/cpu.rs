@@ -15,7 +15,7 @@ use rayon::prelude::*;
 /// Rows per block for elementwise work and bias-gradient partial sums.
 const ROW_BLOCK: usize = 1024;
 /// Points per chunk in `predict`, to bound memory.
-const PREDICT_CHUNK: usize = 1 << 16;
+const PREDICT_CHUNK: usize = 1 << 15;
 
 pub struct CpuBackend {
     encoding: Encoding,
@@ -33,6 +33,8 @@ pub struct CpuBackend {
     /// Two scratch buffers for ∂L/∂Z during backward.
     delta: [Vec<f32>; 2],
     batch: usize,
+    /// Scratch for `predict`, kept between calls so exports do not page-fault on every slab.
+    predict_scratch: (Vec<f32>, Vec<Vec<f32>>),
 }
 
 impl CpuBackend {
@@ -46,7 +48,8 @@ impl CpuBackend {
             )));
         }
         let threads = if threads == 0 { rayon::current_num_threads() } else { threads };
-        let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        let parallelism =
+            if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
         let n = mlp.params.len();
         Ok(CpuBackend {
             layers: mlp.layers(),
@@ -61,6 +64,7 @@ impl CpuBackend {
             activations: vec![],
             delta: [vec![], vec![]],
             batch: 0,
+            predict_scratch: (vec![], vec![]),
         })
     }
 
@@ -117,8 +121,18 @@ struct Mat<'a> {
 /// C (m×n) = A (m×k) · B (k×n), or C += A·B with `accumulate`. Bounds are checked here so the
 /// unsafe call below cannot read or write outside the slices.
 #[allow(clippy::too_many_arguments)]
-fn matmul(par: gemm::Parallelism, m: usize, n: usize, k: usize, c: Mat, accumulate: bool, a: MatRef, b: MatRef) {
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs;
+fn matmul(
+    par: gemm::Parallelism,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: Mat,
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+) {
+    let last =
+        |rows: usize, cols: usize, rs: usize, cs: usize| (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs;
     assert!(m > 0 && n > 0 && k > 0, "matmul with an empty dimension");
     assert!(last(m, n, c.rs, c.cs) < c.data.len(), "matmul: C too small");
     assert!(last(m, k, a.rs, a.cs) < a.data.len(), "matmul: A too small");
@@ -162,7 +176,10 @@ impl Backend for CpuBackend {
     fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]> {
         let d = self.encoding.dim;
         if points.is_empty() || points.len() % d != 0 {
-            return Err(crate::Error::Input(format!("forward: {} coordinates is not a whole number of {d}-D points", points.len())));
+            return Err(crate::Error::Input(format!(
+                "forward: {} coordinates is not a whole number of {d}-D points",
+                points.len()
+            )));
         }
         let n = points.len() / d;
         self.batch = n;
@@ -193,7 +210,8 @@ impl Backend for CpuBackend {
         for l in (0..n_layers).rev() {
             let layer = self.layers[l];
             let input: &[f32] = if l == 0 { &self.features } else { &self.activations[l - 1] };
-            let (gw, gb) = grads[layer.weight..layer.bias + layer.n_out].split_at_mut(layer.n_in * layer.n_out);
+            let (gw, gb) =
+                grads[layer.weight..layer.bias + layer.n_out].split_at_mut(layer.n_in * layer.n_out);
             // dW (out×in) = dZᵀ (out×n) · A (n×in)
             matmul(
                 self.parallelism,
@@ -238,15 +256,15 @@ impl Backend for CpuBackend {
                 MatRef { data: w, rs: layer.n_in, cs: 1 },
             );
             let below = &self.activations[l - 1];
-            next.par_chunks_mut(ROW_BLOCK * layer.n_in).zip(below.par_chunks(ROW_BLOCK * layer.n_in)).for_each(
-                |(g, a)| {
+            next.par_chunks_mut(ROW_BLOCK * layer.n_in)
+                .zip(below.par_chunks(ROW_BLOCK * layer.n_in))
+                .for_each(|(g, a)| {
                     for (gi, ai) in g.iter_mut().zip(a) {
                         if *ai <= 0.0 {
                             *gi = 0.0;
                         }
                     }
-                },
-            );
+                });
             std::mem::swap(&mut delta, &mut next);
         }
         self.grads = grads;
@@ -273,8 +291,7 @@ impl Backend for CpuBackend {
                 out.len()
             )));
         }
-        let mut features = Vec::new();
-        let mut acts = Vec::new();
+        let (mut features, mut acts) = std::mem::take(&mut self.predict_scratch);
         for (p, o) in points.chunks(PREDICT_CHUNK * d).zip(out.chunks_mut(PREDICT_CHUNK * n_out)) {
             let n = p.len() / d;
             features.resize(n * self.encoding.n_features(), 0.0);
@@ -282,6 +299,7 @@ impl Backend for CpuBackend {
             self.mlp_forward(&features, n, &mut acts);
             o.copy_from_slice(&acts[self.layers.len() - 1]);
         }
+        self.predict_scratch = (features, acts);
         Ok(())
     }
 
@@ -318,7 +336,9 @@ mod tests {
             let mut z = vec![0.0; layer.n_out];
             for (o, zo) in z.iter_mut().enumerate() {
                 *zo = mlp.params[layer.bias + o] as f64
-                    + (0..layer.n_in).map(|i| mlp.params[layer.weight + o * layer.n_in + i] as f64 * a[i]).sum::<f64>();
+                    + (0..layer.n_in)
+                        .map(|i| mlp.params[layer.weight + o * layer.n_in + i] as f64 * a[i])
+                        .sum::<f64>();
                 if l + 1 < layers.len() {
                     *zo = zo.max(0.0);
                 }
@@ -344,7 +364,8 @@ mod tests {
 
     #[test]
     fn forward_matches_reference() {
-        let (mut be, rng) = setup(EncodingConfig::Gaussian { sigma: 3.0, features: 16, normalize: false }, 4, 24);
+        let (mut be, rng) =
+            setup(EncodingConfig::Gaussian { sigma: 3.0, features: 16, normalize: false }, 4, 24);
         let n = 37;
         let pts: Vec<f32> = (0..3 * n).map(|i| rng.uniform(i as u64)).collect();
         let out = be.forward(&pts).unwrap().to_vec();
@@ -365,10 +386,12 @@ mod tests {
     #[test]
     fn backward_matches_finite_differences() {
         for loss in [Loss::Bce, Loss::Mse] {
-            let (mut be, rng) = setup(EncodingConfig::Gaussian { sigma: 2.0, features: 6, normalize: false }, 3, 7);
+            let (mut be, rng) =
+                setup(EncodingConfig::Gaussian { sigma: 2.0, features: 6, normalize: false }, 3, 7);
             let n = 9;
             let pts: Vec<f32> = (0..3 * n).map(|i| rng.uniform(7000 + i as u64)).collect();
-            let targets: Vec<f32> = (0..n).map(|i| (rng.uniform(8000 + i as u64) > 0.5) as u8 as f32).collect();
+            let targets: Vec<f32> =
+                (0..n).map(|i| (rng.uniform(8000 + i as u64) > 0.5) as u8 as f32).collect();
             let out = be.forward(&pts).unwrap().to_vec();
             let mut g = vec![0.0; n];
             loss.eval(&out, &targets, &mut g);

@@ -19,6 +19,7 @@ use crate::train::metrics::{accuracy_from_logits, iou_from_logits};
 use crate::train::Loss;
 use crate::{Error, Result};
 use glam::Vec3;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +97,9 @@ pub struct Metrics {
 pub enum FitOutcome {
     Finished(Box<Metrics>),
     /// Stopped early with a checkpoint at this step.
-    Interrupted { step: u64 },
+    Interrupted {
+        step: u64,
+    },
 }
 
 /// Metadata stored with the checkpoint so a run can be exported without its source mesh.
@@ -118,7 +121,13 @@ fn meta_from_extra(path: &Path, ck: &Checkpoint) -> Result<OccupancyMeta> {
 }
 
 /// Draws and labels the training batch of `step`.
-pub fn training_batch(cfg: &OccupancyConfig, mesh: &PreparedMesh, step: u64, points: &mut Vec<[f32; 3]>, labels: &mut Vec<f32>) {
+pub fn training_batch(
+    cfg: &OccupancyConfig,
+    mesh: &PreparedMesh,
+    step: u64,
+    points: &mut Vec<[f32; 3]>,
+    labels: &mut Vec<f32>,
+) {
     let batch = cfg.train.batch;
     let n_surface = ((batch as f64 * cfg.train.surface_fraction as f64).round() as usize).min(batch);
     let rng = CounterRng::new(cfg.seed, streams::TRAIN_BATCH);
@@ -137,7 +146,13 @@ pub fn test_sets(cfg: &OccupancyConfig, mesh: &PreparedMesh) -> [(Vec<[f32; 3]>,
     let mut uniform = vec![[0.0; 3]; n];
     uniform_in_box(&mesh.bbox, &CounterRng::new(cfg.seed, streams::TEST_UNIFORM), 0, &mut uniform);
     let mut surface = vec![[0.0; 3]; n];
-    near_surface(&mesh.mesh_in_unit, cfg.eval.surface_sigma, &CounterRng::new(cfg.seed, streams::TEST_SURFACE), 0, &mut surface);
+    near_surface(
+        &mesh.mesh_in_unit,
+        cfg.eval.surface_sigma,
+        &CounterRng::new(cfg.seed, streams::TEST_SURFACE),
+        0,
+        &mut surface,
+    );
     let mut lu = vec![0.0; n];
     mesh.label(&uniform, &mut lu);
     let mut ls = vec![0.0; n];
@@ -159,31 +174,38 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml().as_bytes())?;
 
     let mesh = PreparedMesh::load(&cfg.mesh)?;
-    log(opts, &format!(
-        "mesh {}: {} vertices, {} triangles; box {:?}–{:?} in the unit cube",
-        cfg.mesh.display(),
-        mesh.mesh_in_unit.positions.len(),
-        mesh.mesh_in_unit.triangles.len(),
-        mesh.bbox.min,
-        mesh.bbox.max
-    ));
+    log(
+        opts,
+        &format!(
+            "mesh {}: {} vertices, {} triangles; box {:?}–{:?} in the unit cube",
+            cfg.mesh.display(),
+            mesh.mesh_in_unit.positions.len(),
+            mesh.mesh_in_unit.triangles.len(),
+            mesh.bbox.min,
+            mesh.bbox.max
+        ),
+    );
     let meta = OccupancyMeta { unit_from_mesh: mesh.unit_from_mesh, bbox: mesh.bbox };
 
-    let encoding = crate::encoding::Encoding::build(&cfg.encoding, 3, &CounterRng::new(cfg.seed, streams::ENCODING));
+    let encoding =
+        crate::encoding::Encoding::build(&cfg.encoding, 3, &CounterRng::new(cfg.seed, streams::ENCODING));
     let sizes = Mlp::sizes_for(encoding.n_features(), &cfg.model, 1);
     let mlp = Mlp::init(sizes, &CounterRng::new(cfg.seed, streams::INIT_WEIGHTS));
     let n_params = mlp.params.len();
     let chosen = crate::task::device::choose(&cfg.device, encoding, mlp, cfg.threads)?;
     let mut backend = chosen.backend;
     log(opts, &format!("device: {} ({})", backend.describe(), chosen.reason));
-    log(opts, &format!(
-        "network: {} encoding → {} features → {}×{} MLP, {} parameters",
-        cfg.encoding.name(),
-        backend.encoding().n_features(),
-        cfg.model.depth,
-        cfg.model.width,
-        n_params
-    ));
+    log(
+        opts,
+        &format!(
+            "network: {} encoding → {} features → {}×{} MLP, {} parameters",
+            cfg.encoding.name(),
+            backend.encoding().n_features(),
+            cfg.model.depth,
+            cfg.model.width,
+            n_params
+        ),
+    );
 
     let ck_path = dir.join(CHECKPOINT);
     let mut loss_log: Vec<(u64, f32, f32)> = Vec::new();
@@ -199,7 +221,11 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let start_step = backend.state().adam.step;
 
     let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| -> Result<()> {
-        let ck = Checkpoint { encoding: backend.encoding().clone(), state: backend.state(), extra: meta_to_extra(&meta) };
+        let ck = Checkpoint {
+            encoding: backend.encoding().clone(),
+            state: backend.state(),
+            extra: meta_to_extra(&meta),
+        };
         ck.save(&ck_path)?;
         write_loss_log(&dir.join(LOSS_CSV), loss_log)
     };
@@ -209,7 +235,9 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let (mut points, mut labels) = (Vec::new(), Vec::new());
     let (mut train_s, mut label_s) = (0.0f64, 0.0f64);
     for step in start_step..steps {
-        if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || opts.stop_after.is_some_and(|s| step >= s) {
+        if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+            || opts.stop_after.is_some_and(|s| step >= s)
+        {
             save(backend.as_ref(), &loss_log)?;
             if let Some(b) = &bar {
                 b.abandon();
@@ -223,7 +251,9 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
         let loss = backend.train_step(flat(&points), &labels, Loss::Bce, lr)?;
         if !loss.is_finite() {
             save(backend.as_ref(), &loss_log)?;
-            return Err(Error::Input(format!("training diverged at step {step} (loss {loss}); try a smaller learning rate")));
+            return Err(Error::Input(format!(
+                "training diverged at step {step} (loss {loss}); try a smaller learning rate"
+            )));
         }
         let t2 = Instant::now();
         label_s += (t1 - t0).as_secs_f64();
@@ -253,7 +283,16 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let mut metrics = evaluate(cfg, &mesh, backend.as_mut())?;
     metrics.eval_seconds = t_eval.elapsed().as_secs_f64();
     let t_export = Instant::now();
-    let exported = export(backend.as_mut(), &meta, cfg.export.resolution, &dir, &cfg.export.formats, cfg.export.nifti.then_some("occupancy.nii.gz"), "mesh")?;
+    let exported = export(
+        backend.as_mut(),
+        &meta,
+        cfg.export.resolution,
+        &dir,
+        &cfg.export.formats,
+        cfg.export.nifti.then_some("occupancy.nii.gz"),
+        "mesh",
+        cfg.export.coarse_to_fine,
+    )?;
     metrics.export_seconds = t_export.elapsed().as_secs_f64();
     metrics.mesh_vertices = exported.positions.len();
     metrics.mesh_triangles = exported.triangles.len();
@@ -288,24 +327,143 @@ pub fn evaluate(cfg: &OccupancyConfig, mesh: &PreparedMesh, backend: &mut dyn Ba
 }
 
 /// Samples the field's logits on a `resolution`³ grid of nodes spanning the box (x fastest).
-pub fn sample_grid(backend: &mut dyn Backend, bbox: &Aabb, resolution: usize) -> Result<Vec<f32>> {
+///
+/// With `coarse_to_fine`, nodes are first evaluated every [`COARSE_STRIDE`] nodes; the fine
+/// nodes are then evaluated only in coarse cells that straddle the 0 level or touch one that
+/// does, and elsewhere take the trilinear interpolation of the coarse values (which share one sign
+/// there, so no surface is lost or invented in them). A shape detail smaller than a coarse cell
+/// that no coarse node sees can be missed, as in Occupancy Networks' MISE; `coarse_to_fine =
+/// false` evaluates every node.
+pub fn sample_grid(
+    backend: &mut dyn Backend,
+    bbox: &Aabb,
+    resolution: usize,
+    coarse_to_fine: bool,
+) -> Result<Vec<f32>> {
     let r = resolution;
     let lo = Vec3::from(bbox.min);
     let step = bbox.size() / (r - 1) as f32;
+    let node =
+        |x: usize, y: usize, z: usize| (lo + step * Vec3::new(x as f32, y as f32, z as f32)).to_array();
     let mut values = vec![0.0f32; r * r * r];
-    let mut pts = Vec::with_capacity(r * r * 3);
-    for (z, slab) in values.chunks_mut(r * r).enumerate() {
-        pts.clear();
-        for y in 0..r {
-            for x in 0..r {
-                let p = lo + step * Vec3::new(x as f32, y as f32, z as f32);
-                pts.extend_from_slice(&p.to_array());
+    if !coarse_to_fine || r <= 4 * COARSE_STRIDE {
+        let mut pts = Vec::with_capacity(r * r * 3);
+        for (z, slab) in values.chunks_mut(r * r).enumerate() {
+            pts.clear();
+            for y in 0..r {
+                for x in 0..r {
+                    pts.extend_from_slice(&node(x, y, z));
+                }
+            }
+            backend.predict(&pts, slab)?;
+        }
+        return Ok(values);
+    }
+    // Coarse node indices along an axis: 0, S, 2S, …, and the last node.
+    let mut axis: Vec<usize> = (0..r).step_by(COARSE_STRIDE).collect();
+    if *axis.last().unwrap_or(&0) != r - 1 {
+        axis.push(r - 1);
+    }
+    let nc = axis.len();
+    let mut pts = Vec::with_capacity(nc * nc * nc * 3);
+    for &z in &axis {
+        for &y in &axis {
+            for &x in &axis {
+                pts.extend_from_slice(&node(x, y, z));
             }
         }
-        backend.predict(&pts, slab)?;
+    }
+    let mut coarse = vec![0.0f32; nc * nc * nc];
+    backend.predict(&pts, &mut coarse)?;
+    let cidx = |i: usize, j: usize, k: usize| i + nc * (j + nc * k);
+    // cells (nc−1)³ whose corners disagree in sign, dilated by one cell
+    let m = nc - 1;
+    let mut straddles = vec![false; m * m * m];
+    for k in 0..m {
+        for j in 0..m {
+            for i in 0..m {
+                let mut pos = 0;
+                for c in 0..8 {
+                    pos += (coarse[cidx(i + (c & 1), j + ((c >> 1) & 1), k + (c >> 2))] > 0.0) as u32;
+                }
+                straddles[i + m * (j + m * k)] = pos != 0 && pos != 8;
+            }
+        }
+    }
+    let mut refine = vec![false; m * m * m];
+    for k in 0..m {
+        for j in 0..m {
+            for i in 0..m {
+                if !straddles[i + m * (j + m * k)] {
+                    continue;
+                }
+                for dk in k.saturating_sub(1)..=(k + 1).min(m - 1) {
+                    for dj in j.saturating_sub(1)..=(j + 1).min(m - 1) {
+                        for di in i.saturating_sub(1)..=(i + 1).min(m - 1) {
+                            refine[di + m * (dj + m * dk)] = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // every fine node: trilinear from the coarse grid
+    let cell_of = |v: usize| -> (usize, f32) {
+        let c = (v / COARSE_STRIDE).min(m - 1);
+        let t = (v - axis[c]) as f32 / (axis[c + 1] - axis[c]) as f32;
+        (c, t)
+    };
+    values.par_chunks_mut(r * r).enumerate().for_each(|(z, slab)| {
+        let (k, tz) = cell_of(z);
+        for y in 0..r {
+            let (j, ty) = cell_of(y);
+            for x in 0..r {
+                let (i, tx) = cell_of(x);
+                let c = |a: usize, b: usize, d: usize| coarse[cidx(i + a, j + b, k + d)];
+                let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
+                let v00 = lerp(c(0, 0, 0), c(1, 0, 0), tx);
+                let v10 = lerp(c(0, 1, 0), c(1, 1, 0), tx);
+                let v01 = lerp(c(0, 0, 1), c(1, 0, 1), tx);
+                let v11 = lerp(c(0, 1, 1), c(1, 1, 1), tx);
+                slab[x + r * y] = lerp(lerp(v00, v10, ty), lerp(v01, v11, ty), tz);
+            }
+        }
+    });
+    // the fine nodes of refined cells, evaluated exactly (cell spans include their faces)
+    let mut wanted = vec![false; r * r * r];
+    for k in 0..m {
+        for j in 0..m {
+            for i in 0..m {
+                if !refine[i + m * (j + m * k)] {
+                    continue;
+                }
+                for z in axis[k]..=axis[k + 1] {
+                    for y in axis[j]..=axis[j + 1] {
+                        let row = r * (y + r * z);
+                        wanted[row + axis[i]..=row + axis[i + 1]].iter_mut().for_each(|w| *w = true);
+                    }
+                }
+            }
+        }
+    }
+    let indices: Vec<usize> = wanted.iter().enumerate().filter_map(|(i, &w)| w.then_some(i)).collect();
+    let mut out = Vec::new();
+    for chunk in indices.chunks(1 << 18) {
+        pts.clear();
+        for &n in chunk {
+            pts.extend_from_slice(&node(n % r, (n / r) % r, n / (r * r)));
+        }
+        out.resize(chunk.len(), 0.0);
+        backend.predict(&pts, &mut out)?;
+        for (&n, &v) in chunk.iter().zip(&out) {
+            values[n] = v;
+        }
     }
     Ok(values)
 }
+
+/// Fine nodes per coarse cell edge in coarse-to-fine grid sampling.
+pub const COARSE_STRIDE: usize = 4;
 
 /// Extracts the 0.5-probability surface (logit 0) in the mesh's own coordinates and writes
 /// `{stem}.{ext}` for each format, plus the occupancy probabilities as NIfTI when named. Returns the mesh.
@@ -317,9 +475,10 @@ pub fn export(
     formats: &[MeshFormat],
     nifti: Option<&str>,
     stem: &str,
+    coarse_to_fine: bool,
 ) -> Result<TriMesh> {
     let (bbox, unit_from_mesh) = meta_or_run.frame();
-    let values = sample_grid(backend, &bbox, resolution)?;
+    let values = sample_grid(backend, &bbox, resolution, coarse_to_fine)?;
     let spacing = bbox.size() / (resolution - 1) as f32;
     let grid = Grid3 { dims: [resolution; 3], values: &values };
     let mesh_in_unit = marching_cubes_padded(&grid, 0.0, Vec3::from(bbox.min), spacing, true);
@@ -332,7 +491,10 @@ pub fn export(
         crate::io::write_mesh(&dir.join(format!("{stem}.{}", format.extension())), &mesh, format)?;
     }
     if let Some(nifti_name) = nifti {
-        let probs: Vec<f32> = values.iter().map(|&z| crate::train::loss::sigmoid(z)).collect();
+        // occupancy probability × 255 as uint8: a quarter of the f32 size, and 1/255 is finer than
+        // any use of an occupancy volume needs
+        let probs: Vec<u8> =
+            values.par_iter().map(|&z| (crate::train::loss::sigmoid(z) * 255.0).round() as u8).collect();
         // world (mesh units) from voxel: p_mesh = (box_min + i·spacing − 0.5) / scale + centroid
         let s = unit_from_mesh.scale;
         let c = unit_from_mesh.centroid;
@@ -342,7 +504,7 @@ pub fn export(
             affine[a][3] = (bbox.min[a] as f64 - 0.5) / s + c[a];
         }
         affine[3][3] = 1.0;
-        crate::io::write_nifti_f32(&dir.join(nifti_name), &probs, [resolution; 3], affine)?;
+        crate::io::write_nifti_u8(&dir.join(nifti_name), &probs, [resolution; 3], affine)?;
     }
     Ok(mesh)
 }
@@ -381,7 +543,14 @@ impl SavedRun {
     }
 
     /// Re-extracts the mesh at another resolution; writes `mesh_{resolution}.{ext}` into the run.
-    pub fn export(&self, resolution: usize, formats: &[MeshFormat], nifti: bool, threads: usize) -> Result<TriMesh> {
+    pub fn export(
+        &self,
+        resolution: usize,
+        formats: &[MeshFormat],
+        nifti: bool,
+        coarse_to_fine: bool,
+        threads: usize,
+    ) -> Result<TriMesh> {
         let chosen = crate::task::device::choose(
             &self.config.device,
             self.checkpoint.encoding.clone(),
@@ -390,7 +559,16 @@ impl SavedRun {
         )?;
         let mut backend = chosen.backend;
         let nifti_name = format!("occupancy_{resolution}.nii.gz");
-        export(backend.as_mut(), self, resolution, &self.dir, formats, nifti.then_some(nifti_name.as_str()), &format!("mesh_{resolution}"))
+        export(
+            backend.as_mut(),
+            self,
+            resolution,
+            &self.dir,
+            formats,
+            nifti.then_some(nifti_name.as_str()),
+            &format!("mesh_{resolution}"),
+            coarse_to_fine,
+        )
     }
 }
 
@@ -410,7 +588,9 @@ fn write_loss_log(path: &Path, rows: &[(u64, f32, f32)]) -> Result<()> {
 }
 
 fn read_loss_log(path: &Path, up_to: u64) -> Vec<(u64, f32, f32)> {
-    let Ok(text) = std::fs::read_to_string(path) else { return vec![] };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return vec![];
+    };
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -433,8 +613,10 @@ fn progress_bar(opts: &FitOptions, steps: u64, start: u64) -> Option<indicatif::
         return None;
     }
     let bar = indicatif::ProgressBar::new(steps);
-    let style = indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len}  {msg}  elapsed {elapsed}  left {eta}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:30} step {pos}/{len}  {msg}  elapsed {elapsed}  left {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_position(start);
     bar.reset_eta();
