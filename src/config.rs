@@ -162,7 +162,8 @@ impl OccupancyConfig {
         if !(0.0..=1.0).contains(&t.surface_fraction) {
             return bad(format!("train.surface_fraction must be in [0, 1], got {}", t.surface_fraction));
         }
-        if !(t.surface_sigma.is_finite() && t.surface_sigma >= 0.0) || !(self.eval.surface_sigma >= 0.0) {
+        let nonneg = |x: f32| x.is_finite() && x >= 0.0;
+        if !nonneg(t.surface_sigma) || !nonneg(self.eval.surface_sigma) {
             return bad("surface_sigma must be ≥ 0".into());
         }
         if self.eval.test_points == 0 {

@@ -175,7 +175,7 @@ impl Backend for CpuBackend {
 
     fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]> {
         let d = self.encoding.dim;
-        if points.is_empty() || points.len() % d != 0 {
+        if points.is_empty() || !points.len().is_multiple_of(d) {
             return Err(crate::Error::Input(format!(
                 "forward: {} coordinates is not a whole number of {d}-D points",
                 points.len()
@@ -284,7 +284,7 @@ impl Backend for CpuBackend {
     fn predict(&mut self, points: &[f32], out: &mut [f32]) -> crate::Result<()> {
         let d = self.encoding.dim;
         let n_out = *self.mlp.sizes.last().unwrap_or(&1);
-        if points.len() % d != 0 || out.len() != points.len() / d * n_out {
+        if !points.len().is_multiple_of(d) || out.len() != points.len() / d * n_out {
             return Err(crate::Error::Input(format!(
                 "predict: {} coordinates and {} outputs do not match",
                 points.len(),
@@ -416,6 +416,7 @@ mod tests {
             };
             let mlp = be.mlp.clone();
             let mut checked = 0;
+            #[allow(clippy::needless_range_loop)]
             for j in 0..mlp.params.len() {
                 let h = 1e-3f32;
                 let (mut a, mut b) = (mlp.clone(), mlp.clone());

@@ -283,16 +283,14 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let mut metrics = evaluate(cfg, &mesh, backend.as_mut())?;
     metrics.eval_seconds = t_eval.elapsed().as_secs_f64();
     let t_export = Instant::now();
-    let exported = export(
-        backend.as_mut(),
-        &meta,
-        cfg.export.resolution,
-        &dir,
-        &cfg.export.formats,
-        cfg.export.nifti.then_some("occupancy.nii.gz"),
-        "mesh",
-        cfg.export.coarse_to_fine,
-    )?;
+    let spec = ExportSpec {
+        resolution: cfg.export.resolution,
+        formats: &cfg.export.formats,
+        nifti: cfg.export.nifti.then_some("occupancy.nii.gz"),
+        stem: "mesh",
+        coarse_to_fine: cfg.export.coarse_to_fine,
+    };
+    let exported = export(backend.as_mut(), &meta, &dir, &spec)?;
     metrics.export_seconds = t_export.elapsed().as_secs_f64();
     metrics.mesh_vertices = exported.positions.len();
     metrics.mesh_triangles = exported.triangles.len();
@@ -467,18 +465,28 @@ pub const COARSE_STRIDE: usize = 4;
 
 /// Extracts the 0.5-probability surface (logit 0) in the mesh's own coordinates and writes
 /// `{stem}.{ext}` for each format, plus the occupancy probabilities as NIfTI when named. Returns the mesh.
+/// What to write in an export, and how to sample the grid.
+pub struct ExportSpec<'a> {
+    /// Grid nodes per axis.
+    pub resolution: usize,
+    pub formats: &'a [MeshFormat],
+    /// File name of the occupancy volume, if one is wanted.
+    pub nifti: Option<&'a str>,
+    /// Mesh files are `{stem}.{ext}`.
+    pub stem: &'a str,
+    pub coarse_to_fine: bool,
+}
+
 pub fn export(
     backend: &mut dyn Backend,
     meta_or_run: &impl ExportFrame,
-    resolution: usize,
     dir: &Path,
-    formats: &[MeshFormat],
-    nifti: Option<&str>,
-    stem: &str,
-    coarse_to_fine: bool,
+    spec: &ExportSpec,
 ) -> Result<TriMesh> {
     let (bbox, unit_from_mesh) = meta_or_run.frame();
-    let values = sample_grid(backend, &bbox, resolution, coarse_to_fine)?;
+    let resolution = spec.resolution;
+    check_memory(resolution)?;
+    let values = sample_grid(backend, &bbox, resolution, spec.coarse_to_fine)?;
     let spacing = bbox.size() / (resolution - 1) as f32;
     let grid = Grid3 { dims: [resolution; 3], values: &values };
     let mesh_in_unit = marching_cubes_padded(&grid, 0.0, Vec3::from(bbox.min), spacing, true);
@@ -487,10 +495,10 @@ pub fn export(
         mesh_in_unit.triangles,
     );
     mesh.compute_vertex_normals();
-    for &format in formats {
-        crate::io::write_mesh(&dir.join(format!("{stem}.{}", format.extension())), &mesh, format)?;
+    for &format in spec.formats {
+        crate::io::write_mesh(&dir.join(format!("{}.{}", spec.stem, format.extension())), &mesh, format)?;
     }
-    if let Some(nifti_name) = nifti {
+    if let Some(nifti_name) = spec.nifti {
         // occupancy probability × 255 as uint8: a quarter of the f32 size, and 1/255 is finer than
         // any use of an occupancy volume needs
         let probs: Vec<u8> =
@@ -507,6 +515,27 @@ pub fn export(
         crate::io::write_nifti_u8(&dir.join(nifti_name), &probs, [resolution; 3], affine)?;
     }
     Ok(mesh)
+}
+
+/// Refuses an export grid that cannot fit in memory, before allocating it: the logits (4 bytes a
+/// node), the refinement mask and the uint8 volume (1 byte each), and the mesh (a guess).
+fn check_memory(resolution: usize) -> Result<()> {
+    let nodes = (resolution as u64).pow(3);
+    let needed = nodes * 7 + (resolution as u64).pow(2) * 200;
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        t.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    });
+    match available {
+        Some(avail) if needed > avail => Err(Error::Config(format!(
+            "an export grid of {resolution}³ needs about {:.1} GiB but {:.1} GiB is available; use a lower --resolution",
+            needed as f64 / (1u64 << 30) as f64,
+            avail as f64 / (1u64 << 30) as f64
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The box and the unit-box transform a field is exported in.
@@ -559,16 +588,15 @@ impl SavedRun {
         )?;
         let mut backend = chosen.backend;
         let nifti_name = format!("occupancy_{resolution}.nii.gz");
-        export(
-            backend.as_mut(),
-            self,
+        let stem = format!("mesh_{resolution}");
+        let spec = ExportSpec {
             resolution,
-            &self.dir,
             formats,
-            nifti.then_some(nifti_name.as_str()),
-            &format!("mesh_{resolution}"),
+            nifti: nifti.then_some(nifti_name.as_str()),
+            stem: &stem,
             coarse_to_fine,
-        )
+        };
+        export(backend.as_mut(), self, &self.dir, &spec)
     }
 }
 
