@@ -319,7 +319,6 @@ fn fit(args: FitArgs) -> Result<()> {
     };
     set_threads(config.threads);
     let opts = FitOptions { interrupt: Some(interrupt_flag()), progress: true, stop_after: None, resume };
-    eprintln!("run folder: {}", config.output.display());
     match occupancy::fit(&config, &opts)? {
         FitOutcome::Interrupted { step } => {
             eprintln!(

@@ -56,6 +56,9 @@ pub struct PreparedMesh {
 impl PreparedMesh {
     pub fn load(path: &Path) -> Result<Self> {
         let mesh = crate::io::read_mesh(path)?;
+        if !(mesh.area() > 0.0) {
+            return Err(Error::format(path, "every face is degenerate (the mesh has no area)"));
+        }
         Ok(Self::from_mesh(mesh))
     }
 
@@ -79,6 +82,8 @@ pub struct Metrics {
     pub iou_surface: f64,
     pub accuracy_uniform: f64,
     pub accuracy_surface: f64,
+    /// Fraction of the uniform test points that are inside the shape.
+    pub inside_fraction_uniform: f64,
     /// Mean training loss over the last 1 % of steps.
     pub final_loss: f64,
     pub steps: u64,
@@ -170,10 +175,11 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     cfg.validate()?;
     let started = Instant::now();
     let dir = cfg.output.clone();
+    // Load the mesh first, so bad input leaves no run folder behind.
+    let mesh = PreparedMesh::load(&cfg.mesh)?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml().as_bytes())?;
-
-    let mesh = PreparedMesh::load(&cfg.mesh)?;
+    log(opts, &format!("run folder: {}", dir.display()));
     log(
         opts,
         &format!(
@@ -281,6 +287,15 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
 
     let t_eval = Instant::now();
     let mut metrics = evaluate(cfg, &mesh, backend.as_mut())?;
+    if metrics.inside_fraction_uniform < 1e-4 {
+        log(
+            opts,
+            &format!(
+                "warning: no uniform test point is inside {} — is it a closed surface with outward-facing triangles?",
+                cfg.mesh.display()
+            ),
+        );
+    }
     metrics.eval_seconds = t_eval.elapsed().as_secs_f64();
     let t_export = Instant::now();
     let spec = ExportSpec {
@@ -320,6 +335,7 @@ pub fn evaluate(cfg: &OccupancyConfig, mesh: &PreparedMesh, backend: &mut dyn Ba
         iou_surface: iou_from_logits(&zs, &ls),
         accuracy_uniform: accuracy_from_logits(&zu, &lu),
         accuracy_surface: accuracy_from_logits(&zs, &ls),
+        inside_fraction_uniform: lu.iter().filter(|&&l| l > 0.5).count() as f64 / lu.len().max(1) as f64,
         ..Default::default()
     })
 }
