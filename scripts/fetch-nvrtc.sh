@@ -17,17 +17,21 @@ PKGS=(nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-crt==1
 if [ "${FFVOL_WITH_PTXAS:-0}" = 1 ]; then
   PKGS+=(nvidia-cuda-nvcc==13.0.88)
 fi
-STAMP="$ROOT/.done-$(printf '%s\n' "${PKGS[@]}" | sha1sum | cut -c1-12)"
+missing=()
+for p in "${PKGS[@]}"; do
+  [ -e "$ROOT/.done-$p" ] || missing+=("$p")
+done
 
-if [ ! -e "$STAMP" ]; then
+if [ "${#missing[@]}" -gt 0 ]; then
   mkdir -p "$WHEELS" "$TOOLKIT"
   PIP=(python3 -m pip)
   if ! "${PIP[@]}" --version >/dev/null 2>&1; then PIP=(pip); fi
-  echo "fetch-nvrtc: downloading ${PKGS[*]}" >&2
+  echo "fetch-nvrtc: downloading ${missing[*]}" >&2
+  dl="$(mktemp -d "$ROOT/dl.XXXXXX")"
   "${PIP[@]}" download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_27_x86_64 \
-    --platform manylinux_2_28_x86_64 -d "$WHEELS" "${PKGS[@]}" >&2
-  for w in "$WHEELS"/*.whl; do
+    --platform manylinux_2_28_x86_64 -d "$dl" "${missing[@]}" >&2
+  for w in "$dl"/*.whl; do
     python3 - "$w" "$TOOLKIT" <<'PY'
 import sys, zipfile, os, stat
 whl, dst = sys.argv[1], sys.argv[2]
@@ -38,7 +42,9 @@ with zipfile.ZipFile(whl) as z:
         if mode:
             os.chmod(path, mode | stat.S_IRUSR)
 PY
+    mv -f "$w" "$WHEELS/"
   done
+  rmdir "$dl" 2>/dev/null || true
   # cudarc (dynamic-loading) asks the loader for libnvrtc.so, libnvrtc.so.13, ...; the wheel
   # ships libnvrtc.so.13 (and a versioned builtins library NVRTC opens itself). Give every
   # library its unversioned name too, so either spelling is found.
@@ -52,7 +58,7 @@ PY
     echo "fetch-nvrtc: no libnvrtc in $CU/lib after unpacking" >&2
     exit 1
   fi
-  touch "$STAMP"
+  for p in "${missing[@]}"; do touch "$ROOT/.done-$p"; done
 fi
 
 echo "export LD_LIBRARY_PATH=\"$CU/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\""
