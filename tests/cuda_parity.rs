@@ -25,7 +25,12 @@ macro_rules! require_cuda {
 }
 
 /// A CPU and a CUDA backend on the same encoding and the same random, non-zero weights and biases.
-fn pair(enc: EncodingConfig, depth: usize, width: usize, precision: Precision) -> (CpuBackend, CudaBackend, CounterRng) {
+fn pair(
+    enc: EncodingConfig,
+    depth: usize,
+    width: usize,
+    precision: Precision,
+) -> (CpuBackend, CudaBackend, CounterRng) {
     let rng = CounterRng::new(42, 0);
     let e = Encoding::build(&enc, 3, &rng);
     let sizes = Mlp::sizes_for(e.n_features(), &ModelConfig { depth, width }, 1);
@@ -57,6 +62,17 @@ fn rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
     a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
+/// `ffvol info`'s CUDA lines: never panic, and name the device when there is one.
+#[test]
+fn describe_devices_reports() {
+    let text = cuda::describe_devices();
+    println!("{text}");
+    assert!(text.starts_with("cuda: driver library"), "{text}");
+    if let Ok(rt) = cuda::runtime() {
+        assert!(text.contains(&rt.device_name) && text.contains("usable"), "{text}");
+    }
+}
+
 #[test]
 fn encodings_match() {
     require_cuda!();
@@ -82,8 +98,12 @@ fn encodings_match() {
 fn forward_matches() {
     require_cuda!();
     for (depth, width) in [(1, 8), (4, 64), (3, 256)] {
-        let (mut cpu, mut gpu, rng) =
-            pair(EncodingConfig::Gaussian { sigma: 10.0, features: 64, normalize: false }, depth, width, Precision::Fp32);
+        let (mut cpu, mut gpu, rng) = pair(
+            EncodingConfig::Gaussian { sigma: 10.0, features: 64, normalize: false },
+            depth,
+            width,
+            Precision::Fp32,
+        );
         let pts = points(&rng, 100, 3001);
         let want = cpu.forward(&pts).unwrap().to_vec();
         let got = gpu.forward(&pts).unwrap().to_vec();
@@ -152,7 +172,11 @@ fn losses_and_one_adam_step_match() {
             .zip(&before)
             .filter(|((x, y), p0)| ((*x - *p0) - (*y - *p0)).abs() > 1e-3 * lr)
             .count();
-        assert!(moved_apart * 1000 <= before.len(), "{loss:?}: {moved_apart} of {} parameters moved differently", before.len());
+        assert!(
+            moved_apart * 1000 <= before.len(),
+            "{loss:?}: {moved_apart} of {} parameters moved differently",
+            before.len()
+        );
         assert!(rel_err(&b.adam.m, &a.adam.m, 1e-12) < 1e-4, "{loss:?}: first moments differ");
         assert!(rel_err(&b.adam.v, &a.adam.v, 1e-20) < 1e-4, "{loss:?}: second moments differ");
     }
@@ -162,7 +186,8 @@ fn losses_and_one_adam_step_match() {
 #[test]
 fn training_curves_match_fp32() {
     require_cuda!();
-    let (mut cpu, mut gpu, _) = pair(EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false }, 3, 64, Precision::Fp32);
+    let (mut cpu, mut gpu, _) =
+        pair(EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false }, 3, 64, Precision::Fp32);
     let data = CounterRng::new(9, 3);
     let n = 2048;
     let mut worst = 0.0f32;
@@ -184,7 +209,8 @@ fn training_curves_match_fp32() {
 #[test]
 fn training_curves_match_fp16() {
     require_cuda!();
-    let (mut cpu, mut gpu, _) = pair(EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false }, 3, 64, Precision::Fp16);
+    let (mut cpu, mut gpu, _) =
+        pair(EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false }, 3, 64, Precision::Fp16);
     let data = CounterRng::new(9, 3);
     let n = 2048;
     let mut worst = 0.0f32;
@@ -203,7 +229,8 @@ fn training_curves_match_fp16() {
 #[test]
 fn fp16_forward_and_gradients_are_close() {
     require_cuda!();
-    let (mut cpu, mut gpu, rng) = pair(EncodingConfig::Gaussian { sigma: 5.0, features: 64, normalize: false }, 4, 128, Precision::Fp16);
+    let (mut cpu, mut gpu, rng) =
+        pair(EncodingConfig::Gaussian { sigma: 5.0, features: 64, normalize: false }, 4, 128, Precision::Fp16);
     let n = 8192;
     let pts = points(&rng, 3, n);
     let y = ball(&pts);
@@ -223,7 +250,8 @@ fn fp16_forward_and_gradients_are_close() {
 #[test]
 fn predict_in_chunks_and_state_round_trip() {
     require_cuda!();
-    let (mut cpu, mut gpu, rng) = pair(EncodingConfig::Gaussian { sigma: 8.0, features: 16, normalize: false }, 2, 32, Precision::Fp32);
+    let (mut cpu, mut gpu, rng) =
+        pair(EncodingConfig::Gaussian { sigma: 8.0, features: 16, normalize: false }, 2, 32, Precision::Fp32);
     let n = 70_001; // more than one 65,536-point chunk
     let pts = points(&rng, 11, n);
     let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);

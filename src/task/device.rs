@@ -32,9 +32,16 @@ pub fn choose(device: &str, encoding: Encoding, mlp: Mlp, threads: usize) -> cra
                 match CudaBackend::new(encoding.clone(), mlp.clone(), Adam::default(), precision) {
                     Ok(be) => Ok(Chosen {
                         backend: Box::new(be),
-                        reason: format!("--device auto: CUDA on {} ({}), {}", rt.device_name, rt.arch, precision.name()),
+                        reason: format!(
+                            "--device auto: CUDA on {} ({}), {}",
+                            rt.device_name,
+                            rt.arch,
+                            precision.name()
+                        ),
                     }),
-                    Err(e) => cpu(encoding, mlp, format!("--device auto: the CUDA backend failed to start ({e}), so the CPU")),
+                    Err(e) => {
+                        cpu(encoding, mlp, format!("--device auto: the CUDA backend failed to start ({e}), so the CPU"))
+                    }
                 }
             }
         },
@@ -44,7 +51,10 @@ pub fn choose(device: &str, encoding: Encoding, mlp: Mlp, threads: usize) -> cra
                 crate::Error::Config(format!("--device cuda: CUDA is not usable here: {why}; use --device cpu or auto"))
             })?;
             let be = CudaBackend::new(encoding, mlp, Adam::default(), precision)?;
-            Ok(Chosen { backend: Box::new(be), reason: format!("asked for --device cuda: {} ({}), {}", rt.device_name, rt.arch, precision.name()) })
+            Ok(Chosen {
+                backend: Box::new(be),
+                reason: format!("asked for --device cuda: {} ({}), {}", rt.device_name, rt.arch, precision.name()),
+            })
         }
         other => Err(crate::Error::Config(format!("unknown device {other:?}: use auto, cpu or cuda"))),
     }

@@ -114,7 +114,8 @@ fn probe() -> Result<Runtime, String> {
     if !cublas {
         return Err("no cuBLAS (libcublas.so.13 cannot be loaded)".into());
     }
-    let count = cudarc::driver::CudaContext::device_count().map_err(|e| format!("cuInit/cuDeviceGetCount failed: {e:?}"))?;
+    let count =
+        cudarc::driver::CudaContext::device_count().map_err(|e| format!("cuInit/cuDeviceGetCount failed: {e:?}"))?;
     if count < 1 {
         return Err("the CUDA driver sees no device".into());
     }
@@ -196,7 +197,9 @@ fn describe_devices_inner() -> String {
         s.push('\n');
     }
     match runtime() {
-        Ok(rt) => s.push_str(&format!("cuda: usable: kernels {} for {} on {}\n", rt.ptx_origin, rt.arch, rt.device_name)),
+        Ok(rt) => {
+            s.push_str(&format!("cuda: usable: kernels {} for {} on {}\n", rt.ptx_origin, rt.arch, rt.device_name))
+        }
         Err(reason) => s.push_str(&format!("cuda: not usable: {reason}\n")),
     }
     s

@@ -13,7 +13,9 @@ use crate::model::{LayerLayout, Mlp};
 use crate::sample::Aabb;
 use crate::train::{Adam, AdamState, Loss};
 use cudarc::cublas::{result as blas_result, sys as blas_sys, CudaBlas};
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
 use half::f16;
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -103,7 +105,13 @@ impl Gpu {
                 c.len()
             )));
         }
-        let op = |t: bool| if t { blas_sys::cublasOperation_t::CUBLAS_OP_T } else { blas_sys::cublasOperation_t::CUBLAS_OP_N };
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
         let beta = 0.0f32;
         let s = &self.stream;
         let (a_ptr, a_type, _a_sync) = match &a {
@@ -159,7 +167,10 @@ impl Gpu {
         .map_err(|e| cuda_error("cublasGemmEx", e))
     }
 
-    fn alloc<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, len: usize) -> crate::Result<CudaSlice<T>> {
+    fn alloc<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        len: usize,
+    ) -> crate::Result<CudaSlice<T>> {
         self.stream.alloc_zeros::<T>(len.max(1)).map_err(|e| cuda_error(&format!("allocating {len} elements"), e))
     }
 
@@ -207,7 +218,14 @@ struct Buffers {
 }
 
 impl Buffers {
-    fn new(gpu: &Gpu, cap: usize, dim: usize, layers: &[LayerLayout], training: bool, precision: Precision) -> crate::Result<Self> {
+    fn new(
+        gpu: &Gpu,
+        cap: usize,
+        dim: usize,
+        layers: &[LayerLayout],
+        training: bool,
+        precision: Precision,
+    ) -> crate::Result<Self> {
         let n_features = layers[0].n_in;
         let n_out = layers[layers.len() - 1].n_out;
         let widest = layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1);
@@ -330,7 +348,15 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn ensure(slot: &mut Option<Buffers>, gpu: &Gpu, n: usize, dim: usize, layers: &[LayerLayout], training: bool, p: Precision) -> crate::Result<()> {
+    fn ensure(
+        slot: &mut Option<Buffers>,
+        gpu: &Gpu,
+        n: usize,
+        dim: usize,
+        layers: &[LayerLayout],
+        training: bool,
+        p: Precision,
+    ) -> crate::Result<()> {
         if slot.as_ref().is_none_or(|b| b.cap < n) {
             *slot = None; // free the old buffers first
             *slot = Some(Buffers::new(gpu, n, dim, layers, training, p)?);
@@ -340,8 +366,11 @@ impl CudaBackend {
 
     fn check_points(&self, points: &[f32], what: &str) -> crate::Result<usize> {
         let d = self.encoding.dim;
-        if points.is_empty() || points.len() % d != 0 {
-            return Err(crate::Error::Input(format!("{what}: {} coordinates is not a whole number of {d}-D points", points.len())));
+        if points.is_empty() || !points.len().is_multiple_of(d) {
+            return Err(crate::Error::Input(format!(
+                "{what}: {} coordinates is not a whole number of {d}-D points",
+                points.len()
+            )));
         }
         let n = points.len() / d;
         if n > i32::MAX as usize / self.layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1) {
@@ -364,7 +393,18 @@ impl CudaBackend {
                 launch!(gpu, "encode_identity", grid(n * enc.dim), &pts, &len, &mut feats)?;
             } else {
                 let (d, m) = (enc.dim as i32, enc.frequencies() as i32);
-                launch!(gpu, "encode_fourier", grid(n * enc.frequencies()), &pts, &self.frequencies, &n_i, &d, &m, &enc.scale, &mut feats)?;
+                launch!(
+                    gpu,
+                    "encode_fourier",
+                    grid(n * enc.frequencies()),
+                    &pts,
+                    &self.frequencies,
+                    &n_i,
+                    &d,
+                    &m,
+                    &enc.scale,
+                    &mut feats
+                )?;
             }
         }
         if let Some(f16buf) = &mut bufs.features16 {
@@ -378,12 +418,26 @@ impl CudaBackend {
             let w_range = layer.weight..layer.bias;
             // Zᵀ (out×n, col-major) = W (op T of the in×out col-major view) · Aᵀ (in×n)
             let (a, b) = match (&self.params16, l) {
-                (Some(p16), 0) => (Operand::F16(p16.slice(w_range)), Operand::F16(bufs.features16.as_ref().map(|b| b.slice(0..n * f)).ok_or_else(missing)?)),
-                (Some(p16), _) => (Operand::F16(p16.slice(w_range)), Operand::F16(bufs.acts16[l - 1].slice(0..n * layer.n_in))),
+                (Some(p16), 0) => (
+                    Operand::F16(p16.slice(w_range)),
+                    Operand::F16(bufs.features16.as_ref().map(|b| b.slice(0..n * f)).ok_or_else(missing)?),
+                ),
+                (Some(p16), _) => {
+                    (Operand::F16(p16.slice(w_range)), Operand::F16(bufs.acts16[l - 1].slice(0..n * layer.n_in)))
+                }
                 (None, 0) => (Operand::F32(self.params.slice(w_range)), Operand::F32(bufs.features.slice(0..n * f))),
-                (None, _) => (Operand::F32(self.params.slice(w_range)), Operand::F32(before[l - 1].slice(0..n * layer.n_in))),
+                (None, _) => {
+                    (Operand::F32(self.params.slice(w_range)), Operand::F32(before[l - 1].slice(0..n * layer.n_in)))
+                }
             };
-            gpu.gemm((true, false), (layer.n_out, n, layer.n_in), 1.0, (a, layer.n_in), (b, layer.n_in), (&mut z, layer.n_out))?;
+            gpu.gemm(
+                (true, false),
+                (layer.n_out, n, layer.n_in),
+                1.0,
+                (a, layer.n_in),
+                (b, layer.n_in),
+                (&mut z, layer.n_out),
+            )?;
             let bias = self.params.slice(layer.bias..layer.bias + layer.n_out);
             let (cols, relu) = (layer.n_out as i32, (l < last) as i32);
             match bufs.acts16.get_mut(l) {
@@ -419,10 +473,21 @@ impl CudaBackend {
             {
                 let mut gw = self.grads.slice_mut(layer.weight..layer.bias);
                 let (a, dz) = match (&bufs.delta16, l) {
-                    (Some(d16), 0) => (Operand::F16(bufs.features16.as_ref().ok_or_else(missing)?.slice(0..n * f)), Operand::F16(d16.slice(0..n * n_out))),
-                    (Some(d16), _) => (Operand::F16(bufs.acts16[l - 1].slice(0..n * n_in)), Operand::F16(d16.slice(0..n * n_out))),
-                    (None, 0) => (Operand::F32(bufs.features.slice(0..n * f)), Operand::F32(bufs.deltas[cur].slice(0..n * n_out))),
-                    (None, _) => (Operand::F32(bufs.acts[l - 1].slice(0..n * n_in)), Operand::F32(bufs.deltas[cur].slice(0..n * n_out))),
+                    (Some(d16), 0) => (
+                        Operand::F16(bufs.features16.as_ref().ok_or_else(missing)?.slice(0..n * f)),
+                        Operand::F16(d16.slice(0..n * n_out)),
+                    ),
+                    (Some(d16), _) => {
+                        (Operand::F16(bufs.acts16[l - 1].slice(0..n * n_in)), Operand::F16(d16.slice(0..n * n_out)))
+                    }
+                    (None, 0) => (
+                        Operand::F32(bufs.features.slice(0..n * f)),
+                        Operand::F32(bufs.deltas[cur].slice(0..n * n_out)),
+                    ),
+                    (None, _) => (
+                        Operand::F32(bufs.acts[l - 1].slice(0..n * n_in)),
+                        Operand::F32(bufs.deltas[cur].slice(0..n * n_out)),
+                    ),
                 };
                 gpu.gemm((false, true), (n_in, n_out, n), inv_scale, (a, n_in), (dz, n_out), (&mut gw, n_in))?;
             }
@@ -508,7 +573,21 @@ impl CudaBackend {
         // glam computes size as max − min in f32, as here
         let size = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
         let n_i = n as i64;
-        launch!(gpu, "sample_uniform_box", grid(n), &key, &first, &n_i, &lo[0], &lo[1], &lo[2], &size[0], &size[1], &size[2], &mut out)?;
+        launch!(
+            gpu,
+            "sample_uniform_box",
+            grid(n),
+            &key,
+            &first,
+            &n_i,
+            &lo[0],
+            &lo[1],
+            &lo[2],
+            &size[0],
+            &size[1],
+            &size[2],
+            &mut out
+        )?;
         let mut host = vec![0.0; 3 * n];
         gpu.download(&out.slice(0..3 * n), &mut host)?;
         Ok(host)
@@ -569,7 +648,13 @@ fn missing() -> crate::Error {
 
 impl Backend for CudaBackend {
     fn describe(&self) -> String {
-        format!("cuda {} on {} ({}, kernels {})", self.precision.name(), self.gpu.rt.device_name, self.gpu.rt.arch, self.gpu.rt.ptx_origin)
+        format!(
+            "cuda {} on {} ({}, kernels {})",
+            self.precision.name(),
+            self.gpu.rt.device_name,
+            self.gpu.rt.arch,
+            self.gpu.rt.ptx_origin
+        )
     }
 
     fn encoding(&self) -> &Encoding {
@@ -583,7 +668,8 @@ impl Backend for CudaBackend {
         let r = self.gpu.upload(points, &mut bufs.points).and_then(|_| self.forward_device(&mut bufs, n));
         let n_out = self.layers[self.layers.len() - 1].n_out;
         self.outputs.resize(n * n_out, 0.0);
-        let r = r.and_then(|_| self.gpu.download(&bufs.acts[self.layers.len() - 1].slice(0..n * n_out), &mut self.outputs));
+        let r =
+            r.and_then(|_| self.gpu.download(&bufs.acts[self.layers.len() - 1].slice(0..n * n_out), &mut self.outputs));
         self.train = Some(bufs);
         r?;
         self.batch = n;
@@ -594,7 +680,10 @@ impl Backend for CudaBackend {
         let n = self.batch;
         let n_out = self.layers[self.layers.len() - 1].n_out;
         if n == 0 || d_output.len() != n * n_out {
-            return Err(crate::Error::Input(format!("backward: got {} output gradients for a forward of {n} points", d_output.len())));
+            return Err(crate::Error::Input(format!(
+                "backward: got {} output gradients for a forward of {n} points",
+                d_output.len()
+            )));
         }
         self.grad_scale = if self.precision == Precision::Fp16 { d_output.len() as f32 } else { 1.0 };
         let bufs = self.train.as_mut().ok_or_else(missing)?;
@@ -625,15 +714,34 @@ impl Backend for CudaBackend {
         let n = self.params.len() as i64;
         let (b1, b2, eps) = (self.adam.beta1, self.adam.beta2, self.adam.eps);
         let gpu = &self.gpu;
-        launch!(gpu, "adam_step", grid(n as usize), &mut self.params, &self.grads, &mut self.moment1, &mut self.moment2, &n, &lr, &b1, &b2, &eps, &c1, &c2)?;
+        launch!(
+            gpu,
+            "adam_step",
+            grid(n as usize),
+            &mut self.params,
+            &self.grads,
+            &mut self.moment1,
+            &mut self.moment2,
+            &n,
+            &lr,
+            &b1,
+            &b2,
+            &eps,
+            &c1,
+            &c2
+        )?;
         self.refresh_params16()
     }
 
     fn predict(&mut self, points: &[f32], out: &mut [f32]) -> crate::Result<()> {
         let d = self.encoding.dim;
         let n_out = self.sizes.last().copied().unwrap_or(1);
-        if points.len() % d != 0 || out.len() != points.len() / d * n_out {
-            return Err(crate::Error::Input(format!("predict: {} coordinates and {} outputs do not match", points.len(), out.len())));
+        if !points.len().is_multiple_of(d) || out.len() != points.len() / d * n_out {
+            return Err(crate::Error::Input(format!(
+                "predict: {} coordinates and {} outputs do not match",
+                points.len(),
+                out.len()
+            )));
         }
         if points.is_empty() {
             return Ok(());
@@ -673,7 +781,11 @@ impl Backend for CudaBackend {
 
     fn set_state(&mut self, state: TrainState) -> crate::Result<()> {
         let n = self.params.len();
-        if state.mlp.sizes != self.sizes || state.mlp.params.len() != n || state.adam.m.len() != n || state.adam.v.len() != n {
+        if state.mlp.sizes != self.sizes
+            || state.mlp.params.len() != n
+            || state.adam.m.len() != n
+            || state.adam.v.len() != n
+        {
             return Err(crate::Error::Config(format!(
                 "checkpoint network {:?} does not match the configured {:?}",
                 state.mlp.sizes, self.sizes
