@@ -12,6 +12,7 @@
 //! [`Backend::state`], for checkpoints and tests.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::encoding::Encoding;
 use crate::model::Mlp;

@@ -1,5 +1,12 @@
 //! Choosing the backend for `--device auto|cpu|cuda`.
+//!
+//! `auto` uses CUDA when the driver, NVRTC and cuBLAS libraries load, a context can be made on
+//! device 0 and our kernels compile for it; otherwise the CPU, and `reason` says why, for the
+//! run log. An explicit `cuda` that cannot be honoured is an error, never a silent fallback.
+//! The CUDA precision comes from `$FFVOL_CUDA_PRECISION` (`fp32`, the default for now, or
+//! `fp16`).
 
+use crate::backend::cuda::{self, CudaBackend, Precision};
 use crate::backend::{Backend, CpuBackend};
 use crate::encoding::Encoding;
 use crate::model::Mlp;
@@ -11,18 +18,76 @@ pub struct Chosen {
     pub reason: String,
 }
 
-/// Builds the backend named by `device`. This build has the CPU backend only: `auto` says so
-/// and uses the CPU, an explicit `cuda` is an error rather than a silent fallback.
+/// Builds the backend named by `device`. Never panics when CUDA is missing or broken.
 pub fn choose(device: &str, encoding: Encoding, mlp: Mlp, threads: usize) -> crate::Result<Chosen> {
-    let cpu = |reason: String| -> crate::Result<Chosen> {
+    let cpu = |encoding: Encoding, mlp: Mlp, reason: String| -> crate::Result<Chosen> {
         Ok(Chosen { backend: Box::new(CpuBackend::new(encoding, mlp, Adam::default(), threads)?), reason })
     };
     match device {
-        "cpu" => cpu("asked for --device cpu".into()),
-        "auto" => cpu("--device auto: this build has no CUDA backend yet, so the CPU".into()),
-        "cuda" => Err(crate::Error::Config(
-            "--device cuda: this build of ffvol has no CUDA backend yet; use --device cpu or auto".into(),
-        )),
+        "cpu" => cpu(encoding, mlp, "asked for --device cpu".into()),
+        "auto" => match cuda::runtime() {
+            Err(why) => cpu(encoding, mlp, format!("--device auto: CUDA is not usable ({why}), so the CPU")),
+            Ok(rt) => {
+                let precision = Precision::from_env()?;
+                match CudaBackend::new(encoding.clone(), mlp.clone(), Adam::default(), precision) {
+                    Ok(be) => Ok(Chosen {
+                        backend: Box::new(be),
+                        reason: format!(
+                            "--device auto: CUDA on {} ({}), {}",
+                            rt.device_name,
+                            rt.arch,
+                            precision.name()
+                        ),
+                    }),
+                    Err(e) => {
+                        cpu(encoding, mlp, format!("--device auto: the CUDA backend failed to start ({e}), so the CPU"))
+                    }
+                }
+            }
+        },
+        "cuda" => {
+            let precision = Precision::from_env()?;
+            let rt = cuda::runtime().map_err(|why| {
+                crate::Error::Config(format!("--device cuda: CUDA is not usable here: {why}; use --device cpu or auto"))
+            })?;
+            let be = CudaBackend::new(encoding, mlp, Adam::default(), precision)?;
+            Ok(Chosen {
+                backend: Box::new(be),
+                reason: format!("asked for --device cuda: {} ({}), {}", rt.device_name, rt.arch, precision.name()),
+            })
+        }
         other => Err(crate::Error::Config(format!("unknown device {other:?}: use auto, cpu or cuda"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::EncodingConfig;
+    use crate::model::ModelConfig;
+    use crate::sample::CounterRng;
+
+    fn parts() -> (Encoding, Mlp) {
+        let rng = CounterRng::new(1, 0);
+        let e = Encoding::build(&EncodingConfig::Gaussian { sigma: 2.0, features: 4, normalize: false }, 3, &rng);
+        let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 8 }, 1), &rng);
+        (e, mlp)
+    }
+
+    /// Whatever this machine has, `auto` gives a working backend and says which, and `cuda`
+    /// either works or explains itself; nothing panics.
+    #[test]
+    fn auto_always_gives_a_backend() {
+        let (e, mlp) = parts();
+        let chosen = choose("auto", e.clone(), mlp.clone(), 1).unwrap();
+        assert!(chosen.reason.starts_with("--device auto:"), "{}", chosen.reason);
+        let mut be = chosen.backend;
+        let out = be.forward(&[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]).unwrap();
+        assert_eq!(out.len(), 2);
+        match choose("cuda", e.clone(), mlp.clone(), 1) {
+            Ok(c) => assert!(c.backend.describe().starts_with("cuda")),
+            Err(err) => assert!(err.to_string().contains("--device cuda"), "{err}"),
+        }
+        assert!(choose("tpu", e, mlp, 1).is_err());
     }
 }

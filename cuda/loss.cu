@@ -1,0 +1,56 @@
+// Losses on the network's outputs (src/train/loss.rs): per-sample gradient into `grad`, and the
+// loss summed in f64 per block into `partial[blockIdx.x]`; `mean_of_partials` finishes the mean.
+// Launch with 256 threads per block.
+
+__device__ __forceinline__ float sigmoidf_stable(float z) {
+    if (z >= 0.0f) return 1.0f / (1.0f + expf(-z));
+    float e = expf(z);
+    return e / (1.0f + e);
+}
+
+__device__ __forceinline__ void block_sum_to(double v, double* out) {
+    __shared__ double s[256];
+    s[threadIdx.x] = v;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = s[0];
+}
+
+// Sigmoid cross-entropy on logits: max(z,0) − z·y + log(1 + e^(−|z|)); grad = (σ(z) − y)·inv_n.
+extern "C" __global__ void loss_bce(const float* __restrict__ z, const float* __restrict__ y, int n, float inv_n,
+                                    float grad_scale, float* __restrict__ grad, double* __restrict__ partial) {
+    double acc = 0.0;
+    FOR_EACH(i, n) {
+        float zi = z[i], yi = y[i];
+        float l = fmaxf(zi, 0.0f) - zi * yi + log1pf(expf(-fabsf(zi)));
+        acc += (double)l;
+        grad[i] = (sigmoidf_stable(zi) - yi) * inv_n * grad_scale;
+    }
+    block_sum_to(acc, partial + blockIdx.x);
+}
+
+// ½(p − y)²; grad = (p − y)·inv_n.
+extern "C" __global__ void loss_mse(const float* __restrict__ p, const float* __restrict__ y, int n, float inv_n,
+                                    float grad_scale, float* __restrict__ grad, double* __restrict__ partial) {
+    double acc = 0.0;
+    FOR_EACH(i, n) {
+        float r = p[i] - y[i];
+        acc += 0.5 * (double)r * (double)r;
+        grad[i] = r * inv_n * grad_scale;
+    }
+    block_sum_to(acc, partial + blockIdx.x);
+}
+
+// out[0] = (float)(Σ partial · inv_n). One block of 256 threads.
+extern "C" __global__ void mean_of_partials(const double* __restrict__ partial, int parts, double inv_n,
+                                            float* __restrict__ out) {
+    double acc = 0.0;
+    for (int p = threadIdx.x; p < parts; p += blockDim.x) acc += partial[p];
+    __shared__ double total;
+    block_sum_to(acc, &total);
+    __syncthreads();
+    if (threadIdx.x == 0) out[0] = (float)(total * inv_n);
+}

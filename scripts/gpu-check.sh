@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Prepares the GPU check (GPU_CHECK.md): builds the release binary and the CUDA test binaries
+# here (no GPU, no CUDA needed), and puts them with the kernel sources, the PyTorch reference
+# benchmark and run.sh into gpu-bundle/. On the GPU machine: `bash gpu-bundle/run.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
+BUNDLE=gpu-bundle
+rm -rf "$BUNDLE"
+mkdir -p "$BUNDLE/tests" "$BUNDLE/cuda"
+
+echo "gpu-check: building the release binary" >&2
+cargo build --release --bin ffvol >&2
+echo "gpu-check: building the test binaries" >&2
+cargo test --release --no-run --message-format=json --lib --test cuda_parity --test cuda_kernels_compile \
+  > "$BUNDLE/.cargo-test.json"
+python3 - "$BUNDLE" <<'PY'
+import json, shutil, sys, os
+bundle = sys.argv[1]
+found = {}
+for line in open(os.path.join(bundle, ".cargo-test.json")):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") != "compiler-artifact" or not m.get("executable") or not m.get("profile", {}).get("test"):
+        continue
+    t = m["target"]
+    name = "ffvol_lib_tests" if "lib" in t["kind"] else t["name"]
+    found[name] = m["executable"]
+want = {"ffvol_lib_tests", "cuda_parity", "cuda_kernels_compile"}
+missing = want - set(found)
+if missing:
+    sys.exit(f"gpu-check: test executables not found: {sorted(missing)}")
+for name, path in found.items():
+    shutil.copy2(path, os.path.join(bundle, "tests", name))
+    print(f"gpu-check: {name} <- {path}", file=sys.stderr)
+PY
+rm -f "$BUNDLE/.cargo-test.json"
+cp "$CARGO_TARGET_DIR/release/ffvol" "$BUNDLE/ffvol"
+# debug info only makes the bundle big (the run tool carries 64 MiB at most)
+for f in "$BUNDLE/ffvol" "$BUNDLE"/tests/*; do
+  objcopy --strip-debug "$f" 2>/dev/null || strip --strip-debug "$f" 2>/dev/null || true
+done
+cp cuda/*.cu cuda/*.cuh "$BUNDLE/cuda/"
+cp scripts/bench_torch.py "$BUNDLE/"
+{
+  git rev-parse --short HEAD 2>/dev/null || echo unknown
+  git diff --quiet 2>/dev/null || echo "(with uncommitted changes)"
+} | paste -sd' ' > "$BUNDLE/COMMIT"
+
+cat > "$BUNDLE/run.sh" <<'RUN'
+#!/usr/bin/env bash
+# The GPU check, in one call: the card; the NVRTC compile test on this machine's toolkit; the
+# CUDA-vs-CPU parity tests; `ffvol bench --device cuda` (fp32 and fp16) beside PyTorch (fp32,
+# tf32, bf16) for 4×256 and 8×256, m = 256, batch 2^18. Full logs under $OUT; a table last,
+# also written to $OUT/results.md.
+set -uo pipefail
+B="$(cd "$(dirname "$0")" && pwd)"
+OUT="${OUT:-$B/out}"
+mkdir -p "$OUT"
+export FFVOL_REQUIRE_CUDA=1 FFVOL_CUDA_SOURCES="$B/cuda" FFVOL_CACHE_DIR="$OUT/cache" RUST_BACKTRACE=1
+BATCH=262144
+STEPS=30
+status=()
+# Every step gets at most its own cap and never more than what is left of BUDGET seconds, so the
+# table at the end always prints inside the run tool's timeout (GPU_CHECK.md: timeout_s 420).
+BUDGET="${BUDGET:-380}"
+run() { # name cap-seconds command...
+  local name=$1 cap=$2; shift 2
+  local left=$((BUDGET - SECONDS - 10))
+  local t=$((cap < left ? cap : left))
+  if [ "$t" -lt 5 ]; then
+    status+=("$(printf '%-28s skipped: out of time' "$name")")
+    return 124
+  fi
+  local s0=$SECONDS
+  timeout "$t" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  status+=("$(printf '%-28s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - s0)))")
+  return $rc
+}
+
+card="$(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+echo "card: ${card:-nvidia-smi failed} | ffvol $(cat "$B/COMMIT") | $(date -u +%Y-%m-%dT%H:%MZ)"
+nvidia-smi > "$OUT/nvidia-smi.log" 2>&1
+
+run kernels_compile 60 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
+run parity 150 "$B/tests/cuda_parity" --nocapture --test-threads=1
+run device_choice 30 "$B/tests/ffvol_lib_tests" task::device backend::cuda --nocapture
+grep -E "^(test |skipped|step|worst|fp16:|cuda)" "$OUT/parity.log" | head -40
+
+for net in "4 256" "8 256"; do
+  set -- $net
+  d=$1 w=$2
+  for p in fp32 fp16; do
+    FFVOL_CUDA_PRECISION=$p run "ffvol_${d}x${w}_${p}" 60 "$B/ffvol" bench --device cuda --depth "$d" --width "$w" \
+      --features 256 --batch $BATCH --steps $STEPS --label-points 1 --mesh "$B/none.ply"
+  done
+  run "torch_${d}x${w}" 90 python3 "$B/bench_torch.py" --depth "$d" --width "$w" --features 256 --batch $BATCH \
+    --steps $STEPS --precisions fp32,tf32,bf16
+done
+
+echo
+echo "== steps (name, exit status, seconds) =="
+printf '%s\n' "${status[@]}"
+python3 - "$OUT" "$card" "$(cat "$B/COMMIT")" <<'PY' | tee "$OUT/results.md"
+import re, sys, os, datetime
+out, card, commit = sys.argv[1], sys.argv[2], sys.argv[3]
+def read(name):
+    try:
+        return open(os.path.join(out, name + ".log")).read()
+    except OSError:
+        return ""
+rows = []
+for net in ["4x256", "8x256"]:
+    for p in ["fp32", "fp16"]:
+        m = re.search(r"training step \(fwd \+ bwd \+ Adam\)\s+(\d+)", read(f"ffvol_{net}_{p}"))
+        rows.append((net, f"ffvol cuda {p}", int(m.group(1)) / 1e6 if m else None))
+    for p in ["fp32", "tf32", "bf16"]:
+        m = re.search(rf"torch {p} \S+ .*samples/s=(\d+)", read(f"torch_{net}"))
+        rows.append((net, f"torch {p}", int(m.group(1)) / 1e6 if m else None))
+parity = read("parity")
+m = re.search(r"test result: (\w+)\. (\d+) passed; (\d+) failed", parity)
+print(f"## GPU check {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC")
+print(f"card: {card}; commit {commit}; batch 2^18, m = 256, median of 30 steps")
+print(f"parity tests: {m.group(1) + ', ' + m.group(2) + ' passed, ' + m.group(3) + ' failed' if m else 'did not finish (see parity.log)'}")
+w = re.search(r"worst relative difference of the loss over 200 steps: (\S+)", parity)
+if w:
+    print(f"fp32 200-step loss curve, worst relative difference to the CPU: {w.group(1)}")
+print()
+print("| network | implementation | M samples/s (training step) |")
+print("|---|---|---|")
+for net, impl, rate in rows:
+    print(f"| {net.replace('x', ' × ')} | {impl} | {'%.1f' % rate if rate is not None else 'failed (see log)'} |")
+PY
+RUN
+chmod +x "$BUNDLE/run.sh"
+du -sh "$BUNDLE" >&2
+du -sh "$BUNDLE"/* "$BUNDLE"/tests/* >&2
+echo "gpu-check: ready. On a GPU machine: bash $BUNDLE/run.sh   (run tool: carry [\"$BUNDLE\"], see GPU_CHECK.md)" >&2

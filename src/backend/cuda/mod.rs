@@ -1,0 +1,206 @@
+//! The CUDA backend: our kernels (`cuda/*.cu`, compiled at run time by NVRTC) around cuBLAS
+//! matrix products, launched through `cudarc`.
+//!
+//! ## Design
+//!
+//! Nothing of CUDA is linked at build time (`cudarc` with `dynamic-loading`), so this module
+//! builds everywhere and every entry point first asks whether the driver, NVRTC and cuBLAS
+//! libraries can be loaded; when one cannot, it says which, and the caller uses the CPU.
+//! Everything that touches the GPU goes through one process-wide [`Runtime`]: the context on
+//! device 0 and the kernels compiled for that device's `sm_XY`, so NVRTC runs once per process
+//! (and the PTX is cached on disk, see [`kernels`]). Each [`CudaBackend`] owns a stream and a
+//! cuBLAS handle, so backends on different threads do not serialise on each other.
+//!
+//! Layouts are the CPU backend's (row-major activations batch × width, W row-major out × in,
+//! parameters flat in [`crate::model::Mlp`]'s order), so parity tests compare buffers directly.
+
+pub mod kernels;
+mod network;
+
+pub use network::{rng_key, CudaBackend};
+
+use cudarc::driver::{CudaContext, CudaFunction};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+/// Number format of the matrix products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// fp32 everywhere (cuBLAS sgemm without TF32): the mode parity tests check to 1e-4.
+    Fp32,
+    /// fp16 operands with fp32 accumulation on tensor cores (cuBLAS GemmEx), fp32 master
+    /// weights, fp32 Adam, and the loss gradient scaled by the batch size so that it does not
+    /// underflow in fp16.
+    Fp16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        }
+    }
+
+    /// From `$FFVOL_CUDA_PRECISION` (`fp32` or `fp16`); fp32 when unset.
+    pub fn from_env() -> crate::Result<Self> {
+        match std::env::var("FFVOL_CUDA_PRECISION").ok().as_deref() {
+            None | Some("") | Some("fp32") => Ok(Precision::Fp32),
+            Some("fp16") => Ok(Precision::Fp16),
+            Some(other) => Err(crate::Error::Config(format!("FFVOL_CUDA_PRECISION={other:?}: use fp32 or fp16"))),
+        }
+    }
+}
+
+/// The process-wide CUDA state: a context on device 0 and the loaded kernels.
+pub struct Runtime {
+    pub ctx: Arc<CudaContext>,
+    /// "sm_90"
+    pub arch: String,
+    /// "NVIDIA H200"
+    pub device_name: String,
+    /// Whether the PTX came from the disk cache ("cached") or NVRTC ("compiled").
+    pub ptx_origin: &'static str,
+    kernels: HashMap<&'static str, CudaFunction>,
+}
+
+impl Runtime {
+    /// A kernel by name (one of [`kernels::KERNEL_NAMES`], all loaded when the runtime was made).
+    pub fn kernel(&self, name: &str) -> crate::Result<&CudaFunction> {
+        self.kernels.get(name).ok_or_else(|| crate::Error::Config(format!("CUDA kernel {name} is not loaded")))
+    }
+}
+
+/// A driver, NVRTC or cuBLAS failure as a library error.
+pub(crate) fn cuda_error(what: &str, e: impl std::fmt::Debug) -> crate::Error {
+    crate::Error::Config(format!("CUDA: {what} failed: {e:?}"))
+}
+
+/// Which CUDA libraries can be loaded, without loading anything else.
+pub fn libraries_present() -> (bool, bool, bool) {
+    // SAFETY: each call only tries to dlopen the library by its usual names.
+    unsafe {
+        (
+            cudarc::driver::sys::is_culib_present(),
+            cudarc::nvrtc::sys::is_culib_present(),
+            cudarc::cublas::sys::is_culib_present(),
+        )
+    }
+}
+
+/// The runtime, made on first use; the error says why CUDA cannot be used here. Never panics:
+/// a panic inside `cudarc` (a missing symbol in an old library, say) is caught and reported.
+pub fn runtime() -> Result<Arc<Runtime>, String> {
+    static RUNTIME: OnceLock<Result<Arc<Runtime>, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| match std::panic::catch_unwind(probe) {
+            Ok(r) => r.map(Arc::new),
+            Err(p) => Err(format!(
+                "CUDA initialisation panicked: {}",
+                p.downcast_ref::<String>().map(String::as_str).or(p.downcast_ref::<&str>().copied()).unwrap_or("?")
+            )),
+        })
+        .clone()
+}
+
+fn probe() -> Result<Runtime, String> {
+    let (driver, nvrtc, cublas) = libraries_present();
+    if !driver {
+        return Err("no CUDA driver (libcuda.so.1 cannot be loaded)".into());
+    }
+    if !nvrtc {
+        return Err("no NVRTC (libnvrtc.so.13 cannot be loaded; it ships with the CUDA 13 toolkit)".into());
+    }
+    if !cublas {
+        return Err("no cuBLAS (libcublas.so.13 cannot be loaded)".into());
+    }
+    let count =
+        cudarc::driver::CudaContext::device_count().map_err(|e| format!("cuInit/cuDeviceGetCount failed: {e:?}"))?;
+    if count < 1 {
+        return Err("the CUDA driver sees no device".into());
+    }
+    let ctx = CudaContext::new(0).map_err(|e| format!("cannot create a context on CUDA device 0: {e:?}"))?;
+    // SAFETY: every backend works on its own stream and never shares a buffer with another
+    // stream, so cudarc's cross-stream event tracking only costs launches; turn it off before
+    // anything is allocated.
+    unsafe { ctx.disable_event_tracking() };
+    let (major, minor) = ctx.compute_capability().map_err(|e| format!("compute capability: {e:?}"))?;
+    let device_name = ctx.name().unwrap_or_else(|_| "CUDA device 0".into());
+    let arch = format!("sm_{major}{minor}");
+    let (ptx, ptx_origin) = kernels::all_kernels_ptx(&arch).map_err(|e| e.to_string())?;
+    let module = ctx
+        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+        .map_err(|e| format!("the driver refused the kernels' PTX for {arch}: {e:?}"))?;
+    let mut map = HashMap::new();
+    for &name in kernels::KERNEL_NAMES {
+        let f = module.load_function(name).map_err(|e| format!("kernel {name} missing from the module: {e:?}"))?;
+        map.insert(name, f);
+    }
+    Ok(Runtime { ctx, arch, device_name, ptx_origin, kernels: map })
+}
+
+/// A few lines for `ffvol info`: which libraries load, NVRTC's version, and every device with
+/// its compute capability and memory; or why there is none. Never panics.
+pub fn describe_devices() -> String {
+    std::panic::catch_unwind(describe_devices_inner).unwrap_or_else(|_| "cuda: probing the driver panicked".into())
+}
+
+fn describe_devices_inner() -> String {
+    use cudarc::driver::result::device;
+    let (driver, nvrtc, cublas) = libraries_present();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let mut s = String::new();
+    let nvrtc_version = if nvrtc {
+        kernels::nvrtc_version().map(|(a, b)| format!(" ({a}.{b})")).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    s.push_str(&format!(
+        "cuda: driver library {}, NVRTC {}{nvrtc_version}, cuBLAS {}\n",
+        yes(driver),
+        yes(nvrtc),
+        yes(cublas)
+    ));
+    if !driver {
+        s.push_str("cuda: no devices (no driver)\n");
+        return s;
+    }
+    if let Err(e) = cudarc::driver::result::init() {
+        s.push_str(&format!("cuda: cuInit failed: {e:?}\n"));
+        return s;
+    }
+    let count = match device::get_count() {
+        Ok(c) => c,
+        Err(e) => {
+            s.push_str(&format!("cuda: cuDeviceGetCount failed: {e:?}\n"));
+            return s;
+        }
+    };
+    s.push_str(&format!("cuda: {count} device(s)\n"));
+    use cudarc::driver::sys::CUdevice_attribute as A;
+    for i in 0..count {
+        let line = (|| -> Result<String, cudarc::driver::DriverError> {
+            let dev = device::get(i)?;
+            let name = device::get_name(dev)?;
+            // SAFETY: `dev` came from cuDeviceGet above.
+            let (major, minor, mem) = unsafe {
+                (
+                    device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+                    device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+                    device::total_mem(dev)?,
+                )
+            };
+            Ok(format!("cuda {i}: {name}, sm_{major}{minor}, {:.1} GiB", mem as f64 / (1u64 << 30) as f64))
+        })()
+        .unwrap_or_else(|e| format!("cuda {i}: cannot be queried: {e:?}"));
+        s.push_str(&line);
+        s.push('\n');
+    }
+    match runtime() {
+        Ok(rt) => {
+            s.push_str(&format!("cuda: usable: kernels {} for {} on {}\n", rt.ptx_origin, rt.arch, rt.device_name))
+        }
+        Err(reason) => s.push_str(&format!("cuda: not usable: {reason}\n")),
+    }
+    s
+}

@@ -1,0 +1,829 @@
+//! [`CudaBackend`]: a whole training step on the GPU — encode, forward, loss, backward, Adam.
+//!
+//! Dense layers are cuBLAS products (`Z = A·Wᵀ`, `dW = dZᵀ·A`, `dA = dZ·W`, row-major as the
+//! CPU backend, through the column-major transposes) followed by our element-wise kernels
+//! (bias + ReLU, ReLU mask, bias-gradient column sums in f64, loss, Adam). In fp16 mode the
+//! products read fp16 copies of the weights and activations and accumulate in fp32; all state
+//! (weights, gradients, Adam moments) stays fp32.
+
+use super::{cuda_error, Precision, Runtime};
+use crate::backend::{Backend, TrainState};
+use crate::encoding::Encoding;
+use crate::model::{LayerLayout, Mlp};
+use crate::sample::Aabb;
+use crate::train::{Adam, AdamState, Loss};
+use cudarc::cublas::{result as blas_result, sys as blas_sys, CudaBlas};
+use cudarc::driver::{
+    CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
+use half::f16;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// Points per chunk in `predict`, to bound memory.
+const PREDICT_CHUNK: usize = 1 << 16;
+/// Threads per block of the element-wise kernels (the loss kernels assume 256).
+const THREADS: u32 = 256;
+/// Blocks of the loss kernels: at most this many f64 partial sums per loss.
+const LOSS_BLOCKS: usize = 1024;
+/// Rows per partial sum of the bias gradient.
+const BIAS_ROWS_PER_PART: usize = 2048;
+
+fn grid(len: usize) -> LaunchConfig {
+    let blocks = len.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Launches kernel `$name` with the given arguments (each an expression whose reference is
+/// pushed) on `$gpu`'s stream.
+macro_rules! launch {
+    ($gpu:expr, $name:literal, $cfg:expr, $($arg:expr),* $(,)?) => {{
+        let f = $gpu.rt.kernel($name)?;
+        let mut b = $gpu.stream.launch_builder(f);
+        $( b.arg($arg); )*
+        // SAFETY: the argument list matches the kernel's signature in cuda/*.cu, and every
+        // length argument is at most the length of the buffer it describes (checked by callers).
+        unsafe { b.launch($cfg) }.map(|_| ()).map_err(|e| cuda_error(concat!("launching ", $name), e))
+    }};
+}
+
+/// An operand of a matrix product.
+enum Operand<'a> {
+    F32(CudaView<'a, f32>),
+    F16(CudaView<'a, f16>),
+}
+
+impl Operand<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Operand::F32(v) => v.len(),
+            Operand::F16(v) => v.len(),
+        }
+    }
+}
+
+/// The stream, the cuBLAS handle and the kernels: everything needed to launch work.
+struct Gpu {
+    rt: Arc<Runtime>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+}
+
+impl Gpu {
+    /// Column-major `C (m×n) = alpha · op(A) · op(B)` with fp32 C and accumulation, A and B both
+    /// fp32 or both fp16 (tensor cores). Dimensions are checked against the buffers first, so
+    /// cuBLAS cannot touch memory outside them.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        (ta, tb): (bool, bool),
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        (a, lda): (Operand, usize),
+        (b, ldb): (Operand, usize),
+        (c, ldc): (&mut CudaViewMut<f32>, usize),
+    ) -> crate::Result<()> {
+        // elements a column-major rows×cols matrix with leading dimension ld spans
+        let span = |rows: usize, cols: usize, ld: usize| (cols - 1) * ld + rows;
+        let (ar, ac) = if ta { (k, m) } else { (m, k) };
+        let (br, bc) = if tb { (n, k) } else { (k, n) };
+        let ok = m > 0
+            && n > 0
+            && k > 0
+            && lda >= ar
+            && ldb >= br
+            && ldc >= m
+            && span(ar, ac, lda) <= a.len()
+            && span(br, bc, ldb) <= b.len()
+            && span(m, n, ldc) <= c.len()
+            && [m, n, k, lda, ldb, ldc].iter().all(|&d| d <= i32::MAX as usize);
+        if !ok {
+            return Err(crate::Error::Config(format!(
+                "CUDA gemm: {m}×{n}×{k} (lda {lda}, ldb {ldb}, ldc {ldc}) does not fit buffers of {}, {}, {}",
+                a.len(),
+                b.len(),
+                c.len()
+            )));
+        }
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let beta = 0.0f32;
+        let s = &self.stream;
+        let (a_ptr, a_type, _a_sync) = match &a {
+            Operand::F32(v) => {
+                let (p, g) = v.device_ptr(s);
+                (p, blas_sys::cudaDataType_t::CUDA_R_32F, g)
+            }
+            Operand::F16(v) => {
+                let (p, g) = v.device_ptr(s);
+                (p, blas_sys::cudaDataType_t::CUDA_R_16F, g)
+            }
+        };
+        let (b_ptr, b_type, _b_sync) = match &b {
+            Operand::F32(v) => {
+                let (p, g) = v.device_ptr(s);
+                (p, blas_sys::cudaDataType_t::CUDA_R_32F, g)
+            }
+            Operand::F16(v) => {
+                let (p, g) = v.device_ptr(s);
+                (p, blas_sys::cudaDataType_t::CUDA_R_16F, g)
+            }
+        };
+        if a_type != b_type {
+            return Err(crate::Error::Config("CUDA gemm: operands of different types".into()));
+        }
+        let (c_ptr, _c_sync) = c.device_ptr_mut(s);
+        // SAFETY: the handle is live, the pointers are device allocations on this handle's stream,
+        // and the extents were checked above. alpha and beta are host f32, as CUBLAS_COMPUTE_32F
+        // requires with the default (host) pointer mode.
+        unsafe {
+            blas_result::gemm_ex(
+                *self.blas.handle(),
+                op(ta),
+                op(tb),
+                m as i32,
+                n as i32,
+                k as i32,
+                (&alpha) as *const f32 as *const c_void,
+                a_ptr as *const c_void,
+                a_type,
+                lda as i32,
+                b_ptr as *const c_void,
+                b_type,
+                ldb as i32,
+                (&beta) as *const f32 as *const c_void,
+                c_ptr as *mut c_void,
+                blas_sys::cudaDataType_t::CUDA_R_32F,
+                ldc as i32,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| cuda_error("cublasGemmEx", e))
+    }
+
+    fn alloc<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        len: usize,
+    ) -> crate::Result<CudaSlice<T>> {
+        self.stream.alloc_zeros::<T>(len.max(1)).map_err(|e| cuda_error(&format!("allocating {len} elements"), e))
+    }
+
+    fn upload<T: cudarc::driver::DeviceRepr>(&self, src: &[T], dst: &mut CudaSlice<T>) -> crate::Result<()> {
+        if src.len() > dst.len() {
+            return Err(crate::Error::Config("CUDA upload larger than its buffer".into()));
+        }
+        let mut view = dst.slice_mut(0..src.len());
+        self.stream.memcpy_htod(src, &mut view).map_err(|e| cuda_error("copying to the device", e))
+    }
+
+    fn download(&self, src: &CudaView<f32>, dst: &mut [f32]) -> crate::Result<()> {
+        if dst.len() != src.len() {
+            return Err(crate::Error::Config("CUDA download of the wrong size".into()));
+        }
+        self.stream.memcpy_dtoh(src, dst).map_err(|e| cuda_error("copying from the device", e))?;
+        self.stream.synchronize().map_err(|e| cuda_error("synchronising the stream", e))
+    }
+
+    fn to_f16(&self, src: &CudaView<f32>, dst: &mut CudaViewMut<f16>) -> crate::Result<()> {
+        let n = src.len() as i64;
+        if dst.len() < src.len() {
+            return Err(crate::Error::Config("CUDA f32_to_f16: destination too small".into()));
+        }
+        launch!(self, "f32_to_f16", grid(src.len()), src, &n, dst)
+    }
+}
+
+/// Per-batch device buffers, sized for `cap` points.
+struct Buffers {
+    cap: usize,
+    points: CudaSlice<f32>,
+    targets: CudaSlice<f32>,
+    features: CudaSlice<f32>,
+    /// Outputs of every layer (post-ReLU for hidden layers).
+    acts: Vec<CudaSlice<f32>>,
+    /// ∂L/∂Z: [output gradient, ping, pong]; empty for inference buffers.
+    deltas: Vec<CudaSlice<f32>>,
+    /// fp16 mode: copies of the features, of every hidden activation and of the current ∂L/∂Z.
+    features16: Option<CudaSlice<f16>>,
+    acts16: Vec<CudaSlice<f16>>,
+    delta16: Option<CudaSlice<f16>>,
+    partial: CudaSlice<f64>,
+    loss: CudaSlice<f32>,
+}
+
+impl Buffers {
+    fn new(
+        gpu: &Gpu,
+        cap: usize,
+        dim: usize,
+        layers: &[LayerLayout],
+        training: bool,
+        precision: Precision,
+    ) -> crate::Result<Self> {
+        let n_features = layers[0].n_in;
+        let n_out = layers[layers.len() - 1].n_out;
+        let widest = layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1);
+        let widest_out = layers.iter().map(|l| l.n_out).max().unwrap_or(1);
+        let fp16 = precision == Precision::Fp16;
+        let mut acts = vec![];
+        let mut acts16 = vec![];
+        for (l, layer) in layers.iter().enumerate() {
+            acts.push(gpu.alloc(cap * layer.n_out)?);
+            if fp16 && l + 1 < layers.len() {
+                acts16.push(gpu.alloc(cap * layer.n_out)?);
+            }
+        }
+        let deltas = if training {
+            vec![gpu.alloc(cap * n_out)?, gpu.alloc(cap * widest)?, gpu.alloc(cap * widest)?]
+        } else {
+            vec![]
+        };
+        let parts = cap.div_ceil(BIAS_ROWS_PER_PART);
+        Ok(Buffers {
+            cap,
+            points: gpu.alloc(cap * dim)?,
+            targets: gpu.alloc(if training { cap * n_out } else { 1 })?,
+            features: gpu.alloc(cap * n_features)?,
+            acts,
+            deltas,
+            features16: if fp16 { Some(gpu.alloc(cap * n_features)?) } else { None },
+            acts16,
+            delta16: if fp16 && training { Some(gpu.alloc(cap * widest)?) } else { None },
+            partial: gpu.alloc(LOSS_BLOCKS.max(parts * widest_out))?,
+            loss: gpu.alloc(1)?,
+        })
+    }
+}
+
+/// A [`Backend`] on one NVIDIA GPU. See the module docs for what runs where.
+pub struct CudaBackend {
+    gpu: Gpu,
+    precision: Precision,
+    encoding: Encoding,
+    sizes: Vec<usize>,
+    layers: Vec<LayerLayout>,
+    adam: Adam,
+    step: u64,
+    params: CudaSlice<f32>,
+    params16: Option<CudaSlice<f16>>,
+    grads: CudaSlice<f32>,
+    moment1: CudaSlice<f32>,
+    moment2: CudaSlice<f32>,
+    /// B, row-major m×d (one unused element for `none`).
+    frequencies: CudaSlice<f32>,
+    train: Option<Buffers>,
+    infer: Option<Buffers>,
+    /// Points in the last forward.
+    batch: usize,
+    /// ∂L/∂Z of the output was scaled by this (fp16 loss scaling); undone in the weight gradients.
+    grad_scale: f32,
+    outputs: Vec<f32>,
+    /// The last state read from or written to the device, returned by `state()` if reading fails.
+    last_state: std::cell::RefCell<TrainState>,
+}
+
+impl CudaBackend {
+    /// A backend on the process's CUDA device (see [`super::runtime`]), or the reason there is none.
+    pub fn new(encoding: Encoding, mlp: Mlp, adam: Adam, precision: Precision) -> crate::Result<Self> {
+        let rt = super::runtime().map_err(|reason| crate::Error::Config(format!("CUDA is not usable: {reason}")))?;
+        if mlp.sizes[0] != encoding.n_features() {
+            return Err(crate::Error::Config(format!(
+                "the MLP takes {} inputs but the encoding makes {} features",
+                mlp.sizes[0],
+                encoding.n_features()
+            )));
+        }
+        let stream = rt.ctx.new_stream().map_err(|e| cuda_error("creating a stream", e))?;
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| cuda_error("creating a cuBLAS handle", e))?;
+        let gpu = Gpu { rt, stream, blas };
+        let n = mlp.params.len();
+        let mut params = gpu.alloc(n)?;
+        gpu.upload(&mlp.params, &mut params)?;
+        let mut frequencies = gpu.alloc(encoding.b.len())?;
+        gpu.upload(&encoding.b, &mut frequencies)?;
+        let mut be = CudaBackend {
+            precision,
+            encoding,
+            layers: mlp.layers(),
+            adam,
+            step: 0,
+            params16: if precision == Precision::Fp16 { Some(gpu.alloc(n)?) } else { None },
+            grads: gpu.alloc(n)?,
+            moment1: gpu.alloc(n)?,
+            moment2: gpu.alloc(n)?,
+            params,
+            frequencies,
+            train: None,
+            infer: None,
+            batch: 0,
+            grad_scale: 1.0,
+            outputs: vec![],
+            last_state: std::cell::RefCell::new(TrainState { adam: AdamState::zeros(n), mlp: mlp.clone() }),
+            sizes: mlp.sizes,
+            gpu,
+        };
+        be.refresh_params16()?;
+        Ok(be)
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Name and architecture of the device, e.g. "NVIDIA H200 (sm_90)".
+    pub fn device(&self) -> String {
+        format!("{} ({})", self.gpu.rt.device_name, self.gpu.rt.arch)
+    }
+
+    fn refresh_params16(&mut self) -> crate::Result<()> {
+        if let Some(p16) = &mut self.params16 {
+            self.gpu.to_f16(&self.params.as_view(), &mut p16.as_view_mut())?;
+        }
+        Ok(())
+    }
+
+    fn ensure(
+        slot: &mut Option<Buffers>,
+        gpu: &Gpu,
+        n: usize,
+        dim: usize,
+        layers: &[LayerLayout],
+        training: bool,
+        p: Precision,
+    ) -> crate::Result<()> {
+        if slot.as_ref().is_none_or(|b| b.cap < n) {
+            *slot = None; // free the old buffers first
+            *slot = Some(Buffers::new(gpu, n, dim, layers, training, p)?);
+        }
+        Ok(())
+    }
+
+    fn check_points(&self, points: &[f32], what: &str) -> crate::Result<usize> {
+        let d = self.encoding.dim;
+        if points.is_empty() || !points.len().is_multiple_of(d) {
+            return Err(crate::Error::Input(format!(
+                "{what}: {} coordinates is not a whole number of {d}-D points",
+                points.len()
+            )));
+        }
+        let n = points.len() / d;
+        if n > i32::MAX as usize / self.layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1) {
+            return Err(crate::Error::Input(format!("{what}: {n} points is too many for one batch on the GPU")));
+        }
+        Ok(n)
+    }
+
+    /// Encodes `bufs.points[..n]` and runs every layer into `bufs.acts`.
+    fn forward_device(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
+        let gpu = &self.gpu;
+        let enc = &self.encoding;
+        let f = enc.n_features();
+        let n_i = n as i32;
+        {
+            let pts = bufs.points.slice(0..n * enc.dim);
+            let mut feats = bufs.features.slice_mut(0..n * f);
+            if enc.identity {
+                let len = (n * enc.dim) as i64;
+                launch!(gpu, "encode_identity", grid(n * enc.dim), &pts, &len, &mut feats)?;
+            } else {
+                let (d, m) = (enc.dim as i32, enc.frequencies() as i32);
+                launch!(
+                    gpu,
+                    "encode_fourier",
+                    grid(n * enc.frequencies()),
+                    &pts,
+                    &self.frequencies,
+                    &n_i,
+                    &d,
+                    &m,
+                    &enc.scale,
+                    &mut feats
+                )?;
+            }
+        }
+        if let Some(f16buf) = &mut bufs.features16 {
+            gpu.to_f16(&bufs.features.slice(0..n * f), &mut f16buf.slice_mut(0..n * f))?;
+        }
+        let last = self.layers.len() - 1;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (before, rest) = bufs.acts.split_at_mut(l);
+            let out = &mut rest[0];
+            let mut z = out.slice_mut(0..n * layer.n_out);
+            let w_range = layer.weight..layer.bias;
+            // Zᵀ (out×n, col-major) = W (op T of the in×out col-major view) · Aᵀ (in×n)
+            let (a, b) = match (&self.params16, l) {
+                (Some(p16), 0) => (
+                    Operand::F16(p16.slice(w_range)),
+                    Operand::F16(bufs.features16.as_ref().map(|b| b.slice(0..n * f)).ok_or_else(missing)?),
+                ),
+                (Some(p16), _) => {
+                    (Operand::F16(p16.slice(w_range)), Operand::F16(bufs.acts16[l - 1].slice(0..n * layer.n_in)))
+                }
+                (None, 0) => (Operand::F32(self.params.slice(w_range)), Operand::F32(bufs.features.slice(0..n * f))),
+                (None, _) => {
+                    (Operand::F32(self.params.slice(w_range)), Operand::F32(before[l - 1].slice(0..n * layer.n_in)))
+                }
+            };
+            gpu.gemm(
+                (true, false),
+                (layer.n_out, n, layer.n_in),
+                1.0,
+                (a, layer.n_in),
+                (b, layer.n_in),
+                (&mut z, layer.n_out),
+            )?;
+            let bias = self.params.slice(layer.bias..layer.bias + layer.n_out);
+            let (cols, relu) = (layer.n_out as i32, (l < last) as i32);
+            match bufs.acts16.get_mut(l) {
+                Some(a16) => {
+                    let mut a16 = a16.slice_mut(0..n * layer.n_out);
+                    launch!(gpu, "bias_act_f16", grid(n * layer.n_out), &mut z, &bias, &n_i, &cols, &relu, &mut a16)?;
+                }
+                None => launch!(gpu, "bias_act", grid(n * layer.n_out), &mut z, &bias, &n_i, &cols, &relu)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Back-propagates `bufs.deltas[0]` (∂L/∂output × grad_scale) into `self.grads`.
+    fn backward_device(&mut self, n: usize) -> crate::Result<()> {
+        let bufs = self.train.as_mut().ok_or_else(missing)?;
+        let gpu = &self.gpu;
+        let f = self.encoding.n_features();
+        let n_i = n as i32;
+        let inv_scale = 1.0 / self.grad_scale;
+        let n_layers = self.layers.len();
+        // index into bufs.deltas of the current ∂L/∂Z
+        let mut cur = 0usize;
+        if let Some(d16) = &mut bufs.delta16 {
+            let n_out = self.layers[n_layers - 1].n_out;
+            gpu.to_f16(&bufs.deltas[0].slice(0..n * n_out), &mut d16.slice_mut(0..n * n_out))?;
+        }
+        for l in (0..n_layers).rev() {
+            let layer = self.layers[l];
+            let (n_in, n_out) = (layer.n_in, layer.n_out);
+            let next = if cur == 1 { 2 } else { 1 };
+            // dWᵀ (in×out, col-major) = Aᵀ (in×n) · dZ (op T of the out×n col-major view)
+            {
+                let mut gw = self.grads.slice_mut(layer.weight..layer.bias);
+                let (a, dz) = match (&bufs.delta16, l) {
+                    (Some(d16), 0) => (
+                        Operand::F16(bufs.features16.as_ref().ok_or_else(missing)?.slice(0..n * f)),
+                        Operand::F16(d16.slice(0..n * n_out)),
+                    ),
+                    (Some(d16), _) => {
+                        (Operand::F16(bufs.acts16[l - 1].slice(0..n * n_in)), Operand::F16(d16.slice(0..n * n_out)))
+                    }
+                    (None, 0) => (
+                        Operand::F32(bufs.features.slice(0..n * f)),
+                        Operand::F32(bufs.deltas[cur].slice(0..n * n_out)),
+                    ),
+                    (None, _) => (
+                        Operand::F32(bufs.acts[l - 1].slice(0..n * n_in)),
+                        Operand::F32(bufs.deltas[cur].slice(0..n * n_out)),
+                    ),
+                };
+                gpu.gemm((false, true), (n_in, n_out, n), inv_scale, (a, n_in), (dz, n_out), (&mut gw, n_in))?;
+            }
+            // db = column sums of dZ, in f64, in a fixed order
+            {
+                let parts = n.div_ceil(BIAS_ROWS_PER_PART);
+                let cfg = LaunchConfig {
+                    grid_dim: (n_out.div_ceil(32) as u32, parts as u32, 1),
+                    block_dim: (32, 8, 1),
+                    shared_mem_bytes: 0,
+                };
+                let dz = bufs.deltas[cur].slice(0..n * n_out);
+                let (cols, rpp, parts_i) = (n_out as i32, BIAS_ROWS_PER_PART as i32, parts as i32);
+                let mut partial = bufs.partial.slice_mut(0..parts * n_out);
+                launch!(gpu, "column_sums_partial", cfg, &dz, &n_i, &cols, &rpp, &mut partial)?;
+                let partial = bufs.partial.slice(0..parts * n_out);
+                let mut gb = self.grads.slice_mut(layer.bias..layer.bias + n_out);
+                launch!(gpu, "column_sums_final", grid(n_out), &partial, &parts_i, &cols, &inv_scale, &mut gb)?;
+            }
+            if l == 0 {
+                break;
+            }
+            // dAᵀ (in×n, col-major) = Wᵀ (in×out view of W) · dZᵀ (out×n), then the ReLU mask below
+            {
+                let (lo, hi) = bufs.deltas.split_at_mut(next.max(cur));
+                let (src, dst) = if cur < next { (&lo[cur], &mut hi[0]) } else { (&hi[0], &mut lo[next]) };
+                let mut da = dst.slice_mut(0..n * n_in);
+                let w_range = layer.weight..layer.bias;
+                let (w, dz) = match (&self.params16, &bufs.delta16) {
+                    (Some(p16), Some(d16)) => (Operand::F16(p16.slice(w_range)), Operand::F16(d16.slice(0..n * n_out))),
+                    _ => (Operand::F32(self.params.slice(w_range)), Operand::F32(src.slice(0..n * n_out))),
+                };
+                gpu.gemm((false, false), (n_in, n, n_out), 1.0, (w, n_in), (dz, n_out), (&mut da, n_in))?;
+                let below = bufs.acts[l - 1].slice(0..n * n_in);
+                let len = (n * n_in) as i64;
+                match &mut bufs.delta16 {
+                    Some(d16) => {
+                        let mut d16 = d16.slice_mut(0..n * n_in);
+                        launch!(gpu, "relu_mask_f16", grid(n * n_in), &mut da, &below, &len, &mut d16)?
+                    }
+                    None => launch!(gpu, "relu_mask", grid(n * n_in), &mut da, &below, &len)?,
+                }
+            }
+            cur = next;
+        }
+        Ok(())
+    }
+
+    /// Mean loss of the last forward against `bufs.targets`, writing ∂L/∂output (× grad_scale) into
+    /// `bufs.deltas[0]`; the loss stays on the device in `bufs.loss`.
+    fn loss_device(&mut self, n: usize, loss: Loss) -> crate::Result<()> {
+        let n_out = self.layers[self.layers.len() - 1].n_out;
+        let len = n * n_out;
+        self.grad_scale = if self.precision == Precision::Fp16 { len as f32 } else { 1.0 };
+        let bufs = self.train.as_mut().ok_or_else(missing)?;
+        let gpu = &self.gpu;
+        let inv_n = 1.0 / len as f32;
+        let len_i = len as i32;
+        let blocks = len.div_ceil(THREADS as usize).clamp(1, LOSS_BLOCKS);
+        let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+        let z = bufs.acts[self.layers.len() - 1].slice(0..len);
+        let y = bufs.targets.slice(0..len);
+        let mut g = bufs.deltas[0].slice_mut(0..len);
+        let mut partial = bufs.partial.slice_mut(0..blocks);
+        let scale = self.grad_scale;
+        match loss {
+            Loss::Bce => launch!(gpu, "loss_bce", cfg, &z, &y, &len_i, &inv_n, &scale, &mut g, &mut partial)?,
+            Loss::Mse => launch!(gpu, "loss_mse", cfg, &z, &y, &len_i, &inv_n, &scale, &mut g, &mut partial)?,
+        }
+        let partial = bufs.partial.slice(0..blocks);
+        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+        let (parts, inv_n64) = (blocks as i32, inv_n as f64);
+        launch!(gpu, "mean_of_partials", one, &partial, &parts, &inv_n64, &mut bufs.loss)
+    }
+
+    /// Points uniform in `bbox` on the device, exactly as [`crate::sample::uniform_in_box`] draws
+    /// them from `rng_key` (see [`rng_key`]): point i uses counters `first + 3i ..= first + 3i + 2`.
+    /// Returned to the host (n × 3); the training loop will keep them on the device.
+    pub fn sample_uniform_box(&self, bbox: &Aabb, key: u64, first: u64, n: usize) -> crate::Result<Vec<f32>> {
+        let gpu = &self.gpu;
+        let mut out = gpu.alloc::<f32>(3 * n)?;
+        let (lo, hi) = (bbox.min, bbox.max);
+        // glam computes size as max − min in f32, as here
+        let size = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+        let n_i = n as i64;
+        launch!(
+            gpu,
+            "sample_uniform_box",
+            grid(n),
+            &key,
+            &first,
+            &n_i,
+            &lo[0],
+            &lo[1],
+            &lo[2],
+            &size[0],
+            &size[1],
+            &size[2],
+            &mut out
+        )?;
+        let mut host = vec![0.0; 3 * n];
+        gpu.download(&out.slice(0..3 * n), &mut host)?;
+        Ok(host)
+    }
+
+    /// `CounterRng::uniform(first + i)` for i in 0..n, drawn on the device (for tests of the
+    /// device RNG against the host one).
+    pub fn rng_uniform(&self, key: u64, first: u64, n: usize) -> crate::Result<Vec<f32>> {
+        let gpu = &self.gpu;
+        let mut out = gpu.alloc::<f32>(n)?;
+        let n_i = n as i64;
+        launch!(gpu, "rng_uniform_fill", grid(n), &key, &first, &n_i, &mut out)?;
+        let mut host = vec![0.0; n];
+        gpu.download(&out.slice(0..n), &mut host)?;
+        Ok(host)
+    }
+
+    /// The features of `points` computed on the device (for parity tests of the encoder).
+    pub fn encode(&mut self, points: &[f32]) -> crate::Result<Vec<f32>> {
+        let n = self.check_points(points, "encode")?;
+        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, self.precision)?;
+        let mut bufs = self.infer.take().ok_or_else(missing)?;
+        let r = (|| {
+            self.gpu.upload(points, &mut bufs.points)?;
+            self.forward_device(&mut bufs, n)?;
+            let f = self.encoding.n_features();
+            let mut out = vec![0.0; n * f];
+            self.gpu.download(&bufs.features.slice(0..n * f), &mut out)?;
+            Ok(out)
+        })();
+        self.infer = Some(bufs);
+        r
+    }
+
+    fn read_state(&self) -> crate::Result<TrainState> {
+        let read = |s: &CudaSlice<f32>| -> crate::Result<Vec<f32>> {
+            let mut v = vec![0.0; s.len()];
+            self.gpu.download(&s.as_view(), &mut v)?;
+            Ok(v)
+        };
+        Ok(TrainState {
+            mlp: Mlp { sizes: self.sizes.clone(), params: read(&self.params)? },
+            adam: AdamState { m: read(&self.moment1)?, v: read(&self.moment2)?, step: self.step },
+        })
+    }
+}
+
+/// The device-side key of `CounterRng::new(seed, stream)` (the host type keeps its key private;
+/// this is its formula).
+pub fn rng_key(seed: u64, stream: u64) -> u64 {
+    use crate::sample::rng::mix64;
+    mix64(mix64(seed ^ 0x9e37_79b9_7f4a_7c15).wrapping_add(stream))
+}
+
+fn missing() -> crate::Error {
+    crate::Error::Config("CUDA backend: buffers missing (no forward before backward?)".into())
+}
+
+impl Backend for CudaBackend {
+    fn describe(&self) -> String {
+        format!(
+            "cuda {} on {} ({}, kernels {})",
+            self.precision.name(),
+            self.gpu.rt.device_name,
+            self.gpu.rt.arch,
+            self.gpu.rt.ptx_origin
+        )
+    }
+
+    fn encoding(&self) -> &Encoding {
+        &self.encoding
+    }
+
+    fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]> {
+        let n = self.check_points(points, "forward")?;
+        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
+        let mut bufs = self.train.take().ok_or_else(missing)?;
+        let r = self.gpu.upload(points, &mut bufs.points).and_then(|_| self.forward_device(&mut bufs, n));
+        let n_out = self.layers[self.layers.len() - 1].n_out;
+        self.outputs.resize(n * n_out, 0.0);
+        let r =
+            r.and_then(|_| self.gpu.download(&bufs.acts[self.layers.len() - 1].slice(0..n * n_out), &mut self.outputs));
+        self.train = Some(bufs);
+        r?;
+        self.batch = n;
+        Ok(&self.outputs)
+    }
+
+    fn backward(&mut self, d_output: &[f32]) -> crate::Result<()> {
+        let n = self.batch;
+        let n_out = self.layers[self.layers.len() - 1].n_out;
+        if n == 0 || d_output.len() != n * n_out {
+            return Err(crate::Error::Input(format!(
+                "backward: got {} output gradients for a forward of {n} points",
+                d_output.len()
+            )));
+        }
+        self.grad_scale = if self.precision == Precision::Fp16 { d_output.len() as f32 } else { 1.0 };
+        let bufs = self.train.as_mut().ok_or_else(missing)?;
+        if self.grad_scale == 1.0 {
+            self.gpu.upload(d_output, &mut bufs.deltas[0])?;
+        } else {
+            let scaled: Vec<f32> = d_output.iter().map(|g| g * self.grad_scale).collect();
+            self.gpu.upload(&scaled, &mut bufs.deltas[0])?;
+        }
+        self.backward_device(n)
+    }
+
+    /// ∂L/∂params of the last backward; empty if the device cannot be read.
+    fn gradients(&self) -> Vec<f32> {
+        let mut v = vec![0.0; self.grads.len()];
+        match self.gpu.download(&self.grads.as_view(), &mut v) {
+            Ok(()) => v,
+            Err(_) => vec![],
+        }
+    }
+
+    fn optimizer_step(&mut self, lr: f32) -> crate::Result<()> {
+        self.step += 1;
+        // exactly as src/train/adam.rs computes them
+        let t = self.step as i32;
+        let c1 = 1.0 / (1.0 - (self.adam.beta1 as f64).powi(t)) as f32;
+        let c2 = 1.0 / (1.0 - (self.adam.beta2 as f64).powi(t)) as f32;
+        let n = self.params.len() as i64;
+        let (b1, b2, eps) = (self.adam.beta1, self.adam.beta2, self.adam.eps);
+        let gpu = &self.gpu;
+        launch!(
+            gpu,
+            "adam_step",
+            grid(n as usize),
+            &mut self.params,
+            &self.grads,
+            &mut self.moment1,
+            &mut self.moment2,
+            &n,
+            &lr,
+            &b1,
+            &b2,
+            &eps,
+            &c1,
+            &c2
+        )?;
+        self.refresh_params16()
+    }
+
+    fn predict(&mut self, points: &[f32], out: &mut [f32]) -> crate::Result<()> {
+        let d = self.encoding.dim;
+        let n_out = self.sizes.last().copied().unwrap_or(1);
+        if !points.len().is_multiple_of(d) || out.len() != points.len() / d * n_out {
+            return Err(crate::Error::Input(format!(
+                "predict: {} coordinates and {} outputs do not match",
+                points.len(),
+                out.len()
+            )));
+        }
+        if points.is_empty() {
+            return Ok(());
+        }
+        let chunk = (points.len() / d).min(PREDICT_CHUNK);
+        self.check_points(&points[..chunk * d], "predict")?;
+        Self::ensure(&mut self.infer, &self.gpu, chunk, d, &self.layers, false, self.precision)?;
+        let mut bufs = self.infer.take().ok_or_else(missing)?;
+        let mut r = Ok(());
+        for (p, o) in points.chunks(PREDICT_CHUNK * d).zip(out.chunks_mut(PREDICT_CHUNK * n_out)) {
+            let n = p.len() / d;
+            r = self
+                .gpu
+                .upload(p, &mut bufs.points)
+                .and_then(|_| self.forward_device(&mut bufs, n))
+                .and_then(|_| self.gpu.download(&bufs.acts[self.layers.len() - 1].slice(0..n * n_out), o));
+            if r.is_err() {
+                break;
+            }
+        }
+        self.infer = Some(bufs);
+        r
+    }
+
+    /// Parameters and Adam state, read from the device. If the device cannot be read (it was
+    /// lost), the last state successfully read or set is returned; the next fallible call reports
+    /// the device error.
+    fn state(&self) -> TrainState {
+        match self.read_state() {
+            Ok(s) => {
+                *self.last_state.borrow_mut() = s.clone();
+                s
+            }
+            Err(_) => self.last_state.borrow().clone(),
+        }
+    }
+
+    fn set_state(&mut self, state: TrainState) -> crate::Result<()> {
+        let n = self.params.len();
+        if state.mlp.sizes != self.sizes
+            || state.mlp.params.len() != n
+            || state.adam.m.len() != n
+            || state.adam.v.len() != n
+        {
+            return Err(crate::Error::Config(format!(
+                "checkpoint network {:?} does not match the configured {:?}",
+                state.mlp.sizes, self.sizes
+            )));
+        }
+        self.gpu.upload(&state.mlp.params, &mut self.params)?;
+        self.gpu.upload(&state.adam.m, &mut self.moment1)?;
+        self.gpu.upload(&state.adam.v, &mut self.moment2)?;
+        self.step = state.adam.step;
+        self.refresh_params16()?;
+        *self.last_state.borrow_mut() = state;
+        Ok(())
+    }
+
+    /// Uploads points and targets once, runs forward, loss, backward and Adam on the device, and
+    /// reads back only the loss.
+    fn train_step(&mut self, points: &[f32], targets: &[f32], loss: Loss, lr: f32) -> crate::Result<f32> {
+        let n = self.check_points(points, "train_step")?;
+        let n_out = self.layers[self.layers.len() - 1].n_out;
+        if targets.len() != n * n_out {
+            return Err(crate::Error::Input(format!("train_step: {} targets for {n} points", targets.len())));
+        }
+        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
+        let mut bufs = self.train.take().ok_or_else(missing)?;
+        let r = self
+            .gpu
+            .upload(points, &mut bufs.points)
+            .and_then(|_| self.gpu.upload(targets, &mut bufs.targets))
+            .and_then(|_| self.forward_device(&mut bufs, n));
+        self.train = Some(bufs);
+        r?;
+        self.batch = n;
+        self.loss_device(n, loss)?;
+        self.backward_device(n)?;
+        self.optimizer_step(lr)?;
+        let mut value = [0.0f32];
+        let bufs = self.train.as_ref().ok_or_else(missing)?;
+        self.gpu.download(&bufs.loss.slice(0..1), &mut value)?;
+        Ok(value[0])
+    }
+}
