@@ -192,7 +192,7 @@ fn main() {
 fn info() {
     println!("ffvol {}", env!("CARGO_PKG_VERSION"));
     println!("cpu: {} threads available", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!("cuda: not in this build (the CUDA backend is not written yet)");
+    println!("{}", ffvol::backend::cuda::describe_devices());
 }
 
 fn set_threads(threads: usize) {
