@@ -184,8 +184,11 @@ fn main() {
         }
     };
     if let Err(e) = result {
+        if matches!(e.downcast_ref::<ffvol::Error>(), Some(ffvol::Error::Interrupted)) {
+            std::process::exit(130); // already reported where it happened
+        }
         eprintln!("error: {e:#}");
-        std::process::exit(if e.downcast_ref::<ffvol::Error>().is_some_and(|e| matches!(e, ffvol::Error::Interrupted)) { 130 } else { 1 });
+        std::process::exit(1);
     }
 }
 
