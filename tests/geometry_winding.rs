@@ -144,6 +144,30 @@ fn open_mesh_still_labels_correctly() {
     println!("open sphere ({removed} faces removed): winding wrong {wrong}/{n}, ray parity wrong {parity_wrong}/{n}");
     assert_eq!(wrong, 0);
     assert!(parity_wrong > 0, "the ray-parity test was expected to fail on an open mesh");
+
+    // The two-pass batch labeller agrees with the full-accuracy test everywhere, the hole included
+    // (where the winding number passes through 1/2 away from any surface).
+    let near_hole: Vec<[f32; 3]> = (0..20_000)
+        .map(|i| {
+            let p = if i % 2 == 0 { rng.point_in(lo, hi) } else { rng.point_in(pole - 0.15, pole + 0.15) };
+            p.to_array()
+        })
+        .collect();
+    let mut labels = vec![0.0f32; near_hole.len()];
+    wn.label_points(&near_hole, &mut labels);
+    let fractional =
+        near_hole.iter().filter(|p| (wn.winding(Vec3::from_array(**p)) - 0.5).abs() < 0.4).count();
+    let disagree = near_hole
+        .iter()
+        .zip(&labels)
+        .filter(|(p, &l)| wn.is_inside(Vec3::from_array(**p)) != (l > 0.5))
+        .count();
+    println!(
+        "label_points vs is_inside: {disagree} of {} disagree ({fractional} with 0.1 < w < 0.9)",
+        near_hole.len()
+    );
+    assert!(fractional > 100, "the test should probe the hole, where w is fractional");
+    assert_eq!(disagree, 0);
 }
 
 /// Points far outside the mesh cost only the root node.
