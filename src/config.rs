@@ -69,10 +69,18 @@ pub struct ExportConfig {
     /// Evaluate the fine grid only near the surface (see `task::occupancy::sample_grid`).
     #[serde(default = "yes")]
     pub coarse_to_fine: bool,
+    /// Drop mesh components (floaters, specks, tiny cavities) whose enclosed volume is below this
+    /// fraction of the largest component's; 0 keeps everything.
+    #[serde(default = "default_min_component")]
+    pub min_component: f64,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_min_component() -> f64 {
+    1e-3
 }
 
 /// Named starting points for the settings.
@@ -110,6 +118,7 @@ impl OccupancyConfig {
                 formats: vec![MeshFormat::Ply],
                 nifti: true,
                 coarse_to_fine: true,
+                min_component: 1e-3,
             },
         };
         match preset {
@@ -171,6 +180,9 @@ impl OccupancyConfig {
         }
         if self.export.resolution < 2 || self.export.resolution > 2048 {
             return bad(format!("export.resolution must be in 2..=2048, got {}", self.export.resolution));
+        }
+        if !(0.0..=1.0).contains(&self.export.min_component) {
+            return bad(format!("export.min_component must be in [0, 1], got {}", self.export.min_component));
         }
         if !["auto", "cpu", "cuda"].contains(&self.device.as_str()) {
             return bad(format!("device must be auto, cpu or cuda, got {:?}", self.device));

@@ -115,6 +115,9 @@ struct OccupancyArgs {
     /// Write a checkpoint every N steps.
     #[arg(long)]
     checkpoint_every: Option<u64>,
+    /// Drop exported mesh components smaller than this fraction of the largest (0 keeps all).
+    #[arg(long)]
+    min_component: Option<f64>,
 }
 
 #[derive(Args)]
@@ -131,6 +134,9 @@ struct ExportArgs {
     /// Evaluate every grid node instead of refining near the surface only.
     #[arg(long)]
     exact: bool,
+    /// Drop mesh components smaller than this fraction of the largest (by enclosed volume).
+    #[arg(long, default_value_t = 1e-3)]
+    min_component: f64,
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
@@ -267,6 +273,7 @@ fn resolve(args: &OccupancyArgs) -> Result<OccupancyConfig> {
     }
     c.eval.test_points = args.test_points.unwrap_or(c.eval.test_points);
     c.export.resolution = args.resolution.unwrap_or(c.export.resolution);
+    c.export.min_component = args.min_component.unwrap_or(c.export.min_component);
     if let Some(f) = &args.format {
         c.export.formats = f.clone();
     }
@@ -353,7 +360,7 @@ fn export(args: ExportArgs) -> Result<()> {
     set_threads(args.threads);
     let run = SavedRun::open(&args.run)?;
     let t = std::time::Instant::now();
-    let mesh = run.export(args.resolution, &args.format, args.nifti, !args.exact, args.threads)?;
+    let mesh = run.export(args.resolution, &args.format, args.nifti, !args.exact, args.min_component, args.threads)?;
     println!(
         "exported {} vertices, {} triangles at resolution {} in {:.1} s into {}",
         mesh.positions.len(),

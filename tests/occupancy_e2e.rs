@@ -169,7 +169,7 @@ fn resumed_run_equals_uninterrupted_run() {
     // Re-export at another resolution from the saved run, without the source mesh.
     std::fs::remove_file(&mesh_path).unwrap();
     let run = SavedRun::open(&dir.join("a")).unwrap();
-    let mesh = run.export(32, &[MeshFormat::Obj, MeshFormat::Stl], false, false, 0).unwrap();
+    let mesh = run.export(32, &[MeshFormat::Obj, MeshFormat::Stl], false, false, 1e-3, 0).unwrap();
     assert!(mesh.triangles.len() > 100);
     assert!(dir.join("a").join("mesh_32.obj").exists() && dir.join("a").join("mesh_32.stl").exists());
     std::fs::remove_dir_all(&dir).ok();

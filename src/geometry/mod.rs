@@ -2,6 +2,7 @@
 //! (generalized winding numbers), and marching cubes.
 
 pub mod bvh;
+pub mod components;
 pub mod marching_cubes;
 pub mod mesh;
 pub mod normalize;

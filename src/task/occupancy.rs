@@ -56,7 +56,7 @@ pub struct PreparedMesh {
 impl PreparedMesh {
     pub fn load(path: &Path) -> Result<Self> {
         let mesh = crate::io::read_mesh(path)?;
-        if !(mesh.area() > 0.0) {
+        if mesh.area().partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(Error::format(path, "every face is degenerate (the mesh has no area)"));
         }
         Ok(Self::from_mesh(mesh))
@@ -304,6 +304,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
         nifti: cfg.export.nifti.then_some("occupancy.nii.gz"),
         stem: "mesh",
         coarse_to_fine: cfg.export.coarse_to_fine,
+        min_component: cfg.export.min_component,
     };
     let exported = export(backend.as_mut(), &meta, &dir, &spec)?;
     metrics.export_seconds = t_export.elapsed().as_secs_f64();
@@ -491,6 +492,8 @@ pub struct ExportSpec<'a> {
     /// Mesh files are `{stem}.{ext}`.
     pub stem: &'a str,
     pub coarse_to_fine: bool,
+    /// See [`crate::config::ExportConfig::min_component`].
+    pub min_component: f64,
 }
 
 pub fn export(
@@ -506,6 +509,8 @@ pub fn export(
     let spacing = bbox.size() / (resolution - 1) as f32;
     let grid = Grid3 { dims: [resolution; 3], values: &values };
     let mesh_in_unit = marching_cubes_padded(&grid, 0.0, Vec3::from(bbox.min), spacing, true);
+    let (mesh_in_unit, _removed) =
+        crate::geometry::components::remove_small_components(&mesh_in_unit, spec.min_component);
     let mut mesh = TriMesh::new(
         mesh_in_unit.positions.iter().map(|p| unit_from_mesh.invert(*p)).collect(),
         mesh_in_unit.triangles,
@@ -594,6 +599,7 @@ impl SavedRun {
         formats: &[MeshFormat],
         nifti: bool,
         coarse_to_fine: bool,
+        min_component: f64,
         threads: usize,
     ) -> Result<TriMesh> {
         let chosen = crate::task::device::choose(
@@ -611,6 +617,7 @@ impl SavedRun {
             nifti: nifti.then_some(nifti_name.as_str()),
             stem: &stem,
             coarse_to_fine,
+            min_component,
         };
         export(backend.as_mut(), self, &self.dir, &spec)
     }
