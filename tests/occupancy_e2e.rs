@@ -172,6 +172,43 @@ fn resumed_run_equals_uninterrupted_run() {
     let mesh = run.export(32, &[MeshFormat::Obj, MeshFormat::Stl], false, false, 1e-3, 0).unwrap();
     assert!(mesh.triangles.len() > 100);
     assert!(dir.join("a").join("mesh_32.obj").exists() && dir.join("a").join("mesh_32.stl").exists());
+
+    // Every format opens in an independent reader (trimesh) as the same closed, outward mesh.
+    let mesh = run
+        .export(
+            40,
+            &[MeshFormat::Ply, MeshFormat::Obj, MeshFormat::Stl, MeshFormat::Glb],
+            false,
+            true,
+            1e-3,
+            0,
+        )
+        .unwrap();
+    let has_trimesh = std::process::Command::new("python3")
+        .args(["-c", "import trimesh"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_trimesh {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_meshes.py");
+        let files: Vec<PathBuf> =
+            ["ply", "obj", "stl", "glb"].iter().map(|e| dir.join("a").join(format!("mesh_40.{e}"))).collect();
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(mesh.positions.len().to_string())
+            .arg(mesh.triangles.len().to_string())
+            .args(&files)
+            .output()
+            .unwrap();
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        println!("skipped: the trimesh check (python3 with trimesh is not available; .ci/run installs it)");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
