@@ -522,11 +522,15 @@ mod tests {
         assert!((s.angles[5] - PI).abs() < 1e-12);
         let back = parse(&s.to_toml()).unwrap();
         assert_eq!(back, s);
-        // the central ray goes through the origin
-        let r = s.ray(0);
-        let t = -(r.origin[0] * r.dir[0] + r.origin[1] * r.dir[1]);
-        let p = [r.origin[0] + t * r.dir[0], r.origin[1] + t * r.dir[1]];
-        assert!(p[0].hypot(p[1]) < 2.0 * 500.0 / 800.0 + 1e-9);
+        // the ray through detector coordinate u passes DSO·u/√(DSD² + u²) from the axis
+        for iu in 0..64 {
+            let r = s.ray(3 * 64 + iu);
+            let t = -(r.origin[0] * r.dir[0] + r.origin[1] * r.dir[1]);
+            let p = [r.origin[0] + t * r.dir[0], r.origin[1] + t * r.dir[1]];
+            let (u, _) = s.detector_uv(iu, 0);
+            let want = 500.0 * u.abs() / (800.0f64 * 800.0 + u * u).sqrt();
+            assert!((p[0].hypot(p[1]) - want).abs() < 1e-9, "pixel {iu}");
+        }
     }
 
     #[test]
@@ -539,7 +543,7 @@ mod tests {
         assert!(e.contains("2 angles") && e.contains("3 projections"), "{e}");
         let e = parse(&FAN.replace("voxels = [32, 32]", "voxels = [32, 32]\noffset = [3000.0, 0.0]")).unwrap_err().to_string();
         assert!(e.contains("inside the volume") || e.contains("no ray"), "{e}");
-        let par = FAN.replace("\"fan\"", "\"parallel\"").replace("voxels = [32, 32]", "voxels = [32, 32]\noffset = [0.0, 900.0]");
+        let par = FAN.replace("\"fan\"", "\"parallel\"").replace("voxels = [32, 32]", "voxels = [32, 32]\noffset = [0.0, 900.0]").replace("count = 10", "count = 1");
         let e = parse(&par).unwrap_err().to_string();
         assert!(e.contains("no ray meets the volume"), "{e}");
         let e = parse(&FAN.replace("dims = 2", "dims = 3")).unwrap_err().to_string();
