@@ -633,6 +633,13 @@ fn recon(a: ReconArgs) -> Result<()> {
             if a.method == ReconMethod::Fdk && scan.beam == Beam::Parallel {
                 bail!("FDK is for fan and cone beams; {} is a parallel beam: use `recon fbp`", a.geometry.display());
             }
+            if scan.beam != Beam::Parallel {
+                let n = scan.n_views() as f64;
+                let (lo, hi) = scan.angles.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+                if (hi - lo) * n / (n - 1.0).max(1.0) < 2.0 * std::f64::consts::PI * 0.99 {
+                    eprintln!("warning: FDK here assumes views over a full turn; these cover {:.0}° (no short-scan weights)", (hi - lo).to_degrees());
+                }
+            }
             (ct_recon::fbp(&scan, &proj), if a.method == ReconMethod::Fbp { "fbp" } else { "fdk" })
         }
         ReconMethod::Sart => {

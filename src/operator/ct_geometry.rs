@@ -534,6 +534,25 @@ mod tests {
     }
 
     #[test]
+    fn angles_from_a_file_beside_the_geometry() {
+        let dir = std::env::temp_dir().join(format!("ffvol-geom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("angles.txt"), "# degrees\n0\n90\n\n180\n").unwrap();
+        let g = dir.join("g.toml");
+        let text = FAN.replace("count = 10", "count = 3\nfile = \"angles.txt\"\nunit = \"degrees\"");
+        std::fs::write(&g, &text).unwrap();
+        let s = Scan::load(&g).unwrap();
+        assert!((s.angles[1] - PI / 2.0).abs() < 1e-12 && s.angles.len() == 3);
+        std::fs::write(&g, text.replace("count = 3", "count = 4")).unwrap();
+        let e = Scan::load(&g).unwrap_err().to_string();
+        assert!(e.contains("angles.txt") && e.contains("3 angles") && e.contains("4 projections"), "{e}");
+        std::fs::write(dir.join("angles.txt"), "0\nninety\n").unwrap();
+        let e = Scan::load(&g).unwrap_err().to_string();
+        assert!(e.contains("angles.txt") && e.contains("line 2"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn clear_errors() {
         let e = parse(&FAN.replace("pixels = [64]", "pixels = [0]")).unwrap_err().to_string();
         assert!(e.contains("g.toml") && e.contains("zero size"), "{e}");

@@ -93,7 +93,7 @@ impl RayProjector {
         self.forward_range(volume, 0..self.n_rays(), out);
     }
 
-    /// y = Aᵀ... the adjoint for all rays: out = Aᵀ y (overwritten).
+    /// The back-projection of all rays: out = Aᵀ values (overwritten).
     pub fn adjoint(&self, values: &[f32], out: &mut [f32]) {
         self.adjoint_range(0..self.n_rays(), values, out);
     }

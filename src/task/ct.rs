@@ -204,7 +204,7 @@ pub fn load_geometry(spec: &Path) -> Result<Scan> {
         let parts: Vec<&str> = rest.split(':').filter(|p| !p.is_empty()).collect();
         let num = |i: usize, d: usize| -> Result<usize> {
             parts.get(i).map_or(Ok(d), |p| {
-                p.parse::<usize>().ok().filter(|&n| n >= 1 && n <= 8192).ok_or_else(|| {
+                p.parse::<usize>().ok().filter(|n| (1..=8192).contains(n)).ok_or_else(|| {
                     Error::Config(format!("--geometry {s}: {p:?} is not a size (paper-ct[:N[:VIEWS]])"))
                 })
             })
