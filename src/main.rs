@@ -26,6 +26,10 @@ enum Command {
     Export(ExportArgs),
     /// Print training, inference and labelling throughput.
     Bench(BenchArgs),
+    /// Simulate measurements: `ffvol simulate ct --phantom shepp2d --geometry G.toml`.
+    Simulate(SimulateArgs),
+    /// Classical reconstruction from projections: `ffvol recon fbp|fdk|sart`.
+    Recon(ReconArgs),
     /// List the compute devices this build can use.
     Info,
 }
@@ -44,6 +48,132 @@ struct FitArgs {
 enum Job {
     /// Learn the inside/outside of a triangle mesh and export it as a mesh.
     Occupancy(Box<OccupancyArgs>),
+    /// Learn an attenuation field from CT projections and write it as a volume.
+    Ct(Box<CtArgs>),
+}
+
+#[derive(Args)]
+struct CtArgs {
+    /// Projections (.npy): [views, u] in 2D, [views, v, u] in 3D.
+    #[arg(long)]
+    projections: PathBuf,
+    /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.
+    #[arg(long)]
+    geometry: PathBuf,
+    /// The true volume (.nii.gz) for PSNR and SSIM.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Starting settings: `fast` (minutes on 2 cores at 128²) or `paper-ct` (the paper's 2D protocol).
+    #[arg(long, value_enum, default_value = "fast")]
+    preset: ffvol::task::ct::CtPreset,
+    /// Run folder (default: runs/ct, numbered if it exists).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long)]
+    force: bool,
+    /// Input mapping γ (σ_g = 4, σ_p = 3 unless --sigma).
+    #[arg(long, value_parser = ["none", "basic", "positional", "gaussian"])]
+    encoding: Option<String>,
+    #[arg(long)]
+    sigma: Option<f32>,
+    /// Gaussian frequencies m (positional: m/2 per axis).
+    #[arg(long)]
+    features: Option<usize>,
+    #[arg(long)]
+    depth: Option<usize>,
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Learning rate (default: the paper's, 1e-3 for gaussian/positional, 1e-2 for basic/none).
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    schedule: Option<String>,
+    /// `grid` renders the whole grid each step (full batch), `rays` samples rays.
+    #[arg(long, value_enum)]
+    render: Option<ffvol::task::ct::Render>,
+    #[arg(long)]
+    rays_per_batch: Option<usize>,
+    #[arg(long)]
+    samples_per_ray: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long)]
+    device: Option<String>,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    #[command(subcommand)]
+    what: SimulateWhat,
+}
+
+#[derive(Subcommand)]
+enum SimulateWhat {
+    /// Project a phantom: writes projections.npy, geometry.toml and truth.nii.gz (+ PNGs).
+    Ct(SimulateCtArgs),
+}
+
+#[derive(Args)]
+struct SimulateCtArgs {
+    /// `shepp2d` (perturbed modified Shepp–Logan), `shepp2d-plain`, `shepp3d`, or a .nii.gz on the grid.
+    #[arg(long)]
+    phantom: String,
+    /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.
+    #[arg(long)]
+    geometry: PathBuf,
+    /// `poisson:I0`: photon noise with I0 incident photons per ray.
+    #[arg(long)]
+    noise: Option<String>,
+    /// Seeds the phantom's perturbation and the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (default: sim/<phantom>).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Samples per voxel edge when rasterising the phantom.
+    #[arg(long, default_value_t = 3)]
+    supersample: usize,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReconMethod {
+    /// Ramp-filtered back-projection (parallel beam; fan and cone go through FDK).
+    Fbp,
+    /// Feldkamp–Davis–Kress for fan and cone beams (flat detector, full rotation).
+    Fdk,
+    /// Simultaneous algebraic reconstruction with positivity.
+    Sart,
+}
+
+#[derive(Args)]
+struct ReconArgs {
+    #[arg(value_enum)]
+    method: ReconMethod,
+    #[arg(long)]
+    projections: PathBuf,
+    /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.
+    #[arg(long)]
+    geometry: PathBuf,
+    /// The true volume (.nii.gz): prints PSNR and SSIM.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Output volume (default: <method>.nii.gz beside the projections); a PNG goes beside it.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// SART passes over all views.
+    #[arg(long, default_value_t = 20)]
+    iterations: usize,
+    /// SART relaxation λ.
+    #[arg(long, default_value_t = 1.0)]
+    relaxation: f32,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -184,6 +314,10 @@ fn main() {
             device: args.device,
         })
         .map_err(anyhow::Error::from),
+        Command::Simulate(args) => match args.what {
+            SimulateWhat::Ct(a) => simulate_ct(a),
+        },
+        Command::Recon(args) => recon(args),
         Command::Info => {
             info();
             Ok(())
@@ -319,6 +453,12 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 fn fit(args: FitArgs) -> Result<()> {
     let (config, resume) = match (args.job, args.resume) {
         (Some(Job::Occupancy(a)), None) => (resolve(&a)?, false),
+        (Some(Job::Ct(a)), None) => return fit_ct(resolve_ct(&a)?, false),
+        (None, Some(run)) if is_ct_run(&run) => {
+            let mut c = ffvol::task::ct::load_run_config(&run)?;
+            c.output = run;
+            return fit_ct(c, true);
+        }
         (None, Some(run)) => {
             let mut c = occupancy::load_run_config(&run)?;
             c.output = run;
@@ -369,5 +509,165 @@ fn export(args: ExportArgs) -> Result<()> {
         t.elapsed().as_secs_f64(),
         args.run.display()
     );
+    Ok(())
+}
+
+/// Whether RUN/run.toml names the CT job.
+fn is_ct_run(run: &Path) -> bool {
+    std::fs::read_to_string(run.join("run.toml"))
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Value>(&t).ok())
+        .is_some_and(|v| v.get("job").and_then(|j| j.as_str()) == Some("ct"))
+}
+
+fn resolve_ct(a: &CtArgs) -> Result<ffvol::task::ct::CtConfig> {
+    use ffvol::task::ct::{paper_encoding, paper_lr, CtConfig};
+    let mut c = CtConfig::preset(a.preset);
+    c.projections = a.projections.clone();
+    c.geometry = a.geometry.clone();
+    c.truth = a.truth.clone();
+    let m = a.features.unwrap_or(match c.encoding {
+        EncodingConfig::Gaussian { features, .. } => features,
+        _ => 256,
+    });
+    if let Some(name) = &a.encoding {
+        c.encoding = paper_encoding(name, m)?;
+    }
+    match &mut c.encoding {
+        EncodingConfig::Gaussian { sigma, features, .. } => {
+            *sigma = a.sigma.unwrap_or(*sigma);
+            *features = m;
+        }
+        EncodingConfig::Positional { sigma, .. } => *sigma = a.sigma.unwrap_or(*sigma),
+        _ => {
+            if a.sigma.is_some() {
+                bail!("--sigma does not apply to --encoding none or basic");
+            }
+        }
+    }
+    c.train.lr = a.lr.unwrap_or(paper_lr(&c.encoding));
+    c.model.depth = a.depth.unwrap_or(c.model.depth);
+    c.model.width = a.width.unwrap_or(c.model.width);
+    c.train.steps = a.steps.unwrap_or(c.train.steps);
+    if let Some(s) = &a.schedule {
+        c.train.schedule = parse_schedule(s)?;
+    }
+    c.train.render = a.render.unwrap_or(c.train.render);
+    c.train.rays_per_batch = a.rays_per_batch.unwrap_or(c.train.rays_per_batch);
+    c.train.samples_per_ray = a.samples_per_ray.unwrap_or(c.train.samples_per_ray);
+    c.seed = a.seed.unwrap_or(c.seed);
+    c.threads = a.threads.unwrap_or(c.threads);
+    if let Some(d) = &a.device {
+        c.device = d.clone();
+    }
+    c.output = match &a.output {
+        Some(o) => {
+            if o.join("run.toml").exists() && !a.force {
+                bail!("{} already holds a run; pass --force to overwrite it or `ffvol fit --resume {}` to continue it", o.display(), o.display());
+            }
+            o.clone()
+        }
+        None => fresh_run_dir(Path::new("ct")),
+    };
+    c.validate()?;
+    Ok(c)
+}
+
+fn fit_ct(config: ffvol::task::ct::CtConfig, resume: bool) -> Result<()> {
+    use ffvol::task::ct::{fit, CtOutcome};
+    set_threads(config.threads);
+    let opts = FitOptions { interrupt: Some(interrupt_flag()), progress: true, stop_after: None, resume };
+    eprintln!("run folder: {}", config.output.display());
+    match fit(&config, &opts)? {
+        CtOutcome::Interrupted { step } => {
+            eprintln!("stopped at step {step}; checkpoint written. Continue with: ffvol fit --resume {}", config.output.display());
+            Err(ffvol::Error::Interrupted.into())
+        }
+        CtOutcome::Finished(m) => {
+            if let (Some(p), Some(s)) = (m.psnr, m.ssim) {
+                println!("PSNR {p:.2} dB   SSIM {s:.4}");
+            }
+            println!(
+                "final loss {:.3e}; {} steps in {:.1} s ({:.2} steps/s), {} parameters, {}",
+                m.final_loss, m.steps, m.train_seconds, m.steps_per_second, m.n_params, m.device
+            );
+            println!("volume: {}", config.output.join(ffvol::task::ct::RECON).display());
+            Ok(())
+        }
+    }
+}
+
+fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
+    use ffvol::task::ct::{load_geometry, simulate, write_simulation, PhantomSource, SimulateOptions};
+    set_threads(a.threads);
+    let scan = load_geometry(&a.geometry)?;
+    let phantom = match a.phantom.as_str() {
+        "shepp2d" => PhantomSource::Shepp2d(Some(a.seed)),
+        "shepp2d-plain" => PhantomSource::Shepp2d(None),
+        "shepp3d" => PhantomSource::Shepp3d,
+        path => PhantomSource::File(PathBuf::from(path)),
+    };
+    let poisson_i0 = match &a.noise {
+        None => None,
+        Some(n) => match n.strip_prefix("poisson:").map(|v| v.parse::<f64>()) {
+            Some(Ok(i0)) => Some(i0),
+            _ => bail!("--noise {n:?}: expected poisson:I0, e.g. poisson:1e5"),
+        },
+    };
+    let t = std::time::Instant::now();
+    let sim = simulate(&scan, &SimulateOptions { phantom, poisson_i0, seed: a.seed, supersample: a.supersample })?;
+    let name = Path::new(&a.phantom).file_stem().and_then(|s| s.to_str()).unwrap_or("phantom").trim_end_matches(".nii").to_string();
+    let dir = a.output.unwrap_or_else(|| PathBuf::from("sim").join(name));
+    write_simulation(&scan, &sim, &dir)?;
+    println!(
+        "{} projections of {:?} pixels in {:.1} s → {}/projections.npy, geometry.toml, truth.nii.gz",
+        scan.n_views(),
+        &scan.det_pixels[..scan.dims - 1],
+        t.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn recon(a: ReconArgs) -> Result<()> {
+    use ffvol::operator::ct_geometry::Beam;
+    use ffvol::task::ct::{load_geometry, load_projections, load_truth, write_volume};
+    use ffvol::task::{ct_metrics, ct_recon};
+    set_threads(a.threads);
+    let scan = load_geometry(&a.geometry)?;
+    let proj = load_projections(&scan, &a.projections, &a.geometry)?;
+    let t = std::time::Instant::now();
+    let (volume, name) = match a.method {
+        ReconMethod::Fbp | ReconMethod::Fdk => {
+            if a.method == ReconMethod::Fdk && scan.beam == Beam::Parallel {
+                bail!("FDK is for fan and cone beams; {} is a parallel beam: use `recon fbp`", a.geometry.display());
+            }
+            if scan.beam != Beam::Parallel {
+                let n = scan.n_views() as f64;
+                let (lo, hi) = scan.angles.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+                if (hi - lo) * n / (n - 1.0).max(1.0) < 2.0 * std::f64::consts::PI * 0.99 {
+                    eprintln!("warning: FDK here assumes views over a full turn; these cover {:.0}° (no short-scan weights)", (hi - lo).to_degrees());
+                }
+            }
+            (ct_recon::fbp(&scan, &proj), if a.method == ReconMethod::Fbp { "fbp" } else { "fdk" })
+        }
+        ReconMethod::Sart => {
+            let projector = ffvol::operator::ray::RayProjector::new(&scan, 0.5);
+            let opts = ct_recon::SartOptions { iterations: a.iterations, relaxation: a.relaxation };
+            (ct_recon::sart(&projector, &proj, opts), "sart")
+        }
+    };
+    let seconds = t.elapsed().as_secs_f64();
+    let out = a.output.unwrap_or_else(|| a.projections.with_file_name(format!("{name}.nii.gz")));
+    write_volume(&scan, &volume, &out)?;
+    println!("{name}: {} voxels in {seconds:.2} s → {}", volume.len(), out.display());
+    if let Some(tp) = &a.truth {
+        let truth = load_truth(&scan, tp)?;
+        println!(
+            "PSNR {:.2} dB   SSIM {:.4}",
+            ct_metrics::psnr(&volume, &truth),
+            ct_metrics::ssim(&volume, &truth, scan.voxels)
+        );
+    }
     Ok(())
 }

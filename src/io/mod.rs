@@ -7,6 +7,7 @@
 //! half-written file under the final name.
 
 pub mod atomic;
+pub mod ct_npy;
 pub mod glb;
 pub mod nifti;
 pub mod obj;

@@ -1,1 +1,4 @@
-//! (to be written)
+//! A and Aᵀ: the linear measurement operators (identity, ray integrals, masked FFT).
+
+pub mod ct_geometry;
+pub mod ray;

@@ -1,5 +1,6 @@
 //! Query points: uniform in a box, near a surface (the paper's test protocol).
 
+pub mod rays;
 pub mod rng;
 
 use crate::geometry::TriMesh;

@@ -3,3 +3,7 @@
 pub mod bench;
 pub mod device;
 pub mod occupancy;
+pub mod ct;
+pub mod ct_metrics;
+pub mod ct_phantom;
+pub mod ct_recon;

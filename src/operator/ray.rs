@@ -1,0 +1,198 @@
+//! The discrete ray projector A and its exact adjoint Aᵀ.
+//!
+//! ## Design
+//!
+//! Each ray is clipped to the volume box and sampled at the midpoints of `n` equal steps (the
+//! step at most `step_fraction` of the smallest voxel); at each sample the volume is read by
+//! bilinear (2D) or trilinear (3D) interpolation, with zero outside the grid. A measurement is
+//! `scale · Σ_k h · interp(x_k)`. The back-projector scatters the same weights, so it is the
+//! exact transpose: ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ to rounding. Rays are precomputed once, view-major,
+//! so one view's rays are a contiguous range (SART works view by view).
+//!
+//! The scatter is parallel over a fixed number of ray chunks, each into its own buffer, summed
+//! in a fixed order: results do not depend on the thread count.
+
+use super::ct_geometry::Scan;
+use rayon::prelude::*;
+
+/// One clipped ray in voxel coordinates (voxel centre i at coordinate i).
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    /// The first sample.
+    start: [f32; 3],
+    /// From one sample to the next.
+    delta: [f32; 3],
+    /// Samples (0 for a ray that misses the volume).
+    n: u32,
+    /// Step length × measurement scale.
+    weight: f32,
+}
+
+/// Fixed number of scatter buffers, so sums do not depend on the thread count.
+const SCATTER_CHUNKS: usize = 4;
+
+pub struct RayProjector {
+    dims: usize,
+    voxels: [usize; 3],
+    segments: Vec<Segment>,
+    rays_per_view: usize,
+}
+
+impl RayProjector {
+    /// Rays of `scan`, sampled every `step_fraction` (e.g. 0.5) of the smallest voxel edge.
+    pub fn new(scan: &Scan, step_fraction: f64) -> Self {
+        let d = scan.dims;
+        let h_max = scan.voxel_size[..d].iter().cloned().fold(f64::INFINITY, f64::min) * step_fraction;
+        let lo = scan.vol_min();
+        let vs = scan.voxel_size;
+        let scale = scan.measurement_scale();
+        let to_voxel = |p: [f64; 3]| -> [f32; 3] {
+            std::array::from_fn(|a| if a < d { ((p[a] - lo[a]) / vs[a] - 0.5) as f32 } else { 0.0 })
+        };
+        let segments = (0..scan.n_rays())
+            .into_par_iter()
+            .map(|i| {
+                let ray = scan.ray(i);
+                match scan.clip(&ray) {
+                    None => Segment { start: [0.0; 3], delta: [0.0; 3], n: 0, weight: 0.0 },
+                    Some((t0, t1)) => {
+                        let n = ((t1 - t0) / h_max).ceil().max(1.0);
+                        let h = (t1 - t0) / n;
+                        let at = |t: f64| std::array::from_fn(|a| ray.origin[a] + t * ray.dir[a]);
+                        let p0 = to_voxel(at(t0 + 0.5 * h));
+                        let step: [f64; 3] = std::array::from_fn(|a| if a < d { h * ray.dir[a] / vs[a] } else { 0.0 });
+                        Segment {
+                            start: p0,
+                            delta: step.map(|x| x as f32),
+                            n: n as u32,
+                            weight: (h * scale) as f32,
+                        }
+                    }
+                }
+            })
+            .collect();
+        RayProjector { dims: d, voxels: scan.voxels, segments, rays_per_view: scan.rays_per_view() }
+    }
+
+    pub fn n_rays(&self) -> usize {
+        self.segments.len()
+    }
+    pub fn n_voxels(&self) -> usize {
+        self.voxels.iter().product()
+    }
+    pub fn rays_per_view(&self) -> usize {
+        self.rays_per_view
+    }
+    /// Whether ray `i` meets the volume.
+    pub fn hits(&self, i: usize) -> bool {
+        self.segments[i].n > 0
+    }
+
+    /// y = A x for all rays.
+    pub fn forward(&self, volume: &[f32], out: &mut [f32]) {
+        self.forward_range(volume, 0..self.n_rays(), out);
+    }
+
+    /// The back-projection of all rays: out = Aᵀ values (overwritten).
+    pub fn adjoint(&self, values: &[f32], out: &mut [f32]) {
+        self.adjoint_range(0..self.n_rays(), values, out);
+    }
+
+    /// Measurements of rays `range` into `out` (len = range length).
+    pub fn forward_range(&self, volume: &[f32], range: std::ops::Range<usize>, out: &mut [f32]) {
+        assert_eq!(volume.len(), self.n_voxels(), "forward: volume has the wrong size");
+        assert_eq!(out.len(), range.len(), "forward: output has the wrong size");
+        out.par_chunks_mut(256).zip(self.segments[range].par_chunks(256)).for_each(|(o, segs)| {
+            for (y, s) in o.iter_mut().zip(segs) {
+                let mut acc = 0.0f32;
+                self.walk(s, |idx, w| acc += w * volume[idx]);
+                *y = acc * s.weight;
+            }
+        });
+    }
+
+    /// out = Aᵀ values for rays `range` (values has the range's length); out is overwritten.
+    pub fn adjoint_range(&self, range: std::ops::Range<usize>, values: &[f32], out: &mut [f32]) {
+        assert_eq!(out.len(), self.n_voxels(), "adjoint: volume has the wrong size");
+        assert_eq!(values.len(), range.len(), "adjoint: values have the wrong size");
+        let segs = &self.segments[range];
+        let chunk = segs.len().div_ceil(SCATTER_CHUNKS).max(1);
+        let n = self.n_voxels();
+        let mut partial: Vec<Vec<f32>> = segs
+            .par_chunks(chunk)
+            .zip(values.par_chunks(chunk))
+            .map(|(ss, vs)| {
+                let mut buf = vec![0.0f32; n];
+                for (s, &v) in ss.iter().zip(vs) {
+                    let c = v * s.weight;
+                    if c != 0.0 {
+                        self.walk(s, |idx, w| buf[idx] += c * w);
+                    }
+                }
+                buf
+            })
+            .collect();
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for p in partial.iter_mut() {
+            out.par_chunks_mut(8192).zip(p.par_chunks(8192)).for_each(|(o, q)| {
+                for (a, b) in o.iter_mut().zip(q) {
+                    *a += b;
+                }
+            });
+        }
+    }
+
+    /// Calls `f(voxel index, interpolation weight)` for every sample of `s`.
+    #[inline]
+    fn walk(&self, s: &Segment, mut f: impl FnMut(usize, f32)) {
+        let [nx, ny, nz] = self.voxels;
+        let (nxi, nyi, nzi) = (nx as i64, ny as i64, nz as i64);
+        let mut p = s.start;
+        for _ in 0..s.n {
+            let (fx, fy) = (p[0].floor(), p[1].floor());
+            let (tx, ty) = (p[0] - fx, p[1] - fy);
+            let (x0, y0) = (fx as i64, fy as i64);
+            if self.dims == 2 {
+                for (dy, wy) in [(0, 1.0 - ty), (1, ty)] {
+                    let y = y0 + dy;
+                    if y < 0 || y >= nyi {
+                        continue;
+                    }
+                    for (dx, wx) in [(0, 1.0 - tx), (1, tx)] {
+                        let x = x0 + dx;
+                        if x < 0 || x >= nxi {
+                            continue;
+                        }
+                        f((x + nxi * y) as usize, wx * wy);
+                    }
+                }
+            } else {
+                let fz = p[2].floor();
+                let tz = p[2] - fz;
+                let z0 = fz as i64;
+                for (dz, wz) in [(0, 1.0 - tz), (1, tz)] {
+                    let z = z0 + dz;
+                    if z < 0 || z >= nzi {
+                        continue;
+                    }
+                    for (dy, wy) in [(0, 1.0 - ty), (1, ty)] {
+                        let y = y0 + dy;
+                        if y < 0 || y >= nyi {
+                            continue;
+                        }
+                        for (dx, wx) in [(0, 1.0 - tx), (1, tx)] {
+                            let x = x0 + dx;
+                            if x < 0 || x >= nxi {
+                                continue;
+                            }
+                            f((x + nxi * (y + nyi * z)) as usize, wx * wy * wz);
+                        }
+                    }
+                }
+            }
+            p[0] += s.delta[0];
+            p[1] += s.delta[1];
+            p[2] += s.delta[2];
+        }
+    }
+}
