@@ -3,3 +3,7 @@
 pub mod bench;
 pub mod device;
 pub mod occupancy;
+pub mod mri;
+pub mod volume;
+pub mod volume_field;
+pub mod volume_masks;
