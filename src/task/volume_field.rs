@@ -520,3 +520,32 @@ pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
     }
     Ok(written)
 }
+
+/// Overlays a TOML file onto a config: keys in the file win, keys it leaves out keep their value;
+/// a table whose `type` changes is replaced whole. Unknown keys are an error naming the file.
+pub fn overlay_toml<T: Serialize + serde::de::DeserializeOwned>(base: &T, path: &Path) -> Result<T> {
+    fn merge(base: &mut toml::Value, over: toml::Value) {
+        match (base, over) {
+            (toml::Value::Table(b), toml::Value::Table(o)) => {
+                if o.get("type").is_some() && o.get("type") != b.get("type") {
+                    *b = o;
+                    return;
+                }
+                for (k, v) in o {
+                    match b.get_mut(&k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            b.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (slot, o) => *slot = o,
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let file: toml::Value = toml::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
+    let mut merged = toml::Value::try_from(base).map_err(|e| Error::Config(e.to_string()))?;
+    merge(&mut merged, file);
+    merged.try_into().map_err(|e: toml::de::Error| Error::format(path, e.to_string()))
+}
