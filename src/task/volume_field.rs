@@ -43,6 +43,7 @@ pub fn load_volume(path: &Path) -> Result<Volume> {
         let (data, dims) = arr.real_volume(path)?;
         (data, dims, identity_affine())
     } else if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+        check_nifti1_header(path, name.ends_with(".gz"))?;
         crate::io::read_nifti_f32(path)?
     } else {
         return Err(Error::format(path, "unknown volume extension (expected .nii, .nii.gz or .npy)"));
@@ -58,6 +59,31 @@ pub fn load_volume(path: &Path) -> Result<Volume> {
         return Err(Error::format(path, format!("a {dims:?} volume is too small: every axis needs at least 2 voxels")));
     }
     Ok(Volume { data, dims, world_from_voxel })
+}
+
+/// What the `nifti` crate lets through: `sizeof_hdr` must be 348 (either byte order) and the
+/// magic `n+1` (single file) or `ni1` (header of a pair).
+fn check_nifti1_header(path: &Path, gz: bool) -> Result<()> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = Vec::with_capacity(348);
+    let read = if gz {
+        flate2::read::MultiGzDecoder::new(file).take(348).read_to_end(&mut head)
+    } else {
+        file.take(348).read_to_end(&mut head)
+    };
+    read.map_err(|e| Error::format(path, format!("cannot read the NIfTI header: {e}")))?;
+    if head.len() < 348 {
+        return Err(Error::format(path, format!("a NIfTI-1 header is 348 bytes, the file has {}", head.len())));
+    }
+    let size = [head[0], head[1], head[2], head[3]];
+    if i32::from_le_bytes(size) != 348 && i32::from_be_bytes(size) != 348 {
+        return Err(Error::format(path, format!("sizeof_hdr is {}, not 348: not a NIfTI-1 file", i32::from_le_bytes(size))));
+    }
+    if &head[344..347] != b"n+1" && &head[344..347] != b"ni1" {
+        return Err(Error::format(path, "the NIfTI-1 magic (n+1 or ni1) is missing"));
+    }
+    Ok(())
 }
 
 pub fn identity_affine() -> WorldFromVoxel {
