@@ -9,6 +9,9 @@ use std::process::Command;
 use ffvol::io::{read_nifti_f32, read_npy, write_nifti_f32, write_npy, NpyData};
 use ffvol::task::volume_field::load_volume;
 
+mod volume_support;
+use volume_support::{check_with_nibabel, python_has};
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ffvol-volume-io-{}-{name}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
@@ -279,29 +282,6 @@ fn corrupt_nifti_headers_are_errors() {
     let err = load_volume(&p).unwrap_err().to_string();
     assert!(err.contains("nan.nii") && err.contains("(1, 0, 0)"), "{err}");
     fs::remove_dir_all(&dir).ok();
-}
-
-fn python_has(module: &str) -> bool {
-    Command::new("python3").arg("-c").arg(format!("import {module}")).output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-/// Runs scripts/check_nifti.py, or says why it is skipped. Returns false when skipped.
-pub fn check_with_nibabel(out: &Path, reference: &Path, extra: &[&str]) -> bool {
-    if !python_has("nibabel") {
-        eprintln!("skip: `python3 -c \"import nibabel\"` fails, so {} is not checked in nibabel", out.display());
-        return false;
-    }
-    let o = Command::new("python3")
-        .arg("scripts/check_nifti.py")
-        .arg(out)
-        .arg(reference)
-        .args(extra)
-        .output()
-        .expect("run python3");
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "check_nifti.py {} {}: {text}", out.display(), reference.display());
-    eprintln!("{text}");
-    true
 }
 
 #[test]
