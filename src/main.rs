@@ -659,8 +659,12 @@ fn fit_mri(c: MriConfig, resume: bool) -> Result<()> {
         MriOutcome::Interrupted { step } => interrupted(step, &c.output),
         MriOutcome::Finished(m) => {
             println!("k-space sampled {:.2} %", 100.0 * m.sampled_fraction);
-            println!("PSNR fit {:.2} dB   zero-filled {:.2} dB", m.psnr, m.psnr_zero_filled);
-            println!("SSIM fit {:.4}      zero-filled {:.4}", m.ssim, m.ssim_zero_filled);
+            if m.psnr.is_nan() {
+                println!("no truth volume (--volume): no PSNR/SSIM; the fit and the zero-filled image are in the run folder");
+            } else {
+                println!("PSNR fit {:.2} dB   zero-filled {:.2} dB", m.psnr, m.psnr_zero_filled);
+                println!("SSIM fit {:.4}      zero-filled {:.4}", m.ssim, m.ssim_zero_filled);
+            }
             println!("time: {:.1} s total, {:.3} s/step", m.total_seconds, m.seconds_per_step);
             println!("run folder: {}", c.output.display());
             Ok(())
