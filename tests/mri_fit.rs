@@ -169,21 +169,21 @@ fn bad_inputs_are_errors_naming_the_file() {
     };
     // A mask of the wrong shape.
     let mask = dir.join("mask16.npy");
-    write_npy(&mask, &vec![1u8; 16 * 32 * 32], &[16, 32, 32], false).unwrap();
+    write_npy(&mask, &[1u8; 16 * 32 * 32], &[16, 32, 32], false).unwrap();
     let mut c = base.clone();
     c.mask = Some(mask);
     let err = err_of(&c);
     assert!(err.contains("mask16.npy") && err.contains("[16, 32, 32]"), "{err}");
     // k-space of the wrong shape.
     let ks = dir.join("k.npy");
-    write_npy(&ks, &vec![[0.0f32, 0.0]; 8], &[2, 2, 2], false).unwrap();
+    write_npy(&ks, &[[0.0f32, 0.0]; 8], &[2, 2, 2], false).unwrap();
     let mut c = base.clone();
     c.kspace = Some(ks);
     let err = err_of(&c);
     assert!(err.contains("k.npy") && err.contains("does not match"), "{err}");
     // A real array where k-space should be complex is accepted; an integer one is not.
     let ks = dir.join("int.npy");
-    write_npy(&ks, &vec![1i16; 27], &[3, 3, 3], false).unwrap();
+    write_npy(&ks, &[1i16; 27], &[3, 3, 3], false).unwrap();
     let mut c = base.clone();
     c.volume = None;
     c.kspace = Some(ks);

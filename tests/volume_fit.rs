@@ -135,3 +135,44 @@ fn bad_settings_and_inputs_are_errors() {
     assert!(err.contains("flat.npy") && err.contains("constant"), "{err}");
     fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn command_line_fits_exports_resumes_and_reports_bad_input() {
+    let dir = scratch("cli");
+    let bin = env!("CARGO_BIN_EXE_ffvol");
+    let cmd = |args: &[&str]| {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains("panicked"), "{text}");
+        (out.status.code(), text)
+    };
+    let run = dir.join("v");
+    let run_s = run.to_str().unwrap();
+    let tiny = ["--steps", "5", "--depth", "2", "--width", "16", "--features", "16", "--threads", "1"];
+    let (code, text) = cmd(&[&["fit", "volume", "--output", run_s][..], &tiny[..]].concat());
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("PSNR held-out"), "{text}");
+    let (code, text) = cmd(&["fit", "--resume", run_s]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = cmd(&["export", run_s, "--mesh", "--level", "0.3", "--format", "ply"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(run.join("iso_0.3_x1.ply").is_file(), "{text}");
+    // A second fit into the same folder needs --force.
+    let (code, text) = cmd(&[&["fit", "volume", "--output", run_s][..], &tiny[..]].concat());
+    assert_eq!(code, Some(1));
+    assert!(text.contains("--force"), "{text}");
+    // MRI: a mask of the wrong shape names the file; a bad sampling spec is refused.
+    let mask = dir.join("mask8.npy");
+    ffvol::io::write_npy(&mask, &[1u8; 512], &[8, 8, 8], true).unwrap();
+    let mri_run = dir.join("m");
+    let (code, text) = cmd(&[&["fit", "mri", "--output", mri_run.to_str().unwrap(), "--mask", mask.to_str().unwrap()][..], &tiny[..]].concat());
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("mask8.npy") && text.contains("[8, 8, 8]"), "{text}");
+    let (code, text) = cmd(&["fit", "mri", "--sampling", "spiral:2"]);
+    assert_eq!(code, Some(1));
+    assert!(text.contains("spiral"), "{text}");
+    let (code, text) = cmd(&[&["fit", "mri", "--output", mri_run.to_str().unwrap(), "--force", "--sampling", "radial:20"][..], &tiny[..]].concat());
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("zero-filled"), "{text}");
+    fs::remove_dir_all(&dir).ok();
+}

@@ -260,11 +260,12 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
 
     let meta = FieldMeta { job: "mri".into(), dims, world_from_voxel: problem.world_from_voxel, intensity: problem.intensity };
     let mut session = Session::start(&dir, &cfg.to_toml(), cfg.seed, &cfg.encoding, &cfg.model, &cfg.device, cfg.threads, meta, opts)?;
+    let start_step = session.backend.state().adam.step;
 
     let points = grid_points(dims, 1);
     let n = points.len() / 3;
     let (mut p, mut grad) = (vec![0.0f32; n], vec![0.0f32; n]);
-    let (interrupted, train_seconds) = session.train(&cfg.train, opts, |backend, _step, lr| {
+    let (interrupted, seconds_per_step) = session.train(&cfg.train, opts, |backend, _step, lr| {
         let z = backend.forward(&points)?;
         p.par_iter_mut().zip(z.par_iter()).for_each(|(p, &z)| *p = sigmoid(z));
         let loss = problem.operator.loss_and_gradient(&p, &problem.kspace, &mut grad);
@@ -309,8 +310,8 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         steps: cfg.train.steps,
         n_params: session.n_params,
         device: session.backend.describe(),
-        train_seconds,
-        seconds_per_step: train_seconds / session.loss_log.len().max(1) as f64,
+        train_seconds: seconds_per_step * cfg.train.steps.saturating_sub(start_step) as f64,
+        seconds_per_step,
         total_seconds: started.elapsed().as_secs_f64(),
     };
     // serde_json writes NaN as null, which is what a reader should see for "no truth".

@@ -159,12 +159,13 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
 
     let meta = FieldMeta { job: "volume".into(), dims, world_from_voxel: volume.world_from_voxel, intensity };
     let mut session = Session::start(&cfg.output, &cfg.to_toml(), cfg.seed, &cfg.encoding, &cfg.model, &cfg.device, cfg.threads, meta, opts)?;
+    let start_step = session.backend.state().adam.step;
 
     let batch = if cfg.train.batch == 0 { train_idx.len() } else { cfg.train.batch.min(train_idx.len()) };
     let full_batch = batch == train_idx.len();
     let rng = CounterRng::new(cfg.seed, STREAM_BATCH);
     let (mut points, mut targets, mut grad) = (vec![0.0f32; 3 * batch], vec![0.0f32; batch], vec![0.0f32; batch]);
-    let (interrupted, train_seconds) = session.train(&cfg.train, opts, |backend, step, lr| {
+    let (interrupted, seconds_per_step) = session.train(&cfg.train, opts, |backend, step, lr| {
         for b in 0..batch {
             let i = if full_batch { train_idx[b] } else { train_idx[rng.below(step * batch as u64 + b as u64, train_idx.len() as u64) as usize] };
             points[3 * b..3 * b + 3].copy_from_slice(&all_points[3 * i..3 * i + 3]);
@@ -205,7 +206,6 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     if cfg.export.montage {
         write_montage(&dir.join("montage.png"), dims, &[&truth, &fit, &error_image(&fit, &truth)])?;
     }
-    let steps_run = session.loss_log.len().max(1) as f64;
     let metrics = VolumeMetrics {
         psnr_test: psnr(&fit, &truth, Some(&test)),
         psnr_train: psnr(&fit, &truth, Some(&split)),
@@ -221,8 +221,8 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         steps: cfg.train.steps,
         n_params: session.n_params,
         device: session.backend.describe(),
-        train_seconds,
-        seconds_per_step: train_seconds / steps_run,
+        train_seconds: seconds_per_step * cfg.train.steps.saturating_sub(start_step) as f64,
+        seconds_per_step,
         total_seconds: started.elapsed().as_secs_f64(),
     };
     let json = serde_json::to_string_pretty(&metrics).unwrap_or_default();

@@ -124,7 +124,8 @@ impl Intensity {
 impl Normalize {
     pub fn validate(&self) -> Result<()> {
         if let Normalize::Percentile { low, high } = *self {
-            if !(0.0..100.0).contains(&low) || !(low < high && high <= 100.0) {
+            let ordered = (0.0..100.0).contains(&low) && low < high && high <= 100.0;
+            if !ordered {
                 return Err(Error::Config(format!("normalize percentiles must satisfy 0 ≤ low < high ≤ 100, got {low}, {high}")));
             }
         }
@@ -355,7 +356,7 @@ impl Session {
 
     /// Runs steps from the checkpoint's step to `train.steps`; `step_fn(backend, step, lr)` does one
     /// step and returns its loss. Returns `Some(step)` when interrupted (checkpoint written), and
-    /// the seconds spent in `step_fn`.
+    /// the seconds per step spent in `step_fn` in this session (0 when no step ran).
     pub fn train(
         &mut self,
         train: &FieldTrain,
@@ -369,7 +370,7 @@ impl Session {
         for step in start..steps {
             if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || opts.stop_after.is_some_and(|s| step >= s) {
                 self.save()?;
-                return Ok((Some(step), seconds));
+                return Ok((Some(step), seconds / (step - start).max(1) as f64));
             }
             let lr = train.schedule.lr(train.lr, step, steps);
             let t = Instant::now();
@@ -390,7 +391,7 @@ impl Session {
             }
         }
         self.save()?;
-        Ok((None, seconds))
+        Ok((None, seconds / steps.saturating_sub(start).max(1) as f64))
     }
 
     /// Mean loss over the last 1 % of logged steps.
@@ -442,7 +443,8 @@ pub fn write_montage(path: &Path, dims: [usize; 3], rows: &[&[f32]]) -> Result<(
     let mut img = vec![32u8; width * height];
     for (r, vol) in rows.iter().enumerate() {
         // (slice width, slice height, value at (u, v) with v up)
-        let views: [(usize, usize, Box<dyn Fn(usize, usize) -> f32>); 3] = [
+        type Slice<'a> = Box<dyn Fn(usize, usize) -> f32 + 'a>;
+        let views: [(usize, usize, Slice); 3] = [
             (ny, nz, Box::new(|u, v| vol[nx / 2 + nx * (u + ny * v)])),
             (nx, nz, Box::new(|u, v| vol[u + nx * (ny / 2 + ny * v)])),
             (nx, ny, Box::new(|u, v| vol[u + nx * (v + ny * (nz / 2))])),

@@ -120,7 +120,7 @@ mod tests {
     fn ssim_is_one_for_identical_exact_for_constants_and_falls_with_noise() {
         let dims = [12, 10, 8];
         let n = 960;
-        let t: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.13).sin() * 0.5 + 0.5)).collect();
+        let t: Vec<f32> = (0..n).map(|i| (i as f32 * 0.13).sin() * 0.5 + 0.5).collect();
         assert!((ssim(&t, &t, dims, None) - 1.0).abs() < 1e-9);
         // Two constants a, b: only the luminance term is left, (2ab + C1) / (a² + b² + C1).
         let (a, b) = (0.5f32, 0.3f32);
