@@ -5,7 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use ffvol::config::{OccupancyConfig, Preset};
 use ffvol::encoding::EncodingConfig;
 use ffvol::io::MeshFormat;
+use ffvol::task::mri::{self, MriConfig, MriOutcome};
 use ffvol::task::occupancy::{self, FitOptions, FitOutcome, SavedRun};
+use ffvol::task::volume::{self, VolumeConfig, VolumeOutcome};
+use ffvol::task::volume_field::{self, parse_normalize, ExportRequest};
+use ffvol::task::volume_masks::Sampling;
 use ffvol::train::LrSchedule;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +52,10 @@ struct FitArgs {
 enum Job {
     /// Learn the inside/outside of a triangle mesh and export it as a mesh.
     Occupancy(Box<OccupancyArgs>),
+    /// Fit a volume (NIfTI or .npy) voxel by voxel; PSNR/SSIM on held-out voxels.
+    Volume(Box<VolumeArgs>),
+    /// Recover a volume from undersampled k-space (the paper's 3-D MRI protocol).
+    Mri(Box<MriArgs>),
     /// Learn an attenuation field from CT projections and write it as a volume.
     Ct(Box<CtArgs>),
 }
@@ -176,6 +184,106 @@ struct ReconArgs {
     threads: usize,
 }
 
+
+/// Settings shared by `fit volume` and `fit mri`.
+#[derive(Args)]
+struct FieldArgs {
+    /// A run.toml whose settings override the defaults (flags override both).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run folder (default: runs/<volume name>-<job>, numbered if it exists).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Write into an existing run folder.
+    #[arg(long)]
+    force: bool,
+    /// Input mapping γ.
+    #[arg(long, value_parser = ["none", "basic", "positional", "gaussian"])]
+    encoding: Option<String>,
+    /// Scale σ of the mapping (Gaussian: std of the frequencies in cycles per unit box;
+    /// positional: log2 of the highest frequency).
+    #[arg(long)]
+    sigma: Option<f32>,
+    /// Number of frequencies m (Gaussian) or per axis (positional).
+    #[arg(long)]
+    features: Option<usize>,
+    /// Dense layers including the output layer.
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Width of the hidden layers.
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Base learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// `constant`, `cosine[:WARMUP[:FINAL_FRACTION]]` or `exponential:FACTOR:EVERY`.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Intensity normalisation to [0, 1]: `minmax` or `percentile[:LOW:HIGH]`.
+    #[arg(long)]
+    normalize: Option<String>,
+    /// Also write the fit on a grid K times finer (fit_xK.nii.gz).
+    #[arg(long, value_name = "K")]
+    upsample: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (0 = all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// `auto`, `cpu` or `cuda`.
+    #[arg(long)]
+    device: Option<String>,
+    /// Write a checkpoint every N steps.
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+}
+
+#[derive(Args)]
+struct VolumeArgs {
+    /// Volume to fit (.nii, .nii.gz or .npy). Default: the bundled 32³ MNI152 crop.
+    #[arg(long)]
+    volume: Option<PathBuf>,
+    /// Fraction of voxels trained on; the rest are held out for PSNR/SSIM.
+    #[arg(long)]
+    train_fraction: Option<f32>,
+    /// Training voxels per step (0 = all of them).
+    #[arg(long)]
+    batch: Option<usize>,
+    #[command(flatten)]
+    common: FieldArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MriPreset {
+    /// 4 × 128, m = 128, 300 steps: minutes on 2 cores at 32³–48³.
+    Fast,
+    /// The paper's 4 × 256, m = 256, σ_g = 5, lr 2e-3, 1000 steps.
+    Paper,
+}
+
+#[derive(Args)]
+struct MriArgs {
+    /// True volume (.nii, .nii.gz, .npy): k-space is simulated from it, PSNR measured against it.
+    /// Default (when no --kspace): the bundled 32³ MNI152 crop.
+    #[arg(long)]
+    volume: Option<PathBuf>,
+    /// Measured k-space (complex64 .npy, centred: DC at index n/2).
+    #[arg(long)]
+    kspace: Option<PathBuf>,
+    /// Sampling mask (.npy, centred, nonzero = measured).
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    /// Mask to simulate when no --mask: `gaussian` (the paper's), `cartesian:R`, `radial:N`, `poisson:R`.
+    #[arg(long)]
+    sampling: Option<String>,
+    #[arg(long, value_enum, default_value = "fast")]
+    preset: MriPreset,
+    #[command(flatten)]
+    common: FieldArgs,
+}
+
 #[derive(Args)]
 struct OccupancyArgs {
     /// Triangle mesh to fit (PLY, OBJ, STL). Default: the bundled bunny.
@@ -269,6 +377,15 @@ struct ExportArgs {
     min_component: f64,
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Volume and MRI runs: write the iso-surface of the fitted field as a mesh.
+    #[arg(long)]
+    mesh: bool,
+    /// Volume and MRI runs: iso-surface level, as a normalised intensity in [0, 1].
+    #[arg(long, default_value_t = 0.5)]
+    level: f32,
+    /// Volume and MRI runs: evaluate on a grid K times finer than the input (fit_xK.nii.gz).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    upsample: usize,
 }
 
 #[derive(Args)]
@@ -451,14 +568,33 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 fn fit(args: FitArgs) -> Result<()> {
-    let (config, resume) = match (args.job, args.resume) {
-        (Some(Job::Occupancy(a)), None) => (resolve(&a)?, false),
+    let (job, resume_dir) = match (args.job, args.resume) {
+        (Some(Job::Volume(a)), None) => return fit_volume(resolve_volume(&a)?, false),
+        (Some(Job::Mri(a)), None) => return fit_mri(resolve_mri(&a)?, false),
         (Some(Job::Ct(a)), None) => return fit_ct(resolve_ct(&a)?, false),
-        (None, Some(run)) if is_ct_run(&run) => {
-            let mut c = ffvol::task::ct::load_run_config(&run)?;
-            c.output = run;
-            return fit_ct(c, true);
-        }
+        (None, Some(run)) => match volume_field::run_job(&run)?.as_deref() {
+            Some("volume") => {
+                let mut c = VolumeConfig::load_run(&run)?;
+                c.output = run;
+                return fit_volume(c, true);
+            }
+            Some("mri") => {
+                let mut c = MriConfig::load_run(&run)?;
+                c.output = run;
+                return fit_mri(c, true);
+            }
+            Some("ct") => {
+                let mut c = ffvol::task::ct::load_run_config(&run)?;
+                c.output = run;
+                return fit_ct(c, true);
+            }
+            _ => (None, Some(run)),
+        },
+        other => other,
+    };
+    let (config, resume) = match (job, resume_dir) {
+        (Some(Job::Occupancy(a)), None) => (resolve(&a)?, false),
+        (Some(_), None) => bail!("unreachable job dispatch"),
         (None, Some(run)) => {
             let mut c = occupancy::load_run_config(&run)?;
             c.output = run;
@@ -498,6 +634,19 @@ fn fit(args: FitArgs) -> Result<()> {
 
 fn export(args: ExportArgs) -> Result<()> {
     set_threads(args.threads);
+    if matches!(volume_field::run_job(&args.run)?.as_deref(), Some("volume") | Some("mri")) {
+        let t = std::time::Instant::now();
+        let req = ExportRequest {
+            upsample: args.upsample,
+            mesh: args.mesh.then(|| (args.level, args.format.clone())),
+            threads: args.threads,
+        };
+        for path in volume_field::export_run(&args.run, &req)? {
+            println!("wrote {}", path.display());
+        }
+        println!("exported in {:.1} s", t.elapsed().as_secs_f64());
+        return Ok(());
+    }
     let run = SavedRun::open(&args.run)?;
     let t = std::time::Instant::now();
     let mesh = run.export(args.resolution, &args.format, args.nifti, !args.exact, args.min_component, args.threads)?;
@@ -510,14 +659,6 @@ fn export(args: ExportArgs) -> Result<()> {
         args.run.display()
     );
     Ok(())
-}
-
-/// Whether RUN/run.toml names the CT job.
-fn is_ct_run(run: &Path) -> bool {
-    std::fs::read_to_string(run.join("run.toml"))
-        .ok()
-        .and_then(|t| toml::from_str::<toml::Value>(&t).ok())
-        .is_some_and(|v| v.get("job").and_then(|j| j.as_str()) == Some("ct"))
 }
 
 fn resolve_ct(a: &CtArgs) -> Result<ffvol::task::ct::CtConfig> {
@@ -670,4 +811,168 @@ fn recon(a: ReconArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Applies the flags shared by the volume and MRI jobs. `sigmas` = (Gaussian σ, positional σ)
+/// defaults for an encoding switched on by name.
+#[allow(clippy::too_many_arguments)]
+fn apply_field_args(
+    a: &FieldArgs,
+    encoding: &mut EncodingConfig,
+    model: &mut ffvol::model::ModelConfig,
+    train: &mut volume_field::FieldTrain,
+    normalize: &mut volume_field::Normalize,
+    export: &mut volume_field::FieldExport,
+    seed: &mut u64,
+    threads: &mut usize,
+    device: &mut String,
+    sigmas: (f32, f32),
+) -> Result<()> {
+    if let Some(name) = &a.encoding {
+        *encoding = match name.as_str() {
+            "none" => EncodingConfig::None,
+            "basic" => EncodingConfig::Basic { normalize: false },
+            "positional" => EncodingConfig::Positional { sigma: sigmas.1, features: 85, normalize: false },
+            _ => match *encoding {
+                g @ EncodingConfig::Gaussian { .. } => g,
+                _ => EncodingConfig::Gaussian { sigma: sigmas.0, features: 256, normalize: false },
+            },
+        };
+    }
+    match encoding {
+        EncodingConfig::Gaussian { sigma, features, .. } | EncodingConfig::Positional { sigma, features, .. } => {
+            *sigma = a.sigma.unwrap_or(*sigma);
+            *features = a.features.unwrap_or(*features);
+        }
+        _ => {
+            if a.sigma.is_some() || a.features.is_some() {
+                bail!("--sigma and --features apply to --encoding gaussian and positional only");
+            }
+        }
+    }
+    model.depth = a.depth.unwrap_or(model.depth);
+    model.width = a.width.unwrap_or(model.width);
+    train.steps = a.steps.unwrap_or(train.steps);
+    train.lr = a.lr.unwrap_or(train.lr);
+    if let Some(s) = &a.schedule {
+        train.schedule = parse_schedule(s)?;
+    }
+    train.checkpoint_every = a.checkpoint_every.unwrap_or(train.checkpoint_every);
+    if let Some(n) = &a.normalize {
+        *normalize = parse_normalize(n).map_err(|e| anyhow::anyhow!("--normalize: {e}"))?;
+    }
+    export.upsample = a.upsample.unwrap_or(export.upsample);
+    *seed = a.seed.unwrap_or(*seed);
+    *threads = a.threads.unwrap_or(*threads);
+    if let Some(d) = &a.device {
+        *device = d.clone();
+    }
+    Ok(())
+}
+
+/// The run folder: `--output` (refusing an existing run without --force) or runs/<stem>-<job>[-k].
+fn run_dir(a: &FieldArgs, data: Option<&Path>, job: &str) -> Result<PathBuf> {
+    if let Some(o) = &a.output {
+        if o.join(occupancy::RUN_TOML).exists() && !a.force {
+            bail!("{} already holds a run; pass --force to overwrite it or `ffvol fit --resume {}` to continue it", o.display(), o.display());
+        }
+        return Ok(o.clone());
+    }
+    let stem = data
+        .and_then(|p| p.file_name())
+        .and_then(|s| s.to_str())
+        .map(|s| s.trim_end_matches(".gz").trim_end_matches(".nii").trim_end_matches(".npy").to_string())
+        .unwrap_or_else(|| "run".into());
+    Ok(fresh_run_dir(Path::new(&format!("{stem}-{job}"))))
+}
+
+fn resolve_volume(a: &VolumeArgs) -> Result<VolumeConfig> {
+    let mut c = VolumeConfig::fast();
+    if let Some(path) = &a.common.config {
+        c = volume_field::overlay_toml(&c, path)?;
+    }
+    if let Some(v) = &a.volume {
+        c.volume = v.clone();
+    }
+    apply_field_args(&a.common, &mut c.encoding, &mut c.model, &mut c.train, &mut c.normalize, &mut c.export, &mut c.seed, &mut c.threads, &mut c.device, (8.0, 6.0))?;
+    c.train.train_fraction = a.train_fraction.unwrap_or(c.train.train_fraction);
+    c.train.batch = a.batch.unwrap_or(c.train.batch);
+    c.output = run_dir(&a.common, Some(&c.volume), "volume")?;
+    c.validate()?;
+    Ok(c)
+}
+
+fn resolve_mri(a: &MriArgs) -> Result<MriConfig> {
+    let mut c = match a.preset {
+        MriPreset::Fast => MriConfig::fast(),
+        MriPreset::Paper => MriConfig::paper(),
+    };
+    if let Some(path) = &a.common.config {
+        c = volume_field::overlay_toml(&c, path)?;
+    }
+    if a.kspace.is_some() {
+        c.kspace = a.kspace.clone();
+        c.volume = None;
+    }
+    if a.volume.is_some() {
+        c.volume = a.volume.clone();
+    }
+    if a.mask.is_some() {
+        c.mask = a.mask.clone();
+    }
+    if let Some(s) = &a.sampling {
+        if c.mask.is_some() {
+            bail!("--sampling builds a mask; it cannot be combined with --mask");
+        }
+        c.sampling = Sampling::parse(s).map_err(|e| anyhow::anyhow!("--sampling: {e}"))?;
+    }
+    apply_field_args(&a.common, &mut c.encoding, &mut c.model, &mut c.train, &mut c.normalize, &mut c.export, &mut c.seed, &mut c.threads, &mut c.device, (5.0, 4.0))?;
+    let name = c.volume.clone().or_else(|| c.kspace.clone());
+    c.output = run_dir(&a.common, name.as_deref(), "mri")?;
+    c.validate()?;
+    Ok(c)
+}
+
+fn fit_options(resume: bool) -> FitOptions {
+    FitOptions { interrupt: Some(interrupt_flag()), progress: true, stop_after: None, resume }
+}
+
+fn interrupted(step: u64, dir: &Path) -> Result<()> {
+    eprintln!("stopped at step {step}; checkpoint written. Continue with: ffvol fit --resume {}", dir.display());
+    Err(ffvol::Error::Interrupted.into())
+}
+
+fn fit_volume(c: VolumeConfig, resume: bool) -> Result<()> {
+    set_threads(c.threads);
+    eprintln!("run folder: {}", c.output.display());
+    match volume::fit(&c, &fit_options(resume))? {
+        VolumeOutcome::Interrupted { step } => interrupted(step, &c.output),
+        VolumeOutcome::Finished(m) => {
+            println!("PSNR held-out {:.2} dB   training voxels {:.2} dB   whole volume {:.2} dB", m.psnr_test, m.psnr_train, m.psnr_all);
+            println!("SSIM held-out {:.4}      whole volume {:.4}", m.ssim_test, m.ssim_all);
+            println!("time: {:.1} s total, {:.3} s/step", m.total_seconds, m.seconds_per_step);
+            println!("run folder: {}", c.output.display());
+            Ok(())
+        }
+    }
+}
+
+fn fit_mri(c: MriConfig, resume: bool) -> Result<()> {
+    set_threads(c.threads);
+    eprintln!("run folder: {}", c.output.display());
+    match mri::fit(&c, &fit_options(resume))? {
+        MriOutcome::Interrupted { step } => interrupted(step, &c.output),
+        MriOutcome::Finished(m) => {
+            println!("k-space sampled {:.2} %", 100.0 * m.sampled_fraction);
+            if m.psnr.is_nan() {
+                println!("no truth volume (--volume): no PSNR/SSIM; the fit and the zero-filled image are in the run folder");
+            } else {
+                println!("PSNR fit {:.2} dB   zero-filled {:.2} dB", m.psnr, m.psnr_zero_filled);
+                println!("SSIM fit {:.4}      zero-filled {:.4}", m.ssim, m.ssim_zero_filled);
+            }
+            println!("time: {:.1} s total, {:.3} s/step", m.total_seconds, m.seconds_per_step);
+            println!("run folder: {}", c.output.display());
+            Ok(())
+        }
+    }
 }

@@ -10,14 +10,18 @@ pub mod atomic;
 pub mod ct_npy;
 pub mod glb;
 pub mod nifti;
+pub mod npy;
 pub mod obj;
 pub mod ply;
+pub mod png;
 pub mod stl;
 
 use std::path::Path;
 
 pub use atomic::{write_atomic, write_bytes_atomic};
 pub use nifti::{read_nifti_f32, write_nifti_f32, write_nifti_u8, WorldFromVoxel};
+pub use npy::{read_npy, write_npy, NpyArray, NpyData};
+pub use self::png::{write_png_gray8, write_png_rgb8};
 
 use crate::geometry::mesh::TriMesh;
 use crate::{Error, Result};

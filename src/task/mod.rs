@@ -7,3 +7,7 @@ pub mod ct;
 pub mod ct_metrics;
 pub mod ct_phantom;
 pub mod ct_recon;
+pub mod mri;
+pub mod volume;
+pub mod volume_field;
+pub mod volume_masks;

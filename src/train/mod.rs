@@ -1,6 +1,7 @@
 //! Losses, Adam and schedules, metrics.
 
 pub mod adam;
+pub mod image_metrics;
 pub mod loss;
 pub mod metrics;
 pub mod schedule;

@@ -1,0 +1,133 @@
+//! Image quality of a fitted volume against the truth: PSNR and SSIM, both for intensities in
+//! [0, 1] (data range 1).
+
+use rayon::prelude::*;
+
+/// PSNR in dB, `10·log10(1 / MSE)`, over the voxels where `keep` is true (all when `None`).
+/// Infinite for a perfect fit; NaN when no voxel is kept.
+pub fn psnr(pred: &[f32], truth: &[f32], keep: Option<&[bool]>) -> f64 {
+    assert_eq!(pred.len(), truth.len());
+    let (sum, count) = pred
+        .par_iter()
+        .zip(truth.par_iter())
+        .enumerate()
+        .filter(|(i, _)| keep.is_none_or(|k| k[*i]))
+        .map(|(_, (&p, &t))| {
+            let d = (p - t) as f64;
+            (d * d, 1usize)
+        })
+        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    if count == 0 {
+        return f64::NAN;
+    }
+    -10.0 * (sum / count as f64).log10()
+}
+
+/// Window of the SSIM: a Gaussian of σ = 1.5 voxels, truncated at radius 5 (Wang et al. 2004's
+/// 11-tap window, here in 3-D and separable).
+const SSIM_SIGMA: f64 = 1.5;
+const SSIM_RADIUS: usize = 5;
+
+/// The SSIM map of a 3-D volume (x fastest), data range 1, with C1 = 0.01², C2 = 0.03². Near the
+/// border the window is cut off and renormalised.
+pub fn ssim_map(pred: &[f32], truth: &[f32], dims: [usize; 3]) -> Vec<f32> {
+    assert_eq!(pred.len(), truth.len());
+    assert_eq!(pred.len(), dims.iter().product::<usize>());
+    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let p: Vec<f64> = pred.iter().map(|&v| v as f64).collect();
+    let t: Vec<f64> = truth.iter().map(|&v| v as f64).collect();
+    let prod = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).collect::<Vec<f64>>();
+    let mu_p = blur(&p, dims);
+    let mu_t = blur(&t, dims);
+    let pp = blur(&prod(&p, &p), dims);
+    let tt = blur(&prod(&t, &t), dims);
+    let pt = blur(&prod(&p, &t), dims);
+    (0..p.len())
+        .into_par_iter()
+        .map(|i| {
+            let (mp, mt) = (mu_p[i], mu_t[i]);
+            let vp = pp[i] - mp * mp;
+            let vt = tt[i] - mt * mt;
+            let cov = pt[i] - mp * mt;
+            (((2.0 * mp * mt + c1) * (2.0 * cov + c2)) / ((mp * mp + mt * mt + c1) * (vp + vt + c2))) as f32
+        })
+        .collect()
+}
+
+/// Mean SSIM over the voxels where `keep` is true (all when `None`).
+pub fn ssim(pred: &[f32], truth: &[f32], dims: [usize; 3], keep: Option<&[bool]>) -> f64 {
+    let map = ssim_map(pred, truth, dims);
+    let (sum, count) = map
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| keep.is_none_or(|k| k[*i]))
+        .fold((0.0f64, 0usize), |a, (_, &v)| (a.0 + v as f64, a.1 + 1));
+    if count == 0 {
+        f64::NAN
+    } else {
+        sum / count as f64
+    }
+}
+
+/// Normalised Gaussian blur along each axis in turn (weights renormalised at the borders).
+fn blur(data: &[f64], dims: [usize; 3]) -> Vec<f64> {
+    let w: Vec<f64> = (0..=2 * SSIM_RADIUS)
+        .map(|k| {
+            let d = k as f64 - SSIM_RADIUS as f64;
+            (-0.5 * d * d / (SSIM_SIGMA * SSIM_SIGMA)).exp()
+        })
+        .collect();
+    let [nx, ny, nz] = dims;
+    let strides = [1, nx, nx * ny];
+    let mut cur = data.to_vec();
+    for axis in 0..3 {
+        let n = dims[axis];
+        let stride = strides[axis];
+        let src = cur.clone();
+        cur.par_iter_mut().enumerate().for_each(|(i, out)| {
+            let pos = (i / stride) % n;
+            let (mut s, mut ws) = (0.0, 0.0);
+            for (k, &wk) in w.iter().enumerate() {
+                let q = pos as isize + k as isize - SSIM_RADIUS as isize;
+                if q >= 0 && (q as usize) < n {
+                    s += wk * src[i - pos * stride + q as usize * stride];
+                    ws += wk;
+                }
+            }
+            *out = s / ws;
+        });
+    }
+    let _ = nz;
+    cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psnr_of_a_known_error() {
+        let t = vec![0.5f32; 100];
+        let mut p = t.clone();
+        p.iter_mut().for_each(|v| *v += 0.1);
+        assert!((psnr(&p, &t, None) - 20.0).abs() < 1e-4);
+        let keep: Vec<bool> = (0..100).map(|i| i < 50).collect();
+        p[99] = 0.5 + 1.0; // outside the kept set: no effect
+        assert!((psnr(&p, &t, Some(&keep)) - 20.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn ssim_is_one_for_identical_exact_for_constants_and_falls_with_noise() {
+        let dims = [12, 10, 8];
+        let n = 960;
+        let t: Vec<f32> = (0..n).map(|i| (i as f32 * 0.13).sin() * 0.5 + 0.5).collect();
+        assert!((ssim(&t, &t, dims, None) - 1.0).abs() < 1e-9);
+        // Two constants a, b: only the luminance term is left, (2ab + C1) / (a² + b² + C1).
+        let (a, b) = (0.5f32, 0.3f32);
+        let want = (2.0 * 0.5 * 0.3 + 1e-4) / (0.25 + 0.09 + 1e-4);
+        assert!((ssim(&vec![b; n], &vec![a; n], dims, None) - want).abs() < 1e-6);
+        let noisy: Vec<f32> = t.iter().enumerate().map(|(i, v)| v + 0.8 * ((i * 7919 % 13) as f32 / 13.0 - 0.5)).collect();
+        let s = ssim(&noisy, &t, dims, None);
+        assert!(s < 0.9 && s > 0.0, "{s}");
+    }
+}
