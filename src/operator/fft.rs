@@ -196,7 +196,7 @@ impl MaskedFft {
         r.par_iter_mut().zip(y.par_iter()).zip(self.mask.par_iter()).for_each(|((r, &y), &m)| {
             *r = if m { *r - y } else { Complex::new(0.0, 0.0) };
         });
-        let loss = 0.5 * r.par_iter().map(|v| v.norm_sqr()).sum::<f64>() / n;
+        let loss = 0.5 * crate::train::metrics::ordered_sum(r.len(), |i| r[i].norm_sqr()) / n;
         self.fft.adjoint(&mut r); // mask already applied: Fᴴ M r
         grad.par_iter_mut().zip(r.par_iter()).for_each(|(g, v)| *g = (v.re / n) as f32);
         loss

@@ -173,17 +173,14 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         }
         let z = backend.forward(&points)?;
         let inv_n = 1.0 / batch as f32;
-        let loss: f64 = z
-            .par_iter()
-            .zip(targets.par_iter())
-            .zip(grad.par_iter_mut())
-            .map(|((&z, &g), d)| {
-                let p = sigmoid(z);
-                let r = p - g;
-                *d = r * inv_n * p * (1.0 - p);
-                0.5 * (r as f64) * (r as f64)
-            })
-            .sum();
+        z.par_iter().zip(targets.par_iter()).zip(grad.par_iter_mut()).for_each(|((&z, &g), d)| {
+            let p = sigmoid(z);
+            *d = (p - g) * inv_n * p * (1.0 - p);
+        });
+        let loss = crate::train::metrics::ordered_sum(z.len(), |i| {
+            let r = (sigmoid(z[i]) - targets[i]) as f64;
+            0.5 * r * r
+        });
         backend.backward(&grad)?;
         backend.optimizer_step(lr)?;
         Ok((loss / batch as f64) as f32)

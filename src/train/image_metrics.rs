@@ -7,16 +7,15 @@ use rayon::prelude::*;
 /// Infinite for a perfect fit; NaN when no voxel is kept.
 pub fn psnr(pred: &[f32], truth: &[f32], keep: Option<&[bool]>) -> f64 {
     assert_eq!(pred.len(), truth.len());
-    let (sum, count) = pred
-        .par_iter()
-        .zip(truth.par_iter())
-        .enumerate()
-        .filter(|(i, _)| keep.is_none_or(|k| k[*i]))
-        .map(|(_, (&p, &t))| {
-            let d = (p - t) as f64;
-            (d * d, 1usize)
-        })
-        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let count = keep.map_or(pred.len(), |k| k.iter().filter(|&&b| b).count());
+    let sum = crate::train::metrics::ordered_sum(pred.len(), |i| {
+        if keep.is_none_or(|k| k[i]) {
+            let d = (pred[i] - truth[i]) as f64;
+            d * d
+        } else {
+            0.0
+        }
+    });
     if count == 0 {
         return f64::NAN;
     }

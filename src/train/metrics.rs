@@ -1,5 +1,16 @@
 //! Metrics: IoU for occupancy.
 
+/// Σ f(i) for i in 0..n, in parallel but always added in the same order (fixed blocks, partial
+/// sums in block order), so the result does not depend on the thread count or on scheduling —
+/// rayon's own `sum` does not promise that, and resumed runs must match uninterrupted ones exactly.
+pub fn ordered_sum(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
+    use rayon::prelude::*;
+    const BLOCK: usize = 4096;
+    let partial: Vec<f64> =
+        (0..n.div_ceil(BLOCK)).into_par_iter().map(|b| (b * BLOCK..((b + 1) * BLOCK).min(n)).map(&f).sum()).collect();
+    partial.iter().sum()
+}
+
 /// Intersection over union of `logit > 0` against `label > 0.5`; 1 when both are empty.
 pub fn iou_from_logits(logits: &[f32], labels: &[f32]) -> f64 {
     let (mut inter, mut union) = (0u64, 0u64);
@@ -24,6 +35,14 @@ pub fn accuracy_from_logits(logits: &[f32], labels: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn ordered_sum_is_reproducible() {
+        let f = |i: usize| ((i as f64) * 0.37).sin() * 1e-3 + 1e8 * ((i % 7 == 0) as u8 as f64);
+        let a = ordered_sum(1_000_003, f);
+        let b = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| ordered_sum(1_000_003, f));
+        assert_eq!(a, b);
+    }
+
     #[test]
     fn iou_counts() {
         let logits = [1.0, 1.0, -1.0, -1.0, 2.0];
