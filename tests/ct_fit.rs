@@ -2,7 +2,7 @@
 //! ray rendering in 3D; CLI errors that name the files.
 
 use ffvol::encoding::EncodingConfig;
-use ffvol::io::ct_npy::write_npy_f32;
+use ffvol::io::npy::write_npy_f32;
 use ffvol::operator::ct_geometry::Scan;
 use ffvol::task::ct::{self, CtConfig, CtOutcome, CtPreset, PhantomSource, Render, SimulateOptions};
 use ffvol::task::ct_metrics::psnr;

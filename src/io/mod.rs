@@ -7,7 +7,6 @@
 //! half-written file under the final name.
 
 pub mod atomic;
-pub mod ct_npy;
 pub mod glb;
 pub mod nifti;
 pub mod npy;

@@ -273,7 +273,50 @@ fn parse_shape(text: &str) -> std::result::Result<Vec<usize>, String> {
         .collect()
 }
 
+/// Writes a real array as `<f4` in C order (last index fastest), atomically.
+pub fn write_npy_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
+    write_npy(path, data, shape, false)
+}
+
+/// Reads a real array of any rank as f32 in C order (last index fastest), with its shape.
+pub fn read_npy_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
+    read_npy(path)?.real_c_order(path)
+}
+
 impl NpyArray {
+    /// The array, of any rank, as f32 in C order (a Fortran-order file is transposed).
+    pub fn real_c_order(&self, path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
+        let values: Vec<f32> = match &self.data {
+            NpyData::U8(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::I16(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::F32(v) => v.clone(),
+            NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::C64(_) => return Err(Error::format(path, "expected a real array, found complex64")),
+        };
+        if !self.fortran_order || self.shape.len() < 2 {
+            return Ok((values, self.shape.clone()));
+        }
+        // Fortran order: the first index is fastest. Walk the C-order output and gather.
+        let rank = self.shape.len();
+        let mut out = vec![0.0f32; values.len()];
+        let mut index = vec![0usize; rank];
+        for o in out.iter_mut() {
+            let mut src = 0;
+            for a in (0..rank).rev() {
+                src = src * self.shape[a] + index[a];
+            }
+            *o = values[src];
+            for a in (0..rank).rev() {
+                index[a] += 1;
+                if index[a] < self.shape[a] {
+                    break;
+                }
+                index[a] = 0;
+            }
+        }
+        Ok((out, self.shape.clone()))
+    }
+
     /// The array as a 3-D volume indexed `[x, y, z]`, in x-fastest order, with its dims.
     /// Complex arrays are refused (use [`NpyArray::complex_volume`]).
     pub fn real_volume(&self, path: &Path) -> Result<(Vec<f32>, [usize; 3])> {
@@ -328,6 +371,15 @@ impl NpyArray {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fortran_order_reads_back_in_c_order() {
+        // a 2×3 array [[0,1,2],[3,4,5]] stored in Fortran order is 0,3,1,4,2,5
+        let bytes = npy_bytes(&[0.0f32, 3.0, 1.0, 4.0, 2.0, 5.0], &[2, 3], true).unwrap();
+        let a = parse_npy(&bytes).unwrap();
+        let (v, shape) = a.real_c_order(Path::new("t.npy")).unwrap();
+        assert_eq!((v, shape), (vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![2, 3]));
+    }
 
     #[test]
     fn header_is_padded_to_64_and_parses_back() {

@@ -14,7 +14,7 @@
 
 use crate::backend::Backend;
 use crate::encoding::{Encoding, EncodingConfig};
-use crate::io::ct_npy::{read_npy_f32, write_npy_f32};
+use crate::io::npy::{read_npy_f32, write_npy_f32};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::{Mlp, ModelConfig};
 use crate::operator::ct_geometry::Scan;
