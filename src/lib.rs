@@ -14,6 +14,9 @@
 //! [`operator`] applies A, [`train`] holds losses, Adam and metrics, [`backend`] runs the
 //! network on a device, and [`task`] wires them into whole jobs.
 
+// `!(x > 0.0)` is used on purpose in input checks: unlike `x <= 0.0` it also rejects NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod backend;
 pub mod config;
 pub mod encoding;

@@ -154,6 +154,7 @@ fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 
 /// An uncompressed NIfTI of `dims` written by ffvol, then patched: datatype, bitpix, scaling and
 /// the raw voxel bytes.
+#[allow(clippy::too_many_arguments)]
 fn patched_nifti(path: &Path, dims: [usize; 3], affine: [[f64; 4]; 4], datatype: i16, bitpix: i16, slope: f32, inter: f32, raw: &[u8]) {
     let n: usize = dims.iter().product();
     write_nifti_f32(path, &vec![0.0; n], dims, affine).unwrap();
@@ -227,9 +228,9 @@ fn sform_only_and_qform_only() {
     b[280..284].copy_from_slice(&99f32.to_le_bytes());
     fs::write(&p, &b).unwrap();
     let a = read_nifti_f32(&p).unwrap().2;
-    for i in 0..4 {
-        for j in 0..4 {
-            assert!((a[i][j] - affine()[i][j]).abs() < 1e-6, "qform [{i}][{j}]: {} vs {}", a[i][j], affine()[i][j]);
+    for (i, row) in a.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            assert!((v - affine()[i][j]).abs() < 1e-6, "qform [{i}][{j}]: {} vs {}", a[i][j], affine()[i][j]);
         }
     }
     fs::remove_dir_all(&dir).ok();

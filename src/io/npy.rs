@@ -409,7 +409,7 @@ mod tests {
         let (v, dims) = arr.real_volume(Path::new("t.npy")).unwrap();
         assert_eq!(dims, [2, 3, 4]);
         assert_eq!(v[1 + 2 * (2 + 3 * 3)], 123.0);
-        assert_eq!(v[0 + 2 * (1 + 3 * 2)], 12.0);
+        assert_eq!(v[2 * (1 + 3 * 2)], 12.0);
     }
 
     #[test]

@@ -279,6 +279,6 @@ mod tests {
         assert_eq!(ifftshift(&fftshift(&v, dims), dims), v);
         // DC (index 0) lands at n/2 per axis.
         let s = fftshift(&v, dims);
-        assert_eq!(s[2 + 5 * (2 + 4 * 1)], 0);
+        assert_eq!(s[2 + 5 * (2 + 4)], 0);
     }
 }

@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn known_values() {
-        let t: Vec<f32> = (0..32 * 32).map(|i| ((i % 32) as f32 / 31.0)).collect();
+        let t: Vec<f32> = (0..32 * 32).map(|i| (i % 32) as f32 / 31.0).collect();
         assert!(psnr(&t, &t) > 190.0);
         let p: Vec<f32> = t.iter().map(|v| v + 0.1).collect();
         // clipped at 1: errors are 0.1 except where t > 0.9

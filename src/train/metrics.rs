@@ -37,7 +37,7 @@ mod tests {
     use super::*;
     #[test]
     fn ordered_sum_is_reproducible() {
-        let f = |i: usize| ((i as f64) * 0.37).sin() * 1e-3 + 1e8 * ((i % 7 == 0) as u8 as f64);
+        let f = |i: usize| ((i as f64) * 0.37).sin() * 1e-3 + 1e8 * (i.is_multiple_of(7) as u8 as f64);
         let a = ordered_sum(1_000_003, f);
         let b = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| ordered_sum(1_000_003, f));
         assert_eq!(a, b);
