@@ -14,7 +14,7 @@ use crate::geometry::TriMesh;
 use crate::sample::rng::streams;
 use crate::sample::Aabb;
 use crate::train::Loss;
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig};
 
 /// Losses (and timing events) kept on the device between two reads: the most steps
 /// [`CudaBackend::occupancy_step`] can run before [`CudaBackend::read_steps`].
@@ -22,6 +22,15 @@ pub const LOSS_SLOTS: usize = 64;
 
 /// Depth of the per-thread traversal stack in `cuda/winding.cu` (`WINDING_STACK`).
 pub const WINDING_STACK: usize = 64;
+
+/// Threads per block of the winding kernels: small blocks spread a 32,768-point batch over
+/// every SM (one thread per point; traversals of different length finish at different times).
+const WINDING_THREADS: u32 = 64;
+
+fn winding_grid(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(WINDING_THREADS as usize).clamp(1, 1 << 20) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (WINDING_THREADS, 1, 1), shared_mem_bytes: 0 }
+}
 
 /// A mesh on the device, ready for sampling near its surface and labelling points against it:
 /// the winding-number tree (nodes, leaf triangles, far-field data) and the faces in source order.
@@ -142,7 +151,7 @@ impl CudaBackend {
         launch!(
             gpu,
             "winding_label",
-            grid(n),
+            winding_grid(n),
             points,
             &n_i,
             &mesh.nodes,
@@ -188,7 +197,7 @@ impl CudaBackend {
         gpu.upload(points.as_flattened(), &mut p)?;
         let mut out = gpu.alloc::<f64>(n)?;
         let n_i = n as i64;
-        launch!(gpu, "winding_values", grid(n), &p, &n_i, &mesh.nodes, &mesh.tris, &mesh.far, &mesh.n_nodes, &beta2, &mut out)?;
+        launch!(gpu, "winding_values", winding_grid(n), &p, &n_i, &mesh.nodes, &mesh.tris, &mesh.far, &mesh.n_nodes, &beta2, &mut out)?;
         let mut host = vec![0.0f64; n];
         gpu.stream.memcpy_dtoh(&out, &mut host).map_err(|e| cuda_error("copying from the device", e))?;
         self.synchronize_stream()?;
