@@ -377,6 +377,8 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
 pub const DEVICE_READ_EVERY: usize = 16;
 
 type LossLog = Vec<(u64, f32, f32)>;
+/// Writes the checkpoint and the loss log.
+type SaveFn<'f> = dyn Fn(&dyn Backend, &[(u64, f32, f32)]) -> Result<()> + 'f;
 
 /// The training loop of a run whose batches are drawn and labelled on the GPU.
 struct DeviceRun<'a> {
@@ -398,7 +400,7 @@ impl DeviceRun<'_> {
         &mut self,
         backend: &mut dyn Backend,
         mesh: &DeviceMesh,
-        save: &dyn Fn(&dyn Backend, &[(u64, f32, f32)]) -> Result<()>,
+        save: &SaveFn,
     ) -> Result<Option<FitOutcome>> {
         let cfg = self.cfg;
         let steps = cfg.train.steps;
@@ -442,7 +444,7 @@ impl DeviceRun<'_> {
     fn read(
         &mut self,
         backend: &mut dyn Backend,
-        save: &dyn Fn(&dyn Backend, &[(u64, f32, f32)]) -> Result<()>,
+        save: &SaveFn,
     ) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
