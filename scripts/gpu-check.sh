@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepares the GPU check (GPU_CHECK.md): builds the release binary and the CUDA test binaries
 # here (no GPU, no CUDA needed), and puts them with the kernel sources, the PyTorch reference
-# benchmark and run.sh into gpu-bundle/. On the GPU machine: `bash gpu-bundle/run.sh`.
+# benchmark, run.sh and run-occupancy.sh into gpu-bundle/. On the GPU machine, from the
+# repository root: `bash gpu-bundle/run.sh` (training step vs PyTorch) or
+# `bash gpu-bundle/run-occupancy.sh` (GPU labels and batches, the paper's occupancy protocol).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
@@ -12,7 +14,7 @@ mkdir -p "$BUNDLE/tests" "$BUNDLE/cuda"
 echo "gpu-check: building the release binary" >&2
 cargo build --release --bin ffvol >&2
 echo "gpu-check: building the test binaries" >&2
-cargo test --release --no-run --message-format=json --lib --test cuda_parity --test cuda_kernels_compile \
+cargo test --release --no-run --message-format=json --lib --test cuda_parity --test cuda_kernels_compile --test cuda_occupancy \
   > "$BUNDLE/.cargo-test.json"
 python3 - "$BUNDLE" <<'PY'
 import json, shutil, sys, os
@@ -28,7 +30,7 @@ for line in open(os.path.join(bundle, ".cargo-test.json")):
     t = m["target"]
     name = "ffvol_lib_tests" if "lib" in t["kind"] else t["name"]
     found[name] = m["executable"]
-want = {"ffvol_lib_tests", "cuda_parity", "cuda_kernels_compile"}
+want = {"ffvol_lib_tests", "cuda_parity", "cuda_kernels_compile", "cuda_occupancy"}
 missing = want - set(found)
 if missing:
     sys.exit(f"gpu-check: test executables not found: {sorted(missing)}")
@@ -136,6 +138,103 @@ for net, impl, rate in rows:
 PY
 RUN
 chmod +x "$BUNDLE/run.sh"
+
+cat > "$BUNDLE/run-occupancy.sh" <<'RUN'
+#!/usr/bin/env bash
+# The occupancy GPU check, in one call from the repository root (datasets/bunny.ply is read
+# from there): the card; the NVRTC compile test; the device-resident occupancy tests (GPU labels
+# vs the host's, GPU batches vs the host's, device steps vs the CPU's training curve, a short fit
+# on both); the paper's protocol `ffvol fit occupancy --preset paper --device cuda` in fp16;
+# `ffvol bench --device cuda` 8×256, m = 256, batch 32,768; the older CUDA-vs-CPU parity tests.
+# Full logs under $OUT; a table last (also $OUT/results-occupancy.md). Every step is capped so the
+# whole script ends within BUDGET (190 s); big outputs of the paper run are deleted.
+set -uo pipefail
+B="$(cd "$(dirname "$0")" && pwd)"
+OUT="${OUT:-$B/out}"
+mkdir -p "$OUT"
+export FFVOL_REQUIRE_CUDA=1 FFVOL_CUDA_SOURCES="$B/cuda" FFVOL_CACHE_DIR="$OUT/cache" RUST_BACKTRACE=1
+export FFVOL_BUNNY="${FFVOL_BUNNY:-$(pwd)/datasets/bunny.ply}"
+status=()
+BUDGET="${BUDGET:-190}"
+run() { # name cap-seconds command...
+  local name=$1 cap=$2; shift 2
+  local left=$((BUDGET - SECONDS - 8))
+  local t=$((cap < left ? cap : left))
+  if [ "$t" -lt 5 ]; then
+    status+=("$(printf '%-22s skipped: out of time' "$name")")
+    return 124
+  fi
+  local s0=$SECONDS
+  timeout "$t" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  status+=("$(printf '%-22s rc=%-3s %4ss (cap %ss)' "$name" "$rc" $((SECONDS - s0)) "$t")")
+  return $rc
+}
+
+card="$(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+echo "card: ${card:-nvidia-smi failed} | ffvol $(cat "$B/COMMIT") | $(date -u +%Y-%m-%dT%H:%MZ)"
+if [ ! -f "$FFVOL_BUNNY" ]; then echo "no bunny at $FFVOL_BUNNY: run from the repository root"; fi
+
+run kernels_compile 30 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
+run occupancy_tests 60 "$B/tests/cuda_occupancy" --nocapture --test-threads=1
+s0=$SECONDS
+FFVOL_CUDA_PRECISION=fp16 run paper 90 "$B/ffvol" fit occupancy --preset paper --device cuda \
+  --mesh "$FFVOL_BUNNY" --output "$OUT/paper"
+paper_wall=$((SECONDS - s0))
+rm -f "$OUT/paper/mesh.ply" "$OUT/paper/occupancy.nii.gz" "$OUT/paper/checkpoint.safetensors"
+FFVOL_CUDA_PRECISION=fp16 run bench_8x256 30 "$B/ffvol" bench --device cuda --depth 8 --width 256 \
+  --features 256 --batch 32768 --mesh "$FFVOL_BUNNY"
+run parity 60 "$B/tests/cuda_parity" --nocapture --test-threads=1
+
+echo
+grep -E "^(test |skipped|bunny|label mismatches|batch |device steps|200 steps|winding numbers|[0-9]+ labels)" \
+  "$OUT/occupancy_tests.log" | head -40
+echo "-- paper run (fp16, wall ${paper_wall} s including start-up) --"
+grep -E "^(device|training batches|IoU|time:)" "$OUT/paper.log"
+echo "-- bench 8x256 fp16, batch 32768 --"
+grep -E "^(ffvol bench|stage|encode|forward|backward|Adam|training step|inference|labels|occupancy step)" "$OUT/bench_8x256.log"
+echo
+echo "== steps (name, exit status, seconds) =="
+printf '%s\n' "${status[@]}"
+python3 - "$OUT" "$card" "$(cat "$B/COMMIT")" "$paper_wall" <<'PY' | tee "$OUT/results-occupancy.md"
+import json, re, sys, os, datetime
+out, card, commit, paper_wall = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+def read(name):
+    try:
+        return open(os.path.join(out, name + ".log")).read()
+    except OSError:
+        return ""
+def result(name):
+    m = re.search(r"test result: (\w+)\. (\d+) passed; (\d+) failed", read(name))
+    return f"{m.group(1)}, {m.group(2)} passed, {m.group(3)} failed" if m else "did not finish (see log)"
+print(f"## Occupancy GPU check {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC")
+print(f"card: {card}; commit {commit}")
+print(f"kernel compile: {result('kernels_compile')}; occupancy tests: {result('occupancy_tests')}; parity: {result('parity')}")
+occ = read("occupancy_tests")
+for pat in [r"label mismatches: \d+", r"winding numbers: worst .*", r"worst relative difference [0-9.e+-]+", r"200 steps: .*"]:
+    m = re.search(pat, occ)
+    if m:
+        print("  " + m.group(0))
+try:
+    m = json.load(open(os.path.join(out, "paper", "metrics.json")))
+    print()
+    print("| paper protocol (fp16, 8×256, 32,768 × 10,000) | value |")
+    print("|---|---|")
+    print(f"| IoU uniform / near-surface | {m['iou_uniform']:.4f} / {m['iou_surface']:.4f} |")
+    print(f"| wall (process) / total in fit | {paper_wall} s / {m['total_seconds']:.1f} s |")
+    print(f"| batches on | {m.get('batches_on', '?')} |")
+    print(f"| labels (sample + label) | {m['label_seconds']:.1f} s |")
+    print(f"| training | {m['train_seconds']:.1f} s ({m['samples_per_second'] / 1e6:.1f} M samples/s) |")
+    print(f"| test / export | {m['eval_seconds']:.1f} s / {m['export_seconds']:.1f} s |")
+except Exception as e:
+    print(f"paper run: no metrics ({e}); see paper.log")
+b = read("bench_8x256")
+for key in ["encode (device)", "training step (fwd + bwd + Adam)", "labels (GPU winding numbers)", "occupancy step on the GPU"]:
+    m = re.search(re.escape(key) + r"\s+(\d+)(.*)", b)
+    print(f"bench {key}: {int(m.group(1)) / 1e6:.1f} M/s{m.group(2)}" if m else f"bench {key}: missing")
+PY
+RUN
+chmod +x "$BUNDLE/run-occupancy.sh"
 du -sh "$BUNDLE" >&2
 du -sh "$BUNDLE"/* "$BUNDLE"/tests/* >&2
-echo "gpu-check: ready. On a GPU machine: bash $BUNDLE/run.sh   (run tool: carry [\"$BUNDLE\"], see GPU_CHECK.md)" >&2
+echo "gpu-check: ready. On a GPU machine, from the repository root: bash $BUNDLE/run.sh or bash $BUNDLE/run-occupancy.sh   (run tool: carry [\"$BUNDLE\"], see GPU_CHECK.md)" >&2

@@ -53,6 +53,17 @@ pub trait Backend {
     fn state(&self) -> TrainState;
     fn set_state(&mut self, state: TrainState) -> crate::Result<()>;
 
+    /// Waits until the work queued so far has finished (asynchronous backends); for timing.
+    fn synchronize(&self) -> crate::Result<()> {
+        Ok(())
+    }
+
+    /// The CUDA backend behind this one, for the work that has a device-resident path (the
+    /// occupancy step: sampling and labelling on the GPU). `None` for every other backend.
+    fn as_cuda_mut(&mut self) -> Option<&mut cuda::CudaBackend> {
+        None
+    }
+
     /// A whole training step on host data: forward, loss, backward, Adam. Returns the mean loss.
     /// Backends that can fuse the loss into their kernels override this.
     fn train_step(&mut self, points: &[f32], targets: &[f32], loss: Loss, lr: f32) -> crate::Result<f32> {

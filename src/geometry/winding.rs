@@ -22,15 +22,37 @@ use super::TriMesh;
 pub const DEFAULT_BETA: f64 = 2.0;
 
 /// β of the first, coarse labelling pass of [`WindingNumber::label_points`].
-const LABEL_BETA: f64 = 1.5;
+pub const LABEL_BETA: f64 = 1.5;
 /// Points whose coarse winding number is within this of 1/2 are evaluated again with the full β.
 /// The coarse pass errs by far less than this (it agreed with β = 3 on 10⁶ bunny points).
-const LABEL_RECHECK: f64 = 0.3;
+pub const LABEL_RECHECK: f64 = 0.3;
 
 /// The fixed, non-axis-aligned direction of [`inside_by_ray_parity`].
 pub const PARITY_RAY_DIR: Vec3 = Vec3::new(0.5377, 0.8264, 0.1671);
 
 const FOUR_PI: f64 = 4.0 * std::f64::consts::PI;
+
+/// Doubles per node in [`FlatWinding::far`].
+pub const FAR_STRIDE: usize = 50;
+
+/// [`WindingNumber`]'s tree as plain arrays (see [`WindingNumber::export_flat`]).
+#[derive(Clone, Debug)]
+pub struct FlatWinding {
+    /// Per node, depth-first as in [`Bvh::nodes`]: `[right_or_first, count]` (count 0: inner
+    /// node, whose left child is the next node and right child `right_or_first`; else a leaf of
+    /// `count` triangles from `right_or_first` in `tris`).
+    pub nodes: Vec<[u32; 2]>,
+    /// Triangle corners in leaf order: a, b, c as x, y, z (f32, as stored).
+    pub tris: Vec<[f32; 9]>,
+    /// Per node ([`FAR_STRIDE`] doubles): centre (0..3), radius² (3), dipole (4..7), first moment
+    /// M column-major (7..16), trace M (16), u = Σⱼ row j of Cⱼ (17..20), trace of C₀, C₁, C₂
+    /// (20..23), C₀, C₁, C₂ column-major (23..50).
+    pub far: Vec<[f64; FAR_STRIDE]>,
+    /// β² of the tree.
+    pub beta2: f64,
+    /// Depth of the deepest node (the root is at 0); a traversal stack needs `max_depth + 1` slots.
+    pub max_depth: usize,
+}
 
 /// Far-field data of one BVH node (same index as in `Bvh::nodes`).
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +93,57 @@ impl WindingNumber {
 
     pub fn bvh(&self) -> &Bvh {
         &self.bvh
+    }
+
+    /// β² of the tree (the accuracy of [`Self::winding`] and of the second labelling pass).
+    pub fn beta2(&self) -> f64 {
+        self.beta2
+    }
+
+    /// The tree and its far-field data as flat arrays, for evaluating the same winding numbers
+    /// elsewhere (the CUDA labeller, `cuda/winding.cu`). Read-only: nothing here changes.
+    pub fn export_flat(&self) -> FlatWinding {
+        let nodes = self.bvh.nodes.iter().map(|n| [n.right_or_first, n.count]).collect();
+        let tris = self
+            .bvh
+            .tris
+            .iter()
+            .map(|[a, b, c]| [a.x, a.y, a.z, b.x, b.y, b.z, c.x, c.y, c.z])
+            .collect();
+        let far = self
+            .far
+            .iter()
+            .map(|f| {
+                let mut o = [0.0f64; FAR_STRIDE];
+                o[0..3].copy_from_slice(&f.center.to_array());
+                o[3] = f.radius2;
+                o[4..7].copy_from_slice(&f.dipole.to_array());
+                o[7..16].copy_from_slice(&f.moment.to_cols_array());
+                let m = &f.moment;
+                // exactly the sums `expansion` forms, so the device adds the same numbers
+                o[16] = m.x_axis.x + m.y_axis.y + m.z_axis.z;
+                let [c0, c1, c2] = &f.second;
+                o[17..20].copy_from_slice(&(c0.row(0) + c1.row(1) + c2.row(2)).to_array());
+                o[20] = c0.x_axis.x + c0.y_axis.y + c0.z_axis.z;
+                o[21] = c1.x_axis.x + c1.y_axis.y + c1.z_axis.z;
+                o[22] = c2.x_axis.x + c2.y_axis.y + c2.z_axis.z;
+                for (j, c) in f.second.iter().enumerate() {
+                    o[23 + 9 * j..32 + 9 * j].copy_from_slice(&c.to_cols_array());
+                }
+                o
+            })
+            .collect();
+        // deepest node (root at depth 0); children always follow their parent
+        let mut depth = vec![0usize; self.bvh.nodes.len()];
+        let mut max_depth = 0;
+        for (i, n) in self.bvh.nodes.iter().enumerate() {
+            if !n.is_leaf() {
+                depth[i + 1] = depth[i] + 1;
+                depth[n.right_or_first as usize] = depth[i] + 1;
+            }
+            max_depth = max_depth.max(depth[i]);
+        }
+        FlatWinding { nodes, tris, far, beta2: self.beta2, max_depth }
     }
 
     /// The fast (hierarchical) winding number at `q`.

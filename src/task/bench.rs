@@ -1,4 +1,9 @@
 //! `ffvol bench`: throughput of every stage of an occupancy training step, as figures.
+//!
+//! Every timed stage ends with [`crate::backend::Backend::synchronize`], so an asynchronous
+//! backend (CUDA) is timed to the end of its work, not of its launches. On CUDA the encode line
+//! times the device encoder, and the labelling section adds the GPU labeller and the
+//! device-resident occupancy step (sample + label + train, nothing read back but the loss).
 
 use crate::encoding::{Encoding, EncodingConfig};
 use crate::model::{Mlp, ModelConfig};
@@ -46,33 +51,52 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
         cfg.features
     );
     backend.train_step(&pts, &y, Loss::Bce, 1e-4)?; // warm-up
+    let on_cuda = backend.as_cuda_mut().is_some();
+    if let Some(cuda) = backend.as_cuda_mut() {
+        cuda.stage_points(&pts)?;
+        cuda.encode_staged(n)?; // warm-up
+    }
     let steps = cfg.steps.max(1);
     let (mut t_enc, mut t_fwd, mut t_bwd, mut t_opt, mut t_step) = (vec![], vec![], vec![], vec![], vec![]);
     let mut feats = vec![0.0; n * encoding.n_features()];
     for _ in 0..steps {
+        backend.synchronize()?;
         let t = Instant::now();
-        encoding.encode(&pts, &mut feats);
+        match backend.as_cuda_mut() {
+            Some(cuda) => cuda.encode_staged(n)?, // waits for the device
+            None => encoding.encode(&pts, &mut feats),
+        }
         t_enc.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         let out = backend.forward(&pts)?.to_vec();
+        backend.synchronize()?;
         t_fwd.push(t.elapsed().as_secs_f64());
         let mut g = vec![0.0; n];
         Loss::Bce.eval(&out, &y, &mut g);
         let t = Instant::now();
         backend.backward(&g)?;
+        backend.synchronize()?;
         t_bwd.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         backend.optimizer_step(1e-4)?;
+        backend.synchronize()?;
         t_opt.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         backend.train_step(&pts, &y, Loss::Bce, 1e-4)?;
+        backend.synchronize()?;
         t_step.push(t.elapsed().as_secs_f64());
     }
     let rate = |v: Vec<f64>| n as f64 / median(v);
     println!("{:<34} {:>14}", "stage (median of steps)", "samples/s");
-    println!("{:<34} {:>14.0}", "encode", rate(t_enc));
-    println!("{:<34} {:>14.0}", "forward (encode + MLP)", rate(t_fwd));
-    println!("{:<34} {:>14.0}", "backward", rate(t_bwd));
+    if on_cuda {
+        println!("{:<34} {:>14.0}", "encode (device)", rate(t_enc));
+        println!("{:<34} {:>14.0}", "forward (upload+encode+MLP+read)", rate(t_fwd));
+        println!("{:<34} {:>14.0}", "backward (upload dL/dz+backward)", rate(t_bwd));
+    } else {
+        println!("{:<34} {:>14.0}", "encode", rate(t_enc));
+        println!("{:<34} {:>14.0}", "forward (encode + MLP)", rate(t_fwd));
+        println!("{:<34} {:>14.0}", "backward", rate(t_bwd));
+    }
     println!("{:<34} {:>14.0}", "Adam (per step, in samples/s)", rate(t_opt));
     let train = rate(t_step);
     let flops = 6.0 * (n_params as f64) * train;
@@ -84,6 +108,7 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
     let mut out = vec![0.0; m];
     let t = Instant::now();
     backend.predict(&qp, &mut out)?;
+    backend.synchronize()?;
     println!("{:<34} {:>14.0}", "inference (predict)", m as f64 / t.elapsed().as_secs_f64());
 
     // labelling
@@ -105,8 +130,66 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
                 100.0 * inside as f64 / np as f64,
                 mesh.mesh_in_unit.triangles.len()
             );
+            if let Some(cuda) = backend.as_cuda_mut() {
+                device_labels_and_steps(cuda, &mesh, &p, &labels, n, steps)?;
+            }
         }
         Err(e) => println!("labels: skipped ({e})"),
     }
+    Ok(())
+}
+
+/// The GPU labeller on the same points as the host one, and the device-resident occupancy step
+/// (uniform batches of `batch` points, as the paper's protocol).
+fn device_labels_and_steps(
+    cuda: &mut crate::backend::cuda::CudaBackend,
+    mesh: &PreparedMesh,
+    points: &[[f32; 3]],
+    host_labels: &[f32],
+    batch: usize,
+    steps: usize,
+) -> crate::Result<()> {
+    use crate::backend::cuda::BatchParams;
+    let dm = cuda.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox)?;
+    let _ = cuda.label_points(&dm, &points[..points.len().min(4096)])?; // warm-up
+    let t = Instant::now();
+    let (labels, device_s) = cuda.label_points(&dm, points)?;
+    let wall = t.elapsed().as_secs_f64();
+    let differ = labels.iter().zip(host_labels).filter(|(a, b)| a != b).count();
+    let np = points.len();
+    println!(
+        "{:<34} {:>14.0}   ({np} points: {:.3} s on the device, {:.3} s with copies; {differ} differ from the host)",
+        "labels (GPU winding numbers)",
+        np as f64 / device_s.max(1e-12),
+        device_s,
+        wall
+    );
+    let mut params = BatchParams { seed: 0, step: 0, batch, n_surface: 0, surface_sigma: 0.01 };
+    cuda.occupancy_step(&dm, &params, 1e-4, 0)?; // warm-up
+    cuda.read_steps(1)?;
+    let steps = steps.max(super::occupancy::DEVICE_READ_EVERY);
+    let (mut label_s, mut train_s) = (0.0, 0.0);
+    let t = Instant::now();
+    let mut slot = 0;
+    for step in 0..steps {
+        params.step = 1 + step as u64;
+        cuda.occupancy_step(&dm, &params, 1e-4, slot)?;
+        slot += 1;
+        if slot == super::occupancy::DEVICE_READ_EVERY || step + 1 == steps {
+            let r = cuda.read_steps(slot)?;
+            label_s += r.label_seconds;
+            train_s += r.train_seconds;
+            slot = 0;
+        }
+    }
+    let wall = t.elapsed().as_secs_f64();
+    println!(
+        "{:<34} {:>14.0}   ({steps} steps of {batch}: {:.2} ms a step; device: sample + label {:.2} ms, train {:.2} ms)",
+        "occupancy step on the GPU",
+        (steps * batch) as f64 / wall,
+        1e3 * wall / steps as f64,
+        1e3 * label_s / steps as f64,
+        1e3 * train_s / steps as f64
+    );
     Ok(())
 }

@@ -4,7 +4,13 @@
 //! labels from generalized winding numbers → encoding → MLP → sigmoid cross-entropy → backward
 //! → Adam. Batches are a pure function of (seed, step), so a resumed run continues exactly as
 //! an uninterrupted one would.
+//!
+//! On the CUDA backend the whole step stays on the GPU: the same batch is drawn and labelled
+//! there ([`crate::backend::cuda::CudaBackend::occupancy_step`]), and the host only launches
+//! and reads the losses every [`DEVICE_READ_EVERY`] steps. Elsewhere the host draws and labels
+//! ([`training_batch`]) and the backend trains on the uploaded batch.
 
+use crate::backend::cuda::{BatchParams, DeviceMesh};
 use crate::backend::Backend;
 use crate::config::OccupancyConfig;
 use crate::geometry::marching_cubes::{marching_cubes_padded, Grid3};
@@ -97,6 +103,9 @@ pub struct Metrics {
     pub total_seconds: f64,
     pub mesh_vertices: usize,
     pub mesh_triangles: usize,
+    /// Where the training batches were drawn and labelled: "host" or "gpu".
+    #[serde(default)]
+    pub batches_on: String,
 }
 
 pub enum FitOutcome {
@@ -125,6 +134,12 @@ fn meta_from_extra(path: &Path, ck: &Checkpoint) -> Result<OccupancyMeta> {
     serde_json::from_str(text).map_err(|e| Error::format(path, format!("occupancy metadata: {e}")))
 }
 
+/// Points of each training batch drawn near the surface (the last ones of the batch).
+pub fn surface_points(cfg: &OccupancyConfig) -> usize {
+    let batch = cfg.train.batch;
+    ((batch as f64 * cfg.train.surface_fraction as f64).round() as usize).min(batch)
+}
+
 /// Draws and labels the training batch of `step`.
 pub fn training_batch(
     cfg: &OccupancyConfig,
@@ -134,7 +149,7 @@ pub fn training_batch(
     labels: &mut Vec<f32>,
 ) {
     let batch = cfg.train.batch;
-    let n_surface = ((batch as f64 * cfg.train.surface_fraction as f64).round() as usize).min(batch);
+    let n_surface = surface_points(cfg);
     let rng = CounterRng::new(cfg.seed, streams::TRAIN_BATCH);
     let base = step * batch as u64 * 16;
     points.resize(batch, [0.0; 3]);
@@ -237,10 +252,42 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     };
 
     let steps = cfg.train.steps;
+    // On CUDA, batches are drawn and labelled on the device: upload the mesh once.
+    let device_mesh = match backend.as_cuda_mut() {
+        None => None,
+        Some(cuda) => match cuda.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox) {
+            Ok(m) => {
+                log(opts, "training batches: sampled and labelled on the GPU");
+                Some(m)
+            }
+            Err(e) => {
+                log(opts, &format!("training batches: on the host ({e})"));
+                None
+            }
+        },
+    };
     let bar = progress_bar(opts, steps, start_step);
     let (mut points, mut labels) = (Vec::new(), Vec::new());
     let (mut train_s, mut label_s) = (0.0f64, 0.0f64);
-    for step in start_step..steps {
+    if let Some(dm) = &device_mesh {
+        let mut run = DeviceRun {
+            cfg,
+            opts,
+            bar: &bar,
+            start_step,
+            loss_log: &mut loss_log,
+            pending: Vec::with_capacity(DEVICE_READ_EVERY),
+            train_s: 0.0,
+            label_s: 0.0,
+        };
+        let outcome = run.train(backend.as_mut(), dm, &save);
+        (train_s, label_s) = (run.train_s, run.label_s);
+        if let Some(outcome) = outcome? {
+            return Ok(outcome);
+        }
+    }
+    let host_steps = if device_mesh.is_some() { steps..steps } else { start_step..steps };
+    for step in host_steps {
         if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
             || opts.stop_after.is_some_and(|s| step >= s)
         {
@@ -317,11 +364,118 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     metrics.device = backend.describe();
     metrics.train_seconds = train_s;
     metrics.label_seconds = label_s;
+    metrics.batches_on = if device_mesh.is_some() { "gpu" } else { "host" }.into();
     metrics.samples_per_second = (steps - start_step) as f64 * cfg.train.batch as f64 / train_s.max(1e-9);
     metrics.total_seconds = started.elapsed().as_secs_f64();
     let json = serde_json::to_string_pretty(&metrics).unwrap_or_default();
     crate::io::write_bytes_atomic(&dir.join(METRICS), json.as_bytes())?;
     Ok(FitOutcome::Finished(Box::new(metrics)))
+}
+
+/// Steps queued on the GPU between two reads of their losses (at most
+/// [`crate::backend::cuda::LOSS_SLOTS`]).
+pub const DEVICE_READ_EVERY: usize = 16;
+
+type LossLog = Vec<(u64, f32, f32)>;
+/// Writes the checkpoint and the loss log.
+type SaveFn<'f> = dyn Fn(&dyn Backend, &[(u64, f32, f32)]) -> Result<()> + 'f;
+
+/// The training loop of a run whose batches are drawn and labelled on the GPU.
+struct DeviceRun<'a> {
+    cfg: &'a OccupancyConfig,
+    opts: &'a FitOptions,
+    bar: &'a Option<indicatif::ProgressBar>,
+    start_step: u64,
+    loss_log: &'a mut LossLog,
+    /// (step number after the step, learning rate) of the steps queued since the last read.
+    pending: Vec<(u64, f32)>,
+    /// Device seconds in training and in sampling + labelling.
+    train_s: f64,
+    label_s: f64,
+}
+
+impl DeviceRun<'_> {
+    /// Runs steps `start_step..steps`; `Some` when stopped early (interrupt, `stop_after`).
+    fn train(
+        &mut self,
+        backend: &mut dyn Backend,
+        mesh: &DeviceMesh,
+        save: &SaveFn,
+    ) -> Result<Option<FitOutcome>> {
+        let cfg = self.cfg;
+        let steps = cfg.train.steps;
+        let mut params = BatchParams {
+            seed: cfg.seed,
+            step: 0,
+            batch: cfg.train.batch,
+            n_surface: surface_points(cfg),
+            surface_sigma: cfg.train.surface_sigma,
+        };
+        for step in self.start_step..steps {
+            if self.opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+                || self.opts.stop_after.is_some_and(|s| step >= s)
+            {
+                self.read(backend, save)?;
+                save(backend, self.loss_log)?;
+                if let Some(b) = self.bar {
+                    b.abandon();
+                }
+                return Ok(Some(FitOutcome::Interrupted { step }));
+            }
+            let lr = cfg.train.schedule.lr(cfg.train.lr, step, steps);
+            params.step = step;
+            let cuda = backend.as_cuda_mut().ok_or_else(|| Error::Config("device training without CUDA".into()))?;
+            cuda.occupancy_step(mesh, &params, lr, self.pending.len())?;
+            let done = step + 1;
+            self.pending.push((done, lr));
+            let checkpoint = cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0 && done < steps;
+            if self.pending.len() >= DEVICE_READ_EVERY || done == steps || checkpoint {
+                self.read(backend, save)?;
+            }
+            if checkpoint {
+                save(backend, self.loss_log)?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits for the queued steps, logs their losses and shows progress; a non-finite loss
+    /// saves a checkpoint and stops the run, as on the host path.
+    fn read(
+        &mut self,
+        backend: &mut dyn Backend,
+        save: &SaveFn,
+    ) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let cuda = backend.as_cuda_mut().ok_or_else(|| Error::Config("device training without CUDA".into()))?;
+        let report = cuda.read_steps(self.pending.len())?;
+        self.train_s += report.train_seconds;
+        self.label_s += report.label_seconds;
+        let steps = self.cfg.train.steps;
+        let batch = self.cfg.train.batch as f64;
+        for (&(done, lr), &loss) in self.pending.iter().zip(&report.losses) {
+            if !loss.is_finite() {
+                self.pending.clear();
+                save(backend, self.loss_log)?;
+                return Err(Error::Input(format!(
+                    "training diverged at step {} (loss {loss}); try a smaller learning rate",
+                    done - 1
+                )));
+            }
+            self.loss_log.push((done, loss, lr));
+            let rate = (done - self.start_step) as f64 * batch / (self.train_s + self.label_s).max(1e-9);
+            if let Some(b) = self.bar {
+                b.set_position(done);
+                b.set_message(format!("loss {loss:.4}  {:.0}k samples/s", rate / 1e3));
+            } else if self.opts.progress && (done % (steps / 10).max(1) == 0) {
+                eprintln!("step {done}/{steps}  loss {loss:.4}  {:.0}k samples/s", rate / 1e3);
+            }
+        }
+        self.pending.clear();
+        Ok(())
+    }
 }
 
 /// IoU and accuracy on the uniform and near-surface test sets.

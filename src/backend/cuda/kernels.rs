@@ -20,6 +20,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("adam.cu", include_str!("../../../cuda/adam.cu")),
     ("sample.cu", include_str!("../../../cuda/sample.cu")),
     ("precision.cu", include_str!("../../../cuda/precision.cu")),
+    ("winding.cu", include_str!("../../../cuda/winding.cu")),
 ];
 
 /// Every `extern "C" __global__` function the backend loads.
@@ -36,6 +37,9 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adam_step",
     "rng_uniform_fill",
     "sample_uniform_box",
+    "sample_near_surface",
+    "winding_label",
+    "winding_values",
     "f32_to_f16",
     "bias_act_f16",
     "relu_mask_f16",

@@ -17,6 +17,7 @@
 pub mod kernels;
 mod network;
 
+pub use network::occupancy::{BatchParams, DeviceMesh, StepReport, LOSS_SLOTS, WINDING_STACK};
 pub use network::{rng_key, CudaBackend};
 
 use cudarc::driver::{CudaContext, CudaFunction};

@@ -5,6 +5,9 @@
 //! (bias + ReLU, ReLU mask, bias-gradient column sums in f64, loss, Adam). In fp16 mode the
 //! products read fp16 copies of the weights and activations and accumulate in fp32; all state
 //! (weights, gradients, Adam moments) stays fp32.
+//!
+//! [`occupancy`] adds the device-resident occupancy step: batches sampled and labelled on the
+//! GPU, so a training step never leaves the device.
 
 use super::{cuda_error, Precision, Runtime};
 use crate::backend::{Backend, TrainState};
@@ -214,7 +217,6 @@ struct Buffers {
     acts16: Vec<CudaSlice<f16>>,
     delta16: Option<CudaSlice<f16>>,
     partial: CudaSlice<f64>,
-    loss: CudaSlice<f32>,
 }
 
 impl Buffers {
@@ -256,7 +258,6 @@ impl Buffers {
             acts16,
             delta16: if fp16 && training { Some(gpu.alloc(cap * widest)?) } else { None },
             partial: gpu.alloc(LOSS_BLOCKS.max(parts * widest_out))?,
-            loss: gpu.alloc(1)?,
         })
     }
 }
@@ -286,6 +287,11 @@ pub struct CudaBackend {
     outputs: Vec<f32>,
     /// The last state read from or written to the device, returned by `state()` if reading fails.
     last_state: std::cell::RefCell<TrainState>,
+    /// Mean losses of the last steps, one slot per step between reads (see [`occupancy`]).
+    losses: CudaSlice<f32>,
+    /// Timing events of device-resident steps, per loss slot: before sampling, after
+    /// labelling, after Adam. Made on first use.
+    step_events: Vec<[cudarc::driver::CudaEvent; 3]>,
 }
 
 impl CudaBackend {
@@ -325,6 +331,8 @@ impl CudaBackend {
             grad_scale: 1.0,
             outputs: vec![],
             last_state: std::cell::RefCell::new(TrainState { adam: AdamState::zeros(n), mlp: mlp.clone() }),
+            losses: gpu.alloc(occupancy::LOSS_SLOTS)?,
+            step_events: vec![],
             sizes: mlp.sizes,
             gpu,
         };
@@ -379,8 +387,8 @@ impl CudaBackend {
         Ok(n)
     }
 
-    /// Encodes `bufs.points[..n]` and runs every layer into `bufs.acts`.
-    fn forward_device(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
+    /// Encodes `bufs.points[..n]` into `bufs.features` (and its fp16 copy).
+    fn encode_device(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
         let gpu = &self.gpu;
         let enc = &self.encoding;
         let f = enc.n_features();
@@ -410,6 +418,15 @@ impl CudaBackend {
         if let Some(f16buf) = &mut bufs.features16 {
             gpu.to_f16(&bufs.features.slice(0..n * f), &mut f16buf.slice_mut(0..n * f))?;
         }
+        Ok(())
+    }
+
+    /// Encodes `bufs.points[..n]` and runs every layer into `bufs.acts`.
+    fn forward_device(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
+        self.encode_device(bufs, n)?;
+        let gpu = &self.gpu;
+        let f = self.encoding.n_features();
+        let n_i = n as i32;
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             let (before, rest) = bufs.acts.split_at_mut(l);
@@ -537,8 +554,11 @@ impl CudaBackend {
     }
 
     /// Mean loss of the last forward against `bufs.targets`, writing ∂L/∂output (× grad_scale) into
-    /// `bufs.deltas[0]`; the loss stays on the device in `bufs.loss`.
-    fn loss_device(&mut self, n: usize, loss: Loss) -> crate::Result<()> {
+    /// `bufs.deltas[0]`; the loss stays on the device in `self.losses[slot]`.
+    fn loss_device(&mut self, n: usize, loss: Loss, slot: usize) -> crate::Result<()> {
+        if slot >= self.losses.len() {
+            return Err(crate::Error::Config(format!("CUDA loss slot {slot} out of range")));
+        }
         let n_out = self.layers[self.layers.len() - 1].n_out;
         let len = n * n_out;
         self.grad_scale = if self.precision == Precision::Fp16 { len as f32 } else { 1.0 };
@@ -560,7 +580,8 @@ impl CudaBackend {
         let partial = bufs.partial.slice(0..blocks);
         let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
         let (parts, inv_n64) = (blocks as i32, inv_n as f64);
-        launch!(gpu, "mean_of_partials", one, &partial, &parts, &inv_n64, &mut bufs.loss)
+        let mut out = self.losses.slice_mut(slot..slot + 1);
+        launch!(gpu, "mean_of_partials", one, &partial, &parts, &inv_n64, &mut out)
     }
 
     /// Points uniform in `bbox` on the device, exactly as [`crate::sample::uniform_in_box`] draws
@@ -647,6 +668,14 @@ fn missing() -> crate::Error {
 }
 
 impl Backend for CudaBackend {
+    fn synchronize(&self) -> crate::Result<()> {
+        self.gpu.stream.synchronize().map_err(|e| cuda_error("synchronising the stream", e))
+    }
+
+    fn as_cuda_mut(&mut self) -> Option<&mut CudaBackend> {
+        Some(self)
+    }
+
     fn describe(&self) -> String {
         format!(
             "cuda {} on {} ({}, kernels {})",
@@ -818,12 +847,14 @@ impl Backend for CudaBackend {
         self.train = Some(bufs);
         r?;
         self.batch = n;
-        self.loss_device(n, loss)?;
+        self.loss_device(n, loss, 0)?;
         self.backward_device(n)?;
         self.optimizer_step(lr)?;
         let mut value = [0.0f32];
-        let bufs = self.train.as_ref().ok_or_else(missing)?;
-        self.gpu.download(&bufs.loss.slice(0..1), &mut value)?;
+        self.gpu.download(&self.losses.slice(0..1), &mut value)?;
         Ok(value[0])
     }
 }
+
+#[path = "occupancy.rs"]
+pub mod occupancy;

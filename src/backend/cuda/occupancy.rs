@@ -1,0 +1,358 @@
+//! The occupancy step without the host: the batch of a step is drawn on the device from the
+//! same counter RNG as [`crate::task::occupancy::training_batch`] (uniform points bit for bit,
+//! near-surface points to the last bit of Box–Muller's log/cos), labelled on the device by the
+//! winding-number tree of [`crate::geometry::winding`] (`cuda/winding.cu`, the same traversal
+//! and two passes in f64), then encoded, trained on, and the loss left in a device slot. The host
+//! launches, and reads the losses (and the step timings) only every few steps.
+
+use super::{grid, missing, rng_key, CudaBackend, Gpu};
+use crate::backend::cuda::cuda_error;
+use crate::backend::Backend;
+use cudarc::driver::PushKernelArg;
+use crate::geometry::winding::{WindingNumber, LABEL_BETA, LABEL_RECHECK};
+use crate::geometry::TriMesh;
+use crate::sample::rng::streams;
+use crate::sample::Aabb;
+use crate::train::Loss;
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig};
+
+/// Losses (and timing events) kept on the device between two reads: the most steps
+/// [`CudaBackend::occupancy_step`] can run before [`CudaBackend::read_steps`].
+pub const LOSS_SLOTS: usize = 64;
+
+/// Depth of the per-thread traversal stack in `cuda/winding.cu` (`WINDING_STACK`).
+pub const WINDING_STACK: usize = 64;
+
+/// Threads per block of the winding kernels: small blocks spread a 32,768-point batch over
+/// every SM (one thread per point; traversals of different length finish at different times).
+const WINDING_THREADS: u32 = 64;
+
+fn winding_grid(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(WINDING_THREADS as usize).clamp(1, 1 << 20) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (WINDING_THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// A mesh on the device, ready for sampling near its surface and labelling points against it:
+/// the winding-number tree (nodes, leaf triangles, far-field data) and the faces in source order.
+/// Made by [`CudaBackend::upload_mesh`]; use it with the backend that made it.
+pub struct DeviceMesh {
+    nodes: CudaSlice<u32>,
+    tris: CudaSlice<f32>,
+    far: CudaSlice<f64>,
+    faces: CudaSlice<f32>,
+    n_nodes: i32,
+    n_faces: u64,
+    beta2: f64,
+    /// The box uniform points are drawn from.
+    pub bbox: Aabb,
+    /// Depth of the deepest tree node (the stack needs one more slot).
+    pub max_depth: usize,
+}
+
+impl DeviceMesh {
+    pub fn n_faces(&self) -> u64 {
+        self.n_faces
+    }
+}
+
+/// What defines the training batch of one step (see `task::occupancy::training_batch`).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchParams {
+    pub seed: u64,
+    pub step: u64,
+    pub batch: usize,
+    /// The last `n_surface` points of the batch are near-surface points.
+    pub n_surface: usize,
+    pub surface_sigma: f32,
+}
+
+/// What [`CudaBackend::read_steps`] returns for the steps since the last read.
+#[derive(Clone, Debug, Default)]
+pub struct StepReport {
+    /// Mean loss of each step, in order.
+    pub losses: Vec<f32>,
+    /// Device time spent sampling and labelling, and training (encode, MLP, loss, backward, Adam).
+    pub label_seconds: f64,
+    pub train_seconds: f64,
+}
+
+impl CudaBackend {
+    /// Uploads `mesh_in_unit`'s faces and `winding`'s tree once; the arrays are those of
+    /// [`WindingNumber::export_flat`]. Fails when the tree is deeper than the device stack.
+    pub fn upload_mesh(&self, winding: &WindingNumber, mesh_in_unit: &TriMesh, bbox: Aabb) -> crate::Result<DeviceMesh> {
+        let flat = winding.export_flat();
+        if flat.max_depth + 1 > WINDING_STACK {
+            return Err(crate::Error::Config(format!(
+                "the mesh's BVH is {} levels deep; the GPU labeller's stack holds {WINDING_STACK}",
+                flat.max_depth + 1
+            )));
+        }
+        if flat.nodes.len() > i32::MAX as usize {
+            return Err(crate::Error::Config("the mesh is too large for the GPU labeller".into()));
+        }
+        let n_pos = mesh_in_unit.positions.len();
+        let mut faces = Vec::with_capacity(9 * mesh_in_unit.triangles.len());
+        for (f, t) in mesh_in_unit.triangles.iter().enumerate() {
+            for &v in t {
+                let p = mesh_in_unit.positions.get(v as usize).ok_or_else(|| {
+                    crate::Error::Input(format!("face {f} refers to vertex {v} but the mesh has {n_pos} vertices"))
+                })?;
+                faces.extend_from_slice(&p.to_array());
+            }
+        }
+        let gpu = &self.gpu;
+        let up_u32 = |v: &[u32]| -> crate::Result<CudaSlice<u32>> {
+            let mut d = gpu.alloc(v.len())?;
+            gpu.upload(v, &mut d)?;
+            Ok(d)
+        };
+        let up_f32 = |v: &[f32]| -> crate::Result<CudaSlice<f32>> {
+            let mut d = gpu.alloc(v.len())?;
+            gpu.upload(v, &mut d)?;
+            Ok(d)
+        };
+        let nodes = up_u32(flat.nodes.as_flattened())?;
+        let tris = up_f32(flat.tris.as_flattened())?;
+        let faces_d = up_f32(&faces)?;
+        let mut far = gpu.alloc::<f64>(flat.far.len() * flat.far.first().map_or(1, |f| f.len()))?;
+        gpu.upload(flat.far.as_flattened(), &mut far)?;
+        // other streams may use the mesh once the copies are done
+        self.synchronize_stream()?;
+        Ok(DeviceMesh {
+            nodes,
+            tris,
+            far,
+            faces: faces_d,
+            n_nodes: flat.nodes.len() as i32,
+            n_faces: mesh_in_unit.triangles.len() as u64,
+            beta2: flat.beta2,
+            bbox,
+            max_depth: flat.max_depth,
+        })
+    }
+
+    fn synchronize_stream(&self) -> crate::Result<()> {
+        self.gpu.stream.synchronize().map_err(|e| cuda_error("synchronising the stream", e))
+    }
+
+    /// `labels[i]` = 1 when point i (row-major n × 3 on the device) is inside: the two passes of
+    /// [`WindingNumber::label_points`].
+    fn label_device(
+        gpu: &Gpu,
+        mesh: &DeviceMesh,
+        points: &CudaView<f32>,
+        n: usize,
+        labels: &mut CudaViewMut<f32>,
+    ) -> crate::Result<()> {
+        if points.len() < 3 * n || labels.len() < n {
+            return Err(crate::Error::Config("CUDA winding_label: buffers too small".into()));
+        }
+        let (n_i, bc, bf, re) = (n as i64, LABEL_BETA * LABEL_BETA, mesh.beta2, LABEL_RECHECK);
+        launch!(
+            gpu,
+            "winding_label",
+            winding_grid(n),
+            points,
+            &n_i,
+            &mesh.nodes,
+            &mesh.tris,
+            &mesh.far,
+            &mesh.n_nodes,
+            &bc,
+            &bf,
+            &re,
+            labels
+        )
+    }
+
+    /// Labels host points on the device (for tests and the benchmark). Returns the labels and
+    /// the device time of the labelling kernel alone, in seconds.
+    pub fn label_points(&self, mesh: &DeviceMesh, points: &[[f32; 3]]) -> crate::Result<(Vec<f32>, f64)> {
+        let n = points.len();
+        if n == 0 {
+            return Ok((vec![], 0.0));
+        }
+        let gpu = &self.gpu;
+        let mut p = gpu.alloc::<f32>(3 * n)?;
+        gpu.upload(points.as_flattened(), &mut p)?;
+        let mut out = gpu.alloc::<f32>(n)?;
+        let t0 = self.timing_event()?;
+        Self::label_device(gpu, mesh, &p.slice(0..3 * n), n, &mut out.slice_mut(0..n))?;
+        let t1 = self.timing_event()?;
+        let mut host = vec![0.0; n];
+        gpu.download(&out.slice(0..n), &mut host)?;
+        let ms = t0.elapsed_ms(&t1).map_err(|e| cuda_error("reading event times", e))?;
+        Ok((host, ms as f64 / 1e3))
+    }
+
+    /// The hierarchical winding numbers of host points at accuracy β² (the tree's own β² gives
+    /// [`WindingNumber::winding`]), computed on the device; for tests.
+    pub fn winding_numbers(&self, mesh: &DeviceMesh, points: &[[f32; 3]], beta2: f64) -> crate::Result<Vec<f64>> {
+        let n = points.len();
+        if n == 0 {
+            return Ok(vec![]);
+        }
+        let gpu = &self.gpu;
+        let mut p = gpu.alloc::<f32>(3 * n)?;
+        gpu.upload(points.as_flattened(), &mut p)?;
+        let mut out = gpu.alloc::<f64>(n)?;
+        let n_i = n as i64;
+        launch!(gpu, "winding_values", winding_grid(n), &p, &n_i, &mesh.nodes, &mesh.tris, &mesh.far, &mesh.n_nodes, &beta2, &mut out)?;
+        let mut host = vec![0.0f64; n];
+        gpu.stream.memcpy_dtoh(&out, &mut host).map_err(|e| cuda_error("copying from the device", e))?;
+        self.synchronize_stream()?;
+        Ok(host)
+    }
+
+    fn timing_event(&self) -> crate::Result<cudarc::driver::CudaEvent> {
+        self.gpu
+            .stream
+            .record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| cuda_error("recording an event", e))
+    }
+
+    /// Draws and labels the batch of `p.step` into the training buffers (points, targets).
+    fn draw_batch(&mut self, mesh: &DeviceMesh, p: &BatchParams) -> crate::Result<()> {
+        let n = p.batch;
+        if self.encoding.dim != 3 {
+            return Err(crate::Error::Config("occupancy batches are 3-D; the encoding is not".into()));
+        }
+        if n == 0 || p.n_surface > n {
+            return Err(crate::Error::Input(format!("batch of {n} points with {} near the surface", p.n_surface)));
+        }
+        if p.n_surface > 0 && mesh.n_faces == 0 {
+            return Err(crate::Error::Input("near-surface points asked of a mesh without faces".into()));
+        }
+        let widest = self.layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1);
+        if n > i32::MAX as usize / widest.max(3) {
+            return Err(crate::Error::Input(format!("{n} points is too many for one batch on the GPU")));
+        }
+        Self::ensure(&mut self.train, &self.gpu, n, 3, &self.layers, true, self.precision)?;
+        let gpu = &self.gpu;
+        let bufs = self.train.as_mut().ok_or_else(missing)?;
+        let key = rng_key(p.seed, streams::TRAIN_BATCH);
+        let base = p.step.wrapping_mul(n as u64).wrapping_mul(16);
+        let n_uniform = n - p.n_surface;
+        if n_uniform > 0 {
+            let (lo, hi) = (mesh.bbox.min, mesh.bbox.max);
+            // glam computes the size as max − min in f32, as here
+            let size = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+            let n_i = n_uniform as i64;
+            let mut out = bufs.points.slice_mut(0..3 * n_uniform);
+            launch!(
+                gpu,
+                "sample_uniform_box",
+                grid(n_uniform),
+                &key,
+                &base,
+                &n_i,
+                &lo[0],
+                &lo[1],
+                &lo[2],
+                &size[0],
+                &size[1],
+                &size[2],
+                &mut out
+            )?;
+        }
+        if p.n_surface > 0 {
+            let first = base.wrapping_add(4 * n as u64);
+            let first = first + (first & 1);
+            let n_i = p.n_surface as i64;
+            let mut out = bufs.points.slice_mut(3 * n_uniform..3 * n);
+            launch!(
+                gpu,
+                "sample_near_surface",
+                grid(p.n_surface),
+                &key,
+                &first,
+                &n_i,
+                &mesh.faces,
+                &mesh.n_faces,
+                &p.surface_sigma,
+                &mut out
+            )?;
+        }
+        let pts = bufs.points.slice(0..3 * n);
+        let mut labels = bufs.targets.slice_mut(0..n);
+        Self::label_device(gpu, mesh, &pts, n, &mut labels)
+    }
+
+    /// The batch of `p.step` drawn and labelled on the device, read back (points n × 3, labels):
+    /// for tests against `task::occupancy::training_batch`.
+    pub fn occupancy_batch(&mut self, mesh: &DeviceMesh, p: &BatchParams) -> crate::Result<(Vec<f32>, Vec<f32>)> {
+        self.draw_batch(mesh, p)?;
+        let bufs = self.train.as_ref().ok_or_else(missing)?;
+        let mut points = vec![0.0; 3 * p.batch];
+        self.gpu.download(&bufs.points.slice(0..3 * p.batch), &mut points)?;
+        let mut labels = vec![0.0; p.batch];
+        self.gpu.download(&bufs.targets.slice(0..p.batch), &mut labels)?;
+        Ok((points, labels))
+    }
+
+    /// One occupancy training step on the device: draw and label the batch of `p.step`, encode,
+    /// forward, sigmoid cross-entropy, backward, Adam. Nothing is read back: the mean loss goes
+    /// to loss slot `slot` (< [`LOSS_SLOTS`]); [`Self::read_steps`] reads slots `0..k`. The
+    /// result equals `train_step` on the host batch of `training_batch`.
+    pub fn occupancy_step(&mut self, mesh: &DeviceMesh, p: &BatchParams, lr: f32, slot: usize) -> crate::Result<()> {
+        if slot >= LOSS_SLOTS {
+            return Err(crate::Error::Config(format!("loss slot {slot}: at most {LOSS_SLOTS} steps between reads")));
+        }
+        while self.step_events.len() <= slot {
+            let ctx = &self.gpu.rt.ctx;
+            let ev = || ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT));
+            let made = (|| Ok::<_, cudarc::driver::DriverError>([ev()?, ev()?, ev()?]))()
+                .map_err(|e| cuda_error("creating events", e))?;
+            self.step_events.push(made);
+        }
+        let record = |be: &Self, k: usize| {
+            be.step_events[slot][k].record(&be.gpu.stream).map_err(|e| cuda_error("recording an event", e))
+        };
+        record(self, 0)?;
+        self.draw_batch(mesh, p)?;
+        record(self, 1)?;
+        self.batch = p.batch;
+        self.loss_device(p.batch, Loss::Bce, slot)?;
+        self.backward_device(p.batch)?;
+        self.optimizer_step(lr)?;
+        record(self, 2)
+    }
+
+    /// Waits for the queued steps and reads the losses of slots `0..k` (the last `k` steps of
+    /// [`Self::occupancy_step`], in slot order) with their device times.
+    pub fn read_steps(&self, k: usize) -> crate::Result<StepReport> {
+        if k > LOSS_SLOTS || k > self.step_events.len() {
+            return Err(crate::Error::Config(format!("read_steps({k}): only {} slots in use", self.step_events.len())));
+        }
+        let mut losses = vec![0.0f32; k];
+        if k > 0 {
+            self.gpu.download(&self.losses.slice(0..k), &mut losses)?;
+        }
+        let mut report = StepReport { losses, ..Default::default() };
+        for ev in &self.step_events[..k] {
+            let ms = |a: usize, b: usize| ev[a].elapsed_ms(&ev[b]).map_err(|e| cuda_error("reading event times", e));
+            report.label_seconds += ms(0, 1)? as f64 / 1e3;
+            report.train_seconds += ms(1, 2)? as f64 / 1e3;
+        }
+        Ok(report)
+    }
+
+    /// Uploads host points into the inference buffers, for timing [`Self::encode_staged`].
+    pub fn stage_points(&mut self, points: &[f32]) -> crate::Result<usize> {
+        let n = self.check_points(points, "stage_points")?;
+        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, self.precision)?;
+        let bufs = self.infer.as_mut().ok_or_else(missing)?;
+        self.gpu.upload(points, &mut bufs.points)?;
+        Ok(n)
+    }
+
+    /// Encodes the first `n` staged points on the device and waits for it (benchmark of the
+    /// device encoder alone).
+    pub fn encode_staged(&mut self, n: usize) -> crate::Result<()> {
+        let mut bufs = self.infer.take().ok_or_else(missing)?;
+        let r = if n > bufs.cap { Err(crate::Error::Input("encode_staged: more points than staged".into())) } else { self.encode_device(&mut bufs, n) };
+        self.infer = Some(bufs);
+        r?;
+        self.synchronize_stream()
+    }
+}

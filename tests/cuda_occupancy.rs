@@ -1,0 +1,327 @@
+//! The device-resident occupancy step against the host path: GPU labels (winding numbers in
+//! `cuda/winding.cu`) against `WindingNumber::label_points`, GPU batches against
+//! `training_batch`, device training against host training, and a short fit on both.
+//!
+//! GPU tests print `skipped: <reason>` and pass where CUDA is not usable, unless
+//! `FFVOL_REQUIRE_CUDA=1` (the GPU check), where that is a failure. The first test runs
+//! everywhere: it evaluates the flat arrays the kernel reads with the kernel's own traversal,
+//! written again in Rust, and must reproduce the CPU winding numbers bit for bit.
+
+use ffvol::backend::cuda::{self, BatchParams, CudaBackend, Precision, WINDING_STACK};
+use ffvol::backend::{Backend, CpuBackend};
+use ffvol::config::{OccupancyConfig, Preset};
+use ffvol::encoding::{Encoding, EncodingConfig};
+use ffvol::geometry::winding::{FlatWinding, FAR_STRIDE};
+use ffvol::model::{Mlp, ModelConfig};
+use ffvol::sample::rng::streams;
+use ffvol::sample::{near_surface, uniform_in_box, CounterRng};
+use ffvol::task::occupancy::{self, FitOptions, FitOutcome, PreparedMesh};
+use ffvol::train::{Adam, Loss};
+use glam::{DVec3, Vec3};
+use std::path::PathBuf;
+
+macro_rules! require_cuda {
+    () => {
+        if let Err(reason) = cuda::runtime() {
+            if std::env::var("FFVOL_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+                panic!("FFVOL_REQUIRE_CUDA=1 but CUDA is not usable: {reason}");
+            }
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+}
+
+/// datasets/bunny.ply: `$FFVOL_BUNNY`, else from the working directory (the GPU check runs in
+/// the repository root), else from this checkout.
+fn bunny_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("FFVOL_BUNNY") {
+        return PathBuf::from(p);
+    }
+    let here = PathBuf::from("datasets/bunny.ply");
+    if here.is_file() {
+        return here;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/bunny.ply")
+}
+
+fn bunny() -> PreparedMesh {
+    PreparedMesh::load(&bunny_path()).expect("datasets/bunny.ply")
+}
+
+/// 200k test points: 100k uniform in the box, 60k near the surface (σ = 0.01), 40k very near
+/// (σ = 0.001), where the inside test is hardest.
+fn label_points(mesh: &PreparedMesh) -> Vec<[f32; 3]> {
+    let mut uniform = vec![[0.0; 3]; 100_000];
+    uniform_in_box(&mesh.bbox, &CounterRng::new(7, streams::TEST_UNIFORM), 0, &mut uniform);
+    let mut near = vec![[0.0; 3]; 60_000];
+    near_surface(&mesh.mesh_in_unit, 0.01, &CounterRng::new(7, streams::TEST_SURFACE), 0, &mut near);
+    let mut nearer = vec![[0.0; 3]; 40_000];
+    near_surface(&mesh.mesh_in_unit, 0.001, &CounterRng::new(8, streams::TEST_SURFACE), 0, &mut nearer);
+    uniform.extend(near);
+    uniform.extend(nearer);
+    uniform
+}
+
+/// The traversal of `cuda/winding.cu` over `FlatWinding`'s arrays, in Rust.
+fn flat_winding(flat: &FlatWinding, q: Vec3, beta2: f64) -> f64 {
+    if flat.nodes.is_empty() {
+        return 0.0;
+    }
+    let q = q.as_dvec3();
+    let v = |f: &[f64], o: usize| DVec3::new(f[o], f[o + 1], f[o + 2]);
+    let mat = |f: &[f64], o: usize, r: DVec3| glam::DMat3::from_cols_slice(&f[o..o + 9]) * r;
+    let mut stack = vec![0u32];
+    let mut sum = 0.0;
+    while let Some(index) = stack.pop() {
+        assert!(stack.len() < WINDING_STACK, "stack deeper than the device's");
+        let f = &flat.far[index as usize];
+        assert_eq!(f.len(), FAR_STRIDE);
+        let r = v(f, 0) - q;
+        let d2 = r.length_squared();
+        if d2 > beta2 * f[3] {
+            let d = d2.sqrt();
+            let inv3 = 1.0 / (d2 * d);
+            let inv5 = inv3 / d2;
+            let inv7 = inv5 / d2;
+            let rmr = r.dot(mat(f, 7, r));
+            let first = r.dot(v(f, 4)) * inv3;
+            let second = f[16] * inv3 - 3.0 * rmr * inv5;
+            let rcr = DVec3::new(r.dot(mat(f, 23, r)), r.dot(mat(f, 32, r)), r.dot(mat(f, 41, r)));
+            let third = 0.5 * (-3.0 * inv5 * (2.0 * v(f, 17).dot(r) + v(f, 20).dot(r)) + 15.0 * inv7 * r.dot(rcr));
+            sum += first + second + third;
+            continue;
+        }
+        let [first, count] = flat.nodes[index as usize];
+        if count > 0 {
+            for k in first..first + count {
+                let t = &flat.tris[k as usize];
+                let tri = [0, 3, 6].map(|o| Vec3::new(t[o], t[o + 1], t[o + 2]));
+                sum += ffvol::geometry::winding::solid_angle(&tri, q);
+            }
+        } else {
+            stack.push(first);
+            stack.push(index + 1);
+        }
+    }
+    sum / (4.0 * std::f64::consts::PI)
+}
+
+/// Runs everywhere: the arrays the GPU reads hold the tree the CPU uses.
+#[test]
+fn flat_tree_reproduces_cpu_winding_numbers() {
+    let mesh = bunny();
+    let flat = mesh.winding.export_flat();
+    println!(
+        "bunny: {} triangles, {} nodes, deepest node at depth {} (device stack {WINDING_STACK})",
+        flat.tris.len(),
+        flat.nodes.len(),
+        flat.max_depth
+    );
+    assert!(flat.max_depth < WINDING_STACK);
+    assert_eq!(flat.far.len(), flat.nodes.len());
+    let pts = label_points(&mesh);
+    for p in pts.iter().step_by(40) {
+        let q = Vec3::from_array(*p);
+        let want = mesh.winding.winding(q);
+        let got = flat_winding(&flat, q, mesh.winding.beta2());
+        assert_eq!(got.to_bits(), want.to_bits(), "{q}: {got} vs {want}");
+    }
+}
+
+fn backend_for(depth: usize, width: usize, features: usize, precision: Precision) -> (CpuBackend, CudaBackend) {
+    let rng = CounterRng::new(3, streams::INIT_WEIGHTS);
+    let e = Encoding::build(&EncodingConfig::Gaussian { sigma: 10.0, features, normalize: false }, 3, &rng);
+    let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth, width }, 1), &rng);
+    let cpu = CpuBackend::new(e.clone(), mlp.clone(), Adam::default(), 2).unwrap();
+    let gpu = CudaBackend::new(e, mlp, Adam::default(), precision).unwrap();
+    (cpu, gpu)
+}
+
+#[test]
+fn gpu_labels_match_cpu_labels() {
+    require_cuda!();
+    let mesh = bunny();
+    let (_, gpu) = backend_for(1, 8, 4, Precision::Fp32);
+    let dm = gpu.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox).unwrap();
+    let pts = label_points(&mesh);
+    let mut want = vec![0.0; pts.len()];
+    mesh.label(&pts, &mut want);
+    let (got, secs) = gpu.label_points(&dm, &pts).unwrap();
+    println!("{} labels on the GPU in {secs:.4} s of device time", pts.len());
+    let inside = want.iter().filter(|&&l| l > 0.5).count();
+    println!("{inside} of {} inside", pts.len());
+    let mut bad = vec![];
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        if g != w {
+            let wn = mesh.winding.winding(Vec3::from_array(pts[i]));
+            println!("label mismatch at {:?}: gpu {g}, cpu {w}, w = {wn:.17}", pts[i]);
+            bad.push((wn - 0.5).abs());
+        }
+    }
+    println!("label mismatches: {}", bad.len());
+    assert!(bad.len() <= 5 && bad.iter().all(|&d| d < 1e-9), "{} labels differ: {bad:?}", bad.len());
+
+    // the winding numbers themselves, at the tree's β: equal to the last bits of atan2/sqrt
+    let sub: Vec<[f32; 3]> = pts.iter().step_by(10).copied().collect();
+    let w_gpu = gpu.winding_numbers(&dm, &sub, mesh.winding.beta2()).unwrap();
+    let mut worst = 0.0f64;
+    for (p, g) in sub.iter().zip(&w_gpu) {
+        worst = worst.max((mesh.winding.winding(Vec3::from_array(*p)) - g).abs());
+    }
+    println!("winding numbers: worst |gpu − cpu| = {worst:.2e} over {} points", sub.len());
+    assert!(worst < 1e-9, "winding numbers differ by {worst:e}");
+}
+
+fn batch_config(batch: usize, surface_fraction: f32) -> OccupancyConfig {
+    let mut c = OccupancyConfig::preset(Preset::Fast);
+    c.mesh = bunny_path();
+    c.seed = 11;
+    c.train.batch = batch;
+    c.train.surface_fraction = surface_fraction;
+    c
+}
+
+#[test]
+fn gpu_batches_match_cpu_batches() {
+    require_cuda!();
+    let mesh = bunny();
+    let (_, mut gpu) = backend_for(1, 8, 4, Precision::Fp32);
+    let dm = gpu.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox).unwrap();
+    for (batch, fraction) in [(8192, 0.5), (32_768, 0.0), (1000, 1.0), (777, 0.3)] {
+        let cfg = batch_config(batch, fraction);
+        let n_surface = occupancy::surface_points(&cfg);
+        let n_uniform = batch - n_surface;
+        for step in [0u64, 1, 1234] {
+            let (mut pts, mut labels) = (vec![], vec![]);
+            occupancy::training_batch(&cfg, &mesh, step, &mut pts, &mut labels);
+            let p = BatchParams { seed: cfg.seed, step, batch, n_surface, surface_sigma: cfg.train.surface_sigma };
+            let (gp, gl) = gpu.occupancy_batch(&dm, &p).unwrap();
+            let host = pts.as_flattened();
+            assert_eq!(&gp[..3 * n_uniform], &host[..3 * n_uniform], "uniform points differ (batch {batch}, step {step})");
+            let worst = gp[3 * n_uniform..]
+                .iter()
+                .zip(&host[3 * n_uniform..])
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            let not_bitwise = gp.iter().zip(host).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            let mut label_diff = 0;
+            for i in 0..batch {
+                if gl[i] != labels[i] {
+                    let same_point = gp[3 * i..3 * i + 3] == host[3 * i..3 * i + 3];
+                    assert!(!same_point, "label of point {i} {:?} differs on an identical point", pts[i]);
+                    label_diff += 1;
+                }
+            }
+            println!(
+                "batch {batch} ({n_surface} near the surface), step {step}: near-surface worst |Δ| {worst:.1e}, \
+                 {not_bitwise} coordinates not bitwise equal, {label_diff} labels differ"
+            );
+            assert!(worst <= 1e-6, "near-surface points differ by {worst:e}");
+            assert!(label_diff <= 2, "{label_diff} labels differ");
+        }
+    }
+}
+
+/// The device step (sample + label + train on the GPU) follows the CPU's training curve on the
+/// host batches, as `training_curves_match_fp32` in cuda_parity.rs does for host batches.
+#[test]
+fn device_steps_follow_the_cpu_training_curve() {
+    require_cuda!();
+    let mesh = bunny();
+    let (mut cpu, mut gpu) = backend_for(3, 64, 64, Precision::Fp32);
+    let dm = gpu.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox).unwrap();
+    let cfg = batch_config(4096, 0.25);
+    let n_surface = occupancy::surface_points(&cfg);
+    let steps = 100u64;
+    let mut want = vec![];
+    let (mut pts, mut labels) = (vec![], vec![]);
+    for step in 0..steps {
+        occupancy::training_batch(&cfg, &mesh, step, &mut pts, &mut labels);
+        want.push(cpu.train_step(pts.as_flattened(), &labels, Loss::Bce, 2e-3).unwrap());
+    }
+    let mut got = vec![];
+    let mut slot = 0;
+    let (mut label_s, mut train_s) = (0.0, 0.0);
+    for step in 0..steps {
+        let p = BatchParams { seed: cfg.seed, step, batch: cfg.train.batch, n_surface, surface_sigma: 0.01 };
+        gpu.occupancy_step(&dm, &p, 2e-3, slot).unwrap();
+        slot += 1;
+        if slot == 16 || step + 1 == steps {
+            let r = gpu.read_steps(slot).unwrap();
+            got.extend(r.losses);
+            label_s += r.label_seconds;
+            train_s += r.train_seconds;
+            slot = 0;
+        }
+    }
+    assert_eq!(got.len(), want.len());
+    let worst = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs() / b.abs()));
+    println!(
+        "device steps: loss {:.4} → {:.4} (cpu {:.4} → {:.4}); worst relative difference {worst:.2e}; \
+         device time: sample + label {label_s:.3} s, train {train_s:.3} s",
+        got[0],
+        got[got.len() - 1],
+        want[0],
+        want[want.len() - 1]
+    );
+    assert!(worst < 1e-4, "device-step loss curve differs from the CPU's by {worst:.2e} relative");
+    let (a, b) = (gpu.state(), cpu.state());
+    assert_eq!(a.adam.step, b.adam.step);
+}
+
+fn fit_config(device: &str, out: PathBuf) -> OccupancyConfig {
+    let mut c = OccupancyConfig::preset(Preset::Fast);
+    c.mesh = bunny_path();
+    c.output = out;
+    c.device = device.into();
+    c.seed = 5;
+    c.encoding = EncodingConfig::Gaussian { sigma: 8.0, features: 64, normalize: false };
+    c.model = ModelConfig { depth: 3, width: 64 };
+    c.train.batch = 4096;
+    c.train.steps = 200;
+    c.train.lr = 5e-3;
+    c.train.checkpoint_every = 100;
+    c.eval.test_points = 20_000;
+    c.export.resolution = 32;
+    c.export.nifti = false;
+    c
+}
+
+/// `fit` on CUDA takes the device path and lands where the CPU does.
+#[test]
+fn short_fit_on_cuda_matches_cpu() {
+    require_cuda!();
+    let root = std::env::temp_dir().join(format!("ffvol-cuda-occ-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let run = |device: &str| {
+        let cfg = fit_config(device, root.join(device));
+        match occupancy::fit(&cfg, &FitOptions::default()).unwrap() {
+            FitOutcome::Finished(m) => *m,
+            FitOutcome::Interrupted { step } => panic!("interrupted at {step}"),
+        }
+    };
+    let c = run("cpu");
+    let g = run("cuda");
+    println!(
+        "200 steps: IoU uniform cpu {:.4} gpu {:.4}; near-surface cpu {:.4} gpu {:.4}; final loss cpu {:.4} gpu {:.4}; \
+         gpu: {} (batches on {}), label {:.3} s, train {:.3} s",
+        c.iou_uniform,
+        g.iou_uniform,
+        c.iou_surface,
+        g.iou_surface,
+        c.final_loss,
+        g.final_loss,
+        g.device,
+        g.batches_on,
+        g.label_seconds,
+        g.train_seconds
+    );
+    assert_eq!(c.batches_on, "host");
+    assert_eq!(g.batches_on, "gpu");
+    assert!((c.iou_uniform - g.iou_uniform).abs() < 0.01);
+    assert!((c.iou_surface - g.iou_surface).abs() < 0.01);
+    // the loss log has every step, as on the host path
+    let log = std::fs::read_to_string(root.join("cuda").join(occupancy::LOSS_CSV)).unwrap();
+    assert_eq!(log.lines().count(), 201);
+    let _ = std::fs::remove_dir_all(&root);
+}
