@@ -311,6 +311,10 @@ impl CudaBackend {
         record(self, 0)?;
         self.draw_batch(mesh, p)?;
         record(self, 1)?;
+        let mut bufs = self.train.take().ok_or_else(missing)?;
+        let forward = self.forward_device(&mut bufs, p.batch);
+        self.train = Some(bufs);
+        forward?;
         self.batch = p.batch;
         self.loss_device(p.batch, Loss::Bce, slot)?;
         self.backward_device(p.batch)?;
