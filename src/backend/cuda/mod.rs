@@ -43,11 +43,12 @@ impl Precision {
         }
     }
 
-    /// From `$FFVOL_CUDA_PRECISION` (`fp32` or `fp16`); fp32 when unset.
+    /// From `$FFVOL_CUDA_PRECISION` (`fp16` or `fp32`); fp16 when unset (DESIGN.md: tensor cores
+    /// with fp32 master weights by default, fp32 for checking).
     pub fn from_env() -> crate::Result<Self> {
         match std::env::var("FFVOL_CUDA_PRECISION").ok().as_deref() {
-            None | Some("") | Some("fp32") => Ok(Precision::Fp32),
-            Some("fp16") => Ok(Precision::Fp16),
+            None | Some("") | Some("fp16") => Ok(Precision::Fp16),
+            Some("fp32") => Ok(Precision::Fp32),
             Some(other) => Err(crate::Error::Config(format!("FFVOL_CUDA_PRECISION={other:?}: use fp32 or fp16"))),
         }
     }
