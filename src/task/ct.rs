@@ -12,6 +12,7 @@
 //!
 //! Loss: ½·mean((A f − y)²) over the measurements of the step.
 
+use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::backend::Backend;
 use crate::encoding::{Encoding, EncodingConfig};
 use crate::io::npy::{read_npy_f32, write_npy_f32};
@@ -625,28 +626,6 @@ impl<'a> Stepper<'a> {
         backend.backward(&self.d_out)?;
         Ok((total / b as f64) as f32)
     }
-}
-
-fn write_loss_log(path: &Path, rows: &[(u64, f32, f32)]) -> Result<()> {
-    let mut s = String::from("step,loss,lr\n");
-    for (step, loss, lr) in rows {
-        s.push_str(&format!("{step},{loss},{lr}\n"));
-    }
-    crate::io::write_bytes_atomic(path, s.as_bytes())
-}
-
-fn read_loss_log(path: &Path, up_to: u64) -> Vec<(u64, f32, f32)> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return vec![];
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut it = l.split(',');
-            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-        })
-        .filter(|r: &(u64, f32, f32)| r.0 <= up_to)
-        .collect()
 }
 
 fn log(opts: &FitOptions, line: &str) {

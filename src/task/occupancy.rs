@@ -10,6 +10,7 @@
 //! and reads the losses every [`DEVICE_READ_EVERY`] steps. Elsewhere the host draws and labels
 //! ([`training_batch`]) and the backend trains on the uploaded batch.
 
+use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::backend::cuda::{BatchParams, DeviceMesh};
 use crate::backend::Backend;
 use crate::config::OccupancyConfig;
@@ -782,28 +783,6 @@ pub fn load_run_config(dir: &Path) -> Result<OccupancyConfig> {
     let path = dir.join(RUN_TOML);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
-}
-
-fn write_loss_log(path: &Path, rows: &[(u64, f32, f32)]) -> Result<()> {
-    let mut s = String::from("step,loss,lr\n");
-    for (step, loss, lr) in rows {
-        s.push_str(&format!("{step},{loss},{lr}\n"));
-    }
-    crate::io::write_bytes_atomic(path, s.as_bytes())
-}
-
-fn read_loss_log(path: &Path, up_to: u64) -> Vec<(u64, f32, f32)> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return vec![];
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut it = l.split(',');
-            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-        })
-        .filter(|r: &(u64, f32, f32)| r.0 <= up_to)
-        .collect()
 }
 
 fn log(opts: &FitOptions, line: &str) {

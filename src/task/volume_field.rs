@@ -7,6 +7,7 @@
 //! fine voxel i' sits at input voxel index (i'+½)/K − ½, and `world_from_voxel` follows
 //! ([`upsampled_affine`]).
 
+use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::backend::Backend;
 use crate::encoding::EncodingConfig;
 use crate::geometry::marching_cubes::{marching_cubes_padded, Grid3};
@@ -405,26 +406,6 @@ pub fn log(opts: &FitOptions, line: &str) {
     if opts.progress {
         eprintln!("{line}");
     }
-}
-
-fn write_loss_log(path: &Path, rows: &[(u64, f32, f32)]) -> Result<()> {
-    let mut s = String::from("step,loss,lr\n");
-    for (step, loss, lr) in rows {
-        s.push_str(&format!("{step},{loss},{lr}\n"));
-    }
-    crate::io::write_bytes_atomic(path, s.as_bytes())
-}
-
-fn read_loss_log(path: &Path, up_to: u64) -> Vec<(u64, f32, f32)> {
-    let Ok(text) = std::fs::read_to_string(path) else { return vec![] };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut it = l.split(',');
-            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-        })
-        .filter(|r: &(u64, f32, f32)| r.0 <= up_to)
-        .collect()
 }
 
 /// Scales an error image for the montage: |error| × this, clipped to 1.

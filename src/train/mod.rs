@@ -3,6 +3,7 @@
 pub mod adam;
 pub mod image_metrics;
 pub mod loss;
+pub mod loss_log;
 pub mod metrics;
 pub mod schedule;
 
