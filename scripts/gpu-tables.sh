@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Prepares the paper-protocol MRI table (issue 4) for one call on a GPU machine, like
-# scripts/gpu-check.sh: builds here, fetches the MNI152 T1 and its 96³ resampling, and writes
-# gpu-bundle/run-tables.sh, which runs `ffvol fit mri --preset paper` (96³, 4 × 256, 1000 steps,
-# lr 2e-3, the paper's Gaussian-density mask) for none, basic, positional and Gaussian on CUDA,
-# and prints PSNR and SSIM next to the zero-filled baseline and the paper's figures.
+# Prepares the paper-protocol tables of issues 4 and 5 for calls on a GPU machine, like
+# scripts/gpu-check.sh: builds here, fetches the MNI152 T1 and its 96³ resampling, simulates the
+# eight seeded 512² Shepp–Logan phantoms of the 2D CT protocol (20 views over [0, π)), and writes
+#   gpu-bundle/run-tables.sh     MRI: `ffvol fit mri --preset paper` (96³, 4 × 256, 1000 steps,
+#                                lr 2e-3, Gaussian-density mask) for none/basic/positional/Gaussian
+#   gpu-bundle/run-ct-table.sh   CT: `ffvol fit ct --preset paper-ct` (512², 4 × 256, 1000 full-batch
+#                                steps, the paper's learning rates and σ) for the four mappings on
+#                                every phantom, with FBP and SART beside them; mean PSNR per method
+# each printing its table last, next to the paper's figures.
 #
-#   scripts/gpu-tables.sh                      # here: builds gpu-bundle/ (binary + 96³ volume)
-#   run tool: command "bash gpu-bundle/run-tables.sh", carry ["gpu-bundle"], timeout_s 560
+#   scripts/gpu-tables.sh        # here
+#   run tool: command "bash gpu-bundle/run-tables.sh" (or run-ct-table.sh), carry ["gpu-bundle"], timeout_s 560
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=gpu-bundle
@@ -16,6 +20,54 @@ mkdir -p "$B/data"
 strip -o "$B/ffvol-tables" target/release/ffvol
 cp datasets/mni152_t1_96.nii.gz "$B/data/"
 git rev-parse --short HEAD > "$B/COMMIT-tables"
+rm -rf "$B/ct" && mkdir -p "$B/ct"
+for seed in 1 2 3 4 5 6 7 8; do
+  target/release/ffvol simulate ct --phantom shepp2d --geometry paper-ct --seed "$seed" \
+    --output "$B/ct/phantom-$seed" > /dev/null
+  rm -f "$B/ct/phantom-$seed"/*.png
+done
+cat > "$B/run-ct-table.sh" <<'RUN'
+#!/usr/bin/env bash
+# On the GPU machine, from the repository root. Phantom-major, so that when time runs out every
+# method has the same phantoms; each fit is capped so the table always prints.
+B=gpu-bundle
+OUT="${OUT:-$B/out}"
+mkdir -p "$OUT"
+BUDGET="${BUDGET:-520}"
+echo "card: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) | ffvol $(cat $B/COMMIT-tables)"
+: > "$OUT/ct-psnr.txt"
+for dir in "$B"/ct/phantom-*; do
+  p=$(basename "$dir")
+  args=(--projections "$dir/projections.npy" --geometry "$dir/geometry.toml" --truth "$dir/truth.nii.gz")
+  for method in fbp sart; do
+    psnr=$("$B/ffvol-tables" recon "$method" "${args[@]}" --output "$OUT/$p-$method.nii.gz" 2>&1 | sed -n 's/^PSNR \([0-9.]*\) dB.*/\1/p')
+    echo "$p $method ${psnr:-nan}" | tee -a "$OUT/ct-psnr.txt"
+  done
+  for enc in none basic positional gaussian; do
+    left=$((BUDGET - SECONDS - 15))
+    cap=$((left < 90 ? left : 90))
+    if [ "$cap" -lt 15 ]; then echo "$p $enc: skipped, out of time"; continue; fi
+    s=$SECONDS
+    timeout "$cap" "$B/ffvol-tables" fit ct --preset paper-ct --device cuda --encoding "$enc" "${args[@]}" \
+      --output "$OUT/$p-$enc" > "$OUT/$p-$enc.log" 2>&1
+    psnr=$(sed -n 's/^PSNR \([0-9.]*\) dB.*/\1/p' "$OUT/$p-$enc.log")
+    echo "$p $enc ${psnr:-nan} ($((SECONDS - s)) s)" | tee -a "$OUT/ct-psnr.txt"
+    rm -f "$OUT/$p-$enc"/*.nii.gz "$OUT/$p-$enc"/checkpoint.safetensors
+  done
+done
+python3 - "$OUT/ct-psnr.txt" <<'PY'
+import math, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+paper = {"none": 16.75, "basic": 23.31, "positional": 26.89, "gaussian": 28.33}
+print("| method | mean PSNR (dB) | phantoms | paper |")
+print("|---|---|---|---|")
+for m in ["none", "basic", "positional", "gaussian", "fbp", "sart"]:
+    v = [float(r[2]) for r in rows if r[1] == m and r[2] != "nan"]
+    mean = sum(v) / len(v) if v else math.nan
+    print(f"| {m} | {mean:.2f} | {len(v)} | {paper.get(m, '–')} |")
+PY
+RUN
+chmod +x "$B/run-ct-table.sh"
 cat > "$B/run-tables.sh" <<'RUN'
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root. Each run is capped so the table always prints.
@@ -53,4 +105,4 @@ PY
 RUN
 chmod +x "$B/run-tables.sh"
 du -sh "$B"
-echo "ready: run tool command \"bash gpu-bundle/run-tables.sh\", carry [\"gpu-bundle\"], timeout_s 560"
+echo "ready: run tool command \"bash gpu-bundle/run-tables.sh\" (MRI) or \"bash gpu-bundle/run-ct-table.sh\" (CT), carry [\"gpu-bundle\"], timeout_s 560"
