@@ -227,7 +227,7 @@ impl CudaBackend {
         if n > i32::MAX as usize / widest.max(3) {
             return Err(crate::Error::Input(format!("{n} points is too many for one batch on the GPU")));
         }
-        Self::ensure(&mut self.train, &self.gpu, n, 3, &self.layers, true, self.precision)?;
+        Self::ensure(&mut self.train, &self.gpu, n, 3, &self.layers, true, (self.precision, self.fast))?;
         let gpu = &self.gpu;
         let bufs = self.train.as_mut().ok_or_else(missing)?;
         let key = rng_key(p.seed, streams::TRAIN_BATCH);
@@ -344,7 +344,7 @@ impl CudaBackend {
     /// Uploads host points into the inference buffers, for timing [`Self::encode_staged`].
     pub fn stage_points(&mut self, points: &[f32]) -> crate::Result<usize> {
         let n = self.check_points(points, "stage_points")?;
-        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, self.precision)?;
+        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, (self.precision, self.fast))?;
         let bufs = self.infer.as_mut().ok_or_else(missing)?;
         self.gpu.upload(points, &mut bufs.points)?;
         Ok(n)
