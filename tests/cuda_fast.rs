@@ -24,11 +24,13 @@ macro_rules! require_cuda {
     };
 }
 
-/// The CPU reference, the default fp16 CUDA path and the fast one, on the same weights.
+/// The CPU reference, the default fp16 CUDA path and the fast one (with cuBLASLt's fused
+/// epilogues where it loads, and without), on the same weights.
 struct Trio {
     cpu: CpuBackend,
     default: CudaBackend,
     fast: CudaBackend,
+    fast_nolt: CudaBackend,
 }
 
 fn trio(enc: EncodingConfig, depth: usize, width: usize) -> (Trio, CounterRng) {
@@ -44,9 +46,12 @@ fn trio(enc: EncodingConfig, depth: usize, width: usize) -> (Trio, CounterRng) {
     let cpu = CpuBackend::new(e.clone(), mlp.clone(), Adam::default(), 2).unwrap();
     let default =
         CudaBackend::with_fast(e.clone(), mlp.clone(), Adam::default(), Precision::Fp16, false).unwrap();
-    let fast = CudaBackend::with_fast(e, mlp, Adam::default(), Precision::Fp16, true).unwrap();
-    assert!(fast.is_fast() && !default.is_fast());
-    (Trio { cpu, default, fast }, rng)
+    let fast_nolt =
+        CudaBackend::with_paths(e.clone(), mlp.clone(), Adam::default(), Precision::Fp16, true, false)
+            .unwrap();
+    let fast = CudaBackend::with_paths(e, mlp, Adam::default(), Precision::Fp16, true, true).unwrap();
+    assert!(fast.is_fast() && fast_nolt.is_fast() && !default.is_fast() && !fast_nolt.uses_lt());
+    (Trio { cpu, default, fast, fast_nolt }, rng)
 }
 
 fn points(rng: &CounterRng, first: u64, n: usize) -> Vec<f32> {
@@ -87,59 +92,72 @@ fn fast_path_is_opt_in_and_described() {
     println!("{}", be.describe());
 }
 
-/// Forward and every layer's dW and db: the fast path is as close to the fp32 CPU reference as
-/// the default fp16 path (same bounds as cuda_parity's fp16 test), on batch sizes that are not
-/// multiples of the column-sum blocks.
+/// The two fast variants of a trio, by name.
+fn variants(t: &mut Trio) -> [(&'static str, &mut CudaBackend); 2] {
+    [("fast+lt", &mut t.fast), ("fast-lt", &mut t.fast_nolt)]
+}
+
+/// Forward and every layer's dW and db: the fast path (with and without cuBLASLt) is as close to
+/// the fp32 CPU reference as the default fp16 path (same bounds as cuda_parity's fp16 test), on
+/// batch sizes that are not multiples of the column-sum blocks.
 #[test]
 fn fast_forward_and_gradients_match() {
     require_cuda!();
     for (n, depth, width, features) in [(8192, 4, 128, 64), (5003, 3, 64, 32), (70_001, 2, 256, 128)] {
         let (mut t, rng) =
             trio(EncodingConfig::Gaussian { sigma: 5.0, features, normalize: false }, depth, width);
+        println!("fast: {}", t.fast.describe());
         let pts = points(&rng, 3, n);
         let y = ball(&pts);
         let want = t.cpu.forward(&pts).unwrap().to_vec();
         let def = t.default.forward(&pts).unwrap().to_vec();
-        let got = t.fast.forward(&pts).unwrap().to_vec();
-        let (e_fast, e_def) = (rel_err(&got, &want, 1.0), rel_err(&def, &want, 1.0));
-        println!("fast: n {n} {depth}x{width}: forward error fast {e_fast:.2e}, default fp16 {e_def:.2e}");
-        assert!(e_fast < 1e-2, "fast forward relative error {e_fast}");
         let mut g = vec![0.0; n];
         Loss::Bce.eval(&want, &y, &mut g);
         t.cpu.backward(&g).unwrap();
         t.default.backward(&g).unwrap();
-        t.fast.backward(&g).unwrap();
-        let (gc, gd, gf) = (t.cpu.gradients(), t.default.gradients(), t.fast.gradients());
-        let e_all = rel_err(&gf, &gc, 1e-12);
+        let (gc, gd) = (t.cpu.gradients(), t.default.gradients());
+        let layers = t.cpu.mlp().layers();
         println!(
-            "fast: n {n} {depth}x{width}: gradient error fast {e_all:.2e}, default fp16 {:.2e}",
+            "fast: n {n} {depth}x{width}: default fp16: forward error {:.2e}, gradient error {:.2e}",
+            rel_err(&def, &want, 1.0),
             rel_err(&gd, &gc, 1e-12)
         );
-        assert!(e_all < 2e-2, "fast gradient relative error {e_all}");
-        for (l, layer) in t.cpu.mlp().layers().iter().enumerate() {
-            let w = layer.weight..layer.bias;
-            let b = layer.bias..layer.bias + layer.n_out;
-            let (ew, eb) = (
-                rel_err(&gf[w.clone()], &gc[w.clone()], 1e-12),
-                rel_err(&gf[b.clone()], &gc[b.clone()], 1e-12),
+        for (name, be) in variants(&mut t) {
+            let got = be.forward(&pts).unwrap().to_vec();
+            let e_fwd = rel_err(&got, &want, 1.0);
+            be.backward(&g).unwrap();
+            let gf = be.gradients();
+            let e_all = rel_err(&gf, &gc, 1e-12);
+            println!(
+                "fast: n {n} {depth}x{width}: {name}: forward error {e_fwd:.2e}, gradient error {e_all:.2e}"
             );
-            let (dw, db) = (rel_err(&gd[w.clone()], &gc[w], 1e-12), rel_err(&gd[b.clone()], &gc[b], 1e-12));
-            println!("fast:   layer {l}: dW {ew:.2e} (default {dw:.2e}), db {eb:.2e} (default {db:.2e})");
-            assert!(ew < 3e-2 && eb < 3e-2, "layer {l}: fast dW error {ew}, db error {eb}");
+            assert!(e_fwd < 1e-2, "{name}: forward relative error {e_fwd}");
+            assert!(e_all < 2e-2, "{name}: gradient relative error {e_all}");
+            for (l, layer) in layers.iter().enumerate() {
+                let w = layer.weight..layer.bias;
+                let b = layer.bias..layer.bias + layer.n_out;
+                let ew = rel_err(&gf[w.clone()], &gc[w.clone()], 1e-12);
+                let eb = rel_err(&gf[b.clone()], &gc[b.clone()], 1e-12);
+                let (dw, db) =
+                    (rel_err(&gd[w.clone()], &gc[w], 1e-12), rel_err(&gd[b.clone()], &gc[b], 1e-12));
+                println!("fast:   {name} layer {l}: dW {ew:.2e} (default {dw:.2e}), db {eb:.2e} (default {db:.2e})");
+                assert!(ew < 3e-2 && eb < 3e-2, "{name} layer {l}: dW error {ew}, db error {eb}");
+            }
         }
     }
 }
 
-/// 200 steps on fresh batches: the fast path's loss curve follows the CPU's as the default fp16
-/// path's does (1e-2 relative), and gradients are deterministic (two fast runs agree bit for bit).
+/// 200 steps on fresh batches: the fast paths' loss curves follow the CPU's as the default fp16
+/// path's does (1e-2 relative), and are deterministic (two runs agree bit for bit).
 #[test]
 fn fast_training_curve_matches() {
     require_cuda!();
-    let (mut t, _) = trio(EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false }, 3, 64);
-    let (mut again, _) = trio(EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false }, 3, 64);
+    let enc = EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false };
+    let (mut t, _) = trio(enc.clone(), 3, 64);
+    let (mut again, _) = trio(enc, 3, 64);
     let data = CounterRng::new(9, 3);
     let n = 2048;
-    let (mut worst, mut worst_def) = (0.0f32, 0.0f32);
+    let (mut worst, mut worst_nolt, mut worst_def) = (0.0f32, 0.0f32, 0.0f32);
     let mut last = 0.0;
     for step in 0..200u64 {
         let pts = points(&data, step * 3 * n as u64, n);
@@ -148,13 +166,23 @@ fn fast_training_curve_matches() {
         let b = t.fast.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
         let c = t.default.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
         let d = again.fast.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
-        assert_eq!(b.to_bits(), d.to_bits(), "step {step}: two fast runs differ ({b} vs {d})");
+        let e = t.fast_nolt.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        let f = again.fast_nolt.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        assert_eq!(b.to_bits(), d.to_bits(), "step {step}: two fast+lt runs differ ({b} vs {d})");
+        assert_eq!(e.to_bits(), f.to_bits(), "step {step}: two fast-lt runs differ ({e} vs {f})");
         worst = worst.max((a - b).abs() / a.abs());
+        worst_nolt = worst_nolt.max((a - e).abs() / a.abs());
         worst_def = worst_def.max((a - c).abs() / a.abs());
         last = b;
     }
-    println!("fast: worst relative difference of the loss over 200 steps: {worst:.2e} (default fp16 {worst_def:.2e}); last {last:.4}");
-    assert!(worst < 1e-2, "fast loss curve differs by {worst:.2e} relative");
+    println!(
+        "fast: worst relative difference of the loss over 200 steps: fast+lt {worst:.2e}, fast-lt {worst_nolt:.2e}, \
+         default fp16 {worst_def:.2e}; last {last:.4}"
+    );
+    assert!(
+        worst < 1e-2 && worst_nolt < 1e-2,
+        "fast loss curves differ by {worst:.2e} / {worst_nolt:.2e} relative"
+    );
     assert_eq!(t.fast.state(), again.fast.state(), "two fast runs end in different states");
 }
 
@@ -165,29 +193,31 @@ fn fast_predict_and_state_round_trip() {
     let (mut t, rng) = trio(EncodingConfig::Gaussian { sigma: 8.0, features: 16, normalize: false }, 2, 32);
     let n = 70_001;
     let pts = points(&rng, 11, n);
-    let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+    let mut a = vec![0.0; n];
     t.cpu.predict(&pts, &mut a).unwrap();
-    t.fast.predict(&pts, &mut b).unwrap();
-    let e = rel_err(&b, &a, 1.0);
-    assert!(e < 1e-2, "fast predict error {e}");
     let y = ball(&pts[..3 * 1000]);
     for _ in 0..3 {
         t.cpu.train_step(&pts[..3 * 1000], &y, Loss::Bce, 1e-3).unwrap();
     }
     let s = t.cpu.state();
-    t.fast.set_state(s.clone()).unwrap();
-    assert_eq!(t.fast.state(), s, "set_state then state is not the identity");
-    let l_fast = t.fast.train_step(&pts[..3 * 1000], &y, Loss::Bce, 1e-3).unwrap();
     let l_cpu = t.cpu.train_step(&pts[..3 * 1000], &y, Loss::Bce, 1e-3).unwrap();
-    assert!((l_fast - l_cpu).abs() < 1e-2 * l_cpu, "{l_fast} vs {l_cpu} after set_state");
-    // the encoder check still returns fp32 features on the fast path
-    let f_fast = t.fast.encode(&pts[..300]).unwrap();
     let f_def = t.default.encode(&pts[..300]).unwrap();
-    assert_eq!(f_fast, f_def);
+    for (name, be) in variants(&mut t) {
+        let mut b = vec![0.0; n];
+        be.predict(&pts, &mut b).unwrap();
+        let e = rel_err(&b, &a, 1.0);
+        assert!(e < 1e-2, "{name}: predict error {e}");
+        be.set_state(s.clone()).unwrap();
+        assert_eq!(be.state(), s, "{name}: set_state then state is not the identity");
+        let l_fast = be.train_step(&pts[..3 * 1000], &y, Loss::Bce, 1e-3).unwrap();
+        assert!((l_fast - l_cpu).abs() < 1e-2 * l_cpu, "{name}: {l_fast} vs {l_cpu} after set_state");
+        // the encoder check still returns fp32 features on the fast path
+        assert_eq!(be.encode(&pts[..300]).unwrap(), f_def, "{name}: encode differs");
+    }
 }
 
-/// The benchmark's shape (4 × 256, m = 256) at batch 2^17: one step on each path, losses and the
-/// parameters after Adam close.
+/// The benchmark's shape (4 × 256, m = 256) at batch 2^17: gradients against the default fp16
+/// path's, then three steps on each path: losses close, and Adam moves the parameters alike.
 #[test]
 fn fast_step_at_benchmark_shape() {
     require_cuda!();
@@ -196,14 +226,47 @@ fn fast_step_at_benchmark_shape() {
     let n = 1 << 17;
     let pts = points(&rng, 5, n);
     let y = ball(&pts);
-    for step in 0..3 {
-        let a = t.default.train_step(&pts, &y, Loss::Bce, 1e-3).unwrap();
-        let b = t.fast.train_step(&pts, &y, Loss::Bce, 1e-3).unwrap();
-        println!("fast: 4x256 m=256 batch 2^17 step {step}: loss default {a:.6} fast {b:.6}");
-        assert!((a - b).abs() < 1e-2 * a.abs(), "step {step}: {a} vs {b}");
+    let before = t.default.state().mlp.params;
+    let out = t.default.forward(&pts).unwrap().to_vec();
+    let mut g = vec![0.0; n];
+    Loss::Bce.eval(&out, &y, &mut g);
+    t.default.backward(&g).unwrap();
+    let gd = t.default.gradients();
+    let lr = 1e-3;
+    let mut want = vec![];
+    for _ in 0..3 {
+        want.push(t.default.train_step(&pts, &y, Loss::Bce, lr).unwrap());
     }
-    let (sd, sf) = (t.default.state(), t.fast.state());
-    let e = rel_err(&sf.mlp.params, &sd.mlp.params, 1e-6);
-    println!("fast: parameters after 3 steps, relative difference {e:.2e}");
-    assert!(e < 1e-2, "parameters differ by {e}");
+    let sd = t.default.state();
+    for (name, be) in variants(&mut t) {
+        let got = be.forward(&pts).unwrap().to_vec();
+        let e_fwd = rel_err(&got, &out, 1.0);
+        be.backward(&g).unwrap();
+        let e_grad = rel_err(&be.gradients(), &gd, 1e-12);
+        println!("fast: 4x256 m=256 batch 2^17 {name} vs default fp16: forward {e_fwd:.2e}, gradients {e_grad:.2e}");
+        assert!(
+            e_fwd < 1e-2 && e_grad < 2e-2,
+            "{name}: forward {e_fwd}, gradients {e_grad} against the default path"
+        );
+        for (step, a) in want.iter().enumerate() {
+            let b = be.train_step(&pts, &y, Loss::Bce, lr).unwrap();
+            println!("fast: 4x256 m=256 batch 2^17 step {step}: loss default {a:.6} {name} {b:.6}");
+            assert!((a - b).abs() < 1e-2 * a.abs(), "{name} step {step}: {a} vs {b}");
+        }
+        // Adam's first steps are ≈ lr·sign(g): count parameters that moved differently by more
+        // than lr in all (gradients at rounding level may flip sign between paths)
+        let p = be.state().mlp.params;
+        let apart = p
+            .iter()
+            .zip(&sd.mlp.params)
+            .zip(&before)
+            .filter(|((x, y), p0)| ((*x - *p0) - (*y - *p0)).abs() > lr)
+            .count();
+        println!(
+            "fast: {name}: {apart} of {} parameters moved differently from the default path over 3 steps; {}",
+            p.len(),
+            be.describe()
+        );
+        assert!(apart * 20 <= p.len(), "{name}: {apart} of {} parameters moved differently", p.len());
+    }
 }

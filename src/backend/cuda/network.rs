@@ -40,6 +40,12 @@ pub fn fast_from_env() -> bool {
     std::env::var("FFVOL_CUDA_FAST").is_ok_and(|v| v == "1")
 }
 
+/// Whether the fast path may use cuBLASLt's fused bias/ReLU epilogues (`$FFVOL_CUDA_LT`, on
+/// unless `0`).
+pub fn lt_from_env() -> bool {
+    std::env::var("FFVOL_CUDA_LT").map_or(true, |v| v != "0")
+}
+
 /// Rows per bias-gradient part on the fast path for a batch of `n`.
 fn fast_rows_per_part(n: usize) -> usize {
     FAST_ROWS_PER_PART.max(n.div_ceil(65_535).next_multiple_of(8))
@@ -366,6 +372,10 @@ pub struct CudaBackend {
     fast: bool,
     /// Why `FFVOL_CUDA_FAST=1` was not honoured, when it was asked for and is not.
     fast_note: Option<String>,
+    /// Fast path: cuBLASLt for the hidden layers' products with the bias + ReLU fused.
+    lt: Option<super::lt::Lt>,
+    /// Fast path: why cuBLASLt is not used (not loadable, switched off, or a shape it refused).
+    lt_note: std::cell::RefCell<Option<String>>,
     encoding: Encoding,
     sizes: Vec<usize>,
     layers: Vec<LayerLayout>,
@@ -404,6 +414,19 @@ impl CudaBackend {
     /// (parity tests run both paths in one process). The fast path needs fp16 precision and
     /// even hidden widths; otherwise the default path runs and [`Backend::describe`] says why.
     pub fn with_fast(encoding: Encoding, mlp: Mlp, adam: Adam, precision: Precision, fast: bool) -> crate::Result<Self> {
+        Self::with_paths(encoding, mlp, adam, precision, fast, lt_from_env())
+    }
+
+    /// [`Self::with_fast`], and on the fast path cuBLASLt's fused epilogues or not (`$FFVOL_CUDA_LT`
+    /// for the others).
+    pub fn with_paths(
+        encoding: Encoding,
+        mlp: Mlp,
+        adam: Adam,
+        precision: Precision,
+        fast: bool,
+        use_lt: bool,
+    ) -> crate::Result<Self> {
         let rt = super::runtime().map_err(|reason| crate::Error::Config(format!("CUDA is not usable: {reason}")))?;
         if mlp.sizes[0] != encoding.n_features() {
             return Err(crate::Error::Config(format!(
@@ -431,10 +454,23 @@ impl CudaBackend {
             None
         };
         let fast = fast && fast_note.is_none();
+        let (lt, lt_note) = if !fast {
+            (None, None)
+        } else if !use_lt {
+            (None, Some("cuBLASLt off (FFVOL_CUDA_LT=0)".to_string()))
+        } else {
+            let major = gpu.rt.arch.trim_start_matches("sm_").parse::<i32>().unwrap_or(0) / 10;
+            match super::lt::Lt::new(gpu.stream.clone(), major) {
+                Ok(lt) => (Some(lt), None),
+                Err(reason) => (None, Some(reason)),
+            }
+        };
         let mut be = CudaBackend {
             precision,
             fast,
             fast_note,
+            lt,
+            lt_note: std::cell::RefCell::new(lt_note),
             encoding,
             layers,
             adam,
@@ -467,6 +503,11 @@ impl CudaBackend {
     /// Whether the fast fp16 path runs (see [`Self::with_fast`]).
     pub fn is_fast(&self) -> bool {
         self.fast
+    }
+
+    /// Whether the fast path's hidden layers go through cuBLASLt (until a shape is refused).
+    pub fn uses_lt(&self) -> bool {
+        self.lt.is_some() && self.lt_note.borrow().is_none()
     }
 
     /// Name and architecture of the device, e.g. "NVIDIA H200 (sm_90)".
@@ -750,6 +791,15 @@ impl CudaBackend {
             let dims = (layer.n_out, n, layer.n_in);
             if l < last {
                 let mut z = rest[0].slice_mut(0..n * layer.n_out);
+                if let Some(lt) = self.lt.as_ref().filter(|_| self.lt_note.borrow().is_none()) {
+                    let w = p16.slice(layer.weight..layer.bias);
+                    let b16 = p16.slice(layer.bias..layer.bias + layer.n_out);
+                    match lt.matmul_bias(dims, true, &w, &input, &b16, &mut z) {
+                        Ok(()) => continue,
+                        // a shape cuBLASLt refuses: cuBLAS and bias_relu_h from here on
+                        Err(reason) => *self.lt_note.borrow_mut() = Some(reason),
+                    }
+                }
                 gpu.gemm_to((true, false), dims, 1.0, (w, layer.n_in), (Operand::F16(input), layer.n_in), (OutOperand::F16(&mut z), layer.n_out))?;
                 let relu = 1i32;
                 launch!(gpu, "bias_relu_h", grid(n * layer.n_out / 2), &mut z, &bias, &n_i, &cols, &relu)?;
@@ -984,7 +1034,10 @@ impl Backend for CudaBackend {
     fn describe(&self) -> String {
         let path = match (&self.fast_note, self.fast) {
             (Some(note), _) => format!(", {note}"),
-            (None, true) => ", fast path (FFVOL_CUDA_FAST=1)".to_string(),
+            (None, true) => match &*self.lt_note.borrow() {
+                None => ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues)".to_string(),
+                Some(why) => format!(", fast path (FFVOL_CUDA_FAST=1, without cuBLASLt: {why})"),
+            },
             (None, false) => String::new(),
         };
         format!(
