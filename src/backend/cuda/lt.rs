@@ -14,6 +14,9 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
 
+/// Alignment in bytes that every buffer and column start must have.
+const ALIGN: usize = 16;
+
 /// One product shape: descriptor, layouts and algorithm.
 struct Plan {
     desc: sys::cublasLtMatmulDesc_t,
@@ -137,6 +140,27 @@ impl Lt {
             )
             .map_err(|e| err("setting the workspace size", e))
             .and_then(|_| {
+                // only algorithms that work with 16-byte aligned buffers (the default allows
+                // algorithms that need 256): matmul_bias checks the pointers against this
+                use sys::cublasLtMatmulPreferenceAttributes_t as P;
+                for attr in [
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                    P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                ] {
+                    let align: u32 = ALIGN as u32;
+                    lt::set_matmul_pref_attribute(
+                        pref,
+                        attr,
+                        (&align) as *const u32 as *const c_void,
+                        std::mem::size_of::<u32>(),
+                    )
+                    .map_err(|e| err("setting an alignment", e))?;
+                }
+                Ok(())
+            })
+            .and_then(|_| {
                 lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref)
                     .map_err(|e| err(&format!("finding an algorithm for {m}×{n}×{k} (relu {relu})"), e))
             });
@@ -162,6 +186,10 @@ impl Lt {
         if a.len() < k * m || b.len() < k * n || bias.len() < m || c.len() < m * n {
             return Err("cuBLASLt: buffers smaller than the product".into());
         }
+        // every column of A, B and C starts 16-byte aligned (the plans' algorithms assume it)
+        if m % 8 != 0 || k % 8 != 0 {
+            return Err(format!("cuBLASLt: {m}×{k} weights are not a multiple of 8 halves wide"));
+        }
         let mut plans = self.plans.borrow_mut();
         let plan = plans.entry((m, n, k, relu)).or_insert_with(|| self.plan(m, n, k, relu));
         let plan = plan.as_ref().map_err(|e| e.clone())?;
@@ -171,6 +199,9 @@ impl Lt {
         let (bias_ptr, _gbias) = bias.device_ptr(s);
         let (c_ptr, _gc) = c.device_ptr_mut(s);
         let (w_ptr, _gw) = self.workspace.device_ptr(s);
+        if [a_ptr, b_ptr, bias_ptr, c_ptr].iter().any(|&p| p % ALIGN as u64 != 0) {
+            return Err("cuBLASLt: a buffer is not 16-byte aligned".into());
+        }
         let (alpha, beta) = (1.0f32, 0.0f32);
         // SAFETY: the plan's descriptor and layouts are live; the pointers are device buffers of
         // at least the sizes checked above, all used on this handle's stream.
