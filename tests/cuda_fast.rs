@@ -153,7 +153,7 @@ fn fast_forward_and_gradients_match() {
 fn fast_training_curve_matches() {
     require_cuda!();
     let enc = EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false };
-    let (mut t, _) = trio(enc.clone(), 3, 64);
+    let (mut t, _) = trio(enc, 3, 64);
     let (mut again, _) = trio(enc, 3, 64);
     let data = CounterRng::new(9, 3);
     let n = 2048;

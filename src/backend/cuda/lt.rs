@@ -38,13 +38,16 @@ impl Drop for Plan {
     }
 }
 
+/// (m, n, k, relu)
+type PlanKey = (usize, usize, usize, bool);
+
 /// A cuBLASLt handle on one stream with its workspace and plans.
 pub struct Lt {
     handle: sys::cublasLtHandle_t,
     stream: Arc<CudaStream>,
     workspace: CudaSlice<u8>,
     /// (m, n, k, relu) → plan, or the reason there is none for that shape.
-    plans: RefCell<HashMap<(usize, usize, usize, bool), Result<Plan, String>>>,
+    plans: RefCell<HashMap<PlanKey, Result<Plan, String>>>,
 }
 
 // SAFETY: the handle and the plans' descriptors are used only through `&self` methods on the
