@@ -108,3 +108,37 @@ extern "C" __global__ void adam_step_h(float* __restrict__ p, const float* __res
         p16[i] = __float2half_rn(pi);
     }
 }
+
+// adam_step_h with lr, c1, c2 read from hyper[0..3]: the form a captured CUDA graph replays, the
+// host writing the step's values into `hyper` before each launch. Same arithmetic.
+extern "C" __global__ void adam_step_h_dev(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                           float* __restrict__ v, long long n, const float* __restrict__ hyper,
+                                           float b1, float b2, float eps, __half* __restrict__ p16) {
+    float lr = hyper[0], c1 = hyper[1], c2 = hyper[2];
+    FOR_EACH(i, n) {
+        float gi = g[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float pi = p[i] - lr * (mi * c1) / (sqrtf(vi * c2) + eps);
+        p[i] = pi;
+        p16[i] = __float2half_rn(pi);
+    }
+}
+
+// mean_of_partials (cuda/loss.cu) writing out[*slot]: the loss slot of a graph-replayed step.
+// One block of 256 threads.
+extern "C" __global__ void mean_of_partials_slot(const double* __restrict__ partial, int parts, double inv_n,
+                                                 const int* __restrict__ slot, float* __restrict__ out) {
+    __shared__ double s[256];
+    double acc = 0.0;
+    for (int p = threadIdx.x; p < parts; p += blockDim.x) acc += partial[p];
+    s[threadIdx.x] = acc;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[*slot] = (float)(s[0] * inv_n);
+}

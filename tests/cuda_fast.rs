@@ -270,3 +270,68 @@ fn fast_step_at_benchmark_shape() {
         assert!(apart * 20 <= p.len(), "{name}: {apart} of {} parameters moved differently", p.len());
     }
 }
+
+/// datasets/bunny.ply: `$FFVOL_BUNNY`, else from the working directory (the GPU check runs in
+/// the repository root), else from this checkout.
+fn bunny_path() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("FFVOL_BUNNY") {
+        return p.into();
+    }
+    let here = std::path::PathBuf::from("datasets/bunny.ply");
+    if here.is_file() {
+        return here;
+    }
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/bunny.ply")
+}
+
+/// The device-resident occupancy step on the fast path replayed from a CUDA graph equals the same
+/// steps launched one by one, bit for bit (losses and final state), and follows the default path.
+#[test]
+fn fast_occupancy_steps_from_a_graph_match() {
+    use ffvol::backend::cuda::BatchParams;
+    require_cuda!();
+    let mesh = ffvol::task::occupancy::PreparedMesh::load(&bunny_path()).expect("datasets/bunny.ply");
+    let rng = CounterRng::new(42, 0);
+    let e =
+        Encoding::build(&EncodingConfig::Gaussian { sigma: 10.0, features: 64, normalize: false }, 3, &rng);
+    let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 4, width: 128 }, 1), &rng);
+    let make = |fast: bool| {
+        CudaBackend::with_fast(e.clone(), mlp.clone(), Adam::default(), Precision::Fp16, fast).unwrap()
+    };
+    let mut runs = vec![];
+    for (name, mut be) in
+        [("graph", make(true)), ("no graph", make(true).without_graph()), ("default", make(false))]
+    {
+        let dm = be.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox).unwrap();
+        let mut losses = vec![];
+        let (steps, every) = (40u64, 8usize);
+        for step in 0..steps {
+            let p = BatchParams { seed: 3, step, batch: 8192, n_surface: 2048, surface_sigma: 0.01 };
+            let slot = step as usize % every;
+            be.occupancy_step(&dm, &p, 2e-3, slot).unwrap();
+            if slot + 1 == every {
+                losses.extend(be.read_steps(every).unwrap().losses);
+            }
+        }
+        let (on, replays) = be.graph_replays();
+        println!(
+            "fast: occupancy {name}: graph {on}, {replays} replays, last loss {:.5}; {}",
+            losses[losses.len() - 1],
+            be.describe()
+        );
+        if name == "graph" && std::env::var("FFVOL_CUDA_GRAPH").map_or(true, |v| v != "0") {
+            assert!(on && replays == steps - 1, "{name}: graph {on}, {replays} replays of {steps} steps");
+        }
+        runs.push((losses, be.state()));
+    }
+    let (g, ng, d) = (&runs[0], &runs[1], &runs[2]);
+    for (i, (a, b)) in g.0.iter().zip(&ng.0).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "step {i}: graph loss {a}, without graph {b}");
+    }
+    assert_eq!(g.1, ng.1, "graph and no-graph runs end in different states");
+    let worst = g.0.iter().zip(&d.0).map(|(a, b)| (a - b).abs() / b.abs()).fold(0.0f32, f32::max);
+    println!(
+        "fast: occupancy, fast vs default fp16 loss over 40 steps: worst relative difference {worst:.2e}"
+    );
+    assert!(worst < 2e-2, "fast occupancy losses differ from the default path's by {worst:.2e}");
+}

@@ -49,6 +49,8 @@ pub const KERNEL_NAMES: &[&str] = &[
     "bias_relu_h",
     "relu_mask_colsum_h",
     "adam_step_h",
+    "adam_step_h_dev",
+    "mean_of_partials_slot",
 ];
 
 /// One program made of the prelude and the given sources, with `#line` markers so NVRTC's

@@ -46,6 +46,12 @@ pub fn lt_from_env() -> bool {
     std::env::var("FFVOL_CUDA_LT").map_or(true, |v| v != "0")
 }
 
+/// Whether the fast path replays the device-resident occupancy step's training part as a CUDA
+/// graph (`$FFVOL_CUDA_GRAPH`, on unless `0`).
+pub fn graph_from_env() -> bool {
+    std::env::var("FFVOL_CUDA_GRAPH").map_or(true, |v| v != "0")
+}
+
 /// Rows per bias-gradient part on the fast path for a batch of `n`.
 fn fast_rows_per_part(n: usize) -> usize {
     FAST_ROWS_PER_PART.max(n.div_ceil(65_535).next_multiple_of(8))
@@ -376,6 +382,8 @@ pub struct CudaBackend {
     lt: Option<super::lt::Lt>,
     /// Fast path: why cuBLASLt is not used (not loadable, switched off, or a shape it refused).
     lt_note: std::cell::RefCell<Option<String>>,
+    /// Fast path: the captured training part of the occupancy step (see [`occupancy`]).
+    pub(super) graph: occupancy::GraphState,
     encoding: Encoding,
     sizes: Vec<usize>,
     layers: Vec<LayerLayout>,
@@ -454,6 +462,7 @@ impl CudaBackend {
             None
         };
         let fast = fast && fast_note.is_none();
+        let graph = occupancy::GraphState::new(&gpu, fast, graph_from_env())?;
         let (lt, lt_note) = if !fast {
             (None, None)
         } else if !use_lt {
@@ -471,6 +480,7 @@ impl CudaBackend {
             fast_note,
             lt,
             lt_note: std::cell::RefCell::new(lt_note),
+            graph,
             encoding,
             layers,
             adam,
@@ -897,8 +907,14 @@ impl CudaBackend {
     /// Mean loss of the last forward against `bufs.targets`, writing ∂L/∂output (× grad_scale) into
     /// `bufs.deltas[0]`; the loss stays on the device in `self.losses[slot]`.
     fn loss_device(&mut self, n: usize, loss: Loss, slot: usize) -> crate::Result<()> {
-        if slot >= self.losses.len() {
-            return Err(crate::Error::Config(format!("CUDA loss slot {slot} out of range")));
+        self.loss_device_to(n, loss, Some(slot))
+    }
+
+    /// [`Self::loss_device`]; with `slot` None, the slot is read on the device from the graph
+    /// state's `slot` (a captured step).
+    fn loss_device_to(&mut self, n: usize, loss: Loss, slot: Option<usize>) -> crate::Result<()> {
+        if slot.is_some_and(|slot| slot >= self.losses.len()) {
+            return Err(crate::Error::Config(format!("CUDA loss slot {slot:?} out of range")));
         }
         let n_out = self.layers[self.layers.len() - 1].n_out;
         let len = n * n_out;
@@ -921,8 +937,16 @@ impl CudaBackend {
         let partial = bufs.partial.slice(0..blocks);
         let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
         let (parts, inv_n64) = (blocks as i32, inv_n as f64);
-        let mut out = self.losses.slice_mut(slot..slot + 1);
-        launch!(gpu, "mean_of_partials", one, &partial, &parts, &inv_n64, &mut out)
+        match slot {
+            Some(slot) => {
+                let mut out = self.losses.slice_mut(slot..slot + 1);
+                launch!(gpu, "mean_of_partials", one, &partial, &parts, &inv_n64, &mut out)
+            }
+            None => {
+                let dev_slot = self.graph.slot.as_ref().ok_or_else(missing)?;
+                launch!(gpu, "mean_of_partials_slot", one, &partial, &parts, &inv_n64, dev_slot, &mut self.losses)
+            }
+        }
     }
 
     /// Points uniform in `bbox` on the device, exactly as [`crate::sample::uniform_in_box`] draws
@@ -1034,10 +1058,10 @@ impl Backend for CudaBackend {
     fn describe(&self) -> String {
         let path = match (&self.fast_note, self.fast) {
             (Some(note), _) => format!(", {note}"),
-            (None, true) => match &*self.lt_note.borrow() {
+            (None, true) => (match &*self.lt_note.borrow() {
                 None => ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues)".to_string(),
                 Some(why) => format!(", fast path (FFVOL_CUDA_FAST=1, without cuBLASLt: {why})"),
-            },
+            }) + &self.graph.describe(),
             (None, false) => String::new(),
         };
         format!(
