@@ -142,3 +142,36 @@ extern "C" __global__ void mean_of_partials_slot(const double* __restrict__ part
     }
     if (threadIdx.x == 0) out[*slot] = (float)(s[0] * inv_n);
 }
+
+// The first pass of a bias gradient from fp16 ∂L/∂Z (rows × cols, cols even) that cuBLASLt's
+// DRELU epilogue has already masked: relu_mask_colsum_h's sums without the mask and the write.
+// Block (32, 8), grid (ceil(cols / 64), parts); partial[part * cols + col] (f64).
+extern "C" __global__ void column_sums_h(const __half2* __restrict__ grad, int rows, int cols, int rows_per_part,
+                                         double* __restrict__ partial) {
+    __shared__ double acc[8][64];
+    int half_cols = cols >> 1;
+    int pair = blockIdx.x * 32 + threadIdx.x;
+    int part = blockIdx.y;
+    long long r0 = (long long)part * rows_per_part;
+    long long r1 = min((long long)rows, r0 + rows_per_part);
+    float sx = 0.0f, sy = 0.0f;
+    if (pair < half_cols) {
+        for (long long r = r0 + threadIdx.y; r < r1; r += 8) {
+            float2 g = __half22float2(grad[r * half_cols + pair]);
+            sx += g.x;
+            sy += g.y;
+        }
+    }
+    acc[threadIdx.y][2 * threadIdx.x] = (double)sx;
+    acc[threadIdx.y][2 * threadIdx.x + 1] = (double)sy;
+    __syncthreads();
+    if (threadIdx.y == 0 && pair < half_cols) {
+        double tx = 0.0, ty = 0.0;
+        for (int j = 0; j < 8; ++j) {
+            tx += acc[j][2 * threadIdx.x];
+            ty += acc[j][2 * threadIdx.x + 1];
+        }
+        partial[(long long)part * cols + 2 * pair] = tx;
+        partial[(long long)part * cols + 2 * pair + 1] = ty;
+    }
+}

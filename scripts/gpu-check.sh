@@ -112,6 +112,10 @@ for net in "4 256" "8 256"; do
   FFVOL_CUDA_PRECISION=fp16 FFVOL_CUDA_FAST=1 FFVOL_CUDA_LT=0 run "ffvol_${d}x${w}_fastnolt" 60 "$B/ffvol" bench \
     --device cuda --depth "$d" --width "$w" --features 256 --batch $BATCH --steps $STEPS --label-points 1 \
     --mesh "$MESH"
+  # experimental: the ReLU derivative fused into the ∂L/∂A products too (cuBLASLt DRELU)
+  FFVOL_CUDA_PRECISION=fp16 FFVOL_CUDA_FAST=1 FFVOL_CUDA_LT_DRELU=1 run "ffvol_${d}x${w}_fastdrelu" 60 "$B/ffvol" \
+    bench --device cuda --depth "$d" --width "$w" --features 256 --batch $BATCH --steps $STEPS --label-points 1 \
+    --mesh "$MESH"
   run "torch_${d}x${w}" 90 python3 "$B/bench_torch.py" --depth "$d" --width "$w" --features 256 --batch $BATCH \
     --steps $STEPS --precisions fp32,tf32,bf16
 done
@@ -130,7 +134,8 @@ def read(name):
 rows = []
 for net in ["4x256", "8x256"]:
     for p, label in [("fp32", "fp32"), ("fp16", "fp16"), ("fast", "fp16 FFVOL_CUDA_FAST=1"),
-                     ("fastnolt", "fp16 FFVOL_CUDA_FAST=1 FFVOL_CUDA_LT=0")]:
+                     ("fastnolt", "fp16 FFVOL_CUDA_FAST=1 FFVOL_CUDA_LT=0"),
+                     ("fastdrelu", "fp16 FFVOL_CUDA_FAST=1 FFVOL_CUDA_LT_DRELU=1 (experiment)")]:
         log = read(f"ffvol_{net}_{p}")
         m = re.search(r"training step \(fwd \+ bwd \+ Adam\)\s+(\d+)", log)
         d = re.search(r"occupancy step on the GPU .*train ([0-9.]+) ms", log)
@@ -147,7 +152,8 @@ print(f"parity tests: {m.group(1) + ', ' + m.group(2) + ' passed, ' + m.group(3)
 m = re.search(r"test result: (\w+)\. (\d+) passed; (\d+) failed", read("fast_tests"))
 print(f"fast-path tests: {m.group(1) + ', ' + m.group(2) + ' passed, ' + m.group(3) + ' failed' if m else 'did not finish (see fast_tests.log)'}")
 for line in read("fast_tests").splitlines():
-    if "worst relative difference" in line or "parameters moved differently" in line:
+    if ("worst relative difference" in line or "parameters moved differently" in line or "replays" in line
+            or line.startswith("test ") and "FAILED" in line):
         print("  " + line.strip())
 w = re.search(r"worst relative difference of the loss over 200 steps: (\S+)", parity)
 if w:
@@ -159,7 +165,7 @@ for net, impl, rate, dev in rows:
     print(f"| {net.replace('x', ' × ')} | {impl} | {'%.1f' % rate if rate is not None else 'failed (see log)'} | {dev} |")
 print()
 for net in ["4x256", "8x256"]:
-    for p in ["fp16", "fast", "fastnolt"]:
+    for p in ["fp16", "fast", "fastnolt", "fastdrelu"]:
         log = read(f"ffvol_{net}_{p}")
         head = next((l for l in log.splitlines() if l.startswith("ffvol bench:")), "no header (see log)")
         print(f"{net} {p}: {head}")

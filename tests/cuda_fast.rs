@@ -31,6 +31,8 @@ struct Trio {
     default: CudaBackend,
     fast: CudaBackend,
     fast_nolt: CudaBackend,
+    /// fast with the experimental DRELU fusion (FFVOL_CUDA_LT_DRELU=1)
+    fast_drelu: CudaBackend,
 }
 
 fn trio(enc: EncodingConfig, depth: usize, width: usize) -> (Trio, CounterRng) {
@@ -49,9 +51,13 @@ fn trio(enc: EncodingConfig, depth: usize, width: usize) -> (Trio, CounterRng) {
     let fast_nolt =
         CudaBackend::with_paths(e.clone(), mlp.clone(), Adam::default(), Precision::Fp16, true, false)
             .unwrap();
-    let fast = CudaBackend::with_paths(e, mlp, Adam::default(), Precision::Fp16, true, true).unwrap();
+    let fast = CudaBackend::with_paths(e.clone(), mlp.clone(), Adam::default(), Precision::Fp16, true, true)
+        .unwrap();
+    let mut fast_drelu =
+        CudaBackend::with_paths(e, mlp, Adam::default(), Precision::Fp16, true, true).unwrap();
+    fast_drelu.set_drelu(true);
     assert!(fast.is_fast() && fast_nolt.is_fast() && !default.is_fast() && !fast_nolt.uses_lt());
-    (Trio { cpu, default, fast, fast_nolt }, rng)
+    (Trio { cpu, default, fast, fast_nolt, fast_drelu }, rng)
 }
 
 fn points(rng: &CounterRng, first: u64, n: usize) -> Vec<f32> {
@@ -334,4 +340,59 @@ fn fast_occupancy_steps_from_a_graph_match() {
         "fast: occupancy, fast vs default fp16 loss over 40 steps: worst relative difference {worst:.2e}"
     );
     assert!(worst < 2e-2, "fast occupancy losses differ from the default path's by {worst:.2e}");
+}
+
+/// The experimental DRELU fusion (FFVOL_CUDA_LT_DRELU=1 on top of the fast path): every layer's
+/// gradients against the CPU, the benchmark shape's gradients against the default fp16 path, and
+/// a deterministic 200-step curve. Kept apart so that its failure does not hide the fast path's.
+#[test]
+fn fast_drelu_experiment_matches() {
+    require_cuda!();
+    for (n, depth, width, features) in [(5003, 3, 64, 32), (8192, 4, 128, 64)] {
+        let (mut t, rng) =
+            trio(EncodingConfig::Gaussian { sigma: 5.0, features, normalize: false }, depth, width);
+        let pts = points(&rng, 3, n);
+        let y = ball(&pts);
+        let want = t.cpu.forward(&pts).unwrap().to_vec();
+        let mut g = vec![0.0; n];
+        Loss::Bce.eval(&want, &y, &mut g);
+        t.cpu.backward(&g).unwrap();
+        let gc = t.cpu.gradients();
+        let be = &mut t.fast_drelu;
+        let got = be.forward(&pts).unwrap().to_vec();
+        be.backward(&g).unwrap();
+        let gf = be.gradients();
+        let (e_fwd, e_all) = (rel_err(&got, &want, 1.0), rel_err(&gf, &gc, 1e-12));
+        println!(
+            "fast: drelu n {n} {depth}x{width}: forward {e_fwd:.2e}, gradients {e_all:.2e}; drelu on: {}; {}",
+            be.uses_drelu(),
+            be.describe()
+        );
+        assert!(be.uses_drelu(), "DRELU was not used: {}", be.describe());
+        assert!(e_fwd < 1e-2 && e_all < 2e-2, "drelu: forward {e_fwd}, gradients {e_all}");
+        for (l, layer) in t.cpu.mlp().layers().iter().enumerate() {
+            let w = layer.weight..layer.bias;
+            let b = layer.bias..layer.bias + layer.n_out;
+            let (ew, eb) = (rel_err(&gf[w.clone()], &gc[w], 1e-12), rel_err(&gf[b.clone()], &gc[b], 1e-12));
+            println!("fast:   drelu layer {l}: dW {ew:.2e}, db {eb:.2e}");
+            assert!(ew < 3e-2 && eb < 3e-2, "drelu layer {l}: dW error {ew}, db error {eb}");
+        }
+    }
+    let enc = EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false };
+    let (mut t, _) = trio(enc, 3, 64);
+    let (mut again, _) = trio(enc, 3, 64);
+    let data = CounterRng::new(9, 3);
+    let n = 2048;
+    let mut worst = 0.0f32;
+    for step in 0..200u64 {
+        let pts = points(&data, step * 3 * n as u64, n);
+        let y = ball(&pts);
+        let a = t.cpu.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        let b = t.fast_drelu.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        let d = again.fast_drelu.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        assert_eq!(b.to_bits(), d.to_bits(), "step {step}: two drelu runs differ ({b} vs {d})");
+        worst = worst.max((a - b).abs() / a.abs());
+    }
+    println!("fast: drelu: worst relative difference of the loss over 200 steps: {worst:.2e}");
+    assert!(worst < 1e-2, "drelu loss curve differs by {worst:.2e} relative");
 }

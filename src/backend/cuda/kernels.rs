@@ -51,6 +51,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adam_step_h",
     "adam_step_h_dev",
     "mean_of_partials_slot",
+    "column_sums_h",
 ];
 
 /// One program made of the prelude and the given sources, with `#line` markers so NVRTC's

@@ -7,7 +7,7 @@
 //! shape has no algorithm, the caller falls back to cuBLAS plus `bias_relu_h` and says so.
 
 use cudarc::cublaslt::{result as lt, sys};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use half::f16;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -38,8 +38,23 @@ impl Drop for Plan {
     }
 }
 
-/// (m, n, k, relu)
-type PlanKey = (usize, usize, usize, bool);
+/// The fused epilogue of a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// `op_T(A)·B + bias`
+    Bias,
+    /// `relu(op_T(A)·B + bias)`
+    ReluBias,
+    /// `relu(op_T(A)·B + bias)`, and the ReLU's bit mask into an aux buffer with this leading
+    /// dimension (bits, a multiple of 128)
+    ReluAuxBias(usize),
+    /// `A·B` (no transposes) masked by an aux bit mask written by `ReluAuxBias` (leading
+    /// dimension in bits): ∂L/∂A through the ReLU of the layer below
+    DRelu(usize),
+}
+
+/// (m, n, k, epilogue)
+type PlanKey = (usize, usize, usize, Epilogue);
 
 /// A cuBLASLt handle on one stream with its workspace and plans.
 pub struct Lt {
@@ -94,7 +109,7 @@ impl Lt {
         Ok(Lt { handle, stream, workspace, plans: RefCell::new(HashMap::new()) })
     }
 
-    fn plan(&self, m: usize, n: usize, k: usize, relu: bool) -> Result<Plan, String> {
+    fn plan(&self, m: usize, n: usize, k: usize, epi: Epilogue) -> Result<Plan, String> {
         use sys::cublasLtMatmulDescAttributes_t as D;
         let h16 = sys::cudaDataType_t::CUDA_R_16F;
         let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
@@ -102,8 +117,11 @@ impl Lt {
         let mk = |rows: usize, cols: usize, ld: usize| {
             lt::create_matrix_layout(h16, rows as u64, cols as u64, ld as i64).map_err(|e| err("creating a layout", e))
         };
-        // A is W viewed column-major in×out (k×m), transposed; B is Aᵀ (k×n); C is Zᵀ (m×n).
-        let (a, b, c) = (mk(k, m, k), mk(k, n, k), mk(m, n, m));
+        // forward: A is W viewed column-major in×out (k×m), transposed; B is Aᵀ (k×n); C is Zᵀ
+        // (m×n). DRelu: A is W viewed column-major (m×k), B is dZᵀ (k×n), C is dAᵀ (m×n).
+        let drelu = matches!(epi, Epilogue::DRelu(_));
+        let a = if drelu { mk(m, k, m) } else { mk(k, m, k) };
+        let (a, b, c) = (a, mk(k, n, k), mk(m, n, m));
         let (a, b, c) = match (a, b, c) {
             (Ok(a), Ok(b), Ok(c)) => (a, b, c),
             (a, b, c) => {
@@ -118,12 +136,18 @@ impl Lt {
             }
         };
         let mut plan = Plan { desc, a, b, c, algo: unsafe { std::mem::zeroed() } };
-        let trans_a = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T;
-        let trans_b = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
-        let epilogue = if relu {
-            sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_RELU_BIAS
+        let trans_a = if drelu {
+            cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N
         } else {
-            sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS
+            cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T
+        };
+        let trans_b = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
+        use sys::cublasLtEpilogue_t as E;
+        let (epilogue, aux_ld) = match epi {
+            Epilogue::Bias => (E::CUBLASLT_EPILOGUE_BIAS, None),
+            Epilogue::ReluBias => (E::CUBLASLT_EPILOGUE_RELU_BIAS, None),
+            Epilogue::ReluAuxBias(ld) => (E::CUBLASLT_EPILOGUE_RELU_AUX_BIAS, Some(ld as i64)),
+            Epilogue::DRelu(ld) => (E::CUBLASLT_EPILOGUE_DRELU, Some(ld as i64)),
         };
         // SAFETY: each buffer is a live local of the size given.
         unsafe {
@@ -133,6 +157,9 @@ impl Lt {
             set(D::CUBLASLT_MATMUL_DESC_TRANSA, (&trans_a) as *const _ as *const c_void, std::mem::size_of_val(&trans_a))?;
             set(D::CUBLASLT_MATMUL_DESC_TRANSB, (&trans_b) as *const _ as *const c_void, std::mem::size_of_val(&trans_b))?;
             set(D::CUBLASLT_MATMUL_DESC_EPILOGUE, (&epilogue) as *const _ as *const c_void, std::mem::size_of_val(&epilogue))?;
+            if let Some(ld) = &aux_ld {
+                set(D::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, ld as *const i64 as *const c_void, std::mem::size_of::<i64>())?;
+            }
             let pref = lt::create_matmul_pref().map_err(|e| err("creating a preference", e))?;
             let ws = self.workspace.len();
             let r = lt::set_matmul_pref_attribute(
@@ -165,7 +192,7 @@ impl Lt {
             })
             .and_then(|_| {
                 lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref)
-                    .map_err(|e| err(&format!("finding an algorithm for {m}×{n}×{k} (relu {relu})"), e))
+                    .map_err(|e| err(&format!("finding an algorithm for {m}×{n}×{k} ({epi:?})"), e))
             });
             let _ = lt::destroy_matmul_pref(pref);
             plan.algo = r?.algo;
@@ -176,17 +203,69 @@ impl Lt {
     /// `C (m×n col-major fp16) = act(op_T(A) · B + bias)` with A k×m (ld k), B k×n (ld k), bias
     /// m entries. Err (with the reason) when this shape has no cuBLASLt algorithm; the caller
     /// then uses cuBLAS and its own epilogue. Extents are the caller's to check.
-    #[allow(clippy::too_many_arguments)]
     pub fn matmul_bias(
         &self,
         (m, n, k): (usize, usize, usize),
         relu: bool,
-        a: &cudarc::driver::CudaView<f16>,
-        b: &cudarc::driver::CudaView<f16>,
-        bias: &cudarc::driver::CudaView<f16>,
-        c: &mut cudarc::driver::CudaViewMut<f16>,
+        a: &CudaView<f16>,
+        b: &CudaView<f16>,
+        bias: &CudaView<f16>,
+        c: &mut CudaViewMut<f16>,
     ) -> Result<(), String> {
-        if a.len() < k * m || b.len() < k * n || bias.len() < m || c.len() < m * n {
+        let epi = if relu { Epilogue::ReluBias } else { Epilogue::Bias };
+        self.run((m, n, k), epi, a, b, Some(bias), None, c)
+    }
+
+    /// [`Self::matmul_bias`] with ReLU that also writes the ReLU's bit mask into `aux` (leading
+    /// dimension `aux_ld` bits, a multiple of 128, at least m; aux holds aux_ld·n bits).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_relu_aux_bias(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        a: &CudaView<f16>,
+        b: &CudaView<f16>,
+        bias: &CudaView<f16>,
+        aux: &mut CudaViewMut<u8>,
+        aux_ld: usize,
+        c: &mut CudaViewMut<f16>,
+    ) -> Result<(), String> {
+        if aux_ld % 128 != 0 || aux_ld < m || aux.len() < aux_ld / 8 * n {
+            return Err("cuBLASLt: the ReLU mask buffer does not fit".into());
+        }
+        let ptr = aux.device_ptr_mut(&self.stream).0;
+        self.run((m, n, k), Epilogue::ReluAuxBias(aux_ld), a, b, Some(bias), Some(ptr), c)
+    }
+
+    /// `C (m×n col-major fp16) = (A · B) ⊙ mask` with A m×k (ld m), B k×n (ld k), the mask the
+    /// bit mask a `matmul_relu_aux_bias` with the same m, n and `aux_ld` wrote.
+    pub fn matmul_drelu(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        a: &CudaView<f16>,
+        b: &CudaView<f16>,
+        aux: &CudaView<u8>,
+        aux_ld: usize,
+        c: &mut CudaViewMut<f16>,
+    ) -> Result<(), String> {
+        if aux_ld % 128 != 0 || aux_ld < m || aux.len() < aux_ld / 8 * n {
+            return Err("cuBLASLt: the ReLU mask buffer does not fit".into());
+        }
+        let ptr = aux.device_ptr(&self.stream).0;
+        self.run((m, n, k), Epilogue::DRelu(aux_ld), a, b, None, Some(ptr), c)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        epi: Epilogue,
+        a: &CudaView<f16>,
+        b: &CudaView<f16>,
+        bias: Option<&CudaView<f16>>,
+        aux_ptr: Option<u64>,
+        c: &mut CudaViewMut<f16>,
+    ) -> Result<(), String> {
+        if a.len() < k * m || b.len() < k * n || bias.is_some_and(|b| b.len() < m) || c.len() < m * n {
             return Err("cuBLASLt: buffers smaller than the product".into());
         }
         // every column of A, B and C starts 16-byte aligned (the plans' algorithms assume it)
@@ -194,28 +273,31 @@ impl Lt {
             return Err(format!("cuBLASLt: {m}×{k} weights are not a multiple of 8 halves wide"));
         }
         let mut plans = self.plans.borrow_mut();
-        let plan = plans.entry((m, n, k, relu)).or_insert_with(|| self.plan(m, n, k, relu));
+        let plan = plans.entry((m, n, k, epi)).or_insert_with(|| self.plan(m, n, k, epi));
         let plan = plan.as_ref().map_err(|e| e.clone())?;
         let s = &self.stream;
         let (a_ptr, _ga) = a.device_ptr(s);
         let (b_ptr, _gb) = b.device_ptr(s);
-        let (bias_ptr, _gbias) = bias.device_ptr(s);
+        let bias_ptr = bias.map(|b| b.device_ptr(s).0);
         let (c_ptr, _gc) = c.device_ptr_mut(s);
         let (w_ptr, _gw) = self.workspace.device_ptr(s);
-        if [a_ptr, b_ptr, bias_ptr, c_ptr].iter().any(|&p| p % ALIGN as u64 != 0) {
+        if [Some(a_ptr), Some(b_ptr), bias_ptr, Some(c_ptr), aux_ptr].iter().flatten().any(|&p| p % ALIGN as u64 != 0) {
             return Err("cuBLASLt: a buffer is not 16-byte aligned".into());
         }
         let (alpha, beta) = (1.0f32, 0.0f32);
+        use sys::cublasLtMatmulDescAttributes_t as D;
         // SAFETY: the plan's descriptor and layouts are live; the pointers are device buffers of
-        // at least the sizes checked above, all used on this handle's stream.
+        // at least the sizes checked above (the aux sizes by the callers), all used on this
+        // handle's stream.
         unsafe {
-            lt::set_matmul_desc_attribute(
-                plan.desc,
-                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                (&bias_ptr) as *const _ as *const c_void,
-                std::mem::size_of_val(&bias_ptr),
-            )
-            .map_err(|e| err("setting the bias", e))?;
+            if let Some(p) = &bias_ptr {
+                lt::set_matmul_desc_attribute(plan.desc, D::CUBLASLT_MATMUL_DESC_BIAS_POINTER, p as *const u64 as *const c_void, 8)
+                    .map_err(|e| err("setting the bias", e))?;
+            }
+            if let Some(p) = &aux_ptr {
+                lt::set_matmul_desc_attribute(plan.desc, D::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, p as *const u64 as *const c_void, 8)
+                    .map_err(|e| err("setting the aux buffer", e))?;
+            }
             lt::matmul(
                 self.handle,
                 plan.desc,

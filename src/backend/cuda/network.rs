@@ -46,6 +46,18 @@ pub fn lt_from_env() -> bool {
     std::env::var("FFVOL_CUDA_LT").map_or(true, |v| v != "0")
 }
 
+/// Whether the fast path also fuses the ReLU's derivative into the ∂L/∂A products (cuBLASLt
+/// `RELU_AUX_BIAS` forward, `DRELU` backward; `$FFVOL_CUDA_LT_DRELU=1`, off by default: an
+/// experiment on top of `FFVOL_CUDA_FAST=1`).
+pub fn drelu_from_env() -> bool {
+    std::env::var("FFVOL_CUDA_LT_DRELU").is_ok_and(|v| v == "1")
+}
+
+/// Leading dimension, in bits, of a hidden layer's ReLU mask for cuBLASLt.
+fn aux_ld(width: usize) -> usize {
+    width.next_multiple_of(128)
+}
+
 /// Whether the fast path replays the device-resident occupancy step's training part as a CUDA
 /// graph (`$FFVOL_CUDA_GRAPH`, on unless `0`).
 pub fn graph_from_env() -> bool {
@@ -286,6 +298,10 @@ struct Buffers {
     /// `features` and `deltas[1..]` are then one-element placeholders.
     delta16b: Option<CudaSlice<f16>>,
     partial: CudaSlice<f64>,
+    /// Fast path with DRELU: each hidden layer's ReLU bit mask (made on first use) and whether
+    /// the last forward wrote it.
+    relu_aux: Vec<CudaSlice<u8>>,
+    aux_valid: Vec<bool>,
 }
 
 impl Buffers {
@@ -332,6 +348,8 @@ impl Buffers {
             delta16: if fp16 && training { Some(gpu.alloc(cap * widest)?) } else { None },
             delta16b: None,
             partial: gpu.alloc(LOSS_BLOCKS.max(parts * widest_out))?,
+            relu_aux: vec![],
+            aux_valid: vec![],
         })
     }
 
@@ -366,6 +384,8 @@ impl Buffers {
             delta16: if training { Some(gpu.alloc(cap * widest)?) } else { None },
             delta16b: if training { Some(gpu.alloc(cap * widest)?) } else { None },
             partial: gpu.alloc(LOSS_BLOCKS.max(parts * widest_out))?,
+            relu_aux: vec![],
+            aux_valid: vec![false; layers.len()],
         })
     }
 }
@@ -382,6 +402,8 @@ pub struct CudaBackend {
     lt: Option<super::lt::Lt>,
     /// Fast path: why cuBLASLt is not used (not loadable, switched off, or a shape it refused).
     lt_note: std::cell::RefCell<Option<String>>,
+    /// Fast path: ReLU masks from the forward products and DRELU in the backward ones.
+    drelu: bool,
     /// Fast path: the captured training part of the occupancy step (see [`occupancy`]).
     pub(super) graph: occupancy::GraphState,
     encoding: Encoding,
@@ -463,6 +485,7 @@ impl CudaBackend {
         };
         let fast = fast && fast_note.is_none();
         let graph = occupancy::GraphState::new(&gpu, fast, graph_from_env())?;
+        let drelu = fast && use_lt && drelu_from_env();
         let (lt, lt_note) = if !fast {
             (None, None)
         } else if !use_lt {
@@ -480,6 +503,7 @@ impl CudaBackend {
             fast_note,
             lt,
             lt_note: std::cell::RefCell::new(lt_note),
+            drelu,
             graph,
             encoding,
             layers,
@@ -513,6 +537,16 @@ impl CudaBackend {
     /// Whether the fast fp16 path runs (see [`Self::with_fast`]).
     pub fn is_fast(&self) -> bool {
         self.fast
+    }
+
+    /// Turns the experimental DRELU fusion on or off (tests; `FFVOL_CUDA_LT_DRELU=1` otherwise).
+    pub fn set_drelu(&mut self, on: bool) {
+        self.drelu = on && self.fast && self.lt.is_some();
+    }
+
+    /// Whether the experimental DRELU fusion is on.
+    pub fn uses_drelu(&self) -> bool {
+        self.drelu && self.uses_lt()
     }
 
     /// Whether the fast path's hidden layers go through cuBLASLt (until a shape is refused).
@@ -782,6 +816,13 @@ impl CudaBackend {
     /// fp16 (fp32 accumulation) and `bias_relu_h` adds the bias and applies ReLU in place; the
     /// output layer writes fp32 into `bufs.acts[last]` as on the default path.
     fn forward_fast(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
+        if self.drelu && bufs.relu_aux.is_empty() {
+            // the masks of every hidden layer, for the buffers' capacity (made outside any capture:
+            // the first step with these buffers runs uncaptured)
+            for layer in &self.layers[..self.layers.len() - 1] {
+                bufs.relu_aux.push(self.gpu.alloc::<u8>(aux_ld(layer.n_out) / 8 * bufs.cap)?);
+            }
+        }
         self.encode_fast(bufs, n)?;
         let gpu = &self.gpu;
         let f = self.encoding.n_features();
@@ -801,13 +842,27 @@ impl CudaBackend {
             let dims = (layer.n_out, n, layer.n_in);
             if l < last {
                 let mut z = rest[0].slice_mut(0..n * layer.n_out);
+                bufs.aux_valid[l] = false;
                 if let Some(lt) = self.lt.as_ref().filter(|_| self.lt_note.borrow().is_none()) {
                     let w = p16.slice(layer.weight..layer.bias);
                     let b16 = p16.slice(layer.bias..layer.bias + layer.n_out);
-                    match lt.matmul_bias(dims, true, &w, &input, &b16, &mut z) {
-                        Ok(()) => continue,
-                        // a shape cuBLASLt refuses: cuBLAS and bias_relu_h from here on
-                        Err(reason) => *self.lt_note.borrow_mut() = Some(reason),
+                    if self.drelu && bufs.relu_aux.len() > l {
+                        let ld = aux_ld(layer.n_out);
+                        let mut aux = bufs.relu_aux[l].slice_mut(0..ld / 8 * n);
+                        match lt.matmul_relu_aux_bias(dims, &w, &input, &b16, &mut aux, ld, &mut z) {
+                            Ok(()) => {
+                                bufs.aux_valid[l] = true;
+                                continue;
+                            }
+                            // no mask from cuBLASLt: the backward uses relu_mask_colsum_h
+                            Err(reason) => *self.lt_note.borrow_mut() = Some(format!("RELU_AUX_BIAS: {reason}")),
+                        }
+                    } else {
+                        match lt.matmul_bias(dims, true, &w, &input, &b16, &mut z) {
+                            Ok(()) => continue,
+                            // a shape cuBLASLt refuses: cuBLAS and bias_relu_h from here on
+                            Err(reason) => *self.lt_note.borrow_mut() = Some(reason),
+                        }
                     }
                 }
                 gpu.gemm_to((true, false), dims, 1.0, (w, layer.n_in), (Operand::F16(input), layer.n_in), (OutOperand::F16(&mut z), layer.n_out))?;
@@ -880,9 +935,6 @@ impl CudaBackend {
                 let (lo, hi) = d16.split_at_mut(1);
                 let (src, dst) = if cur == 0 { (&lo[0], &mut hi[0]) } else { (&hi[0], &mut lo[0]) };
                 let mut da = dst.slice_mut(0..n * n_in);
-                let w = Operand::F16(p16.slice(layer.weight..layer.bias));
-                let dz = Operand::F16(src.slice(0..n * n_out));
-                gpu.gemm_to((false, false), (n_in, n, n_out), 1.0, (w, n_in), (dz, n_out), (OutOperand::F16(&mut da), n_in))?;
                 let rpp = fast_rows_per_part(n);
                 parts = n.div_ceil(rpp);
                 let cfg = LaunchConfig {
@@ -890,10 +942,28 @@ impl CudaBackend {
                     block_dim: (32, 8, 1),
                     shared_mem_bytes: 0,
                 };
-                let below = bufs.acts16[l - 1].slice(0..n * n_in);
                 let (cols, rpp_i) = (n_in as i32, rpp as i32);
+                // experimental: the ReLU mask applied by cuBLASLt's DRELU epilogue
+                let mut masked = false;
+                if let Some(lt) = self.lt.as_ref().filter(|_| self.drelu && bufs.aux_valid[l - 1]) {
+                    let ld = aux_ld(n_in);
+                    let aux = bufs.relu_aux[l - 1].slice(0..ld / 8 * n);
+                    let (w, dz) = (p16.slice(layer.weight..layer.bias), src.slice(0..n * n_out));
+                    match lt.matmul_drelu((n_in, n, n_out), &w, &dz, &aux, ld, &mut da) {
+                        Ok(()) => masked = true,
+                        Err(reason) => *self.lt_note.borrow_mut() = Some(format!("DRELU: {reason}")),
+                    }
+                }
                 let mut partial = bufs.partial.slice_mut(0..parts * n_in);
-                launch!(gpu, "relu_mask_colsum_h", cfg, &mut da, &below, &n_i, &cols, &rpp_i, &mut partial)?;
+                if masked {
+                    launch!(gpu, "column_sums_h", cfg, &mut da, &n_i, &cols, &rpp_i, &mut partial)?;
+                } else {
+                    let w = Operand::F16(p16.slice(layer.weight..layer.bias));
+                    let dz = Operand::F16(src.slice(0..n * n_out));
+                    gpu.gemm_to((false, false), (n_in, n, n_out), 1.0, (w, n_in), (dz, n_out), (OutOperand::F16(&mut da), n_in))?;
+                    let below = bufs.acts16[l - 1].slice(0..n * n_in);
+                    launch!(gpu, "relu_mask_colsum_h", cfg, &mut da, &below, &n_i, &cols, &rpp_i, &mut partial)?;
+                }
                 cur = 1 - cur;
             }
             Ok(())
@@ -1059,6 +1129,9 @@ impl Backend for CudaBackend {
         let path = match (&self.fast_note, self.fast) {
             (Some(note), _) => format!(", {note}"),
             (None, true) => (match &*self.lt_note.borrow() {
+                None if self.drelu => {
+                    ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues, DRELU (FFVOL_CUDA_LT_DRELU=1))".to_string()
+                }
                 None => ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues)".to_string(),
                 Some(why) => format!(", fast path (FFVOL_CUDA_FAST=1, without cuBLASLt: {why})"),
             }) + &self.graph.describe(),
