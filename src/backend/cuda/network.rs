@@ -404,6 +404,8 @@ pub struct CudaBackend {
     lt_note: std::cell::RefCell<Option<String>>,
     /// Fast path: ReLU masks from the forward products and DRELU in the backward ones.
     drelu: bool,
+    /// Why the DRELU experiment stopped (an epilogue cuBLASLt refused).
+    drelu_note: std::cell::RefCell<Option<String>>,
     /// Fast path: the captured training part of the occupancy step (see [`occupancy`]).
     pub(super) graph: occupancy::GraphState,
     encoding: Encoding,
@@ -504,6 +506,7 @@ impl CudaBackend {
             lt,
             lt_note: std::cell::RefCell::new(lt_note),
             drelu,
+            drelu_note: std::cell::RefCell::new(None),
             graph,
             encoding,
             layers,
@@ -546,7 +549,7 @@ impl CudaBackend {
 
     /// Whether the experimental DRELU fusion is on.
     pub fn uses_drelu(&self) -> bool {
-        self.drelu && self.uses_lt()
+        self.drelu && self.uses_lt() && self.drelu_note.borrow().is_none()
     }
 
     /// Whether the fast path's hidden layers go through cuBLASLt (until a shape is refused).
@@ -846,7 +849,7 @@ impl CudaBackend {
                 if let Some(lt) = self.lt.as_ref().filter(|_| self.lt_note.borrow().is_none()) {
                     let w = p16.slice(layer.weight..layer.bias);
                     let b16 = p16.slice(layer.bias..layer.bias + layer.n_out);
-                    if self.drelu && bufs.relu_aux.len() > l {
+                    if self.drelu && self.drelu_note.borrow().is_none() && bufs.relu_aux.len() > l {
                         let ld = aux_ld(layer.n_out);
                         let mut aux = bufs.relu_aux[l].slice_mut(0..ld / 8 * n);
                         match lt.matmul_relu_aux_bias(dims, &w, &input, &b16, &mut aux, ld, &mut z) {
@@ -854,15 +857,15 @@ impl CudaBackend {
                                 bufs.aux_valid[l] = true;
                                 continue;
                             }
-                            // no mask from cuBLASLt: the backward uses relu_mask_colsum_h
-                            Err(reason) => *self.lt_note.borrow_mut() = Some(format!("RELU_AUX_BIAS: {reason}")),
+                            // no mask from cuBLASLt: the plain epilogue below, relu_mask_colsum_h
+                            // in the backward
+                            Err(reason) => *self.drelu_note.borrow_mut() = Some(format!("RELU_AUX_BIAS: {reason}")),
                         }
-                    } else {
-                        match lt.matmul_bias(dims, true, &w, &input, &b16, &mut z) {
-                            Ok(()) => continue,
-                            // a shape cuBLASLt refuses: cuBLAS and bias_relu_h from here on
-                            Err(reason) => *self.lt_note.borrow_mut() = Some(reason),
-                        }
+                    }
+                    match lt.matmul_bias(dims, true, &w, &input, &b16, &mut z) {
+                        Ok(()) => continue,
+                        // a shape cuBLASLt refuses: cuBLAS and bias_relu_h from here on
+                        Err(reason) => *self.lt_note.borrow_mut() = Some(reason),
                     }
                 }
                 gpu.gemm_to((true, false), dims, 1.0, (w, layer.n_in), (Operand::F16(input), layer.n_in), (OutOperand::F16(&mut z), layer.n_out))?;
@@ -951,7 +954,7 @@ impl CudaBackend {
                     let (w, dz) = (p16.slice(layer.weight..layer.bias), src.slice(0..n * n_out));
                     match lt.matmul_drelu((n_in, n, n_out), &w, &dz, &aux, ld, &mut da) {
                         Ok(()) => masked = true,
-                        Err(reason) => *self.lt_note.borrow_mut() = Some(format!("DRELU: {reason}")),
+                        Err(reason) => *self.drelu_note.borrow_mut() = Some(format!("DRELU: {reason}")),
                     }
                 }
                 let mut partial = bufs.partial.slice_mut(0..parts * n_in);
@@ -1129,9 +1132,11 @@ impl Backend for CudaBackend {
         let path = match (&self.fast_note, self.fast) {
             (Some(note), _) => format!(", {note}"),
             (None, true) => (match &*self.lt_note.borrow() {
-                None if self.drelu => {
-                    ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues, DRELU (FFVOL_CUDA_LT_DRELU=1))".to_string()
-                }
+                None if self.drelu => match &*self.drelu_note.borrow() {
+                    None => ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues, DRELU (FFVOL_CUDA_LT_DRELU=1))"
+                        .to_string(),
+                    Some(why) => format!(", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues; DRELU off: {why})"),
+                },
                 None => ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues)".to_string(),
                 Some(why) => format!(", fast path (FFVOL_CUDA_FAST=1, without cuBLASLt: {why})"),
             }) + &self.graph.describe(),
