@@ -21,6 +21,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("sample.cu", include_str!("../../../cuda/sample.cu")),
     ("precision.cu", include_str!("../../../cuda/precision.cu")),
     ("winding.cu", include_str!("../../../cuda/winding.cu")),
+    ("fast.cu", include_str!("../../../cuda/fast.cu")),
 ];
 
 /// Every `extern "C" __global__` function the backend loads.
@@ -43,6 +44,14 @@ pub const KERNEL_NAMES: &[&str] = &[
     "f32_to_f16",
     "bias_act_f16",
     "relu_mask_f16",
+    "encode_fourier_h",
+    "encode_identity_h",
+    "bias_relu_h",
+    "relu_mask_colsum_h",
+    "adam_step_h",
+    "adam_step_h_dev",
+    "mean_of_partials_slot",
+    "column_sums_h",
 ];
 
 /// One program made of the prelude and the given sources, with `#line` markers so NVRTC's

@@ -15,6 +15,7 @@
 //! parameters flat in [`crate::model::Mlp`]'s order), so parity tests compare buffers directly.
 
 pub mod kernels;
+mod lt;
 mod network;
 
 pub use network::occupancy::{BatchParams, DeviceMesh, StepReport, LOSS_SLOTS, WINDING_STACK};
@@ -157,11 +158,14 @@ fn describe_devices_inner() -> String {
     } else {
         String::new()
     };
+    // SAFETY: only tries to dlopen the library by its usual names.
+    let cublaslt = unsafe { cudarc::cublaslt::sys::is_culib_present() };
     s.push_str(&format!(
-        "cuda: driver library {}, NVRTC {}{nvrtc_version}, cuBLAS {}\n",
+        "cuda: driver library {}, NVRTC {}{nvrtc_version}, cuBLAS {}, cuBLASLt {} (FFVOL_CUDA_FAST=1 only)\n",
         yes(driver),
         yes(nvrtc),
-        yes(cublas)
+        yes(cublas),
+        yes(cublaslt)
     ));
     if !driver {
         s.push_str("cuda: no devices (no driver)\n");

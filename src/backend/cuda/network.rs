@@ -31,6 +31,43 @@ const THREADS: u32 = 256;
 const LOSS_BLOCKS: usize = 1024;
 /// Rows per partial sum of the bias gradient.
 const BIAS_ROWS_PER_PART: usize = 2048;
+/// Fast path: rows per partial sum of the bias gradient (at least; more when the grid would
+/// exceed 65,535 parts).
+const FAST_ROWS_PER_PART: usize = 512;
+
+/// Whether `$FFVOL_CUDA_FAST` asks for the fast fp16 path (`1`; default off).
+pub fn fast_from_env() -> bool {
+    std::env::var("FFVOL_CUDA_FAST").is_ok_and(|v| v == "1")
+}
+
+/// Whether the fast path may use cuBLASLt's fused bias/ReLU epilogues (`$FFVOL_CUDA_LT`, on
+/// unless `0`).
+pub fn lt_from_env() -> bool {
+    std::env::var("FFVOL_CUDA_LT").map_or(true, |v| v != "0")
+}
+
+/// Whether the fast path also fuses the ReLU's derivative into the ∂L/∂A products (cuBLASLt
+/// `RELU_AUX_BIAS` forward, `DRELU` backward; `$FFVOL_CUDA_LT_DRELU=1`, off by default: an
+/// experiment on top of `FFVOL_CUDA_FAST=1`).
+pub fn drelu_from_env() -> bool {
+    std::env::var("FFVOL_CUDA_LT_DRELU").is_ok_and(|v| v == "1")
+}
+
+/// Leading dimension, in bits, of a hidden layer's ReLU mask for cuBLASLt.
+fn aux_ld(width: usize) -> usize {
+    width.next_multiple_of(128)
+}
+
+/// Whether the fast path replays the device-resident occupancy step's training part as a CUDA
+/// graph (`$FFVOL_CUDA_GRAPH`, on unless `0`).
+pub fn graph_from_env() -> bool {
+    std::env::var("FFVOL_CUDA_GRAPH").map_or(true, |v| v != "0")
+}
+
+/// Rows per bias-gradient part on the fast path for a batch of `n`.
+fn fast_rows_per_part(n: usize) -> usize {
+    FAST_ROWS_PER_PART.max(n.div_ceil(65_535).next_multiple_of(8))
+}
 
 fn grid(len: usize) -> LaunchConfig {
     let blocks = len.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
@@ -65,6 +102,21 @@ impl Operand<'_> {
     }
 }
 
+/// The result of a matrix product.
+enum OutOperand<'a, 'b> {
+    F32(&'a mut CudaViewMut<'b, f32>),
+    F16(&'a mut CudaViewMut<'b, f16>),
+}
+
+impl OutOperand<'_, '_> {
+    fn len(&self) -> usize {
+        match self {
+            OutOperand::F32(v) => v.len(),
+            OutOperand::F16(v) => v.len(),
+        }
+    }
+}
+
 /// The stream, the cuBLAS handle and the kernels: everything needed to launch work.
 struct Gpu {
     rt: Arc<Runtime>,
@@ -79,12 +131,26 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
+        tr: (bool, bool),
+        mnk: (usize, usize, usize),
+        alpha: f32,
+        a: (Operand, usize),
+        b: (Operand, usize),
+        (c, ldc): (&mut CudaViewMut<f32>, usize),
+    ) -> crate::Result<()> {
+        self.gemm_to(tr, mnk, alpha, a, b, (OutOperand::F32(c), ldc))
+    }
+
+    /// [`Self::gemm`] with C fp32 or (fast path, fp16 A and B only) fp16; accumulation in fp32.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_to(
+        &self,
         (ta, tb): (bool, bool),
         (m, n, k): (usize, usize, usize),
         alpha: f32,
         (a, lda): (Operand, usize),
         (b, ldb): (Operand, usize),
-        (c, ldc): (&mut CudaViewMut<f32>, usize),
+        (mut c, ldc): (OutOperand, usize),
     ) -> crate::Result<()> {
         // elements a column-major rows×cols matrix with leading dimension ld spans
         let span = |rows: usize, cols: usize, ld: usize| (cols - 1) * ld + rows;
@@ -140,7 +206,19 @@ impl Gpu {
         if a_type != b_type {
             return Err(crate::Error::Config("CUDA gemm: operands of different types".into()));
         }
-        let (c_ptr, _c_sync) = c.device_ptr_mut(s);
+        let (c_ptr, c_type, _c_sync) = match &mut c {
+            OutOperand::F32(v) => {
+                let (p, g) = v.device_ptr_mut(s);
+                (p, blas_sys::cudaDataType_t::CUDA_R_32F, g)
+            }
+            OutOperand::F16(v) => {
+                if a_type != blas_sys::cudaDataType_t::CUDA_R_16F {
+                    return Err(crate::Error::Config("CUDA gemm: fp16 output needs fp16 operands".into()));
+                }
+                let (p, g) = v.device_ptr_mut(s);
+                (p, blas_sys::cudaDataType_t::CUDA_R_16F, g)
+            }
+        };
         // SAFETY: the handle is live, the pointers are device allocations on this handle's stream,
         // and the extents were checked above. alpha and beta are host f32, as CUBLAS_COMPUTE_32F
         // requires with the default (host) pointer mode.
@@ -161,7 +239,7 @@ impl Gpu {
                 ldb as i32,
                 (&beta) as *const f32 as *const c_void,
                 c_ptr as *mut c_void,
-                blas_sys::cudaDataType_t::CUDA_R_32F,
+                c_type,
                 ldc as i32,
                 blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
@@ -216,7 +294,14 @@ struct Buffers {
     features16: Option<CudaSlice<f16>>,
     acts16: Vec<CudaSlice<f16>>,
     delta16: Option<CudaSlice<f16>>,
+    /// Fast path: the second fp16 ∂L/∂Z buffer (ping-pong with `delta16`); hidden `acts`,
+    /// `features` and `deltas[1..]` are then one-element placeholders.
+    delta16b: Option<CudaSlice<f16>>,
     partial: CudaSlice<f64>,
+    /// Fast path with DRELU: each hidden layer's ReLU bit mask (made on first use) and whether
+    /// the last forward wrote it.
+    relu_aux: Vec<CudaSlice<u8>>,
+    aux_valid: Vec<bool>,
 }
 
 impl Buffers {
@@ -227,7 +312,11 @@ impl Buffers {
         layers: &[LayerLayout],
         training: bool,
         precision: Precision,
+        fast: bool,
     ) -> crate::Result<Self> {
+        if fast {
+            return Self::new_fast(gpu, cap, dim, layers, training);
+        }
         let n_features = layers[0].n_in;
         let n_out = layers[layers.len() - 1].n_out;
         let widest = layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1);
@@ -257,7 +346,46 @@ impl Buffers {
             features16: if fp16 { Some(gpu.alloc(cap * n_features)?) } else { None },
             acts16,
             delta16: if fp16 && training { Some(gpu.alloc(cap * widest)?) } else { None },
+            delta16b: None,
             partial: gpu.alloc(LOSS_BLOCKS.max(parts * widest_out))?,
+            relu_aux: vec![],
+            aux_valid: vec![],
+        })
+    }
+
+    /// The fast path's buffers: fp16 features, fp16 hidden activations, fp16 ∂L/∂Z ping-pong;
+    /// fp32 only for the output layer's values and gradient.
+    fn new_fast(gpu: &Gpu, cap: usize, dim: usize, layers: &[LayerLayout], training: bool) -> crate::Result<Self> {
+        let n_features = layers[0].n_in;
+        let n_out = layers[layers.len() - 1].n_out;
+        let widest = layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1);
+        let widest_out = layers.iter().map(|l| l.n_out).max().unwrap_or(1);
+        let mut acts = vec![];
+        let mut acts16 = vec![];
+        for (l, layer) in layers.iter().enumerate() {
+            if l + 1 < layers.len() {
+                acts.push(gpu.alloc(1)?);
+                acts16.push(gpu.alloc(cap * layer.n_out)?);
+            } else {
+                acts.push(gpu.alloc(cap * layer.n_out)?);
+            }
+        }
+        let deltas = if training { vec![gpu.alloc(cap * n_out)?, gpu.alloc(1)?, gpu.alloc(1)?] } else { vec![] };
+        let parts = cap.div_ceil(BIAS_ROWS_PER_PART).max(cap.div_ceil(fast_rows_per_part(cap)));
+        Ok(Buffers {
+            cap,
+            points: gpu.alloc(cap * dim)?,
+            targets: gpu.alloc(if training { cap * n_out } else { 1 })?,
+            features: gpu.alloc(1)?,
+            acts,
+            deltas,
+            features16: Some(gpu.alloc(cap * n_features)?),
+            acts16,
+            delta16: if training { Some(gpu.alloc(cap * widest)?) } else { None },
+            delta16b: if training { Some(gpu.alloc(cap * widest)?) } else { None },
+            partial: gpu.alloc(LOSS_BLOCKS.max(parts * widest_out))?,
+            relu_aux: vec![],
+            aux_valid: vec![false; layers.len()],
         })
     }
 }
@@ -266,6 +394,20 @@ impl Buffers {
 pub struct CudaBackend {
     gpu: Gpu,
     precision: Precision,
+    /// The opt-in fast fp16 path (`FFVOL_CUDA_FAST=1`, read when the backend is made).
+    fast: bool,
+    /// Why `FFVOL_CUDA_FAST=1` was not honoured, when it was asked for and is not.
+    fast_note: Option<String>,
+    /// Fast path: cuBLASLt for the hidden layers' products with the bias + ReLU fused.
+    lt: Option<super::lt::Lt>,
+    /// Fast path: why cuBLASLt is not used (not loadable, switched off, or a shape it refused).
+    lt_note: std::cell::RefCell<Option<String>>,
+    /// Fast path: ReLU masks from the forward products and DRELU in the backward ones.
+    drelu: bool,
+    /// Why the DRELU experiment stopped (an epilogue cuBLASLt refused).
+    drelu_note: std::cell::RefCell<Option<String>>,
+    /// Fast path: the captured training part of the occupancy step (see [`occupancy`]).
+    pub(super) graph: occupancy::GraphState,
     encoding: Encoding,
     sizes: Vec<usize>,
     layers: Vec<LayerLayout>,
@@ -297,6 +439,26 @@ pub struct CudaBackend {
 impl CudaBackend {
     /// A backend on the process's CUDA device (see [`super::runtime`]), or the reason there is none.
     pub fn new(encoding: Encoding, mlp: Mlp, adam: Adam, precision: Precision) -> crate::Result<Self> {
+        Self::with_fast(encoding, mlp, adam, precision, fast_from_env())
+    }
+
+    /// [`Self::new`] with the fast fp16 path asked for or not, whatever `$FFVOL_CUDA_FAST` says
+    /// (parity tests run both paths in one process). The fast path needs fp16 precision and
+    /// even hidden widths; otherwise the default path runs and [`Backend::describe`] says why.
+    pub fn with_fast(encoding: Encoding, mlp: Mlp, adam: Adam, precision: Precision, fast: bool) -> crate::Result<Self> {
+        Self::with_paths(encoding, mlp, adam, precision, fast, lt_from_env())
+    }
+
+    /// [`Self::with_fast`], and on the fast path cuBLASLt's fused epilogues or not (`$FFVOL_CUDA_LT`
+    /// for the others).
+    pub fn with_paths(
+        encoding: Encoding,
+        mlp: Mlp,
+        adam: Adam,
+        precision: Precision,
+        fast: bool,
+        use_lt: bool,
+    ) -> crate::Result<Self> {
         let rt = super::runtime().map_err(|reason| crate::Error::Config(format!("CUDA is not usable: {reason}")))?;
         if mlp.sizes[0] != encoding.n_features() {
             return Err(crate::Error::Config(format!(
@@ -313,10 +475,41 @@ impl CudaBackend {
         gpu.upload(&mlp.params, &mut params)?;
         let mut frequencies = gpu.alloc(encoding.b.len())?;
         gpu.upload(&encoding.b, &mut frequencies)?;
+        let layers = mlp.layers();
+        let fast_note = if !fast {
+            None
+        } else if precision != Precision::Fp16 {
+            Some("FFVOL_CUDA_FAST=1 ignored: it needs FFVOL_CUDA_PRECISION=fp16".to_string())
+        } else if layers[..layers.len() - 1].iter().any(|l| l.n_out % 2 != 0) {
+            Some("FFVOL_CUDA_FAST=1 ignored: it needs even hidden widths".to_string())
+        } else {
+            None
+        };
+        let fast = fast && fast_note.is_none();
+        let graph = occupancy::GraphState::new(&gpu, fast, graph_from_env())?;
+        let drelu = fast && use_lt && drelu_from_env();
+        let (lt, lt_note) = if !fast {
+            (None, None)
+        } else if !use_lt {
+            (None, Some("cuBLASLt off (FFVOL_CUDA_LT=0)".to_string()))
+        } else {
+            let major = gpu.rt.arch.trim_start_matches("sm_").parse::<i32>().unwrap_or(0) / 10;
+            match super::lt::Lt::new(gpu.stream.clone(), major) {
+                Ok(lt) => (Some(lt), None),
+                Err(reason) => (None, Some(reason)),
+            }
+        };
         let mut be = CudaBackend {
             precision,
+            fast,
+            fast_note,
+            lt,
+            lt_note: std::cell::RefCell::new(lt_note),
+            drelu,
+            drelu_note: std::cell::RefCell::new(None),
+            graph,
             encoding,
-            layers: mlp.layers(),
+            layers,
             adam,
             step: 0,
             params16: if precision == Precision::Fp16 { Some(gpu.alloc(n)?) } else { None },
@@ -344,6 +537,26 @@ impl CudaBackend {
         self.precision
     }
 
+    /// Whether the fast fp16 path runs (see [`Self::with_fast`]).
+    pub fn is_fast(&self) -> bool {
+        self.fast
+    }
+
+    /// Turns the experimental DRELU fusion on or off (tests; `FFVOL_CUDA_LT_DRELU=1` otherwise).
+    pub fn set_drelu(&mut self, on: bool) {
+        self.drelu = on && self.fast && self.lt.is_some();
+    }
+
+    /// Whether the experimental DRELU fusion is on.
+    pub fn uses_drelu(&self) -> bool {
+        self.drelu && self.uses_lt() && self.drelu_note.borrow().is_none()
+    }
+
+    /// Whether the fast path's hidden layers go through cuBLASLt (until a shape is refused).
+    pub fn uses_lt(&self) -> bool {
+        self.lt.is_some() && self.lt_note.borrow().is_none()
+    }
+
     /// Name and architecture of the device, e.g. "NVIDIA H200 (sm_90)".
     pub fn device(&self) -> String {
         format!("{} ({})", self.gpu.rt.device_name, self.gpu.rt.arch)
@@ -363,11 +576,11 @@ impl CudaBackend {
         dim: usize,
         layers: &[LayerLayout],
         training: bool,
-        p: Precision,
+        (p, fast): (Precision, bool),
     ) -> crate::Result<()> {
         if slot.as_ref().is_none_or(|b| b.cap < n) {
             *slot = None; // free the old buffers first
-            *slot = Some(Buffers::new(gpu, n, dim, layers, training, p)?);
+            *slot = Some(Buffers::new(gpu, n, dim, layers, training, p, fast)?);
         }
         Ok(())
     }
@@ -389,6 +602,9 @@ impl CudaBackend {
 
     /// Encodes `bufs.points[..n]` into `bufs.features` (and its fp16 copy).
     fn encode_device(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
+        if self.fast {
+            return self.encode_fast(bufs, n);
+        }
         let gpu = &self.gpu;
         let enc = &self.encoding;
         let f = enc.n_features();
@@ -423,6 +639,9 @@ impl CudaBackend {
 
     /// Encodes `bufs.points[..n]` and runs every layer into `bufs.acts`.
     fn forward_device(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
+        if self.fast {
+            return self.forward_fast(bufs, n);
+        }
         self.encode_device(bufs, n)?;
         let gpu = &self.gpu;
         let f = self.encoding.n_features();
@@ -470,6 +689,9 @@ impl CudaBackend {
 
     /// Back-propagates `bufs.deltas[0]` (∂L/∂output × grad_scale) into `self.grads`.
     fn backward_device(&mut self, n: usize) -> crate::Result<()> {
+        if self.fast {
+            return self.backward_fast(n);
+        }
         let bufs = self.train.as_mut().ok_or_else(missing)?;
         let gpu = &self.gpu;
         let f = self.encoding.n_features();
@@ -553,11 +775,219 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// The fp32 encoder into `feats` (n × features): the fast path's `encode` check.
+    fn encode_f32(&self, pts: &CudaView<f32>, n: usize, feats: &mut CudaViewMut<f32>) -> crate::Result<()> {
+        let gpu = &self.gpu;
+        let enc = &self.encoding;
+        if enc.identity {
+            let len = (n * enc.dim) as i64;
+            launch!(gpu, "encode_identity", grid(n * enc.dim), pts, &len, feats)
+        } else {
+            let (n_i, d, m) = (n as i32, enc.dim as i32, enc.frequencies() as i32);
+            launch!(gpu, "encode_fourier", grid(n * enc.frequencies()), pts, &self.frequencies, &n_i, &d, &m, &enc.scale, feats)
+        }
+    }
+
+    /// Fast path: encodes `bufs.points[..n]` straight into the fp16 features.
+    fn encode_fast(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
+        let gpu = &self.gpu;
+        let enc = &self.encoding;
+        let f = enc.n_features();
+        let pts = bufs.points.slice(0..n * enc.dim);
+        let mut feats = bufs.features16.as_mut().ok_or_else(missing)?.slice_mut(0..n * f);
+        if enc.identity {
+            let len = (n * enc.dim) as i64;
+            launch!(gpu, "encode_identity_h", grid(n * enc.dim), &pts, &len, &mut feats)
+        } else {
+            let (n_i, d, m) = (n as i32, enc.dim as i32, enc.frequencies() as i32);
+            launch!(
+                gpu,
+                "encode_fourier_h",
+                grid(n * enc.frequencies()),
+                &pts,
+                &self.frequencies,
+                &n_i,
+                &d,
+                &m,
+                &enc.scale,
+                &mut feats
+            )
+        }
+    }
+
+    /// Fast path forward: fp16 features and hidden activations only. Each hidden product writes
+    /// fp16 (fp32 accumulation) and `bias_relu_h` adds the bias and applies ReLU in place; the
+    /// output layer writes fp32 into `bufs.acts[last]` as on the default path.
+    fn forward_fast(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
+        if self.drelu && bufs.relu_aux.is_empty() {
+            // the masks of every hidden layer, for the buffers' capacity (made outside any capture:
+            // the first step with these buffers runs uncaptured)
+            for layer in &self.layers[..self.layers.len() - 1] {
+                bufs.relu_aux.push(self.gpu.alloc::<u8>(aux_ld(layer.n_out) / 8 * bufs.cap)?);
+            }
+        }
+        self.encode_fast(bufs, n)?;
+        let gpu = &self.gpu;
+        let f = self.encoding.n_features();
+        let n_i = n as i32;
+        let last = self.layers.len() - 1;
+        let p16 = self.params16.as_ref().ok_or_else(missing)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let w = Operand::F16(p16.slice(layer.weight..layer.bias));
+            let (below, rest) = bufs.acts16.split_at_mut(l.min(last));
+            let input = if l == 0 {
+                bufs.features16.as_ref().ok_or_else(missing)?.slice(0..n * f)
+            } else {
+                below[l - 1].slice(0..n * layer.n_in)
+            };
+            let bias = self.params.slice(layer.bias..layer.bias + layer.n_out);
+            let cols = layer.n_out as i32;
+            let dims = (layer.n_out, n, layer.n_in);
+            if l < last {
+                let mut z = rest[0].slice_mut(0..n * layer.n_out);
+                bufs.aux_valid[l] = false;
+                if let Some(lt) = self.lt.as_ref().filter(|_| self.lt_note.borrow().is_none()) {
+                    let w = p16.slice(layer.weight..layer.bias);
+                    let b16 = p16.slice(layer.bias..layer.bias + layer.n_out);
+                    if self.drelu && self.drelu_note.borrow().is_none() && bufs.relu_aux.len() > l {
+                        let ld = aux_ld(layer.n_out);
+                        let mut aux = bufs.relu_aux[l].slice_mut(0..ld / 8 * n);
+                        match lt.matmul_relu_aux_bias(dims, &w, &input, &b16, &mut aux, ld, &mut z) {
+                            Ok(()) => {
+                                bufs.aux_valid[l] = true;
+                                continue;
+                            }
+                            // no mask from cuBLASLt: the plain epilogue below, relu_mask_colsum_h
+                            // in the backward
+                            Err(reason) => *self.drelu_note.borrow_mut() = Some(format!("RELU_AUX_BIAS: {reason}")),
+                        }
+                    }
+                    match lt.matmul_bias(dims, true, &w, &input, &b16, &mut z) {
+                        Ok(()) => continue,
+                        // a shape cuBLASLt refuses: cuBLAS and bias_relu_h from here on
+                        Err(reason) => *self.lt_note.borrow_mut() = Some(reason),
+                    }
+                }
+                gpu.gemm_to((true, false), dims, 1.0, (w, layer.n_in), (Operand::F16(input), layer.n_in), (OutOperand::F16(&mut z), layer.n_out))?;
+                let relu = 1i32;
+                launch!(gpu, "bias_relu_h", grid(n * layer.n_out / 2), &mut z, &bias, &n_i, &cols, &relu)?;
+            } else {
+                let mut z = bufs.acts[l].slice_mut(0..n * layer.n_out);
+                gpu.gemm((true, false), dims, 1.0, (w, layer.n_in), (Operand::F16(input), layer.n_in), (&mut z, layer.n_out))?;
+                let relu = 0i32;
+                launch!(gpu, "bias_act", grid(n * layer.n_out), &mut z, &bias, &n_i, &cols, &relu)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fast path backward: ∂L/∂Z of the hidden layers only in fp16 (two ping-pong buffers); each
+    /// ∂L/∂A product writes fp16 and `relu_mask_colsum_h` masks it in place while summing its
+    /// columns for the bias gradient of the layer below.
+    fn backward_fast(&mut self, n: usize) -> crate::Result<()> {
+        let bufs = self.train.as_mut().ok_or_else(missing)?;
+        let gpu = &self.gpu;
+        let f = self.encoding.n_features();
+        let n_i = n as i32;
+        let inv_scale = 1.0 / self.grad_scale;
+        let n_layers = self.layers.len();
+        let p16 = self.params16.as_ref().ok_or_else(missing)?;
+        let mut d16 = [bufs.delta16.take().ok_or_else(missing)?, bufs.delta16b.take().ok_or_else(missing)?];
+        let r = (|| -> crate::Result<()> {
+            // the output layer: ∂L/∂Z in fp32 (n × n_out, small) → fp16, and its column sums
+            let n_out = self.layers[n_layers - 1].n_out;
+            gpu.to_f16(&bufs.deltas[0].slice(0..n * n_out), &mut d16[0].slice_mut(0..n * n_out))?;
+            let mut parts = n.div_ceil(BIAS_ROWS_PER_PART);
+            {
+                let cfg = LaunchConfig {
+                    grid_dim: (n_out.div_ceil(32) as u32, parts as u32, 1),
+                    block_dim: (32, 8, 1),
+                    shared_mem_bytes: 0,
+                };
+                let dz = bufs.deltas[0].slice(0..n * n_out);
+                let (cols, rpp) = (n_out as i32, BIAS_ROWS_PER_PART as i32);
+                let mut partial = bufs.partial.slice_mut(0..parts * n_out);
+                launch!(gpu, "column_sums_partial", cfg, &dz, &n_i, &cols, &rpp, &mut partial)?;
+            }
+            let mut cur = 0usize;
+            for l in (0..n_layers).rev() {
+                let layer = self.layers[l];
+                let (n_in, n_out) = (layer.n_in, layer.n_out);
+                // dWᵀ (in×out, col-major) = Aᵀ (in×n) · dZ (op T of the out×n col-major view)
+                {
+                    let mut gw = self.grads.slice_mut(layer.weight..layer.bias);
+                    let a = if l == 0 {
+                        bufs.features16.as_ref().ok_or_else(missing)?.slice(0..n * f)
+                    } else {
+                        bufs.acts16[l - 1].slice(0..n * n_in)
+                    };
+                    let dz = Operand::F16(d16[cur].slice(0..n * n_out));
+                    gpu.gemm((false, true), (n_in, n_out, n), inv_scale, (Operand::F16(a), n_in), (dz, n_out), (&mut gw, n_in))?;
+                }
+                // db from the partial column sums made when dZ was
+                {
+                    let partial = bufs.partial.slice(0..parts * n_out);
+                    let mut gb = self.grads.slice_mut(layer.bias..layer.bias + n_out);
+                    let (parts_i, cols) = (parts as i32, n_out as i32);
+                    launch!(gpu, "column_sums_final", grid(n_out), &partial, &parts_i, &cols, &inv_scale, &mut gb)?;
+                }
+                if l == 0 {
+                    break;
+                }
+                // dAᵀ (in×n, col-major) = Wᵀ · dZᵀ, in fp16, then the ReLU mask and column sums
+                let (lo, hi) = d16.split_at_mut(1);
+                let (src, dst) = if cur == 0 { (&lo[0], &mut hi[0]) } else { (&hi[0], &mut lo[0]) };
+                let mut da = dst.slice_mut(0..n * n_in);
+                let rpp = fast_rows_per_part(n);
+                parts = n.div_ceil(rpp);
+                let cfg = LaunchConfig {
+                    grid_dim: (n_in.div_ceil(64) as u32, parts as u32, 1),
+                    block_dim: (32, 8, 1),
+                    shared_mem_bytes: 0,
+                };
+                let (cols, rpp_i) = (n_in as i32, rpp as i32);
+                // experimental: the ReLU mask applied by cuBLASLt's DRELU epilogue
+                let mut masked = false;
+                if let Some(lt) = self.lt.as_ref().filter(|_| self.drelu && bufs.aux_valid[l - 1]) {
+                    let ld = aux_ld(n_in);
+                    let aux = bufs.relu_aux[l - 1].slice(0..ld / 8 * n);
+                    let (w, dz) = (p16.slice(layer.weight..layer.bias), src.slice(0..n * n_out));
+                    match lt.matmul_drelu((n_in, n, n_out), &w, &dz, &aux, ld, &mut da) {
+                        Ok(()) => masked = true,
+                        Err(reason) => *self.drelu_note.borrow_mut() = Some(format!("DRELU: {reason}")),
+                    }
+                }
+                let mut partial = bufs.partial.slice_mut(0..parts * n_in);
+                if masked {
+                    launch!(gpu, "column_sums_h", cfg, &mut da, &n_i, &cols, &rpp_i, &mut partial)?;
+                } else {
+                    let w = Operand::F16(p16.slice(layer.weight..layer.bias));
+                    let dz = Operand::F16(src.slice(0..n * n_out));
+                    gpu.gemm_to((false, false), (n_in, n, n_out), 1.0, (w, n_in), (dz, n_out), (OutOperand::F16(&mut da), n_in))?;
+                    let below = bufs.acts16[l - 1].slice(0..n * n_in);
+                    launch!(gpu, "relu_mask_colsum_h", cfg, &mut da, &below, &n_i, &cols, &rpp_i, &mut partial)?;
+                }
+                cur = 1 - cur;
+            }
+            Ok(())
+        })();
+        let [a, b] = d16;
+        bufs.delta16 = Some(a);
+        bufs.delta16b = Some(b);
+        r
+    }
+
     /// Mean loss of the last forward against `bufs.targets`, writing ∂L/∂output (× grad_scale) into
     /// `bufs.deltas[0]`; the loss stays on the device in `self.losses[slot]`.
     fn loss_device(&mut self, n: usize, loss: Loss, slot: usize) -> crate::Result<()> {
-        if slot >= self.losses.len() {
-            return Err(crate::Error::Config(format!("CUDA loss slot {slot} out of range")));
+        self.loss_device_to(n, loss, Some(slot))
+    }
+
+    /// [`Self::loss_device`]; with `slot` None, the slot is read on the device from the graph
+    /// state's `slot` (a captured step).
+    fn loss_device_to(&mut self, n: usize, loss: Loss, slot: Option<usize>) -> crate::Result<()> {
+        if slot.is_some_and(|slot| slot >= self.losses.len()) {
+            return Err(crate::Error::Config(format!("CUDA loss slot {slot:?} out of range")));
         }
         let n_out = self.layers[self.layers.len() - 1].n_out;
         let len = n * n_out;
@@ -580,8 +1010,16 @@ impl CudaBackend {
         let partial = bufs.partial.slice(0..blocks);
         let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
         let (parts, inv_n64) = (blocks as i32, inv_n as f64);
-        let mut out = self.losses.slice_mut(slot..slot + 1);
-        launch!(gpu, "mean_of_partials", one, &partial, &parts, &inv_n64, &mut out)
+        match slot {
+            Some(slot) => {
+                let mut out = self.losses.slice_mut(slot..slot + 1);
+                launch!(gpu, "mean_of_partials", one, &partial, &parts, &inv_n64, &mut out)
+            }
+            None => {
+                let dev_slot = self.graph.slot.as_ref().ok_or_else(missing)?;
+                launch!(gpu, "mean_of_partials_slot", one, &partial, &parts, &inv_n64, dev_slot, &mut self.losses)
+            }
+        }
     }
 
     /// Points uniform in `bbox` on the device, exactly as [`crate::sample::uniform_in_box`] draws
@@ -629,8 +1067,22 @@ impl CudaBackend {
     /// The features of `points` computed on the device (for parity tests of the encoder).
     pub fn encode(&mut self, points: &[f32]) -> crate::Result<Vec<f32>> {
         let n = self.check_points(points, "encode")?;
-        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, self.precision)?;
+        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, (self.precision, self.fast))?;
         let mut bufs = self.infer.take().ok_or_else(missing)?;
+        if self.fast {
+            // the fast path keeps only fp16 features; run the fp32 encoder for this check
+            let r = (|| {
+                self.gpu.upload(points, &mut bufs.points)?;
+                let f = self.encoding.n_features();
+                let mut feats = self.gpu.alloc::<f32>(n * f)?;
+                self.encode_f32(&bufs.points.slice(0..n * self.encoding.dim), n, &mut feats.slice_mut(0..n * f))?;
+                let mut out = vec![0.0; n * f];
+                self.gpu.download(&feats.slice(0..n * f), &mut out)?;
+                Ok(out)
+            })();
+            self.infer = Some(bufs);
+            return r;
+        }
         let r = (|| {
             self.gpu.upload(points, &mut bufs.points)?;
             self.forward_device(&mut bufs, n)?;
@@ -677,8 +1129,21 @@ impl Backend for CudaBackend {
     }
 
     fn describe(&self) -> String {
+        let path = match (&self.fast_note, self.fast) {
+            (Some(note), _) => format!(", {note}"),
+            (None, true) => (match &*self.lt_note.borrow() {
+                None if self.drelu => match &*self.drelu_note.borrow() {
+                    None => ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues, DRELU (FFVOL_CUDA_LT_DRELU=1))"
+                        .to_string(),
+                    Some(why) => format!(", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues; DRELU off: {why})"),
+                },
+                None => ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues)".to_string(),
+                Some(why) => format!(", fast path (FFVOL_CUDA_FAST=1, without cuBLASLt: {why})"),
+            }) + &self.graph.describe(),
+            (None, false) => String::new(),
+        };
         format!(
-            "cuda {} on {} ({}, kernels {})",
+            "cuda {} on {} ({}, kernels {}{path})",
             self.precision.name(),
             self.gpu.rt.device_name,
             self.gpu.rt.arch,
@@ -692,7 +1157,7 @@ impl Backend for CudaBackend {
 
     fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]> {
         let n = self.check_points(points, "forward")?;
-        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
+        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, (self.precision, self.fast))?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self.gpu.upload(points, &mut bufs.points).and_then(|_| self.forward_device(&mut bufs, n));
         let n_out = self.layers[self.layers.len() - 1].n_out;
@@ -743,6 +1208,27 @@ impl Backend for CudaBackend {
         let n = self.params.len() as i64;
         let (b1, b2, eps) = (self.adam.beta1, self.adam.beta2, self.adam.eps);
         let gpu = &self.gpu;
+        if self.fast {
+            // the fp16 copy of the weights in the same pass
+            let p16 = self.params16.as_mut().ok_or_else(missing)?;
+            return launch!(
+                gpu,
+                "adam_step_h",
+                grid(n as usize),
+                &mut self.params,
+                &self.grads,
+                &mut self.moment1,
+                &mut self.moment2,
+                &n,
+                &lr,
+                &b1,
+                &b2,
+                &eps,
+                &c1,
+                &c2,
+                p16
+            );
+        }
         launch!(
             gpu,
             "adam_step",
@@ -777,7 +1263,7 @@ impl Backend for CudaBackend {
         }
         let chunk = (points.len() / d).min(PREDICT_CHUNK);
         self.check_points(&points[..chunk * d], "predict")?;
-        Self::ensure(&mut self.infer, &self.gpu, chunk, d, &self.layers, false, self.precision)?;
+        Self::ensure(&mut self.infer, &self.gpu, chunk, d, &self.layers, false, (self.precision, self.fast))?;
         let mut bufs = self.infer.take().ok_or_else(missing)?;
         let mut r = Ok(());
         for (p, o) in points.chunks(PREDICT_CHUNK * d).zip(out.chunks_mut(PREDICT_CHUNK * n_out)) {
@@ -837,7 +1323,7 @@ impl Backend for CudaBackend {
         if targets.len() != n * n_out {
             return Err(crate::Error::Input(format!("train_step: {} targets for {n} points", targets.len())));
         }
-        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
+        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, (self.precision, self.fast))?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self
             .gpu

@@ -76,7 +76,188 @@ pub struct StepReport {
     pub train_seconds: f64,
 }
 
+/// The fast path's CUDA graph of the occupancy step's training part (encode, forward, loss,
+/// backward, Adam): captured once per batch size and set of buffers, on the second step with
+/// that key (the first runs as usual, so cuBLAS and cuBLASLt have made their plans), then
+/// replayed. The step's values (learning rate, Adam's bias corrections, the loss slot) live in
+/// device memory the host writes before each launch. Sampling and labelling stay ordinary
+/// launches, so the per-step events (label vs train time) still bracket the graph.
+pub struct GraphState {
+    enabled: bool,
+    /// lr, c1, c2 of the step being launched.
+    hyper: Option<CudaSlice<f32>>,
+    /// The loss slot of the step being launched.
+    pub(super) slot: Option<CudaSlice<i32>>,
+    /// cuBLAS's workspace, set on the handle so that captured products allocate nothing.
+    _blas_workspace: Option<CudaSlice<u8>>,
+    /// (batch, device address of the training buffers' points) the graph was captured for.
+    key: Option<(usize, u64)>,
+    /// The key of the last uncaptured step (captured on the next step with the same key).
+    warm: Option<(usize, u64)>,
+    graph: Option<cudarc::driver::CudaGraph>,
+    /// Why graphs are off: switched off, or a capture that failed (then never tried again).
+    note: Option<String>,
+    /// Steps replayed from the graph (for tests and the bench line).
+    pub replays: u64,
+}
+
+impl GraphState {
+    pub(super) fn new(gpu: &Gpu, fast: bool, wanted: bool) -> crate::Result<Self> {
+        let mut g = GraphState {
+            enabled: fast && wanted,
+            hyper: None,
+            slot: None,
+            _blas_workspace: None,
+            key: None,
+            warm: None,
+            graph: None,
+            note: if fast && !wanted { Some("CUDA graph off (FFVOL_CUDA_GRAPH=0)".into()) } else { None },
+            replays: 0,
+        };
+        if g.enabled {
+            g.hyper = Some(gpu.alloc::<f32>(3)?);
+            g.slot = Some(gpu.alloc::<i32>(1)?);
+            // cuBLAS must not allocate its workspace while a capture is running: give it one
+            let ws = gpu.alloc::<u8>(32 << 20)?;
+            let ptr = cudarc::driver::DevicePtr::device_ptr(&ws, &gpu.stream).0;
+            // SAFETY: the handle is live, and the workspace outlives it: CudaBackend's `gpu`
+            // (the handle) is its first field, so it drops before `graph` (this workspace).
+            let r = unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(*gpu.blas.handle(), ptr as *mut std::ffi::c_void, 32 << 20)
+            };
+            if r != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                g.enabled = false;
+                g.note = Some(format!("CUDA graph off: cublasSetWorkspace failed ({r:?})"));
+            }
+            g._blas_workspace = Some(ws);
+        }
+        Ok(g)
+    }
+
+    pub(super) fn describe(&self) -> String {
+        match (&self.note, self.enabled) {
+            (Some(note), _) => format!(", {note}"),
+            (None, true) => ", occupancy step as a CUDA graph".into(),
+            (None, false) => String::new(),
+        }
+    }
+}
+
 impl CudaBackend {
+    /// Turns the occupancy step's CUDA graph off (for tests; `FFVOL_CUDA_GRAPH=0` otherwise).
+    pub fn without_graph(mut self) -> Self {
+        self.graph.graph = None;
+        if self.graph.enabled {
+            self.graph.note = Some("CUDA graph off (without_graph)".into());
+        }
+        self
+    }
+
+    /// Whether the fast path's occupancy steps replay a CUDA graph, and how many have.
+    pub fn graph_replays(&self) -> (bool, u64) {
+        (self.graph.enabled && self.graph.note.is_none(), self.graph.replays)
+    }
+
+    /// The training part of an occupancy step (the batch is drawn) from the CUDA graph.
+    /// Ok(false): not done (first step with this key, or graphs off); the caller runs it as usual.
+    fn train_from_graph(&mut self, n: usize, lr: f32, slot: usize) -> crate::Result<bool> {
+        if !self.graph.enabled || self.graph.note.is_some() {
+            return Ok(false);
+        }
+        let ptr = {
+            let bufs = self.train.as_ref().ok_or_else(missing)?;
+            let (p, _sync) = cudarc::driver::DevicePtr::device_ptr(&bufs.points, &self.gpu.stream);
+            p
+        };
+        let key = (n, ptr);
+        if self.graph.key != Some(key) {
+            self.graph.graph = None;
+            self.graph.key = None;
+            if self.graph.warm != Some(key) {
+                self.graph.warm = Some(key);
+                return Ok(false);
+            }
+        }
+        // the step's values, exactly as optimizer_step computes them
+        let t = (self.step + 1) as i32;
+        let c1 = 1.0 / (1.0 - (self.adam.beta1 as f64).powi(t)) as f32;
+        let c2 = 1.0 / (1.0 - (self.adam.beta2 as f64).powi(t)) as f32;
+        {
+            let gpu = &self.gpu;
+            gpu.upload(&[lr, c1, c2], self.graph.hyper.as_mut().ok_or_else(missing)?)?;
+            gpu.upload(&[slot as i32], self.graph.slot.as_mut().ok_or_else(missing)?)?;
+        }
+        if self.graph.graph.is_none() {
+            match self.capture_train(n) {
+                Ok(g) => {
+                    self.graph.graph = Some(g);
+                    self.graph.key = Some(key);
+                }
+                Err(reason) => {
+                    self.graph.note = Some(format!("CUDA graph off: {reason}"));
+                    return Ok(false);
+                }
+            }
+        }
+        let g = self.graph.graph.as_ref().ok_or_else(missing)?;
+        g.launch().map_err(|e| cuda_error("launching the step's CUDA graph", e))?;
+        self.step += 1;
+        self.batch = n;
+        self.grad_scale = n as f32; // as loss_device sets it for fp16 (one output)
+        self.graph.replays += 1;
+        Ok(true)
+    }
+
+    /// Captures encode, forward, loss (slot from the device), backward and Adam (lr, c1, c2
+    /// from the device) for a batch of `n` drawn into the training buffers. Nothing runs.
+    fn capture_train(&mut self, n: usize) -> Result<cudarc::driver::CudaGraph, String> {
+        if self.layers[self.layers.len() - 1].n_out != 1 {
+            return Err("the network has more than one output".into());
+        }
+        let stream = self.gpu.stream.clone();
+        stream
+            .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| format!("beginning the capture: {e:?}"))?;
+        let saved = (self.grad_scale, self.batch);
+        let r = (|| -> crate::Result<()> {
+            let mut bufs = self.train.take().ok_or_else(missing)?;
+            let f = self.forward_device(&mut bufs, n);
+            self.train = Some(bufs);
+            f?;
+            self.batch = n;
+            self.loss_device_to(n, Loss::Bce, None)?;
+            self.backward_device(n)?;
+            let len = self.params.len() as i64;
+            let (b1, b2, eps) = (self.adam.beta1, self.adam.beta2, self.adam.eps);
+            let gpu = &self.gpu;
+            let hyper = self.graph.hyper.as_ref().ok_or_else(missing)?;
+            let p16 = self.params16.as_mut().ok_or_else(missing)?;
+            launch!(
+                gpu,
+                "adam_step_h_dev",
+                grid(len as usize),
+                &mut self.params,
+                &self.grads,
+                &mut self.moment1,
+                &mut self.moment2,
+                &len,
+                hyper,
+                &b1,
+                &b2,
+                &eps,
+                p16
+            )
+        })();
+        (self.grad_scale, self.batch) = saved;
+        let g = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+        r.map_err(|e| format!("capturing the step: {e}"))?;
+        match g {
+            Ok(Some(g)) => Ok(g),
+            Ok(None) => Err("the capture made no graph".into()),
+            Err(e) => Err(format!("ending the capture: {e:?}")),
+        }
+    }
+
     /// Uploads `mesh_in_unit`'s faces and `winding`'s tree once; the arrays are those of
     /// [`WindingNumber::export_flat`]. Fails when the tree is deeper than the device stack.
     pub fn upload_mesh(&self, winding: &WindingNumber, mesh_in_unit: &TriMesh, bbox: Aabb) -> crate::Result<DeviceMesh> {
@@ -227,7 +408,7 @@ impl CudaBackend {
         if n > i32::MAX as usize / widest.max(3) {
             return Err(crate::Error::Input(format!("{n} points is too many for one batch on the GPU")));
         }
-        Self::ensure(&mut self.train, &self.gpu, n, 3, &self.layers, true, self.precision)?;
+        Self::ensure(&mut self.train, &self.gpu, n, 3, &self.layers, true, (self.precision, self.fast))?;
         let gpu = &self.gpu;
         let bufs = self.train.as_mut().ok_or_else(missing)?;
         let key = rng_key(p.seed, streams::TRAIN_BATCH);
@@ -311,6 +492,9 @@ impl CudaBackend {
         record(self, 0)?;
         self.draw_batch(mesh, p)?;
         record(self, 1)?;
+        if self.train_from_graph(p.batch, lr, slot)? {
+            return record(self, 2);
+        }
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let forward = self.forward_device(&mut bufs, p.batch);
         self.train = Some(bufs);
@@ -344,7 +528,7 @@ impl CudaBackend {
     /// Uploads host points into the inference buffers, for timing [`Self::encode_staged`].
     pub fn stage_points(&mut self, points: &[f32]) -> crate::Result<usize> {
         let n = self.check_points(points, "stage_points")?;
-        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, self.precision)?;
+        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, (self.precision, self.fast))?;
         let bufs = self.infer.as_mut().ok_or_else(missing)?;
         self.gpu.upload(points, &mut bufs.points)?;
         Ok(n)

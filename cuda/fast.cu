@@ -1,0 +1,177 @@
+// The opt-in fast fp16 path (FFVOL_CUDA_FAST=1, src/backend/cuda/network.rs): hidden
+// activations and ∂L/∂Z live only as fp16, so every element-wise pass reads and writes half
+// the bytes and the fp32 copies and the separate conversion passes are gone.
+//   forward:  encode → fp16 features; GEMM (fp16 in, fp32 accumulate, fp16 out) → bias_relu_h
+//             in place (bias added in fp32, one rounding back to fp16)
+//   backward: GEMM dA (fp16 out) → relu_mask_colsum_h in place, which also sums the masked
+//             columns for the bias gradient of the layer below (fixed order, deterministic)
+//   Adam:     adam_step_h writes the fp16 copy of the weights in the same pass
+#include <cuda_fp16.h>
+
+// encode_fourier, writing the fp16 features directly: the same f32 value as encode_fourier
+// rounded once (equals f32_to_f16 of the default path's features bit for bit).
+extern "C" __global__ void encode_fourier_h(const float* __restrict__ points, const float* __restrict__ b, int n,
+                                            int d, int m, float scale, __half* __restrict__ out) {
+    FOR_EACH(idx, (long long)n * m) {
+        long long i = idx / m;
+        int k = (int)(idx - i * m);
+        const float* v = points + i * d;
+        const float* row = b + (long long)k * d;
+        float t = 0.0f;
+        for (int a = 0; a < d; ++a) t += row[a] * v[a];
+        float s, c;
+        sincos_turns(t, &s, &c);
+        __half* o = out + i * 2 * (long long)m;
+        o[k] = __float2half_rn(c * scale);
+        o[m + k] = __float2half_rn(s * scale);
+    }
+}
+
+// encode_identity into fp16.
+extern "C" __global__ void encode_identity_h(const float* __restrict__ points, long long len,
+                                             __half* __restrict__ out) {
+    FOR_EACH(i, len) { out[i] = __float2half_rn(2.0f * points[i] - 1.0f); }
+}
+
+// z (rows × cols fp16, row-major, cols even) += bias per column in fp32, ReLU when `relu`,
+// rounded back to fp16 in place. Two columns per thread.
+extern "C" __global__ void bias_relu_h(__half2* __restrict__ z, const float* __restrict__ bias, int rows, int cols,
+                                       int relu) {
+    int half_cols = cols >> 1;
+    FOR_EACH(i, (long long)rows * half_cols) {
+        int c = (int)(i % half_cols) * 2;
+        float2 v = __half22float2(z[i]);
+        v.x += bias[c];
+        v.y += bias[c + 1];
+        if (relu) {
+            v.x = fmaxf(v.x, 0.0f);
+            v.y = fmaxf(v.y, 0.0f);
+        }
+        z[i] = __floats2half2_rn(v.x, v.y);
+    }
+}
+
+// ∂L/∂A (rows × cols fp16, cols even) through the ReLU of the layer below, in place: zero where
+// the post-ReLU fp16 activation is not positive. Also the first pass of that layer's bias
+// gradient: column sums of the masked values over blocks of `rows_per_part` rows, f32 within a
+// thread (rows_per_part / 8 terms), f64 across the block's 8 rows of threads in a fixed order.
+// Block (32, 8), grid (ceil(cols / 64), parts); writes partial[part * cols + col] (f64), which
+// column_sums_final finishes. The order of every sum is fixed: results do not depend on timing.
+extern "C" __global__ void relu_mask_colsum_h(__half2* __restrict__ grad, const __half2* __restrict__ act, int rows,
+                                              int cols, int rows_per_part, double* __restrict__ partial) {
+    __shared__ double acc[8][64];
+    int half_cols = cols >> 1;
+    int pair = blockIdx.x * 32 + threadIdx.x;
+    int part = blockIdx.y;
+    long long r0 = (long long)part * rows_per_part;
+    long long r1 = min((long long)rows, r0 + rows_per_part);
+    float sx = 0.0f, sy = 0.0f;
+    if (pair < half_cols) {
+        for (long long r = r0 + threadIdx.y; r < r1; r += 8) {
+            long long i = r * half_cols + pair;
+            float2 g = __half22float2(grad[i]);
+            float2 a = __half22float2(act[i]);
+            g.x = a.x > 0.0f ? g.x : 0.0f;
+            g.y = a.y > 0.0f ? g.y : 0.0f;
+            grad[i] = __floats2half2_rn(g.x, g.y);
+            sx += g.x;
+            sy += g.y;
+        }
+    }
+    acc[threadIdx.y][2 * threadIdx.x] = (double)sx;
+    acc[threadIdx.y][2 * threadIdx.x + 1] = (double)sy;
+    __syncthreads();
+    if (threadIdx.y == 0 && pair < half_cols) {
+        double tx = 0.0, ty = 0.0;
+        for (int j = 0; j < 8; ++j) {
+            tx += acc[j][2 * threadIdx.x];
+            ty += acc[j][2 * threadIdx.x + 1];
+        }
+        partial[(long long)part * cols + 2 * pair] = tx;
+        partial[(long long)part * cols + 2 * pair + 1] = ty;
+    }
+}
+
+// adam_step (cuda/adam.cu, the same arithmetic) that also writes the fp16 copy of the updated
+// weights, so no separate conversion pass over all parameters follows.
+extern "C" __global__ void adam_step_h(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                       float* __restrict__ v, long long n, float lr, float b1, float b2, float eps,
+                                       float c1, float c2, __half* __restrict__ p16) {
+    FOR_EACH(i, n) {
+        float gi = g[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float pi = p[i] - lr * (mi * c1) / (sqrtf(vi * c2) + eps);
+        p[i] = pi;
+        p16[i] = __float2half_rn(pi);
+    }
+}
+
+// adam_step_h with lr, c1, c2 read from hyper[0..3]: the form a captured CUDA graph replays, the
+// host writing the step's values into `hyper` before each launch. Same arithmetic.
+extern "C" __global__ void adam_step_h_dev(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                           float* __restrict__ v, long long n, const float* __restrict__ hyper,
+                                           float b1, float b2, float eps, __half* __restrict__ p16) {
+    float lr = hyper[0], c1 = hyper[1], c2 = hyper[2];
+    FOR_EACH(i, n) {
+        float gi = g[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float pi = p[i] - lr * (mi * c1) / (sqrtf(vi * c2) + eps);
+        p[i] = pi;
+        p16[i] = __float2half_rn(pi);
+    }
+}
+
+// mean_of_partials (cuda/loss.cu) writing out[*slot]: the loss slot of a graph-replayed step.
+// One block of 256 threads.
+extern "C" __global__ void mean_of_partials_slot(const double* __restrict__ partial, int parts, double inv_n,
+                                                 const int* __restrict__ slot, float* __restrict__ out) {
+    __shared__ double s[256];
+    double acc = 0.0;
+    for (int p = threadIdx.x; p < parts; p += blockDim.x) acc += partial[p];
+    s[threadIdx.x] = acc;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[*slot] = (float)(s[0] * inv_n);
+}
+
+// The first pass of a bias gradient from fp16 ∂L/∂Z (rows × cols, cols even) that cuBLASLt's
+// DRELU epilogue has already masked: relu_mask_colsum_h's sums without the mask and the write.
+// Block (32, 8), grid (ceil(cols / 64), parts); partial[part * cols + col] (f64).
+extern "C" __global__ void column_sums_h(const __half2* __restrict__ grad, int rows, int cols, int rows_per_part,
+                                         double* __restrict__ partial) {
+    __shared__ double acc[8][64];
+    int half_cols = cols >> 1;
+    int pair = blockIdx.x * 32 + threadIdx.x;
+    int part = blockIdx.y;
+    long long r0 = (long long)part * rows_per_part;
+    long long r1 = min((long long)rows, r0 + rows_per_part);
+    float sx = 0.0f, sy = 0.0f;
+    if (pair < half_cols) {
+        for (long long r = r0 + threadIdx.y; r < r1; r += 8) {
+            float2 g = __half22float2(grad[r * half_cols + pair]);
+            sx += g.x;
+            sy += g.y;
+        }
+    }
+    acc[threadIdx.y][2 * threadIdx.x] = (double)sx;
+    acc[threadIdx.y][2 * threadIdx.x + 1] = (double)sy;
+    __syncthreads();
+    if (threadIdx.y == 0 && pair < half_cols) {
+        double tx = 0.0, ty = 0.0;
+        for (int j = 0; j < 8; ++j) {
+            tx += acc[j][2 * threadIdx.x];
+            ty += acc[j][2 * threadIdx.x + 1];
+        }
+        partial[(long long)part * cols + 2 * pair] = tx;
+        partial[(long long)part * cols + 2 * pair + 1] = ty;
+    }
+}
