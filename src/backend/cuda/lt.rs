@@ -229,7 +229,7 @@ impl Lt {
         aux_ld: usize,
         c: &mut CudaViewMut<f16>,
     ) -> Result<(), String> {
-        if aux_ld % 128 != 0 || aux_ld < m || aux.len() < aux_ld / 8 * n {
+        if !aux_ld.is_multiple_of(128) || aux_ld < m || aux.len() < aux_ld / 8 * n {
             return Err("cuBLASLt: the ReLU mask buffer does not fit".into());
         }
         let ptr = aux.device_ptr_mut(&self.stream).0;
@@ -247,7 +247,7 @@ impl Lt {
         aux_ld: usize,
         c: &mut CudaViewMut<f16>,
     ) -> Result<(), String> {
-        if aux_ld % 128 != 0 || aux_ld < m || aux.len() < aux_ld / 8 * n {
+        if !aux_ld.is_multiple_of(128) || aux_ld < m || aux.len() < aux_ld / 8 * n {
             return Err("cuBLASLt: the ReLU mask buffer does not fit".into());
         }
         let ptr = aux.device_ptr(&self.stream).0;
