@@ -184,7 +184,6 @@ struct ReconArgs {
     threads: usize,
 }
 
-
 /// Settings shared by `fit volume` and `fit mri`.
 #[derive(Args)]
 struct FieldArgs {
@@ -465,12 +464,17 @@ fn set_threads(threads: usize) {
 fn parse_schedule(s: &str) -> Result<LrSchedule> {
     let parts: Vec<&str> = s.split(':').collect();
     let num = |i: usize, default: f64| -> Result<f64> {
-        parts.get(i).map(|p| p.parse::<f64>().with_context(|| format!("--schedule {s}: {p:?} is not a number"))).unwrap_or(Ok(default))
+        parts
+            .get(i)
+            .map(|p| p.parse::<f64>().with_context(|| format!("--schedule {s}: {p:?} is not a number")))
+            .unwrap_or(Ok(default))
     };
     Ok(match parts[0] {
         "constant" => LrSchedule::Constant,
         "cosine" => LrSchedule::Cosine { warmup: num(1, 50.0)? as u64, final_fraction: num(2, 0.02)? as f32 },
-        "exponential" => LrSchedule::Exponential { factor: num(1, 0.1)? as f32, every: num(2, 5000.0)? as u64 },
+        "exponential" => {
+            LrSchedule::Exponential { factor: num(1, 0.1)? as f32, every: num(2, 5000.0)? as u64 }
+        }
         other => bail!("--schedule: unknown schedule {other:?} (constant, cosine[:W[:F]], exponential:F:N)"),
     })
 }
@@ -495,7 +499,8 @@ fn resolve(args: &OccupancyArgs) -> Result<OccupancyConfig> {
         };
     }
     match &mut c.encoding {
-        EncodingConfig::Gaussian { sigma, features, normalize } | EncodingConfig::Positional { sigma, features, normalize } => {
+        EncodingConfig::Gaussian { sigma, features, normalize }
+        | EncodingConfig::Positional { sigma, features, normalize } => {
             *sigma = args.sigma.unwrap_or(*sigma);
             *features = args.features.unwrap_or(*features);
             *normalize = args.normalize.unwrap_or(*normalize);
@@ -600,7 +605,9 @@ fn fit(args: FitArgs) -> Result<()> {
             c.output = run;
             (c, true)
         }
-        (None, None) => bail!("say what to fit (`ffvol fit occupancy`) or which run to continue (`ffvol fit --resume RUN`)"),
+        (None, None) => bail!(
+            "say what to fit (`ffvol fit occupancy`) or which run to continue (`ffvol fit --resume RUN`)"
+        ),
         (Some(_), Some(_)) => bail!("--resume takes its settings from the run; give no job with it"),
     };
     set_threads(config.threads);
@@ -649,7 +656,8 @@ fn export(args: ExportArgs) -> Result<()> {
     }
     let run = SavedRun::open(&args.run)?;
     let t = std::time::Instant::now();
-    let mesh = run.export(args.resolution, &args.format, args.nifti, !args.exact, args.min_component, args.threads)?;
+    let mesh =
+        run.export(args.resolution, &args.format, args.nifti, !args.exact, args.min_component, args.threads)?;
     println!(
         "exported {} vertices, {} triangles at resolution {} in {:.1} s into {}",
         mesh.positions.len(),
@@ -721,7 +729,10 @@ fn fit_ct(config: ffvol::task::ct::CtConfig, resume: bool) -> Result<()> {
     eprintln!("run folder: {}", config.output.display());
     match fit(&config, &opts)? {
         CtOutcome::Interrupted { step } => {
-            eprintln!("stopped at step {step}; checkpoint written. Continue with: ffvol fit --resume {}", config.output.display());
+            eprintln!(
+                "stopped at step {step}; checkpoint written. Continue with: ffvol fit --resume {}",
+                config.output.display()
+            );
             Err(ffvol::Error::Interrupted.into())
         }
         CtOutcome::Finished(m) => {
@@ -756,8 +767,14 @@ fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
         },
     };
     let t = std::time::Instant::now();
-    let sim = simulate(&scan, &SimulateOptions { phantom, poisson_i0, seed: a.seed, supersample: a.supersample })?;
-    let name = Path::new(&a.phantom).file_stem().and_then(|s| s.to_str()).unwrap_or("phantom").trim_end_matches(".nii").to_string();
+    let sim =
+        simulate(&scan, &SimulateOptions { phantom, poisson_i0, seed: a.seed, supersample: a.supersample })?;
+    let name = Path::new(&a.phantom)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("phantom")
+        .trim_end_matches(".nii")
+        .to_string();
     let dir = a.output.unwrap_or_else(|| PathBuf::from("sim").join(name));
     write_simulation(&scan, &sim, &dir)?;
     println!(
@@ -781,11 +798,17 @@ fn recon(a: ReconArgs) -> Result<()> {
     let (volume, name) = match a.method {
         ReconMethod::Fbp | ReconMethod::Fdk => {
             if a.method == ReconMethod::Fdk && scan.beam == Beam::Parallel {
-                bail!("FDK is for fan and cone beams; {} is a parallel beam: use `recon fbp`", a.geometry.display());
+                bail!(
+                    "FDK is for fan and cone beams; {} is a parallel beam: use `recon fbp`",
+                    a.geometry.display()
+                );
             }
             if scan.beam != Beam::Parallel {
                 let n = scan.n_views() as f64;
-                let (lo, hi) = scan.angles.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+                let (lo, hi) = scan
+                    .angles
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
                 if (hi - lo) * n / (n - 1.0).max(1.0) < 2.0 * std::f64::consts::PI * 0.99 {
                     eprintln!("warning: FDK here assumes views over a full turn; these cover {:.0}° (no short-scan weights)", (hi - lo).to_degrees());
                 }
@@ -840,7 +863,8 @@ fn apply_field_args(
         };
     }
     match encoding {
-        EncodingConfig::Gaussian { sigma, features, .. } | EncodingConfig::Positional { sigma, features, .. } => {
+        EncodingConfig::Gaussian { sigma, features, .. }
+        | EncodingConfig::Positional { sigma, features, .. } => {
             *sigma = a.sigma.unwrap_or(*sigma);
             *features = a.features.unwrap_or(*features);
         }
@@ -894,7 +918,18 @@ fn resolve_volume(a: &VolumeArgs) -> Result<VolumeConfig> {
     if let Some(v) = &a.volume {
         c.volume = v.clone();
     }
-    apply_field_args(&a.common, &mut c.encoding, &mut c.model, &mut c.train, &mut c.normalize, &mut c.export, &mut c.seed, &mut c.threads, &mut c.device, (8.0, 6.0))?;
+    apply_field_args(
+        &a.common,
+        &mut c.encoding,
+        &mut c.model,
+        &mut c.train,
+        &mut c.normalize,
+        &mut c.export,
+        &mut c.seed,
+        &mut c.threads,
+        &mut c.device,
+        (8.0, 6.0),
+    )?;
     c.train.train_fraction = a.train_fraction.unwrap_or(c.train.train_fraction);
     c.train.batch = a.batch.unwrap_or(c.train.batch);
     c.output = run_dir(&a.common, Some(&c.volume), "volume")?;
@@ -926,7 +961,18 @@ fn resolve_mri(a: &MriArgs) -> Result<MriConfig> {
         }
         c.sampling = Sampling::parse(s).map_err(|e| anyhow::anyhow!("--sampling: {e}"))?;
     }
-    apply_field_args(&a.common, &mut c.encoding, &mut c.model, &mut c.train, &mut c.normalize, &mut c.export, &mut c.seed, &mut c.threads, &mut c.device, (5.0, 4.0))?;
+    apply_field_args(
+        &a.common,
+        &mut c.encoding,
+        &mut c.model,
+        &mut c.train,
+        &mut c.normalize,
+        &mut c.export,
+        &mut c.seed,
+        &mut c.threads,
+        &mut c.device,
+        (5.0, 4.0),
+    )?;
     let name = c.volume.clone().or_else(|| c.kspace.clone());
     c.output = run_dir(&a.common, name.as_deref(), "mri")?;
     c.validate()?;
@@ -938,7 +984,10 @@ fn fit_options(resume: bool) -> FitOptions {
 }
 
 fn interrupted(step: u64, dir: &Path) -> Result<()> {
-    eprintln!("stopped at step {step}; checkpoint written. Continue with: ffvol fit --resume {}", dir.display());
+    eprintln!(
+        "stopped at step {step}; checkpoint written. Continue with: ffvol fit --resume {}",
+        dir.display()
+    );
     Err(ffvol::Error::Interrupted.into())
 }
 
@@ -948,7 +997,10 @@ fn fit_volume(c: VolumeConfig, resume: bool) -> Result<()> {
     match volume::fit(&c, &fit_options(resume))? {
         VolumeOutcome::Interrupted { step } => interrupted(step, &c.output),
         VolumeOutcome::Finished(m) => {
-            println!("PSNR held-out {:.2} dB   training voxels {:.2} dB   whole volume {:.2} dB", m.psnr_test, m.psnr_train, m.psnr_all);
+            println!(
+                "PSNR held-out {:.2} dB   training voxels {:.2} dB   whole volume {:.2} dB",
+                m.psnr_test, m.psnr_train, m.psnr_all
+            );
             println!("SSIM held-out {:.4}      whole volume {:.4}", m.ssim_test, m.ssim_all);
             println!("time: {:.1} s total, {:.3} s/step", m.total_seconds, m.seconds_per_step);
             println!("run folder: {}", c.output.display());

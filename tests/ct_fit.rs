@@ -19,12 +19,19 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Simulates `phantom` for `scan` into `dir`; returns (projections, geometry, truth) paths.
 fn simulate(scan: &Scan, phantom: PhantomSource, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let sim = ct::simulate(scan, &SimulateOptions { phantom, poisson_i0: None, seed: 0, supersample: 3 }).unwrap();
+    let sim =
+        ct::simulate(scan, &SimulateOptions { phantom, poisson_i0: None, seed: 0, supersample: 3 }).unwrap();
     ct::write_simulation(scan, &sim, dir).unwrap();
     (dir.join("projections.npy"), dir.join("geometry.toml"), dir.join("truth.nii.gz"))
 }
 
-fn config(files: &(PathBuf, PathBuf, PathBuf), out: PathBuf, encoding: EncodingConfig, lr: f32, steps: u64) -> CtConfig {
+fn config(
+    files: &(PathBuf, PathBuf, PathBuf),
+    out: PathBuf,
+    encoding: EncodingConfig,
+    lr: f32,
+    steps: u64,
+) -> CtConfig {
     let mut c = CtConfig::preset(CtPreset::Fast);
     c.projections = files.0.clone();
     c.geometry = files.1.clone();
@@ -55,12 +62,16 @@ fn gaussian_features_beat_no_mapping_and_fbp_on_20_views() {
     let opts = FitOptions::default();
     let gauss = EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false };
     let g = finished(ct::fit(&config(&files, dir.join("gauss"), gauss, 3e-3, 400), &opts).unwrap());
-    let n = finished(ct::fit(&config(&files, dir.join("none"), EncodingConfig::None, 1e-2, 400), &opts).unwrap());
+    let n =
+        finished(ct::fit(&config(&files, dir.join("none"), EncodingConfig::None, 1e-2, 400), &opts).unwrap());
     let proj = ct::load_projections(&scan, &files.0, &files.1).unwrap();
     let truth = ct::load_truth(&scan, &files.2).unwrap();
     let fbp = psnr(&ct_recon::fbp(&scan, &proj), &truth);
     let (gp, np) = (g.psnr.unwrap(), n.psnr.unwrap());
-    println!("128², 20 views, 3×64, 400 steps: gaussian {gp:.2} dB (SSIM {:.3}), none {np:.2} dB, FBP {fbp:.2} dB", g.ssim.unwrap());
+    println!(
+        "128², 20 views, 3×64, 400 steps: gaussian {gp:.2} dB (SSIM {:.3}), none {np:.2} dB, FBP {fbp:.2} dB",
+        g.ssim.unwrap()
+    );
     assert!(gp > np + 6.0, "gaussian {gp:.2} vs none {np:.2}");
     assert!(gp > fbp + 2.0, "gaussian {gp:.2} vs FBP {fbp:.2}");
     assert!(gp > 23.0, "gaussian {gp:.2}");
@@ -128,14 +139,40 @@ fn cli_errors_name_the_files() {
     let exe = env!("CARGO_BIN_EXE_ffvol");
     let run = |args: &[&str]| {
         let out = std::process::Command::new(exe).args(args).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
+        )
     };
     let g = files.1.to_str().unwrap();
     let (ok, msg) = run(&["recon", "fbp", "--projections", bad.to_str().unwrap(), "--geometry", g]);
-    assert!(!ok && msg.contains("bad.npy") && msg.contains("9 projections") && msg.contains("10 angles"), "{msg}");
-    let (ok, msg) = run(&["fit", "ct", "--projections", dir.join("missing.npy").to_str().unwrap(), "--geometry", g, "--output", dir.join("r").to_str().unwrap()]);
+    assert!(
+        !ok && msg.contains("bad.npy") && msg.contains("9 projections") && msg.contains("10 angles"),
+        "{msg}"
+    );
+    let (ok, msg) = run(&[
+        "fit",
+        "ct",
+        "--projections",
+        dir.join("missing.npy").to_str().unwrap(),
+        "--geometry",
+        g,
+        "--output",
+        dir.join("r").to_str().unwrap(),
+    ]);
     assert!(!ok && msg.contains("missing.npy"), "{msg}");
-    let (ok, msg) = run(&["recon", "sart", "--projections", files.0.to_str().unwrap(), "--geometry", g, "--truth", files.2.to_str().unwrap(), "--iterations", "5"]);
+    let (ok, msg) = run(&[
+        "recon",
+        "sart",
+        "--projections",
+        files.0.to_str().unwrap(),
+        "--geometry",
+        g,
+        "--truth",
+        files.2.to_str().unwrap(),
+        "--iterations",
+        "5",
+    ]);
     assert!(ok && msg.contains("PSNR"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -71,14 +71,20 @@ fn line_integrals_match_closed_form_chords() {
             // chord of a ball by geometry: 2√(r² − d²), d the distance of the ray from the centre
             if shape.axes[0] == shape.axes[1] {
                 let r_mm = 0.7 * s.vol_extent()[0] / 2.0;
-                let c: [f64; 3] = std::array::from_fn(|a| shape.centre[a] * s.vol_extent()[0] / 2.0 * if a < dims { 1.0 } else { 0.0 });
+                let c: [f64; 3] = std::array::from_fn(|a| {
+                    shape.centre[a] * s.vol_extent()[0] / 2.0 * if a < dims { 1.0 } else { 0.0 }
+                });
                 for &i in &ids {
                     let ray = s.ray(i);
                     let w: [f64; 3] = std::array::from_fn(|a| c[a] - ray.origin[a]);
                     let t: f64 = (0..3).map(|a| w[a] * ray.dir[a]).sum();
                     let d2: f64 = (0..3).map(|a| (w[a] - t * ray.dir[a]).powi(2)).sum();
                     let chord = 2.0 * (r_mm * r_mm - d2).max(0.0).sqrt();
-                    assert!((chord - exact[i]).abs() < 1e-6 * max, "{name}: closed form {} vs geometry {chord}", exact[i]);
+                    assert!(
+                        (chord - exact[i]).abs() < 1e-6 * max,
+                        "{name}: closed form {} vs geometry {chord}",
+                        exact[i]
+                    );
                 }
             }
             // (a) stratified midpoints of the exact indicator, 1024 per ray
@@ -90,7 +96,13 @@ fn line_integrals_match_closed_form_chords() {
                 let sum: f64 = pts
                     .chunks_exact(dims)
                     .map(|p| {
-                        let xi: [f64; 3] = std::array::from_fn(|a| if a < dims { (p[a] as f64 - 0.5) * ext[a] / (ext[0] / 2.0) } else { 0.0 });
+                        let xi: [f64; 3] = std::array::from_fn(|a| {
+                            if a < dims {
+                                (p[a] as f64 - 0.5) * ext[a] / (ext[0] / 2.0)
+                            } else {
+                                0.0
+                            }
+                        });
                         ph.value_at(xi)
                     })
                     .sum();
@@ -106,7 +118,8 @@ fn line_integrals_match_closed_form_chords() {
             let rms = (errs.iter().map(|e| e * e).sum::<f64>() / errs.len() as f64).sqrt();
             let worst_b = errs.iter().cloned().fold(0.0, f64::max);
             // away from grazing rays (where the chord's slope is unbounded and any raster blurs it)
-            let worst_inner = errs.iter().zip(&exact).filter(|(_, e)| **e > 0.5 * max).map(|(d, _)| *d).fold(0.0, f64::max);
+            let worst_inner =
+                errs.iter().zip(&exact).filter(|(_, e)| **e > 0.5 * max).map(|(d, _)| *d).fold(0.0, f64::max);
             println!(
                 "{name}: max chord {max:.1} mm; sampler worst {:.3} %; projector RMS {:.3} %, worst {:.2} % (chords > 50 % of max: {:.3} %)",
                 100.0 * worst_a / max,
@@ -115,8 +128,14 @@ fn line_integrals_match_closed_form_chords() {
                 100.0 * worst_inner / max
             );
             assert!(rms < 0.01 * max, "{name}: discrete projector RMS error {rms} (max chord {max})");
-            assert!(worst_inner < 0.01 * max, "{name}: discrete projector error {worst_inner} on a non-grazing ray (max chord {max})");
-            assert!(worst_b < 0.15 * max, "{name}: discrete projector worst error {worst_b} (max chord {max})");
+            assert!(
+                worst_inner < 0.01 * max,
+                "{name}: discrete projector error {worst_inner} on a non-grazing ray (max chord {max})"
+            );
+            assert!(
+                worst_b < 0.15 * max,
+                "{name}: discrete projector worst error {worst_b} (max chord {max})"
+            );
         }
     }
 }

@@ -68,7 +68,11 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
             let t = std::time::Instant::now();
             match kernels::compile_ptx(&src, arch, &includes) {
                 Ok(ptx) => {
-                    println!("{arch} {name:<14} {:>7} bytes of PTX in {:>4} ms", ptx.len(), t.elapsed().as_millis());
+                    println!(
+                        "{arch} {name:<14} {:>7} bytes of PTX in {:>4} ms",
+                        ptx.len(),
+                        t.elapsed().as_millis()
+                    );
                     if name == "all" {
                         for k in kernels::KERNEL_NAMES {
                             assert!(

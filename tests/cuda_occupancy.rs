@@ -88,7 +88,8 @@ fn flat_winding(flat: &FlatWinding, q: Vec3, beta2: f64) -> f64 {
             let first = r.dot(v(f, 4)) * inv3;
             let second = f[16] * inv3 - 3.0 * rmr * inv5;
             let rcr = DVec3::new(r.dot(mat(f, 23, r)), r.dot(mat(f, 32, r)), r.dot(mat(f, 41, r)));
-            let third = 0.5 * (-3.0 * inv5 * (2.0 * v(f, 17).dot(r) + v(f, 20).dot(r)) + 15.0 * inv7 * r.dot(rcr));
+            let third =
+                0.5 * (-3.0 * inv5 * (2.0 * v(f, 17).dot(r) + v(f, 20).dot(r)) + 15.0 * inv7 * r.dot(rcr));
             sum += first + second + third;
             continue;
         }
@@ -129,7 +130,12 @@ fn flat_tree_reproduces_cpu_winding_numbers() {
     }
 }
 
-fn backend_for(depth: usize, width: usize, features: usize, precision: Precision) -> (CpuBackend, CudaBackend) {
+fn backend_for(
+    depth: usize,
+    width: usize,
+    features: usize,
+    precision: Precision,
+) -> (CpuBackend, CudaBackend) {
     let rng = CounterRng::new(3, streams::INIT_WEIGHTS);
     let e = Encoding::build(&EncodingConfig::Gaussian { sigma: 10.0, features, normalize: false }, 3, &rng);
     let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth, width }, 1), &rng);
@@ -195,10 +201,20 @@ fn gpu_batches_match_cpu_batches() {
         for step in [0u64, 1, 1234] {
             let (mut pts, mut labels) = (vec![], vec![]);
             occupancy::training_batch(&cfg, &mesh, step, &mut pts, &mut labels);
-            let p = BatchParams { seed: cfg.seed, step, batch, n_surface, surface_sigma: cfg.train.surface_sigma };
+            let p = BatchParams {
+                seed: cfg.seed,
+                step,
+                batch,
+                n_surface,
+                surface_sigma: cfg.train.surface_sigma,
+            };
             let (gp, gl) = gpu.occupancy_batch(&dm, &p).unwrap();
             let host = pts.as_flattened();
-            assert_eq!(&gp[..3 * n_uniform], &host[..3 * n_uniform], "uniform points differ (batch {batch}, step {step})");
+            assert_eq!(
+                &gp[..3 * n_uniform],
+                &host[..3 * n_uniform],
+                "uniform points differ (batch {batch}, step {step})"
+            );
             let worst = gp[3 * n_uniform..]
                 .iter()
                 .zip(&host[3 * n_uniform..])

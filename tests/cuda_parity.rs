@@ -51,7 +51,9 @@ fn points(rng: &CounterRng, first: u64, n: usize) -> Vec<f32> {
 
 /// Occupancy of a ball of radius 0.3 around the centre: a target the network can learn.
 fn ball(pts: &[f32]) -> Vec<f32> {
-    pts.chunks(3).map(|p| (p.iter().map(|x| (x - 0.5) * (x - 0.5)).sum::<f32>() < 0.09) as u8 as f32).collect()
+    pts.chunks(3)
+        .map(|p| (p.iter().map(|x| (x - 0.5) * (x - 0.5)).sum::<f32>() < 0.09) as u8 as f32)
+        .collect()
 }
 
 /// max |a − b| / max(max |b|, floor): one scale for a whole buffer, so near-zero entries do not
@@ -119,8 +121,12 @@ fn forward_matches() {
 fn gradients_match_for_both_losses() {
     require_cuda!();
     for loss in [Loss::Bce, Loss::Mse] {
-        let (mut cpu, mut gpu, rng) =
-            pair(EncodingConfig::Gaussian { sigma: 5.0, features: 48, normalize: false }, 4, 96, Precision::Fp32);
+        let (mut cpu, mut gpu, rng) = pair(
+            EncodingConfig::Gaussian { sigma: 5.0, features: 48, normalize: false },
+            4,
+            96,
+            Precision::Fp32,
+        );
         let n = 5000;
         let pts = points(&rng, 7000, n);
         let y = ball(&pts);
@@ -147,8 +153,12 @@ fn gradients_match_for_both_losses() {
 fn losses_and_one_adam_step_match() {
     require_cuda!();
     for loss in [Loss::Bce, Loss::Mse] {
-        let (mut cpu, mut gpu, rng) =
-            pair(EncodingConfig::Gaussian { sigma: 4.0, features: 32, normalize: true }, 3, 64, Precision::Fp32);
+        let (mut cpu, mut gpu, rng) = pair(
+            EncodingConfig::Gaussian { sigma: 4.0, features: 32, normalize: true },
+            3,
+            64,
+            Precision::Fp32,
+        );
         let n = 4096;
         let pts = points(&rng, 1, n);
         let y: Vec<f32> = match loss {
@@ -159,7 +169,10 @@ fn losses_and_one_adam_step_match() {
         let before = cpu.state().mlp.params;
         let l_cpu = cpu.train_step(&pts, &y, loss, lr).unwrap();
         let l_gpu = gpu.train_step(&pts, &y, loss, lr).unwrap();
-        assert!((l_cpu - l_gpu).abs() <= 1e-5 * l_cpu.abs(), "{loss:?}: loss {l_gpu} on the GPU, {l_cpu} on the CPU");
+        assert!(
+            (l_cpu - l_gpu).abs() <= 1e-5 * l_cpu.abs(),
+            "{loss:?}: loss {l_gpu} on the GPU, {l_cpu} on the CPU"
+        );
         let (a, b) = (cpu.state(), gpu.state());
         assert_eq!(a.adam.step, b.adam.step);
         // Adam's first step is ≈ lr·sign(g): compare moves, allowing a handful of entries whose
@@ -229,8 +242,12 @@ fn training_curves_match_fp16() {
 #[test]
 fn fp16_forward_and_gradients_are_close() {
     require_cuda!();
-    let (mut cpu, mut gpu, rng) =
-        pair(EncodingConfig::Gaussian { sigma: 5.0, features: 64, normalize: false }, 4, 128, Precision::Fp16);
+    let (mut cpu, mut gpu, rng) = pair(
+        EncodingConfig::Gaussian { sigma: 5.0, features: 64, normalize: false },
+        4,
+        128,
+        Precision::Fp16,
+    );
     let n = 8192;
     let pts = points(&rng, 3, n);
     let y = ball(&pts);

@@ -25,11 +25,7 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// Reading must fail with a message that names the file.
 fn expect_error(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("utf-8 name")
-        .to_owned();
+    let name = path.file_name().and_then(|n| n.to_str()).expect("utf-8 name").to_owned();
     match read_mesh(path) {
         Ok(m) => panic!(
             "{name}: expected an error, got {} vertices {} faces",
@@ -38,10 +34,7 @@ fn expect_error(path: &Path) -> String {
         ),
         Err(e) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains(&name),
-                "error for {name} does not name the file: {msg}"
-            );
+            assert!(msg.contains(&name), "error for {name} does not name the file: {msg}");
             msg
         }
     }
@@ -87,11 +80,7 @@ impl Ty {
         macro_rules! bin {
             ($t:ty) => {{
                 let x = v as $t;
-                out.extend_from_slice(&if enc == Enc::Le {
-                    x.to_le_bytes()
-                } else {
-                    x.to_be_bytes()
-                });
+                out.extend_from_slice(&if enc == Enc::Le { x.to_le_bytes() } else { x.to_be_bytes() });
             }};
         }
         match enc {
@@ -141,11 +130,7 @@ fn ply_bytes(enc: Enc, elements: &[Element]) -> Vec<u8> {
     };
     let mut header = format!("ply\nformat {format} 1.0\ncomment test input\n");
     for e in elements {
-        header += &format!(
-            "element {} {}\n",
-            e.name,
-            e.declared.unwrap_or(e.rows.len() as u64)
-        );
+        header += &format!("element {} {}\n", e.name, e.declared.unwrap_or(e.rows.len() as u64));
         for p in &e.props {
             header += &match p {
                 Prop::Scalar(n, t) => format!("property {} {n}\n", t.name()),
@@ -179,13 +164,8 @@ fn ply_bytes(enc: Enc, elements: &[Element]) -> Vec<u8> {
 
 /// Unit square (a quad) plus a triangle above it, with normals, colours and a confidence value
 /// interleaved with x y z, as scanners write them.
-const SQUARE: [[f64; 3]; 5] = [
-    [0.0, 0.0, 0.0],
-    [1.5, 0.0, 0.0],
-    [1.5, 1.25, 0.0],
-    [0.0, 1.25, 0.0],
-    [0.75, 0.5, -2.5],
-];
+const SQUARE: [[f64; 3]; 5] =
+    [[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [1.5, 1.25, 0.0], [0.0, 1.25, 0.0], [0.75, 0.5, -2.5]];
 
 fn vertex_element(coord: Ty) -> Element {
     Element {
@@ -205,10 +185,7 @@ fn vertex_element(coord: Ty) -> Element {
         rows: SQUARE
             .iter()
             .map(|p| {
-                [p[0], 0.5, p[1], p[2], 0.0, 0.0, 1.0, 200.0, 10.0, 30.0]
-                    .iter()
-                    .map(|&v| vec![v])
-                    .collect()
+                [p[0], 0.5, p[1], p[2], 0.0, 0.0, 1.0, 200.0, 10.0, 30.0].iter().map(|&v| vec![v]).collect()
             })
             .collect(),
         declared: None,
@@ -218,35 +195,21 @@ fn vertex_element(coord: Ty) -> Element {
 fn face_element(name: &'static str, count: Ty, index: Ty, faces: &[&[f64]]) -> Element {
     Element {
         name: "face",
-        props: vec![
-            Prop::List(name, count, index),
-            Prop::Scalar("flags", Ty::UChar),
-        ],
+        props: vec![Prop::List(name, count, index), Prop::Scalar("flags", Ty::UChar)],
         rows: faces.iter().map(|f| vec![f.to_vec(), vec![7.0]]).collect(),
         declared: None,
     }
 }
 
 fn square_faces(index: Ty) -> Element {
-    face_element(
-        "vertex_indices",
-        Ty::UChar,
-        index,
-        &[&[0.0, 1.0, 2.0, 3.0], &[0.0, 4.0, 1.0]],
-    )
+    face_element("vertex_indices", Ty::UChar, index, &[&[0.0, 1.0, 2.0, 3.0], &[0.0, 4.0, 1.0]])
 }
 
 fn assert_square(mesh: &TriMesh, what: &str) {
-    let expected: Vec<Vec3> = SQUARE
-        .iter()
-        .map(|p| Vec3::new(p[0] as f32, p[1] as f32, p[2] as f32))
-        .collect();
+    let expected: Vec<Vec3> =
+        SQUARE.iter().map(|p| Vec3::new(p[0] as f32, p[1] as f32, p[2] as f32)).collect();
     assert_eq!(mesh.positions, expected, "{what}: positions");
-    assert_eq!(
-        mesh.triangles,
-        vec![[0, 1, 2], [0, 2, 3], [0, 4, 1]],
-        "{what}: triangles"
-    );
+    assert_eq!(mesh.triangles, vec![[0, 1, 2], [0, 2, 3], [0, 4, 1]], "{what}: triangles");
 }
 
 #[test]
@@ -271,41 +234,23 @@ fn ply_every_encoding_coordinate_and_index_type() {
 fn ply_vertex_index_name_other_int_types_and_extra_elements() {
     let dir = scratch("ply-names");
     for enc in [Enc::Ascii, Enc::Le, Enc::Be] {
-        for (count, index) in [
-            (Ty::UShort, Ty::Short),
-            (Ty::Int, Ty::UShort),
-            (Ty::UChar, Ty::Char),
-        ] {
+        for (count, index) in [(Ty::UShort, Ty::Short), (Ty::Int, Ty::UShort), (Ty::UChar, Ty::Char)] {
             let what = format!("{enc:?} vertex_index list {count:?} {index:?}");
             let material = Element {
                 name: "material",
-                props: vec![
-                    Prop::Scalar("ambient_red", Ty::UChar),
-                    Prop::List("name", Ty::UChar, Ty::UChar),
-                ],
+                props: vec![Prop::Scalar("ambient_red", Ty::UChar), Prop::List("name", Ty::UChar, Ty::UChar)],
                 rows: vec![vec![vec![3.0], vec![65.0, 66.0]]],
                 declared: None,
             };
-            let faces = face_element(
-                "vertex_index",
-                count,
-                index,
-                &[&[0.0, 1.0, 2.0, 3.0], &[0.0, 4.0, 1.0]],
-            );
+            let faces =
+                face_element("vertex_index", count, index, &[&[0.0, 1.0, 2.0, 3.0], &[0.0, 4.0, 1.0]]);
             let edges = Element {
                 name: "edge",
-                props: vec![
-                    Prop::Scalar("vertex1", Ty::Int),
-                    Prop::Scalar("vertex2", Ty::Int),
-                ],
+                props: vec![Prop::Scalar("vertex1", Ty::Int), Prop::Scalar("vertex2", Ty::Int)],
                 rows: vec![vec![vec![0.0], vec![1.0]]],
                 declared: None,
             };
-            let coord = if enc == Enc::Be {
-                Ty::Double
-            } else {
-                Ty::Float
-            };
+            let coord = if enc == Enc::Be { Ty::Double } else { Ty::Float };
             let bytes = ply_bytes(enc, &[material, vertex_element(coord), faces, edges]);
             let path = write_file(&dir, &format!("{enc:?}-{count:?}-{index:?}.ply"), &bytes);
             let mesh = read_mesh(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -320,20 +265,10 @@ fn ply_degenerate_faces_dropped_duplicates_kept_integer_coordinates_read() {
     let dir = scratch("ply-degenerate");
     let vertices = Element {
         name: "vertex",
-        props: vec![
-            Prop::Scalar("x", Ty::Short),
-            Prop::Scalar("y", Ty::Int),
-            Prop::Scalar("z", Ty::UChar),
-        ],
+        props: vec![Prop::Scalar("x", Ty::Short), Prop::Scalar("y", Ty::Int), Prop::Scalar("z", Ty::UChar)],
         rows: SQUARE
             .iter()
-            .map(|p| {
-                vec![
-                    vec![(p[0] * 2.0).round()],
-                    vec![(p[1] * 4.0).round()],
-                    vec![7.0],
-                ]
-            })
+            .map(|p| vec![vec![(p[0] * 2.0).round()], vec![(p[1] * 4.0).round()], vec![7.0]])
             .collect(),
         declared: None,
     };
@@ -341,20 +276,9 @@ fn ply_degenerate_faces_dropped_duplicates_kept_integer_coordinates_read() {
         "vertex_indices",
         Ty::UChar,
         Ty::Int,
-        &[
-            &[0.0, 1.0, 2.0],
-            &[0.0, 1.0, 2.0],
-            &[1.0, 1.0, 2.0],
-            &[3.0, 4.0],
-            &[],
-            &[2.0, 3.0, 4.0],
-        ],
+        &[&[0.0, 1.0, 2.0], &[0.0, 1.0, 2.0], &[1.0, 1.0, 2.0], &[3.0, 4.0], &[], &[2.0, 3.0, 4.0]],
     );
-    let path = write_file(
-        &dir,
-        "degenerate.ply",
-        &ply_bytes(Enc::Le, &[vertices, faces]),
-    );
+    let path = write_file(&dir, "degenerate.ply", &ply_bytes(Enc::Le, &[vertices, faces]));
     let mesh = read_mesh(&path).expect("read");
     assert_eq!(mesh.triangles, vec![[0, 1, 2], [0, 1, 2], [2, 3, 4]]);
     assert_eq!(mesh.positions[2], Vec3::new(3.0, 5.0, 7.0));
@@ -374,24 +298,13 @@ fn octahedron() -> TriMesh {
         Vec3::new(0.0, 0.0, 123.456),
         Vec3::new(0.0, 0.0, -7.0e-8),
     ];
-    let triangles = vec![
-        [0, 2, 4],
-        [2, 1, 4],
-        [1, 3, 4],
-        [3, 0, 4],
-        [2, 0, 5],
-        [1, 2, 5],
-        [3, 1, 5],
-        [0, 3, 5],
-    ];
+    let triangles =
+        vec![[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]];
     TriMesh::new(positions, triangles)
 }
 
 fn triangle_corners(mesh: &TriMesh) -> Vec<[Vec3; 3]> {
-    mesh.triangles
-        .iter()
-        .map(|t| t.map(|i| mesh.positions[i as usize]))
-        .collect()
+    mesh.triangles.iter().map(|t| t.map(|i| mesh.positions[i as usize])).collect()
 }
 
 #[test]
@@ -407,11 +320,7 @@ fn ply_obj_stl_round_trip_exactly() {
             if format == MeshFormat::Stl {
                 // STL stores corners; welding recovers the shared vertices.
                 assert_eq!(back.positions.len(), mesh.positions.len(), "STL welding");
-                assert_eq!(
-                    triangle_corners(&back),
-                    triangle_corners(&mesh),
-                    "STL corners"
-                );
+                assert_eq!(triangle_corners(&back), triangle_corners(&mesh), "STL corners");
             } else {
                 assert_eq!(back.positions, mesh.positions, "{format:?} positions");
                 assert_eq!(back.triangles, mesh.triangles, "{format:?} triangles");
@@ -420,10 +329,8 @@ fn ply_obj_stl_round_trip_exactly() {
         }
     }
     // Only the final files remain: writes are atomic and leave no temp files.
-    let mut names: Vec<String> = fs::read_dir(&dir)
-        .expect("ls")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(&dir).expect("ls").filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
     names.sort();
     assert_eq!(names, ["oct.obj", "oct.ply", "oct.stl"]);
     let _ = fs::remove_dir_all(&dir);
@@ -437,11 +344,7 @@ fn written_ply_header_is_what_other_tools_expect() {
     let path = dir.join("oct.ply");
     write_mesh(&path, &mesh, MeshFormat::Ply).expect("write");
     let bytes = fs::read(&path).expect("read");
-    let end = bytes
-        .windows(11)
-        .position(|w| w == b"end_header\n")
-        .expect("end_header")
-        + 11;
+    let end = bytes.windows(11).position(|w| w == b"end_header\n").expect("end_header") + 11;
     let header = std::str::from_utf8(&bytes[..end]).expect("ascii header");
     for line in [
         "format binary_little_endian 1.0",
@@ -465,23 +368,13 @@ fn stl_binary_layout_and_facet_normals() {
     write_mesh(&path, &mesh, MeshFormat::Stl).expect("write");
     let bytes = fs::read(&path).expect("read");
     assert_eq!(bytes.len(), 84 + 50 * 8);
-    assert!(
-        !bytes.starts_with(b"solid"),
-        "binary STL must not look ASCII"
-    );
-    assert_eq!(
-        u32::from_le_bytes([bytes[80], bytes[81], bytes[82], bytes[83]]),
-        8
-    );
-    let f =
-        |at: usize| f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    assert!(!bytes.starts_with(b"solid"), "binary STL must not look ASCII");
+    assert_eq!(u32::from_le_bytes([bytes[80], bytes[81], bytes[82], bytes[83]]), 8);
+    let f = |at: usize| f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let normal = Vec3::new(f(84), f(88), f(92));
     let [a, b, c] = triangle_corners(&mesh)[0];
     let expected = (b - a).cross(c - a).normalize();
-    assert!(
-        (normal - expected).length() < 1e-6,
-        "{normal} vs {expected}"
-    );
+    assert!((normal - expected).length() < 1e-6, "{normal} vs {expected}");
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -492,7 +385,8 @@ fn ascii_stl_and_obj_with_polygons_read() {
 facet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 1 0\nvertex 0 1 0\nendloop\nendfacet\nendsolid square\n";
     let mesh = read_mesh(&write_file(&dir, "square.STL", stl.as_bytes())).expect("ascii stl");
     assert_eq!((mesh.positions.len(), mesh.triangles.len()), (4, 2));
-    let obj = "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 0.5 0.5 1\nf 1/1/1 2/2/2 3/3/3 4/4/4\nf -1//1 -5//1 -4//1\n";
+    let obj =
+        "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 0.5 0.5 1\nf 1/1/1 2/2/2 3/3/3 4/4/4\nf -1//1 -5//1 -4//1\n";
     let mesh = read_mesh(&write_file(&dir, "square.Obj", obj.as_bytes())).expect("obj");
     assert_eq!(mesh.triangles, vec![[0, 1, 2], [0, 2, 3], [4, 0, 1]]);
     let _ = fs::remove_dir_all(&dir);
@@ -507,17 +401,15 @@ fn glb_chunks_and_json_are_consistent() {
     assert_eq!(MeshFormat::from_path(&path), Some(MeshFormat::Glb));
     write_mesh(&path, &mesh, MeshFormat::Glb).expect("write glb");
     let bytes = fs::read(&path).expect("read");
-    let word = |at: usize| {
-        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
-    };
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
     assert_eq!(&bytes[0..4], b"glTF");
     assert_eq!(word(4), 2, "version");
     assert_eq!(word(8), bytes.len(), "total length");
     let json_len = word(12);
     assert_eq!(&bytes[16..20], b"JSON");
     assert_eq!(json_len % 4, 0);
-    let doc: serde_json::Value =
-        serde_json::from_slice(&bytes[20..20 + json_len]).expect("json chunk");
+    let doc: serde_json::Value = serde_json::from_slice(&bytes[20..20 + json_len]).expect("json chunk");
     let bin_at = 20 + json_len;
     let bin_len = word(bin_at);
     assert_eq!(&bytes[bin_at + 4..bin_at + 8], b"BIN\0");
@@ -526,17 +418,13 @@ fn glb_chunks_and_json_are_consistent() {
     let bin = &bytes[bin_at + 8..];
 
     assert_eq!(doc["asset"]["version"], "2.0");
-    let buffer_len = doc["buffers"][0]["byteLength"]
-        .as_u64()
-        .expect("buffer length") as usize;
+    let buffer_len = doc["buffers"][0]["byteLength"].as_u64().expect("buffer length") as usize;
     assert!(buffer_len <= bin_len && bin_len - buffer_len < 4);
     let prim = &doc["meshes"][0]["primitives"][0];
     assert_eq!(prim["mode"], 4);
-    let accessor =
-        |k: &serde_json::Value| &doc["accessors"][k.as_u64().expect("accessor index") as usize];
-    let view_of = |a: &serde_json::Value| {
-        &doc["bufferViews"][a["bufferView"].as_u64().expect("view") as usize]
-    };
+    let accessor = |k: &serde_json::Value| &doc["accessors"][k.as_u64().expect("accessor index") as usize];
+    let view_of =
+        |a: &serde_json::Value| &doc["bufferViews"][a["bufferView"].as_u64().expect("view") as usize];
     let pos = accessor(&prim["attributes"]["POSITION"]);
     let nrm = accessor(&prim["attributes"]["NORMAL"]);
     let idx = accessor(&prim["indices"]);
@@ -563,23 +451,16 @@ fn glb_chunks_and_json_are_consistent() {
     assert_eq!(total, buffer_len);
     // The index data decodes to the mesh's triangles.
     let off = view_of(idx)["byteOffset"].as_u64().expect("off") as usize;
-    let indices: Vec<u32> = bin[off..off + 96]
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    assert_eq!(
-        indices,
-        mesh.triangles.iter().flatten().copied().collect::<Vec<_>>()
-    );
+    let indices: Vec<u32> =
+        bin[off..off + 96].chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert_eq!(indices, mesh.triangles.iter().flatten().copied().collect::<Vec<_>>());
 
     // Without normals there is no NORMAL attribute, and an empty mesh is refused.
     write_mesh(&path, &octahedron(), MeshFormat::Glb).expect("write glb");
     let bytes = fs::read(&path).expect("read");
     let json_len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
     let doc: serde_json::Value = serde_json::from_slice(&bytes[20..20 + json_len]).expect("json");
-    assert!(doc["meshes"][0]["primitives"][0]["attributes"]
-        .get("NORMAL")
-        .is_none());
+    assert!(doc["meshes"][0]["primitives"][0]["attributes"].get("NORMAL").is_none());
     assert!(write_mesh(&dir.join("empty.glb"), &TriMesh::default(), MeshFormat::Glb).is_err());
     assert!(!dir.join("empty.glb").exists());
     let _ = fs::remove_dir_all(&dir);
@@ -590,12 +471,7 @@ fn writing_an_invalid_mesh_is_refused_and_writes_nothing() {
     let dir = scratch("invalid-write");
     let mut bad = octahedron();
     bad.triangles.push([0, 1, 6]);
-    for format in [
-        MeshFormat::Ply,
-        MeshFormat::Obj,
-        MeshFormat::Stl,
-        MeshFormat::Glb,
-    ] {
+    for format in [MeshFormat::Ply, MeshFormat::Obj, MeshFormat::Stl, MeshFormat::Glb] {
         let path = dir.join(format!("bad.{}", format.extension()));
         let err = write_mesh(&path, &bad, format).expect_err("out-of-range index");
         assert!(err.to_string().contains("bad."), "{err}");
@@ -621,16 +497,8 @@ fn malformed_ply_files() {
     let good = valid_binary_ply();
     expect_error(&write_file(&dir, "truncated.ply", &good[..good.len() - 5]));
     expect_error(&write_file(&dir, "empty.ply", b""));
-    expect_error(&write_file(
-        &dir,
-        "notes.ply",
-        b"shopping list:\n- eggs\n- milk\n",
-    ));
-    expect_error(&write_file(
-        &dir,
-        "header-only.ply",
-        b"ply\nformat ascii 1.0\nelement vertex 3\n",
-    ));
+    expect_error(&write_file(&dir, "notes.ply", b"shopping list:\n- eggs\n- milk\n"));
+    expect_error(&write_file(&dir, "header-only.ply", b"ply\nformat ascii 1.0\nelement vertex 3\n"));
 
     for enc in [Enc::Ascii, Enc::Le] {
         let msg = expect_error(&write_file(
@@ -638,35 +506,15 @@ fn malformed_ply_files() {
             &format!("count-{enc:?}.ply"),
             &ply_bytes(
                 enc,
-                &[
-                    Element {
-                        declared: Some(50),
-                        ..vertex_element(Ty::Float)
-                    },
-                    square_faces(Ty::Int),
-                ],
+                &[Element { declared: Some(50), ..vertex_element(Ty::Float) }, square_faces(Ty::Int)],
             ),
         ));
         assert!(msg.to_lowercase().contains("vertex"), "{msg}");
     }
-    let huge = Element {
-        declared: Some(99_999_999_999),
-        ..vertex_element(Ty::Float)
-    };
-    expect_error(&write_file(
-        &dir,
-        "huge-count.ply",
-        &ply_bytes(Enc::Le, &[huge, square_faces(Ty::Int)]),
-    ));
-    let max_u32 = Element {
-        declared: Some(u64::from(u32::MAX)),
-        ..vertex_element(Ty::Float)
-    };
-    expect_error(&write_file(
-        &dir,
-        "max-count.ply",
-        &ply_bytes(Enc::Le, &[max_u32, square_faces(Ty::Int)]),
-    ));
+    let huge = Element { declared: Some(99_999_999_999), ..vertex_element(Ty::Float) };
+    expect_error(&write_file(&dir, "huge-count.ply", &ply_bytes(Enc::Le, &[huge, square_faces(Ty::Int)])));
+    let max_u32 = Element { declared: Some(u64::from(u32::MAX)), ..vertex_element(Ty::Float) };
+    expect_error(&write_file(&dir, "max-count.ply", &ply_bytes(Enc::Le, &[max_u32, square_faces(Ty::Int)])));
 
     let out_of_range = face_element("vertex_indices", Ty::UChar, Ty::Int, &[&[0.0, 1.0, 5.0]]);
     let msg = expect_error(&write_file(
@@ -684,57 +532,29 @@ fn malformed_ply_files() {
 
     let mut nan = vertex_element(Ty::Float);
     nan.rows[2][2] = vec![f64::NAN];
-    let msg = expect_error(&write_file(
-        &dir,
-        "nan.ply",
-        &ply_bytes(Enc::Le, &[nan, square_faces(Ty::Int)]),
-    ));
+    let msg = expect_error(&write_file(&dir, "nan.ply", &ply_bytes(Enc::Le, &[nan, square_faces(Ty::Int)])));
     assert!(msg.contains("vertex 2"), "{msg}");
     let mut inf = vertex_element(Ty::Double);
     inf.rows[0][0] = vec![f64::INFINITY];
-    expect_error(&write_file(
-        &dir,
-        "inf.ply",
-        &ply_bytes(Enc::Be, &[inf, square_faces(Ty::Int)]),
-    ));
+    expect_error(&write_file(&dir, "inf.ply", &ply_bytes(Enc::Be, &[inf, square_faces(Ty::Int)])));
 
-    let msg = expect_error(&write_file(
-        &dir,
-        "points.ply",
-        &ply_bytes(Enc::Le, &[vertex_element(Ty::Float)]),
-    ));
+    let msg =
+        expect_error(&write_file(&dir, "points.ply", &ply_bytes(Enc::Le, &[vertex_element(Ty::Float)])));
     assert!(msg.contains("no faces"), "{msg}");
-    let no_vertices = Element {
-        rows: vec![],
-        ..vertex_element(Ty::Float)
-    };
-    expect_error(&write_file(
-        &dir,
-        "no-vertices.ply",
-        &ply_bytes(Enc::Le, &[no_vertices]),
-    ));
+    let no_vertices = Element { rows: vec![], ..vertex_element(Ty::Float) };
+    expect_error(&write_file(&dir, "no-vertices.ply", &ply_bytes(Enc::Le, &[no_vertices])));
 
     // A face list that claims 255 entries and holds one; an ASCII one that claims 2^31 - 1.
     let mut huge_list = valid_binary_ply();
-    let end = huge_list
-        .windows(11)
-        .position(|w| w == b"end_header\n")
-        .expect("end")
-        + 11;
+    let end = huge_list.windows(11).position(|w| w == b"end_header\n").expect("end") + 11;
     huge_list.truncate(end + 5 * 31);
     huge_list.push(255);
     huge_list.extend_from_slice(&[1, 0, 0, 0]);
     expect_error(&write_file(&dir, "huge-list.ply", &huge_list));
-    let wide_count =
-        String::from_utf8_lossy(&ply_bytes(Enc::Ascii, &[vertex_element(Ty::Float)])).replace(
-            "end_header",
-            "element face 1\nproperty list int int vertex_indices\nend_header",
-        ) + "2147483647 0 1 2\n";
-    expect_error(&write_file(
-        &dir,
-        "huge-ascii-list.ply",
-        wide_count.as_bytes(),
-    ));
+    let wide_count = String::from_utf8_lossy(&ply_bytes(Enc::Ascii, &[vertex_element(Ty::Float)]))
+        .replace("end_header", "element face 1\nproperty list int int vertex_indices\nend_header")
+        + "2147483647 0 1 2\n";
+    expect_error(&write_file(&dir, "huge-ascii-list.ply", wide_count.as_bytes()));
 
     let float_indices = face_element("vertex_indices", Ty::UChar, Ty::Float, &[&[0.0, 1.0, 2.0]]);
     expect_error(&write_file(
@@ -759,40 +579,16 @@ fn malformed_ply_files() {
 #[test]
 fn malformed_obj_stl_and_paths() {
     let dir = scratch("bad-other");
-    let msg = expect_error(&write_file(
-        &dir,
-        "bad-index.obj",
-        b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 three\n",
-    ));
+    let msg = expect_error(&write_file(&dir, "bad-index.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 three\n"));
     assert!(msg.contains("line 4"), "{msg}");
-    let msg = expect_error(&write_file(
-        &dir,
-        "range.obj",
-        b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 4\n",
-    ));
+    let msg = expect_error(&write_file(&dir, "range.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 4\n"));
     assert!(msg.contains("line 4"), "{msg}");
     expect_error(&write_file(&dir, "empty.obj", b""));
-    expect_error(&write_file(
-        &dir,
-        "prose.obj",
-        b"Dear reader,\nthis is not a mesh.\n",
-    ));
-    let msg = expect_error(&write_file(
-        &dir,
-        "points.obj",
-        b"v 0 0 0\nv 1 0 0\nv 0 1 0\n",
-    ));
+    expect_error(&write_file(&dir, "prose.obj", b"Dear reader,\nthis is not a mesh.\n"));
+    let msg = expect_error(&write_file(&dir, "points.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n"));
     assert!(msg.contains("no faces"), "{msg}");
-    expect_error(&write_file(
-        &dir,
-        "nan.obj",
-        b"v 0 0 0\nv NaN 0 0\nv 0 1 0\nf 1 2 3\n",
-    ));
-    expect_error(&write_file(
-        &dir,
-        "binary.obj",
-        &[0x7f, b'E', b'L', b'F', 0, 1, 2],
-    ));
+    expect_error(&write_file(&dir, "nan.obj", b"v 0 0 0\nv NaN 0 0\nv 0 1 0\nf 1 2 3\n"));
+    expect_error(&write_file(&dir, "binary.obj", &[0x7f, b'E', b'L', b'F', 0, 1, 2]));
 
     let mut stl = Vec::new();
     stl.resize(80, b' ');
@@ -805,26 +601,17 @@ fn malformed_obj_stl_and_paths() {
     expect_error(&write_file(
         &dir,
         "words.stl",
-        "not an STL file at all, just some words\n"
-            .repeat(4)
-            .as_bytes(),
+        "not an STL file at all, just some words\n".repeat(4).as_bytes(),
     ));
     let cut_ascii = b"solid x\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n";
     expect_error(&write_file(&dir, "cut-ascii.stl", cut_ascii));
     let zero = [0u8; 84]; // a valid binary STL with no triangles
     expect_error(&write_file(&dir, "zero.stl", &zero));
 
-    expect_error(&write_file(
-        &dir,
-        "mesh.off",
-        b"OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n",
-    ));
+    expect_error(&write_file(&dir, "mesh.off", b"OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"));
     expect_error(&write_file(&dir, "noext", b"ply\n"));
     let msg = expect_error(&dir.join("missing.ply"));
-    assert!(
-        msg.to_lowercase().contains("no such file") || msg.contains("os error"),
-        "{msg}"
-    );
+    assert!(msg.to_lowercase().contains("no such file") || msg.contains("os error"), "{msg}");
     let glb = dir.join("oct.glb");
     write_mesh(&glb, &octahedron(), MeshFormat::Glb).expect("write");
     expect_error(&glb);
@@ -835,10 +622,7 @@ fn malformed_obj_stl_and_paths() {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -850,20 +634,8 @@ fn truncated_and_corrupted_files_never_panic() {
     oct.compute_vertex_normals();
     let mut inputs: Vec<(&str, Vec<u8>)> = vec![
         ("ply", valid_binary_ply()),
-        (
-            "ply",
-            ply_bytes(
-                Enc::Ascii,
-                &[vertex_element(Ty::Double), square_faces(Ty::UChar)],
-            ),
-        ),
-        (
-            "ply",
-            ply_bytes(
-                Enc::Be,
-                &[vertex_element(Ty::Float), square_faces(Ty::UInt)],
-            ),
-        ),
+        ("ply", ply_bytes(Enc::Ascii, &[vertex_element(Ty::Double), square_faces(Ty::UChar)])),
+        ("ply", ply_bytes(Enc::Be, &[vertex_element(Ty::Float), square_faces(Ty::UInt)])),
     ];
     for format in [MeshFormat::Obj, MeshFormat::Stl] {
         let path = dir.join(format!("src.{}", format.extension()));
@@ -890,10 +662,7 @@ fn truncated_and_corrupted_files_never_panic() {
             }
         }
     }
-    assert!(
-        outcomes.get(&false).copied().unwrap_or(0) > 100,
-        "truncations are mostly errors: {outcomes:?}"
-    );
+    assert!(outcomes.get(&false).copied().unwrap_or(0) > 100, "truncations are mostly errors: {outcomes:?}");
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -908,10 +677,7 @@ fn bundled_bunny_is_as_documented() {
     assert_eq!(mesh.triangles.len(), 3674, "triangles (datasets/README.md)");
     assert!(mesh.positions.iter().all(|p| p.is_finite()));
     let (lo, hi) = mesh.bounds().expect("bounds");
-    assert!(
-        (lo.y - -0.003149).abs() < 1e-5 && (hi.y - 9.654748).abs() < 1e-5,
-        "{lo} {hi}"
-    );
+    assert!((lo.y - -0.003149).abs() < 1e-5 && (hi.y - 9.654748).abs() < 1e-5, "{lo} {hi}");
     // Closed and consistently oriented, as the README says: every edge in exactly two faces,
     // once in each direction, and a positive enclosed volume.
     let mut directed = HashMap::new();
@@ -920,19 +686,7 @@ fn bundled_bunny_is_as_documented() {
             *directed.entry((t[k], t[(k + 1) % 3])).or_insert(0) += 1;
         }
     }
-    assert!(
-        directed.values().all(|&c| c == 1),
-        "no directed edge repeats"
-    );
-    assert!(
-        directed
-            .keys()
-            .all(|&(a, b)| directed.contains_key(&(b, a))),
-        "no boundary edges"
-    );
-    assert!(
-        (mesh.signed_volume() - 194.2884).abs() < 1e-2,
-        "volume {}",
-        mesh.signed_volume()
-    );
+    assert!(directed.values().all(|&c| c == 1), "no directed edge repeats");
+    assert!(directed.keys().all(|&(a, b)| directed.contains_key(&(b, a))), "no boundary edges");
+    assert!((mesh.signed_volume() - 194.2884).abs() < 1e-2, "volume {}", mesh.signed_volume());
 }

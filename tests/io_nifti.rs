@@ -49,12 +49,7 @@ fn volume() -> Vec<f32> {
 fn assert_affine_close(a: [[f64; 4]; 4], b: [[f64; 4]; 4]) {
     for i in 0..4 {
         for j in 0..4 {
-            assert!(
-                (a[i][j] - b[i][j]).abs() < 1e-6,
-                "affine[{i}][{j}]: {} vs {}",
-                a[i][j],
-                b[i][j]
-            );
+            assert!((a[i][j] - b[i][j]).abs() < 1e-6, "affine[{i}][{j}]: {} vs {}", a[i][j], b[i][j]);
         }
     }
 }
@@ -77,11 +72,7 @@ fn f32_round_trip_gz_and_plain() {
             assert_eq!(bytes.len(), 352 + 4 * 7 * 5 * 3);
         }
     }
-    assert_eq!(
-        fs::read_dir(&dir).expect("ls").count(),
-        2,
-        "no temp files left"
-    );
+    assert_eq!(fs::read_dir(&dir).expect("ls").count(), 2, "no temp files left");
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -104,9 +95,7 @@ fn header_fields_as_the_nifti_crate_reads_them() {
     let path = dir.join("vol.nii.gz");
     write_nifti_f32(&path, &volume(), DIMS, affine()).expect("write");
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(fs::File::open(&path).expect("open"))
-        .read_to_end(&mut raw)
-        .expect("gunzip");
+    flate2::read::GzDecoder::new(fs::File::open(&path).expect("open")).read_to_end(&mut raw).expect("gunzip");
     assert_eq!(raw.len(), 352 + 4 * 105);
     let h = nifti::NiftiHeader::from_reader(&raw[..]).expect("header parses");
     assert_eq!(h.sizeof_hdr, 348);
@@ -117,24 +106,12 @@ fn header_fields_as_the_nifti_crate_reads_them() {
     assert_eq!((h.sform_code, h.qform_code), (1, 1));
     assert_eq!(h.pixdim[0], 1.0, "qfac: proper rotation");
     for (k, s) in [0.8f32, 1.5, 3.0].iter().enumerate() {
-        assert!(
-            (h.pixdim[k + 1] - s).abs() < 1e-6,
-            "pixdim[{}] = {}",
-            k + 1,
-            h.pixdim[k + 1]
-        );
+        assert!((h.pixdim[k + 1] - s).abs() < 1e-6, "pixdim[{}] = {}", k + 1, h.pixdim[k + 1]);
     }
     // Rotation by 20° about z: quaternion (cos 10°, 0, 0, sin 10°).
     assert!(h.quatern_b.abs() < 1e-6 && h.quatern_c.abs() < 1e-6);
-    assert!(
-        (f64::from(h.quatern_d) - 10f64.to_radians().sin()).abs() < 1e-6,
-        "quatern_d {}",
-        h.quatern_d
-    );
-    assert_eq!(
-        [h.quatern_x, h.quatern_y, h.quatern_z],
-        [-91.0, 12.5, 40.25]
-    );
+    assert!((f64::from(h.quatern_d) - 10f64.to_radians().sin()).abs() < 1e-6, "quatern_d {}", h.quatern_d);
+    assert_eq!([h.quatern_x, h.quatern_y, h.quatern_z], [-91.0, 12.5, 40.25]);
     assert_eq!(h.srow_z, [0.0, 0.0, 3.0, 40.25]);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -158,11 +135,7 @@ fn qform_is_used_when_sform_is_absent() {
 }
 
 fn expect_error(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("name")
-        .to_owned();
+    let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
     match read_nifti_f32(path) {
         Ok((_, dims, _)) => panic!("{name}: expected an error, read a {dims:?} volume"),
         Err(e) => {
@@ -216,10 +189,7 @@ fn corrupt_files_are_errors() {
     four_d[40..42].copy_from_slice(&4i16.to_le_bytes());
     four_d[48..50].copy_from_slice(&2i16.to_le_bytes());
     let msg = expect_error(&write("four-d.nii", &four_d));
-    assert!(
-        msg.contains("3-D") || msg.to_lowercase().contains("length"),
-        "{msg}"
-    );
+    assert!(msg.contains("3-D") || msg.to_lowercase().contains("length"), "{msg}");
     // Every truncation and a few hundred single-byte corruptions: errors or data, never a panic.
     let probe = dir.join("probe.nii");
     for cut in (0..plain.len()).step_by(7) {
@@ -242,24 +212,12 @@ fn corrupt_files_are_errors() {
 fn bad_arguments_write_nothing() {
     let dir = scratch("args");
     let path = dir.join("v.nii.gz");
-    assert!(
-        write_nifti_f32(&path, &[0.0; 10], DIMS, affine()).is_err(),
-        "wrong length"
-    );
-    assert!(
-        write_nifti_f32(&path, &[], [0, 1, 1], affine()).is_err(),
-        "zero dim"
-    );
-    assert!(
-        write_nifti_u8(&path, &vec![0; 40000], [40000, 1, 1], affine()).is_err(),
-        "dim over 32767"
-    );
+    assert!(write_nifti_f32(&path, &[0.0; 10], DIMS, affine()).is_err(), "wrong length");
+    assert!(write_nifti_f32(&path, &[], [0, 1, 1], affine()).is_err(), "zero dim");
+    assert!(write_nifti_u8(&path, &vec![0; 40000], [40000, 1, 1], affine()).is_err(), "dim over 32767");
     let mut nan = affine();
     nan[1][1] = f64::NAN;
-    assert!(
-        write_nifti_f32(&path, &volume(), DIMS, nan).is_err(),
-        "NaN affine"
-    );
+    assert!(write_nifti_f32(&path, &volume(), DIMS, nan).is_err(), "NaN affine");
     assert!(!path.exists());
     let _ = fs::remove_dir_all(&dir);
 }

@@ -75,7 +75,8 @@ fn loss_gradient_matches_finite_differences() {
         let mut fm = f.clone();
         fm[i] -= h;
         let mut scratch = vec![0.0; n];
-        let fd = (op.loss_and_gradient(&fp, &y, &mut scratch) - op.loss_and_gradient(&fm, &y, &mut scratch)) / (2.0 * h as f64);
+        let fd = (op.loss_and_gradient(&fp, &y, &mut scratch) - op.loss_and_gradient(&fm, &y, &mut scratch))
+            / (2.0 * h as f64);
         let err = (fd - grad[i] as f64).abs() / grad.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
         worst = worst.max(err);
         assert!(err < 1e-4, "voxel {i}: finite difference {fd}, gradient {}", grad[i]);
@@ -124,7 +125,11 @@ fn run(c: &MriConfig) -> MriMetrics {
 #[test]
 fn gaussian_features_beat_no_mapping_and_zero_filling() {
     let dir = scratch("fit");
-    let gauss = run(&small(dir.join("gauss"), EncodingConfig::Gaussian { sigma: 2.5, features: 64, normalize: false }, 300));
+    let gauss = run(&small(
+        dir.join("gauss"),
+        EncodingConfig::Gaussian { sigma: 2.5, features: 64, normalize: false },
+        300,
+    ));
     let none = run(&small(dir.join("none"), EncodingConfig::None, 300));
     eprintln!(
         "MRI 32³, 3×64, 300 steps: gaussian {:.2} dB, none {:.2} dB, zero-filled {:.2} dB ({:.1} % sampled; {:.3} s/step gaussian)",
@@ -132,9 +137,27 @@ fn gaussian_features_beat_no_mapping_and_zero_filling() {
     );
     assert!((gauss.psnr_zero_filled - none.psnr_zero_filled).abs() < 1e-9, "same mask, same baseline");
     assert!(gauss.psnr > none.psnr + 5.0, "gaussian {:.2} dB vs none {:.2} dB", gauss.psnr, none.psnr);
-    assert!(gauss.psnr > gauss.psnr_zero_filled + 1.5, "gaussian {:.2} dB vs zero-filled {:.2} dB", gauss.psnr, gauss.psnr_zero_filled);
-    assert!(gauss.ssim > gauss.ssim_zero_filled, "SSIM {:.4} vs zero-filled {:.4}", gauss.ssim, gauss.ssim_zero_filled);
-    for f in ["fit.nii.gz", "zero_filled.nii.gz", "mask.npy", "kspace.npy", "metrics.json", "checkpoint.safetensors", "run.toml"] {
+    assert!(
+        gauss.psnr > gauss.psnr_zero_filled + 1.5,
+        "gaussian {:.2} dB vs zero-filled {:.2} dB",
+        gauss.psnr,
+        gauss.psnr_zero_filled
+    );
+    assert!(
+        gauss.ssim > gauss.ssim_zero_filled,
+        "SSIM {:.4} vs zero-filled {:.4}",
+        gauss.ssim,
+        gauss.ssim_zero_filled
+    );
+    for f in [
+        "fit.nii.gz",
+        "zero_filled.nii.gz",
+        "mask.npy",
+        "kspace.npy",
+        "metrics.json",
+        "checkpoint.safetensors",
+        "run.toml",
+    ] {
         assert!(dir.join("gauss").join(f).is_file(), "{f} missing");
     }
     fs::remove_dir_all(&dir).ok();
@@ -154,7 +177,12 @@ fn measured_kspace_from_npy_gives_the_same_fit() {
     b.mask = Some(dir.join("sim/mask.npy"));
     let measured = run(&b);
     assert_eq!(measured.sampled_fraction, sim.sampled_fraction);
-    assert!((measured.psnr_zero_filled - sim.psnr_zero_filled).abs() < 1e-3, "{} vs {}", measured.psnr_zero_filled, sim.psnr_zero_filled);
+    assert!(
+        (measured.psnr_zero_filled - sim.psnr_zero_filled).abs() < 1e-3,
+        "{} vs {}",
+        measured.psnr_zero_filled,
+        sim.psnr_zero_filled
+    );
     assert!((measured.psnr - sim.psnr).abs() < 1e-2, "{} vs {}", measured.psnr, sim.psnr);
     fs::remove_dir_all(&dir).ok();
 }

@@ -46,7 +46,11 @@ fn run(c: &VolumeConfig, opts: &FitOptions) -> Option<VolumeMetrics> {
 #[test]
 fn gaussian_features_beat_no_mapping_on_held_out_voxels() {
     let dir = scratch("compare");
-    let mut g = small(dir.join("gauss"), EncodingConfig::Gaussian { sigma: 3.0, features: 64, normalize: false }, 300);
+    let mut g = small(
+        dir.join("gauss"),
+        EncodingConfig::Gaussian { sigma: 3.0, features: 64, normalize: false },
+        300,
+    );
     g.export.upsample = 2;
     let gauss = run(&g, &FitOptions::default()).unwrap();
     let none = run(&small(dir.join("none"), EncodingConfig::None, 300), &FitOptions::default()).unwrap();
@@ -54,8 +58,18 @@ fn gaussian_features_beat_no_mapping_on_held_out_voxels() {
         "volume 32³, 3×64, 300 steps, half the voxels held out: gaussian held-out {:.2} dB (all {:.2}, SSIM {:.3}), none held-out {:.2} dB (all {:.2}, SSIM {:.3}); {:.4} s/step",
         gauss.psnr_test, gauss.psnr_all, gauss.ssim_test, none.psnr_test, none.psnr_all, none.ssim_test, gauss.seconds_per_step
     );
-    assert!(gauss.psnr_test > none.psnr_test + 5.0, "held-out PSNR: gaussian {:.2} dB vs none {:.2} dB", gauss.psnr_test, none.psnr_test);
-    assert!(gauss.ssim_test > none.ssim_test + 0.2, "held-out SSIM: gaussian {:.3} vs none {:.3}", gauss.ssim_test, none.ssim_test);
+    assert!(
+        gauss.psnr_test > none.psnr_test + 5.0,
+        "held-out PSNR: gaussian {:.2} dB vs none {:.2} dB",
+        gauss.psnr_test,
+        none.psnr_test
+    );
+    assert!(
+        gauss.ssim_test > none.ssim_test + 0.2,
+        "held-out SSIM: gaussian {:.3} vs none {:.3}",
+        gauss.ssim_test,
+        none.ssim_test
+    );
     assert!(gauss.psnr_train >= gauss.psnr_test);
     assert_eq!(gauss.train_voxels + gauss.test_voxels, 32 * 32 * 32);
     assert!((gauss.train_voxels as f64 / 32768.0 - 0.5).abs() < 0.02);
@@ -74,10 +88,15 @@ fn gaussian_features_beat_no_mapping_on_held_out_voxels() {
     assert_eq!(affine2, upsampled_affine(input.world_from_voxel, 2));
     assert_eq!(affine2[0][0], 3.0);
     assert_eq!(affine2[0][3], input.world_from_voxel[0][3] - 1.5);
-    volume_support::check_with_nibabel(&run_dir.join("fit_x2.nii.gz"), Path::new(BUNDLED), &["--geometry-only", "--upsample", "2"]);
+    volume_support::check_with_nibabel(
+        &run_dir.join("fit_x2.nii.gz"),
+        Path::new(BUNDLED),
+        &["--geometry-only", "--upsample", "2"],
+    );
 
     // The montage decodes as a PNG of 3 columns × 3 rows of 128-pixel tiles.
-    let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(run_dir.join("montage.png")).unwrap()));
+    let decoder =
+        png::Decoder::new(std::io::BufReader::new(fs::File::open(run_dir.join("montage.png")).unwrap()));
     let reader = decoder.read_info().unwrap();
     let info = reader.info();
     assert_eq!((info.width, info.height), (3 * 130 + 2, 3 * 130 + 2));
@@ -102,7 +121,8 @@ fn gaussian_features_beat_no_mapping_on_held_out_voxels() {
 #[test]
 fn resumed_run_ends_where_an_uninterrupted_one_does() {
     let dir = scratch("resume");
-    let mut c = small(dir.join("whole"), EncodingConfig::Gaussian { sigma: 3.0, features: 16, normalize: false }, 30);
+    let mut c =
+        small(dir.join("whole"), EncodingConfig::Gaussian { sigma: 3.0, features: 16, normalize: false }, 30);
     c.model = ModelConfig { depth: 2, width: 16 };
     c.train.batch = 2048;
     c.export.montage = false;
@@ -142,7 +162,8 @@ fn command_line_fits_exports_resumes_and_reports_bad_input() {
     let bin = env!("CARGO_BIN_EXE_ffvol");
     let cmd = |args: &[&str]| {
         let out = std::process::Command::new(bin).args(args).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(!text.contains("panicked"), "{text}");
         (out.status.code(), text)
     };
@@ -165,13 +186,21 @@ fn command_line_fits_exports_resumes_and_reports_bad_input() {
     let mask = dir.join("mask8.npy");
     ffvol::io::write_npy(&mask, &[1u8; 512], &[8, 8, 8], true).unwrap();
     let mri_run = dir.join("m");
-    let (code, text) = cmd(&[&["fit", "mri", "--output", mri_run.to_str().unwrap(), "--mask", mask.to_str().unwrap()][..], &tiny[..]].concat());
+    let (code, text) = cmd(&[
+        &["fit", "mri", "--output", mri_run.to_str().unwrap(), "--mask", mask.to_str().unwrap()][..],
+        &tiny[..],
+    ]
+    .concat());
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("mask8.npy") && text.contains("[8, 8, 8]"), "{text}");
     let (code, text) = cmd(&["fit", "mri", "--sampling", "spiral:2"]);
     assert_eq!(code, Some(1));
     assert!(text.contains("spiral"), "{text}");
-    let (code, text) = cmd(&[&["fit", "mri", "--output", mri_run.to_str().unwrap(), "--force", "--sampling", "radial:20"][..], &tiny[..]].concat());
+    let (code, text) = cmd(&[
+        &["fit", "mri", "--output", mri_run.to_str().unwrap(), "--force", "--sampling", "radial:20"][..],
+        &tiny[..],
+    ]
+    .concat());
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("zero-filled"), "{text}");
     fs::remove_dir_all(&dir).ok();

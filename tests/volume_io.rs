@@ -62,7 +62,8 @@ fn npy_round_trips_every_type_and_order() {
         assert_eq!(v[2 + 4 * 2], -22.0);
 
         let p = dir.join(format!("c64-{fortran}.npy"));
-        write_npy(&p, &data.iter().map(|&x| [x as f32, -0.5 * x as f32]).collect::<Vec<_>>(), &dims, fortran).unwrap();
+        write_npy(&p, &data.iter().map(|&x| [x as f32, -0.5 * x as f32]).collect::<Vec<_>>(), &dims, fortran)
+            .unwrap();
         let arr = read_npy(&p).unwrap();
         assert!(matches!(arr.data, NpyData::C64(_)));
         let (v, _) = arr.complex_volume(&p).unwrap();
@@ -155,7 +156,16 @@ fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 /// An uncompressed NIfTI of `dims` written by ffvol, then patched: datatype, bitpix, scaling and
 /// the raw voxel bytes.
 #[allow(clippy::too_many_arguments)]
-fn patched_nifti(path: &Path, dims: [usize; 3], affine: [[f64; 4]; 4], datatype: i16, bitpix: i16, slope: f32, inter: f32, raw: &[u8]) {
+fn patched_nifti(
+    path: &Path,
+    dims: [usize; 3],
+    affine: [[f64; 4]; 4],
+    datatype: i16,
+    bitpix: i16,
+    slope: f32,
+    inter: f32,
+    raw: &[u8],
+) {
     let n: usize = dims.iter().product();
     write_nifti_f32(path, &vec![0.0; n], dims, affine).unwrap();
     let mut bytes = fs::read(path).unwrap();
@@ -200,7 +210,10 @@ fn nifti_data_types_and_scaling() {
                     _ => ints[i] as f64,
                 };
                 let want = stored * slope as f64 + inter as f64;
-                assert!((x as f64 - want).abs() < 1e-6 * want.abs().max(1.0), "{name} slope {slope}: voxel {i} = {x}, want {want}");
+                assert!(
+                    (x as f64 - want).abs() < 1e-6 * want.abs().max(1.0),
+                    "{name} slope {slope}: voxel {i} = {x}, want {want}"
+                );
             }
         }
     }
@@ -291,7 +304,10 @@ fn bundled_volume_written_back_opens_in_nibabel_unchanged() {
     let src = Path::new(BUNDLED);
     let v = load_volume(src).unwrap();
     assert_eq!(v.dims, [32, 32, 32]);
-    assert_eq!((v.world_from_voxel[0][0], v.world_from_voxel[1][1], v.world_from_voxel[2][2]), (6.0, 6.0, 6.0));
+    assert_eq!(
+        (v.world_from_voxel[0][0], v.world_from_voxel[1][1], v.world_from_voxel[2][2]),
+        (6.0, 6.0, 6.0)
+    );
     for name in ["copy.nii.gz", "copy.nii"] {
         let out = dir.join(name);
         write_nifti_f32(&out, &v.data, v.dims, v.world_from_voxel).unwrap();

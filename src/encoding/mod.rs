@@ -53,7 +53,8 @@ impl EncodingConfig {
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Config(m));
         match *self {
-            EncodingConfig::Positional { sigma, features, .. } | EncodingConfig::Gaussian { sigma, features, .. } => {
+            EncodingConfig::Positional { sigma, features, .. }
+            | EncodingConfig::Gaussian { sigma, features, .. } => {
                 if !(sigma.is_finite() && sigma >= 0.0) {
                     return bad(format!("encoding scale sigma must be finite and ≥ 0, got {sigma}"));
                 }
@@ -86,7 +87,8 @@ impl Encoding {
     /// An encoding from an explicit frequency matrix (row-major m×d), e.g. read from a checkpoint.
     pub fn from_frequencies(dim: usize, b: Vec<f32>, scale: f32) -> Self {
         let m = b.len() / dim.max(1);
-        let columns = (0..dim).flat_map(|a| (0..m).map(move |k| (k, a))).map(|(k, a)| b[k * dim + a]).collect();
+        let columns =
+            (0..dim).flat_map(|a| (0..m).map(move |k| (k, a))).map(|(k, a)| b[k * dim + a]).collect();
         Encoding { dim, b, scale, identity: false, columns }
     }
 
@@ -269,12 +271,20 @@ mod tests {
     #[test]
     fn paper_definitions() {
         let rng = CounterRng::new(0, 2);
-        let e = Encoding::build(&EncodingConfig::Positional { sigma: 6.0, features: 85, normalize: false }, 3, &rng);
+        let e = Encoding::build(
+            &EncodingConfig::Positional { sigma: 6.0, features: 85, normalize: false },
+            3,
+            &rng,
+        );
         assert_eq!(e.n_features(), 2 * 85 * 3);
         // highest frequency on x: 2^6 − 1 = 63 cycles
         assert!((e.b[84 * 3] - 63.0).abs() < 1e-4);
         assert_eq!(e.b[0], 0.0);
-        let g = Encoding::build(&EncodingConfig::Gaussian { sigma: 12.0, features: 4096, normalize: true }, 3, &rng);
+        let g = Encoding::build(
+            &EncodingConfig::Gaussian { sigma: 12.0, features: 4096, normalize: true },
+            3,
+            &rng,
+        );
         let var = g.b.iter().map(|b| (*b as f64).powi(2)).sum::<f64>() / g.b.len() as f64;
         assert!((var.sqrt() - 12.0).abs() < 0.5, "std {}", var.sqrt());
         assert!((g.scale - 1.0 / 64.0).abs() < 1e-7);
@@ -312,7 +322,8 @@ mod tests {
                     for k in 0..m {
                         let t: f64 = (0..3).map(|a| e.b[k * 3 + a] as f64 * v[a]).sum();
                         let x = std::f64::consts::TAU * t;
-                        s += e.scale as f64 * (w[i * f + k] as f64 * x.cos() + w[i * f + m + k] as f64 * x.sin());
+                        s += e.scale as f64
+                            * (w[i * f + k] as f64 * x.cos() + w[i * f + m + k] as f64 * x.sin());
                     }
                 }
                 s

@@ -104,12 +104,8 @@ impl WindingNumber {
     /// elsewhere (the CUDA labeller, `cuda/winding.cu`). Read-only: nothing here changes.
     pub fn export_flat(&self) -> FlatWinding {
         let nodes = self.bvh.nodes.iter().map(|n| [n.right_or_first, n.count]).collect();
-        let tris = self
-            .bvh
-            .tris
-            .iter()
-            .map(|[a, b, c]| [a.x, a.y, a.z, b.x, b.y, b.z, c.x, c.y, c.z])
-            .collect();
+        let tris =
+            self.bvh.tris.iter().map(|[a, b, c]| [a.x, a.y, a.z, b.x, b.y, b.z, c.x, c.y, c.z]).collect();
         let far = self
             .far
             .iter()

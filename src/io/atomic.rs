@@ -10,10 +10,7 @@ use crate::{Error, Result};
 /// Writes `path` by calling `f` on a buffered temporary file in the same folder (`.name.tmp-PID`),
 /// then flushes, fsyncs and renames it over `path`. On any error the temporary file is removed and
 /// `path` is left untouched.
-pub fn write_atomic(
-    path: &Path,
-    f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> Result<()> {
+pub fn write_atomic(path: &Path, f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
     let tmp = temp_path(path)?;
     let result = write_then_rename(&tmp, path, f);
     if result.is_err() {
@@ -32,10 +29,7 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
     let name = path.file_name().ok_or_else(|| {
         Error::io(
             path,
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the path does not name a file",
-            ),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file"),
         )
     })?;
     let mut tmp_name = std::ffi::OsString::from(".");
@@ -52,9 +46,7 @@ fn write_then_rename(
     let file = File::create(tmp).map_err(|e| Error::io(path, e))?;
     let mut writer = BufWriter::new(file);
     f(&mut writer).map_err(|e| Error::io(path, e))?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| Error::io(path, e.into_error()))?;
+    let file = writer.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(path, e))?;
     drop(file);
     fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
@@ -72,8 +64,7 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("ffvol-io-atomic-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("ffvol-io-atomic-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create scratch dir");
         dir
@@ -86,11 +77,7 @@ mod tests {
         write_bytes_atomic(&path, b"first").expect("write");
         write_bytes_atomic(&path, b"second").expect("rewrite");
         assert_eq!(fs::read(&path).expect("read"), b"second");
-        assert_eq!(
-            fs::read_dir(&dir).expect("ls").count(),
-            1,
-            "no temp file left"
-        );
+        assert_eq!(fs::read_dir(&dir).expect("ls").count(), 1, "no temp file left");
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -106,11 +93,7 @@ mod tests {
         .expect_err("must fail");
         assert!(err.to_string().contains("a.bin"), "{err}");
         assert_eq!(fs::read(&path).expect("read"), b"old");
-        assert_eq!(
-            fs::read_dir(&dir).expect("ls").count(),
-            1,
-            "temp file removed"
-        );
+        assert_eq!(fs::read_dir(&dir).expect("ls").count(), 1, "temp file removed");
         let _ = fs::remove_dir_all(&dir);
     }
 

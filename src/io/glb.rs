@@ -23,16 +23,14 @@ const TRIANGLES: u32 = 4;
 
 /// Writes `mesh` as a `.glb` file. The mesh must be non-empty (glTF has no empty accessors).
 pub fn write(path: &Path, mesh: &TriMesh) -> Result<()> {
-    let bytes = encode(mesh)
-        .map_err(|msg| Error::Input(format!("cannot write {}: {msg}", path.display())))?;
+    let bytes =
+        encode(mesh).map_err(|msg| Error::Input(format!("cannot write {}: {msg}", path.display())))?;
     write_atomic(path, |w| w.write_all(&bytes))
 }
 
 /// The whole `.glb` file in memory.
 pub fn encode(mesh: &TriMesh) -> std::result::Result<Vec<u8>, String> {
-    let (lo, hi) = mesh
-        .bounds()
-        .ok_or("glTF cannot hold a mesh with no vertices")?;
+    let (lo, hi) = mesh.bounds().ok_or("glTF cannot hold a mesh with no vertices")?;
     if mesh.triangles.is_empty() {
         return Err("glTF cannot hold a mesh with no triangles".into());
     }
@@ -61,9 +59,8 @@ pub fn encode(mesh: &TriMesh) -> std::result::Result<Vec<u8>, String> {
     let indices_len = bin.len() - indices_offset;
     let buffer_len = bin.len();
 
-    let mut buffer_views = vec![
-        json!({"buffer": 0, "byteOffset": 0, "byteLength": positions_len, "target": ARRAY_BUFFER}),
-    ];
+    let mut buffer_views =
+        vec![json!({"buffer": 0, "byteOffset": 0, "byteLength": positions_len, "target": ARRAY_BUFFER})];
     let mut accessors = vec![json!({
         "bufferView": 0, "componentType": FLOAT, "count": n, "type": "VEC3",
         "min": lo.to_array(), "max": hi.to_array(),
@@ -71,8 +68,7 @@ pub fn encode(mesh: &TriMesh) -> std::result::Result<Vec<u8>, String> {
     let mut attributes = json!({"POSITION": 0});
     if mesh.normals.is_some() {
         buffer_views.push(json!({"buffer": 0, "byteOffset": positions_len, "byteLength": normals_len, "target": ARRAY_BUFFER}));
-        accessors
-            .push(json!({"bufferView": 1, "componentType": FLOAT, "count": n, "type": "VEC3"}));
+        accessors.push(json!({"bufferView": 1, "componentType": FLOAT, "count": n, "type": "VEC3"}));
         attributes["NORMAL"] = json!(1);
     }
     buffer_views.push(json!({"buffer": 0, "byteOffset": indices_offset, "byteLength": indices_len, "target": ELEMENT_ARRAY_BUFFER}));
@@ -95,8 +91,7 @@ pub fn encode(mesh: &TriMesh) -> std::result::Result<Vec<u8>, String> {
     pad(&mut bin, 0);
 
     let total = 12 + 8 + json_bytes.len() + 8 + bin.len();
-    let total = u32::try_from(total)
-        .map_err(|_| format!("{total} bytes is over the 4 GiB limit of .glb"))?;
+    let total = u32::try_from(total).map_err(|_| format!("{total} bytes is over the 4 GiB limit of .glb"))?;
     let mut out = Vec::with_capacity(total as usize);
     for word in [GLB_MAGIC, 2, total, json_bytes.len() as u32, CHUNK_JSON] {
         out.extend_from_slice(&word.to_le_bytes());

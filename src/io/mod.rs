@@ -17,18 +17,16 @@ pub mod stl;
 
 use std::path::Path;
 
+pub use self::png::{write_png_gray8, write_png_rgb8};
 pub use atomic::{write_atomic, write_bytes_atomic};
 pub use nifti::{read_nifti_f32, write_nifti_f32, write_nifti_u8, WorldFromVoxel};
 pub use npy::{read_npy, write_npy, NpyArray, NpyData};
-pub use self::png::{write_png_gray8, write_png_rgb8};
 
 use crate::geometry::mesh::TriMesh;
 use crate::{Error, Result};
 
 /// A mesh file format, as chosen on the command line (`--format ply`) or in a run config.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MeshFormat {
     /// Stanford PLY (binary little-endian when written).
@@ -71,19 +69,15 @@ impl MeshFormat {
 /// [`TriMesh::validate`]: a file with no vertices, no faces, a non-finite coordinate or an index
 /// out of range is an [`Error::Format`] naming the file.
 pub fn read_mesh(path: &Path) -> Result<TriMesh> {
-    let format = MeshFormat::from_path(path).ok_or_else(|| {
-        Error::format(path, "unknown mesh extension (expected .ply, .obj or .stl)")
-    })?;
+    let format = MeshFormat::from_path(path)
+        .ok_or_else(|| Error::format(path, "unknown mesh extension (expected .ply, .obj or .stl)"))?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let parsed = match format {
         MeshFormat::Ply => ply::parse(&bytes),
         MeshFormat::Obj => obj::parse(&bytes),
         MeshFormat::Stl => stl::parse(&bytes),
         MeshFormat::Glb => {
-            return Err(Error::format(
-                path,
-                "reading .glb is not supported (use .ply, .obj or .stl)",
-            ))
+            return Err(Error::format(path, "reading .glb is not supported (use .ply, .obj or .stl)"))
         }
     };
     let mesh = parsed.map_err(|msg| Error::format(path, msg))?;
@@ -97,8 +91,7 @@ pub fn read_mesh(path: &Path) -> Result<TriMesh> {
 /// vertex; otherwise this is an [`Error::Input`] and nothing is written. An empty mesh can be
 /// written as PLY, OBJ or STL but not as GLB (glTF forbids empty accessors).
 pub fn write_mesh(path: &Path, mesh: &TriMesh, format: MeshFormat) -> Result<()> {
-    check_writable(mesh)
-        .map_err(|msg| Error::Input(format!("cannot write {}: {msg}", path.display())))?;
+    check_writable(mesh).map_err(|msg| Error::Input(format!("cannot write {}: {msg}", path.display())))?;
     match format {
         MeshFormat::Ply => ply::write(path, mesh),
         MeshFormat::Obj => obj::write(path, mesh),
@@ -110,26 +103,15 @@ pub fn write_mesh(path: &Path, mesh: &TriMesh, format: MeshFormat) -> Result<()>
 /// What every writer needs: finite coordinates, indices in range, one normal per vertex.
 fn check_writable(mesh: &TriMesh) -> std::result::Result<(), String> {
     if let Some(i) = mesh.positions.iter().position(|p| !p.is_finite()) {
-        return Err(format!(
-            "vertex {i} has a non-finite coordinate {:?}",
-            mesh.positions[i]
-        ));
+        return Err(format!("vertex {i} has a non-finite coordinate {:?}", mesh.positions[i]));
     }
     let n = mesh.positions.len();
     if n > u32::MAX as usize {
-        return Err(format!(
-            "{n} vertices is more than 32-bit indices can address"
-        ));
+        return Err(format!("{n} vertices is more than 32-bit indices can address"));
     }
-    if let Some((f, t)) = mesh
-        .triangles
-        .iter()
-        .enumerate()
-        .find(|(_, t)| t.iter().any(|&i| i as usize >= n))
+    if let Some((f, t)) = mesh.triangles.iter().enumerate().find(|(_, t)| t.iter().any(|&i| i as usize >= n))
     {
-        return Err(format!(
-            "face {f} refers to vertex {t:?} but the mesh has {n} vertices"
-        ));
+        return Err(format!("face {f} refers to vertex {t:?} but the mesh has {n} vertices"));
     }
     if let Some(normals) = &mesh.normals {
         if normals.len() != n {
@@ -159,22 +141,10 @@ mod tests {
 
     #[test]
     fn format_from_extension_is_case_insensitive() {
-        assert_eq!(
-            MeshFormat::from_path(Path::new("a/b.PLY")),
-            Some(MeshFormat::Ply)
-        );
-        assert_eq!(
-            MeshFormat::from_path(Path::new("b.Obj")),
-            Some(MeshFormat::Obj)
-        );
-        assert_eq!(
-            MeshFormat::from_path(Path::new("b.stl")),
-            Some(MeshFormat::Stl)
-        );
-        assert_eq!(
-            MeshFormat::from_path(Path::new("b.glb")),
-            Some(MeshFormat::Glb)
-        );
+        assert_eq!(MeshFormat::from_path(Path::new("a/b.PLY")), Some(MeshFormat::Ply));
+        assert_eq!(MeshFormat::from_path(Path::new("b.Obj")), Some(MeshFormat::Obj));
+        assert_eq!(MeshFormat::from_path(Path::new("b.stl")), Some(MeshFormat::Stl));
+        assert_eq!(MeshFormat::from_path(Path::new("b.glb")), Some(MeshFormat::Glb));
         assert_eq!(MeshFormat::from_path(Path::new("b.off")), None);
         assert_eq!(MeshFormat::from_path(Path::new("noext")), None);
     }

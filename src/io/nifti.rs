@@ -35,15 +35,7 @@ pub fn write_nifti_f32(
     world_from_voxel: WorldFromVoxel,
 ) -> Result<()> {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_volume(
-        path,
-        &bytes,
-        data.len(),
-        dims,
-        world_from_voxel,
-        DT_FLOAT32,
-        32,
-    )
+    write_volume(path, &bytes, data.len(), dims, world_from_voxel, DT_FLOAT32, 32)
 }
 
 /// Writes a `u8` volume (labels, masks). `.nii.gz` is gzip-compressed, `.nii` is not.
@@ -67,14 +59,10 @@ fn write_volume(
 ) -> Result<()> {
     let input_error = |msg: String| Error::Input(format!("cannot write {}: {msg}", path.display()));
     if dims.iter().any(|&d| d == 0 || d > i16::MAX as usize) {
-        return Err(input_error(format!(
-            "volume dimensions {dims:?} must each be in 1..=32767"
-        )));
+        return Err(input_error(format!("volume dimensions {dims:?} must each be in 1..=32767")));
     }
     if dims.iter().product::<usize>() != n_voxels {
-        return Err(input_error(format!(
-            "{n_voxels} values for a {dims:?} volume"
-        )));
+        return Err(input_error(format!("{n_voxels} values for a {dims:?} volume")));
     }
     if world_from_voxel.iter().flatten().any(|v| !v.is_finite()) {
         return Err(input_error("the affine has a non-finite entry".into()));
@@ -96,34 +84,18 @@ fn write_volume(
 }
 
 fn is_gz(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
 /// The 348-byte header followed by the 4-byte (empty) extension flag, little-endian.
-fn header_bytes(
-    dims: [usize; 3],
-    m: WorldFromVoxel,
-    datatype: i16,
-    bitpix: i16,
-) -> [u8; VOX_OFFSET] {
+fn header_bytes(dims: [usize; 3], m: WorldFromVoxel, datatype: i16, bitpix: i16) -> [u8; VOX_OFFSET] {
     let mut h = [0u8; VOX_OFFSET];
     let mut put = |at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
     let (qfac, spacing, quat, offset) = qform_from_affine(m);
 
     put(0, &(HEADER_LEN as i32).to_le_bytes()); // sizeof_hdr
     put(38, b"r"); // regular
-    let dim: [i16; 8] = [
-        3,
-        dims[0] as i16,
-        dims[1] as i16,
-        dims[2] as i16,
-        1,
-        1,
-        1,
-        1,
-    ];
+    let dim: [i16; 8] = [3, dims[0] as i16, dims[1] as i16, dims[2] as i16, 1, 1, 1, 1];
     for (k, d) in dim.iter().enumerate() {
         put(40 + 2 * k, &d.to_le_bytes());
     }
@@ -225,21 +197,9 @@ fn affine_from_qform(quat: [f64; 3], offset: [f64; 3], pixdim: [f64; 4]) -> Worl
     let [b, c, d] = quat;
     let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
     let rot = [
-        [
-            a * a + b * b - c * c - d * d,
-            2.0 * (b * c - a * d),
-            2.0 * (b * d + a * c),
-        ],
-        [
-            2.0 * (b * c + a * d),
-            a * a + c * c - b * b - d * d,
-            2.0 * (c * d - a * b),
-        ],
-        [
-            2.0 * (b * d - a * c),
-            2.0 * (c * d + a * b),
-            a * a + d * d - c * c - b * b,
-        ],
+        [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
+        [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
+        [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
     ];
     let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
     let scale = [pixdim[1], pixdim[2], qfac * pixdim[3]];
@@ -272,31 +232,16 @@ pub fn read_nifti_f32(path: &Path) -> Result<(Vec<f32>, [usize; 3], WorldFromVox
     let h = obj.header().clone();
     let rank = usize::from(h.dim[0]);
     if !(1..=7).contains(&rank) {
-        return Err(Error::format(
-            path,
-            format!("dim[0] = {} is not a valid rank", h.dim[0]),
-        ));
+        return Err(Error::format(path, format!("dim[0] = {} is not a valid rank", h.dim[0])));
     }
     if h.dim[4..=rank.max(3)].iter().any(|&d| d > 1) {
         return Err(Error::format(
             path,
-            format!(
-                "expected a 3-D volume, found dimensions {:?}",
-                &h.dim[1..=rank]
-            ),
+            format!("expected a 3-D volume, found dimensions {:?}", &h.dim[1..=rank]),
         ));
     }
-    let dims = [0, 1, 2].map(|k| {
-        if k < rank {
-            usize::from(h.dim[k + 1])
-        } else {
-            1
-        }
-    });
-    let array = obj
-        .into_volume()
-        .into_ndarray::<f32>()
-        .map_err(format_err)?;
+    let dims = [0, 1, 2].map(|k| if k < rank { usize::from(h.dim[k + 1]) } else { 1 });
+    let array = obj.into_volume().into_ndarray::<f32>().map_err(format_err)?;
     // The array is in Fortran order (x fastest); its transpose iterates z, y, x in logical order.
     let data: Vec<f32> = array.t().iter().copied().collect();
 
@@ -322,10 +267,7 @@ pub fn read_nifti_f32(path: &Path) -> Result<(Vec<f32>, [usize; 3], WorldFromVox
         m
     };
     if world_from_voxel.iter().flatten().any(|v| !v.is_finite()) {
-        return Err(Error::format(
-            path,
-            "the header's affine has a non-finite entry",
-        ));
+        return Err(Error::format(path, "the header's affine has a non-finite entry"));
     }
     Ok((data, dims, world_from_voxel))
 }
@@ -375,10 +317,7 @@ mod tests {
         let i16_at = |at: usize| i16::from_le_bytes([h[at], h[at + 1]]);
         let f32_at = |at: usize| f32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         assert_eq!(i32::from_le_bytes([h[0], h[1], h[2], h[3]]), 348);
-        assert_eq!(
-            [i16_at(40), i16_at(42), i16_at(44), i16_at(46), i16_at(48)],
-            [3, 4, 5, 6, 1]
-        );
+        assert_eq!([i16_at(40), i16_at(42), i16_at(44), i16_at(46), i16_at(48)], [3, 4, 5, 6, 1]);
         assert_eq!((i16_at(70), i16_at(72)), (16, 32));
         assert_eq!(f32_at(108), 352.0);
         assert!(

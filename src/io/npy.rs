@@ -112,7 +112,11 @@ pub fn write_npy<T: NpyElement>(path: &Path, data: &[T], shape: &[usize], fortra
 }
 
 /// The bytes of a `.npy` file.
-pub fn npy_bytes<T: NpyElement>(data: &[T], shape: &[usize], fortran_order: bool) -> std::result::Result<Vec<u8>, String> {
+pub fn npy_bytes<T: NpyElement>(
+    data: &[T],
+    shape: &[usize],
+    fortran_order: bool,
+) -> std::result::Result<Vec<u8>, String> {
     let n: usize = shape.iter().product();
     if n != data.len() {
         return Err(format!("{} values for shape {shape:?}", data.len()));
@@ -174,11 +178,12 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| "the header is not text")?;
     let descr = dict_value(header, "descr").ok_or("the header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran_order = match dict_value(header, "fortran_order").ok_or("the header has no 'fortran_order'")? {
-        "True" => true,
-        "False" => false,
-        other => return Err(format!("fortran_order is {other:?}, not True or False")),
-    };
+    let fortran_order =
+        match dict_value(header, "fortran_order").ok_or("the header has no 'fortran_order'")? {
+            "True" => true,
+            "False" => false,
+            other => return Err(format!("fortran_order is {other:?}, not True or False")),
+        };
     let shape_text = dict_value(header, "shape").ok_or("the header has no 'shape'")?;
     let shape = parse_shape(shape_text)?;
     let n = shape.iter().try_fold(1usize, |a, &s| a.checked_mul(s)).ok_or("the shape overflows")?;
@@ -221,19 +226,34 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     let data = match code {
         "u1" => NpyData::U8(body.to_vec()),
         "b1" => NpyData::U8(body.iter().map(|&b| u8::from(b != 0)).collect()),
-        "i2" => NpyData::I16(body.chunks_exact(2).map(|c| {
-            let w = word(c);
-            i16::from_le_bytes([w[0], w[1]])
-        }).collect()),
-        "f4" => NpyData::F32(body.chunks_exact(4).map(|c| {
-            let w = word(c);
-            f32::from_le_bytes([w[0], w[1], w[2], w[3]])
-        }).collect()),
+        "i2" => NpyData::I16(
+            body.chunks_exact(2)
+                .map(|c| {
+                    let w = word(c);
+                    i16::from_le_bytes([w[0], w[1]])
+                })
+                .collect(),
+        ),
+        "f4" => NpyData::F32(
+            body.chunks_exact(4)
+                .map(|c| {
+                    let w = word(c);
+                    f32::from_le_bytes([w[0], w[1], w[2], w[3]])
+                })
+                .collect(),
+        ),
         "f8" => NpyData::F64(body.chunks_exact(8).map(|c| f64::from_le_bytes(word(c))).collect()),
-        _ => NpyData::C64(body.chunks_exact(8).map(|c| {
-            let (re, im) = (word(&c[..4]), word(&c[4..]));
-            [f32::from_le_bytes([re[0], re[1], re[2], re[3]]), f32::from_le_bytes([im[0], im[1], im[2], im[3]])]
-        }).collect()),
+        _ => NpyData::C64(
+            body.chunks_exact(8)
+                .map(|c| {
+                    let (re, im) = (word(&c[..4]), word(&c[4..]));
+                    [
+                        f32::from_le_bytes([re[0], re[1], re[2], re[3]]),
+                        f32::from_le_bytes([im[0], im[1], im[2], im[3]]),
+                    ]
+                })
+                .collect(),
+        ),
     };
     Ok(NpyArray { shape, fortran_order, data })
 }
@@ -269,7 +289,11 @@ fn parse_shape(text: &str) -> std::result::Result<Vec<usize>, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches('L').parse::<usize>().map_err(|_| format!("shape {text:?} has a bad entry {s:?}")))
+        .map(|s| {
+            s.trim_end_matches('L')
+                .parse::<usize>()
+                .map_err(|_| format!("shape {text:?} has a bad entry {s:?}"))
+        })
         .collect()
 }
 
@@ -338,7 +362,12 @@ impl NpyArray {
             NpyData::C64(v) => v.clone(),
             NpyData::F32(v) => v.iter().map(|&x| [x, 0.0]).collect(),
             NpyData::F64(v) => v.iter().map(|&x| [x as f32, 0.0]).collect(),
-            other => return Err(Error::format(path, format!("expected complex64 k-space, found {}", other.type_name()))),
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!("expected complex64 k-space, found {}", other.type_name()),
+                ))
+            }
         };
         Ok((self.to_x_fastest(values, dims), dims))
     }
@@ -346,7 +375,10 @@ impl NpyArray {
     fn dims3(&self, path: &Path) -> Result<[usize; 3]> {
         match self.shape[..] {
             [nx, ny, nz] if nx > 0 && ny > 0 && nz > 0 => Ok([nx, ny, nz]),
-            _ => Err(Error::format(path, format!("expected a non-empty 3-D array, found shape {:?}", self.shape))),
+            _ => Err(Error::format(
+                path,
+                format!("expected a non-empty 3-D array, found shape {:?}", self.shape),
+            )),
         }
     }
 

@@ -44,15 +44,10 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
                 polygon.clear();
                 for corner in tokens {
                     let token = corner.split('/').next().unwrap_or("");
-                    let index: i64 = token
-                        .parse()
-                        .map_err(|_| format!("line {line_no}: bad vertex index '{corner}'"))?;
+                    let index: i64 =
+                        token.parse().map_err(|_| format!("line {line_no}: bad vertex index '{corner}'"))?;
                     let zero_based = match index {
-                        0 => {
-                            return Err(format!(
-                                "line {line_no}: vertex index 0 (OBJ indices start at 1)"
-                            ))
-                        }
+                        0 => return Err(format!("line {line_no}: vertex index 0 (OBJ indices start at 1)")),
                         i if i > 0 => {
                             let i = i as u64;
                             if max_index.is_none_or(|(m, _)| i > m) {
@@ -71,9 +66,8 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
                             positions.len() as u64 - back
                         }
                     };
-                    let zero_based = u32::try_from(zero_based).map_err(|_| {
-                        format!("line {line_no}: vertex index {index} is too large")
-                    })?;
+                    let zero_based = u32::try_from(zero_based)
+                        .map_err(|_| format!("line {line_no}: vertex index {index} is too large"))?;
                     polygon.push(zero_based);
                 }
                 if polygon.len() < 3 {
@@ -141,14 +135,12 @@ mod tests {
 
     #[test]
     fn corner_forms_and_relative_indices() {
-        let text = b"# cube corner\nmtllib x.mtl\no thing\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvn 0 0 1\n\
+        let text =
+            b"# cube corner\nmtllib x.mtl\no thing\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvn 0 0 1\n\
 g grp\ns off\nusemtl m\nf 1/1 2/1/1 3//1\nf -4 -2 -1\nf 1 2 3 4 # quad\n";
         let mesh = parse(text).expect("parse");
         assert_eq!(mesh.positions.len(), 4);
-        assert_eq!(
-            mesh.triangles,
-            vec![[0, 1, 2], [0, 2, 3], [0, 1, 2], [0, 2, 3]]
-        );
+        assert_eq!(mesh.triangles, vec![[0, 1, 2], [0, 2, 3], [0, 1, 2], [0, 2, 3]]);
     }
 
     #[test]

@@ -10,8 +10,7 @@ use std::path::Path;
 use glam::Vec3;
 use ply_rs_bw::parser::{Parser, Reader};
 use ply_rs_bw::ply::{
-    DefaultElement, Encoding, Header, PropertyAccess, PropertyAccessResult, PropertyType,
-    ScalarType,
+    DefaultElement, Encoding, Header, PropertyAccess, PropertyAccessResult, PropertyType, ScalarType,
 };
 
 use super::atomic::write_atomic;
@@ -31,29 +30,16 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
         return Err("not a PLY file (it does not start with \"ply\")".into());
     }
     let mut reader = Reader::new(bytes);
-    let header = Parser::<DefaultElement>::new()
-        .read_header(&mut reader)
-        .map_err(|e| {
-            format!(
-                "bad PLY header: {}",
-                e.to_string()
-                    .lines()
-                    .map(str::trim)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?;
+    let header = Parser::<DefaultElement>::new().read_header(&mut reader).map_err(|e| {
+        format!("bad PLY header: {}", e.to_string().lines().map(str::trim).collect::<Vec<_>>().join("; "))
+    })?;
     check_header(&header)?;
 
     // ply-rs counts "lines" in binary payloads too; there the element counts say more.
     let binary = header.encoding != Encoding::Ascii;
     let describe = |what: &str, e: ply_rs_bw::parser::ParseError| {
         let text = e.to_string();
-        let text = if binary {
-            strip_line_prefix(&text)
-        } else {
-            &text
-        };
+        let text = if binary { strip_line_prefix(&text) } else { &text };
         let flat: Vec<&str> = text
             .lines()
             .map(|l| l.trim().trim_start_matches("Error: ").trim_end_matches('.'))
@@ -111,9 +97,7 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
 /// "Line 12: message" → "message".
 fn strip_line_prefix(text: &str) -> &str {
     match text.split_once(": ") {
-        Some((head, rest))
-            if head.starts_with("Line ") && head[5..].chars().all(|c| c.is_ascii_digit()) =>
-        {
+        Some((head, rest)) if head.starts_with("Line ") && head[5..].chars().all(|c| c.is_ascii_digit()) => {
             rest
         }
         _ => text,
@@ -122,15 +106,9 @@ fn strip_line_prefix(text: &str) -> &str {
 
 /// Checks the header describes a mesh we can read, before reading any data.
 fn check_header(header: &Header) -> std::result::Result<(), String> {
-    let vertex = header
-        .elements
-        .get("vertex")
-        .ok_or("the PLY header has no 'vertex' element")?;
+    let vertex = header.elements.get("vertex").ok_or("the PLY header has no 'vertex' element")?;
     if vertex.count > u32::MAX as usize {
-        return Err(format!(
-            "{} vertices is more than 32-bit indices can address",
-            vertex.count
-        ));
+        return Err(format!("{} vertices is more than 32-bit indices can address", vertex.count));
     }
     for axis in ["x", "y", "z"] {
         match vertex.properties.get(axis).map(|p| &p.data_type) {
@@ -152,9 +130,7 @@ fn check_header(header: &Header) -> std::result::Result<(), String> {
                 return Err("face vertex indices are floating-point, not integers".into())
             }
             PropertyType::List(..) => {}
-            PropertyType::Scalar(_) => {
-                return Err("face vertex indices are a number, not a list".into())
-            }
+            PropertyType::Scalar(_) => return Err("face vertex indices are a number, not a list".into()),
         }
     }
     Ok(())
@@ -230,9 +206,7 @@ macro_rules! set_index_list {
 
 impl PropertyAccess for PlyFace {
     fn new() -> Self {
-        PlyFace {
-            indices: Vec::new(),
-        }
+        PlyFace { indices: Vec::new() }
     }
     set_index_list!(set_list_char, i8);
     set_index_list!(set_list_uchar, u8);
@@ -262,8 +236,7 @@ pub fn write(path: &Path, mesh: &TriMesh) -> Result<()> {
         )));
     }
     write_atomic(path, |w| {
-        let mut header =
-            String::from("ply\nformat binary_little_endian 1.0\ncomment written by ffvol\n");
+        let mut header = String::from("ply\nformat binary_little_endian 1.0\ncomment written by ffvol\n");
         header += &format!("element vertex {}\n", mesh.positions.len());
         header += "property float x\nproperty float y\nproperty float z\n";
         if mesh.normals.is_some() {
@@ -315,7 +288,8 @@ element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0
 
     #[test]
     fn missing_z_is_an_error() {
-        let text = b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nend_header\n0 0\n";
+        let text =
+            b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nend_header\n0 0\n";
         let err = parse(text).expect_err("no z");
         assert!(err.contains("'z'"), "{err}");
     }

@@ -15,13 +15,23 @@ pub fn write_png_rgb8(path: &Path, width: usize, height: usize, pixels: &[u8]) -
     write_png(path, width, height, pixels, ::png::ColorType::Rgb, 3)
 }
 
-fn write_png(path: &Path, width: usize, height: usize, pixels: &[u8], color: ::png::ColorType, channels: usize) -> Result<()> {
+fn write_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    pixels: &[u8],
+    color: ::png::ColorType,
+    channels: usize,
+) -> Result<()> {
     let bad = |m: String| Error::Input(format!("cannot write {}: {m}", path.display()));
     if width == 0 || height == 0 || width > u32::MAX as usize || height > u32::MAX as usize {
         return Err(bad(format!("image size {width}×{height}")));
     }
     if width * height * channels != pixels.len() {
-        return Err(bad(format!("{} bytes for a {width}×{height} image with {channels} channels", pixels.len())));
+        return Err(bad(format!(
+            "{} bytes for a {width}×{height} image with {channels} channels",
+            pixels.len()
+        )));
     }
     write_atomic(path, |w| {
         let mut enc = ::png::Encoder::new(w, width as u32, height as u32);

@@ -17,9 +17,8 @@ const FACET_LEN: usize = 50;
 /// Parses an STL file. Binary when the size matches the triangle count at byte 80 (whatever the
 /// header says, since many binary files start with "solid"), ASCII when it starts with "solid".
 pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
-    let declared = bytes
-        .get(HEADER_LEN..HEADER_LEN + 4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let declared =
+        bytes.get(HEADER_LEN..HEADER_LEN + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     if let Some(n) = declared {
         if (HEADER_LEN + 4) as u64 + FACET_LEN as u64 * u64::from(n) == bytes.len() as u64 {
             return Ok(parse_binary(&bytes[HEADER_LEN + 4..], n as usize));
@@ -46,12 +45,7 @@ fn parse_binary(facets: &[u8], n: usize) -> TriMesh {
         let corner = |k: usize| {
             let at = 12 + 12 * k;
             let f = |o: usize| {
-                f32::from_le_bytes([
-                    facet[at + o],
-                    facet[at + o + 1],
-                    facet[at + o + 2],
-                    facet[at + o + 3],
-                ])
+                f32::from_le_bytes([facet[at + o], facet[at + o + 1], facet[at + o + 2], facet[at + o + 3]])
             };
             Vec3::new(f(0), f(4), f(8))
         };
@@ -96,10 +90,7 @@ fn parse_ascii(text: &str) -> std::result::Result<TriMesh, String> {
                     return Err(format!("line {line_no}: 'endloop' without 'outer loop'"));
                 }
                 if corners.len() < 3 {
-                    return Err(format!(
-                        "line {line_no}: a facet needs 3 vertices, found {}",
-                        corners.len()
-                    ));
+                    return Err(format!("line {line_no}: a facet needs 3 vertices, found {}", corners.len()));
                 }
                 super::push_fan(&corners, &mut triangles);
                 in_loop = false;
@@ -127,10 +118,7 @@ struct Welder {
 
 impl Welder {
     fn with_capacity(n: usize) -> Self {
-        Welder {
-            positions: Vec::with_capacity(n),
-            index_of: HashMap::with_capacity(n),
-        }
+        Welder { positions: Vec::with_capacity(n), index_of: HashMap::with_capacity(n) }
     }
 
     fn index(&mut self, p: Vec3) -> u32 {
@@ -147,10 +135,7 @@ impl Welder {
 /// Writes `mesh` as binary STL with unit facet normals (zero for degenerate triangles).
 pub fn write(path: &Path, mesh: &TriMesh) -> Result<()> {
     let count = u32::try_from(mesh.triangles.len()).map_err(|_| {
-        crate::Error::Input(format!(
-            "cannot write {}: too many triangles for STL",
-            path.display()
-        ))
+        crate::Error::Input(format!("cannot write {}: too many triangles for STL", path.display()))
     })?;
     write_atomic(path, |w| {
         let mut header = [b' '; HEADER_LEN];

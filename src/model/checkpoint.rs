@@ -37,8 +37,16 @@ impl Checkpoint {
         let mlp = &self.state.mlp;
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (l, layer) in mlp.layers().iter().enumerate() {
-            owned.push((format!("mlp.{l}.weight"), vec![layer.n_out, layer.n_in], bytes(&mlp.params[layer.weight..layer.bias])));
-            owned.push((format!("mlp.{l}.bias"), vec![layer.n_out], bytes(&mlp.params[layer.bias..layer.bias + layer.n_out])));
+            owned.push((
+                format!("mlp.{l}.weight"),
+                vec![layer.n_out, layer.n_in],
+                bytes(&mlp.params[layer.weight..layer.bias]),
+            ));
+            owned.push((
+                format!("mlp.{l}.bias"),
+                vec![layer.n_out],
+                bytes(&mlp.params[layer.bias..layer.bias + layer.n_out]),
+            ));
         }
         if !self.encoding.identity {
             let m = self.encoding.frequencies();
@@ -60,7 +68,8 @@ impl Checkpoint {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| crate::Error::Input(format!("checkpoint: {e}")))?;
-        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| crate::Error::Input(format!("checkpoint: {e}")))
+        safetensors::tensor::serialize(views, Some(meta))
+            .map_err(|e| crate::Error::Input(format!("checkpoint: {e}")))
     }
 
     pub fn save(&self, path: &Path) -> crate::Result<()> {
@@ -73,7 +82,8 @@ impl Checkpoint {
     }
 
     pub fn from_bytes(data: &[u8]) -> Result<Self, String> {
-        let (_, metadata) = SafeTensors::read_metadata(data).map_err(|e| format!("not a safetensors file: {e}"))?;
+        let (_, metadata) =
+            SafeTensors::read_metadata(data).map_err(|e| format!("not a safetensors file: {e}"))?;
         let meta = metadata.metadata().clone().unwrap_or_default();
         if meta.get("format").map(String::as_str) != Some(FORMAT) {
             return Err(format!("not an ffvol checkpoint (format {:?})", meta.get("format")));
@@ -92,24 +102,36 @@ impl Checkpoint {
         let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>, String> {
             let t = st.tensor(name).map_err(|_| format!("tensor {name} is missing"))?;
             if t.dtype() != Dtype::F32 || t.shape() != shape {
-                return Err(format!("tensor {name} has shape {:?} {:?}, expected F32 {shape:?}", t.shape(), t.dtype()));
+                return Err(format!(
+                    "tensor {name} has shape {:?} {:?}, expected F32 {shape:?}",
+                    t.shape(),
+                    t.dtype()
+                ));
             }
             Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
         };
         let mut params = vec![0.0; Mlp::n_params(&sizes)];
         for (l, layer) in Mlp::layout(&sizes).iter().enumerate() {
-            params[layer.weight..layer.bias].copy_from_slice(&read(&format!("mlp.{l}.weight"), &[layer.n_out, layer.n_in])?);
-            params[layer.bias..layer.bias + layer.n_out].copy_from_slice(&read(&format!("mlp.{l}.bias"), &[layer.n_out])?);
+            params[layer.weight..layer.bias]
+                .copy_from_slice(&read(&format!("mlp.{l}.weight"), &[layer.n_out, layer.n_in])?);
+            params[layer.bias..layer.bias + layer.n_out]
+                .copy_from_slice(&read(&format!("mlp.{l}.bias"), &[layer.n_out])?);
         }
         let encoding = if identity {
             Encoding::identity(dim)
         } else {
-            let t = st.tensor("encoding.frequencies").map_err(|_| "tensor encoding.frequencies is missing".to_string())?;
+            let t = st
+                .tensor("encoding.frequencies")
+                .map_err(|_| "tensor encoding.frequencies is missing".to_string())?;
             let m = t.shape().first().copied().unwrap_or(0);
             Encoding::from_frequencies(dim, read("encoding.frequencies", &[m, dim])?, scale)
         };
         if encoding.n_features() != sizes[0] {
-            return Err(format!("the encoding makes {} features but the network takes {}", encoding.n_features(), sizes[0]));
+            return Err(format!(
+                "the encoding makes {} features but the network takes {}",
+                encoding.n_features(),
+                sizes[0]
+            ));
         }
         let n = params.len();
         let adam = AdamState { m: read("adam.m", &[n])?, v: read("adam.v", &[n])?, step };
@@ -131,9 +153,12 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let rng = CounterRng::new(1, 1);
-        for cfg in [EncodingConfig::None, EncodingConfig::Gaussian { sigma: 3.0, features: 5, normalize: true }] {
+        for cfg in
+            [EncodingConfig::None, EncodingConfig::Gaussian { sigma: 3.0, features: 5, normalize: true }]
+        {
             let enc = Encoding::build(&cfg, 3, &rng);
-            let mlp = Mlp::init(Mlp::sizes_for(enc.n_features(), &ModelConfig { depth: 3, width: 8 }, 1), &rng);
+            let mlp =
+                Mlp::init(Mlp::sizes_for(enc.n_features(), &ModelConfig { depth: 3, width: 8 }, 1), &rng);
             let n = mlp.params.len();
             let adam = AdamState { m: (0..n).map(|i| i as f32).collect(), v: vec![0.5; n], step: 77 };
             let mut extra = HashMap::new();

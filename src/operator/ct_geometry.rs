@@ -161,13 +161,22 @@ impl GeometryFile {
         let d = self.dims;
         match (self.beam, d) {
             (Beam::Parallel, 2 | 3) | (Beam::Fan, 2) | (Beam::Cone, 3) => {}
-            (b, _) => return bad(format!("a {b:?} beam with dims = {d} is not supported (parallel: 2 or 3, fan: 2, cone: 3)").to_lowercase()),
+            (b, _) => {
+                return bad(format!(
+                    "a {b:?} beam with dims = {d} is not supported (parallel: 2 or 3, fan: 2, cone: 3)"
+                )
+                .to_lowercase())
+            }
         }
         let nd = d - 1; // detector axes
         let det = &self.detector;
         let dp = fixed(&det.pixels, nd, 1, "detector.pixels", src)?;
         let ds = fixed(&det.pixel_size, nd, 1.0, "detector.pixel_size", src)?;
-        let doff = if det.offset.is_empty() { [0.0; 3] } else { fixed(&det.offset, nd, 0.0, "detector.offset", src)? };
+        let doff = if det.offset.is_empty() {
+            [0.0; 3]
+        } else {
+            fixed(&det.offset, nd, 0.0, "detector.offset", src)?
+        };
         if dp[..nd].contains(&0) || ds[..nd].iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return bad(format!(
                 "the detector has zero size (pixels {:?}, pixel_size {:?}): every count and size must be positive",
@@ -177,9 +186,13 @@ impl GeometryFile {
         let vol = &self.volume;
         let nv = fixed(&vol.voxels, d, 1, "volume.voxels", src)?;
         let vs = fixed(&vol.voxel_size, d, 1.0, "volume.voxel_size", src)?;
-        let voff = if vol.offset.is_empty() { [0.0; 3] } else { fixed(&vol.offset, d, 0.0, "volume.offset", src)? };
+        let voff =
+            if vol.offset.is_empty() { [0.0; 3] } else { fixed(&vol.offset, d, 0.0, "volume.offset", src)? };
         if nv[..d].contains(&0) || vs[..d].iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return bad(format!("the volume has zero size (voxels {:?}, voxel_size {:?})", vol.voxels, vol.voxel_size));
+            return bad(format!(
+                "the volume has zero size (voxels {:?}, voxel_size {:?})",
+                vol.voxels, vol.voxel_size
+            ));
         }
         if nv.iter().product::<usize>() > 1 << 30 {
             return bad(format!("volume.voxels {:?} is more than 2^30 voxels", vol.voxels));
@@ -188,7 +201,10 @@ impl GeometryFile {
             Beam::Parallel => (self.dso.unwrap_or(0.0), self.dsd.unwrap_or(0.0)),
             _ => {
                 let (Some(dso), Some(dsd)) = (self.dso, self.dsd) else {
-                    return bad("fan and cone beams need dso and dsd (source to origin, source to detector, mm)".into());
+                    return bad(
+                        "fan and cone beams need dso and dsd (source to origin, source to detector, mm)"
+                            .into(),
+                    );
                 };
                 if !(dso.is_finite() && dso > 0.0 && dsd.is_finite() && dsd > dso) {
                     return bad(format!("need 0 < dso < dsd, got dso = {dso}, dsd = {dsd}"));
@@ -207,7 +223,8 @@ impl GeometryFile {
         let listed: Option<(Vec<f64>, String)> = match (&a.file, &a.values) {
             (Some(_), Some(_)) => return bad("give angles.file or angles.values, not both".into()),
             (Some(f), None) => {
-                let path = if f.is_absolute() { f.clone() } else { src.parent().unwrap_or(Path::new(".")).join(f) };
+                let path =
+                    if f.is_absolute() { f.clone() } else { src.parent().unwrap_or(Path::new(".")).join(f) };
                 let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
                 let mut v = Vec::new();
                 for (i, line) in text.lines().enumerate() {
@@ -215,7 +232,9 @@ impl GeometryFile {
                     if t.is_empty() || t.starts_with('#') {
                         continue;
                     }
-                    let x: f64 = t.parse().map_err(|_| Error::format(&path, format!("line {}: {t:?} is not a number", i + 1)))?;
+                    let x: f64 = t.parse().map_err(|_| {
+                        Error::format(&path, format!("line {}: {t:?} is not a number", i + 1))
+                    })?;
                     v.push(x);
                 }
                 Some((v, path.display().to_string()))
@@ -235,7 +254,11 @@ impl GeometryFile {
                 v.iter().map(|x| x * factor).collect()
             }
             None => {
-                let span = a.span.map(|s| s * factor).unwrap_or(if self.beam == Beam::Parallel { PI } else { 2.0 * PI });
+                let span = a.span.map(|s| s * factor).unwrap_or(if self.beam == Beam::Parallel {
+                    PI
+                } else {
+                    2.0 * PI
+                });
                 (0..a.count).map(|i| a.first * factor + span * i as f64 / a.count as f64).collect()
             }
         };
@@ -365,7 +388,11 @@ impl Scan {
     pub fn detector_uv(&self, iu: usize, iv: usize) -> (f64, f64) {
         let [nu, nv] = self.det_pixels;
         let u = (iu as f64 - (nu as f64 - 1.0) / 2.0) * self.det_pixel_size[0] + self.det_offset[0];
-        let v = if self.dims == 2 { 0.0 } else { (iv as f64 - (nv as f64 - 1.0) / 2.0) * self.det_pixel_size[1] + self.det_offset[1] };
+        let v = if self.dims == 2 {
+            0.0
+        } else {
+            (iv as f64 - (nv as f64 - 1.0) / 2.0) * self.det_pixel_size[1] + self.det_offset[1]
+        };
         (u, v)
     }
 
@@ -500,7 +527,10 @@ impl Scan {
         } else {
             format!("the detector in {} needs shape {want:?}", geom_path.display())
         };
-        Err(Error::format(proj_path, format!("projections of shape {shape:?} do not fit the geometry: {why}")))
+        Err(Error::format(
+            proj_path,
+            format!("projections of shape {shape:?} do not fit the geometry: {why}"),
+        ))
     }
 }
 
@@ -560,9 +590,14 @@ mod tests {
         assert!(e.contains("zero size"), "{e}");
         let e = parse(&FAN.replace("count = 10", "count = 3\nvalues = [0.0, 1.0]")).unwrap_err().to_string();
         assert!(e.contains("2 angles") && e.contains("3 projections"), "{e}");
-        let e = parse(&FAN.replace("voxels = [32, 32]", "voxels = [32, 32]\noffset = [3000.0, 0.0]")).unwrap_err().to_string();
+        let e = parse(&FAN.replace("voxels = [32, 32]", "voxels = [32, 32]\noffset = [3000.0, 0.0]"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("inside the volume") || e.contains("no ray"), "{e}");
-        let par = FAN.replace("\"fan\"", "\"parallel\"").replace("voxels = [32, 32]", "voxels = [32, 32]\noffset = [0.0, 900.0]").replace("count = 10", "count = 1");
+        let par = FAN
+            .replace("\"fan\"", "\"parallel\"")
+            .replace("voxels = [32, 32]", "voxels = [32, 32]\noffset = [0.0, 900.0]")
+            .replace("count = 10", "count = 1");
         let e = parse(&par).unwrap_err().to_string();
         assert!(e.contains("no ray meets the volume"), "{e}");
         let e = parse(&FAN.replace("dims = 2", "dims = 3")).unwrap_err().to_string();

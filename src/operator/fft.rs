@@ -244,7 +244,9 @@ mod tests {
                         for y in 0..ny {
                             for xx in 0..nx {
                                 let phase = -std::f64::consts::TAU
-                                    * ((kx * xx) as f64 / nx as f64 + (ky * y) as f64 / ny as f64 + (kz * z) as f64 / nz as f64);
+                                    * ((kx * xx) as f64 / nx as f64
+                                        + (ky * y) as f64 / ny as f64
+                                        + (kz * z) as f64 / nz as f64);
                                 s += x[xx + nx * (y + ny * z)] * Complex::from_polar(1.0, phase);
                             }
                         }
@@ -259,7 +261,8 @@ mod tests {
     #[test]
     fn matches_a_direct_dft_on_an_odd_grid() {
         let dims = [5, 3, 4];
-        let x: Vec<C64> = (0..60).map(|i| Complex::new((i as f64 * 0.37).sin(), (i as f64 * 0.11).cos())).collect();
+        let x: Vec<C64> =
+            (0..60).map(|i| Complex::new((i as f64 * 0.37).sin(), (i as f64 * 0.11).cos())).collect();
         let mut y = x.clone();
         Fft3::new(dims).forward(&mut y);
         let want = naive_dft(&x, dims);

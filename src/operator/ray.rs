@@ -60,7 +60,8 @@ impl RayProjector {
                         let h = (t1 - t0) / n;
                         let at = |t: f64| std::array::from_fn(|a| ray.origin[a] + t * ray.dir[a]);
                         let p0 = to_voxel(at(t0 + 0.5 * h));
-                        let step: [f64; 3] = std::array::from_fn(|a| if a < d { h * ray.dir[a] / vs[a] } else { 0.0 });
+                        let step: [f64; 3] =
+                            std::array::from_fn(|a| if a < d { h * ray.dir[a] / vs[a] } else { 0.0 });
                         Segment {
                             start: p0,
                             delta: step.map(|x| x as f32),

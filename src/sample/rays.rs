@@ -20,18 +20,22 @@ pub struct RaySamples {
 /// Stratified samples along rays `ids` of `scan`: the clipped segment is cut into `samples`
 /// equal strata and each gets one uniform point (counters `first + ray_slot·samples + k`);
 /// with `rng = None`, the strata midpoints.
-pub fn stratified(scan: &Scan, ids: &[usize], samples: usize, rng: Option<&CounterRng>, first: u64, out: &mut RaySamples) {
+pub fn stratified(
+    scan: &Scan,
+    ids: &[usize],
+    samples: usize,
+    rng: Option<&CounterRng>,
+    first: u64,
+    out: &mut RaySamples,
+) {
     let d = scan.dims;
     out.dims = d;
     out.samples = samples;
     out.points.resize(ids.len() * samples * d, 0.5);
     out.weights.resize(ids.len(), 0.0);
     let scale = scan.measurement_scale();
-    out.points
-        .par_chunks_mut(samples * d)
-        .zip(out.weights.par_iter_mut())
-        .enumerate()
-        .for_each(|(slot, (pts, w))| {
+    out.points.par_chunks_mut(samples * d).zip(out.weights.par_iter_mut()).enumerate().for_each(
+        |(slot, (pts, w))| {
             let ray = scan.ray(ids[slot]);
             let Some((t0, t1)) = scan.clip(&ray) else {
                 pts.iter_mut().for_each(|p| *p = 0.5);
@@ -49,5 +53,6 @@ pub fn stratified(scan: &Scan, ids: &[usize], samples: usize, rng: Option<&Count
                     *x = x.clamp(0.0, 1.0);
                 }
             }
-        });
+        },
+    );
 }

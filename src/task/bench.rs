@@ -36,7 +36,10 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
     enc_cfg.validate()?;
     ModelConfig { depth: cfg.depth, width: cfg.width }.validate()?;
     let encoding = Encoding::build(&enc_cfg, 3, &rng);
-    let mlp = Mlp::init(Mlp::sizes_for(encoding.n_features(), &ModelConfig { depth: cfg.depth, width: cfg.width }, 1), &rng);
+    let mlp = Mlp::init(
+        Mlp::sizes_for(encoding.n_features(), &ModelConfig { depth: cfg.depth, width: cfg.width }, 1),
+        &rng,
+    );
     let n_params = mlp.params.len();
     let chosen = crate::task::device::choose(&cfg.device, encoding.clone(), mlp, cfg.threads)?;
     let mut backend = chosen.backend;

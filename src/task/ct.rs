@@ -12,7 +12,6 @@
 //!
 //! Loss: ½·mean((A f − y)²) over the measurements of the step.
 
-use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::backend::Backend;
 use crate::encoding::{Encoding, EncodingConfig};
 use crate::io::npy::{read_npy_f32, write_npy_f32};
@@ -27,6 +26,7 @@ use crate::task::ct_metrics;
 use crate::task::ct_phantom::Phantom;
 use crate::task::occupancy::FitOptions;
 use crate::train::loss::sigmoid;
+use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::train::LrSchedule;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -123,7 +123,11 @@ pub fn paper_encoding(name: &str, m: usize) -> Result<EncodingConfig> {
         "basic" => EncodingConfig::Basic { normalize: false },
         "positional" => EncodingConfig::Positional { sigma: 3.0, features: m / 2, normalize: false },
         "gaussian" => EncodingConfig::Gaussian { sigma: 4.0, features: m, normalize: false },
-        other => return Err(Error::Config(format!("unknown encoding {other:?}: none, basic, positional or gaussian"))),
+        other => {
+            return Err(Error::Config(format!(
+                "unknown encoding {other:?}: none, basic, positional or gaussian"
+            )))
+        }
     })
 }
 
@@ -252,7 +256,8 @@ pub fn write_volume(scan: &Scan, data: &[f32], path: &Path) -> Result<()> {
 /// Writes an 8-bit grey PNG of a row-major `w`×`h` image, mapping [lo, hi] to [0, 255].
 pub fn write_png_gray(path: &Path, img: &[f32], w: usize, h: usize, lo: f32, hi: f32) -> Result<()> {
     let span = (hi - lo).max(1e-12);
-    let bytes: Vec<u8> = img.iter().map(|&v| (((v - lo) / span).clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    let bytes: Vec<u8> =
+        img.iter().map(|&v| (((v - lo) / span).clamp(0.0, 1.0) * 255.0).round() as u8).collect();
     crate::io::write_atomic(path, |out| {
         let mut enc = png::Encoder::new(out, w as u32, h as u32);
         enc.set_color(png::ColorType::Grayscale);
@@ -357,7 +362,14 @@ pub fn write_simulation(scan: &Scan, sim: &Simulated, dir: &Path) -> Result<()> 
     write_volume(scan, &sim.truth, &dir.join("truth.nii.gz"))?;
     if scan.dims == 2 {
         let hi = sim.projections.iter().cloned().fold(0.0f32, f32::max);
-        write_png_gray(&dir.join("sinogram.png"), &sim.projections, scan.det_pixels[0], scan.n_views(), 0.0, hi)?;
+        write_png_gray(
+            &dir.join("sinogram.png"),
+            &sim.projections,
+            scan.det_pixels[0],
+            scan.n_views(),
+            0.0,
+            hi,
+        )?;
     }
     Ok(())
 }
@@ -455,7 +467,9 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     let steps = cfg.train.steps;
     let mut train_s = 0.0;
     for step in start_step..steps {
-        if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || opts.stop_after.is_some_and(|s| step >= s) {
+        if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+            || opts.stop_after.is_some_and(|s| step >= s)
+        {
             save(backend.as_ref(), &loss_log)?;
             return Ok(CtOutcome::Interrupted { step });
         }
@@ -465,7 +479,9 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
         train_s += t0.elapsed().as_secs_f64();
         if !loss.is_finite() {
             save(backend.as_ref(), &loss_log)?;
-            return Err(Error::Input(format!("training diverged at step {step} (loss {loss}); try a smaller learning rate")));
+            return Err(Error::Input(format!(
+                "training diverged at step {step} (loss {loss}); try a smaller learning rate"
+            )));
         }
         let done = step + 1;
         loss_log.push((done, loss, lr));
@@ -475,8 +491,16 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
             }
         }
         if opts.progress && done % (steps / 10).max(1) == 0 {
-            let psnr = metrics.psnr_curve.last().filter(|p| p.0 == done).map(|p| format!("  PSNR {:.2} dB", p.1)).unwrap_or_default();
-            eprintln!("step {done}/{steps}  loss {loss:.3e}{psnr}  {:.1} steps/s", (done - start_step) as f64 / train_s.max(1e-9));
+            let psnr = metrics
+                .psnr_curve
+                .last()
+                .filter(|p| p.0 == done)
+                .map(|p| format!("  PSNR {:.2} dB", p.1))
+                .unwrap_or_default();
+            eprintln!(
+                "step {done}/{steps}  loss {loss:.3e}{psnr}  {:.1} steps/s",
+                (done - start_step) as f64 / train_s.max(1e-9)
+            );
         }
         if cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0 && done < steps {
             save(backend.as_ref(), &loss_log)?;
@@ -570,7 +594,11 @@ impl<'a> Stepper<'a> {
     }
 
     fn step(&mut self, backend: &mut dyn Backend, step: u64, lr: f32) -> Result<f32> {
-        let loss = if self.render == Render::Grid { self.grid_step(backend)? } else { self.ray_step(backend, step)? };
+        let loss = if self.render == Render::Grid {
+            self.grid_step(backend)?
+        } else {
+            self.ray_step(backend, step)?
+        };
         backend.optimizer_step(lr)?;
         Ok(loss)
     }
@@ -606,7 +634,9 @@ impl<'a> Stepper<'a> {
         let pick = CounterRng::new(self.seed, streams::TRAIN_BATCH);
         let n_valid = self.valid_rays.len() as u64;
         self.ids.clear();
-        self.ids.extend((0..b as u64).map(|j| self.valid_rays[pick.below(step * b as u64 + j, n_valid) as usize]));
+        self.ids.extend(
+            (0..b as u64).map(|j| self.valid_rays[pick.below(step * b as u64 + j, n_valid) as usize]),
+        );
         let strata = CounterRng::new(self.seed, STREAM_STRATA);
         stratified(self.scan, &self.ids, s, Some(&strata), step * (b * s) as u64, &mut self.samples);
         let z = backend.forward(&self.samples.points)?;

@@ -29,13 +29,15 @@ pub fn ssim(pred: &[f32], truth: &[f32], dims: [usize; 3]) -> f64 {
     let (p, t) = normalised(pred, truth);
     let [nx, ny, nz] = dims;
     let s = nx * ny;
-    (0..nz).map(|z| ssim_2d(&p[z * s..(z + 1) * s], &t[z * s..(z + 1) * s], nx, ny)).sum::<f64>() / nz.max(1) as f64
+    (0..nz).map(|z| ssim_2d(&p[z * s..(z + 1) * s], &t[z * s..(z + 1) * s], nx, ny)).sum::<f64>()
+        / nz.max(1) as f64
 }
 
 /// SSIM of two nx×ny images in [0, 1].
 pub fn ssim_2d(a: &[f32], b: &[f32], nx: usize, ny: usize) -> f64 {
     const R: usize = 5;
-    let w: Vec<f64> = (0..=2 * R).map(|i| (-((i as f64 - R as f64).powi(2)) / (2.0 * 1.5 * 1.5)).exp()).collect();
+    let w: Vec<f64> =
+        (0..=2 * R).map(|i| (-((i as f64 - R as f64).powi(2)) / (2.0 * 1.5 * 1.5)).exp()).collect();
     let sum: f64 = w.iter().sum();
     let w: Vec<f64> = w.iter().map(|x| x / sum).collect();
     if nx <= 2 * R || ny <= 2 * R {

@@ -80,7 +80,12 @@ impl Phantom {
     pub fn shepp_3d() -> Phantom {
         let ellipses = MODIFIED_3D
             .iter()
-            .map(|r| Ellipsoid { value: r[0], axes: [r[1], r[2], r[3]], centre: [r[4], r[5], r[6]], phi: r[7].to_radians() })
+            .map(|r| Ellipsoid {
+                value: r[0],
+                axes: [r[1], r[2], r[3]],
+                centre: [r[4], r[5], r[6]],
+                phi: r[7].to_radians(),
+            })
             .collect();
         Phantom { dims: 3, ellipses }
     }
@@ -146,14 +151,21 @@ impl Phantom {
     pub fn line_integral(&self, scan: &Scan, ray: &Ray) -> f64 {
         let (r, centre) = Self::frame(scan);
         // normalised ray: o' = (o − c)/r, d unchanged (unit); chord in ξ units × r = mm
-        let o = [(ray.origin[0] - centre[0]) / r, (ray.origin[1] - centre[1]) / r, (ray.origin[2] - centre[2]) / r];
+        let o = [
+            (ray.origin[0] - centre[0]) / r,
+            (ray.origin[1] - centre[1]) / r,
+            (ray.origin[2] - centre[2]) / r,
+        ];
         let d = ray.dir;
         let mut total = 0.0;
         for e in &self.ellipses {
             let (s, c) = e.phi.sin_cos();
             let local = |p: [f64; 3], shift: bool| -> [f64; 3] {
-                let (px, py, pz) =
-                    if shift { (p[0] - e.centre[0], p[1] - e.centre[1], p[2] - e.centre[2]) } else { (p[0], p[1], p[2]) };
+                let (px, py, pz) = if shift {
+                    (p[0] - e.centre[0], p[1] - e.centre[1], p[2] - e.centre[2])
+                } else {
+                    (p[0], p[1], p[2])
+                };
                 let z = if self.dims == 3 { pz / e.axes[2] } else { 0.0 };
                 [(c * px + s * py) / e.axes[0], (-s * px + c * py) / e.axes[1], z]
             };
@@ -204,7 +216,15 @@ mod tests {
     #[test]
     fn chord_of_an_ellipse_matches_brute_force() {
         let scan = Scan::paper_2d(64, 7);
-        let ph = Phantom { dims: 2, ellipses: vec![Ellipsoid { value: 1.0, axes: [0.6, 0.3, 1.0], centre: [0.1, -0.2, 0.0], phi: 0.4 }] };
+        let ph = Phantom {
+            dims: 2,
+            ellipses: vec![Ellipsoid {
+                value: 1.0,
+                axes: [0.6, 0.3, 1.0],
+                centre: [0.1, -0.2, 0.0],
+                phi: 0.4,
+            }],
+        };
         for i in (0..scan.n_rays()).step_by(13) {
             let ray = scan.ray(i);
             let exact = ph.line_integral(&scan, &ray);

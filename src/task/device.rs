@@ -39,21 +39,30 @@ pub fn choose(device: &str, encoding: Encoding, mlp: Mlp, threads: usize) -> cra
                             precision.name()
                         ),
                     }),
-                    Err(e) => {
-                        cpu(encoding, mlp, format!("--device auto: the CUDA backend failed to start ({e}), so the CPU"))
-                    }
+                    Err(e) => cpu(
+                        encoding,
+                        mlp,
+                        format!("--device auto: the CUDA backend failed to start ({e}), so the CPU"),
+                    ),
                 }
             }
         },
         "cuda" => {
             let precision = Precision::from_env()?;
             let rt = cuda::runtime().map_err(|why| {
-                crate::Error::Config(format!("--device cuda: CUDA is not usable here: {why}; use --device cpu or auto"))
+                crate::Error::Config(format!(
+                    "--device cuda: CUDA is not usable here: {why}; use --device cpu or auto"
+                ))
             })?;
             let be = CudaBackend::new(encoding, mlp, Adam::default(), precision)?;
             Ok(Chosen {
                 backend: Box::new(be),
-                reason: format!("asked for --device cuda: {} ({}), {}", rt.device_name, rt.arch, precision.name()),
+                reason: format!(
+                    "asked for --device cuda: {} ({}), {}",
+                    rt.device_name,
+                    rt.arch,
+                    precision.name()
+                ),
             })
         }
         other => Err(crate::Error::Config(format!("unknown device {other:?}: use auto, cpu or cuda"))),
@@ -69,7 +78,8 @@ mod tests {
 
     fn parts() -> (Encoding, Mlp) {
         let rng = CounterRng::new(1, 0);
-        let e = Encoding::build(&EncodingConfig::Gaussian { sigma: 2.0, features: 4, normalize: false }, 3, &rng);
+        let e =
+            Encoding::build(&EncodingConfig::Gaussian { sigma: 2.0, features: 4, normalize: false }, 3, &rng);
         let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 8 }, 1), &rng);
         (e, mlp)
     }

@@ -19,8 +19,8 @@ use crate::model::ModelConfig;
 use crate::operator::fft::{fftshift, ifftshift, MaskedFft, C64};
 use crate::task::occupancy::{FitOptions, METRICS, RUN_TOML};
 use crate::task::volume_field::{
-    error_image, grid_points, identity_affine, load_volume, log, predict_grid, sigmoid, upsampled_affine, validate_common, write_montage,
-    FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
+    error_image, grid_points, identity_affine, load_volume, log, predict_grid, sigmoid, upsampled_affine,
+    validate_common, write_montage, FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
 };
 use crate::task::volume_masks::Sampling;
 use crate::train::image_metrics::{psnr, ssim};
@@ -108,7 +108,9 @@ impl MriConfig {
             return Err(Error::Config(format!("job must be \"mri\", got {:?}", self.job)));
         }
         if self.volume.is_none() && self.kspace.is_none() {
-            return Err(Error::Config("the MRI job needs a volume (to simulate k-space) or measured k-space".into()));
+            return Err(Error::Config(
+                "the MRI job needs a volume (to simulate k-space) or measured k-space".into(),
+            ));
         }
         validate_common(&self.device, &self.encoding, &self.model, self.export.upsample)?;
         self.normalize.validate()?;
@@ -169,7 +171,14 @@ pub fn prepare(cfg: &MriConfig) -> Result<MriProblem> {
             let (values, dims) = crate::io::read_npy(path)?.complex_volume(path)?;
             if let Some((vpath, v)) = &volume {
                 if v.dims != dims {
-                    return Err(Error::format(path, format!("k-space shape {dims:?} does not match the volume {} ({:?})", vpath.display(), v.dims)));
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "k-space shape {dims:?} does not match the volume {} ({:?})",
+                            vpath.display(),
+                            v.dims
+                        ),
+                    ));
                 }
             }
             if let Some(i) = values.iter().position(|c| !(c[0].is_finite() && c[1].is_finite())) {
@@ -189,7 +198,10 @@ pub fn prepare(cfg: &MriConfig) -> Result<MriProblem> {
         Some(path) => {
             let arr = crate::io::read_npy(path)?;
             if arr.shape != dims.to_vec() {
-                return Err(Error::format(path, format!("mask shape {:?} does not match the data's {dims:?}", arr.shape)));
+                return Err(Error::format(
+                    path,
+                    format!("mask shape {:?} does not match the data's {dims:?}", arr.shape),
+                ));
             }
             if matches!(arr.data, NpyData::C64(_)) {
                 return Err(Error::format(path, "a mask must be real (bool, uint8, int16, float)"));
@@ -225,7 +237,10 @@ pub fn prepare(cfg: &MriConfig) -> Result<MriProblem> {
                 zf.sort_by(f32::total_cmp);
                 let scale = zf[((zf.len() - 1) as f64 * 0.995) as usize] as f64;
                 if !(scale > 0.0) {
-                    return Err(Error::format(path, "the zero-filled image is not positive anywhere: cannot scale the k-space"));
+                    return Err(Error::format(
+                        path,
+                        "the zero-filled image is not positive anywhere: cannot scale the k-space",
+                    ));
                 }
                 y.iter_mut().for_each(|c| *c /= scale);
             }
@@ -245,21 +260,46 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     let dims = problem.dims;
     let dir = cfg.output.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    log(opts, &format!(
-        "MRI: {dims:?} grid, {:.2} % of k-space measured ({})",
-        100.0 * problem.operator.sampled_fraction(),
-        if cfg.mask.is_some() { "mask from file".to_string() } else { format!("{:?}", cfg.sampling) }
-    ));
+    log(
+        opts,
+        &format!(
+            "MRI: {dims:?} grid, {:.2} % of k-space measured ({})",
+            100.0 * problem.operator.sampled_fraction(),
+            if cfg.mask.is_some() { "mask from file".to_string() } else { format!("{:?}", cfg.sampling) }
+        ),
+    );
     // The measurements as files, centred, so a run can be repeated from them (`--kspace --mask`).
     let centred_mask: Vec<u8> = fftshift(&problem.operator.mask, dims).iter().map(|&m| u8::from(m)).collect();
     crate::io::write_npy(&dir.join("mask.npy"), &centred_mask, &dims, true)?;
-    let centred_y: Vec<[f32; 2]> = fftshift(&problem.kspace, dims).iter().map(|c| [c.re as f32, c.im as f32]).collect();
+    let centred_y: Vec<[f32; 2]> =
+        fftshift(&problem.kspace, dims).iter().map(|c| [c.re as f32, c.im as f32]).collect();
     crate::io::write_npy(&dir.join("kspace.npy"), &centred_y, &dims, true)?;
-    let zero_filled: Vec<f32> = problem.operator.zero_filled(&problem.kspace).iter().map(|v| v.clamp(0.0, 1.0)).collect();
-    crate::io::write_nifti_f32(&dir.join("zero_filled.nii.gz"), &problem.intensity.to_raw(&zero_filled), dims, problem.world_from_voxel)?;
+    let zero_filled: Vec<f32> =
+        problem.operator.zero_filled(&problem.kspace).iter().map(|v| v.clamp(0.0, 1.0)).collect();
+    crate::io::write_nifti_f32(
+        &dir.join("zero_filled.nii.gz"),
+        &problem.intensity.to_raw(&zero_filled),
+        dims,
+        problem.world_from_voxel,
+    )?;
 
-    let meta = FieldMeta { job: "mri".into(), dims, world_from_voxel: problem.world_from_voxel, intensity: problem.intensity };
-    let mut session = Session::start(&dir, &cfg.to_toml(), cfg.seed, &cfg.encoding, &cfg.model, &cfg.device, cfg.threads, meta, opts)?;
+    let meta = FieldMeta {
+        job: "mri".into(),
+        dims,
+        world_from_voxel: problem.world_from_voxel,
+        intensity: problem.intensity,
+    };
+    let mut session = Session::start(
+        &dir,
+        &cfg.to_toml(),
+        cfg.seed,
+        &cfg.encoding,
+        &cfg.model,
+        &cfg.device,
+        cfg.threads,
+        meta,
+        opts,
+    )?;
     let start_step = session.backend.state().adam.step;
 
     let points = grid_points(dims, 1);
@@ -280,16 +320,31 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
 
     let backend = session.backend.as_mut();
     let fit = predict_grid(backend, dims, 1)?; // sigmoid outputs: already in [0, 1]
-    crate::io::write_nifti_f32(&dir.join("fit.nii.gz"), &problem.intensity.to_raw(&fit), dims, problem.world_from_voxel)?;
+    crate::io::write_nifti_f32(
+        &dir.join("fit.nii.gz"),
+        &problem.intensity.to_raw(&fit),
+        dims,
+        problem.world_from_voxel,
+    )?;
     let k = cfg.export.upsample;
     if k > 1 {
         let fine = predict_grid(backend, dims, k)?;
         let path = dir.join(format!("fit_x{k}.nii.gz"));
-        crate::io::write_nifti_f32(&path, &problem.intensity.to_raw(&fine), dims.map(|d| d * k), upsampled_affine(problem.world_from_voxel, k))?;
+        crate::io::write_nifti_f32(
+            &path,
+            &problem.intensity.to_raw(&fine),
+            dims.map(|d| d * k),
+            upsampled_affine(problem.world_from_voxel, k),
+        )?;
     }
     let nan = f64::NAN;
     let (psnr_fit, ssim_fit, psnr_zf, ssim_zf) = match &problem.truth {
-        Some(g) => (psnr(&fit, g, None), ssim(&fit, g, dims, None), psnr(&zero_filled, g, None), ssim(&zero_filled, g, dims, None)),
+        Some(g) => (
+            psnr(&fit, g, None),
+            ssim(&fit, g, dims, None),
+            psnr(&zero_filled, g, None),
+            ssim(&zero_filled, g, dims, None),
+        ),
         None => (nan, nan, nan, nan),
     };
     if cfg.export.montage {

@@ -10,7 +10,6 @@
 //! and reads the losses every [`DEVICE_READ_EVERY`] steps. Elsewhere the host draws and labels
 //! ([`training_batch`]) and the backend trains on the uploaded batch.
 
-use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::backend::cuda::{BatchParams, DeviceMesh};
 use crate::backend::Backend;
 use crate::config::OccupancyConfig;
@@ -22,6 +21,7 @@ use crate::model::checkpoint::Checkpoint;
 use crate::model::Mlp;
 use crate::sample::rng::streams;
 use crate::sample::{near_surface, uniform_in_box, Aabb, CounterRng};
+use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::train::metrics::{accuracy_from_logits, iou_from_logits};
 use crate::train::Loss;
 use crate::{Error, Result};
@@ -425,11 +425,13 @@ impl DeviceRun<'_> {
             }
             let lr = cfg.train.schedule.lr(cfg.train.lr, step, steps);
             params.step = step;
-            let cuda = backend.as_cuda_mut().ok_or_else(|| Error::Config("device training without CUDA".into()))?;
+            let cuda =
+                backend.as_cuda_mut().ok_or_else(|| Error::Config("device training without CUDA".into()))?;
             cuda.occupancy_step(mesh, &params, lr, self.pending.len())?;
             let done = step + 1;
             self.pending.push((done, lr));
-            let checkpoint = cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0 && done < steps;
+            let checkpoint =
+                cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0 && done < steps;
             if self.pending.len() >= DEVICE_READ_EVERY || done == steps || checkpoint {
                 self.read(backend, save)?;
             }
@@ -442,15 +444,12 @@ impl DeviceRun<'_> {
 
     /// Waits for the queued steps, logs their losses and shows progress; a non-finite loss
     /// saves a checkpoint and stops the run, as on the host path.
-    fn read(
-        &mut self,
-        backend: &mut dyn Backend,
-        save: &SaveFn,
-    ) -> Result<()> {
+    fn read(&mut self, backend: &mut dyn Backend, save: &SaveFn) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let cuda = backend.as_cuda_mut().ok_or_else(|| Error::Config("device training without CUDA".into()))?;
+        let cuda =
+            backend.as_cuda_mut().ok_or_else(|| Error::Config("device training without CUDA".into()))?;
         let report = cuda.read_steps(self.pending.len())?;
         self.train_s += report.train_seconds;
         self.label_s += report.label_seconds;

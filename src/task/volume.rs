@@ -14,8 +14,8 @@ use crate::model::ModelConfig;
 use crate::sample::CounterRng;
 use crate::task::occupancy::{FitOptions, METRICS, RUN_TOML};
 use crate::task::volume_field::{
-    error_image, grid_points, load_volume, log, predict_grid, sigmoid, upsampled_affine, validate_common, write_montage, FieldExport,
-    FieldMeta, FieldTrain, Intensity, Normalize, Session,
+    error_image, grid_points, load_volume, log, predict_grid, sigmoid, upsampled_affine, validate_common,
+    write_montage, FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
 };
 use crate::train::image_metrics::{psnr, ssim};
 use crate::train::LrSchedule;
@@ -139,18 +139,24 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     let intensity: Intensity = cfg.normalize.fit(&volume.data, &cfg.volume)?;
     let truth = intensity.to_unit(&volume.data);
     let dims = volume.dims;
-    log(opts, &format!(
-        "volume {}: {dims:?}, intensities [{:.4}, {:.4}] → [0, 1] ({:?})",
-        cfg.volume.display(),
-        intensity.lo,
-        intensity.hi,
-        cfg.normalize
-    ));
+    log(
+        opts,
+        &format!(
+            "volume {}: {dims:?}, intensities [{:.4}, {:.4}] → [0, 1] ({:?})",
+            cfg.volume.display(),
+            intensity.lo,
+            intensity.hi,
+            cfg.normalize
+        ),
+    );
     let n = truth.len();
     let split = train_split(cfg.seed, n, cfg.train.train_fraction);
     let train_idx: Vec<usize> = (0..n).filter(|&i| split[i]).collect();
     if train_idx.is_empty() {
-        return Err(Error::Config(format!("train.train_fraction {} leaves no training voxel", cfg.train.train_fraction)));
+        return Err(Error::Config(format!(
+            "train.train_fraction {} leaves no training voxel",
+            cfg.train.train_fraction
+        )));
     }
     let test: Vec<bool> = split.iter().map(|s| !s).collect();
     let n_test = n - train_idx.len();
@@ -158,16 +164,31 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     let all_points = grid_points(dims, 1);
 
     let meta = FieldMeta { job: "volume".into(), dims, world_from_voxel: volume.world_from_voxel, intensity };
-    let mut session = Session::start(&cfg.output, &cfg.to_toml(), cfg.seed, &cfg.encoding, &cfg.model, &cfg.device, cfg.threads, meta, opts)?;
+    let mut session = Session::start(
+        &cfg.output,
+        &cfg.to_toml(),
+        cfg.seed,
+        &cfg.encoding,
+        &cfg.model,
+        &cfg.device,
+        cfg.threads,
+        meta,
+        opts,
+    )?;
     let start_step = session.backend.state().adam.step;
 
     let batch = if cfg.train.batch == 0 { train_idx.len() } else { cfg.train.batch.min(train_idx.len()) };
     let full_batch = batch == train_idx.len();
     let rng = CounterRng::new(cfg.seed, STREAM_BATCH);
-    let (mut points, mut targets, mut grad) = (vec![0.0f32; 3 * batch], vec![0.0f32; batch], vec![0.0f32; batch]);
+    let (mut points, mut targets, mut grad) =
+        (vec![0.0f32; 3 * batch], vec![0.0f32; batch], vec![0.0f32; batch]);
     let (interrupted, seconds_per_step) = session.train(&cfg.train, opts, |backend, step, lr| {
         for b in 0..batch {
-            let i = if full_batch { train_idx[b] } else { train_idx[rng.below(step * batch as u64 + b as u64, train_idx.len() as u64) as usize] };
+            let i = if full_batch {
+                train_idx[b]
+            } else {
+                train_idx[rng.below(step * batch as u64 + b as u64, train_idx.len() as u64) as usize]
+            };
             points[3 * b..3 * b + 3].copy_from_slice(&all_points[3 * i..3 * i + 3]);
             targets[b] = truth[i];
         }
@@ -193,12 +214,22 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     let fit = predict_grid(backend, dims, 1)?;
     let dir = &cfg.output;
     let stem = "fit";
-    crate::io::write_nifti_f32(&dir.join(format!("{stem}.nii.gz")), &intensity.to_raw(&fit), dims, volume.world_from_voxel)?;
+    crate::io::write_nifti_f32(
+        &dir.join(format!("{stem}.nii.gz")),
+        &intensity.to_raw(&fit),
+        dims,
+        volume.world_from_voxel,
+    )?;
     let k = cfg.export.upsample;
     if k > 1 {
         let fine = predict_grid(backend, dims, k)?;
         let path = dir.join(format!("{stem}_x{k}.nii.gz"));
-        crate::io::write_nifti_f32(&path, &intensity.to_raw(&fine), dims.map(|d| d * k), upsampled_affine(volume.world_from_voxel, k))?;
+        crate::io::write_nifti_f32(
+            &path,
+            &intensity.to_raw(&fine),
+            dims.map(|d| d * k),
+            upsampled_affine(volume.world_from_voxel, k),
+        )?;
     }
     if cfg.export.montage {
         write_montage(&dir.join("montage.png"), dims, &[&truth, &fit, &error_image(&fit, &truth)])?;

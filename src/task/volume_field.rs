@@ -7,7 +7,6 @@
 //! fine voxel i' sits at input voxel index (i'+½)/K − ½, and `world_from_voxel` follows
 //! ([`upsampled_affine`]).
 
-use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::backend::Backend;
 use crate::encoding::EncodingConfig;
 use crate::geometry::marching_cubes::{marching_cubes_padded, Grid3};
@@ -18,6 +17,7 @@ use crate::model::{Mlp, ModelConfig};
 use crate::sample::rng::streams;
 use crate::sample::CounterRng;
 use crate::task::occupancy::{FitOptions, CHECKPOINT, LOSS_CSV, RUN_TOML};
+use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::train::LrSchedule;
 use crate::{Error, Result};
 use glam::Vec3;
@@ -53,11 +53,20 @@ pub fn load_volume(path: &Path) -> Result<Volume> {
         let [nx, ny, _] = dims;
         return Err(Error::format(
             path,
-            format!("voxel ({}, {}, {}) is {} (the volume must be finite everywhere)", i % nx, (i / nx) % ny, i / (nx * ny), data[i]),
+            format!(
+                "voxel ({}, {}, {}) is {} (the volume must be finite everywhere)",
+                i % nx,
+                (i / nx) % ny,
+                i / (nx * ny),
+                data[i]
+            ),
         ));
     }
     if dims.iter().any(|&d| d < 2) {
-        return Err(Error::format(path, format!("a {dims:?} volume is too small: every axis needs at least 2 voxels")));
+        return Err(Error::format(
+            path,
+            format!("a {dims:?} volume is too small: every axis needs at least 2 voxels"),
+        ));
     }
     Ok(Volume { data, dims, world_from_voxel })
 }
@@ -75,11 +84,17 @@ fn check_nifti1_header(path: &Path, gz: bool) -> Result<()> {
     };
     read.map_err(|e| Error::format(path, format!("cannot read the NIfTI header: {e}")))?;
     if head.len() < 348 {
-        return Err(Error::format(path, format!("a NIfTI-1 header is 348 bytes, the file has {}", head.len())));
+        return Err(Error::format(
+            path,
+            format!("a NIfTI-1 header is 348 bytes, the file has {}", head.len()),
+        ));
     }
     let size = [head[0], head[1], head[2], head[3]];
     if i32::from_le_bytes(size) != 348 && i32::from_be_bytes(size) != 348 {
-        return Err(Error::format(path, format!("sizeof_hdr is {}, not 348: not a NIfTI-1 file", i32::from_le_bytes(size))));
+        return Err(Error::format(
+            path,
+            format!("sizeof_hdr is {}, not 348: not a NIfTI-1 file", i32::from_le_bytes(size)),
+        ));
     }
     if &head[344..347] != b"n+1" && &head[344..347] != b"ni1" {
         return Err(Error::format(path, "the NIfTI-1 magic (n+1 or ni1) is missing"));
@@ -127,7 +142,9 @@ impl Normalize {
         if let Normalize::Percentile { low, high } = *self {
             let ordered = (0.0..100.0).contains(&low) && low < high && high <= 100.0;
             if !ordered {
-                return Err(Error::Config(format!("normalize percentiles must satisfy 0 ≤ low < high ≤ 100, got {low}, {high}")));
+                return Err(Error::Config(format!(
+                    "normalize percentiles must satisfy 0 ≤ low < high ≤ 100, got {low}, {high}"
+                )));
             }
         }
         Ok(())
@@ -136,7 +153,9 @@ impl Normalize {
     /// The intensity map for `data`; a constant volume is an error naming `path`.
     pub fn fit(&self, data: &[f32], path: &Path) -> Result<Intensity> {
         let (lo, hi) = match *self {
-            Normalize::MinMax => data.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v as f64), b.max(v as f64))),
+            Normalize::MinMax => data
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v as f64), b.max(v as f64))),
             Normalize::Percentile { low, high } => {
                 let mut sorted: Vec<f32> = data.to_vec();
                 sorted.sort_by(f32::total_cmp);
@@ -150,7 +169,10 @@ impl Normalize {
             }
         };
         if !(hi > lo) {
-            return Err(Error::format(path, format!("intensities span [{lo}, {hi}]: nothing to normalise (a constant volume?)")));
+            return Err(Error::format(
+                path,
+                format!("intensities span [{lo}, {hi}]: nothing to normalise (a constant volume?)"),
+            ));
         }
         Ok(Intensity { lo, hi })
     }
@@ -162,7 +184,12 @@ pub fn parse_normalize(s: &str) -> std::result::Result<Normalize, String> {
     match parts[0] {
         "minmax" if parts.len() == 1 => Ok(Normalize::MinMax),
         "percentile" => {
-            let num = |i: usize, d: f64| parts.get(i).map(|p| p.parse::<f64>().map_err(|_| format!("{p:?} is not a number"))).unwrap_or(Ok(d));
+            let num = |i: usize, d: f64| {
+                parts
+                    .get(i)
+                    .map(|p| p.parse::<f64>().map_err(|_| format!("{p:?} is not a number")))
+                    .unwrap_or(Ok(d))
+            };
             Ok(Normalize::Percentile { low: num(1, 0.5)?, high: num(2, 99.5)? })
         }
         _ => Err(format!("normalisation {s:?}: use minmax or percentile[:LOW:HIGH]")),
@@ -235,7 +262,8 @@ impl FieldMeta {
         extra
     }
     pub fn from_checkpoint(path: &Path, ck: &Checkpoint) -> Result<Self> {
-        let text = ck.extra.get(META_KEY).ok_or_else(|| Error::format(path, "not a volume or MRI checkpoint"))?;
+        let text =
+            ck.extra.get(META_KEY).ok_or_else(|| Error::format(path, "not a volume or MRI checkpoint"))?;
         serde_json::from_str(text).map_err(|e| Error::format(path, format!("volume metadata: {e}")))
     }
 }
@@ -283,7 +311,12 @@ pub struct FieldExport {
     pub montage: bool,
 }
 
-pub fn validate_common(device: &str, encoding: &EncodingConfig, model: &ModelConfig, upsample: usize) -> Result<()> {
+pub fn validate_common(
+    device: &str,
+    encoding: &EncodingConfig,
+    model: &ModelConfig,
+    upsample: usize,
+) -> Result<()> {
     encoding.validate()?;
     model.validate()?;
     if !["auto", "cpu", "cuda"].contains(&device) {
@@ -327,14 +360,17 @@ impl Session {
         let chosen = crate::task::device::choose(device, enc, mlp, threads)?;
         let mut backend = chosen.backend;
         log(opts, &format!("device: {} ({})", backend.describe(), chosen.reason));
-        log(opts, &format!(
-            "network: {} encoding → {} features → {}×{} MLP with sigmoid output, {} parameters",
-            encoding.name(),
-            backend.encoding().n_features(),
-            model.depth,
-            model.width,
-            n_params
-        ));
+        log(
+            opts,
+            &format!(
+                "network: {} encoding → {} features → {}×{} MLP with sigmoid output, {} parameters",
+                encoding.name(),
+                backend.encoding().n_features(),
+                model.depth,
+                model.width,
+                n_params
+            ),
+        );
         let mut loss_log = Vec::new();
         if opts.resume {
             let ck_path = dir.join(CHECKPOINT);
@@ -350,7 +386,11 @@ impl Session {
     }
 
     pub fn save(&self) -> Result<()> {
-        let ck = Checkpoint { encoding: self.backend.encoding().clone(), state: self.backend.state(), extra: self.meta.to_extra() };
+        let ck = Checkpoint {
+            encoding: self.backend.encoding().clone(),
+            state: self.backend.state(),
+            extra: self.meta.to_extra(),
+        };
         ck.save(&self.dir.join(CHECKPOINT))?;
         write_loss_log(&self.dir.join(LOSS_CSV), &self.loss_log)
     }
@@ -369,7 +409,9 @@ impl Session {
         let mut seconds = 0.0;
         let every = (steps / 10).max(1);
         for step in start..steps {
-            if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) || opts.stop_after.is_some_and(|s| step >= s) {
+            if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+                || opts.stop_after.is_some_and(|s| step >= s)
+            {
                 self.save()?;
                 return Ok((Some(step), seconds / (step - start).max(1) as f64));
             }
@@ -379,13 +421,18 @@ impl Session {
             seconds += t.elapsed().as_secs_f64();
             if !loss.is_finite() {
                 self.save()?;
-                return Err(Error::Input(format!("training diverged at step {step} (loss {loss}); try a smaller learning rate")));
+                return Err(Error::Input(format!(
+                    "training diverged at step {step} (loss {loss}); try a smaller learning rate"
+                )));
             }
             let done = step + 1;
             self.loss_log.push((done, loss, lr));
             if opts.progress && (done % every == 0 || done == steps) {
                 let left = seconds / (done - start) as f64 * (steps - done) as f64;
-                eprintln!("step {done}/{steps}  loss {loss:.6}  {:.2} s/step  {left:.0} s left", seconds / (done - start) as f64);
+                eprintln!(
+                    "step {done}/{steps}  loss {loss:.6}  {:.2} s/step  {left:.0} s left",
+                    seconds / (done - start) as f64
+                );
             }
             if train.checkpoint_every > 0 && done % train.checkpoint_every == 0 && done < steps {
                 self.save()?;
@@ -451,7 +498,12 @@ pub fn error_image(fit: &[f32], truth: &[f32]) -> Vec<f32> {
 
 /// The `level` iso-surface of a grid of `values` (x fastest) in world millimetres, with the
 /// inside where values are greater than `level`.
-pub fn iso_surface(values: &[f32], dims: [usize; 3], world_from_voxel: WorldFromVoxel, level: f32) -> TriMesh {
+pub fn iso_surface(
+    values: &[f32],
+    dims: [usize; 3],
+    world_from_voxel: WorldFromVoxel,
+    level: f32,
+) -> TriMesh {
     let grid = Grid3 { dims, values };
     let in_voxels = marching_cubes_padded(&grid, level, Vec3::ZERO, Vec3::ONE, true);
     let m = world_from_voxel;
@@ -466,7 +518,8 @@ pub fn iso_surface(values: &[f32], dims: [usize; 3], world_from_voxel: WorldFrom
         .collect();
     let mut mesh = TriMesh::new(positions, in_voxels.triangles);
     // A mirroring affine (negative determinant) turns the faces inside out: wind them back.
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
     if det < 0.0 {
         mesh.triangles.iter_mut().for_each(|t| t.swap(1, 2));
@@ -505,7 +558,8 @@ pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
     if !(1..=16).contains(&req.upsample) {
         return Err(Error::Config(format!("--upsample must be in 1..=16, got {}", req.upsample)));
     }
-    let mut backend = crate::task::device::choose(&device, ck.encoding.clone(), ck.state.mlp.clone(), req.threads)?.backend;
+    let mut backend =
+        crate::task::device::choose(&device, ck.encoding.clone(), ck.state.mlp.clone(), req.threads)?.backend;
     let k = req.upsample;
     let values = predict_grid(backend.as_mut(), meta.dims, k)?;
     let dims = meta.dims.map(|n| n * k);

@@ -23,12 +23,22 @@ const STREAM_MASK: u64 = 18;
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Sampling {
     /// Draws and std (in voxels) quoted for a 96³ grid; scaled to the actual grid.
-    Gaussian { draws_at_96: usize, std_at_96: f64 },
+    Gaussian {
+        draws_at_96: usize,
+        std_at_96: f64,
+    },
     /// Acceleration R: 1/R of the phase-encoding lines; `center`: half-width of the fully sampled
     /// centre as a fraction of each axis.
-    Cartesian { acceleration: f64, center: f64 },
-    Radial { spokes: usize },
-    Poisson { acceleration: f64 },
+    Cartesian {
+        acceleration: f64,
+        center: f64,
+    },
+    Radial {
+        spokes: usize,
+    },
+    Poisson {
+        acceleration: f64,
+    },
 }
 
 impl Sampling {
@@ -41,7 +51,8 @@ impl Sampling {
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         let parts: Vec<&str> = s.split(':').collect();
         let num = |i: usize| -> std::result::Result<f64, String> {
-            let p = parts.get(i).ok_or_else(|| format!("sampling {s:?} needs a number after '{}:'", parts[0]))?;
+            let p =
+                parts.get(i).ok_or_else(|| format!("sampling {s:?} needs a number after '{}:'", parts[0]))?;
             p.parse::<f64>().map_err(|_| format!("sampling {s:?}: {p:?} is not a number"))
         };
         let sampling = match parts[0] {
@@ -50,7 +61,11 @@ impl Sampling {
             "cartesian" => Sampling::Cartesian { acceleration: num(1)?, center: 0.04 },
             "radial" => Sampling::Radial { spokes: num(1)? as usize },
             "poisson" => Sampling::Poisson { acceleration: num(1)? },
-            other => return Err(format!("unknown sampling {other:?} (gaussian, cartesian:R, radial:N, poisson:R)")),
+            other => {
+                return Err(format!(
+                    "unknown sampling {other:?} (gaussian, cartesian:R, radial:N, poisson:R)"
+                ))
+            }
         };
         sampling.validate().map_err(|e| e.to_string())?;
         Ok(sampling)
@@ -61,7 +76,9 @@ impl Sampling {
         match *self {
             Sampling::Gaussian { draws_at_96, std_at_96 } => {
                 if draws_at_96 == 0 || !(std_at_96.is_finite() && std_at_96 > 0.0) {
-                    return bad(format!("gaussian sampling needs draws > 0 and std > 0, got {draws_at_96}, {std_at_96}"));
+                    return bad(format!(
+                        "gaussian sampling needs draws > 0 and std > 0, got {draws_at_96}, {std_at_96}"
+                    ));
                 }
             }
             Sampling::Cartesian { acceleration, center } => {
@@ -88,9 +105,13 @@ impl Sampling {
         let rng = CounterRng::new(seed, STREAM_MASK);
         match *self {
             Sampling::Gaussian { draws_at_96, std_at_96 } => gaussian(dims, draws_at_96, std_at_96, &rng),
-            Sampling::Cartesian { acceleration, center } => lines(dims, &cartesian_plane([dims[1], dims[2]], acceleration, center, &rng)),
+            Sampling::Cartesian { acceleration, center } => {
+                lines(dims, &cartesian_plane([dims[1], dims[2]], acceleration, center, &rng))
+            }
             Sampling::Radial { spokes } => radial(dims, spokes),
-            Sampling::Poisson { acceleration } => lines(dims, &poisson_plane([dims[1], dims[2]], acceleration, &rng)),
+            Sampling::Poisson { acceleration } => {
+                lines(dims, &poisson_plane([dims[1], dims[2]], acceleration, &rng))
+            }
         }
     }
 }
@@ -102,7 +123,8 @@ fn gaussian(dims: [usize; 3], draws_at_96: usize, std_at_96: f64, rng: &CounterR
     let centre = dims.map(|d| (d / 2) as f64);
     let mut mask = vec![false; n];
     for i in 0..draws {
-        let idx: [f64; 3] = std::array::from_fn(|a| (centre[a] + std[a] * rng.normal(3 * i + a as u64) as f64).round());
+        let idx: [f64; 3] =
+            std::array::from_fn(|a| (centre[a] + std[a] * rng.normal(3 * i + a as u64) as f64).round());
         if idx.iter().zip(&dims).all(|(&v, &d)| v >= 0.0 && v < d as f64) {
             let [x, y, z] = idx.map(|v| v as usize);
             mask[x + dims[0] * (y + dims[1] * z)] = true;
@@ -130,7 +152,8 @@ fn cartesian_plane(dims: [usize; 2], acceleration: f64, center: f64, rng: &Count
     let half = dims.map(|d| ((center * d as f64).round() as usize).max(1));
     let in_centre = |y: usize, z: usize| y.abs_diff(ny / 2) <= half[0] && z.abs_diff(nz / 2) <= half[1];
     let total = ny * nz;
-    let n_centre = (0..nz).flat_map(|z| (0..ny).map(move |y| (y, z))).filter(|&(y, z)| in_centre(y, z)).count();
+    let n_centre =
+        (0..nz).flat_map(|z| (0..ny).map(move |y| (y, z))).filter(|&(y, z)| in_centre(y, z)).count();
     let target = total as f64 / acceleration;
     let p = ((target - n_centre as f64) / (total - n_centre).max(1) as f64).clamp(0.0, 1.0);
     (0..total).map(|i| in_centre(i % ny, i / ny) || (rng.uniform(i as u64) as f64) < p).collect()
@@ -205,7 +228,8 @@ fn radial(dims: [usize; 3], spokes: usize) -> Vec<bool> {
         let dir = [r * phi.cos(), r * phi.sin(), dz];
         for t in 0..=steps {
             let u = 2.0 * t as f64 / steps as f64 - 1.0;
-            let idx: [f64; 3] = std::array::from_fn(|a| ((dims[a] / 2) as f64 + u * dir[a] * dims[a] as f64 / 2.0).round());
+            let idx: [f64; 3] =
+                std::array::from_fn(|a| ((dims[a] / 2) as f64 + u * dir[a] * dims[a] as f64 / 2.0).round());
             if idx.iter().zip(&dims).all(|(&v, &d)| v >= 0.0 && v < d as f64) {
                 let [x, y, z] = idx.map(|v| v as usize);
                 mask[x + nx * (y + ny * z)] = true;
@@ -233,7 +257,9 @@ mod tests {
 
     #[test]
     fn accelerated_masks_hit_their_fraction() {
-        for s in [Sampling::Cartesian { acceleration: 4.0, center: 0.04 }, Sampling::Poisson { acceleration: 4.0 }] {
+        for s in
+            [Sampling::Cartesian { acceleration: 4.0, center: 0.04 }, Sampling::Poisson { acceleration: 4.0 }]
+        {
             let f = fraction(&s.build([16, 32, 32], 3));
             assert!((f - 0.25).abs() < 0.03, "{s:?}: {f}");
         }

@@ -125,7 +125,8 @@ mod tests {
         let (a, b) = (0.5f32, 0.3f32);
         let want = (2.0 * 0.5 * 0.3 + 1e-4) / (0.25 + 0.09 + 1e-4);
         assert!((ssim(&vec![b; n], &vec![a; n], dims, None) - want).abs() < 1e-6);
-        let noisy: Vec<f32> = t.iter().enumerate().map(|(i, v)| v + 0.8 * ((i * 7919 % 13) as f32 / 13.0 - 0.5)).collect();
+        let noisy: Vec<f32> =
+            t.iter().enumerate().map(|(i, v)| v + 0.8 * ((i * 7919 % 13) as f32 / 13.0 - 0.5)).collect();
         let s = ssim(&noisy, &t, dims, None);
         assert!(s < 0.9 && s > 0.0, "{s}");
     }

@@ -74,7 +74,13 @@ mod tests {
         let pred: Vec<f32> = (0..n).map(|i| 4.0 * rng.normal(i)).collect();
         for loss in [Loss::Bce, Loss::Mse] {
             let target: Vec<f32> = (0..n)
-                .map(|i| if loss == Loss::Bce { (rng.uniform(500 + i) > 0.5) as u8 as f32 } else { rng.normal(500 + i) })
+                .map(|i| {
+                    if loss == Loss::Bce {
+                        (rng.uniform(500 + i) > 0.5) as u8 as f32
+                    } else {
+                        rng.normal(500 + i)
+                    }
+                })
                 .collect();
             let mut grad = vec![0.0; n as usize];
             loss.eval(&pred, &target, &mut grad);

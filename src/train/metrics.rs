@@ -6,8 +6,10 @@
 pub fn ordered_sum(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
     use rayon::prelude::*;
     const BLOCK: usize = 4096;
-    let partial: Vec<f64> =
-        (0..n.div_ceil(BLOCK)).into_par_iter().map(|b| (b * BLOCK..((b + 1) * BLOCK).min(n)).map(&f).sum()).collect();
+    let partial: Vec<f64> = (0..n.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| (b * BLOCK..((b + 1) * BLOCK).min(n)).map(&f).sum())
+        .collect();
     partial.iter().sum()
 }
 
@@ -39,7 +41,11 @@ mod tests {
     fn ordered_sum_is_reproducible() {
         let f = |i: usize| ((i as f64) * 0.37).sin() * 1e-3 + 1e8 * (i.is_multiple_of(7) as u8 as f64);
         let a = ordered_sum(1_000_003, f);
-        let b = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| ordered_sum(1_000_003, f));
+        let b = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| ordered_sum(1_000_003, f));
         assert_eq!(a, b);
     }
 

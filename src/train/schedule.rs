@@ -8,16 +8,24 @@ use serde::{Deserialize, Serialize};
 pub enum LrSchedule {
     Constant,
     /// lr · factor^(step / every): the paper's 0.1× per 5000 steps, applied smoothly.
-    Exponential { factor: f32, every: u64 },
+    Exponential {
+        factor: f32,
+        every: u64,
+    },
     /// Cosine from lr to lr·final_fraction over the run, after a linear warm-up.
-    Cosine { warmup: u64, final_fraction: f32 },
+    Cosine {
+        warmup: u64,
+        final_fraction: f32,
+    },
 }
 
 impl LrSchedule {
     pub fn lr(&self, base: f32, step: u64, total: u64) -> f32 {
         match *self {
             LrSchedule::Constant => base,
-            LrSchedule::Exponential { factor, every } => base * factor.powf(step as f32 / every.max(1) as f32),
+            LrSchedule::Exponential { factor, every } => {
+                base * factor.powf(step as f32 / every.max(1) as f32)
+            }
             LrSchedule::Cosine { warmup, final_fraction } => {
                 if step < warmup {
                     return base * (step + 1) as f32 / warmup as f32;

@@ -57,7 +57,8 @@ pub const KERNEL_NAMES: &[&str] = &[
 /// One program made of the prelude and the given sources, with `#line` markers so NVRTC's
 /// messages name the right file and line.
 pub fn program_source(sources: &[(&str, &str)]) -> String {
-    let mut s = String::with_capacity(PRELUDE.len() + sources.iter().map(|(_, t)| t.len() + 64).sum::<usize>());
+    let mut s =
+        String::with_capacity(PRELUDE.len() + sources.iter().map(|(_, t)| t.len() + 64).sum::<usize>());
     s.push_str("#line 1 \"cuda/common.cuh\"\n");
     s.push_str(PRELUDE);
     for (name, text) in sources {
@@ -132,13 +133,16 @@ pub fn compile_ptx(source: &str, arch: &str, includes: &[PathBuf]) -> crate::Res
                 .into(),
         ));
     }
-    let opts = cudarc::nvrtc::CompileOptions { options: compile_options(arch, includes), ..Default::default() };
+    let opts =
+        cudarc::nvrtc::CompileOptions { options: compile_options(arch, includes), ..Default::default() };
     match cudarc::nvrtc::compile_ptx_with_opts(source, opts) {
         Ok(ptx) => Ok(ptx.to_src()),
-        Err(cudarc::nvrtc::CompileError::CompileError { log, options, .. }) => Err(crate::Error::Config(format!(
-            "NVRTC could not compile the kernels for {arch} (options {options:?}):\n{}",
-            log.to_string_lossy()
-        ))),
+        Err(cudarc::nvrtc::CompileError::CompileError { log, options, .. }) => {
+            Err(crate::Error::Config(format!(
+                "NVRTC could not compile the kernels for {arch} (options {options:?}):\n{}",
+                log.to_string_lossy()
+            )))
+        }
         Err(e) => Err(crate::Error::Config(format!("NVRTC failed for {arch}: {e}"))),
     }
 }
@@ -176,7 +180,8 @@ pub fn all_kernels_ptx(arch: &str) -> crate::Result<(String, &'static str)> {
     let includes = include_dirs();
     let (major, minor) = nvrtc_version()?;
     let opts = compile_options(arch, &includes).join(" ");
-    let key = fnv1a(&[source.as_bytes(), opts.as_bytes(), arch.as_bytes(), format!("{major}.{minor}").as_bytes()]);
+    let key =
+        fnv1a(&[source.as_bytes(), opts.as_bytes(), arch.as_bytes(), format!("{major}.{minor}").as_bytes()]);
     let file = cache_dir().map(|d| d.join(format!("{key:016x}.ptx")));
     if let Some(f) = &file {
         if let Ok(text) = std::fs::read_to_string(f) {

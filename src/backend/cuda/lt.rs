@@ -92,7 +92,9 @@ impl Lt {
             return Err("cuBLASLt (libcublasLt.so.13) cannot be loaded".into());
         }
         let handle = std::panic::catch_unwind(lt::create_handle)
-            .map_err(|_| "cuBLASLt: creating a handle panicked (a symbol missing from the library?)".to_string())?
+            .map_err(|_| {
+                "cuBLASLt: creating a handle panicked (a symbol missing from the library?)".to_string()
+            })?
             .map_err(|e| err("creating a handle", e))?;
         // NVIDIA's recommendation: 32 MiB on Hopper, 4 MiB before
         let size = if sm_major >= 9 { 32 << 20 } else { 4 << 20 };
@@ -112,10 +114,14 @@ impl Lt {
     fn plan(&self, m: usize, n: usize, k: usize, epi: Epilogue) -> Result<Plan, String> {
         use sys::cublasLtMatmulDescAttributes_t as D;
         let h16 = sys::cudaDataType_t::CUDA_R_16F;
-        let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
-            .map_err(|e| err("creating a descriptor", e))?;
+        let desc = lt::create_matmul_desc(
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cudaDataType_t::CUDA_R_32F,
+        )
+        .map_err(|e| err("creating a descriptor", e))?;
         let mk = |rows: usize, cols: usize, ld: usize| {
-            lt::create_matrix_layout(h16, rows as u64, cols as u64, ld as i64).map_err(|e| err("creating a layout", e))
+            lt::create_matrix_layout(h16, rows as u64, cols as u64, ld as i64)
+                .map_err(|e| err("creating a layout", e))
         };
         // forward: A is W viewed column-major in×out (k×m), transposed; B is Aᵀ (k×n); C is Zᵀ
         // (m×n). DRelu: A is W viewed column-major (m×k), B is dZᵀ (k×n), C is dAᵀ (m×n).
@@ -154,11 +160,27 @@ impl Lt {
             let set = |attr: D, p: *const c_void, size: usize| {
                 lt::set_matmul_desc_attribute(desc, attr, p, size).map_err(|e| err("setting an attribute", e))
             };
-            set(D::CUBLASLT_MATMUL_DESC_TRANSA, (&trans_a) as *const _ as *const c_void, std::mem::size_of_val(&trans_a))?;
-            set(D::CUBLASLT_MATMUL_DESC_TRANSB, (&trans_b) as *const _ as *const c_void, std::mem::size_of_val(&trans_b))?;
-            set(D::CUBLASLT_MATMUL_DESC_EPILOGUE, (&epilogue) as *const _ as *const c_void, std::mem::size_of_val(&epilogue))?;
+            set(
+                D::CUBLASLT_MATMUL_DESC_TRANSA,
+                (&trans_a) as *const _ as *const c_void,
+                std::mem::size_of_val(&trans_a),
+            )?;
+            set(
+                D::CUBLASLT_MATMUL_DESC_TRANSB,
+                (&trans_b) as *const _ as *const c_void,
+                std::mem::size_of_val(&trans_b),
+            )?;
+            set(
+                D::CUBLASLT_MATMUL_DESC_EPILOGUE,
+                (&epilogue) as *const _ as *const c_void,
+                std::mem::size_of_val(&epilogue),
+            )?;
             if let Some(ld) = &aux_ld {
-                set(D::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, ld as *const i64 as *const c_void, std::mem::size_of::<i64>())?;
+                set(
+                    D::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                    ld as *const i64 as *const c_void,
+                    std::mem::size_of::<i64>(),
+                )?;
             }
             let pref = lt::create_matmul_pref().map_err(|e| err("creating a preference", e))?;
             let ws = self.workspace.len();
@@ -281,7 +303,11 @@ impl Lt {
         let bias_ptr = bias.map(|b| b.device_ptr(s).0);
         let (c_ptr, _gc) = c.device_ptr_mut(s);
         let (w_ptr, _gw) = self.workspace.device_ptr(s);
-        if [Some(a_ptr), Some(b_ptr), bias_ptr, Some(c_ptr), aux_ptr].iter().flatten().any(|&p| p % ALIGN as u64 != 0) {
+        if [Some(a_ptr), Some(b_ptr), bias_ptr, Some(c_ptr), aux_ptr]
+            .iter()
+            .flatten()
+            .any(|&p| p % ALIGN as u64 != 0)
+        {
             return Err("cuBLASLt: a buffer is not 16-byte aligned".into());
         }
         let (alpha, beta) = (1.0f32, 0.0f32);
@@ -291,12 +317,22 @@ impl Lt {
         // handle's stream.
         unsafe {
             if let Some(p) = &bias_ptr {
-                lt::set_matmul_desc_attribute(plan.desc, D::CUBLASLT_MATMUL_DESC_BIAS_POINTER, p as *const u64 as *const c_void, 8)
-                    .map_err(|e| err("setting the bias", e))?;
+                lt::set_matmul_desc_attribute(
+                    plan.desc,
+                    D::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    p as *const u64 as *const c_void,
+                    8,
+                )
+                .map_err(|e| err("setting the bias", e))?;
             }
             if let Some(p) = &aux_ptr {
-                lt::set_matmul_desc_attribute(plan.desc, D::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, p as *const u64 as *const c_void, 8)
-                    .map_err(|e| err("setting the aux buffer", e))?;
+                lt::set_matmul_desc_attribute(
+                    plan.desc,
+                    D::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                    p as *const u64 as *const c_void,
+                    8,
+                )
+                .map_err(|e| err("setting the aux buffer", e))?;
             }
             lt::matmul(
                 self.handle,

@@ -50,7 +50,9 @@ impl Precision {
         match std::env::var("FFVOL_CUDA_PRECISION").ok().as_deref() {
             None | Some("") | Some("fp16") => Ok(Precision::Fp16),
             Some("fp32") => Ok(Precision::Fp32),
-            Some(other) => Err(crate::Error::Config(format!("FFVOL_CUDA_PRECISION={other:?}: use fp32 or fp16"))),
+            Some(other) => {
+                Err(crate::Error::Config(format!("FFVOL_CUDA_PRECISION={other:?}: use fp32 or fp16")))
+            }
         }
     }
 }
@@ -70,7 +72,9 @@ pub struct Runtime {
 impl Runtime {
     /// A kernel by name (one of [`kernels::KERNEL_NAMES`], all loaded when the runtime was made).
     pub fn kernel(&self, name: &str) -> crate::Result<&CudaFunction> {
-        self.kernels.get(name).ok_or_else(|| crate::Error::Config(format!("CUDA kernel {name} is not loaded")))
+        self.kernels
+            .get(name)
+            .ok_or_else(|| crate::Error::Config(format!("CUDA kernel {name} is not loaded")))
     }
 }
 
@@ -100,7 +104,10 @@ pub fn runtime() -> Result<Arc<Runtime>, String> {
             Ok(r) => r.map(Arc::new),
             Err(p) => Err(format!(
                 "CUDA initialisation panicked: {}",
-                p.downcast_ref::<String>().map(String::as_str).or(p.downcast_ref::<&str>().copied()).unwrap_or("?")
+                p.downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or(p.downcast_ref::<&str>().copied())
+                    .unwrap_or("?")
             )),
         })
         .clone()
@@ -117,8 +124,8 @@ fn probe() -> Result<Runtime, String> {
     if !cublas {
         return Err("no cuBLAS (libcublas.so.13 cannot be loaded)".into());
     }
-    let count =
-        cudarc::driver::CudaContext::device_count().map_err(|e| format!("cuInit/cuDeviceGetCount failed: {e:?}"))?;
+    let count = cudarc::driver::CudaContext::device_count()
+        .map_err(|e| format!("cuInit/cuDeviceGetCount failed: {e:?}"))?;
     if count < 1 {
         return Err("the CUDA driver sees no device".into());
     }
@@ -136,7 +143,9 @@ fn probe() -> Result<Runtime, String> {
         .map_err(|e| format!("the driver refused the kernels' PTX for {arch}: {e:?}"))?;
     let mut map = HashMap::new();
     for &name in kernels::KERNEL_NAMES {
-        let f = module.load_function(name).map_err(|e| format!("kernel {name} missing from the module: {e:?}"))?;
+        let f = module
+            .load_function(name)
+            .map_err(|e| format!("kernel {name} missing from the module: {e:?}"))?;
         map.insert(name, f);
     }
     Ok(Runtime { ctx, arch, device_name, ptx_origin, kernels: map })
@@ -145,7 +154,8 @@ fn probe() -> Result<Runtime, String> {
 /// A few lines for `ffvol info`: which libraries load, NVRTC's version, and every device with
 /// its compute capability and memory; or why there is none. Never panics.
 pub fn describe_devices() -> String {
-    std::panic::catch_unwind(describe_devices_inner).unwrap_or_else(|_| "cuda: probing the driver panicked".into())
+    std::panic::catch_unwind(describe_devices_inner)
+        .unwrap_or_else(|_| "cuda: probing the driver panicked".into())
 }
 
 fn describe_devices_inner() -> String {
@@ -203,9 +213,10 @@ fn describe_devices_inner() -> String {
         s.push('\n');
     }
     match runtime() {
-        Ok(rt) => {
-            s.push_str(&format!("cuda: usable: kernels {} for {} on {}\n", rt.ptx_origin, rt.arch, rt.device_name))
-        }
+        Ok(rt) => s.push_str(&format!(
+            "cuda: usable: kernels {} for {} on {}\n",
+            rt.ptx_origin, rt.arch, rt.device_name
+        )),
         Err(reason) => s.push_str(&format!("cuda: not usable: {reason}\n")),
     }
     s

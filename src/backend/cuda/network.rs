@@ -252,7 +252,9 @@ impl Gpu {
         &self,
         len: usize,
     ) -> crate::Result<CudaSlice<T>> {
-        self.stream.alloc_zeros::<T>(len.max(1)).map_err(|e| cuda_error(&format!("allocating {len} elements"), e))
+        self.stream
+            .alloc_zeros::<T>(len.max(1))
+            .map_err(|e| cuda_error(&format!("allocating {len} elements"), e))
     }
 
     fn upload<T: cudarc::driver::DeviceRepr>(&self, src: &[T], dst: &mut CudaSlice<T>) -> crate::Result<()> {
@@ -355,7 +357,13 @@ impl Buffers {
 
     /// The fast path's buffers: fp16 features, fp16 hidden activations, fp16 ∂L/∂Z ping-pong;
     /// fp32 only for the output layer's values and gradient.
-    fn new_fast(gpu: &Gpu, cap: usize, dim: usize, layers: &[LayerLayout], training: bool) -> crate::Result<Self> {
+    fn new_fast(
+        gpu: &Gpu,
+        cap: usize,
+        dim: usize,
+        layers: &[LayerLayout],
+        training: bool,
+    ) -> crate::Result<Self> {
         let n_features = layers[0].n_in;
         let n_out = layers[layers.len() - 1].n_out;
         let widest = layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1);
@@ -370,7 +378,8 @@ impl Buffers {
                 acts.push(gpu.alloc(cap * layer.n_out)?);
             }
         }
-        let deltas = if training { vec![gpu.alloc(cap * n_out)?, gpu.alloc(1)?, gpu.alloc(1)?] } else { vec![] };
+        let deltas =
+            if training { vec![gpu.alloc(cap * n_out)?, gpu.alloc(1)?, gpu.alloc(1)?] } else { vec![] };
         let parts = cap.div_ceil(BIAS_ROWS_PER_PART).max(cap.div_ceil(fast_rows_per_part(cap)));
         Ok(Buffers {
             cap,
@@ -445,7 +454,13 @@ impl CudaBackend {
     /// [`Self::new`] with the fast fp16 path asked for or not, whatever `$FFVOL_CUDA_FAST` says
     /// (parity tests run both paths in one process). The fast path needs fp16 precision and
     /// even hidden widths; otherwise the default path runs and [`Backend::describe`] says why.
-    pub fn with_fast(encoding: Encoding, mlp: Mlp, adam: Adam, precision: Precision, fast: bool) -> crate::Result<Self> {
+    pub fn with_fast(
+        encoding: Encoding,
+        mlp: Mlp,
+        adam: Adam,
+        precision: Precision,
+        fast: bool,
+    ) -> crate::Result<Self> {
         Self::with_paths(encoding, mlp, adam, precision, fast, lt_from_env())
     }
 
@@ -459,7 +474,8 @@ impl CudaBackend {
         fast: bool,
         use_lt: bool,
     ) -> crate::Result<Self> {
-        let rt = super::runtime().map_err(|reason| crate::Error::Config(format!("CUDA is not usable: {reason}")))?;
+        let rt = super::runtime()
+            .map_err(|reason| crate::Error::Config(format!("CUDA is not usable: {reason}")))?;
         if mlp.sizes[0] != encoding.n_features() {
             return Err(crate::Error::Config(format!(
                 "the MLP takes {} inputs but the encoding makes {} features",
@@ -595,7 +611,9 @@ impl CudaBackend {
         }
         let n = points.len() / d;
         if n > i32::MAX as usize / self.layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1) {
-            return Err(crate::Error::Input(format!("{what}: {n} points is too many for one batch on the GPU")));
+            return Err(crate::Error::Input(format!(
+                "{what}: {n} points is too many for one batch on the GPU"
+            )));
         }
         Ok(n)
     }
@@ -658,13 +676,17 @@ impl CudaBackend {
                     Operand::F16(p16.slice(w_range)),
                     Operand::F16(bufs.features16.as_ref().map(|b| b.slice(0..n * f)).ok_or_else(missing)?),
                 ),
-                (Some(p16), _) => {
-                    (Operand::F16(p16.slice(w_range)), Operand::F16(bufs.acts16[l - 1].slice(0..n * layer.n_in)))
+                (Some(p16), _) => (
+                    Operand::F16(p16.slice(w_range)),
+                    Operand::F16(bufs.acts16[l - 1].slice(0..n * layer.n_in)),
+                ),
+                (None, 0) => {
+                    (Operand::F32(self.params.slice(w_range)), Operand::F32(bufs.features.slice(0..n * f)))
                 }
-                (None, 0) => (Operand::F32(self.params.slice(w_range)), Operand::F32(bufs.features.slice(0..n * f))),
-                (None, _) => {
-                    (Operand::F32(self.params.slice(w_range)), Operand::F32(before[l - 1].slice(0..n * layer.n_in)))
-                }
+                (None, _) => (
+                    Operand::F32(self.params.slice(w_range)),
+                    Operand::F32(before[l - 1].slice(0..n * layer.n_in)),
+                ),
             };
             gpu.gemm(
                 (true, false),
@@ -679,7 +701,17 @@ impl CudaBackend {
             match bufs.acts16.get_mut(l) {
                 Some(a16) => {
                     let mut a16 = a16.slice_mut(0..n * layer.n_out);
-                    launch!(gpu, "bias_act_f16", grid(n * layer.n_out), &mut z, &bias, &n_i, &cols, &relu, &mut a16)?;
+                    launch!(
+                        gpu,
+                        "bias_act_f16",
+                        grid(n * layer.n_out),
+                        &mut z,
+                        &bias,
+                        &n_i,
+                        &cols,
+                        &relu,
+                        &mut a16
+                    )?;
                 }
                 None => launch!(gpu, "bias_act", grid(n * layer.n_out), &mut z, &bias, &n_i, &cols, &relu)?,
             }
@@ -716,9 +748,10 @@ impl CudaBackend {
                         Operand::F16(bufs.features16.as_ref().ok_or_else(missing)?.slice(0..n * f)),
                         Operand::F16(d16.slice(0..n * n_out)),
                     ),
-                    (Some(d16), _) => {
-                        (Operand::F16(bufs.acts16[l - 1].slice(0..n * n_in)), Operand::F16(d16.slice(0..n * n_out)))
-                    }
+                    (Some(d16), _) => (
+                        Operand::F16(bufs.acts16[l - 1].slice(0..n * n_in)),
+                        Operand::F16(d16.slice(0..n * n_out)),
+                    ),
                     (None, 0) => (
                         Operand::F32(bufs.features.slice(0..n * f)),
                         Operand::F32(bufs.deltas[cur].slice(0..n * n_out)),
@@ -728,7 +761,14 @@ impl CudaBackend {
                         Operand::F32(bufs.deltas[cur].slice(0..n * n_out)),
                     ),
                 };
-                gpu.gemm((false, true), (n_in, n_out, n), inv_scale, (a, n_in), (dz, n_out), (&mut gw, n_in))?;
+                gpu.gemm(
+                    (false, true),
+                    (n_in, n_out, n),
+                    inv_scale,
+                    (a, n_in),
+                    (dz, n_out),
+                    (&mut gw, n_in),
+                )?;
             }
             // db = column sums of dZ, in f64, in a fixed order
             {
@@ -744,7 +784,16 @@ impl CudaBackend {
                 launch!(gpu, "column_sums_partial", cfg, &dz, &n_i, &cols, &rpp, &mut partial)?;
                 let partial = bufs.partial.slice(0..parts * n_out);
                 let mut gb = self.grads.slice_mut(layer.bias..layer.bias + n_out);
-                launch!(gpu, "column_sums_final", grid(n_out), &partial, &parts_i, &cols, &inv_scale, &mut gb)?;
+                launch!(
+                    gpu,
+                    "column_sums_final",
+                    grid(n_out),
+                    &partial,
+                    &parts_i,
+                    &cols,
+                    &inv_scale,
+                    &mut gb
+                )?;
             }
             if l == 0 {
                 break;
@@ -756,7 +805,9 @@ impl CudaBackend {
                 let mut da = dst.slice_mut(0..n * n_in);
                 let w_range = layer.weight..layer.bias;
                 let (w, dz) = match (&self.params16, &bufs.delta16) {
-                    (Some(p16), Some(d16)) => (Operand::F16(p16.slice(w_range)), Operand::F16(d16.slice(0..n * n_out))),
+                    (Some(p16), Some(d16)) => {
+                        (Operand::F16(p16.slice(w_range)), Operand::F16(d16.slice(0..n * n_out)))
+                    }
                     _ => (Operand::F32(self.params.slice(w_range)), Operand::F32(src.slice(0..n * n_out))),
                 };
                 gpu.gemm((false, false), (n_in, n, n_out), 1.0, (w, n_in), (dz, n_out), (&mut da, n_in))?;
@@ -784,7 +835,18 @@ impl CudaBackend {
             launch!(gpu, "encode_identity", grid(n * enc.dim), pts, &len, feats)
         } else {
             let (n_i, d, m) = (n as i32, enc.dim as i32, enc.frequencies() as i32);
-            launch!(gpu, "encode_fourier", grid(n * enc.frequencies()), pts, &self.frequencies, &n_i, &d, &m, &enc.scale, feats)
+            launch!(
+                gpu,
+                "encode_fourier",
+                grid(n * enc.frequencies()),
+                pts,
+                &self.frequencies,
+                &n_i,
+                &d,
+                &m,
+                &enc.scale,
+                feats
+            )
         }
     }
 
@@ -859,7 +921,9 @@ impl CudaBackend {
                             }
                             // no mask from cuBLASLt: the plain epilogue below, relu_mask_colsum_h
                             // in the backward
-                            Err(reason) => *self.drelu_note.borrow_mut() = Some(format!("RELU_AUX_BIAS: {reason}")),
+                            Err(reason) => {
+                                *self.drelu_note.borrow_mut() = Some(format!("RELU_AUX_BIAS: {reason}"))
+                            }
                         }
                     }
                     match lt.matmul_bias(dims, true, &w, &input, &b16, &mut z) {
@@ -868,12 +932,26 @@ impl CudaBackend {
                         Err(reason) => *self.lt_note.borrow_mut() = Some(reason),
                     }
                 }
-                gpu.gemm_to((true, false), dims, 1.0, (w, layer.n_in), (Operand::F16(input), layer.n_in), (OutOperand::F16(&mut z), layer.n_out))?;
+                gpu.gemm_to(
+                    (true, false),
+                    dims,
+                    1.0,
+                    (w, layer.n_in),
+                    (Operand::F16(input), layer.n_in),
+                    (OutOperand::F16(&mut z), layer.n_out),
+                )?;
                 let relu = 1i32;
                 launch!(gpu, "bias_relu_h", grid(n * layer.n_out / 2), &mut z, &bias, &n_i, &cols, &relu)?;
             } else {
                 let mut z = bufs.acts[l].slice_mut(0..n * layer.n_out);
-                gpu.gemm((true, false), dims, 1.0, (w, layer.n_in), (Operand::F16(input), layer.n_in), (&mut z, layer.n_out))?;
+                gpu.gemm(
+                    (true, false),
+                    dims,
+                    1.0,
+                    (w, layer.n_in),
+                    (Operand::F16(input), layer.n_in),
+                    (&mut z, layer.n_out),
+                )?;
                 let relu = 0i32;
                 launch!(gpu, "bias_act", grid(n * layer.n_out), &mut z, &bias, &n_i, &cols, &relu)?;
             }
@@ -922,14 +1000,30 @@ impl CudaBackend {
                         bufs.acts16[l - 1].slice(0..n * n_in)
                     };
                     let dz = Operand::F16(d16[cur].slice(0..n * n_out));
-                    gpu.gemm((false, true), (n_in, n_out, n), inv_scale, (Operand::F16(a), n_in), (dz, n_out), (&mut gw, n_in))?;
+                    gpu.gemm(
+                        (false, true),
+                        (n_in, n_out, n),
+                        inv_scale,
+                        (Operand::F16(a), n_in),
+                        (dz, n_out),
+                        (&mut gw, n_in),
+                    )?;
                 }
                 // db from the partial column sums made when dZ was
                 {
                     let partial = bufs.partial.slice(0..parts * n_out);
                     let mut gb = self.grads.slice_mut(layer.bias..layer.bias + n_out);
                     let (parts_i, cols) = (parts as i32, n_out as i32);
-                    launch!(gpu, "column_sums_final", grid(n_out), &partial, &parts_i, &cols, &inv_scale, &mut gb)?;
+                    launch!(
+                        gpu,
+                        "column_sums_final",
+                        grid(n_out),
+                        &partial,
+                        &parts_i,
+                        &cols,
+                        &inv_scale,
+                        &mut gb
+                    )?;
                 }
                 if l == 0 {
                     break;
@@ -963,9 +1057,26 @@ impl CudaBackend {
                 } else {
                     let w = Operand::F16(p16.slice(layer.weight..layer.bias));
                     let dz = Operand::F16(src.slice(0..n * n_out));
-                    gpu.gemm_to((false, false), (n_in, n, n_out), 1.0, (w, n_in), (dz, n_out), (OutOperand::F16(&mut da), n_in))?;
+                    gpu.gemm_to(
+                        (false, false),
+                        (n_in, n, n_out),
+                        1.0,
+                        (w, n_in),
+                        (dz, n_out),
+                        (OutOperand::F16(&mut da), n_in),
+                    )?;
                     let below = bufs.acts16[l - 1].slice(0..n * n_in);
-                    launch!(gpu, "relu_mask_colsum_h", cfg, &mut da, &below, &n_i, &cols, &rpp_i, &mut partial)?;
+                    launch!(
+                        gpu,
+                        "relu_mask_colsum_h",
+                        cfg,
+                        &mut da,
+                        &below,
+                        &n_i,
+                        &cols,
+                        &rpp_i,
+                        &mut partial
+                    )?;
                 }
                 cur = 1 - cur;
             }
@@ -997,7 +1108,8 @@ impl CudaBackend {
         let inv_n = 1.0 / len as f32;
         let len_i = len as i32;
         let blocks = len.div_ceil(THREADS as usize).clamp(1, LOSS_BLOCKS);
-        let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+        let cfg =
+            LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
         let z = bufs.acts[self.layers.len() - 1].slice(0..len);
         let y = bufs.targets.slice(0..len);
         let mut g = bufs.deltas[0].slice_mut(0..len);
@@ -1017,7 +1129,16 @@ impl CudaBackend {
             }
             None => {
                 let dev_slot = self.graph.slot.as_ref().ok_or_else(missing)?;
-                launch!(gpu, "mean_of_partials_slot", one, &partial, &parts, &inv_n64, dev_slot, &mut self.losses)
+                launch!(
+                    gpu,
+                    "mean_of_partials_slot",
+                    one,
+                    &partial,
+                    &parts,
+                    &inv_n64,
+                    dev_slot,
+                    &mut self.losses
+                )
             }
         }
     }
@@ -1067,7 +1188,15 @@ impl CudaBackend {
     /// The features of `points` computed on the device (for parity tests of the encoder).
     pub fn encode(&mut self, points: &[f32]) -> crate::Result<Vec<f32>> {
         let n = self.check_points(points, "encode")?;
-        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, (self.precision, self.fast))?;
+        Self::ensure(
+            &mut self.infer,
+            &self.gpu,
+            n,
+            self.encoding.dim,
+            &self.layers,
+            false,
+            (self.precision, self.fast),
+        )?;
         let mut bufs = self.infer.take().ok_or_else(missing)?;
         if self.fast {
             // the fast path keeps only fp16 features; run the fp32 encoder for this check
@@ -1075,7 +1204,11 @@ impl CudaBackend {
                 self.gpu.upload(points, &mut bufs.points)?;
                 let f = self.encoding.n_features();
                 let mut feats = self.gpu.alloc::<f32>(n * f)?;
-                self.encode_f32(&bufs.points.slice(0..n * self.encoding.dim), n, &mut feats.slice_mut(0..n * f))?;
+                self.encode_f32(
+                    &bufs.points.slice(0..n * self.encoding.dim),
+                    n,
+                    &mut feats.slice_mut(0..n * f),
+                )?;
                 let mut out = vec![0.0; n * f];
                 self.gpu.download(&feats.slice(0..n * f), &mut out)?;
                 Ok(out)
@@ -1157,13 +1290,22 @@ impl Backend for CudaBackend {
 
     fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]> {
         let n = self.check_points(points, "forward")?;
-        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, (self.precision, self.fast))?;
+        Self::ensure(
+            &mut self.train,
+            &self.gpu,
+            n,
+            self.encoding.dim,
+            &self.layers,
+            true,
+            (self.precision, self.fast),
+        )?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self.gpu.upload(points, &mut bufs.points).and_then(|_| self.forward_device(&mut bufs, n));
         let n_out = self.layers[self.layers.len() - 1].n_out;
         self.outputs.resize(n * n_out, 0.0);
-        let r =
-            r.and_then(|_| self.gpu.download(&bufs.acts[self.layers.len() - 1].slice(0..n * n_out), &mut self.outputs));
+        let r = r.and_then(|_| {
+            self.gpu.download(&bufs.acts[self.layers.len() - 1].slice(0..n * n_out), &mut self.outputs)
+        });
         self.train = Some(bufs);
         r?;
         self.batch = n;
@@ -1323,7 +1465,15 @@ impl Backend for CudaBackend {
         if targets.len() != n * n_out {
             return Err(crate::Error::Input(format!("train_step: {} targets for {n} points", targets.len())));
         }
-        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, (self.precision, self.fast))?;
+        Self::ensure(
+            &mut self.train,
+            &self.gpu,
+            n,
+            self.encoding.dim,
+            &self.layers,
+            true,
+            (self.precision, self.fast),
+        )?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self
             .gpu

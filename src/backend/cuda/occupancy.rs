@@ -8,12 +8,12 @@
 use super::{grid, missing, rng_key, CudaBackend, Gpu};
 use crate::backend::cuda::cuda_error;
 use crate::backend::Backend;
-use cudarc::driver::PushKernelArg;
 use crate::geometry::winding::{WindingNumber, LABEL_BETA, LABEL_RECHECK};
 use crate::geometry::TriMesh;
 use crate::sample::rng::streams;
 use crate::sample::Aabb;
 use crate::train::Loss;
+use cudarc::driver::PushKernelArg;
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig};
 
 /// Losses (and timing events) kept on the device between two reads: the most steps
@@ -123,7 +123,11 @@ impl GraphState {
             // SAFETY: the handle is live, and the workspace outlives it: CudaBackend's `gpu`
             // (the handle) is its first field, so it drops before `graph` (this workspace).
             let r = unsafe {
-                cudarc::cublas::sys::cublasSetWorkspace_v2(*gpu.blas.handle(), ptr as *mut std::ffi::c_void, 32 << 20)
+                cudarc::cublas::sys::cublasSetWorkspace_v2(
+                    *gpu.blas.handle(),
+                    ptr as *mut std::ffi::c_void,
+                    32 << 20,
+                )
             };
             if r != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
                 g.enabled = false;
@@ -260,7 +264,12 @@ impl CudaBackend {
 
     /// Uploads `mesh_in_unit`'s faces and `winding`'s tree once; the arrays are those of
     /// [`WindingNumber::export_flat`]. Fails when the tree is deeper than the device stack.
-    pub fn upload_mesh(&self, winding: &WindingNumber, mesh_in_unit: &TriMesh, bbox: Aabb) -> crate::Result<DeviceMesh> {
+    pub fn upload_mesh(
+        &self,
+        winding: &WindingNumber,
+        mesh_in_unit: &TriMesh,
+        bbox: Aabb,
+    ) -> crate::Result<DeviceMesh> {
         let flat = winding.export_flat();
         if flat.max_depth + 1 > WINDING_STACK {
             return Err(crate::Error::Config(format!(
@@ -276,7 +285,9 @@ impl CudaBackend {
         for (f, t) in mesh_in_unit.triangles.iter().enumerate() {
             for &v in t {
                 let p = mesh_in_unit.positions.get(v as usize).ok_or_else(|| {
-                    crate::Error::Input(format!("face {f} refers to vertex {v} but the mesh has {n_pos} vertices"))
+                    crate::Error::Input(format!(
+                        "face {f} refers to vertex {v} but the mesh has {n_pos} vertices"
+                    ))
                 })?;
                 faces.extend_from_slice(&p.to_array());
             }
@@ -368,7 +379,12 @@ impl CudaBackend {
 
     /// The hierarchical winding numbers of host points at accuracy β² (the tree's own β² gives
     /// [`WindingNumber::winding`]), computed on the device; for tests.
-    pub fn winding_numbers(&self, mesh: &DeviceMesh, points: &[[f32; 3]], beta2: f64) -> crate::Result<Vec<f64>> {
+    pub fn winding_numbers(
+        &self,
+        mesh: &DeviceMesh,
+        points: &[[f32; 3]],
+        beta2: f64,
+    ) -> crate::Result<Vec<f64>> {
         let n = points.len();
         if n == 0 {
             return Ok(vec![]);
@@ -378,7 +394,19 @@ impl CudaBackend {
         gpu.upload(points.as_flattened(), &mut p)?;
         let mut out = gpu.alloc::<f64>(n)?;
         let n_i = n as i64;
-        launch!(gpu, "winding_values", winding_grid(n), &p, &n_i, &mesh.nodes, &mesh.tris, &mesh.far, &mesh.n_nodes, &beta2, &mut out)?;
+        launch!(
+            gpu,
+            "winding_values",
+            winding_grid(n),
+            &p,
+            &n_i,
+            &mesh.nodes,
+            &mesh.tris,
+            &mesh.far,
+            &mesh.n_nodes,
+            &beta2,
+            &mut out
+        )?;
         let mut host = vec![0.0f64; n];
         gpu.stream.memcpy_dtoh(&out, &mut host).map_err(|e| cuda_error("copying from the device", e))?;
         self.synchronize_stream()?;
@@ -399,7 +427,10 @@ impl CudaBackend {
             return Err(crate::Error::Config("occupancy batches are 3-D; the encoding is not".into()));
         }
         if n == 0 || p.n_surface > n {
-            return Err(crate::Error::Input(format!("batch of {n} points with {} near the surface", p.n_surface)));
+            return Err(crate::Error::Input(format!(
+                "batch of {n} points with {} near the surface",
+                p.n_surface
+            )));
         }
         if p.n_surface > 0 && mesh.n_faces == 0 {
             return Err(crate::Error::Input("near-surface points asked of a mesh without faces".into()));
@@ -461,7 +492,11 @@ impl CudaBackend {
 
     /// The batch of `p.step` drawn and labelled on the device, read back (points n × 3, labels):
     /// for tests against `task::occupancy::training_batch`.
-    pub fn occupancy_batch(&mut self, mesh: &DeviceMesh, p: &BatchParams) -> crate::Result<(Vec<f32>, Vec<f32>)> {
+    pub fn occupancy_batch(
+        &mut self,
+        mesh: &DeviceMesh,
+        p: &BatchParams,
+    ) -> crate::Result<(Vec<f32>, Vec<f32>)> {
         self.draw_batch(mesh, p)?;
         let bufs = self.train.as_ref().ok_or_else(missing)?;
         let mut points = vec![0.0; 3 * p.batch];
@@ -475,9 +510,17 @@ impl CudaBackend {
     /// forward, sigmoid cross-entropy, backward, Adam. Nothing is read back: the mean loss goes
     /// to loss slot `slot` (< [`LOSS_SLOTS`]); [`Self::read_steps`] reads slots `0..k`. The
     /// result equals `train_step` on the host batch of `training_batch`.
-    pub fn occupancy_step(&mut self, mesh: &DeviceMesh, p: &BatchParams, lr: f32, slot: usize) -> crate::Result<()> {
+    pub fn occupancy_step(
+        &mut self,
+        mesh: &DeviceMesh,
+        p: &BatchParams,
+        lr: f32,
+        slot: usize,
+    ) -> crate::Result<()> {
         if slot >= LOSS_SLOTS {
-            return Err(crate::Error::Config(format!("loss slot {slot}: at most {LOSS_SLOTS} steps between reads")));
+            return Err(crate::Error::Config(format!(
+                "loss slot {slot}: at most {LOSS_SLOTS} steps between reads"
+            )));
         }
         while self.step_events.len() <= slot {
             let ctx = &self.gpu.rt.ctx;
@@ -510,7 +553,10 @@ impl CudaBackend {
     /// [`Self::occupancy_step`], in slot order) with their device times.
     pub fn read_steps(&self, k: usize) -> crate::Result<StepReport> {
         if k > LOSS_SLOTS || k > self.step_events.len() {
-            return Err(crate::Error::Config(format!("read_steps({k}): only {} slots in use", self.step_events.len())));
+            return Err(crate::Error::Config(format!(
+                "read_steps({k}): only {} slots in use",
+                self.step_events.len()
+            )));
         }
         let mut losses = vec![0.0f32; k];
         if k > 0 {
@@ -518,7 +564,9 @@ impl CudaBackend {
         }
         let mut report = StepReport { losses, ..Default::default() };
         for ev in &self.step_events[..k] {
-            let ms = |a: usize, b: usize| ev[a].elapsed_ms(&ev[b]).map_err(|e| cuda_error("reading event times", e));
+            let ms = |a: usize, b: usize| {
+                ev[a].elapsed_ms(&ev[b]).map_err(|e| cuda_error("reading event times", e))
+            };
             report.label_seconds += ms(0, 1)? as f64 / 1e3;
             report.train_seconds += ms(1, 2)? as f64 / 1e3;
         }
@@ -528,7 +576,15 @@ impl CudaBackend {
     /// Uploads host points into the inference buffers, for timing [`Self::encode_staged`].
     pub fn stage_points(&mut self, points: &[f32]) -> crate::Result<usize> {
         let n = self.check_points(points, "stage_points")?;
-        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, (self.precision, self.fast))?;
+        Self::ensure(
+            &mut self.infer,
+            &self.gpu,
+            n,
+            self.encoding.dim,
+            &self.layers,
+            false,
+            (self.precision, self.fast),
+        )?;
         let bufs = self.infer.as_mut().ok_or_else(missing)?;
         self.gpu.upload(points, &mut bufs.points)?;
         Ok(n)
@@ -538,7 +594,11 @@ impl CudaBackend {
     /// device encoder alone).
     pub fn encode_staged(&mut self, n: usize) -> crate::Result<()> {
         let mut bufs = self.infer.take().ok_or_else(missing)?;
-        let r = if n > bufs.cap { Err(crate::Error::Input("encode_staged: more points than staged".into())) } else { self.encode_device(&mut bufs, n) };
+        let r = if n > bufs.cap {
+            Err(crate::Error::Input("encode_staged: more points than staged".into()))
+        } else {
+            self.encode_device(&mut bufs, n)
+        };
         self.infer = Some(bufs);
         r?;
         self.synchronize_stream()
