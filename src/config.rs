@@ -142,12 +142,7 @@ impl OccupancyConfig {
 
     /// Overlays a TOML file onto `self`: keys in the file win, keys it leaves out keep their value.
     pub fn overlay_file(&self, path: &Path) -> crate::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
-        let file: toml::Value =
-            toml::from_str(&text).map_err(|e| crate::Error::format(path, e.to_string()))?;
-        let mut merged = toml::Value::try_from(self).map_err(|e| crate::Error::Config(e.to_string()))?;
-        merge(&mut merged, file);
-        merged.try_into().map_err(|e: toml::de::Error| crate::Error::format(path, e.to_string()))
+        overlay_toml(self, path)
     }
 
     pub fn to_toml(&self) -> String {
@@ -189,6 +184,16 @@ impl OccupancyConfig {
         }
         Ok(())
     }
+}
+
+/// Overlays a TOML file onto any job's config: keys in the file win, keys it leaves out keep their
+/// value, and unknown keys are an error naming the file (the configs deny unknown fields).
+pub fn overlay_toml<T: Serialize + serde::de::DeserializeOwned>(base: &T, path: &Path) -> crate::Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+    let file: toml::Value = toml::from_str(&text).map_err(|e| crate::Error::format(path, e.to_string()))?;
+    let mut merged = toml::Value::try_from(base).map_err(|e| crate::Error::Config(e.to_string()))?;
+    merge(&mut merged, file);
+    merged.try_into().map_err(|e: toml::de::Error| crate::Error::format(path, e.to_string()))
 }
 
 /// Deep merge of TOML tables: `over` wins. A table whose `type` changes replaces the old one

@@ -913,7 +913,7 @@ fn run_dir(a: &FieldArgs, data: Option<&Path>, job: &str) -> Result<PathBuf> {
 fn resolve_volume(a: &VolumeArgs) -> Result<VolumeConfig> {
     let mut c = VolumeConfig::fast();
     if let Some(path) = &a.common.config {
-        c = volume_field::overlay_toml(&c, path)?;
+        c = ffvol::config::overlay_toml(&c, path)?;
     }
     if let Some(v) = &a.volume {
         c.volume = v.clone();
@@ -943,7 +943,7 @@ fn resolve_mri(a: &MriArgs) -> Result<MriConfig> {
         MriPreset::Paper => MriConfig::paper(),
     };
     if let Some(path) = &a.common.config {
-        c = volume_field::overlay_toml(&c, path)?;
+        c = ffvol::config::overlay_toml(&c, path)?;
     }
     if a.kspace.is_some() {
         c.kspace = a.kspace.clone();

@@ -13,10 +13,10 @@
 //! Loss: ½·mean((A f − y)²) over the measurements of the step.
 
 use crate::backend::Backend;
-use crate::encoding::{Encoding, EncodingConfig};
+use crate::encoding::EncodingConfig;
 use crate::io::npy::{read_npy_f32, write_npy_f32};
 use crate::model::checkpoint::Checkpoint;
-use crate::model::{Mlp, ModelConfig};
+use crate::model::ModelConfig;
 use crate::operator::ct_geometry::Scan;
 use crate::operator::ray::RayProjector;
 use crate::sample::rays::{stratified, RaySamples};
@@ -24,9 +24,9 @@ use crate::sample::rng::streams;
 use crate::sample::CounterRng;
 use crate::task::ct_metrics;
 use crate::task::ct_phantom::Phantom;
-use crate::task::occupancy::FitOptions;
+use crate::task::occupancy::{log, FitOptions};
 use crate::train::loss::sigmoid;
-use crate::train::loss_log::{read_loss_log, write_loss_log};
+use crate::train::loss_log::write_loss_log;
 use crate::train::LrSchedule;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -35,10 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
-pub const RUN_TOML: &str = "run.toml";
-pub const METRICS: &str = "metrics.json";
-pub const LOSS_CSV: &str = "loss.csv";
+pub use crate::task::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
 pub const RECON: &str = "recon.nii.gz";
 
 /// Stream for the stratified offsets along rays (ray choice uses `streams::TRAIN_BATCH`).
@@ -197,9 +194,7 @@ impl CtConfig {
 
 /// Reads `RUN/run.toml` as a CT config.
 pub fn load_run_config(dir: &Path) -> Result<CtConfig> {
-    let path = dir.join(RUN_TOML);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+    crate::task::run::load_run_toml(dir)
 }
 
 /// A geometry by file, or built in: `paper-ct` (512², 20 views) or `paper-ct:N[:VIEWS]`.
@@ -422,13 +417,16 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     cfg.train.render = render;
     crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml().as_bytes())?;
 
-    let encoding = Encoding::build(&cfg.encoding, scan.dims, &CounterRng::new(cfg.seed, streams::ENCODING));
-    let sizes = Mlp::sizes_for(encoding.n_features(), &cfg.model, 1);
-    let mlp = Mlp::init(sizes, &CounterRng::new(cfg.seed, streams::INIT_WEIGHTS));
-    let n_params = mlp.params.len();
-    let chosen = crate::task::device::choose(&cfg.device, encoding, mlp, cfg.threads)?;
-    let mut backend = chosen.backend;
-    log(opts, &format!("device: {} ({})", backend.describe(), chosen.reason));
+    let net = crate::task::run::build_network(
+        &cfg.encoding,
+        scan.dims,
+        &cfg.model,
+        cfg.seed,
+        &cfg.device,
+        cfg.threads,
+    )?;
+    let (mut backend, n_params) = (net.backend, net.n_params);
+    log(opts, &format!("device: {} ({})", backend.describe(), net.reason));
     log(
         opts,
         &format!(
@@ -447,12 +445,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     let ck_path = dir.join(CHECKPOINT);
     let mut loss_log: Vec<(u64, f32, f32)> = Vec::new();
     if opts.resume {
-        let ck = Checkpoint::load(&ck_path)?;
-        if ck.encoding != *backend.encoding() {
-            return Err(Error::format(&ck_path, "the checkpoint's encoding does not match run.toml"));
-        }
-        backend.set_state(ck.state)?;
-        loss_log = read_loss_log(&dir.join(LOSS_CSV), backend.state().adam.step);
+        loss_log = crate::task::run::resume(backend.as_mut(), &dir)?;
     }
     let start_step = backend.state().adam.step;
     let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| -> Result<()> {
@@ -655,11 +648,5 @@ impl<'a> Stepper<'a> {
         }
         backend.backward(&self.d_out)?;
         Ok((total / b as f64) as f32)
-    }
-}
-
-fn log(opts: &FitOptions, line: &str) {
-    if opts.progress {
-        eprintln!("{line}");
     }
 }

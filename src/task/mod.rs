@@ -8,6 +8,7 @@ pub mod ct_recon;
 pub mod device;
 pub mod mri;
 pub mod occupancy;
+pub mod run;
 pub mod volume;
 pub mod volume_field;
 pub mod volume_masks;

@@ -18,10 +18,9 @@ use crate::geometry::winding::WindingNumber;
 use crate::geometry::{TriMesh, UnitFromMesh};
 use crate::io::MeshFormat;
 use crate::model::checkpoint::Checkpoint;
-use crate::model::Mlp;
 use crate::sample::rng::streams;
 use crate::sample::{near_surface, uniform_in_box, Aabb, CounterRng};
-use crate::train::loss_log::{read_loss_log, write_loss_log};
+use crate::train::loss_log::write_loss_log;
 use crate::train::metrics::{accuracy_from_logits, iou_from_logits};
 use crate::train::Loss;
 use crate::{Error, Result};
@@ -33,10 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
-pub const RUN_TOML: &str = "run.toml";
-pub const METRICS: &str = "metrics.json";
-pub const LOSS_CSV: &str = "loss.csv";
+pub use crate::task::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
 
 /// How a fit is driven, beyond its config.
 #[derive(Clone, Default)]
@@ -209,14 +205,10 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     );
     let meta = OccupancyMeta { unit_from_mesh: mesh.unit_from_mesh, bbox: mesh.bbox };
 
-    let encoding =
-        crate::encoding::Encoding::build(&cfg.encoding, 3, &CounterRng::new(cfg.seed, streams::ENCODING));
-    let sizes = Mlp::sizes_for(encoding.n_features(), &cfg.model, 1);
-    let mlp = Mlp::init(sizes, &CounterRng::new(cfg.seed, streams::INIT_WEIGHTS));
-    let n_params = mlp.params.len();
-    let chosen = crate::task::device::choose(&cfg.device, encoding, mlp, cfg.threads)?;
-    let mut backend = chosen.backend;
-    log(opts, &format!("device: {} ({})", backend.describe(), chosen.reason));
+    let net =
+        crate::task::run::build_network(&cfg.encoding, 3, &cfg.model, cfg.seed, &cfg.device, cfg.threads)?;
+    let (mut backend, n_params) = (net.backend, net.n_params);
+    log(opts, &format!("device: {} ({})", backend.describe(), net.reason));
     log(
         opts,
         &format!(
@@ -232,12 +224,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let ck_path = dir.join(CHECKPOINT);
     let mut loss_log: Vec<(u64, f32, f32)> = Vec::new();
     if opts.resume {
-        let ck = Checkpoint::load(&ck_path)?;
-        if ck.encoding != *backend.encoding() {
-            return Err(Error::format(&ck_path, "the checkpoint's encoding does not match run.toml"));
-        }
-        backend.set_state(ck.state)?;
-        loss_log = read_loss_log(&dir.join(LOSS_CSV), backend.state().adam.step);
+        loss_log = crate::task::run::resume(backend.as_mut(), &dir)?;
         log(opts, &format!("resumed from {} at step {}", ck_path.display(), backend.state().adam.step));
     }
     let start_step = backend.state().adam.step;
@@ -779,12 +766,11 @@ impl SavedRun {
 
 /// Reads `RUN/run.toml` as an occupancy config.
 pub fn load_run_config(dir: &Path) -> Result<OccupancyConfig> {
-    let path = dir.join(RUN_TOML);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+    crate::task::run::load_run_toml(dir)
 }
 
-fn log(opts: &FitOptions, line: &str) {
+/// Prints a run-log line when the run shows progress.
+pub fn log(opts: &FitOptions, line: &str) {
     if opts.progress {
         eprintln!("{line}");
     }

@@ -12,7 +12,8 @@
 use crate::encoding::EncodingConfig;
 use crate::model::ModelConfig;
 use crate::sample::CounterRng;
-use crate::task::occupancy::{FitOptions, METRICS, RUN_TOML};
+use crate::task::occupancy::FitOptions;
+use crate::task::run::METRICS;
 use crate::task::volume_field::{
     error_image, grid_points, load_volume, log, predict_grid, sigmoid, upsampled_affine, validate_common,
     write_montage, FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
@@ -92,9 +93,7 @@ impl VolumeConfig {
 
     /// Reads `RUN/run.toml`.
     pub fn load_run(dir: &Path) -> Result<Self> {
-        let path = dir.join(RUN_TOML);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+        crate::task::run::load_run_toml(dir)
     }
 }
 

@@ -13,11 +13,11 @@ use crate::geometry::marching_cubes::{marching_cubes_padded, Grid3};
 use crate::geometry::TriMesh;
 use crate::io::{MeshFormat, WorldFromVoxel};
 use crate::model::checkpoint::Checkpoint;
-use crate::model::{Mlp, ModelConfig};
-use crate::sample::rng::streams;
-use crate::sample::CounterRng;
-use crate::task::occupancy::{FitOptions, CHECKPOINT, LOSS_CSV, RUN_TOML};
-use crate::train::loss_log::{read_loss_log, write_loss_log};
+use crate::model::ModelConfig;
+pub use crate::task::occupancy::log;
+use crate::task::occupancy::FitOptions;
+use crate::task::run::{CHECKPOINT, LOSS_CSV, RUN_TOML};
+use crate::train::loss_log::write_loss_log;
 use crate::train::LrSchedule;
 use crate::{Error, Result};
 use glam::Vec3;
@@ -353,13 +353,9 @@ impl Session {
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::io::write_bytes_atomic(&dir.join(RUN_TOML), run_toml.as_bytes())?;
-        let enc = crate::encoding::Encoding::build(encoding, 3, &CounterRng::new(seed, streams::ENCODING));
-        let sizes = Mlp::sizes_for(enc.n_features(), model, 1);
-        let mlp = Mlp::init(sizes, &CounterRng::new(seed, streams::INIT_WEIGHTS));
-        let n_params = mlp.params.len();
-        let chosen = crate::task::device::choose(device, enc, mlp, threads)?;
-        let mut backend = chosen.backend;
-        log(opts, &format!("device: {} ({})", backend.describe(), chosen.reason));
+        let net = crate::task::run::build_network(encoding, 3, model, seed, device, threads)?;
+        let (mut backend, n_params) = (net.backend, net.n_params);
+        log(opts, &format!("device: {} ({})", backend.describe(), net.reason));
         log(
             opts,
             &format!(
@@ -373,14 +369,15 @@ impl Session {
         );
         let mut loss_log = Vec::new();
         if opts.resume {
-            let ck_path = dir.join(CHECKPOINT);
-            let ck = Checkpoint::load(&ck_path)?;
-            if ck.encoding != *backend.encoding() {
-                return Err(Error::format(&ck_path, "the checkpoint's encoding does not match run.toml"));
-            }
-            backend.set_state(ck.state)?;
-            loss_log = read_loss_log(&dir.join(LOSS_CSV), backend.state().adam.step);
-            log(opts, &format!("resumed from {} at step {}", ck_path.display(), backend.state().adam.step));
+            loss_log = crate::task::run::resume(backend.as_mut(), dir)?;
+            log(
+                opts,
+                &format!(
+                    "resumed from {} at step {}",
+                    dir.join(CHECKPOINT).display(),
+                    backend.state().adam.step
+                ),
+            );
         }
         Ok(Session { dir: dir.to_path_buf(), backend, loss_log, n_params, meta })
     }
@@ -446,12 +443,6 @@ impl Session {
     pub fn final_loss(&self) -> f64 {
         let tail = (self.loss_log.len() / 100).max(1);
         self.loss_log.iter().rev().take(tail).map(|r| r.1 as f64).sum::<f64>() / tail as f64
-    }
-}
-
-pub fn log(opts: &FitOptions, line: &str) {
-    if opts.progress {
-        eprintln!("{line}");
     }
 }
 
@@ -539,9 +530,7 @@ pub struct ExportRequest {
 
 /// The `job` named in `RUN/run.toml`, if any.
 pub fn run_job(dir: &Path) -> Result<Option<String>> {
-    let path = dir.join(RUN_TOML);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let value: toml::Value = toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))?;
+    let value: toml::Value = crate::task::run::load_run_toml(dir)?;
     Ok(value.get("job").and_then(|j| j.as_str()).map(str::to_string))
 }
 
@@ -582,33 +571,4 @@ pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(written)
-}
-
-/// Overlays a TOML file onto a config: keys in the file win, keys it leaves out keep their value;
-/// a table whose `type` changes is replaced whole. Unknown keys are an error naming the file.
-pub fn overlay_toml<T: Serialize + serde::de::DeserializeOwned>(base: &T, path: &Path) -> Result<T> {
-    fn merge(base: &mut toml::Value, over: toml::Value) {
-        match (base, over) {
-            (toml::Value::Table(b), toml::Value::Table(o)) => {
-                if o.get("type").is_some() && o.get("type") != b.get("type") {
-                    *b = o;
-                    return;
-                }
-                for (k, v) in o {
-                    match b.get_mut(&k) {
-                        Some(slot) => merge(slot, v),
-                        None => {
-                            b.insert(k, v);
-                        }
-                    }
-                }
-            }
-            (slot, o) => *slot = o,
-        }
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let file: toml::Value = toml::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
-    let mut merged = toml::Value::try_from(base).map_err(|e| Error::Config(e.to_string()))?;
-    merge(&mut merged, file);
-    merged.try_into().map_err(|e: toml::de::Error| Error::format(path, e.to_string()))
 }

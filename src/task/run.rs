@@ -1,0 +1,61 @@
+//! What every job's run folder shares: the file names, building the network from the run's seed
+//! on the chosen device, and resuming it from the folder's checkpoint.
+
+use crate::backend::Backend;
+use crate::encoding::{Encoding, EncodingConfig};
+use crate::model::checkpoint::Checkpoint;
+use crate::model::{Mlp, ModelConfig};
+use crate::sample::rng::streams;
+use crate::sample::CounterRng;
+use crate::train::loss_log::read_loss_log;
+use crate::{Error, Result};
+use std::path::Path;
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const RUN_TOML: &str = "run.toml";
+pub const METRICS: &str = "metrics.json";
+pub const LOSS_CSV: &str = "loss.csv";
+
+/// A freshly initialised network on its device.
+pub struct Network {
+    pub backend: Box<dyn Backend>,
+    /// Why this device, for the run log.
+    pub reason: String,
+    pub n_params: usize,
+}
+
+/// γ and a one-output MLP for `dim`-D inputs, initialised from `seed`, on `device`.
+pub fn build_network(
+    encoding: &EncodingConfig,
+    dim: usize,
+    model: &ModelConfig,
+    seed: u64,
+    device: &str,
+    threads: usize,
+) -> Result<Network> {
+    let encoding = Encoding::build(encoding, dim, &CounterRng::new(seed, streams::ENCODING));
+    let sizes = Mlp::sizes_for(encoding.n_features(), model, 1);
+    let mlp = Mlp::init(sizes, &CounterRng::new(seed, streams::INIT_WEIGHTS));
+    let n_params = mlp.params.len();
+    let chosen = crate::task::device::choose(device, encoding, mlp, threads)?;
+    Ok(Network { backend: chosen.backend, reason: chosen.reason, n_params })
+}
+
+/// Loads `dir`'s checkpoint into `backend` (whose encoding must match it) and returns the loss
+/// log up to the checkpoint's step.
+pub fn resume(backend: &mut dyn Backend, dir: &Path) -> Result<Vec<(u64, f32, f32)>> {
+    let ck_path = dir.join(CHECKPOINT);
+    let ck = Checkpoint::load(&ck_path)?;
+    if ck.encoding != *backend.encoding() {
+        return Err(Error::format(&ck_path, "the checkpoint's encoding does not match run.toml"));
+    }
+    backend.set_state(ck.state)?;
+    Ok(read_loss_log(&dir.join(LOSS_CSV), backend.state().adam.step))
+}
+
+/// Reads `dir/run.toml` as a job's config (or as a plain `toml::Value`).
+pub fn load_run_toml<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T> {
+    let path = dir.join(RUN_TOML);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+}
