@@ -18,7 +18,6 @@ use crate::io::{NpyData, WorldFromVoxel};
 use crate::model::ModelConfig;
 use crate::operator::fft::{fftshift, ifftshift, MaskedFft, C64};
 use crate::task::occupancy::FitOptions;
-use crate::task::run::METRICS;
 use crate::task::volume_field::{
     error_image, grid_points, identity_affine, load_volume, log, predict_grid, sigmoid, upsampled_affine,
     validate_common, write_montage, FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
@@ -369,7 +368,6 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         total_seconds: started.elapsed().as_secs_f64(),
     };
     // serde_json writes NaN as null, which is what a reader should see for "no truth".
-    let json = serde_json::to_string_pretty(&metrics).unwrap_or_default();
-    crate::io::write_bytes_atomic(&dir.join(METRICS), json.as_bytes())?;
+    crate::task::run::write_metrics(&dir, &metrics)?;
     Ok(MriOutcome::Finished(Box::new(metrics)))
 }

@@ -355,8 +355,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     metrics.batches_on = if device_mesh.is_some() { "gpu" } else { "host" }.into();
     metrics.samples_per_second = (steps - start_step) as f64 * cfg.train.batch as f64 / train_s.max(1e-9);
     metrics.total_seconds = started.elapsed().as_secs_f64();
-    let json = serde_json::to_string_pretty(&metrics).unwrap_or_default();
-    crate::io::write_bytes_atomic(&dir.join(METRICS), json.as_bytes())?;
+    crate::task::run::write_metrics(&dir, &metrics)?;
     Ok(FitOutcome::Finished(Box::new(metrics)))
 }
 

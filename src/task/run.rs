@@ -59,3 +59,9 @@ pub fn load_run_toml<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T> {
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
 }
+
+/// Writes `dir/metrics.json` atomically (NaN, e.g. "no truth", becomes null).
+pub fn write_metrics(dir: &Path, metrics: &impl serde::Serialize) -> Result<()> {
+    let json = serde_json::to_string_pretty(metrics).unwrap_or_default();
+    crate::io::write_bytes_atomic(&dir.join(METRICS), json.as_bytes())
+}

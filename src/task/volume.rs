@@ -13,7 +13,6 @@ use crate::encoding::EncodingConfig;
 use crate::model::ModelConfig;
 use crate::sample::CounterRng;
 use crate::task::occupancy::FitOptions;
-use crate::task::run::METRICS;
 use crate::task::volume_field::{
     error_image, grid_points, load_volume, log, predict_grid, sigmoid, upsampled_affine, validate_common,
     write_montage, FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
@@ -252,7 +251,6 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         seconds_per_step,
         total_seconds: started.elapsed().as_secs_f64(),
     };
-    let json = serde_json::to_string_pretty(&metrics).unwrap_or_default();
-    crate::io::write_bytes_atomic(&dir.join(METRICS), json.as_bytes())?;
+    crate::task::run::write_metrics(dir, &metrics)?;
     Ok(VolumeOutcome::Finished(Box::new(metrics)))
 }
