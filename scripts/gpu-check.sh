@@ -14,7 +14,7 @@ mkdir -p "$BUNDLE/tests" "$BUNDLE/cuda"
 echo "gpu-check: building the release binary" >&2
 cargo build --release --bin ffvol >&2
 echo "gpu-check: building the test binaries" >&2
-cargo test --release --no-run --message-format=json --lib --test cuda_parity --test cuda_kernels_compile --test cuda_occupancy --test cuda_fast \
+cargo test --release --no-run --message-format=json --lib --test cuda_parity --test cuda_kernels_compile --test cuda_occupancy --test cuda_fp16 \
   > "$BUNDLE/.cargo-test.json"
 python3 - "$BUNDLE" <<'PY'
 import json, shutil, sys, os
@@ -30,7 +30,7 @@ for line in open(os.path.join(bundle, ".cargo-test.json")):
     t = m["target"]
     name = "ffvol_lib_tests" if "lib" in t["kind"] else t["name"]
     found[name] = m["executable"]
-want = {"ffvol_lib_tests", "cuda_parity", "cuda_kernels_compile", "cuda_occupancy", "cuda_fast"}
+want = {"ffvol_lib_tests", "cuda_parity", "cuda_kernels_compile", "cuda_occupancy", "cuda_fp16"}
 missing = want - set(found)
 if missing:
     sys.exit(f"gpu-check: test executables not found: {sorted(missing)}")
@@ -54,9 +54,8 @@ cp scripts/bench_torch.py "$BUNDLE/"
 cat > "$BUNDLE/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # The GPU check, in one call: the card; the NVRTC compile test on this machine's toolkit; the
-# CUDA-vs-CPU parity tests; the fast-path tests (FFVOL_CUDA_FAST vs the default fp16 path and the
-# CPU); `ffvol bench --device cuda` (fp32, fp16, fp16 with FFVOL_CUDA_FAST=1 with and without
-# cuBLASLt) beside PyTorch (fp32, tf32, bf16) for 4×256 and 8×256, m = 256, batch 2^18. Full logs
+# CUDA-vs-CPU parity tests; the fp16 tests (fp16 with and without cuBLASLt against the CPU and
+# CUDA fp32); `ffvol bench --device cuda` (fp32, fp16, fp16 without cuBLASLt) beside PyTorch (fp32, tf32, bf16) for 4×256 and 8×256, m = 256, batch 2^18. Full logs
 # under $OUT; a table last, also written to $OUT/results.md.
 set -uo pipefail
 B="$(cd "$(dirname "$0")" && pwd)"
@@ -94,8 +93,8 @@ nvidia-smi > "$OUT/nvidia-smi.log" 2>&1
 
 run kernels_compile 60 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
 run device_choice 30 "$B/tests/ffvol_lib_tests" task::device backend::cuda --nocapture
-run fast_tests 90 "$B/tests/cuda_fast" --nocapture --test-threads=1
-grep -E "^(test |skipped|fast:|panicked|thread)" "$OUT/fast_tests.log" | head -60
+run fp16_tests 90 "$B/tests/cuda_fp16" --nocapture --test-threads=1
+grep -E "^(test |skipped|fp16:|panicked|thread)" "$OUT/fp16_tests.log" | head -60
 
 for net in "4 256" "8 256"; do
   set -- $net
@@ -104,22 +103,15 @@ for net in "4 256" "8 256"; do
     FFVOL_CUDA_PRECISION=$p run "ffvol_${d}x${w}_${p}" 60 "$B/ffvol" bench --device cuda --depth "$d" --width "$w" \
       --features 256 --batch $BATCH --steps $STEPS --label-points 1 --mesh "$MESH"
   done
-  # the opt-in fast path, with cuBLASLt's fused epilogues and without (A/B against fp16 above)
-  FFVOL_CUDA_PRECISION=fp16 FFVOL_CUDA_FAST=1 run "ffvol_${d}x${w}_fast" 60 "$B/ffvol" bench --device cuda \
-    --depth "$d" --width "$w" --features 256 --batch $BATCH --steps $STEPS --label-points 1 --mesh "$MESH"
-  FFVOL_CUDA_PRECISION=fp16 FFVOL_CUDA_FAST=1 FFVOL_CUDA_LT=0 run "ffvol_${d}x${w}_fastnolt" 60 "$B/ffvol" bench \
+  # fp16 without cuBLASLt's fused epilogues (the fallback when the library is missing)
+  FFVOL_CUDA_PRECISION=fp16 FFVOL_CUDA_LT=0 run "ffvol_${d}x${w}_nolt" 60 "$B/ffvol" bench \
     --device cuda --depth "$d" --width "$w" --features 256 --batch $BATCH --steps $STEPS --label-points 1 \
-    --mesh "$MESH"
-  # experimental: the ReLU derivative fused into the ∂L/∂A products too (cuBLASLt DRELU)
-  FFVOL_CUDA_PRECISION=fp16 FFVOL_CUDA_FAST=1 FFVOL_CUDA_LT_DRELU=1 run "ffvol_${d}x${w}_fastdrelu" 60 "$B/ffvol" \
-    bench --device cuda --depth "$d" --width "$w" --features 256 --batch $BATCH --steps $STEPS --label-points 1 \
     --mesh "$MESH"
   run "torch_${d}x${w}" 90 python3 "$B/bench_torch.py" --depth "$d" --width "$w" --features 256 --batch $BATCH \
     --steps $STEPS --precisions fp32,tf32,bf16
 done
 
-# the CUDA-vs-CPU parity tests (verified on an H200 before the fast path; the default path is
-# unchanged) last, with what is left of the budget, so that the benchmark table always fills
+# the CUDA-vs-CPU parity tests last, with what is left of the budget, so that the benchmark table always fills
 run parity 150 "$B/tests/cuda_parity" --nocapture --test-threads=1
 grep -E "^(test |skipped|step|worst|fp16:|cuda)" "$OUT/parity.log" | head -40
 
@@ -136,9 +128,7 @@ def read(name):
         return ""
 rows = []
 for net in ["4x256", "8x256"]:
-    for p, label in [("fp32", "fp32"), ("fp16", "fp16"), ("fast", "fp16 FFVOL_CUDA_FAST=1"),
-                     ("fastnolt", "fp16 FFVOL_CUDA_FAST=1 FFVOL_CUDA_LT=0"),
-                     ("fastdrelu", "fp16 FFVOL_CUDA_FAST=1 FFVOL_CUDA_LT_DRELU=1 (experiment)")]:
+    for p, label in [("fp32", "fp32"), ("fp16", "fp16"), ("nolt", "fp16 FFVOL_CUDA_LT=0")]:
         log = read(f"ffvol_{net}_{p}")
         m = re.search(r"training step \(fwd \+ bwd \+ Adam\)\s+(\d+)", log)
         d = re.search(r"occupancy step on the GPU .*train ([0-9.]+) ms", log)
@@ -152,9 +142,9 @@ m = re.search(r"test result: (\w+)\. (\d+) passed; (\d+) failed", parity)
 print(f"## GPU check {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC")
 print(f"card: {card}; commit {commit}; batch 2^18, m = 256, median of 30 steps")
 print(f"parity tests: {m.group(1) + ', ' + m.group(2) + ' passed, ' + m.group(3) + ' failed' if m else 'did not finish (see parity.log)'}")
-m = re.search(r"test result: (\w+)\. (\d+) passed; (\d+) failed", read("fast_tests"))
-print(f"fast-path tests: {m.group(1) + ', ' + m.group(2) + ' passed, ' + m.group(3) + ' failed' if m else 'did not finish (see fast_tests.log)'}")
-for line in read("fast_tests").splitlines():
+m = re.search(r"test result: (\w+)\. (\d+) passed; (\d+) failed", read("fp16_tests"))
+print(f"fp16 tests: {m.group(1) + ', ' + m.group(2) + ' passed, ' + m.group(3) + ' failed' if m else 'did not finish (see fp16_tests.log)'}")
+for line in read("fp16_tests").splitlines():
     if ("worst relative difference" in line or "parameters moved differently" in line or "replays" in line
             or line.startswith("test ") and "FAILED" in line):
         print("  " + line.strip())
@@ -168,7 +158,7 @@ for net, impl, rate, dev in rows:
     print(f"| {net.replace('x', ' × ')} | {impl} | {'%.1f' % rate if rate is not None else 'failed (see log)'} | {dev} |")
 print()
 for net in ["4x256", "8x256"]:
-    for p in ["fp16", "fast", "fastnolt", "fastdrelu"]:
+    for p in ["fp16", "nolt"]:
         log = read(f"ffvol_{net}_{p}")
         head = next((l for l in log.splitlines() if l.startswith("ffvol bench:")), "no header (see log)")
         print(f"{net} {p}: {head}")
@@ -225,15 +215,6 @@ paper_wall=$((SECONDS - s0))
 rm -f "$OUT/paper/mesh.ply" "$OUT/paper/occupancy.nii.gz" "$OUT/paper/checkpoint.safetensors"
 FFVOL_CUDA_PRECISION=fp16 run bench_8x256 30 "$B/ffvol" bench --device cuda --depth 8 --width 256 \
   --features 256 --batch 32768 --mesh "$FFVOL_BUNNY"
-# the opt-in fast path on the same bench (device-resident occupancy step included)
-FFVOL_CUDA_PRECISION=fp16 FFVOL_CUDA_FAST=1 run bench_8x256_fast 30 "$B/ffvol" bench --device cuda --depth 8 \
-  --width 256 --features 256 --batch 32768 --mesh "$FFVOL_BUNNY"
-# the paper's protocol on the fast path (CUDA graph per step): IoU must match the run above
-s0=$SECONDS
-FFVOL_CUDA_PRECISION=fp16 FFVOL_CUDA_FAST=1 run paper_fast 60 "$B/ffvol" fit occupancy --preset paper --device cuda \
-  --mesh "$FFVOL_BUNNY" --output "$OUT/paper_fast"
-paper_fast_wall=$((SECONDS - s0))
-rm -f "$OUT/paper_fast/mesh.ply" "$OUT/paper_fast/occupancy.nii.gz" "$OUT/paper_fast/checkpoint.safetensors"
 run parity 60 "$B/tests/cuda_parity" --nocapture --test-threads=1
 
 echo
@@ -243,16 +224,12 @@ echo "-- paper run (fp16, wall ${paper_wall} s including start-up) --"
 grep -E "^(device|training batches|IoU|time:)" "$OUT/paper.log"
 echo "-- bench 8x256 fp16, batch 32768 --"
 grep -E "^(ffvol bench|stage|encode|forward|backward|Adam|training step|inference|labels|occupancy step)" "$OUT/bench_8x256.log"
-echo "-- the same with FFVOL_CUDA_FAST=1 --"
-grep -E "^(ffvol bench|training step|occupancy step)" "$OUT/bench_8x256_fast.log"
-echo "-- paper run with FFVOL_CUDA_FAST=1 (wall ${paper_fast_wall} s including start-up) --"
-grep -E "^(device|training batches|IoU|time:)" "$OUT/paper_fast.log"
 echo
 echo "== steps (name, exit status, seconds) =="
 printf '%s\n' "${status[@]}"
-python3 - "$OUT" "$card" "$(cat "$B/COMMIT")" "$paper_wall" "$paper_fast_wall" <<'PY' | tee "$OUT/results-occupancy.md"
+python3 - "$OUT" "$card" "$(cat "$B/COMMIT")" "$paper_wall" <<'PY' | tee "$OUT/results-occupancy.md"
 import json, re, sys, os, datetime
-out, card, commit, paper_wall, paper_fast_wall = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+out, card, commit, paper_wall = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 def read(name):
     try:
         return open(os.path.join(out, name + ".log")).read()
@@ -282,20 +259,10 @@ try:
     print(f"| test / export | {m['eval_seconds']:.1f} s / {m['export_seconds']:.1f} s |")
 except Exception as e:
     print(f"paper run: no metrics ({e}); see paper.log")
-try:
-    m = json.load(open(os.path.join(out, "paper_fast", "metrics.json")))
-    print(f"| FFVOL_CUDA_FAST=1: IoU uniform / near-surface | {m['iou_uniform']:.4f} / {m['iou_surface']:.4f} |")
-    print(f"| FFVOL_CUDA_FAST=1: wall / training | {paper_fast_wall} s / {m['train_seconds']:.1f} s ({m['samples_per_second'] / 1e6:.1f} M samples/s) |")
-except Exception as e:
-    print(f"paper run with FFVOL_CUDA_FAST=1: no metrics ({e}); see paper_fast.log")
 b = read("bench_8x256")
 for key in ["encode (device)", "training step (fwd + bwd + Adam)", "labels (GPU winding numbers)", "occupancy step on the GPU"]:
     m = re.search(re.escape(key) + r"\s+(\d+)(.*)", b)
     print(f"bench {key}: {int(m.group(1)) / 1e6:.1f} M/s{m.group(2)}" if m else f"bench {key}: missing")
-b = read("bench_8x256_fast")
-for key in ["training step (fwd + bwd + Adam)", "occupancy step on the GPU"]:
-    m = re.search(re.escape(key) + r"\s+(\d+)(.*)", b)
-    print(f"bench FFVOL_CUDA_FAST=1 {key}: {int(m.group(1)) / 1e6:.1f} M/s{m.group(2)}" if m else f"bench FFVOL_CUDA_FAST=1 {key}: missing")
 PY
 RUN
 chmod +x "$BUNDLE/run-occupancy.sh"

@@ -218,50 +218,7 @@ fn training_curves_match_fp32() {
     assert!(worst < 1e-4, "loss curves differ by {worst:.2e} relative");
 }
 
-/// The fp16 tensor-core path trains like the fp32 CPU reference to 1e-2 relative.
-#[test]
-fn training_curves_match_fp16() {
-    require_cuda!();
-    let (mut cpu, mut gpu, _) =
-        pair(EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false }, 3, 64, Precision::Fp16);
-    let data = CounterRng::new(9, 3);
-    let n = 2048;
-    let mut worst = 0.0f32;
-    for step in 0..200u64 {
-        let pts = points(&data, step * 3 * n as u64, n);
-        let y = ball(&pts);
-        let a = cpu.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
-        let b = gpu.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
-        worst = worst.max((a - b).abs() / a.abs());
-    }
-    println!("fp16: worst relative difference of the loss over 200 steps: {worst:.2e}");
-    assert!(worst < 1e-2, "fp16 loss curve differs by {worst:.2e} relative");
-}
-
-/// fp16 forward and gradients stay within fp16's precision of the reference.
-#[test]
-fn fp16_forward_and_gradients_are_close() {
-    require_cuda!();
-    let (mut cpu, mut gpu, rng) = pair(
-        EncodingConfig::Gaussian { sigma: 5.0, features: 64, normalize: false },
-        4,
-        128,
-        Precision::Fp16,
-    );
-    let n = 8192;
-    let pts = points(&rng, 3, n);
-    let y = ball(&pts);
-    let want = cpu.forward(&pts).unwrap().to_vec();
-    let got = gpu.forward(&pts).unwrap().to_vec();
-    let err = rel_err(&got, &want, 1.0);
-    assert!(err < 1e-2, "fp16 forward relative error {err}");
-    let mut g = vec![0.0; n];
-    Loss::Bce.eval(&want, &y, &mut g);
-    cpu.backward(&g).unwrap();
-    gpu.backward(&g).unwrap();
-    let e = rel_err(&gpu.gradients(), &cpu.gradients(), 1e-12);
-    assert!(e < 2e-2, "fp16 gradient relative error {e}");
-}
+// fp16 against the CPU: tests/cuda_fp16.rs.
 
 /// Inference over more points than one chunk, and state round trips, are exact.
 #[test]

@@ -19,9 +19,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("loss.cu", include_str!("../../../cuda/loss.cu")),
     ("adam.cu", include_str!("../../../cuda/adam.cu")),
     ("sample.cu", include_str!("../../../cuda/sample.cu")),
-    ("precision.cu", include_str!("../../../cuda/precision.cu")),
     ("winding.cu", include_str!("../../../cuda/winding.cu")),
-    ("fast.cu", include_str!("../../../cuda/fast.cu")),
+    ("fp16.cu", include_str!("../../../cuda/fp16.cu")),
 ];
 
 /// Every `extern "C" __global__` function the backend loads.
@@ -42,8 +41,6 @@ pub const KERNEL_NAMES: &[&str] = &[
     "winding_label",
     "winding_values",
     "f32_to_f16",
-    "bias_act_f16",
-    "relu_mask_f16",
     "encode_fourier_h",
     "encode_identity_h",
     "bias_relu_h",
@@ -51,7 +48,6 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adam_step_h",
     "adam_step_h_dev",
     "mean_of_partials_slot",
-    "column_sums_h",
 ];
 
 /// One program made of the prelude and the given sources, with `#line` markers so NVRTC's

@@ -1,4 +1,4 @@
-//! cuBLASLt products with a fused bias (+ ReLU) epilogue, for the fast path's forward layers:
+//! cuBLASLt products with a fused bias (+ ReLU) epilogue, for the fp16 forward layers:
 //! `Zᵀ (out×n, col-major fp16) = relu(op_T(W) · Aᵀ + b)` in one kernel, fp16 in and out, fp32
 //! accumulation, the bias an fp16 vector (the fp16 copy of the parameters). A plan (descriptor,
 //! layouts, the heuristic's algorithm) is made once per shape and kept.
@@ -45,12 +45,6 @@ pub enum Epilogue {
     Bias,
     /// `relu(op_T(A)·B + bias)`
     ReluBias,
-    /// `relu(op_T(A)·B + bias)`, and the ReLU's bit mask into an aux buffer with this leading
-    /// dimension (bits, a multiple of 128)
-    ReluAuxBias(usize),
-    /// `A·B` (no transposes) masked by an aux bit mask written by `ReluAuxBias` (leading
-    /// dimension in bits): ∂L/∂A through the ReLU of the layer below
-    DRelu(usize),
 }
 
 /// (m, n, k, epilogue)
@@ -123,11 +117,8 @@ impl Lt {
             lt::create_matrix_layout(h16, rows as u64, cols as u64, ld as i64)
                 .map_err(|e| err("creating a layout", e))
         };
-        // forward: A is W viewed column-major in×out (k×m), transposed; B is Aᵀ (k×n); C is Zᵀ
-        // (m×n). DRelu: A is W viewed column-major (m×k), B is dZᵀ (k×n), C is dAᵀ (m×n).
-        let drelu = matches!(epi, Epilogue::DRelu(_));
-        let a = if drelu { mk(m, k, m) } else { mk(k, m, k) };
-        let (a, b, c) = (a, mk(k, n, k), mk(m, n, m));
+        // A is W viewed column-major in×out (k×m), transposed; B is Aᵀ (k×n); C is Zᵀ (m×n)
+        let (a, b, c) = (mk(k, m, k), mk(k, n, k), mk(m, n, m));
         let (a, b, c) = match (a, b, c) {
             (Ok(a), Ok(b), Ok(c)) => (a, b, c),
             (a, b, c) => {
@@ -142,18 +133,12 @@ impl Lt {
             }
         };
         let mut plan = Plan { desc, a, b, c, algo: unsafe { std::mem::zeroed() } };
-        let trans_a = if drelu {
-            cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N
-        } else {
-            cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T
-        };
+        let trans_a = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T;
         let trans_b = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
         use sys::cublasLtEpilogue_t as E;
-        let (epilogue, aux_ld) = match epi {
-            Epilogue::Bias => (E::CUBLASLT_EPILOGUE_BIAS, None),
-            Epilogue::ReluBias => (E::CUBLASLT_EPILOGUE_RELU_BIAS, None),
-            Epilogue::ReluAuxBias(ld) => (E::CUBLASLT_EPILOGUE_RELU_AUX_BIAS, Some(ld as i64)),
-            Epilogue::DRelu(ld) => (E::CUBLASLT_EPILOGUE_DRELU, Some(ld as i64)),
+        let epilogue = match epi {
+            Epilogue::Bias => E::CUBLASLT_EPILOGUE_BIAS,
+            Epilogue::ReluBias => E::CUBLASLT_EPILOGUE_RELU_BIAS,
         };
         // SAFETY: each buffer is a live local of the size given.
         unsafe {
@@ -175,13 +160,6 @@ impl Lt {
                 (&epilogue) as *const _ as *const c_void,
                 std::mem::size_of_val(&epilogue),
             )?;
-            if let Some(ld) = &aux_ld {
-                set(
-                    D::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
-                    ld as *const i64 as *const c_void,
-                    std::mem::size_of::<i64>(),
-                )?;
-            }
             let pref = lt::create_matmul_pref().map_err(|e| err("creating a preference", e))?;
             let ws = self.workspace.len();
             let r = lt::set_matmul_pref_attribute(
@@ -235,45 +213,7 @@ impl Lt {
         c: &mut CudaViewMut<f16>,
     ) -> Result<(), String> {
         let epi = if relu { Epilogue::ReluBias } else { Epilogue::Bias };
-        self.run((m, n, k), epi, a, b, Some(bias), None, c)
-    }
-
-    /// [`Self::matmul_bias`] with ReLU that also writes the ReLU's bit mask into `aux` (leading
-    /// dimension `aux_ld` bits, a multiple of 128, at least m; aux holds aux_ld·n bits).
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_relu_aux_bias(
-        &self,
-        (m, n, k): (usize, usize, usize),
-        a: &CudaView<f16>,
-        b: &CudaView<f16>,
-        bias: &CudaView<f16>,
-        aux: &mut CudaViewMut<u8>,
-        aux_ld: usize,
-        c: &mut CudaViewMut<f16>,
-    ) -> Result<(), String> {
-        if !aux_ld.is_multiple_of(128) || aux_ld < m || aux.len() < aux_ld / 8 * n {
-            return Err("cuBLASLt: the ReLU mask buffer does not fit".into());
-        }
-        let ptr = aux.device_ptr_mut(&self.stream).0;
-        self.run((m, n, k), Epilogue::ReluAuxBias(aux_ld), a, b, Some(bias), Some(ptr), c)
-    }
-
-    /// `C (m×n col-major fp16) = (A · B) ⊙ mask` with A m×k (ld m), B k×n (ld k), the mask the
-    /// bit mask a `matmul_relu_aux_bias` with the same m, n and `aux_ld` wrote.
-    pub fn matmul_drelu(
-        &self,
-        (m, n, k): (usize, usize, usize),
-        a: &CudaView<f16>,
-        b: &CudaView<f16>,
-        aux: &CudaView<u8>,
-        aux_ld: usize,
-        c: &mut CudaViewMut<f16>,
-    ) -> Result<(), String> {
-        if !aux_ld.is_multiple_of(128) || aux_ld < m || aux.len() < aux_ld / 8 * n {
-            return Err("cuBLASLt: the ReLU mask buffer does not fit".into());
-        }
-        let ptr = aux.device_ptr(&self.stream).0;
-        self.run((m, n, k), Epilogue::DRelu(aux_ld), a, b, None, Some(ptr), c)
+        self.run((m, n, k), epi, a, b, bias, c)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -283,11 +223,10 @@ impl Lt {
         epi: Epilogue,
         a: &CudaView<f16>,
         b: &CudaView<f16>,
-        bias: Option<&CudaView<f16>>,
-        aux_ptr: Option<u64>,
+        bias: &CudaView<f16>,
         c: &mut CudaViewMut<f16>,
     ) -> Result<(), String> {
-        if a.len() < k * m || b.len() < k * n || bias.is_some_and(|b| b.len() < m) || c.len() < m * n {
+        if a.len() < k * m || b.len() < k * n || bias.len() < m || c.len() < m * n {
             return Err("cuBLASLt: buffers smaller than the product".into());
         }
         // every column of A, B and C starts 16-byte aligned (the plans' algorithms assume it)
@@ -300,40 +239,24 @@ impl Lt {
         let s = &self.stream;
         let (a_ptr, _ga) = a.device_ptr(s);
         let (b_ptr, _gb) = b.device_ptr(s);
-        let bias_ptr = bias.map(|b| b.device_ptr(s).0);
+        let (bias_ptr, _gbias) = bias.device_ptr(s);
         let (c_ptr, _gc) = c.device_ptr_mut(s);
         let (w_ptr, _gw) = self.workspace.device_ptr(s);
-        if [Some(a_ptr), Some(b_ptr), bias_ptr, Some(c_ptr), aux_ptr]
-            .iter()
-            .flatten()
-            .any(|&p| p % ALIGN as u64 != 0)
-        {
+        if [a_ptr, b_ptr, bias_ptr, c_ptr].iter().any(|&p| p % ALIGN as u64 != 0) {
             return Err("cuBLASLt: a buffer is not 16-byte aligned".into());
         }
         let (alpha, beta) = (1.0f32, 0.0f32);
         use sys::cublasLtMatmulDescAttributes_t as D;
         // SAFETY: the plan's descriptor and layouts are live; the pointers are device buffers of
-        // at least the sizes checked above (the aux sizes by the callers), all used on this
-        // handle's stream.
+        // at least the sizes checked above, all used on this handle's stream.
         unsafe {
-            if let Some(p) = &bias_ptr {
-                lt::set_matmul_desc_attribute(
-                    plan.desc,
-                    D::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                    p as *const u64 as *const c_void,
-                    8,
-                )
-                .map_err(|e| err("setting the bias", e))?;
-            }
-            if let Some(p) = &aux_ptr {
-                lt::set_matmul_desc_attribute(
-                    plan.desc,
-                    D::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
-                    p as *const u64 as *const c_void,
-                    8,
-                )
-                .map_err(|e| err("setting the aux buffer", e))?;
-            }
+            lt::set_matmul_desc_attribute(
+                plan.desc,
+                D::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                (&bias_ptr) as *const u64 as *const c_void,
+                8,
+            )
+            .map_err(|e| err("setting the bias", e))?;
             lt::matmul(
                 self.handle,
                 plan.desc,

@@ -171,7 +171,7 @@ fn describe_devices_inner() -> String {
     // SAFETY: only tries to dlopen the library by its usual names.
     let cublaslt = unsafe { cudarc::cublaslt::sys::is_culib_present() };
     s.push_str(&format!(
-        "cuda: driver library {}, NVRTC {}{nvrtc_version}, cuBLAS {}, cuBLASLt {} (FFVOL_CUDA_FAST=1 only)\n",
+        "cuda: driver library {}, NVRTC {}{nvrtc_version}, cuBLAS {}, cuBLASLt {} (fp16 epilogues)\n",
         yes(driver),
         yes(nvrtc),
         yes(cublas),

@@ -2,9 +2,17 @@
 //!
 //! Dense layers are cuBLAS products (`Z = A·Wᵀ`, `dW = dZᵀ·A`, `dA = dZ·W`, row-major as the
 //! CPU backend, through the column-major transposes) followed by our element-wise kernels
-//! (bias + ReLU, ReLU mask, bias-gradient column sums in f64, loss, Adam). In fp16 mode the
-//! products read fp16 copies of the weights and activations and accumulate in fp32; all state
-//! (weights, gradients, Adam moments) stays fp32.
+//! (bias + ReLU, ReLU mask, bias-gradient column sums in f64, loss, Adam).
+//!
+//! Two precisions:
+//! - fp16 (the default): tensor-core products with fp32 accumulation. Features, hidden
+//!   activations and hidden ∂L/∂Z live only in fp16; the hidden forward products go through
+//!   cuBLASLt with the bias + ReLU fused into the epilogue (cuBLAS + `bias_relu_h` without it);
+//!   one kernel applies the ReLU mask to each ∂L/∂A product and takes the next bias gradient's
+//!   column sums; Adam writes the fp16 weight copy in the same pass. Weights, gradients and
+//!   Adam moments stay fp32. ∂L/∂output is scaled by a power of two into fp16's range (loss
+//!   scaling) and the scale is undone in the weight gradients.
+//! - fp32, for checking against the CPU backend.
 //!
 //! [`occupancy`] adds the device-resident occupancy step: batches sampled and labelled on the
 //! GPU, so a training step never leaves the device.
@@ -31,42 +39,44 @@ const THREADS: u32 = 256;
 const LOSS_BLOCKS: usize = 1024;
 /// Rows per partial sum of the bias gradient.
 const BIAS_ROWS_PER_PART: usize = 2048;
-/// Fast path: rows per partial sum of the bias gradient (at least; more when the grid would
-/// exceed 65,535 parts).
-const FAST_ROWS_PER_PART: usize = 512;
+/// fp16: rows per partial sum of the bias gradient (at least; more when the grid would exceed
+/// 65,535 parts).
+const FP16_ROWS_PER_PART: usize = 512;
+/// fp16 loss scaling: ∂L/∂output from the host is scaled by a power of two so that its largest
+/// magnitude lies in (TARGET/2, TARGET] (the device losses scale mean-loss gradients by the
+/// batch size, which bounds them by 1 likewise).
+const GRAD_SCALE_TARGET: f32 = 1.0;
 
-/// Whether `$FFVOL_CUDA_FAST` asks for the fast fp16 path (`1`; default off).
-pub fn fast_from_env() -> bool {
-    std::env::var("FFVOL_CUDA_FAST").is_ok_and(|v| v == "1")
-}
-
-/// Whether the fast path may use cuBLASLt's fused bias/ReLU epilogues (`$FFVOL_CUDA_LT`, on
-/// unless `0`).
+/// Whether fp16 may use cuBLASLt's fused bias/ReLU epilogues (`$FFVOL_CUDA_LT`, on unless `0`).
 pub fn lt_from_env() -> bool {
     std::env::var("FFVOL_CUDA_LT").map_or(true, |v| v != "0")
 }
 
-/// Whether the fast path also fuses the ReLU's derivative into the ∂L/∂A products (cuBLASLt
-/// `RELU_AUX_BIAS` forward, `DRELU` backward; `$FFVOL_CUDA_LT_DRELU=1`, off by default: an
-/// experiment on top of `FFVOL_CUDA_FAST=1`).
-pub fn drelu_from_env() -> bool {
-    std::env::var("FFVOL_CUDA_LT_DRELU").is_ok_and(|v| v == "1")
-}
-
-/// Leading dimension, in bits, of a hidden layer's ReLU mask for cuBLASLt.
-fn aux_ld(width: usize) -> usize {
-    width.next_multiple_of(128)
-}
-
-/// Whether the fast path replays the device-resident occupancy step's training part as a CUDA
-/// graph (`$FFVOL_CUDA_GRAPH`, on unless `0`).
+/// Whether fp16 replays the device-resident occupancy step's training part as a CUDA graph
+/// (`$FFVOL_CUDA_GRAPH`, on unless `0`).
 pub fn graph_from_env() -> bool {
     std::env::var("FFVOL_CUDA_GRAPH").map_or(true, |v| v != "0")
 }
 
-/// Rows per bias-gradient part on the fast path for a batch of `n`.
-fn fast_rows_per_part(n: usize) -> usize {
-    FAST_ROWS_PER_PART.max(n.div_ceil(65_535).next_multiple_of(8))
+/// fp16: rows per bias-gradient part for a batch of `n`.
+fn fp16_rows_per_part(n: usize) -> usize {
+    FP16_ROWS_PER_PART.max(n.div_ceil(65_535).next_multiple_of(8))
+}
+
+/// The power of two that brings the largest |g| of a host gradient into fp16's comfortable
+/// range (see [`GRAD_SCALE_TARGET`]); 1 for an all-zero gradient; an error for a non-finite one.
+pub fn host_grad_scale(g: &[f32]) -> crate::Result<f32> {
+    let max = g.iter().fold(0.0f32, |m, &x| if x.abs() > m || x.is_nan() { x.abs() } else { m });
+    if !max.is_finite() {
+        return Err(crate::Error::Input(format!(
+            "backward: the output gradient is not finite ({max}); the loss diverged"
+        )));
+    }
+    if max == 0.0 {
+        return Ok(1.0);
+    }
+    let e = (GRAD_SCALE_TARGET / max).log2().floor().clamp(-100.0, 100.0);
+    Ok(2f32.powi(e as i32))
 }
 
 fn grid(len: usize) -> LaunchConfig {
@@ -292,18 +302,13 @@ struct Buffers {
     acts: Vec<CudaSlice<f32>>,
     /// ∂L/∂Z: [output gradient, ping, pong]; empty for inference buffers.
     deltas: Vec<CudaSlice<f32>>,
-    /// fp16 mode: copies of the features, of every hidden activation and of the current ∂L/∂Z.
+    /// fp16: the features, every hidden activation and the hidden ∂L/∂Z (two ping-pong
+    /// buffers); hidden `acts`, `features` and `deltas[1..]` are then one-element placeholders.
     features16: Option<CudaSlice<f16>>,
     acts16: Vec<CudaSlice<f16>>,
     delta16: Option<CudaSlice<f16>>,
-    /// Fast path: the second fp16 ∂L/∂Z buffer (ping-pong with `delta16`); hidden `acts`,
-    /// `features` and `deltas[1..]` are then one-element placeholders.
     delta16b: Option<CudaSlice<f16>>,
     partial: CudaSlice<f64>,
-    /// Fast path with DRELU: each hidden layer's ReLU bit mask (made on first use) and whether
-    /// the last forward wrote it.
-    relu_aux: Vec<CudaSlice<u8>>,
-    aux_valid: Vec<bool>,
 }
 
 impl Buffers {
@@ -314,23 +319,17 @@ impl Buffers {
         layers: &[LayerLayout],
         training: bool,
         precision: Precision,
-        fast: bool,
     ) -> crate::Result<Self> {
-        if fast {
-            return Self::new_fast(gpu, cap, dim, layers, training);
+        if precision == Precision::Fp16 {
+            return Self::new_fp16(gpu, cap, dim, layers, training);
         }
         let n_features = layers[0].n_in;
         let n_out = layers[layers.len() - 1].n_out;
         let widest = layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1);
         let widest_out = layers.iter().map(|l| l.n_out).max().unwrap_or(1);
-        let fp16 = precision == Precision::Fp16;
         let mut acts = vec![];
-        let mut acts16 = vec![];
-        for (l, layer) in layers.iter().enumerate() {
+        for layer in layers {
             acts.push(gpu.alloc(cap * layer.n_out)?);
-            if fp16 && l + 1 < layers.len() {
-                acts16.push(gpu.alloc(cap * layer.n_out)?);
-            }
         }
         let deltas = if training {
             vec![gpu.alloc(cap * n_out)?, gpu.alloc(cap * widest)?, gpu.alloc(cap * widest)?]
@@ -345,19 +344,17 @@ impl Buffers {
             features: gpu.alloc(cap * n_features)?,
             acts,
             deltas,
-            features16: if fp16 { Some(gpu.alloc(cap * n_features)?) } else { None },
-            acts16,
-            delta16: if fp16 && training { Some(gpu.alloc(cap * widest)?) } else { None },
+            features16: None,
+            acts16: vec![],
+            delta16: None,
             delta16b: None,
             partial: gpu.alloc(LOSS_BLOCKS.max(parts * widest_out))?,
-            relu_aux: vec![],
-            aux_valid: vec![],
         })
     }
 
-    /// The fast path's buffers: fp16 features, fp16 hidden activations, fp16 ∂L/∂Z ping-pong;
-    /// fp32 only for the output layer's values and gradient.
-    fn new_fast(
+    /// fp16 buffers: fp16 features, fp16 hidden activations, fp16 ∂L/∂Z ping-pong; fp32 only for
+    /// the output layer's values and gradient.
+    fn new_fp16(
         gpu: &Gpu,
         cap: usize,
         dim: usize,
@@ -380,7 +377,7 @@ impl Buffers {
         }
         let deltas =
             if training { vec![gpu.alloc(cap * n_out)?, gpu.alloc(1)?, gpu.alloc(1)?] } else { vec![] };
-        let parts = cap.div_ceil(BIAS_ROWS_PER_PART).max(cap.div_ceil(fast_rows_per_part(cap)));
+        let parts = cap.div_ceil(BIAS_ROWS_PER_PART).max(cap.div_ceil(fp16_rows_per_part(cap)));
         Ok(Buffers {
             cap,
             points: gpu.alloc(cap * dim)?,
@@ -393,8 +390,6 @@ impl Buffers {
             delta16: if training { Some(gpu.alloc(cap * widest)?) } else { None },
             delta16b: if training { Some(gpu.alloc(cap * widest)?) } else { None },
             partial: gpu.alloc(LOSS_BLOCKS.max(parts * widest_out))?,
-            relu_aux: vec![],
-            aux_valid: vec![false; layers.len()],
         })
     }
 }
@@ -403,19 +398,13 @@ impl Buffers {
 pub struct CudaBackend {
     gpu: Gpu,
     precision: Precision,
-    /// The opt-in fast fp16 path (`FFVOL_CUDA_FAST=1`, read when the backend is made).
-    fast: bool,
-    /// Why `FFVOL_CUDA_FAST=1` was not honoured, when it was asked for and is not.
-    fast_note: Option<String>,
-    /// Fast path: cuBLASLt for the hidden layers' products with the bias + ReLU fused.
+    /// Why the precision asked for is not the one that runs (fp16 needs even hidden widths).
+    precision_note: Option<String>,
+    /// fp16: cuBLASLt for the hidden layers' products with the bias + ReLU fused.
     lt: Option<super::lt::Lt>,
-    /// Fast path: why cuBLASLt is not used (not loadable, switched off, or a shape it refused).
+    /// fp16: why cuBLASLt is not used (not loadable, switched off, or a shape it refused).
     lt_note: std::cell::RefCell<Option<String>>,
-    /// Fast path: ReLU masks from the forward products and DRELU in the backward ones.
-    drelu: bool,
-    /// Why the DRELU experiment stopped (an epilogue cuBLASLt refused).
-    drelu_note: std::cell::RefCell<Option<String>>,
-    /// Fast path: the captured training part of the occupancy step (see [`occupancy`]).
+    /// fp16: the captured training part of the occupancy step (see [`occupancy`]).
     pub(super) graph: occupancy::GraphState,
     encoding: Encoding,
     sizes: Vec<usize>,
@@ -447,31 +436,19 @@ pub struct CudaBackend {
 
 impl CudaBackend {
     /// A backend on the process's CUDA device (see [`super::runtime`]), or the reason there is none.
+    /// fp16 needs even hidden widths; with an odd one the backend runs fp32 and
+    /// [`Backend::describe`] says why.
     pub fn new(encoding: Encoding, mlp: Mlp, adam: Adam, precision: Precision) -> crate::Result<Self> {
-        Self::with_fast(encoding, mlp, adam, precision, fast_from_env())
+        Self::with_lt(encoding, mlp, adam, precision, lt_from_env())
     }
 
-    /// [`Self::new`] with the fast fp16 path asked for or not, whatever `$FFVOL_CUDA_FAST` says
-    /// (parity tests run both paths in one process). The fast path needs fp16 precision and
-    /// even hidden widths; otherwise the default path runs and [`Backend::describe`] says why.
-    pub fn with_fast(
+    /// [`Self::new`] with cuBLASLt's fused epilogues in fp16 or not, whatever `$FFVOL_CUDA_LT`
+    /// says (parity tests run both in one process).
+    pub fn with_lt(
         encoding: Encoding,
         mlp: Mlp,
         adam: Adam,
         precision: Precision,
-        fast: bool,
-    ) -> crate::Result<Self> {
-        Self::with_paths(encoding, mlp, adam, precision, fast, lt_from_env())
-    }
-
-    /// [`Self::with_fast`], and on the fast path cuBLASLt's fused epilogues or not (`$FFVOL_CUDA_LT`
-    /// for the others).
-    pub fn with_paths(
-        encoding: Encoding,
-        mlp: Mlp,
-        adam: Adam,
-        precision: Precision,
-        fast: bool,
         use_lt: bool,
     ) -> crate::Result<Self> {
         let rt = super::runtime()
@@ -492,19 +469,16 @@ impl CudaBackend {
         let mut frequencies = gpu.alloc(encoding.b.len())?;
         gpu.upload(&encoding.b, &mut frequencies)?;
         let layers = mlp.layers();
-        let fast_note = if !fast {
-            None
-        } else if precision != Precision::Fp16 {
-            Some("FFVOL_CUDA_FAST=1 ignored: it needs FFVOL_CUDA_PRECISION=fp16".to_string())
-        } else if layers[..layers.len() - 1].iter().any(|l| l.n_out % 2 != 0) {
-            Some("FFVOL_CUDA_FAST=1 ignored: it needs even hidden widths".to_string())
+        let (precision, precision_note) = if precision == Precision::Fp16
+            && layers[..layers.len() - 1].iter().any(|l| l.n_out % 2 != 0)
+        {
+            (Precision::Fp32, Some("fp32: fp16 needs even hidden widths".to_string()))
         } else {
-            None
+            (precision, None)
         };
-        let fast = fast && fast_note.is_none();
-        let graph = occupancy::GraphState::new(&gpu, fast, graph_from_env())?;
-        let drelu = fast && use_lt && drelu_from_env();
-        let (lt, lt_note) = if !fast {
+        let fp16 = precision == Precision::Fp16;
+        let graph = occupancy::GraphState::new(&gpu, fp16, graph_from_env())?;
+        let (lt, lt_note) = if !fp16 {
             (None, None)
         } else if !use_lt {
             (None, Some("cuBLASLt off (FFVOL_CUDA_LT=0)".to_string()))
@@ -517,18 +491,15 @@ impl CudaBackend {
         };
         let mut be = CudaBackend {
             precision,
-            fast,
-            fast_note,
+            precision_note,
             lt,
             lt_note: std::cell::RefCell::new(lt_note),
-            drelu,
-            drelu_note: std::cell::RefCell::new(None),
             graph,
             encoding,
             layers,
             adam,
             step: 0,
-            params16: if precision == Precision::Fp16 { Some(gpu.alloc(n)?) } else { None },
+            params16: if fp16 { Some(gpu.alloc(n)?) } else { None },
             grads: gpu.alloc(n)?,
             moment1: gpu.alloc(n)?,
             moment2: gpu.alloc(n)?,
@@ -553,22 +524,11 @@ impl CudaBackend {
         self.precision
     }
 
-    /// Whether the fast fp16 path runs (see [`Self::with_fast`]).
-    pub fn is_fast(&self) -> bool {
-        self.fast
+    fn fp16(&self) -> bool {
+        self.precision == Precision::Fp16
     }
 
-    /// Turns the experimental DRELU fusion on or off (tests; `FFVOL_CUDA_LT_DRELU=1` otherwise).
-    pub fn set_drelu(&mut self, on: bool) {
-        self.drelu = on && self.fast && self.lt.is_some();
-    }
-
-    /// Whether the experimental DRELU fusion is on.
-    pub fn uses_drelu(&self) -> bool {
-        self.drelu && self.uses_lt() && self.drelu_note.borrow().is_none()
-    }
-
-    /// Whether the fast path's hidden layers go through cuBLASLt (until a shape is refused).
+    /// Whether fp16's hidden layers go through cuBLASLt (until a shape is refused).
     pub fn uses_lt(&self) -> bool {
         self.lt.is_some() && self.lt_note.borrow().is_none()
     }
@@ -592,11 +552,11 @@ impl CudaBackend {
         dim: usize,
         layers: &[LayerLayout],
         training: bool,
-        (p, fast): (Precision, bool),
+        p: Precision,
     ) -> crate::Result<()> {
         if slot.as_ref().is_none_or(|b| b.cap < n) {
             *slot = None; // free the old buffers first
-            *slot = Some(Buffers::new(gpu, n, dim, layers, training, p, fast)?);
+            *slot = Some(Buffers::new(gpu, n, dim, layers, training, p)?);
         }
         Ok(())
     }
@@ -618,47 +578,20 @@ impl CudaBackend {
         Ok(n)
     }
 
-    /// Encodes `bufs.points[..n]` into `bufs.features` (and its fp16 copy).
+    /// Encodes `bufs.points[..n]` into `bufs.features` (fp32) or `bufs.features16` (fp16).
     fn encode_device(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
-        if self.fast {
-            return self.encode_fast(bufs, n);
+        if self.fp16() {
+            return self.encode_fp16(bufs, n);
         }
-        let gpu = &self.gpu;
-        let enc = &self.encoding;
-        let f = enc.n_features();
-        let n_i = n as i32;
-        {
-            let pts = bufs.points.slice(0..n * enc.dim);
-            let mut feats = bufs.features.slice_mut(0..n * f);
-            if enc.identity {
-                let len = (n * enc.dim) as i64;
-                launch!(gpu, "encode_identity", grid(n * enc.dim), &pts, &len, &mut feats)?;
-            } else {
-                let (d, m) = (enc.dim as i32, enc.frequencies() as i32);
-                launch!(
-                    gpu,
-                    "encode_fourier",
-                    grid(n * enc.frequencies()),
-                    &pts,
-                    &self.frequencies,
-                    &n_i,
-                    &d,
-                    &m,
-                    &enc.scale,
-                    &mut feats
-                )?;
-            }
-        }
-        if let Some(f16buf) = &mut bufs.features16 {
-            gpu.to_f16(&bufs.features.slice(0..n * f), &mut f16buf.slice_mut(0..n * f))?;
-        }
-        Ok(())
+        let f = self.encoding.n_features();
+        let pts = bufs.points.slice(0..n * self.encoding.dim);
+        self.encode_f32(&pts, n, &mut bufs.features.slice_mut(0..n * f))
     }
 
     /// Encodes `bufs.points[..n]` and runs every layer into `bufs.acts`.
     fn forward_device(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
-        if self.fast {
-            return self.forward_fast(bufs, n);
+        if self.fp16() {
+            return self.forward_fp16(bufs, n);
         }
         self.encode_device(bufs, n)?;
         let gpu = &self.gpu;
@@ -667,62 +600,29 @@ impl CudaBackend {
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             let (before, rest) = bufs.acts.split_at_mut(l);
-            let out = &mut rest[0];
-            let mut z = out.slice_mut(0..n * layer.n_out);
-            let w_range = layer.weight..layer.bias;
+            let mut z = rest[0].slice_mut(0..n * layer.n_out);
+            let w = Operand::F32(self.params.slice(layer.weight..layer.bias));
+            let input = if l == 0 { bufs.features.slice(0..n * f) } else { before[l - 1].slice(0..n * layer.n_in) };
             // Zᵀ (out×n, col-major) = W (op T of the in×out col-major view) · Aᵀ (in×n)
-            let (a, b) = match (&self.params16, l) {
-                (Some(p16), 0) => (
-                    Operand::F16(p16.slice(w_range)),
-                    Operand::F16(bufs.features16.as_ref().map(|b| b.slice(0..n * f)).ok_or_else(missing)?),
-                ),
-                (Some(p16), _) => (
-                    Operand::F16(p16.slice(w_range)),
-                    Operand::F16(bufs.acts16[l - 1].slice(0..n * layer.n_in)),
-                ),
-                (None, 0) => {
-                    (Operand::F32(self.params.slice(w_range)), Operand::F32(bufs.features.slice(0..n * f)))
-                }
-                (None, _) => (
-                    Operand::F32(self.params.slice(w_range)),
-                    Operand::F32(before[l - 1].slice(0..n * layer.n_in)),
-                ),
-            };
             gpu.gemm(
                 (true, false),
                 (layer.n_out, n, layer.n_in),
                 1.0,
-                (a, layer.n_in),
-                (b, layer.n_in),
+                (w, layer.n_in),
+                (Operand::F32(input), layer.n_in),
                 (&mut z, layer.n_out),
             )?;
             let bias = self.params.slice(layer.bias..layer.bias + layer.n_out);
             let (cols, relu) = (layer.n_out as i32, (l < last) as i32);
-            match bufs.acts16.get_mut(l) {
-                Some(a16) => {
-                    let mut a16 = a16.slice_mut(0..n * layer.n_out);
-                    launch!(
-                        gpu,
-                        "bias_act_f16",
-                        grid(n * layer.n_out),
-                        &mut z,
-                        &bias,
-                        &n_i,
-                        &cols,
-                        &relu,
-                        &mut a16
-                    )?;
-                }
-                None => launch!(gpu, "bias_act", grid(n * layer.n_out), &mut z, &bias, &n_i, &cols, &relu)?,
-            }
+            launch!(gpu, "bias_act", grid(n * layer.n_out), &mut z, &bias, &n_i, &cols, &relu)?;
         }
         Ok(())
     }
 
     /// Back-propagates `bufs.deltas[0]` (∂L/∂output × grad_scale) into `self.grads`.
     fn backward_device(&mut self, n: usize) -> crate::Result<()> {
-        if self.fast {
-            return self.backward_fast(n);
+        if self.fp16() {
+            return self.backward_fp16(n);
         }
         let bufs = self.train.as_mut().ok_or_else(missing)?;
         let gpu = &self.gpu;
@@ -732,10 +632,6 @@ impl CudaBackend {
         let n_layers = self.layers.len();
         // index into bufs.deltas of the current ∂L/∂Z
         let mut cur = 0usize;
-        if let Some(d16) = &mut bufs.delta16 {
-            let n_out = self.layers[n_layers - 1].n_out;
-            gpu.to_f16(&bufs.deltas[0].slice(0..n * n_out), &mut d16.slice_mut(0..n * n_out))?;
-        }
         for l in (0..n_layers).rev() {
             let layer = self.layers[l];
             let (n_in, n_out) = (layer.n_in, layer.n_out);
@@ -743,30 +639,14 @@ impl CudaBackend {
             // dWᵀ (in×out, col-major) = Aᵀ (in×n) · dZ (op T of the out×n col-major view)
             {
                 let mut gw = self.grads.slice_mut(layer.weight..layer.bias);
-                let (a, dz) = match (&bufs.delta16, l) {
-                    (Some(d16), 0) => (
-                        Operand::F16(bufs.features16.as_ref().ok_or_else(missing)?.slice(0..n * f)),
-                        Operand::F16(d16.slice(0..n * n_out)),
-                    ),
-                    (Some(d16), _) => (
-                        Operand::F16(bufs.acts16[l - 1].slice(0..n * n_in)),
-                        Operand::F16(d16.slice(0..n * n_out)),
-                    ),
-                    (None, 0) => (
-                        Operand::F32(bufs.features.slice(0..n * f)),
-                        Operand::F32(bufs.deltas[cur].slice(0..n * n_out)),
-                    ),
-                    (None, _) => (
-                        Operand::F32(bufs.acts[l - 1].slice(0..n * n_in)),
-                        Operand::F32(bufs.deltas[cur].slice(0..n * n_out)),
-                    ),
-                };
+                let a = if l == 0 { bufs.features.slice(0..n * f) } else { bufs.acts[l - 1].slice(0..n * n_in) };
+                let dz = bufs.deltas[cur].slice(0..n * n_out);
                 gpu.gemm(
                     (false, true),
                     (n_in, n_out, n),
                     inv_scale,
-                    (a, n_in),
-                    (dz, n_out),
+                    (Operand::F32(a), n_in),
+                    (Operand::F32(dz), n_out),
                     (&mut gw, n_in),
                 )?;
             }
@@ -798,35 +678,24 @@ impl CudaBackend {
             if l == 0 {
                 break;
             }
-            // dAᵀ (in×n, col-major) = Wᵀ (in×out view of W) · dZᵀ (out×n), then the ReLU mask below
+            // dAᵀ (in×n, col-major) = Wᵀ (in×out view of W) · dZᵀ (out×n), then the ReLU mask
             {
                 let (lo, hi) = bufs.deltas.split_at_mut(next.max(cur));
                 let (src, dst) = if cur < next { (&lo[cur], &mut hi[0]) } else { (&hi[0], &mut lo[next]) };
                 let mut da = dst.slice_mut(0..n * n_in);
-                let w_range = layer.weight..layer.bias;
-                let (w, dz) = match (&self.params16, &bufs.delta16) {
-                    (Some(p16), Some(d16)) => {
-                        (Operand::F16(p16.slice(w_range)), Operand::F16(d16.slice(0..n * n_out)))
-                    }
-                    _ => (Operand::F32(self.params.slice(w_range)), Operand::F32(src.slice(0..n * n_out))),
-                };
+                let w = Operand::F32(self.params.slice(layer.weight..layer.bias));
+                let dz = Operand::F32(src.slice(0..n * n_out));
                 gpu.gemm((false, false), (n_in, n, n_out), 1.0, (w, n_in), (dz, n_out), (&mut da, n_in))?;
                 let below = bufs.acts[l - 1].slice(0..n * n_in);
                 let len = (n * n_in) as i64;
-                match &mut bufs.delta16 {
-                    Some(d16) => {
-                        let mut d16 = d16.slice_mut(0..n * n_in);
-                        launch!(gpu, "relu_mask_f16", grid(n * n_in), &mut da, &below, &len, &mut d16)?
-                    }
-                    None => launch!(gpu, "relu_mask", grid(n * n_in), &mut da, &below, &len)?,
-                }
+                launch!(gpu, "relu_mask", grid(n * n_in), &mut da, &below, &len)?;
             }
             cur = next;
         }
         Ok(())
     }
 
-    /// The fp32 encoder into `feats` (n × features): the fast path's `encode` check.
+    /// The fp32 encoder into `feats` (n × features).
     fn encode_f32(&self, pts: &CudaView<f32>, n: usize, feats: &mut CudaViewMut<f32>) -> crate::Result<()> {
         let gpu = &self.gpu;
         let enc = &self.encoding;
@@ -850,8 +719,8 @@ impl CudaBackend {
         }
     }
 
-    /// Fast path: encodes `bufs.points[..n]` straight into the fp16 features.
-    fn encode_fast(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
+    /// fp16: encodes `bufs.points[..n]` straight into the fp16 features.
+    fn encode_fp16(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
         let gpu = &self.gpu;
         let enc = &self.encoding;
         let f = enc.n_features();
@@ -877,18 +746,11 @@ impl CudaBackend {
         }
     }
 
-    /// Fast path forward: fp16 features and hidden activations only. Each hidden product writes
-    /// fp16 (fp32 accumulation) and `bias_relu_h` adds the bias and applies ReLU in place; the
-    /// output layer writes fp32 into `bufs.acts[last]` as on the default path.
-    fn forward_fast(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
-        if self.drelu && bufs.relu_aux.is_empty() {
-            // the masks of every hidden layer, for the buffers' capacity (made outside any capture:
-            // the first step with these buffers runs uncaptured)
-            for layer in &self.layers[..self.layers.len() - 1] {
-                bufs.relu_aux.push(self.gpu.alloc::<u8>(aux_ld(layer.n_out) / 8 * bufs.cap)?);
-            }
-        }
-        self.encode_fast(bufs, n)?;
+    /// fp16 forward: fp16 features and hidden activations only. Each hidden product writes fp16
+    /// (fp32 accumulation) with cuBLASLt's bias + ReLU epilogue, or through cuBLAS and then
+    /// `bias_relu_h` in place; the output layer writes fp32 into `bufs.acts[last]`.
+    fn forward_fp16(&self, bufs: &mut Buffers, n: usize) -> crate::Result<()> {
+        self.encode_fp16(bufs, n)?;
         let gpu = &self.gpu;
         let f = self.encoding.n_features();
         let n_i = n as i32;
@@ -907,25 +769,9 @@ impl CudaBackend {
             let dims = (layer.n_out, n, layer.n_in);
             if l < last {
                 let mut z = rest[0].slice_mut(0..n * layer.n_out);
-                bufs.aux_valid[l] = false;
                 if let Some(lt) = self.lt.as_ref().filter(|_| self.lt_note.borrow().is_none()) {
                     let w = p16.slice(layer.weight..layer.bias);
                     let b16 = p16.slice(layer.bias..layer.bias + layer.n_out);
-                    if self.drelu && self.drelu_note.borrow().is_none() && bufs.relu_aux.len() > l {
-                        let ld = aux_ld(layer.n_out);
-                        let mut aux = bufs.relu_aux[l].slice_mut(0..ld / 8 * n);
-                        match lt.matmul_relu_aux_bias(dims, &w, &input, &b16, &mut aux, ld, &mut z) {
-                            Ok(()) => {
-                                bufs.aux_valid[l] = true;
-                                continue;
-                            }
-                            // no mask from cuBLASLt: the plain epilogue below, relu_mask_colsum_h
-                            // in the backward
-                            Err(reason) => {
-                                *self.drelu_note.borrow_mut() = Some(format!("RELU_AUX_BIAS: {reason}"))
-                            }
-                        }
-                    }
                     match lt.matmul_bias(dims, true, &w, &input, &b16, &mut z) {
                         Ok(()) => continue,
                         // a shape cuBLASLt refuses: cuBLAS and bias_relu_h from here on
@@ -959,10 +805,10 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Fast path backward: ∂L/∂Z of the hidden layers only in fp16 (two ping-pong buffers); each
+    /// fp16 backward: ∂L/∂Z of the hidden layers only in fp16 (two ping-pong buffers); each
     /// ∂L/∂A product writes fp16 and `relu_mask_colsum_h` masks it in place while summing its
     /// columns for the bias gradient of the layer below.
-    fn backward_fast(&mut self, n: usize) -> crate::Result<()> {
+    fn backward_fp16(&mut self, n: usize) -> crate::Result<()> {
         let bufs = self.train.as_mut().ok_or_else(missing)?;
         let gpu = &self.gpu;
         let f = self.encoding.n_features();
@@ -1032,7 +878,7 @@ impl CudaBackend {
                 let (lo, hi) = d16.split_at_mut(1);
                 let (src, dst) = if cur == 0 { (&lo[0], &mut hi[0]) } else { (&hi[0], &mut lo[0]) };
                 let mut da = dst.slice_mut(0..n * n_in);
-                let rpp = fast_rows_per_part(n);
+                let rpp = fp16_rows_per_part(n);
                 parts = n.div_ceil(rpp);
                 let cfg = LaunchConfig {
                     grid_dim: (n_in.div_ceil(64) as u32, parts as u32, 1),
@@ -1040,44 +886,19 @@ impl CudaBackend {
                     shared_mem_bytes: 0,
                 };
                 let (cols, rpp_i) = (n_in as i32, rpp as i32);
-                // experimental: the ReLU mask applied by cuBLASLt's DRELU epilogue
-                let mut masked = false;
-                if let Some(lt) = self.lt.as_ref().filter(|_| self.drelu && bufs.aux_valid[l - 1]) {
-                    let ld = aux_ld(n_in);
-                    let aux = bufs.relu_aux[l - 1].slice(0..ld / 8 * n);
-                    let (w, dz) = (p16.slice(layer.weight..layer.bias), src.slice(0..n * n_out));
-                    match lt.matmul_drelu((n_in, n, n_out), &w, &dz, &aux, ld, &mut da) {
-                        Ok(()) => masked = true,
-                        Err(reason) => *self.drelu_note.borrow_mut() = Some(format!("DRELU: {reason}")),
-                    }
-                }
                 let mut partial = bufs.partial.slice_mut(0..parts * n_in);
-                if masked {
-                    launch!(gpu, "column_sums_h", cfg, &mut da, &n_i, &cols, &rpp_i, &mut partial)?;
-                } else {
-                    let w = Operand::F16(p16.slice(layer.weight..layer.bias));
-                    let dz = Operand::F16(src.slice(0..n * n_out));
-                    gpu.gemm_to(
-                        (false, false),
-                        (n_in, n, n_out),
-                        1.0,
-                        (w, n_in),
-                        (dz, n_out),
-                        (OutOperand::F16(&mut da), n_in),
-                    )?;
-                    let below = bufs.acts16[l - 1].slice(0..n * n_in);
-                    launch!(
-                        gpu,
-                        "relu_mask_colsum_h",
-                        cfg,
-                        &mut da,
-                        &below,
-                        &n_i,
-                        &cols,
-                        &rpp_i,
-                        &mut partial
-                    )?;
-                }
+                let w = Operand::F16(p16.slice(layer.weight..layer.bias));
+                let dz = Operand::F16(src.slice(0..n * n_out));
+                gpu.gemm_to(
+                    (false, false),
+                    (n_in, n, n_out),
+                    1.0,
+                    (w, n_in),
+                    (dz, n_out),
+                    (OutOperand::F16(&mut da), n_in),
+                )?;
+                let below = bufs.acts16[l - 1].slice(0..n * n_in);
+                launch!(gpu, "relu_mask_colsum_h", cfg, &mut da, &below, &n_i, &cols, &rpp_i, &mut partial)?;
                 cur = 1 - cur;
             }
             Ok(())
@@ -1195,33 +1016,17 @@ impl CudaBackend {
             self.encoding.dim,
             &self.layers,
             false,
-            (self.precision, self.fast),
+            self.precision,
         )?;
         let mut bufs = self.infer.take().ok_or_else(missing)?;
-        if self.fast {
-            // the fast path keeps only fp16 features; run the fp32 encoder for this check
-            let r = (|| {
-                self.gpu.upload(points, &mut bufs.points)?;
-                let f = self.encoding.n_features();
-                let mut feats = self.gpu.alloc::<f32>(n * f)?;
-                self.encode_f32(
-                    &bufs.points.slice(0..n * self.encoding.dim),
-                    n,
-                    &mut feats.slice_mut(0..n * f),
-                )?;
-                let mut out = vec![0.0; n * f];
-                self.gpu.download(&feats.slice(0..n * f), &mut out)?;
-                Ok(out)
-            })();
-            self.infer = Some(bufs);
-            return r;
-        }
+        // always the fp32 encoder (fp16 keeps only fp16 features): the check of the formula
         let r = (|| {
             self.gpu.upload(points, &mut bufs.points)?;
-            self.forward_device(&mut bufs, n)?;
             let f = self.encoding.n_features();
+            let mut feats = self.gpu.alloc::<f32>(n * f)?;
+            self.encode_f32(&bufs.points.slice(0..n * self.encoding.dim), n, &mut feats.slice_mut(0..n * f))?;
             let mut out = vec![0.0; n * f];
-            self.gpu.download(&bufs.features.slice(0..n * f), &mut out)?;
+            self.gpu.download(&feats.slice(0..n * f), &mut out)?;
             Ok(out)
         })();
         self.infer = Some(bufs);
@@ -1262,16 +1067,11 @@ impl Backend for CudaBackend {
     }
 
     fn describe(&self) -> String {
-        let path = match (&self.fast_note, self.fast) {
+        let path = match (&self.precision_note, self.fp16()) {
             (Some(note), _) => format!(", {note}"),
             (None, true) => (match &*self.lt_note.borrow() {
-                None if self.drelu => match &*self.drelu_note.borrow() {
-                    None => ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues, DRELU (FFVOL_CUDA_LT_DRELU=1))"
-                        .to_string(),
-                    Some(why) => format!(", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues; DRELU off: {why})"),
-                },
-                None => ", fast path (FFVOL_CUDA_FAST=1, cuBLASLt bias+ReLU epilogues)".to_string(),
-                Some(why) => format!(", fast path (FFVOL_CUDA_FAST=1, without cuBLASLt: {why})"),
+                None => ", cuBLASLt bias+ReLU epilogues".to_string(),
+                Some(why) => format!(", without cuBLASLt: {why}"),
             }) + &self.graph.describe(),
             (None, false) => String::new(),
         };
@@ -1297,7 +1097,7 @@ impl Backend for CudaBackend {
             self.encoding.dim,
             &self.layers,
             true,
-            (self.precision, self.fast),
+            self.precision,
         )?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self.gpu.upload(points, &mut bufs.points).and_then(|_| self.forward_device(&mut bufs, n));
@@ -1321,7 +1121,7 @@ impl Backend for CudaBackend {
                 d_output.len()
             )));
         }
-        self.grad_scale = if self.precision == Precision::Fp16 { d_output.len() as f32 } else { 1.0 };
+        self.grad_scale = if self.fp16() { host_grad_scale(d_output)? } else { 1.0 };
         let bufs = self.train.as_mut().ok_or_else(missing)?;
         if self.grad_scale == 1.0 {
             self.gpu.upload(d_output, &mut bufs.deltas[0])?;
@@ -1350,7 +1150,7 @@ impl Backend for CudaBackend {
         let n = self.params.len() as i64;
         let (b1, b2, eps) = (self.adam.beta1, self.adam.beta2, self.adam.eps);
         let gpu = &self.gpu;
-        if self.fast {
+        if self.fp16() {
             // the fp16 copy of the weights in the same pass
             let p16 = self.params16.as_mut().ok_or_else(missing)?;
             return launch!(
@@ -1386,8 +1186,7 @@ impl Backend for CudaBackend {
             &eps,
             &c1,
             &c2
-        )?;
-        self.refresh_params16()
+        )
     }
 
     fn predict(&mut self, points: &[f32], out: &mut [f32]) -> crate::Result<()> {
@@ -1405,7 +1204,7 @@ impl Backend for CudaBackend {
         }
         let chunk = (points.len() / d).min(PREDICT_CHUNK);
         self.check_points(&points[..chunk * d], "predict")?;
-        Self::ensure(&mut self.infer, &self.gpu, chunk, d, &self.layers, false, (self.precision, self.fast))?;
+        Self::ensure(&mut self.infer, &self.gpu, chunk, d, &self.layers, false, self.precision)?;
         let mut bufs = self.infer.take().ok_or_else(missing)?;
         let mut r = Ok(());
         for (p, o) in points.chunks(PREDICT_CHUNK * d).zip(out.chunks_mut(PREDICT_CHUNK * n_out)) {
@@ -1472,7 +1271,7 @@ impl Backend for CudaBackend {
             self.encoding.dim,
             &self.layers,
             true,
-            (self.precision, self.fast),
+            self.precision,
         )?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self
@@ -1494,3 +1293,22 @@ impl Backend for CudaBackend {
 
 #[path = "occupancy.rs"]
 pub mod occupancy;
+
+#[cfg(test)]
+mod tests {
+    use super::host_grad_scale;
+
+    #[test]
+    fn host_grad_scale_brings_the_largest_gradient_just_under_one() {
+        for max in [3e-9f32, 1e-4, 0.7, 1.0, 1.5, 123.0, 4e6] {
+            let g = [0.0, -max, max / 3.0];
+            let s = host_grad_scale(&g).unwrap();
+            assert_eq!(s.log2().fract(), 0.0, "{s} is not a power of two");
+            let m = max * s;
+            assert!(m > 0.5 && m <= 1.0, "max {max}: scaled to {m}");
+        }
+        assert_eq!(host_grad_scale(&[0.0, 0.0]).unwrap(), 1.0);
+        assert!(host_grad_scale(&[1.0, f32::NAN, 2.0]).is_err());
+        assert!(host_grad_scale(&[f32::INFINITY]).is_err());
+    }
+}

@@ -76,7 +76,7 @@ pub struct StepReport {
     pub train_seconds: f64,
 }
 
-/// The fast path's CUDA graph of the occupancy step's training part (encode, forward, loss,
+/// fp16: the CUDA graph of the occupancy step's training part (encode, forward, loss,
 /// backward, Adam): captured once per batch size and set of buffers, on the second step with
 /// that key (the first runs as usual, so cuBLAS and cuBLASLt have made their plans), then
 /// replayed. The step's values (learning rate, Adam's bias corrections, the loss slot) live in
@@ -102,16 +102,16 @@ pub struct GraphState {
 }
 
 impl GraphState {
-    pub(super) fn new(gpu: &Gpu, fast: bool, wanted: bool) -> crate::Result<Self> {
+    pub(super) fn new(gpu: &Gpu, fp16: bool, wanted: bool) -> crate::Result<Self> {
         let mut g = GraphState {
-            enabled: fast && wanted,
+            enabled: fp16 && wanted,
             hyper: None,
             slot: None,
             _blas_workspace: None,
             key: None,
             warm: None,
             graph: None,
-            note: if fast && !wanted { Some("CUDA graph off (FFVOL_CUDA_GRAPH=0)".into()) } else { None },
+            note: if fp16 && !wanted { Some("CUDA graph off (FFVOL_CUDA_GRAPH=0)".into()) } else { None },
             replays: 0,
         };
         if g.enabled {
@@ -157,7 +157,7 @@ impl CudaBackend {
         self
     }
 
-    /// Whether the fast path's occupancy steps replay a CUDA graph, and how many have.
+    /// Whether fp16 occupancy steps replay a CUDA graph, and how many have.
     pub fn graph_replays(&self) -> (bool, u64) {
         (self.graph.enabled && self.graph.note.is_none(), self.graph.replays)
     }
@@ -439,7 +439,7 @@ impl CudaBackend {
         if n > i32::MAX as usize / widest.max(3) {
             return Err(crate::Error::Input(format!("{n} points is too many for one batch on the GPU")));
         }
-        Self::ensure(&mut self.train, &self.gpu, n, 3, &self.layers, true, (self.precision, self.fast))?;
+        Self::ensure(&mut self.train, &self.gpu, n, 3, &self.layers, true, self.precision)?;
         let gpu = &self.gpu;
         let bufs = self.train.as_mut().ok_or_else(missing)?;
         let key = rng_key(p.seed, streams::TRAIN_BATCH);
@@ -583,7 +583,7 @@ impl CudaBackend {
             self.encoding.dim,
             &self.layers,
             false,
-            (self.precision, self.fast),
+            self.precision,
         )?;
         let bufs = self.infer.as_mut().ok_or_else(missing)?;
         self.gpu.upload(points, &mut bufs.points)?;

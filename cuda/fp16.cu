@@ -1,6 +1,5 @@
-// The opt-in fast fp16 path (FFVOL_CUDA_FAST=1, src/backend/cuda/network.rs): hidden
-// activations and ∂L/∂Z live only as fp16, so every element-wise pass reads and writes half
-// the bytes and the fp32 copies and the separate conversion passes are gone.
+// The fp16 training path (src/backend/cuda/network.rs): hidden activations and ∂L/∂Z live only
+// as fp16, so every element-wise pass reads and writes half the bytes.
 //   forward:  encode → fp16 features; GEMM (fp16 in, fp32 accumulate, fp16 out) → bias_relu_h
 //             in place (bias added in fp32, one rounding back to fp16)
 //   backward: GEMM dA (fp16 out) → relu_mask_colsum_h in place, which also sums the masked
@@ -8,8 +7,14 @@
 //   Adam:     adam_step_h writes the fp16 copy of the weights in the same pass
 #include <cuda_fp16.h>
 
+// fp32 → fp16 (round to nearest): the fp16 weight copy after a checkpoint is loaded, and the
+// output layer's ∂L/∂Z.
+extern "C" __global__ void f32_to_f16(const float* __restrict__ x, long long n, __half* __restrict__ out) {
+    FOR_EACH(i, n) { out[i] = __float2half_rn(x[i]); }
+}
+
 // encode_fourier, writing the fp16 features directly: the same f32 value as encode_fourier
-// rounded once (equals f32_to_f16 of the default path's features bit for bit).
+// rounded once (equals f32_to_f16 of the fp32 path's features bit for bit).
 extern "C" __global__ void encode_fourier_h(const float* __restrict__ points, const float* __restrict__ b, int n,
                                             int d, int m, float scale, __half* __restrict__ out) {
     FOR_EACH(idx, (long long)n * m) {
@@ -141,37 +146,4 @@ extern "C" __global__ void mean_of_partials_slot(const double* __restrict__ part
         __syncthreads();
     }
     if (threadIdx.x == 0) out[*slot] = (float)(s[0] * inv_n);
-}
-
-// The first pass of a bias gradient from fp16 ∂L/∂Z (rows × cols, cols even) that cuBLASLt's
-// DRELU epilogue has already masked: relu_mask_colsum_h's sums without the mask and the write.
-// Block (32, 8), grid (ceil(cols / 64), parts); partial[part * cols + col] (f64).
-extern "C" __global__ void column_sums_h(const __half2* __restrict__ grad, int rows, int cols, int rows_per_part,
-                                         double* __restrict__ partial) {
-    __shared__ double acc[8][64];
-    int half_cols = cols >> 1;
-    int pair = blockIdx.x * 32 + threadIdx.x;
-    int part = blockIdx.y;
-    long long r0 = (long long)part * rows_per_part;
-    long long r1 = min((long long)rows, r0 + rows_per_part);
-    float sx = 0.0f, sy = 0.0f;
-    if (pair < half_cols) {
-        for (long long r = r0 + threadIdx.y; r < r1; r += 8) {
-            float2 g = __half22float2(grad[r * half_cols + pair]);
-            sx += g.x;
-            sy += g.y;
-        }
-    }
-    acc[threadIdx.y][2 * threadIdx.x] = (double)sx;
-    acc[threadIdx.y][2 * threadIdx.x + 1] = (double)sy;
-    __syncthreads();
-    if (threadIdx.y == 0 && pair < half_cols) {
-        double tx = 0.0, ty = 0.0;
-        for (int j = 0; j < 8; ++j) {
-            tx += acc[j][2 * threadIdx.x];
-            ty += acc[j][2 * threadIdx.x + 1];
-        }
-        partial[(long long)part * cols + 2 * pair] = tx;
-        partial[(long long)part * cols + 2 * pair + 1] = ty;
-    }
 }

@@ -1,0 +1,360 @@
+//! The fp16 CUDA path (the default precision; with cuBLASLt's fused epilogues and without)
+//! against the fp32 CPU reference and the fp32 CUDA path: forward, gradients of every layer,
+//! loss scaling of host gradients of any magnitude, training curves, odd batch sizes, chunked
+//! inference, state round trips, and the occupancy step's CUDA graph.
+//!
+//! Every test first asks for a usable GPU; without one it prints `skipped: <reason>` and passes,
+//! unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check script), where a missing GPU fails.
+
+use ffvol::backend::cuda::{self, CudaBackend, Precision};
+use ffvol::backend::{Backend, CpuBackend};
+use ffvol::encoding::{Encoding, EncodingConfig};
+use ffvol::model::{Mlp, ModelConfig};
+use ffvol::sample::CounterRng;
+use ffvol::train::{Adam, Loss};
+
+macro_rules! require_cuda {
+    () => {
+        if let Err(reason) = cuda::runtime() {
+            if std::env::var("FFVOL_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+                panic!("FFVOL_REQUIRE_CUDA=1 but CUDA is not usable: {reason}");
+            }
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+}
+
+/// The CPU reference, the fp32 CUDA path and the fp16 one (with cuBLASLt's fused epilogues
+/// where it loads, and without), on the same weights.
+struct Trio {
+    cpu: CpuBackend,
+    fp32: CudaBackend,
+    fp16: CudaBackend,
+    fp16_nolt: CudaBackend,
+}
+
+fn trio(enc: EncodingConfig, depth: usize, width: usize) -> (Trio, CounterRng) {
+    let rng = CounterRng::new(42, 0);
+    let e = Encoding::build(&enc, 3, &rng);
+    let sizes = Mlp::sizes_for(e.n_features(), &ModelConfig { depth, width }, 1);
+    let mut mlp = Mlp::init(sizes, &rng);
+    for l in mlp.layers() {
+        for i in 0..l.n_out {
+            mlp.params[l.bias + i] = 0.1 * rng.normal(900_000 + (l.bias + i) as u64);
+        }
+    }
+    let cpu = CpuBackend::new(e.clone(), mlp.clone(), Adam::default(), 2).unwrap();
+    let fp32 = CudaBackend::new(e.clone(), mlp.clone(), Adam::default(), Precision::Fp32).unwrap();
+    let fp16_nolt =
+        CudaBackend::with_lt(e.clone(), mlp.clone(), Adam::default(), Precision::Fp16, false).unwrap();
+    let fp16 = CudaBackend::with_lt(e, mlp, Adam::default(), Precision::Fp16, true).unwrap();
+    assert!(fp16.precision() == Precision::Fp16 && !fp16_nolt.uses_lt(), "{}", fp16.describe());
+    (Trio { cpu, fp32, fp16, fp16_nolt }, rng)
+}
+
+fn points(rng: &CounterRng, first: u64, n: usize) -> Vec<f32> {
+    (0..3 * n).map(|i| rng.uniform(first + i as u64)).collect()
+}
+
+fn ball(pts: &[f32]) -> Vec<f32> {
+    pts.chunks(3)
+        .map(|p| (p.iter().map(|x| (x - 0.5) * (x - 0.5)).sum::<f32>() < 0.09) as u8 as f32)
+        .collect()
+}
+
+/// max |a − b| / max(max |b|, floor).
+fn rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(floor, |m, x| m.max(x.abs()));
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// fp16 says in `describe()` whether cuBLASLt is used; an odd hidden width runs fp32 and says why.
+#[test]
+fn fp16_is_described_and_odd_widths_fall_back() {
+    require_cuda!();
+    let rng = CounterRng::new(1, 0);
+    let e =
+        Encoding::build(&EncodingConfig::Gaussian { sigma: 4.0, features: 16, normalize: false }, 3, &rng);
+    let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 32 }, 1), &rng);
+    let be = CudaBackend::new(e.clone(), mlp, Adam::default(), Precision::Fp16).unwrap();
+    assert!(be.precision() == Precision::Fp16 && be.describe().contains("cuBLASLt"), "{}", be.describe());
+    println!("{}", be.describe());
+    let odd = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 33 }, 1), &rng);
+    let mut be = CudaBackend::new(e, odd.clone(), Adam::default(), Precision::Fp16).unwrap();
+    assert!(be.precision() == Precision::Fp32, "{}", be.describe());
+    assert!(be.describe().contains("fp16 needs even hidden widths"), "{}", be.describe());
+    println!("{}", be.describe());
+    // and it trains
+    let pts = points(&rng, 0, 1000);
+    let y = ball(&pts);
+    let l = be.train_step(&pts, &y, Loss::Bce, 1e-3).unwrap();
+    assert!(l.is_finite());
+}
+
+/// The two fp16 variants of a trio, by name.
+fn variants(t: &mut Trio) -> [(&'static str, &mut CudaBackend); 2] {
+    [("fp16+lt", &mut t.fp16), ("fp16-lt", &mut t.fp16_nolt)]
+}
+
+/// Forward and every layer's dW and db: fp16 (with and without cuBLASLt) against the fp32 CPU
+/// reference (the fp32 CUDA path's error printed beside), on batch sizes that are not multiples
+/// of the column-sum blocks.
+#[test]
+fn fp16_forward_and_gradients_match() {
+    require_cuda!();
+    for (n, depth, width, features) in [(8192, 4, 128, 64), (5003, 3, 64, 32), (70_001, 2, 256, 128)] {
+        let (mut t, rng) =
+            trio(EncodingConfig::Gaussian { sigma: 5.0, features, normalize: false }, depth, width);
+        println!("fp16: {}", t.fp16.describe());
+        let pts = points(&rng, 3, n);
+        let y = ball(&pts);
+        let want = t.cpu.forward(&pts).unwrap().to_vec();
+        let f32_out = t.fp32.forward(&pts).unwrap().to_vec();
+        let mut g = vec![0.0; n];
+        Loss::Bce.eval(&want, &y, &mut g);
+        t.cpu.backward(&g).unwrap();
+        t.fp32.backward(&g).unwrap();
+        let (gc, g32) = (t.cpu.gradients(), t.fp32.gradients());
+        let layers = t.cpu.mlp().layers();
+        println!(
+            "fp16: n {n} {depth}x{width}: cuda fp32: forward error {:.2e}, gradient error {:.2e}",
+            rel_err(&f32_out, &want, 1.0),
+            rel_err(&g32, &gc, 1e-12)
+        );
+        for (name, be) in variants(&mut t) {
+            let got = be.forward(&pts).unwrap().to_vec();
+            let e_fwd = rel_err(&got, &want, 1.0);
+            be.backward(&g).unwrap();
+            let gf = be.gradients();
+            let e_all = rel_err(&gf, &gc, 1e-12);
+            println!("fp16: n {n} {depth}x{width}: {name}: forward error {e_fwd:.2e}, gradient error {e_all:.2e}");
+            assert!(e_fwd < 1e-2, "{name}: forward relative error {e_fwd}");
+            assert!(e_all < 2e-2, "{name}: gradient relative error {e_all}");
+            for (l, layer) in layers.iter().enumerate() {
+                let w = layer.weight..layer.bias;
+                let b = layer.bias..layer.bias + layer.n_out;
+                let ew = rel_err(&gf[w.clone()], &gc[w], 1e-12);
+                let eb = rel_err(&gf[b.clone()], &gc[b], 1e-12);
+                println!("fp16:   {name} layer {l}: dW {ew:.2e}, db {eb:.2e}");
+                assert!(ew < 3e-2 && eb < 3e-2, "{name} layer {l}: dW error {ew}, db error {eb}");
+            }
+        }
+    }
+}
+
+/// Host gradients of any magnitude (a sum loss over k-space gives |g| ~ 1e3 per point; a mean
+/// over a 96³ grid gives ~1e-9) are scaled into fp16's range by a power of two and the scale is
+/// undone exactly: the parameter gradients scale with the input and match the CPU's, and never
+/// overflow (the MRI job's first GPU run diverged here before loss scaling).
+#[test]
+fn fp16_host_gradients_of_any_magnitude() {
+    require_cuda!();
+    let (mut t, rng) = trio(EncodingConfig::Gaussian { sigma: 5.0, features: 64, normalize: false }, 3, 128);
+    let n = 20_000;
+    let pts = points(&rng, 7, n);
+    let base: Vec<f32> = (0..n).map(|i| rng.normal(50_000 + i as u64)).collect();
+    t.cpu.forward(&pts).unwrap();
+    t.cpu.backward(&base).unwrap();
+    let gc = t.cpu.gradients();
+    for factor in [1e-9f32, 1e-4, 1.0, 1e3, 1e6] {
+        let g: Vec<f32> = base.iter().map(|x| x * factor).collect();
+        for (name, be) in variants(&mut t) {
+            be.forward(&pts).unwrap();
+            be.backward(&g).unwrap();
+            let got: Vec<f32> = be.gradients().iter().map(|x| x / factor).collect();
+            assert!(got.iter().all(|x| x.is_finite()), "{name}: non-finite gradients at ×{factor:e}");
+            let e = rel_err(&got, &gc, 1e-30);
+            println!("fp16: {name}: output gradients ×{factor:e}: gradient error {e:.2e}");
+            assert!(e < 2e-2, "{name}: gradient error {e} with output gradients ×{factor:e}");
+        }
+    }
+    let mut bad = base.clone();
+    bad[17] = f32::NAN;
+    t.fp16.forward(&pts).unwrap();
+    let err = t.fp16.backward(&bad).unwrap_err().to_string();
+    assert!(err.contains("not finite"), "{err}");
+}
+
+/// 200 steps on fresh batches: fp16's loss curves follow the CPU's (1e-2 relative), and are
+/// deterministic (two runs agree bit for bit).
+#[test]
+fn fp16_training_curve_matches() {
+    require_cuda!();
+    let enc = EncodingConfig::Gaussian { sigma: 6.0, features: 32, normalize: false };
+    let (mut t, _) = trio(enc, 3, 64);
+    let (mut again, _) = trio(enc, 3, 64);
+    let data = CounterRng::new(9, 3);
+    let n = 2048;
+    let (mut worst, mut worst_nolt, mut worst_32) = (0.0f32, 0.0f32, 0.0f32);
+    let mut last = 0.0;
+    for step in 0..200u64 {
+        let pts = points(&data, step * 3 * n as u64, n);
+        let y = ball(&pts);
+        let a = t.cpu.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        let b = t.fp16.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        let c = t.fp32.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        let d = again.fp16.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        let e = t.fp16_nolt.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        let f = again.fp16_nolt.train_step(&pts, &y, Loss::Bce, 2e-3).unwrap();
+        assert_eq!(b.to_bits(), d.to_bits(), "step {step}: two fp16+lt runs differ ({b} vs {d})");
+        assert_eq!(e.to_bits(), f.to_bits(), "step {step}: two fp16-lt runs differ ({e} vs {f})");
+        worst = worst.max((a - b).abs() / a.abs());
+        worst_nolt = worst_nolt.max((a - e).abs() / a.abs());
+        worst_32 = worst_32.max((a - c).abs() / a.abs());
+        last = b;
+    }
+    println!(
+        "fp16: worst relative difference of the loss over 200 steps: fp16+lt {worst:.2e}, fp16-lt {worst_nolt:.2e}, \
+         cuda fp32 {worst_32:.2e}; last {last:.4}"
+    );
+    assert!(worst < 1e-2 && worst_nolt < 1e-2, "fp16 loss curves differ by {worst:.2e} / {worst_nolt:.2e}");
+    assert!(worst_32 < 1e-4, "fp32 loss curve differs by {worst_32:.2e}");
+    assert_eq!(t.fp16.state(), again.fp16.state(), "two fp16 runs end in different states");
+}
+
+/// Chunked inference, set_state/state, and a step after set_state in fp16.
+#[test]
+fn fp16_predict_and_state_round_trip() {
+    require_cuda!();
+    let (mut t, rng) = trio(EncodingConfig::Gaussian { sigma: 8.0, features: 16, normalize: false }, 2, 32);
+    let n = 70_001;
+    let pts = points(&rng, 11, n);
+    let mut a = vec![0.0; n];
+    t.cpu.predict(&pts, &mut a).unwrap();
+    let y = ball(&pts[..3 * 1000]);
+    for _ in 0..3 {
+        t.cpu.train_step(&pts[..3 * 1000], &y, Loss::Bce, 1e-3).unwrap();
+    }
+    let s = t.cpu.state();
+    let l_cpu = t.cpu.train_step(&pts[..3 * 1000], &y, Loss::Bce, 1e-3).unwrap();
+    let f32_feats = t.fp32.encode(&pts[..300]).unwrap();
+    for (name, be) in variants(&mut t) {
+        let mut b = vec![0.0; n];
+        be.predict(&pts, &mut b).unwrap();
+        let e = rel_err(&b, &a, 1.0);
+        assert!(e < 1e-2, "{name}: predict error {e}");
+        be.set_state(s.clone()).unwrap();
+        assert_eq!(be.state(), s, "{name}: set_state then state is not the identity");
+        let l16 = be.train_step(&pts[..3 * 1000], &y, Loss::Bce, 1e-3).unwrap();
+        assert!((l16 - l_cpu).abs() < 1e-2 * l_cpu, "{name}: {l16} vs {l_cpu} after set_state");
+        // the encoder check returns the fp32 features
+        assert_eq!(be.encode(&pts[..300]).unwrap(), f32_feats, "{name}: encode differs");
+    }
+}
+
+/// The benchmark's shape (4 × 256, m = 256) at batch 2^17: gradients against the fp32 CUDA
+/// path's, then three steps on each: losses close, and Adam moves the parameters alike.
+#[test]
+fn fp16_step_at_benchmark_shape() {
+    require_cuda!();
+    let (mut t, rng) =
+        trio(EncodingConfig::Gaussian { sigma: 10.0, features: 256, normalize: false }, 4, 256);
+    let n = 1 << 17;
+    let pts = points(&rng, 5, n);
+    let y = ball(&pts);
+    let before = t.fp32.state().mlp.params;
+    let out = t.fp32.forward(&pts).unwrap().to_vec();
+    let mut g = vec![0.0; n];
+    Loss::Bce.eval(&out, &y, &mut g);
+    t.fp32.backward(&g).unwrap();
+    let g32 = t.fp32.gradients();
+    let lr = 1e-3;
+    let mut want = vec![];
+    for _ in 0..3 {
+        want.push(t.fp32.train_step(&pts, &y, Loss::Bce, lr).unwrap());
+    }
+    let s32 = t.fp32.state();
+    for (name, be) in variants(&mut t) {
+        let got = be.forward(&pts).unwrap().to_vec();
+        let e_fwd = rel_err(&got, &out, 1.0);
+        be.backward(&g).unwrap();
+        let e_grad = rel_err(&be.gradients(), &g32, 1e-12);
+        println!("fp16: 4x256 m=256 batch 2^17 {name} vs cuda fp32: forward {e_fwd:.2e}, gradients {e_grad:.2e}");
+        assert!(e_fwd < 1e-2 && e_grad < 2e-2, "{name}: forward {e_fwd}, gradients {e_grad} against fp32");
+        for (step, a) in want.iter().enumerate() {
+            let b = be.train_step(&pts, &y, Loss::Bce, lr).unwrap();
+            println!("fp16: 4x256 m=256 batch 2^17 step {step}: loss fp32 {a:.6} {name} {b:.6}");
+            assert!((a - b).abs() < 1e-2 * a.abs(), "{name} step {step}: {a} vs {b}");
+        }
+        // Adam's first steps are ≈ lr·sign(g): count parameters that moved differently by more
+        // than lr in all (gradients at rounding level may flip sign between precisions)
+        let p = be.state().mlp.params;
+        let apart = p
+            .iter()
+            .zip(&s32.mlp.params)
+            .zip(&before)
+            .filter(|((x, y), p0)| ((*x - *p0) - (*y - *p0)).abs() > lr)
+            .count();
+        println!(
+            "fp16: {name}: {apart} of {} parameters moved differently from fp32 over 3 steps; {}",
+            p.len(),
+            be.describe()
+        );
+        assert!(apart * 20 <= p.len(), "{name}: {apart} of {} parameters moved differently", p.len());
+    }
+}
+
+/// datasets/bunny.ply: `$FFVOL_BUNNY`, else from the working directory (the GPU check runs in
+/// the repository root), else from this checkout.
+fn bunny_path() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("FFVOL_BUNNY") {
+        return p.into();
+    }
+    let here = std::path::PathBuf::from("datasets/bunny.ply");
+    if here.is_file() {
+        return here;
+    }
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/bunny.ply")
+}
+
+/// The device-resident occupancy step in fp16 replayed from a CUDA graph equals the same steps
+/// launched one by one, bit for bit (losses and final state), and follows the fp32 path.
+#[test]
+fn fp16_occupancy_steps_from_a_graph_match() {
+    use ffvol::backend::cuda::BatchParams;
+    require_cuda!();
+    let mesh = ffvol::task::occupancy::PreparedMesh::load(&bunny_path()).expect("datasets/bunny.ply");
+    let rng = CounterRng::new(42, 0);
+    let e =
+        Encoding::build(&EncodingConfig::Gaussian { sigma: 10.0, features: 64, normalize: false }, 3, &rng);
+    let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 4, width: 128 }, 1), &rng);
+    let make = |p: Precision| CudaBackend::new(e.clone(), mlp.clone(), Adam::default(), p).unwrap();
+    let mut runs = vec![];
+    for (name, mut be) in [
+        ("graph", make(Precision::Fp16)),
+        ("no graph", make(Precision::Fp16).without_graph()),
+        ("fp32", make(Precision::Fp32)),
+    ] {
+        let dm = be.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox).unwrap();
+        let mut losses = vec![];
+        let (steps, every) = (40u64, 8usize);
+        for step in 0..steps {
+            let p = BatchParams { seed: 3, step, batch: 8192, n_surface: 2048, surface_sigma: 0.01 };
+            let slot = step as usize % every;
+            be.occupancy_step(&dm, &p, 2e-3, slot).unwrap();
+            if slot + 1 == every {
+                losses.extend(be.read_steps(every).unwrap().losses);
+            }
+        }
+        let (on, replays) = be.graph_replays();
+        println!(
+            "fp16: occupancy {name}: graph {on}, {replays} replays, last loss {:.5}; {}",
+            losses[losses.len() - 1],
+            be.describe()
+        );
+        if name == "graph" && std::env::var("FFVOL_CUDA_GRAPH").map_or(true, |v| v != "0") {
+            assert!(on && replays == steps - 1, "{name}: graph {on}, {replays} replays of {steps} steps");
+        }
+        runs.push((losses, be.state()));
+    }
+    let (g, ng, d) = (&runs[0], &runs[1], &runs[2]);
+    for (i, (a, b)) in g.0.iter().zip(&ng.0).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "step {i}: graph loss {a}, without graph {b}");
+    }
+    assert_eq!(g.1, ng.1, "graph and no-graph runs end in different states");
+    let worst = g.0.iter().zip(&d.0).map(|(a, b)| (a - b).abs() / b.abs()).fold(0.0f32, f32::max);
+    println!("fp16: occupancy, fp16 vs fp32 loss over 40 steps: worst relative difference {worst:.2e}");
+    assert!(worst < 2e-2, "fp16 occupancy losses differ from fp32's by {worst:.2e}");
+}
