@@ -20,6 +20,10 @@ use std::sync::Arc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Number format on CUDA: fp16 (tensor cores, fp32 master weights; the default) or fp32
+    /// (for checking against the CPU). Overrides $FFVOL_CUDA_PRECISION.
+    #[arg(long, global = true, value_parser = ["fp16", "fp32"])]
+    precision: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -415,6 +419,12 @@ struct BenchArgs {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(p) = &cli.precision {
+        // the value parser allows only the two names
+        ffvol::backend::cuda::set_precision(
+            ffvol::backend::cuda::Precision::parse(p).unwrap_or(ffvol::backend::cuda::Precision::Fp16),
+        );
+    }
     let result = match cli.command {
         Command::Fit(args) => fit(args),
         Command::Export(args) => export(args),

@@ -129,7 +129,9 @@ fn fp16_forward_and_gradients_match() {
             be.backward(&g).unwrap();
             let gf = be.gradients();
             let e_all = rel_err(&gf, &gc, 1e-12);
-            println!("fp16: n {n} {depth}x{width}: {name}: forward error {e_fwd:.2e}, gradient error {e_all:.2e}");
+            println!(
+                "fp16: n {n} {depth}x{width}: {name}: forward error {e_fwd:.2e}, gradient error {e_all:.2e}"
+            );
             assert!(e_fwd < 1e-2, "{name}: forward relative error {e_fwd}");
             assert!(e_all < 2e-2, "{name}: gradient relative error {e_all}");
             for (l, layer) in layers.iter().enumerate() {
@@ -271,7 +273,9 @@ fn fp16_step_at_benchmark_shape() {
         let e_fwd = rel_err(&got, &out, 1.0);
         be.backward(&g).unwrap();
         let e_grad = rel_err(&be.gradients(), &g32, 1e-12);
-        println!("fp16: 4x256 m=256 batch 2^17 {name} vs cuda fp32: forward {e_fwd:.2e}, gradients {e_grad:.2e}");
+        println!(
+            "fp16: 4x256 m=256 batch 2^17 {name} vs cuda fp32: forward {e_fwd:.2e}, gradients {e_grad:.2e}"
+        );
         assert!(e_fwd < 1e-2 && e_grad < 2e-2, "{name}: forward {e_fwd}, gradients {e_grad} against fp32");
         for (step, a) in want.iter().enumerate() {
             let b = be.train_step(&pts, &y, Loss::Bce, lr).unwrap();

@@ -3,8 +3,8 @@
 //! `auto` uses CUDA when the driver, NVRTC and cuBLAS libraries load, a context can be made on
 //! device 0 and our kernels compile for it; otherwise the CPU, and `reason` says why, for the
 //! run log. An explicit `cuda` that cannot be honoured is an error, never a silent fallback.
-//! The CUDA precision comes from `$FFVOL_CUDA_PRECISION`: `fp16` (the default: tensor-core products
-//! with fp32 master weights) or `fp32` (for checking).
+//! The CUDA precision comes from `--precision` (or `$FFVOL_CUDA_PRECISION`): `fp16` (the
+//! default: tensor-core products with fp32 master weights) or `fp32` (for checking).
 
 use crate::backend::cuda::{self, CudaBackend, Precision};
 use crate::backend::{Backend, CpuBackend};

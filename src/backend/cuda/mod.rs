@@ -30,10 +30,17 @@ use std::sync::{Arc, OnceLock};
 pub enum Precision {
     /// fp32 everywhere (cuBLAS sgemm without TF32): the mode parity tests check to 1e-4.
     Fp32,
-    /// fp16 operands with fp32 accumulation on tensor cores (cuBLAS GemmEx), fp32 master
-    /// weights, fp32 Adam, and the loss gradient scaled by the batch size so that it does not
-    /// underflow in fp16.
+    /// fp16 operands, activations and hidden gradients with fp32 accumulation on tensor cores,
+    /// fp32 master weights, fp32 Adam, and loss scaling (see [`network`]).
     Fp16,
+}
+
+/// The precision `--precision` chose for this process (read before `$FFVOL_CUDA_PRECISION`).
+static PRECISION: OnceLock<Precision> = OnceLock::new();
+
+/// Sets the process's CUDA precision (the CLI's `--precision`); the first call wins.
+pub fn set_precision(p: Precision) {
+    let _ = PRECISION.set(p);
 }
 
 impl Precision {
@@ -44,15 +51,26 @@ impl Precision {
         }
     }
 
-    /// From `$FFVOL_CUDA_PRECISION` (`fp16` or `fp32`); fp16 when unset (DESIGN.md: tensor cores
-    /// with fp32 master weights by default, fp32 for checking).
+    /// `fp16` or `fp32`.
+    pub fn parse(s: &str) -> crate::Result<Self> {
+        match s {
+            "fp16" => Ok(Precision::Fp16),
+            "fp32" => Ok(Precision::Fp32),
+            other => Err(crate::Error::Config(format!("precision {other:?}: use fp32 or fp16"))),
+        }
+    }
+
+    /// [`set_precision`]'s choice (`--precision`), else `$FFVOL_CUDA_PRECISION` (`fp16` or
+    /// `fp32`), else fp16 (DESIGN.md: tensor cores with fp32 master weights by default, fp32 for
+    /// checking).
     pub fn from_env() -> crate::Result<Self> {
+        if let Some(&p) = PRECISION.get() {
+            return Ok(p);
+        }
         match std::env::var("FFVOL_CUDA_PRECISION").ok().as_deref() {
-            None | Some("") | Some("fp16") => Ok(Precision::Fp16),
-            Some("fp32") => Ok(Precision::Fp32),
-            Some(other) => {
-                Err(crate::Error::Config(format!("FFVOL_CUDA_PRECISION={other:?}: use fp32 or fp16")))
-            }
+            None | Some("") => Ok(Precision::Fp16),
+            Some(v) => Self::parse(v)
+                .map_err(|_| crate::Error::Config(format!("FFVOL_CUDA_PRECISION={v:?}: use fp32 or fp16"))),
         }
     }
 }

@@ -469,13 +469,12 @@ impl CudaBackend {
         let mut frequencies = gpu.alloc(encoding.b.len())?;
         gpu.upload(&encoding.b, &mut frequencies)?;
         let layers = mlp.layers();
-        let (precision, precision_note) = if precision == Precision::Fp16
-            && layers[..layers.len() - 1].iter().any(|l| l.n_out % 2 != 0)
-        {
-            (Precision::Fp32, Some("fp32: fp16 needs even hidden widths".to_string()))
-        } else {
-            (precision, None)
-        };
+        let (precision, precision_note) =
+            if precision == Precision::Fp16 && layers[..layers.len() - 1].iter().any(|l| l.n_out % 2 != 0) {
+                (Precision::Fp32, Some("fp32: fp16 needs even hidden widths".to_string()))
+            } else {
+                (precision, None)
+            };
         let fp16 = precision == Precision::Fp16;
         let graph = occupancy::GraphState::new(&gpu, fp16, graph_from_env())?;
         let (lt, lt_note) = if !fp16 {
@@ -602,7 +601,8 @@ impl CudaBackend {
             let (before, rest) = bufs.acts.split_at_mut(l);
             let mut z = rest[0].slice_mut(0..n * layer.n_out);
             let w = Operand::F32(self.params.slice(layer.weight..layer.bias));
-            let input = if l == 0 { bufs.features.slice(0..n * f) } else { before[l - 1].slice(0..n * layer.n_in) };
+            let input =
+                if l == 0 { bufs.features.slice(0..n * f) } else { before[l - 1].slice(0..n * layer.n_in) };
             // Zᵀ (out×n, col-major) = W (op T of the in×out col-major view) · Aᵀ (in×n)
             gpu.gemm(
                 (true, false),
@@ -639,7 +639,8 @@ impl CudaBackend {
             // dWᵀ (in×out, col-major) = Aᵀ (in×n) · dZ (op T of the out×n col-major view)
             {
                 let mut gw = self.grads.slice_mut(layer.weight..layer.bias);
-                let a = if l == 0 { bufs.features.slice(0..n * f) } else { bufs.acts[l - 1].slice(0..n * n_in) };
+                let a =
+                    if l == 0 { bufs.features.slice(0..n * f) } else { bufs.acts[l - 1].slice(0..n * n_in) };
                 let dz = bufs.deltas[cur].slice(0..n * n_out);
                 gpu.gemm(
                     (false, true),
@@ -1009,15 +1010,7 @@ impl CudaBackend {
     /// The features of `points` computed on the device (for parity tests of the encoder).
     pub fn encode(&mut self, points: &[f32]) -> crate::Result<Vec<f32>> {
         let n = self.check_points(points, "encode")?;
-        Self::ensure(
-            &mut self.infer,
-            &self.gpu,
-            n,
-            self.encoding.dim,
-            &self.layers,
-            false,
-            self.precision,
-        )?;
+        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, self.precision)?;
         let mut bufs = self.infer.take().ok_or_else(missing)?;
         // always the fp32 encoder (fp16 keeps only fp16 features): the check of the formula
         let r = (|| {
@@ -1069,10 +1062,12 @@ impl Backend for CudaBackend {
     fn describe(&self) -> String {
         let path = match (&self.precision_note, self.fp16()) {
             (Some(note), _) => format!(", {note}"),
-            (None, true) => (match &*self.lt_note.borrow() {
-                None => ", cuBLASLt bias+ReLU epilogues".to_string(),
-                Some(why) => format!(", without cuBLASLt: {why}"),
-            }) + &self.graph.describe(),
+            (None, true) => {
+                (match &*self.lt_note.borrow() {
+                    None => ", cuBLASLt bias+ReLU epilogues".to_string(),
+                    Some(why) => format!(", without cuBLASLt: {why}"),
+                }) + &self.graph.describe()
+            }
             (None, false) => String::new(),
         };
         format!(
@@ -1090,15 +1085,7 @@ impl Backend for CudaBackend {
 
     fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]> {
         let n = self.check_points(points, "forward")?;
-        Self::ensure(
-            &mut self.train,
-            &self.gpu,
-            n,
-            self.encoding.dim,
-            &self.layers,
-            true,
-            self.precision,
-        )?;
+        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self.gpu.upload(points, &mut bufs.points).and_then(|_| self.forward_device(&mut bufs, n));
         let n_out = self.layers[self.layers.len() - 1].n_out;
@@ -1264,15 +1251,7 @@ impl Backend for CudaBackend {
         if targets.len() != n * n_out {
             return Err(crate::Error::Input(format!("train_step: {} targets for {n} points", targets.len())));
         }
-        Self::ensure(
-            &mut self.train,
-            &self.gpu,
-            n,
-            self.encoding.dim,
-            &self.layers,
-            true,
-            self.precision,
-        )?;
+        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self
             .gpu

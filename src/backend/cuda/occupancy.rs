@@ -576,15 +576,7 @@ impl CudaBackend {
     /// Uploads host points into the inference buffers, for timing [`Self::encode_staged`].
     pub fn stage_points(&mut self, points: &[f32]) -> crate::Result<usize> {
         let n = self.check_points(points, "stage_points")?;
-        Self::ensure(
-            &mut self.infer,
-            &self.gpu,
-            n,
-            self.encoding.dim,
-            &self.layers,
-            false,
-            self.precision,
-        )?;
+        Self::ensure(&mut self.infer, &self.gpu, n, self.encoding.dim, &self.layers, false, self.precision)?;
         let bufs = self.infer.as_mut().ok_or_else(missing)?;
         self.gpu.upload(points, &mut bufs.points)?;
         Ok(n)
