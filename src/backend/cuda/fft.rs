@@ -85,10 +85,10 @@ impl GpuKspaceOperator {
     /// the device and plans the transform. `Err` says why the device cannot do it (no cuFFT, no
     /// CUDA, a failed plan), for the log; never panics.
     pub fn new(op: &MaskedFft, y: &[C64]) -> Result<Self, String> {
+        let rt = super::runtime().map_err(|reason| format!("CUDA is not usable: {reason}"))?;
         if !cufft_present() {
             return Err("no cuFFT (libcufft.so.12 cannot be loaded; it ships with the CUDA toolkit)".into());
         }
-        let rt = super::runtime()?;
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::build(rt, op, y))) {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(p) => Err(format!(
