@@ -257,8 +257,8 @@ pub fn prepare(cfg: &MriConfig) -> Result<MriProblem> {
 }
 
 /// The k-space operator of the training loop: cuFFT on the device when the network runs on the
-/// CUDA backend and cuFFT works there; otherwise None, and the host's `rustfft` does it. Logs
-/// which, and why.
+/// CUDA backend and cuFFT works there (unless `FFVOL_CUDA_FFT=0`, for timing the host path);
+/// otherwise None, and the host's `rustfft` does it. Logs which, and why.
 fn kspace_operator(
     backend: &mut dyn crate::backend::Backend,
     problem: &MriProblem,
@@ -266,6 +266,8 @@ fn kspace_operator(
 ) -> Option<crate::backend::cuda::GpuKspaceOperator> {
     let why = if backend.as_cuda_mut().is_none() {
         "the network runs on the CPU".to_string()
+    } else if std::env::var("FFVOL_CUDA_FFT").is_ok_and(|v| v == "0") {
+        "FFVOL_CUDA_FFT=0".to_string()
     } else {
         match crate::backend::cuda::GpuKspaceOperator::new(&problem.operator, &problem.kspace) {
             Ok(op) => {
