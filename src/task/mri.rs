@@ -12,6 +12,12 @@
 //! adjoint, ∂L/∂z = ∂L/∂p · p(1 − p) is pushed through the network. The classical baseline, the
 //! zero-filled inverse FFT, is reported next to the fit; PSNR is over the whole volume with the
 //! prediction clipped to [0, 1].
+//!
+//! With the CUDA backend, the part of the step after the network (σ, the masked FFT, the loss, the
+//! adjoint, the chain rule through σ) runs on the device through cuFFT
+//! ([`crate::backend::cuda::GpuKspaceOperator`], same conventions and f64 precision as the host);
+//! where cuFFT cannot be loaded it runs on the host, and the log says which and why. The
+//! zero-filled baseline is computed once, on the host.
 
 use crate::encoding::EncodingConfig;
 use crate::io::{NpyData, WorldFromVoxel};
@@ -250,6 +256,31 @@ pub fn prepare(cfg: &MriConfig) -> Result<MriProblem> {
     Ok(MriProblem { dims, world_from_voxel, truth, intensity, operator, kspace })
 }
 
+/// The k-space operator of the training loop: cuFFT on the device when the network runs on the
+/// CUDA backend and cuFFT works there (unless `FFVOL_CUDA_FFT=0`, for timing the host path);
+/// otherwise None, and the host's `rustfft` does it. Logs which, and why.
+fn kspace_operator(
+    backend: &mut dyn crate::backend::Backend,
+    problem: &MriProblem,
+    opts: &FitOptions,
+) -> Option<crate::backend::cuda::GpuKspaceOperator> {
+    let why = if backend.as_cuda_mut().is_none() {
+        "the network runs on the CPU".to_string()
+    } else if std::env::var("FFVOL_CUDA_FFT").is_ok_and(|v| v == "0") {
+        "FFVOL_CUDA_FFT=0".to_string()
+    } else {
+        match crate::backend::cuda::GpuKspaceOperator::new(&problem.operator, &problem.kspace) {
+            Ok(op) => {
+                log(opts, &format!("k-space operator: {}", op.describe()));
+                return Some(op);
+            }
+            Err(reason) => format!("cuFFT is not usable: {reason}"),
+        }
+    };
+    log(opts, &format!("k-space operator: rustfft ({} threads): {why}", rayon::current_num_threads()));
+    None
+}
+
 /// Trains (or resumes) the run in `cfg.output`, then evaluates and exports.
 pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     cfg.validate()?;
@@ -300,14 +331,22 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     )?;
     let start_step = session.backend.state().adam.step;
 
+    let mut gpu_operator = kspace_operator(session.backend.as_mut(), &problem, opts);
     let points = grid_points(dims, 1);
     let n = points.len() / 3;
     let (mut p, mut grad) = (vec![0.0f32; n], vec![0.0f32; n]);
     let (interrupted, seconds_per_step) = session.train(&cfg.train, opts, |backend, _step, lr| {
         let z = backend.forward(&points)?;
-        p.par_iter_mut().zip(z.par_iter()).for_each(|(p, &z)| *p = sigmoid(z));
-        let loss = problem.operator.loss_and_gradient(&p, &problem.kspace, &mut grad);
-        grad.par_iter_mut().zip(p.par_iter()).for_each(|(g, &p)| *g *= p * (1.0 - p));
+        let loss = match gpu_operator.as_mut() {
+            // σ, the masked FFT, the loss, the adjoint and the chain rule through σ on the device
+            Some(op) => op.sigmoid_loss_and_gradient(z, &mut grad)?,
+            None => {
+                p.par_iter_mut().zip(z.par_iter()).for_each(|(p, &z)| *p = sigmoid(z));
+                let loss = problem.operator.loss_and_gradient(&p, &problem.kspace, &mut grad);
+                grad.par_iter_mut().zip(p.par_iter()).for_each(|(g, &p)| *g *= p * (1.0 - p));
+                loss
+            }
+        };
         backend.backward(&grad)?;
         backend.optimizer_step(lr)?;
         Ok(loss as f32)

@@ -21,6 +21,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("sample.cu", include_str!("../../../cuda/sample.cu")),
     ("winding.cu", include_str!("../../../cuda/winding.cu")),
     ("fp16.cu", include_str!("../../../cuda/fp16.cu")),
+    ("kspace.cu", include_str!("../../../cuda/kspace.cu")),
 ];
 
 /// Every `extern "C" __global__` function the backend loads.
@@ -48,6 +49,11 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adam_step_h",
     "adam_step_h_dev",
     "mean_of_partials_slot",
+    "kspace_pack",
+    "kspace_residual",
+    "kspace_loss_total",
+    "kspace_gradient",
+    "kspace_mask",
 ];
 
 /// One program made of the prelude and the given sources, with `#line` markers so NVRTC's

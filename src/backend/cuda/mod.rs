@@ -14,10 +14,12 @@
 //! Layouts are the CPU backend's (row-major activations batch × width, W row-major out × in,
 //! parameters flat in [`crate::model::Mlp`]'s order), so parity tests compare buffers directly.
 
+pub mod fft;
 pub mod kernels;
 mod lt;
 mod network;
 
+pub use fft::GpuKspaceOperator;
 pub use network::occupancy::{BatchParams, DeviceMesh, StepReport, LOSS_SLOTS, WINDING_STACK};
 pub use network::{rng_key, CudaBackend};
 
@@ -189,11 +191,12 @@ fn describe_devices_inner() -> String {
     // SAFETY: only tries to dlopen the library by its usual names.
     let cublaslt = unsafe { cudarc::cublaslt::sys::is_culib_present() };
     s.push_str(&format!(
-        "cuda: driver library {}, NVRTC {}{nvrtc_version}, cuBLAS {}, cuBLASLt {} (fp16 epilogues)\n",
+        "cuda: driver library {}, NVRTC {}{nvrtc_version}, cuBLAS {}, cuBLASLt {} (fp16 epilogues), cuFFT {} (fit mri)\n",
         yes(driver),
         yes(nvrtc),
         yes(cublas),
-        yes(cublaslt)
+        yes(cublaslt),
+        yes(fft::cufft_present())
     ));
     if !driver {
         s.push_str("cuda: no devices (no driver)\n");

@@ -1,0 +1,100 @@
+// The masked k-space operator of the MRI job on the device (src/backend/cuda/fft.rs), around
+// cuFFT's double-precision complex transforms. The CPU reference is src/operator/fft.rs
+// `MaskedFft::loss_and_gradient`; these kernels follow its conventions and its order of rounding:
+//
+//   p = σ(z) (or p = z)    x = p + 0i    x ← F x (cuFFT, unnormalised)
+//   r = M ⊙ (x − y)        L = ½ Σ|r|² / N    x ← Fᴴ r (cuFFT inverse, unnormalised)
+//   grad = (float)(Re x / N), times p(1 − p) when the sigmoid is fused.
+//
+// Complex values are double2 (re, im), x fastest, k-space unshifted, as on the host.
+// The loss kernels assume 256 threads per block and a fixed grid, so the sum is always added in
+// the same order (no atomics): the same inputs give the same loss bit for bit.
+
+// σ(z) exactly as src/train/loss.rs `sigmoid` writes it.
+__device__ __forceinline__ float kspace_sigmoid(float z) {
+    if (z >= 0.0f) return 1.0f / (1.0f + expf(-z));
+    float e = expf(z);
+    return e / (1.0f + e);
+}
+
+// Tree sum of one double per thread over a block of 256; thread 0 writes the total.
+__device__ __forceinline__ void kspace_block_sum(double v, double* out) {
+    __shared__ double s[256];
+    s[threadIdx.x] = v;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = s[0];
+}
+
+// p[i] = σ(v[i]) (apply_sigmoid != 0) or v[i]; x[i] = (p[i], 0).
+extern "C" __global__ void kspace_pack(const float* __restrict__ v, int n, int apply_sigmoid,
+                                       float* __restrict__ p, double2* __restrict__ x) {
+    FOR_EACH(i, n) {
+        float pi = apply_sigmoid ? kspace_sigmoid(v[i]) : v[i];
+        p[i] = pi;
+        double2 c;
+        c.x = (double)pi;
+        c.y = 0.0;
+        x[i] = c;
+    }
+}
+
+// r = x − y where mask[i] != 0, else 0 (in place in x); Σ|r|² per block into partial[blockIdx.x].
+extern "C" __global__ void kspace_residual(double2* __restrict__ x, const double2* __restrict__ y,
+                                           const unsigned char* __restrict__ mask, int n,
+                                           double* __restrict__ partial) {
+    double acc = 0.0;
+    FOR_EACH(i, n) {
+        double2 r;
+        if (mask[i]) {
+            double2 a = x[i], b = y[i];
+            r.x = a.x - b.x;
+            r.y = a.y - b.y;
+        } else {
+            r.x = 0.0;
+            r.y = 0.0;
+        }
+        x[i] = r;
+        acc += r.x * r.x + r.y * r.y;
+    }
+    kspace_block_sum(acc, partial + blockIdx.x);
+}
+
+// out[0] = ½ (Σ partial) / n_voxels. One block of 256 threads.
+extern "C" __global__ void kspace_loss_total(const double* __restrict__ partial, int parts, double n_voxels,
+                                             double* __restrict__ out) {
+    double acc = 0.0;
+    for (int q = threadIdx.x; q < parts; q += blockDim.x) acc += partial[q];
+    __shared__ double total;
+    kspace_block_sum(acc, &total);
+    __syncthreads();
+    if (threadIdx.x == 0) out[0] = 0.5 * total / n_voxels;
+}
+
+// grad[i] = (float)(Re x[i] / n_voxels), times p(1 − p) when chain_sigmoid != 0.
+extern "C" __global__ void kspace_gradient(const double2* __restrict__ x, const float* __restrict__ p, int n,
+                                           double n_voxels, int chain_sigmoid, float* __restrict__ grad) {
+    FOR_EACH(i, n) {
+        float g = (float)(x[i].x / n_voxels);
+        if (chain_sigmoid) {
+            float pi = p[i];
+            g *= pi * (1.0f - pi);
+        }
+        grad[i] = g;
+    }
+}
+
+// x[i] = 0 where mask[i] == 0.
+extern "C" __global__ void kspace_mask(double2* __restrict__ x, const unsigned char* __restrict__ mask, int n) {
+    FOR_EACH(i, n) {
+        if (!mask[i]) {
+            double2 z;
+            z.x = 0.0;
+            z.y = 0.0;
+            x[i] = z;
+        }
+    }
+}

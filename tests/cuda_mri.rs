@@ -1,0 +1,271 @@
+//! The MRI job's k-space operator on the GPU (`GpuKspaceOperator`, cuFFT) against the host's
+//! `MaskedFft` (rustfft, f64): the forward transform, the adjoint identity ⟨Ax, y⟩ = ⟨x, Aᴴy⟩,
+//! the loss and its gradient (plain and through the sigmoid) on random, never-zero fields and
+//! random masks at small even and odd sizes, determinism, and a short `fit mri --device cuda`.
+//!
+//! Every test that needs the GPU first builds the operator; where that fails (no GPU, no cuFFT)
+//! it prints `skipped: <reason>` and passes, unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check
+//! script), where it fails.
+
+use ffvol::backend::cuda::{self, GpuKspaceOperator};
+use ffvol::encoding::EncodingConfig;
+use ffvol::model::ModelConfig;
+use ffvol::operator::fft::{MaskedFft, C64};
+use ffvol::sample::CounterRng;
+use ffvol::task::mri::{self, MriConfig, MriOutcome};
+use ffvol::task::occupancy::FitOptions;
+use std::path::PathBuf;
+
+/// Grids: even, odd, one axis of length 1, and more than one loss block (> 256 · 1024 voxels is
+/// not needed for that: 1024 partials cover 262,144 voxels, so 70×64×60 makes the blocks loop).
+const GRIDS: [[usize; 3]; 4] = [[16, 12, 10], [9, 7, 5], [1, 6, 5], [70, 64, 60]];
+
+fn require_cuda() -> bool {
+    if std::env::var("FFVOL_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+        return true;
+    }
+    false
+}
+
+/// The operator on the GPU, or None after printing why (a failure under FFVOL_REQUIRE_CUDA=1).
+fn gpu_operator(op: &MaskedFft, y: &[C64]) -> Option<GpuKspaceOperator> {
+    match GpuKspaceOperator::new(op, y) {
+        Ok(g) => Some(g),
+        Err(reason) => {
+            if require_cuda() {
+                panic!("FFVOL_REQUIRE_CUDA=1 but the cuFFT operator is not usable: {reason}");
+            }
+            println!("skipped: {reason}");
+            None
+        }
+    }
+}
+
+fn random_complex(n: usize, seed: u64) -> Vec<C64> {
+    let rng = CounterRng::new(seed, 99);
+    (0..n).map(|i| C64::new(rng.normal(2 * i as u64) as f64, rng.normal(2 * i as u64 + 1) as f64)).collect()
+}
+
+/// About 30 % measured, and never nothing (DC always).
+fn random_mask(n: usize, seed: u64) -> Vec<bool> {
+    let rng = CounterRng::new(seed, 98);
+    (0..n).map(|i| i == 0 || rng.uniform(i as u64) < 0.3).collect()
+}
+
+/// Values in [lo, hi), never zero for lo > 0.
+fn random_field(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let rng = CounterRng::new(seed, 97);
+    (0..n).map(|i| lo + (hi - lo) * rng.uniform(i as u64)).collect()
+}
+
+fn dot(a: &[C64], b: &[C64]) -> C64 {
+    a.iter().zip(b).map(|(x, y)| x * y.conj()).sum()
+}
+
+/// max |a − b| / max |b|: one scale for a whole buffer.
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-30f64, |m, x| m.max(x.abs() as f64));
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs())) / scale
+}
+
+fn rel_err_c(a: &[C64], b: &[C64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-300f64, |m, x| m.max(x.norm()));
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).norm())) / scale
+}
+
+/// A problem of `dims`: the operator with a random mask and random measured k-space (nonzero
+/// outside the mask too: the operator must mask it itself, as the host does).
+fn problem(dims: [usize; 3], seed: u64) -> (MaskedFft, Vec<C64>) {
+    let n = dims.iter().product();
+    let op = MaskedFft::new(dims, random_mask(n, seed)).unwrap();
+    let y: Vec<C64> = random_complex(n, seed + 50).iter().map(|c| c * 3.0).collect();
+    (op, y)
+}
+
+/// Without a GPU, building the operator is an error that says why, never a panic; `ffvol info`
+/// names cuFFT.
+#[test]
+fn building_the_operator_never_panics() {
+    let (op, y) = problem([4, 3, 2], 1);
+    match GpuKspaceOperator::new(&op, &y) {
+        Ok(g) => println!("usable: {}", g.describe()),
+        Err(reason) => {
+            assert!(!reason.is_empty());
+            println!("not usable, as expected without a GPU: {reason}");
+        }
+    }
+    let info = cuda::describe_devices();
+    assert!(info.contains("cuFFT "), "{info}");
+}
+
+#[test]
+fn forward_and_adjoint_match_the_host() {
+    for (k, dims) in GRIDS.into_iter().enumerate() {
+        let seed = 10 + k as u64;
+        let (op, y) = problem(dims, seed);
+        let Some(mut gpu) = gpu_operator(&op, &y) else { return };
+        let n = op.mask.len();
+        let x = random_complex(n, seed + 1);
+        let v = random_complex(n, seed + 2);
+        let (ax_gpu, ax_cpu) = (gpu.apply(&x).unwrap(), op.apply(&x));
+        let (atv_gpu, atv_cpu) = (gpu.adjoint(&v).unwrap(), op.adjoint(&v));
+        let (e_fwd, e_adj) = (rel_err_c(&ax_gpu, &ax_cpu), rel_err_c(&atv_gpu, &atv_cpu));
+        // ⟨Ax, v⟩ = ⟨x, Aᴴv⟩ on the GPU alone
+        let (lhs, rhs) = (dot(&ax_gpu, &v), dot(&x, &atv_gpu));
+        let e_dot = (lhs - rhs).norm() / lhs.norm().max(rhs.norm());
+        println!("{dims:?}: forward {e_fwd:.1e}, adjoint {e_adj:.1e}, <Ax,v> vs <x,A^H v> {e_dot:.1e}");
+        assert!(e_fwd < 1e-12 && e_adj < 1e-12, "{dims:?}: forward {e_fwd:e}, adjoint {e_adj:e}");
+        assert!(e_dot < 1e-12, "{dims:?}: <Ax, v> = {lhs}, <x, A^H v> = {rhs}");
+        // masked entries are exactly zero, as on the host
+        assert!(op.mask.iter().zip(&ax_gpu).all(|(&m, c)| m || (c.re == 0.0 && c.im == 0.0)));
+    }
+}
+
+#[test]
+fn loss_and_gradient_match_the_host() {
+    for (k, dims) in GRIDS.into_iter().enumerate() {
+        let seed = 20 + k as u64;
+        let (op, y) = problem(dims, seed);
+        let Some(mut gpu) = gpu_operator(&op, &y) else { return };
+        let n = op.mask.len();
+        let f = random_field(n, seed + 1, 0.05, 0.95);
+        let (mut g_cpu, mut g_gpu) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let l_cpu = op.loss_and_gradient(&f, &y, &mut g_cpu);
+        let l_gpu = gpu.loss_and_gradient(&f, &mut g_gpu).unwrap();
+        let (e_loss, e_grad) = ((l_gpu - l_cpu).abs() / l_cpu.abs(), rel_err(&g_gpu, &g_cpu));
+        println!("{dims:?}: loss {l_gpu:.9e} vs {l_cpu:.9e} ({e_loss:.1e}), gradient {e_grad:.1e}");
+        assert!(l_cpu > 0.0 && g_cpu.iter().any(|&g| g != 0.0), "{dims:?}: a trivial problem");
+        assert!(e_loss < 1e-12, "{dims:?}: loss {l_gpu} vs {l_cpu}");
+        // the same f64 values rounded to f32 on both sides: at most an ulp or so apart
+        assert!(e_grad < 1e-6, "{dims:?}: gradient relative error {e_grad:e}");
+    }
+}
+
+/// The training step's fused form: σ on the device, and ∂L/∂z = ∂L/∂p · p(1 − p), against the
+/// host's three passes in src/task/mri.rs.
+#[test]
+fn sigmoid_loss_and_gradient_match_the_host() {
+    for (k, dims) in GRIDS.into_iter().enumerate() {
+        let seed = 30 + k as u64;
+        let (op, y) = problem(dims, seed);
+        let Some(mut gpu) = gpu_operator(&op, &y) else { return };
+        let n = op.mask.len();
+        // logits on both sides of 0, none exactly 0
+        let z: Vec<f32> = random_field(n, seed + 1, 0.01, 4.0)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 2 == 0 { v } else { -v })
+            .collect();
+        let p: Vec<f32> = z.iter().map(|&z| ffvol::train::loss::sigmoid(z)).collect();
+        let mut g_cpu = vec![0.0f32; n];
+        let l_cpu = op.loss_and_gradient(&p, &y, &mut g_cpu);
+        g_cpu.iter_mut().zip(&p).for_each(|(g, &p)| *g *= p * (1.0 - p));
+        let mut g_gpu = vec![0.0f32; n];
+        let l_gpu = gpu.sigmoid_loss_and_gradient(&z, &mut g_gpu).unwrap();
+        let (e_loss, e_grad) = ((l_gpu - l_cpu).abs() / l_cpu.abs(), rel_err(&g_gpu, &g_cpu));
+        println!("{dims:?}: loss {l_gpu:.9e} vs {l_cpu:.9e} ({e_loss:.1e}), gradient {e_grad:.1e}");
+        // expf on the device and on the host may differ in the last bit of σ
+        assert!(e_loss < 1e-6, "{dims:?}: loss {l_gpu} vs {l_cpu}");
+        assert!(e_grad < 1e-5, "{dims:?}: gradient relative error {e_grad:e}");
+    }
+}
+
+/// The same inputs give the same loss and gradient, bit for bit (fixed-order sums, no atomics);
+/// wrong sizes are errors.
+#[test]
+fn deterministic_and_checks_sizes() {
+    let dims = [70, 64, 60];
+    let (op, y) = problem(dims, 40);
+    let Some(mut gpu) = gpu_operator(&op, &y) else { return };
+    let n = op.mask.len();
+    let z = random_field(n, 41, -3.0, 3.0);
+    let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let la = gpu.sigmoid_loss_and_gradient(&z, &mut a).unwrap();
+    let _ = gpu.loss_and_gradient(&random_field(n, 42, 0.1, 0.9), &mut b).unwrap();
+    let lb = gpu.sigmoid_loss_and_gradient(&z, &mut b).unwrap();
+    assert_eq!(la.to_bits(), lb.to_bits());
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(gpu.loss_and_gradient(&z[1..], &mut a).is_err());
+    assert!(gpu.loss_and_gradient(&z, &mut a[1..]).is_err());
+    assert!(gpu.apply(&y[1..]).is_err());
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ffvol-cuda-mri-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `fit mri --device cuda` (network and k-space operator on the GPU, fp32) against the same run
+/// with the k-space step on the host (`FFVOL_CUDA_FFT=0`) and against `--device cpu`, on a small
+/// synthetic volume: the same run each time, so the losses and the fits agree closely.
+#[test]
+fn fit_on_the_gpu_tracks_the_cpu() {
+    let (op, y) = problem([4, 3, 2], 50);
+    if gpu_operator(&op, &y).is_none() {
+        return;
+    }
+    // fp32 products: a parity check, not the fp16 default (no other test here reads it)
+    std::env::set_var("FFVOL_CUDA_PRECISION", "fp32");
+    let dims = [20usize, 18, 16];
+    let vol: Vec<f32> = (0..dims.iter().product::<usize>())
+        .map(|i| {
+            let (x, yy, z) = (i % dims[0], (i / dims[0]) % dims[1], i / (dims[0] * dims[1]));
+            let c = |v: usize, d: usize| (v as f32 + 0.5) / d as f32 - 0.5;
+            let r2 = c(x, dims[0]).powi(2) + c(yy, dims[1]).powi(2) + c(z, dims[2]).powi(2);
+            (1.0 - 4.0 * r2).max(0.0) + 0.2 * (7.0 * c(x, dims[0])).sin()
+        })
+        .collect();
+    let dir = scratch("fit");
+    let path = dir.join("volume.npy");
+    ffvol::io::write_npy(&path, &vol, &dims, true).unwrap(); // x fastest
+    let run = |device: &str, name: &str| {
+        let mut c = MriConfig::fast();
+        c.volume = Some(path.clone());
+        c.output = dir.join(name);
+        c.device = device.into();
+        c.encoding = EncodingConfig::Gaussian { sigma: 2.0, features: 32, normalize: false };
+        c.model = ModelConfig { depth: 2, width: 64 };
+        c.train.steps = 60;
+        c.train.checkpoint_every = 0;
+        c.export.montage = false;
+        let opts = FitOptions { progress: true, ..Default::default() };
+        match mri::fit(&c, &opts).unwrap() {
+            MriOutcome::Finished(m) => *m,
+            MriOutcome::Interrupted { .. } => unreachable!(),
+        }
+    };
+    let cpu = run("cpu", "cpu");
+    std::env::set_var("FFVOL_CUDA_FFT", "0");
+    let host_fft = run("cuda", "cuda-rustfft");
+    std::env::remove_var("FFVOL_CUDA_FFT");
+    let gpu = run("cuda", "cuda-cufft");
+    for (name, m) in [("cpu", &cpu), ("cuda + rustfft", &host_fft), ("cuda + cuFFT", &gpu)] {
+        println!(
+            "{name:<15} loss {:.6e}  PSNR {:.3} dB  {:.2} ms/step  ({})",
+            m.final_loss,
+            m.psnr,
+            1e3 * m.seconds_per_step,
+            m.device
+        );
+    }
+    assert!(gpu.device.contains("cuda"), "{}", gpu.device);
+    assert!(gpu.final_loss.is_finite() && gpu.psnr.is_finite());
+    // the same network on the device, the k-space step on the host or the device: equal to rounding
+    let rel = (gpu.final_loss - host_fft.final_loss).abs() / host_fft.final_loss;
+    assert!(
+        rel < 1e-3,
+        "final loss: cuFFT {} vs rustfft {} ({rel:.1e})",
+        gpu.final_loss,
+        host_fft.final_loss
+    );
+    assert!((gpu.psnr - host_fft.psnr).abs() < 0.05, "PSNR: cuFFT {} vs rustfft {}", gpu.psnr, host_fft.psnr);
+    // against the CPU network: the backends' own fp32 differences, over 60 Adam steps
+    let rel = (gpu.final_loss - cpu.final_loss).abs() / cpu.final_loss;
+    assert!(rel < 0.05, "final loss: cuda {} vs cpu {} ({rel:.1e})", gpu.final_loss, cpu.final_loss);
+    assert!((gpu.psnr - cpu.psnr).abs() < 0.5, "PSNR: cuda {} vs cpu {}", gpu.psnr, cpu.psnr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
