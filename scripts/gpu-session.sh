@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Prepares one GPU call that checks and measures everything at once (GPU_CHECK.md): builds the
+# bundle of scripts/gpu-check.sh and the tables' data of scripts/gpu-tables.sh, then writes
+# gpu-bundle/run-session.sh, which runs on the GPU machine, from the repository root:
+#   every CUDA test binary (kernels, fp16, parity, occupancy, MRI, CT) with FFVOL_REQUIRE_CUDA=1;
+#   `ffvol bench --device cuda` fp16 and fp32 beside PyTorch bf16 for 4 × 256 and 8 × 256 (2^18);
+#   the paper's occupancy protocol in fp16; the MRI table (run-tables.sh) and the CT table
+#   (run-ct-table.sh), each with its own budget; a summary last.
+#
+#   scripts/gpu-session.sh      # here
+#   run tool: command "bash gpu-bundle/run-session.sh", carry ["gpu-bundle"], timeout_s 600
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/gpu-check.sh
+scripts/gpu-tables.sh
+cat > gpu-bundle/run-session.sh <<'RUN'
+#!/usr/bin/env bash
+set -uo pipefail
+B="$(cd "$(dirname "$0")" && pwd)"
+export OUT="${OUT:-$B/out}"
+mkdir -p "$OUT"
+export FFVOL_REQUIRE_CUDA=1 FFVOL_CUDA_SOURCES="$B/cuda" FFVOL_CACHE_DIR="$OUT/cache" RUST_BACKTRACE=1
+export FFVOL_BUNNY="$(pwd)/datasets/bunny.ply"
+status=()
+step() { # name cap command...
+  local name=$1 cap=$2; shift 2; local s=$SECONDS
+  timeout "$cap" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
+  status+=("$(printf '%-18s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - s)))")
+}
+echo "card: $(nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | head -1) | ffvol $(cat "$B/COMMIT") | $(date -u +%FT%H:%MZ)"
+step kernels 40 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
+for t in cuda_fp16 cuda_mri cuda_ct cuda_occupancy cuda_parity; do
+  [ -x "$B/tests/$t" ] && step "$t" 60 "$B/tests/$t" --nocapture --test-threads=1
+done
+for d in 4 8; do
+  for p in fp16 fp32; do
+    step "bench_${d}x256_$p" 30 "$B/ffvol" bench --device cuda --precision "$p" --depth "$d" --width 256 \
+      --features 256 --batch 262144 --steps 30 --label-points 1 --mesh "$FFVOL_BUNNY"
+  done
+  step "torch_${d}x256" 40 python3 "$B/bench_torch.py" --depth "$d" --width 256 --features 256 --batch 262144 \
+    --steps 30 --precisions bf16
+done
+s0=$SECONDS
+step paper 60 "$B/ffvol" fit occupancy --preset paper --device cuda --mesh "$FFVOL_BUNNY" --output "$OUT/paper"
+paper_wall=$((SECONDS - s0))
+rm -f "$OUT/paper/mesh.ply" "$OUT/paper/occupancy.nii.gz" "$OUT/paper/checkpoint.safetensors"
+left=$((560 - SECONDS))
+export BUDGET=$((left / 2 - 5))
+step mri_table $((left / 2)) bash "$B/run-tables.sh"
+left=$((570 - SECONDS))
+export BUDGET=$((left - 10))
+step ct_table "$left" bash "$B/run-ct-table.sh"
+
+echo "== tests"
+for t in kernels cuda_fp16 cuda_mri cuda_ct cuda_occupancy cuda_parity; do
+  printf '%-16s %s\n' "$t" "$(grep -E '^test result' "$OUT/$t.log" 2>/dev/null | tail -1)"
+  grep -E "^test .*FAILED|panicked at" "$OUT/$t.log" 2>/dev/null | head -4
+done
+grep -hE "worst relative difference|gradient error .*×|label mismatches|200 steps:" "$OUT"/cuda_*.log | head -12
+echo "== bench (M samples/s: training step | device-resident train part)"
+for d in 4 8; do
+  for p in fp16 fp32; do
+    l="$OUT/bench_${d}x256_$p.log"
+    a=$(sed -n 's/^training step (fwd + bwd + Adam) *\([0-9]*\).*/\1/p' "$l")
+    t=$(sed -n 's/^occupancy step on the GPU.*train \([0-9.]*\) ms.*/\1/p' "$l")
+    echo "${d}x256 ffvol $p: ${a:-?} | ${t:+$(python3 -c "print(round(262144/$t/1e3,1))") M/s (${t} ms)}"
+  done
+  tail -1 "$OUT/torch_${d}x256.log"
+done
+echo "== paper occupancy protocol (wall ${paper_wall} s)"
+grep -E "^(device|IoU|time:)" "$OUT/paper.log"
+echo "== MRI table"; tail -7 "$OUT/mri_table.log"
+echo "== CT table"; tail -8 "$OUT/ct_table.log"
+echo "== steps"; printf '%s\n' "${status[@]}"
+RUN
+chmod +x gpu-bundle/run-session.sh
+du -sh gpu-bundle
+echo "ready: run tool command \"bash gpu-bundle/run-session.sh\", carry [\"gpu-bundle\"], timeout_s 600"
