@@ -22,6 +22,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("precision.cu", include_str!("../../../cuda/precision.cu")),
     ("winding.cu", include_str!("../../../cuda/winding.cu")),
     ("fast.cu", include_str!("../../../cuda/fast.cu")),
+    ("ct.cu", include_str!("../../../cuda/ct.cu")),
 ];
 
 /// Every `extern "C" __global__` function the backend loads.
@@ -52,6 +53,9 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adam_step_h_dev",
     "mean_of_partials_slot",
     "column_sums_h",
+    "ct_forward",
+    "ct_adjoint",
+    "ct_residual",
 ];
 
 /// One program made of the prelude and the given sources, with `#line` markers so NVRTC's
