@@ -14,7 +14,7 @@ mkdir -p "$BUNDLE/tests" "$BUNDLE/cuda"
 echo "gpu-check: building the release binary" >&2
 cargo build --release --bin ffvol >&2
 echo "gpu-check: building the test binaries" >&2
-cargo test --release --no-run --message-format=json --lib --test cuda_parity --test cuda_kernels_compile --test cuda_occupancy --test cuda_fp16 --test cuda_mri \
+cargo test --release --no-run --message-format=json --lib --test cuda_parity --test cuda_kernels_compile --test cuda_occupancy --test cuda_fp16 --test cuda_mri --test cuda_ct \
   > "$BUNDLE/.cargo-test.json"
 python3 - "$BUNDLE" <<'PY'
 import json, shutil, sys, os
@@ -30,7 +30,7 @@ for line in open(os.path.join(bundle, ".cargo-test.json")):
     t = m["target"]
     name = "ffvol_lib_tests" if "lib" in t["kind"] else t["name"]
     found[name] = m["executable"]
-want = {"ffvol_lib_tests", "cuda_parity", "cuda_kernels_compile", "cuda_occupancy", "cuda_fp16", "cuda_mri"}
+want = {"ffvol_lib_tests", "cuda_parity", "cuda_kernels_compile", "cuda_occupancy", "cuda_fp16", "cuda_mri", "cuda_ct"}
 missing = want - set(found)
 if missing:
     sys.exit(f"gpu-check: test executables not found: {sorted(missing)}")

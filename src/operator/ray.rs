@@ -88,6 +88,22 @@ impl RayProjector {
     pub fn hits(&self, i: usize) -> bool {
         self.segments[i].n > 0
     }
+    /// 2 or 3.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+    /// [nx, ny, nz] (nz = 1 in 2D).
+    pub fn voxels(&self) -> [usize; 3] {
+        self.voxels
+    }
+    /// Ray `i` as sampled, in voxel coordinates (voxel centre i at coordinate i): the first
+    /// sample, the step from one sample to the next, the number of samples (0: the ray misses)
+    /// and the weight (step length × measurement scale). The GPU projector uploads these, so
+    /// both projectors sample the same points.
+    pub fn segment(&self, i: usize) -> ([f32; 3], [f32; 3], u32, f32) {
+        let s = &self.segments[i];
+        (s.start, s.delta, s.n, s.weight)
+    }
 
     /// y = A x for all rays.
     pub fn forward(&self, volume: &[f32], out: &mut [f32]) {

@@ -11,7 +11,14 @@
 //!   inside the volume, and the midpoint-rule quadrature of the field along the ray.
 //!
 //! Loss: ½·mean((A f − y)²) over the measurements of the step.
+//!
+//! With grid rendering on a CUDA backend, A and Aᵀ run on the GPU too
+//! ([`crate::backend::cuda::GpuProjector`], measured projections kept on the device): one upload
+//! of the image and one download of its gradient per step. Elsewhere, or when the GPU projector
+//! cannot be made (the run log says why), the CPU projector runs on the host's threads. Ray
+//! rendering evaluates the field at stratified points along rays and has no projector.
 
+use crate::backend::cuda::GpuProjector;
 use crate::backend::Backend;
 use crate::encoding::EncodingConfig;
 use crate::io::npy::{read_npy_f32, write_npy_f32};
@@ -382,6 +389,9 @@ pub struct CtMetrics {
     pub final_loss: f64,
     pub steps: u64,
     pub render: Option<Render>,
+    /// Where A and Aᵀ ran (grid rendering): "gpu (…)" or "cpu (N threads)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projector: Option<String>,
     pub n_params: usize,
     pub device: String,
     pub train_seconds: f64,
@@ -457,6 +467,11 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
 
     let mut stepper = Stepper::new(&scan, &cfg, &measured, render);
     let mut metrics = CtMetrics { render: Some(render), ..Default::default() };
+    if render == Render::Grid {
+        let projector = stepper.choose_projector(backend.as_mut());
+        log(opts, &format!("projector: {projector}"));
+        metrics.projector = Some(projector.split(':').next().unwrap_or_default().to_string());
+    }
     let steps = cfg.train.steps;
     let mut train_s = 0.0;
     for step in start_step..steps {
@@ -536,6 +551,8 @@ struct Stepper<'a> {
     seed: u64,
     // grid
     projector: Option<RayProjector>,
+    /// A and Aᵀ on the GPU, when the backend is CUDA (then `projector` only made its rays).
+    gpu: Option<GpuProjector>,
     grid_points: Vec<f32>,
     image: Vec<f32>,
     predicted: Vec<f32>,
@@ -557,6 +574,7 @@ impl<'a> Stepper<'a> {
             render,
             seed: cfg.seed,
             projector: None,
+            gpu: None,
             grid_points: vec![],
             image: vec![],
             predicted: vec![],
@@ -578,6 +596,29 @@ impl<'a> Stepper<'a> {
             s.valid_rays = (0..scan.n_rays()).filter(|&i| scan.clip(&scan.ray(i)).is_some()).collect();
         }
         s
+    }
+
+    /// Moves the grid projector onto the GPU when the network runs there. Returns what runs A
+    /// and Aᵀ, for the log: "gpu (…)", "cpu (N threads)", or the CPU with the reason the GPU
+    /// projector could not be made.
+    fn choose_projector(&mut self, backend: &mut dyn Backend) -> String {
+        let cpu = format!("cpu ({} threads)", rayon::current_num_threads());
+        let Some(projector) = &self.projector else { return cpu };
+        if backend.as_cuda_mut().is_none() {
+            return cpu;
+        }
+        let made = GpuProjector::new(self.scan, projector).and_then(|mut g| {
+            g.set_measured(self.measured)?;
+            Ok(g)
+        });
+        match made {
+            Ok(g) => {
+                let what = g.describe();
+                self.gpu = Some(g);
+                what
+            }
+            Err(e) => format!("{cpu}: the GPU projector could not be made ({e})"),
+        }
     }
 
     /// The image rendered by the last grid step.
@@ -602,6 +643,13 @@ impl<'a> Stepper<'a> {
         let z = backend.forward(&self.grid_points)?;
         self.image.clear();
         self.image.extend(z.iter().map(|&v| sigmoid(v)));
+        if let Some(gpu) = &mut self.gpu {
+            let loss = gpu.loss_and_gradient(&self.image, &mut self.back)?;
+            self.d_out.clear();
+            self.d_out.extend(self.back.iter().zip(&self.image).map(|(&g, &p)| g * p * (1.0 - p)));
+            backend.backward(&self.d_out)?;
+            return Ok(loss);
+        }
         projector.forward(&self.image, &mut self.predicted);
         let m = self.predicted.len() as f32;
         let mut total = 0.0f64;

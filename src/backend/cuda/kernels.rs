@@ -22,6 +22,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("winding.cu", include_str!("../../../cuda/winding.cu")),
     ("fp16.cu", include_str!("../../../cuda/fp16.cu")),
     ("kspace.cu", include_str!("../../../cuda/kspace.cu")),
+    ("ct.cu", include_str!("../../../cuda/ct.cu")),
 ];
 
 /// Every `extern "C" __global__` function the backend loads.
@@ -54,6 +55,9 @@ pub const KERNEL_NAMES: &[&str] = &[
     "kspace_loss_total",
     "kspace_gradient",
     "kspace_mask",
+    "ct_forward",
+    "ct_adjoint",
+    "ct_residual",
 ];
 
 /// One program made of the prelude and the given sources, with `#line` markers so NVRTC's

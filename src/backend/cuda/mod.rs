@@ -14,11 +14,13 @@
 //! Layouts are the CPU backend's (row-major activations batch × width, W row-major out × in,
 //! parameters flat in [`crate::model::Mlp`]'s order), so parity tests compare buffers directly.
 
+mod ct;
 pub mod fft;
 pub mod kernels;
 mod lt;
 mod network;
 
+pub use ct::GpuProjector;
 pub use fft::GpuKspaceOperator;
 pub use network::occupancy::{BatchParams, DeviceMesh, StepReport, LOSS_SLOTS, WINDING_STACK};
 pub use network::{rng_key, CudaBackend};
