@@ -6,8 +6,8 @@
 // seg_b[r] = (delta.xyz, weight). Sample k sits at start + k·delta (ct_sample, shared by both
 // kernels so that the adjoint is the exact transpose of the forward); the volume is read by
 // bilinear (2D) or trilinear (3D) interpolation with zero outside the grid, and a measurement is
-// weight · Σ_k interp(x_k), as on the CPU. (The CPU walks p += delta, so its sample points differ
-// from these by f32 rounding only.)
+// weight · Σ_k interp(x_k), as on the CPU, whose RayProjector::walk computes the same sample
+// points with the same roundings.
 //
 // - ct_forward: one warp per ray, lanes take every 32nd sample, a fixed shuffle tree sums them.
 // - ct_adjoint: a gather, one thread per voxel: for each view, the voxel's interpolation support

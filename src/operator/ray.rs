@@ -164,8 +164,12 @@ impl RayProjector {
     fn walk(&self, s: &Segment, mut f: impl FnMut(usize, f32)) {
         let [nx, ny, nz] = self.voxels;
         let (nxi, nyi, nzi) = (nx as i64, ny as i64, nz as i64);
-        let mut p = s.start;
-        for _ in 0..s.n {
+        for k in 0..s.n {
+            // sample k at start + k·delta (not p += delta, which drifts by 4e-4 over a 512² ray):
+            // the same f32 roundings as cuda/ct.cu's ct_sample
+            let kf = k as f32;
+            let p =
+                [s.start[0] + kf * s.delta[0], s.start[1] + kf * s.delta[1], s.start[2] + kf * s.delta[2]];
             let (fx, fy) = (p[0].floor(), p[1].floor());
             let (tx, ty) = (p[0] - fx, p[1] - fy);
             let (x0, y0) = (fx as i64, fy as i64);
@@ -207,9 +211,6 @@ impl RayProjector {
                     }
                 }
             }
-            p[0] += s.delta[0];
-            p[1] += s.delta[1];
-            p[2] += s.delta[2];
         }
     }
 }
