@@ -5,8 +5,9 @@
 //!
 //! Tolerances (max |gpu − cpu| / max |cpu| over a buffer): both sample ray point k at
 //! start + k·delta with the same f32 roundings, so they differ only in the order of their sums:
-//! ≤ 1e-5 forward and adjoint (a CPU mirror of the kernels: 0 forward, ≤ 7.4e-7 adjoint). On the GPU itself ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ to 1e-6, and repeated
-//! calls give the same bits (no atomics).
+//! ≤ 1e-5 forward and adjoint (a CPU mirror of the kernels: 0 forward, ≤ 7.4e-7 adjoint). On
+//! the GPU itself ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ to 1e-6, and repeated calls give the same bits (no
+//! atomics).
 //!
 //! Every test first asks for a usable GPU; without one it prints `skipped: <reason>` and passes,
 //! unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check script), where a missing GPU fails.
