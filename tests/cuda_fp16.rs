@@ -148,8 +148,10 @@ fn fp16_forward_and_gradients_match() {
 
 /// Host gradients of any magnitude (a sum loss over k-space gives |g| ~ 1e3 per point; a mean
 /// over a 96³ grid gives ~1e-9) are scaled into fp16's range by a power of two and the scale is
-/// undone exactly: the parameter gradients scale with the input and match the CPU's, and never
-/// overflow (the MRI job's first GPU run diverged here before loss scaling).
+/// undone exactly: the parameter gradients scale with the input (the same as at ×1 to 1e-3, where
+/// fp16 alone would overflow or flush to zero) and stay at fp16's distance from the CPU's (the
+/// MRI job's first GPU run diverged here before loss scaling). Random-sign output gradients
+/// cancel in every sum, so that distance (1.9e-2 on an H200) is larger than for a real loss's.
 #[test]
 fn fp16_host_gradients_of_any_magnitude() {
     require_cuda!();
@@ -160,16 +162,24 @@ fn fp16_host_gradients_of_any_magnitude() {
     t.cpu.forward(&pts).unwrap();
     t.cpu.backward(&base).unwrap();
     let gc = t.cpu.gradients();
-    for factor in [1e-9f32, 1e-4, 1.0, 1e3, 1e6] {
-        let g: Vec<f32> = base.iter().map(|x| x * factor).collect();
-        for (name, be) in variants(&mut t) {
+    for (name, be) in variants(&mut t) {
+        be.forward(&pts).unwrap();
+        be.backward(&base).unwrap();
+        let at_one = be.gradients();
+        let e_cpu = rel_err(&at_one, &gc, 1e-30);
+        println!("fp16: {name}: random output gradients: gradient error {e_cpu:.2e} against the CPU");
+        assert!(e_cpu < 4e-2, "{name}: gradient error {e_cpu} against the CPU");
+        for factor in [1e-9f32, 1e-4, 1e3, 1e6] {
+            let g: Vec<f32> = base.iter().map(|x| x * factor).collect();
             be.forward(&pts).unwrap();
             be.backward(&g).unwrap();
             let got: Vec<f32> = be.gradients().iter().map(|x| x / factor).collect();
             assert!(got.iter().all(|x| x.is_finite()), "{name}: non-finite gradients at ×{factor:e}");
-            let e = rel_err(&got, &gc, 1e-30);
-            println!("fp16: {name}: output gradients ×{factor:e}: gradient error {e:.2e}");
-            assert!(e < 2e-2, "{name}: gradient error {e} with output gradients ×{factor:e}");
+            let e = rel_err(&got, &at_one, 1e-30);
+            println!(
+                "fp16: {name}: output gradients ×{factor:e}: gradients / factor differ from ×1 by {e:.2e}"
+            );
+            assert!(e < 1e-3, "{name}: gradients at ×{factor:e} differ from ×1 by {e}");
         }
     }
     let mut bad = base.clone();
