@@ -75,8 +75,11 @@ pub fn host_grad_scale(g: &[f32]) -> crate::Result<f32> {
     if max == 0.0 {
         return Ok(1.0);
     }
-    let e = (GRAD_SCALE_TARGET / max).log2().floor().clamp(-100.0, 100.0);
-    Ok(2f32.powi(e as i32))
+    // floor(log2(TARGET / max)) from the exponent bits (exact; log2 may round across a power of
+    // two), so that scaling the gradient by 2^k scales this by exactly 2^-k
+    let r = GRAD_SCALE_TARGET / max;
+    let e = if r.is_normal() { ((r.to_bits() >> 23) & 0xff) as i32 - 127 } else { r.log2().floor() as i32 };
+    Ok(2f32.powi(e.clamp(-100, 100)))
 }
 
 fn grid(len: usize) -> LaunchConfig {
@@ -1285,6 +1288,13 @@ mod tests {
             assert_eq!(s.log2().fract(), 0.0, "{s} is not a power of two");
             let m = max * s;
             assert!(m > 0.5 && m <= 1.0, "max {max}: scaled to {m}");
+        }
+        // exactly covariant under powers of two
+        let g = [0.3f32, -0.77, 0.01];
+        let s = host_grad_scale(&g).unwrap();
+        for k in [-40, -13, 7, 30] {
+            let gk: Vec<f32> = g.iter().map(|x| x * 2f32.powi(k)).collect();
+            assert_eq!(host_grad_scale(&gk).unwrap(), s * 2f32.powi(-k));
         }
         assert_eq!(host_grad_scale(&[0.0, 0.0]).unwrap(), 1.0);
         assert!(host_grad_scale(&[1.0, f32::NAN, 2.0]).is_err());
