@@ -46,3 +46,38 @@ __device__ __forceinline__ void sincos_turns(float t, float* s_out, float* c_out
 #define FOR_EACH(i, n) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(n); \
          i += (long long)blockDim.x * gridDim.x)
+
+// σ(z) exactly as src/train/loss.rs `sigmoid` writes it (no overflow for either sign).
+__device__ __forceinline__ float sigmoidf_stable(float z) {
+    if (z >= 0.0f) return 1.0f / (1.0f + expf(-z));
+    float e = expf(z);
+    return e / (1.0f + e);
+}
+
+// Tree sum of one double per thread over a block of 256 threads in a fixed order (no atomics:
+// the same inputs give the same bits); thread 0 writes the total to *out.
+__device__ __forceinline__ void block_sum_to(double v, double* out) {
+    __shared__ double s[256];
+    s[threadIdx.x] = v;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = s[0];
+}
+
+// One parameter's Adam update (src/train/adam.rs), shared by adam.cu and fp16.cu; returns the
+// new value.
+__device__ __forceinline__ float adam_update(float* __restrict__ p, const float* __restrict__ g,
+                                             float* __restrict__ m, float* __restrict__ v, long long i, float lr,
+                                             float b1, float b2, float eps, float c1, float c2) {
+    float gi = g[i];
+    float mi = b1 * m[i] + (1.0f - b1) * gi;
+    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    float pi = p[i] - lr * (mi * c1) / (sqrtf(vi * c2) + eps);
+    p[i] = pi;
+    return pi;
+}

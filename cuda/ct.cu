@@ -215,17 +215,6 @@ extern "C" __global__ void ct_adjoint(const float4* __restrict__ seg_a, const fl
     out[idx] = acc;
 }
 
-__device__ __forceinline__ void ct_block_sum(double v, double* out) {
-    __shared__ double s[256];
-    s[threadIdx.x] = v;
-    __syncthreads();
-    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) *out = s[0];
-}
-
 // resid[i] = (pred[i] − y[i]) / m; partial[block] = Σ ½ (pred − y)² in f64 over the block's
 // grid-stride share. Launch with 256 threads per block.
 extern "C" __global__ void ct_residual(const float* __restrict__ pred, const float* __restrict__ y, int n,
@@ -236,5 +225,5 @@ extern "C" __global__ void ct_residual(const float* __restrict__ pred, const flo
         acc += 0.5 * (double)r * (double)r;
         resid[i] = r / m;
     }
-    ct_block_sum(acc, partial + blockIdx.x);
+    block_sum_to(acc, partial + blockIdx.x);
 }

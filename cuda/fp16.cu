@@ -97,21 +97,12 @@ extern "C" __global__ void relu_mask_colsum_h(__half2* __restrict__ grad, const 
     }
 }
 
-// adam_step (cuda/adam.cu, the same arithmetic) that also writes the fp16 copy of the updated
+// adam_step (cuda/adam.cu, the same adam_update) that also writes the fp16 copy of the updated
 // weights, so no separate conversion pass over all parameters follows.
 extern "C" __global__ void adam_step_h(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                        float* __restrict__ v, long long n, float lr, float b1, float b2, float eps,
                                        float c1, float c2, __half* __restrict__ p16) {
-    FOR_EACH(i, n) {
-        float gi = g[i];
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float pi = p[i] - lr * (mi * c1) / (sqrtf(vi * c2) + eps);
-        p[i] = pi;
-        p16[i] = __float2half_rn(pi);
-    }
+    FOR_EACH(i, n) { p16[i] = __float2half_rn(adam_update(p, g, m, v, i, lr, b1, b2, eps, c1, c2)); }
 }
 
 // adam_step_h with lr, c1, c2 read from hyper[0..3]: the form a captured CUDA graph replays, the
@@ -120,16 +111,7 @@ extern "C" __global__ void adam_step_h_dev(float* __restrict__ p, const float* _
                                            float* __restrict__ v, long long n, const float* __restrict__ hyper,
                                            float b1, float b2, float eps, __half* __restrict__ p16) {
     float lr = hyper[0], c1 = hyper[1], c2 = hyper[2];
-    FOR_EACH(i, n) {
-        float gi = g[i];
-        float mi = b1 * m[i] + (1.0f - b1) * gi;
-        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float pi = p[i] - lr * (mi * c1) / (sqrtf(vi * c2) + eps);
-        p[i] = pi;
-        p16[i] = __float2half_rn(pi);
-    }
+    FOR_EACH(i, n) { p16[i] = __float2half_rn(adam_update(p, g, m, v, i, lr, b1, b2, eps, c1, c2)); }
 }
 
 // mean_of_partials (cuda/loss.cu) writing out[*slot]: the loss slot of a graph-replayed step.

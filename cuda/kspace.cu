@@ -10,30 +10,11 @@
 // The loss kernels assume 256 threads per block and a fixed grid, so the sum is always added in
 // the same order (no atomics): the same inputs give the same loss bit for bit.
 
-// σ(z) exactly as src/train/loss.rs `sigmoid` writes it.
-__device__ __forceinline__ float kspace_sigmoid(float z) {
-    if (z >= 0.0f) return 1.0f / (1.0f + expf(-z));
-    float e = expf(z);
-    return e / (1.0f + e);
-}
-
-// Tree sum of one double per thread over a block of 256; thread 0 writes the total.
-__device__ __forceinline__ void kspace_block_sum(double v, double* out) {
-    __shared__ double s[256];
-    s[threadIdx.x] = v;
-    __syncthreads();
-    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) *out = s[0];
-}
-
 // p[i] = σ(v[i]) (apply_sigmoid != 0) or v[i]; x[i] = (p[i], 0).
 extern "C" __global__ void kspace_pack(const float* __restrict__ v, int n, int apply_sigmoid,
                                        float* __restrict__ p, double2* __restrict__ x) {
     FOR_EACH(i, n) {
-        float pi = apply_sigmoid ? kspace_sigmoid(v[i]) : v[i];
+        float pi = apply_sigmoid ? sigmoidf_stable(v[i]) : v[i];
         p[i] = pi;
         double2 c;
         c.x = (double)pi;
@@ -60,7 +41,7 @@ extern "C" __global__ void kspace_residual(double2* __restrict__ x, const double
         x[i] = r;
         acc += r.x * r.x + r.y * r.y;
     }
-    kspace_block_sum(acc, partial + blockIdx.x);
+    block_sum_to(acc, partial + blockIdx.x);
 }
 
 // out[0] = ½ (Σ partial) / n_voxels. One block of 256 threads.
@@ -69,7 +50,7 @@ extern "C" __global__ void kspace_loss_total(const double* __restrict__ partial,
     double acc = 0.0;
     for (int q = threadIdx.x; q < parts; q += blockDim.x) acc += partial[q];
     __shared__ double total;
-    kspace_block_sum(acc, &total);
+    block_sum_to(acc, &total);
     __syncthreads();
     if (threadIdx.x == 0) out[0] = 0.5 * total / n_voxels;
 }

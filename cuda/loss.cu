@@ -2,23 +2,6 @@
 // loss summed in f64 per block into `partial[blockIdx.x]`; `mean_of_partials` finishes the mean.
 // Launch with 256 threads per block.
 
-__device__ __forceinline__ float sigmoidf_stable(float z) {
-    if (z >= 0.0f) return 1.0f / (1.0f + expf(-z));
-    float e = expf(z);
-    return e / (1.0f + e);
-}
-
-__device__ __forceinline__ void block_sum_to(double v, double* out) {
-    __shared__ double s[256];
-    s[threadIdx.x] = v;
-    __syncthreads();
-    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) *out = s[0];
-}
-
 // Sigmoid cross-entropy on logits: max(z,0) − z·y + log(1 + e^(−|z|)); grad = (σ(z) − y)·inv_n.
 extern "C" __global__ void loss_bce(const float* __restrict__ z, const float* __restrict__ y, int n, float inv_n,
                                     float grad_scale, float* __restrict__ grad, double* __restrict__ partial) {
