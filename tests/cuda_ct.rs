@@ -12,7 +12,7 @@
 //! Every test first asks for a usable GPU; without one it prints `skipped: <reason>` and passes,
 //! unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check script), where a missing GPU fails.
 
-use ffvol::backend::cuda::{self, GpuProjector};
+use ffvol::backend::cuda::GpuProjector;
 use ffvol::encoding::EncodingConfig;
 use ffvol::operator::ct_geometry::{GeometryFile, Scan};
 use ffvol::operator::ray::RayProjector;
@@ -22,18 +22,8 @@ use ffvol::task::occupancy::FitOptions;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Runs the body only where CUDA is usable; otherwise prints why and returns (the test passes).
-macro_rules! require_cuda {
-    () => {
-        if let Err(reason) = cuda::runtime() {
-            if std::env::var("FFVOL_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
-                panic!("FFVOL_REQUIRE_CUDA=1 but CUDA is not usable: {reason}");
-            }
-            println!("skipped: {reason}");
-            return;
-        }
-    };
-}
+#[macro_use]
+mod common;
 
 fn scan(text: &str) -> Scan {
     let f: GeometryFile = toml::from_str(text).expect("toml");

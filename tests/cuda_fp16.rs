@@ -6,24 +6,16 @@
 //! Every test first asks for a usable GPU; without one it prints `skipped: <reason>` and passes,
 //! unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check script), where a missing GPU fails.
 
-use ffvol::backend::cuda::{self, CudaBackend, Precision};
+use ffvol::backend::cuda::{CudaBackend, Precision};
 use ffvol::backend::{Backend, CpuBackend};
 use ffvol::encoding::{Encoding, EncodingConfig};
 use ffvol::model::{Mlp, ModelConfig};
 use ffvol::sample::CounterRng;
 use ffvol::train::{Adam, Loss};
 
-macro_rules! require_cuda {
-    () => {
-        if let Err(reason) = cuda::runtime() {
-            if std::env::var("FFVOL_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
-                panic!("FFVOL_REQUIRE_CUDA=1 but CUDA is not usable: {reason}");
-            }
-            println!("skipped: {reason}");
-            return;
-        }
-    };
-}
+#[macro_use]
+mod common;
+use common::*;
 
 /// The CPU reference, the fp32 CUDA path and the fp16 one (with cuBLASLt's fused epilogues
 /// where it loads, and without), on the same weights.
@@ -51,23 +43,6 @@ fn trio(enc: EncodingConfig, depth: usize, width: usize) -> (Trio, CounterRng) {
     let fp16 = CudaBackend::with_lt(e, mlp, Adam::default(), Precision::Fp16, true).unwrap();
     assert!(fp16.precision() == Precision::Fp16 && !fp16_nolt.uses_lt(), "{}", fp16.describe());
     (Trio { cpu, fp32, fp16, fp16_nolt }, rng)
-}
-
-fn points(rng: &CounterRng, first: u64, n: usize) -> Vec<f32> {
-    (0..3 * n).map(|i| rng.uniform(first + i as u64)).collect()
-}
-
-fn ball(pts: &[f32]) -> Vec<f32> {
-    pts.chunks(3)
-        .map(|p| (p.iter().map(|x| (x - 0.5) * (x - 0.5)).sum::<f32>() < 0.09) as u8 as f32)
-        .collect()
-}
-
-/// max |a − b| / max(max |b|, floor).
-fn rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(floor, |m, x| m.max(x.abs()));
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 /// fp16 says in `describe()` whether cuBLASLt is used; an odd hidden width runs fp32 and says why.
@@ -316,19 +291,6 @@ fn fp16_step_at_benchmark_shape() {
         );
         assert!(apart * 20 <= p.len(), "{name}: {apart} of {} parameters moved differently", p.len());
     }
-}
-
-/// datasets/bunny.ply: `$FFVOL_BUNNY`, else from the working directory (the GPU check runs in
-/// the repository root), else from this checkout.
-fn bunny_path() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("FFVOL_BUNNY") {
-        return p.into();
-    }
-    let here = std::path::PathBuf::from("datasets/bunny.ply");
-    if here.is_file() {
-        return here;
-    }
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/bunny.ply")
 }
 
 /// The device-resident occupancy step in fp16 replayed from a CUDA graph equals the same steps

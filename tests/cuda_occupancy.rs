@@ -7,7 +7,7 @@
 //! everywhere: it evaluates the flat arrays the kernel reads with the kernel's own traversal,
 //! written again in Rust, and must reproduce the CPU winding numbers bit for bit.
 
-use ffvol::backend::cuda::{self, BatchParams, CudaBackend, Precision, WINDING_STACK};
+use ffvol::backend::cuda::{BatchParams, CudaBackend, Precision, WINDING_STACK};
 use ffvol::backend::{Backend, CpuBackend};
 use ffvol::config::{OccupancyConfig, Preset};
 use ffvol::encoding::{Encoding, EncodingConfig};
@@ -20,30 +20,9 @@ use ffvol::train::{Adam, Loss};
 use glam::{DVec3, Vec3};
 use std::path::PathBuf;
 
-macro_rules! require_cuda {
-    () => {
-        if let Err(reason) = cuda::runtime() {
-            if std::env::var("FFVOL_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
-                panic!("FFVOL_REQUIRE_CUDA=1 but CUDA is not usable: {reason}");
-            }
-            println!("skipped: {reason}");
-            return;
-        }
-    };
-}
-
-/// datasets/bunny.ply: `$FFVOL_BUNNY`, else from the working directory (the GPU check runs in
-/// the repository root), else from this checkout.
-fn bunny_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("FFVOL_BUNNY") {
-        return PathBuf::from(p);
-    }
-    let here = PathBuf::from("datasets/bunny.ply");
-    if here.is_file() {
-        return here;
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/bunny.ply")
-}
+#[macro_use]
+mod common;
+use common::*;
 
 fn bunny() -> PreparedMesh {
     PreparedMesh::load(&bunny_path()).expect("datasets/bunny.ply")

@@ -11,19 +11,11 @@ use ffvol::model::{Mlp, ModelConfig};
 use ffvol::sample::{uniform_in_box, Aabb, CounterRng};
 use ffvol::train::{Adam, Loss};
 
-/// Runs the body only where CUDA is usable; otherwise prints why and returns (the test passes).
-macro_rules! require_cuda {
-    () => {
-        if let Err(reason) = cuda::runtime() {
-            if std::env::var("FFVOL_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
-                panic!("FFVOL_REQUIRE_CUDA=1 but CUDA is not usable: {reason}");
-            }
-            println!("skipped: {reason}");
-            return;
-        }
-    };
-}
+#[macro_use]
+mod common;
+use common::*;
 
+/// Runs the body only where CUDA is usable; otherwise prints why and returns (the test passes).
 /// A CPU and a CUDA backend on the same encoding and the same random, non-zero weights and biases.
 fn pair(
     enc: EncodingConfig,
@@ -43,25 +35,6 @@ fn pair(
     let cpu = CpuBackend::new(e.clone(), mlp.clone(), Adam::default(), 2).unwrap();
     let gpu = CudaBackend::new(e, mlp, Adam::default(), precision).unwrap();
     (cpu, gpu, rng)
-}
-
-fn points(rng: &CounterRng, first: u64, n: usize) -> Vec<f32> {
-    (0..3 * n).map(|i| rng.uniform(first + i as u64)).collect()
-}
-
-/// Occupancy of a ball of radius 0.3 around the centre: a target the network can learn.
-fn ball(pts: &[f32]) -> Vec<f32> {
-    pts.chunks(3)
-        .map(|p| (p.iter().map(|x| (x - 0.5) * (x - 0.5)).sum::<f32>() < 0.09) as u8 as f32)
-        .collect()
-}
-
-/// max |a − b| / max(max |b|, floor): one scale for a whole buffer, so near-zero entries do not
-/// blow up the ratio.
-fn rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(floor, |m, x| m.max(x.abs()));
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 /// `ffvol info`'s CUDA lines: never panic, and name the device when there is one.
