@@ -4,8 +4,9 @@
 # gpu-bundle/run-session.sh, which runs on the GPU machine, from the repository root:
 #   every CUDA test binary (kernels, fp16, parity, occupancy, MRI, CT) with FFVOL_REQUIRE_CUDA=1;
 #   `ffvol bench --device cuda` fp16 and fp32 beside PyTorch bf16 for 4 × 256 and 8 × 256 (2^18);
-#   the paper's occupancy protocol in fp16; the MRI table (run-tables.sh) and the CT table
-#   (run-ct-table.sh), each with its own budget; a summary last.
+#   the paper's occupancy protocol in fp16; single MRI, CT and volume runs for their times; a 3D
+#   cone-beam CT (64³) against FDK and SART; the MRI table (run-tables.sh) and the CT table
+#   (run-ct-table.sh), each with its own budget (TABLES=0 skips them); a summary last.
 #
 #   scripts/gpu-session.sh      # here
 #   run tool: command "bash gpu-bundle/run-session.sh", carry ["gpu-bundle"], timeout_s 600
@@ -13,6 +14,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/gpu-check.sh
 scripts/gpu-tables.sh
+cat > gpu-bundle/cone64.toml <<'TOML'
+beam = "cone"
+dims = 3
+dso = 200.0
+dsd = 400.0
+[detector]
+pixels = [96, 96]
+pixel_size = [1.6, 1.6]
+[volume]
+voxels = [64, 64, 64]
+voxel_size = [1.0, 1.0, 1.0]
+[angles]
+count = 60
+unit = "degrees"
+span = 360.0
+TOML
 cat > gpu-bundle/run-session.sh <<'RUN'
 #!/usr/bin/env bash
 set -uo pipefail
@@ -44,12 +61,32 @@ s0=$SECONDS
 step paper 60 "$B/ffvol" fit occupancy --preset paper --device cuda --mesh "$FFVOL_BUNNY" --output "$OUT/paper"
 paper_wall=$((SECONDS - s0))
 rm -f "$OUT/paper/mesh.ply" "$OUT/paper/occupancy.nii.gz" "$OUT/paper/checkpoint.safetensors"
-left=$((560 - SECONDS))
-export BUDGET=$((left / 2 - 5))
-step mri_table $((left / 2)) bash "$B/run-tables.sh"
-left=$((570 - SECONDS))
-export BUDGET=$((left - 10))
-step ct_table "$left" bash "$B/run-ct-table.sh"
+# single runs, for their time: MRI and CT paper protocols alone, a volume fit, and a 3D cone-beam
+# CT (64³, 60 views over 360°) against FDK and SART
+step mri_alone 60 "$B/ffvol" fit mri --preset paper --device cuda --encoding gaussian \
+  --volume "$B/data/mni152_t1_96.nii.gz" --output "$OUT/mri_alone"
+d="$B/ct/phantom-1"
+step ct_alone 60 "$B/ffvol" fit ct --preset paper-ct --device cuda --encoding gaussian \
+  --projections "$d/projections.npy" --geometry "$d/geometry.toml" --truth "$d/truth.nii.gz" --output "$OUT/ct_alone"
+step volume_alone 60 "$B/ffvol" fit volume --device cuda --volume "$B/data/mni152_t1_96.nii.gz" \
+  --train-fraction 0.25 --width 256 --features 256 --steps 2000 --output "$OUT/volume_alone"
+c="$OUT/cone"
+step cone_sim 30 "$B/ffvol" simulate ct --phantom shepp3d --geometry "$B/cone64.toml" --output "$c"
+for m in fdk sart; do
+  step "cone_$m" 60 "$B/ffvol" recon "$m" --projections "$c/projections.npy" --geometry "$c/geometry.toml" \
+    --truth "$c/truth.nii.gz" --output "$c/$m.nii.gz"
+done
+step cone_fit 90 "$B/ffvol" fit ct --preset paper-ct --steps 2000 --device cuda --encoding gaussian \
+  --projections "$c/projections.npy" --geometry "$c/geometry.toml" --truth "$c/truth.nii.gz" --output "$c/fit"
+rm -rf "$OUT"/*_alone/*.nii.gz "$OUT"/*_alone/*.npy "$OUT"/*_alone/*.png "$OUT"/*_alone/checkpoint.safetensors "$c"
+if [ "${TABLES:-1}" = 1 ]; then
+  left=$((560 - SECONDS))
+  export BUDGET=$((left / 2 - 5))
+  step mri_table $((left / 2)) bash "$B/run-tables.sh"
+  left=$((570 - SECONDS))
+  export BUDGET=$((left - 10))
+  step ct_table "$left" bash "$B/run-ct-table.sh"
+fi
 
 echo "== tests"
 for t in kernels cuda_fp16 cuda_mri cuda_ct cuda_occupancy cuda_parity; do
@@ -69,8 +106,17 @@ for d in 4 8; do
 done
 echo "== paper occupancy protocol (wall ${paper_wall} s)"
 grep -E "^(device|IoU|time:)" "$OUT/paper.log"
-echo "== MRI table"; tail -7 "$OUT/mri_table.log"
-echo "== CT table"; tail -8 "$OUT/ct_table.log"
+echo "== single runs"
+for n in mri_alone ct_alone volume_alone; do
+  echo "-- $n"; grep -E "^(device|k-space|projector|step .*resident|PSNR|SSIM|time:|final loss)" "$OUT/$n.log" | tail -6
+done
+for n in cone_fdk cone_sart cone_fit; do
+  echo "-- $n"; grep -E "^(projector|PSNR|final loss|fdk|sart)" "$OUT/$n.log" | tail -3
+done
+if [ "${TABLES:-1}" = 1 ]; then
+  echo "== MRI table"; tail -7 "$OUT/mri_table.log"
+  echo "== CT table"; tail -8 "$OUT/ct_table.log"
+fi
 echo "== steps"; printf '%s\n' "${status[@]}"
 RUN
 chmod +x gpu-bundle/run-session.sh
