@@ -67,6 +67,27 @@ __device__ __forceinline__ void block_sum_to(double v, double* out) {
     if (threadIdx.x == 0) *out = s[0];
 }
 
+// max(m, |x|) that keeps a NaN (fmaxf would drop it): a diverged gradient must reach the host
+// as a non-finite maximum. m is ≥ 0 or NaN; once NaN, it stays NaN.
+__device__ __forceinline__ float absmax_keep_nan(float m, float x) {
+    float a = fabsf(x);
+    return (a > m || a != a) ? a : m;
+}
+
+// Max of one value per thread (each ≥ 0 or NaN) over a block of 256 threads, NaN winning, in a
+// fixed tree (the max is exact, so the result does not depend on the order anyway); thread 0
+// writes it to *out.
+__device__ __forceinline__ void block_absmax_to(float v, float* out) {
+    __shared__ float s[256];
+    s[threadIdx.x] = v;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) s[threadIdx.x] = absmax_keep_nan(s[threadIdx.x], s[threadIdx.x + w]);
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = s[0];
+}
+
 // One parameter's Adam update (src/train/adam.rs), shared by adam.cu and fp16.cu; returns the
 // new value.
 __device__ __forceinline__ float adam_update(float* __restrict__ p, const float* __restrict__ g,

@@ -227,3 +227,37 @@ extern "C" __global__ void ct_residual(const float* __restrict__ pred, const flo
     }
     block_sum_to(acc, partial + blockIdx.x);
 }
+
+// The device-resident grid step of `fit ct` (src/task/ct.rs): the image is σ of the network's
+// outputs, and ∂L/∂z = ∂L/∂p · p(1 − p), rounded as the host's `g * p * (1.0 - p)`.
+
+// p[i] = σ(z[i]).
+extern "C" __global__ void ct_sigmoid(const float* __restrict__ z, int n, float* __restrict__ p) {
+    FOR_EACH(i, n) p[i] = sigmoidf_stable(z[i]);
+}
+
+// grad[i] = back[i] · p[i] · (1 − p[i]); the largest |grad| (NaN wins) of the block's grid-stride
+// share into partial_max[blockIdx.x]. Launch with 256 threads per block.
+extern "C" __global__ void ct_chain_absmax(const float* __restrict__ back, const float* __restrict__ p, int n,
+                                           float* __restrict__ grad, float* __restrict__ partial_max) {
+    float m = 0.0f;
+    FOR_EACH(i, n) {
+        float pi = p[i];
+        float g = back[i] * pi * (1.0f - pi);
+        grad[i] = g;
+        m = absmax_keep_nan(m, g);
+    }
+    block_absmax_to(m, partial_max + blockIdx.x);
+}
+
+// out[0] = (Σ partial) / m: ct_residual's ½ Σ r² per block, as the mean over m rays. One block of
+// 256 threads.
+extern "C" __global__ void ct_loss_total(const double* __restrict__ partial, int parts, double m,
+                                         double* __restrict__ out) {
+    double acc = 0.0;
+    for (int q = threadIdx.x; q < parts; q += blockDim.x) acc += partial[q];
+    __shared__ double total;
+    block_sum_to(acc, &total);
+    __syncthreads();
+    if (threadIdx.x == 0) out[0] = total / m;
+}

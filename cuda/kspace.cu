@@ -68,6 +68,24 @@ extern "C" __global__ void kspace_gradient(const double2* __restrict__ x, const 
     }
 }
 
+// kspace_gradient, and the largest |grad| (NaN wins) of the block's grid-stride share into
+// partial_max[blockIdx.x]. Launch with 256 threads per block (the device-resident step).
+extern "C" __global__ void kspace_gradient_absmax(const double2* __restrict__ x, const float* __restrict__ p,
+                                                  int n, double n_voxels, int chain_sigmoid,
+                                                  float* __restrict__ grad, float* __restrict__ partial_max) {
+    float m = 0.0f;
+    FOR_EACH(i, n) {
+        float g = (float)(x[i].x / n_voxels);
+        if (chain_sigmoid) {
+            float pi = p[i];
+            g *= pi * (1.0f - pi);
+        }
+        grad[i] = g;
+        m = absmax_keep_nan(m, g);
+    }
+    block_absmax_to(m, partial_max + blockIdx.x);
+}
+
 // x[i] = 0 where mask[i] == 0.
 extern "C" __global__ void kspace_mask(double2* __restrict__ x, const unsigned char* __restrict__ mask, int n) {
     FOR_EACH(i, n) {

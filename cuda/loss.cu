@@ -37,3 +37,14 @@ extern "C" __global__ void mean_of_partials(const double* __restrict__ partial, 
     __syncthreads();
     if (threadIdx.x == 0) out[0] = (float)(total * inv_n);
 }
+
+// out[0] = max over partial[0..parts) (each ≥ 0 or NaN; NaN wins), as a double. One block of 256
+// threads. The device-resident grid steps read it with their loss, for the fp16 loss scale.
+extern "C" __global__ void absmax_total(const float* __restrict__ partial, int parts, double* __restrict__ out) {
+    float m = 0.0f;
+    for (int p = threadIdx.x; p < parts; p += blockDim.x) m = absmax_keep_nan(m, partial[p]);
+    __shared__ float total;
+    block_absmax_to(m, &total);
+    __syncthreads();
+    if (threadIdx.x == 0) out[0] = (double)total;
+}

@@ -50,3 +50,11 @@ extern "C" __global__ void column_sums_final(const double* __restrict__ partial,
         out[col] = (float)(t * (double)scale);
     }
 }
+
+// out[i] = g[i] · scale: a ∂L/∂output already on the device into the backward's fp32 buffer,
+// times the fp16 loss scale (a power of two; 1 in fp32, which copies exactly), rounded as the host
+// path's `g * scale`.
+extern "C" __global__ void scale_into(const float* __restrict__ g, long long n, float scale,
+                                      float* __restrict__ out) {
+    FOR_EACH(i, n) out[i] = g[i] * scale;
+}

@@ -12,18 +12,27 @@
 //! Every test first asks for a usable GPU; without one it prints `skipped: <reason>` and passes,
 //! unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check script), where a missing GPU fails.
 
-use ffvol::backend::cuda::GpuProjector;
-use ffvol::encoding::EncodingConfig;
+use ffvol::backend::cuda::{CudaBackend, GpuProjector, Precision};
+use ffvol::backend::Backend;
+use ffvol::encoding::{Encoding, EncodingConfig};
+use ffvol::model::{Mlp, ModelConfig};
 use ffvol::operator::ct_geometry::{GeometryFile, Scan};
 use ffvol::operator::ray::RayProjector;
 use ffvol::sample::CounterRng;
 use ffvol::task::ct::{self, CtConfig, CtOutcome, CtPreset, PhantomSource, SimulateOptions};
 use ffvol::task::occupancy::FitOptions;
+use ffvol::train::loss::sigmoid;
+use ffvol::train::Adam;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 #[macro_use]
 mod common;
+
+/// The tests that run `ct::fit` set process-wide variables (FFVOL_CUDA_RESIDENT,
+/// FFVOL_CUDA_PRECISION) or time it: they take this lock, so no other fit sees them.
+static ENV: Mutex<()> = Mutex::new(());
 
 fn scan(text: &str) -> Scan {
     let f: GeometryFile = toml::from_str(text).expect("toml");
@@ -174,6 +183,111 @@ fn errors_are_errors() {
     assert!(e.contains("another scan"), "{e}");
 }
 
+/// A CUDA backend for a 2-D field (Gaussian features, 2 × 64, one output), the same weights for
+/// the same seed.
+fn backend(precision: Precision, seed: u64) -> CudaBackend {
+    let rng = CounterRng::new(seed, 0);
+    let enc = EncodingConfig::Gaussian { sigma: 4.0, features: 32, normalize: false };
+    let e = Encoding::build(&enc, 2, &rng);
+    let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 64 }, 1), &rng);
+    CudaBackend::new(e, mlp, Adam::default(), precision).unwrap()
+}
+
+/// `fit ct`'s host-data GPU grid step up to the optimizer (src/task/ct.rs `grid_step`): forward
+/// (z comes down), σ on the host, the projector's loss and gradient (the image goes up, Aᵀ r / m
+/// comes down), the chain factor on the host, backward (∂L/∂z goes up). Returns the loss and
+/// ∂L/∂z.
+fn host_data_step(be: &mut CudaBackend, gpu: &mut GpuProjector, points: &[f32]) -> (f32, Vec<f32>) {
+    let z = be.forward(points).unwrap();
+    let image: Vec<f32> = z.iter().map(|&v| sigmoid(v)).collect();
+    let mut back = vec![0.0; image.len()];
+    let loss = gpu.loss_and_gradient(&image, &mut back).unwrap();
+    let d: Vec<f32> = back.iter().zip(&image).map(|(&g, &p)| g * p * (1.0 - p)).collect();
+    be.backward(&d).unwrap();
+    (loss, d)
+}
+
+/// The device-resident grid step (voxel centres uploaded once; z, σ(z), A, Aᵀ, the chain factor
+/// and ∂L/∂z on the device, on the backend's stream) against the host-data step, five Adam steps
+/// each from the same weights. σ is expf on the device and Rust's exp on the host (an ulp apart
+/// at most) and the loss's f64 sum runs in another order, so: the loss and ∂L/∂z to 1e-5 in fp32
+/// (1e-6 expected), 1e-3 in fp16; max |∂L/∂z| to an ulp or so of the host's.
+#[test]
+fn resident_step_matches_the_host_data_step() {
+    require_cuda!();
+    let s = Scan::paper_2d(32, 8);
+    let cpu = RayProjector::new(&s, 0.5);
+    let points = s.voxel_centres_unit();
+    let truth = random(&CounterRng::new(25, 4), 0, cpu.n_voxels(), 0.0);
+    let mut measured = vec![0.0; cpu.n_rays()];
+    cpu.forward(&truth, &mut measured);
+    for (precision, tol) in [(Precision::Fp32, 1e-5), (Precision::Fp16, 1e-3)] {
+        let (mut a, mut b) = (backend(precision, 26), backend(precision, 26));
+        let mut host_gpu = GpuProjector::new(&s, &cpu).unwrap();
+        host_gpu.set_measured(&measured).unwrap();
+        let mut dev_gpu = GpuProjector::on_stream(&s, &cpu, b.stream()).unwrap();
+        dev_gpu.set_measured(&measured).unwrap();
+        b.set_resident_points(&points).unwrap();
+        for step in 0..5 {
+            let (la, da) = host_data_step(&mut a, &mut host_gpu, &points);
+            let z = b.forward_resident().unwrap();
+            let (lb, max) = dev_gpu.sigmoid_loss_and_gradient_device(&z).unwrap();
+            let db: Vec<f32> = b.stream().clone_dtoh(&dev_gpu.gradient()).unwrap();
+            b.backward_device_grad(&dev_gpu.gradient(), max).unwrap();
+            let host_max = da.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+            let mut image = vec![0.0; cpu.n_voxels()];
+            dev_gpu.image(&mut image).unwrap();
+            // a's weights are still those of the step: the image its forward rendered (this
+            // forward leaves a's parameter gradients alone)
+            let host_image: Vec<f32> = a.forward(&points).unwrap().iter().map(|&v| sigmoid(v)).collect();
+            let (pa, pb) = (a.gradients(), b.gradients());
+            let e_loss = (lb - la).abs() as f64 / la as f64;
+            let (e_dz, e_max) = (rel(&db, &da), (max - host_max).abs() as f64 / host_max as f64);
+            let (e_img, e_dp) = (rel(&image, &host_image), rel(&pb, &pa));
+            println!(
+                "{} step {step}: loss {lb:.9e} vs {la:.9e} ({e_loss:.1e}), dL/dz {e_dz:.1e}, max {e_max:.1e}, \
+                 image {e_img:.1e}, parameter gradients {e_dp:.1e}",
+                precision.name()
+            );
+            assert!(la > 0.0 && host_max > 0.0, "a trivial problem");
+            assert!(e_loss < tol && e_dz < tol && e_max < tol, "{}: step {step}", precision.name());
+            assert!(e_img < tol && e_dp < tol, "{}: step {step}", precision.name());
+            a.optimizer_step(1e-3).unwrap();
+            b.optimizer_step(1e-3).unwrap();
+        }
+    }
+}
+
+/// A NaN output is an error of backward_device_grad (no loss scale fits it), never a panic, in
+/// both precisions; the resident step needs set_measured.
+#[test]
+fn resident_step_errors_on_nan() {
+    require_cuda!();
+    let s = Scan::paper_2d(16, 3);
+    let cpu = RayProjector::new(&s, 0.5);
+    let points = s.voxel_centres_unit();
+    for precision in [Precision::Fp32, Precision::Fp16] {
+        let mut b = backend(precision, 27);
+        let mut gpu = GpuProjector::on_stream(&s, &cpu, b.stream()).unwrap();
+        b.set_resident_points(&points).unwrap();
+        {
+            let z = b.forward_resident().unwrap();
+            let e = gpu.sigmoid_loss_and_gradient_device(&z).unwrap_err().to_string();
+            assert!(e.contains("set_measured"), "{e}");
+        }
+        gpu.set_measured(&vec![0.5; cpu.n_rays()]).unwrap();
+        let mut state = b.state();
+        let last = state.mlp.params.len() - 1; // the output bias
+        state.mlp.params[last] = f32::NAN;
+        b.set_state(state).unwrap();
+        let z = b.forward_resident().unwrap();
+        let (loss, max) = gpu.sigmoid_loss_and_gradient_device(&z).unwrap();
+        assert!(loss.is_nan() && max.is_nan(), "{}: loss {loss}, max {max}", precision.name());
+        let e = b.backward_device_grad(&gpu.gradient(), max).unwrap_err().to_string();
+        assert!(e.contains("not finite"), "{e}");
+    }
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ffvol-cuda-ct-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -211,6 +325,7 @@ fn finished(o: CtOutcome) -> Box<ct::CtMetrics> {
 #[test]
 fn fit_ct_on_cuda_projects_on_the_gpu() {
     require_cuda!();
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir("fit");
     let mut c = setup(&Scan::paper_2d(128, 20), &dir, CtPreset::Fast);
     c.encoding = EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false };
@@ -230,26 +345,96 @@ fn fit_ct_on_cuda_projects_on_the_gpu() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The paper's protocol (512², 20 views, 4 × 256, m = 256), 200 steps: steps per second, and the
-/// projector alone against the CPU's. Prints; asserts only that it runs on the GPU.
+/// `fit ct` with the device-resident grid step against the same fit through host memory
+/// (`FFVOL_CUDA_RESIDENT=0`), fp32, 128², 200 steps with a PSNR every 50 (which copies the
+/// resident step's image down): the same fit to rounding.
+#[test]
+fn resident_fit_matches_the_host_data_fit() {
+    require_cuda!();
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir("resident");
+    let mut c = setup(&Scan::paper_2d(128, 20), &dir, CtPreset::Fast);
+    c.encoding = EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false };
+    c.model.depth = 3;
+    c.model.width = 64;
+    c.train.lr = 3e-3;
+    c.train.steps = 200;
+    c.train.eval_every = 50;
+    c.train.checkpoint_every = 0;
+    std::env::set_var("FFVOL_CUDA_PRECISION", "fp32");
+    std::env::set_var("FFVOL_CUDA_RESIDENT", "0");
+    c.output = dir.join("host-data");
+    let host = ct::fit(&c, &FitOptions::default());
+    std::env::remove_var("FFVOL_CUDA_RESIDENT");
+    c.output = dir.join("resident");
+    let res = ct::fit(&c, &FitOptions::default());
+    std::env::remove_var("FFVOL_CUDA_PRECISION");
+    let (host, res) = (finished(host.unwrap()), finished(res.unwrap()));
+    for (name, m) in [("host data", &host), ("resident", &res)] {
+        println!(
+            "128², 3×64, 200 steps, {name:<9}: PSNR {:.4} dB, curve {:?}, loss {:.6e}, {:.1} steps/s ({})",
+            m.psnr.unwrap(),
+            m.psnr_curve,
+            m.final_loss,
+            m.steps_per_second,
+            m.device
+        );
+    }
+    assert!(res.device.contains("fp32"), "{}", res.device);
+    assert_eq!(res.psnr_curve.len(), 4);
+    assert_eq!(res.psnr_curve.len(), host.psnr_curve.len());
+    for ((s1, p1), (s2, p2)) in res.psnr_curve.iter().zip(&host.psnr_curve) {
+        assert!(s1 == s2 && (p1 - p2).abs() < 0.05, "PSNR at step {s1}: resident {p1} vs host data {p2}");
+    }
+    let (p1, p2) = (res.psnr.unwrap(), host.psnr.unwrap());
+    assert!((p1 - p2).abs() < 0.05, "PSNR: resident {p1} vs host data {p2}");
+    let rel = (res.final_loss - host.final_loss).abs() / host.final_loss;
+    assert!(
+        rel < 1e-2,
+        "final loss: resident {} vs host data {} ({rel:.1e})",
+        res.final_loss,
+        host.final_loss
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The paper's protocol (512², 20 views, 4 × 256, m = 256), 200 steps, device-resident and
+/// through host memory (`FFVOL_CUDA_RESIDENT=0`): steps per second of each, and the projector
+/// alone against the CPU's. Prints; asserts only that it runs on the GPU.
 #[test]
 fn paper_protocol_speed() {
     require_cuda!();
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir("paper");
     let scan = Scan::paper_2d(512, 20);
     let mut c = setup(&scan, &dir, CtPreset::PaperCt);
     c.train.steps = 200;
     c.train.eval_every = 0;
     c.train.checkpoint_every = 0;
+    std::env::set_var("FFVOL_CUDA_RESIDENT", "0");
+    c.output = dir.join("host-data");
+    let host = ct::fit(&c, &FitOptions::default());
+    std::env::remove_var("FFVOL_CUDA_RESIDENT");
+    let host = finished(host.unwrap());
+    c.output = dir.join("resident");
     let m = finished(ct::fit(&c, &FitOptions::default()).unwrap());
+    for (name, m) in [("host data", &host), ("resident", &m)] {
+        println!(
+            "paper CT 512², 20 views, 4×256, 200 steps, {name:<9} on {}: projector {:?}, {:.1} steps/s \
+             ({:.2} ms/step), PSNR {:.2} dB",
+            m.device,
+            m.projector,
+            m.steps_per_second,
+            1e3 / m.steps_per_second,
+            m.psnr.unwrap_or(f64::NAN)
+        );
+    }
     println!(
-        "paper CT 512², 20 views, 4×256, 200 steps on {}: projector {:?}, {:.1} steps/s, PSNR {:.2} dB",
-        m.device,
-        m.projector,
-        m.steps_per_second,
-        m.psnr.unwrap_or(f64::NAN)
+        "paper CT: device-resident step {:.2}× the host-data step's speed",
+        m.steps_per_second / host.steps_per_second
     );
     assert!(m.projector.as_deref().is_some_and(|p| p.starts_with("gpu")), "{:?}", m.projector);
+    assert!(host.projector.as_deref().is_some_and(|p| p.starts_with("gpu")), "{:?}", host.projector);
 
     let cpu = RayProjector::new(&scan, 0.5);
     let mut gpu = GpuProjector::new(&scan, &cpu).unwrap();

@@ -7,14 +7,22 @@
 //! it prints `skipped: <reason>` and passes, unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check
 //! script), where it fails.
 
-use ffvol::backend::cuda::{self, GpuKspaceOperator};
-use ffvol::encoding::EncodingConfig;
-use ffvol::model::ModelConfig;
+use ffvol::backend::cuda::{self, CudaBackend, GpuKspaceOperator, Precision};
+use ffvol::backend::Backend;
+use ffvol::encoding::{Encoding, EncodingConfig};
+use ffvol::model::{Mlp, ModelConfig};
 use ffvol::operator::fft::{MaskedFft, C64};
 use ffvol::sample::CounterRng;
 use ffvol::task::mri::{self, MriConfig, MriOutcome};
 use ffvol::task::occupancy::FitOptions;
+use ffvol::task::volume_field::grid_points;
+use ffvol::train::Adam;
 use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// The tests that run `mri::fit` set process-wide variables (FFVOL_CUDA_PRECISION,
+/// FFVOL_CUDA_FFT, FFVOL_CUDA_RESIDENT): they take this lock, so no other fit sees them.
+static ENV: Mutex<()> = Mutex::new(());
 
 /// Grids: even, odd, one axis of length 1, and more than one loss block (> 256 · 1024 voxels is
 /// not needed for that: 1024 partials cover 262,144 voxels, so 70×64×60 makes the blocks loop).
@@ -192,11 +200,125 @@ fn deterministic_and_checks_sizes() {
     assert!(gpu.apply(&y[1..]).is_err());
 }
 
+/// A CUDA backend for a 3-D field (Gaussian features, 2 × 64, one output), the same weights for
+/// the same seed.
+fn backend(precision: Precision, seed: u64) -> CudaBackend {
+    let rng = CounterRng::new(seed, 0);
+    let enc = EncodingConfig::Gaussian { sigma: 2.0, features: 32, normalize: false };
+    let e = Encoding::build(&enc, 3, &rng);
+    let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 64 }, 1), &rng);
+    CudaBackend::new(e, mlp, Adam::default(), precision).unwrap()
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-300)
+}
+
+/// The device-resident step (points uploaded once, z → operator → ∂L/∂z → backward on the
+/// device, on the backend's stream) against `fit mri`'s host-data GPU step (forward downloads z,
+/// the operator on its own stream uploads it, ∂L/∂z comes back and goes up again), five Adam
+/// steps each from the same weights: the same loss, ∂L/∂z and parameter gradients (bit for bit
+/// by construction: the same kernels on the same values, and the same loss scale in fp16, since
+/// max |∂L/∂z| is exact; asserted to 1e-6 in fp32, 1e-3 in fp16).
+#[test]
+fn resident_step_matches_the_host_data_step() {
+    let dims = [16, 12, 10];
+    let (op, y) = problem(dims, 60);
+    let Some(mut host_op) = gpu_operator(&op, &y) else { return };
+    let points = grid_points(dims, 1);
+    let n = points.len() / 3;
+    for (precision, tol) in [(Precision::Fp32, 1e-6), (Precision::Fp16, 1e-3)] {
+        let (mut a, mut b) = (backend(precision, 61), backend(precision, 61));
+        let mut dev_op = GpuKspaceOperator::on_stream(&op, &y, b.stream()).unwrap();
+        assert_eq!(b.set_resident_points(&points).unwrap(), n);
+        let mut grad = vec![0.0f32; n];
+        for step in 0..5 {
+            let z = a.forward(&points).unwrap();
+            let la = host_op.sigmoid_loss_and_gradient(z, &mut grad).unwrap();
+            a.backward(&grad).unwrap();
+            let z = b.forward_resident().unwrap();
+            let (lb, max) = dev_op.sigmoid_loss_and_gradient_device(&z).unwrap();
+            let gb: Vec<f32> = b.stream().clone_dtoh(&dev_op.gradient()).unwrap();
+            b.backward_device_grad(&dev_op.gradient(), max).unwrap();
+            let host_max = grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+            let (pa, pb) = (a.gradients(), b.gradients());
+            let (e_loss, e_dz, e_dp) = (rel(lb, la), rel_err(&gb, &grad), rel_err(&pb, &pa));
+            println!(
+                "{} step {step}: loss {lb:.9e} vs {la:.9e} ({e_loss:.1e}), dL/dz {e_dz:.1e}, \
+                 max |dL/dz| {max:e} vs {host_max:e}, parameter gradients {e_dp:.1e}",
+                precision.name()
+            );
+            let e_max = rel(max as f64, host_max as f64);
+            assert!(la > 0.0 && host_max > 0.0, "a trivial problem");
+            assert!(e_max < tol, "max |dL/dz| {max} vs {host_max}");
+            assert!(e_loss < tol && e_dz < tol && e_dp < tol, "{}: step {step}", precision.name());
+            a.optimizer_step(1e-3).unwrap();
+            b.optimizer_step(1e-3).unwrap();
+        }
+        // the weights after five steps
+        let (sa, sb) = (a.state(), b.state());
+        let e = rel_err(&sb.mlp.params, &sa.mlp.params);
+        println!("{}: parameters after 5 steps {e:.1e}", precision.name());
+        assert!(e < tol, "{}: parameters {e:e}", precision.name());
+    }
+}
+
+/// The resident API's edges: forward_resident needs resident points; `forward` (which writes the
+/// training buffers' points) drops them, `predict` does not; a NaN output is an error of
+/// backward_device_grad (the loss scale cannot be chosen), never a panic, in both precisions.
+#[test]
+fn resident_step_errors_on_nan_and_without_points() {
+    let dims = [9, 7, 5];
+    let (op, y) = problem(dims, 62);
+    if gpu_operator(&op, &y).is_none() {
+        return;
+    }
+    let points = grid_points(dims, 1);
+    for precision in [Precision::Fp32, Precision::Fp16] {
+        let mut b = backend(precision, 63);
+        let e = b.forward_resident().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("set_resident_points"), "{e}");
+        b.set_resident_points(&points).unwrap();
+        let mut out = vec![0.0f32; points.len() / 3];
+        b.predict(&points, &mut out).unwrap();
+        assert!(b.has_resident_points(), "predict uses its own buffers");
+        b.forward(&points[..30]).unwrap();
+        assert!(!b.has_resident_points(), "forward overwrote the points");
+        b.set_resident_points(&points).unwrap();
+
+        let mut state = b.state();
+        let last = state.mlp.params.len() - 1; // the output bias
+        state.mlp.params[last] = f32::NAN;
+        b.set_state(state).unwrap();
+        let mut dev_op = GpuKspaceOperator::on_stream(&op, &y, b.stream()).unwrap();
+        let z = b.forward_resident().unwrap();
+        let (loss, max) = dev_op.sigmoid_loss_and_gradient_device(&z).unwrap();
+        assert!(loss.is_nan() && max.is_nan(), "{}: loss {loss}, max {max}", precision.name());
+        let e = b.backward_device_grad(&dev_op.gradient(), max).unwrap_err().to_string();
+        assert!(e.contains("not finite"), "{e}");
+        // and a wrong-sized gradient is an error too
+        let short = dev_op.gradient().slice(1..);
+        assert!(b.backward_device_grad(&short, 1.0).is_err());
+    }
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ffvol-cuda-mri-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A smooth blob with a ripple along x, x fastest.
+fn synthetic_volume(dims: [usize; 3]) -> Vec<f32> {
+    (0..dims.iter().product::<usize>())
+        .map(|i| {
+            let (x, yy, z) = (i % dims[0], (i / dims[0]) % dims[1], i / (dims[0] * dims[1]));
+            let c = |v: usize, d: usize| (v as f32 + 0.5) / d as f32 - 0.5;
+            let r2 = c(x, dims[0]).powi(2) + c(yy, dims[1]).powi(2) + c(z, dims[2]).powi(2);
+            (1.0 - 4.0 * r2).max(0.0) + 0.2 * (7.0 * c(x, dims[0])).sin()
+        })
+        .collect()
 }
 
 /// `fit mri --device cuda` (network and k-space operator on the GPU, fp32) against the same run
@@ -208,17 +330,11 @@ fn fit_on_the_gpu_tracks_the_cpu() {
     if gpu_operator(&op, &y).is_none() {
         return;
     }
-    // fp32 products: a parity check, not the fp16 default (no other test here reads it)
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    // fp32 products: a parity check, not the fp16 default
     std::env::set_var("FFVOL_CUDA_PRECISION", "fp32");
     let dims = [20usize, 18, 16];
-    let vol: Vec<f32> = (0..dims.iter().product::<usize>())
-        .map(|i| {
-            let (x, yy, z) = (i % dims[0], (i / dims[0]) % dims[1], i / (dims[0] * dims[1]));
-            let c = |v: usize, d: usize| (v as f32 + 0.5) / d as f32 - 0.5;
-            let r2 = c(x, dims[0]).powi(2) + c(yy, dims[1]).powi(2) + c(z, dims[2]).powi(2);
-            (1.0 - 4.0 * r2).max(0.0) + 0.2 * (7.0 * c(x, dims[0])).sin()
-        })
-        .collect();
+    let vol = synthetic_volume(dims);
     let dir = scratch("fit");
     let path = dir.join("volume.npy");
     ffvol::io::write_npy(&path, &vol, &dims, true).unwrap(); // x fastest
@@ -242,10 +358,19 @@ fn fit_on_the_gpu_tracks_the_cpu() {
     std::env::set_var("FFVOL_CUDA_FFT", "0");
     let host_fft = run("cuda", "cuda-rustfft");
     std::env::remove_var("FFVOL_CUDA_FFT");
+    std::env::set_var("FFVOL_CUDA_RESIDENT", "0");
+    let host_data = run("cuda", "cuda-cufft-host-data");
+    std::env::remove_var("FFVOL_CUDA_RESIDENT");
     let gpu = run("cuda", "cuda-cufft");
-    for (name, m) in [("cpu", &cpu), ("cuda + rustfft", &host_fft), ("cuda + cuFFT", &gpu)] {
+    std::env::remove_var("FFVOL_CUDA_PRECISION");
+    for (name, m) in [
+        ("cpu", &cpu),
+        ("cuda + rustfft", &host_fft),
+        ("cuda + cuFFT, host data", &host_data),
+        ("cuda + cuFFT, resident", &gpu),
+    ] {
         println!(
-            "{name:<15} loss {:.6e}  PSNR {:.3} dB  {:.2} ms/step  ({})",
+            "{name:<24} loss {:.6e}  PSNR {:.3} dB  {:.2} ms/step  ({})",
             m.final_loss,
             m.psnr,
             1e3 * m.seconds_per_step,
@@ -263,9 +388,90 @@ fn fit_on_the_gpu_tracks_the_cpu() {
         host_fft.final_loss
     );
     assert!((gpu.psnr - host_fft.psnr).abs() < 0.05, "PSNR: cuFFT {} vs rustfft {}", gpu.psnr, host_fft.psnr);
+    // the device-resident step against the same step through host memory: the same kernels on
+    // the same values, so the same run (bit for bit expected; rounding allowed)
+    let rel = (gpu.final_loss - host_data.final_loss).abs() / host_data.final_loss;
+    assert!(
+        rel < 1e-4,
+        "final loss: resident {} vs host data {} ({rel:.1e})",
+        gpu.final_loss,
+        host_data.final_loss
+    );
+    assert!(
+        (gpu.psnr - host_data.psnr).abs() < 0.01,
+        "PSNR: resident {} vs host data {}",
+        gpu.psnr,
+        host_data.psnr
+    );
     // against the CPU network: the backends' own fp32 differences, over 60 Adam steps
     let rel = (gpu.final_loss - cpu.final_loss).abs() / cpu.final_loss;
     assert!(rel < 0.05, "final loss: cuda {} vs cpu {} ({rel:.1e})", gpu.final_loss, cpu.final_loss);
     assert!((gpu.psnr - cpu.psnr).abs() < 0.5, "PSNR: cuda {} vs cpu {}", gpu.psnr, cpu.psnr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The paper's MRI protocol (`--preset paper`: 4 × 256, m = 256, fp16) at 96³ on a synthetic
+/// volume (the bundled one is 32³; `$FFVOL_MRI_VOLUME` names another), 100 steps with the step
+/// through host memory (`FFVOL_CUDA_RESIDENT=0`) and device-resident: prints ms per step of each.
+/// Asserts only that both ran on the GPU and fit alike.
+#[test]
+fn paper_protocol_speed() {
+    let (op, y) = problem([4, 3, 2], 70);
+    if gpu_operator(&op, &y).is_none() {
+        return;
+    }
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::set_var("FFVOL_CUDA_PRECISION", "fp16");
+    let dir = scratch("paper");
+    let path = match std::env::var_os("FFVOL_MRI_VOLUME") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let dims = [96usize, 96, 96];
+            let path = dir.join("volume.npy");
+            ffvol::io::write_npy(&path, &synthetic_volume(dims), &dims, true).unwrap();
+            path
+        }
+    };
+    let steps = 100;
+    let run = |resident: bool| {
+        if resident {
+            std::env::remove_var("FFVOL_CUDA_RESIDENT");
+        } else {
+            std::env::set_var("FFVOL_CUDA_RESIDENT", "0");
+        }
+        let mut c = MriConfig::paper();
+        c.volume = Some(path.clone());
+        c.output = dir.join(if resident { "resident" } else { "host-data" });
+        c.device = "cuda".into();
+        c.train.steps = steps;
+        c.train.checkpoint_every = 0;
+        c.export.montage = false;
+        let m = match mri::fit(&c, &FitOptions::default()).unwrap() {
+            MriOutcome::Finished(m) => *m,
+            MriOutcome::Interrupted { .. } => unreachable!(),
+        };
+        std::env::remove_var("FFVOL_CUDA_RESIDENT");
+        m
+    };
+    let host = run(false);
+    let res = run(true);
+    std::env::remove_var("FFVOL_CUDA_PRECISION");
+    for (name, m) in [("host data", &host), ("resident", &res)] {
+        println!(
+            "paper MRI {:?}, 4×256, {steps} steps, {name:<9}: {:.2} ms/step, PSNR {:.2} dB, loss {:.4e} ({})",
+            m.dims,
+            1e3 * m.seconds_per_step,
+            m.psnr,
+            m.final_loss,
+            m.device
+        );
+    }
+    println!(
+        "paper MRI: device-resident step {:.2}× the host-data step's speed",
+        host.seconds_per_step / res.seconds_per_step
+    );
+    assert!(res.device.contains("cuda") && host.device.contains("cuda"), "{}", res.device);
+    // fp16 through the same kernels with the same loss scale: the same run
+    assert!((res.psnr - host.psnr).abs() < 0.05, "PSNR: resident {} vs host data {}", res.psnr, host.psnr);
     let _ = std::fs::remove_dir_all(&dir);
 }

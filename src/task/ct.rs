@@ -17,6 +17,13 @@
 //! of the image and one download of its gradient per step. Elsewhere, or when the GPU projector
 //! cannot be made (the run log says why), the CPU projector runs on the host's threads. Ray
 //! rendering evaluates the field at stratified points along rays and has no projector.
+//!
+//! With the GPU projector the grid step is device-resident (unless `FFVOL_CUDA_RESIDENT=0`): the
+//! voxel centres are uploaded once, the projector runs on the backend's stream and takes the
+//! network's outputs z where the forward left them, applies σ, A, the residual, Aᵀ and the chain
+//! factor p(1 − p) there, and hands ∂L/∂z to the backward on the device; the host reads the loss
+//! and max |∂L/∂z| (for fp16's loss scale) per step, and the image only when the PSNR curve
+//! needs it.
 
 use crate::backend::cuda::GpuProjector;
 use crate::backend::Backend;
@@ -470,6 +477,9 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     if render == Render::Grid {
         let projector = stepper.choose_projector(backend.as_mut());
         log(opts, &format!("projector: {projector}"));
+        if stepper.resident {
+            log(opts, "step: device-resident (grid uploaded once; outputs and ∂L/∂z stay on the GPU)");
+        }
         metrics.projector = Some(projector.split(':').next().unwrap_or_default().to_string());
     }
     let steps = cfg.train.steps;
@@ -493,9 +503,11 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
         }
         let done = step + 1;
         loss_log.push((done, loss, lr));
-        if let (Some(t), Some(img)) = (&truth, stepper.image()) {
+        if let Some(t) = &truth {
             if cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0 {
-                metrics.psnr_curve.push((done, ct_metrics::psnr(img, t)));
+                if let Some(img) = stepper.image()? {
+                    metrics.psnr_curve.push((done, ct_metrics::psnr(img, t)));
+                }
             }
         }
         if opts.progress && done % (steps / 10).max(1) == 0 {
@@ -553,6 +565,10 @@ struct Stepper<'a> {
     projector: Option<RayProjector>,
     /// A and Aᵀ on the GPU, when the backend is CUDA (then `projector` only made its rays).
     gpu: Option<GpuProjector>,
+    /// The grid step is device-resident (`gpu` is on the backend's stream).
+    resident: bool,
+    /// `image` is older than the device's (resident steps leave it there).
+    image_stale: bool,
     grid_points: Vec<f32>,
     image: Vec<f32>,
     predicted: Vec<f32>,
@@ -575,6 +591,8 @@ impl<'a> Stepper<'a> {
             seed: cfg.seed,
             projector: None,
             gpu: None,
+            resident: false,
+            image_stale: false,
             grid_points: vec![],
             image: vec![],
             predicted: vec![],
@@ -604,10 +622,14 @@ impl<'a> Stepper<'a> {
     fn choose_projector(&mut self, backend: &mut dyn Backend) -> String {
         let cpu = format!("cpu ({} threads)", rayon::current_num_threads());
         let Some(projector) = &self.projector else { return cpu };
-        if backend.as_cuda_mut().is_none() {
-            return cpu;
-        }
-        let made = GpuProjector::new(self.scan, projector).and_then(|mut g| {
+        let Some(cuda) = backend.as_cuda_mut() else { return cpu };
+        let resident = crate::backend::cuda::resident_from_env();
+        let made = if resident {
+            GpuProjector::on_stream(self.scan, projector, cuda.stream())
+        } else {
+            GpuProjector::new(self.scan, projector)
+        };
+        let made = made.and_then(|mut g| {
             g.set_measured(self.measured)?;
             Ok(g)
         });
@@ -615,15 +637,23 @@ impl<'a> Stepper<'a> {
             Ok(g) => {
                 let what = g.describe();
                 self.gpu = Some(g);
+                self.resident = resident;
                 what
             }
             Err(e) => format!("{cpu}: the GPU projector could not be made ({e})"),
         }
     }
 
-    /// The image rendered by the last grid step.
-    fn image(&self) -> Option<&[f32]> {
-        (self.render == Render::Grid && !self.image.is_empty()).then_some(self.image.as_slice())
+    /// The image rendered by the last grid step (copied from the device after a resident step).
+    fn image(&mut self) -> Result<Option<&[f32]>> {
+        if self.image_stale {
+            if let Some(gpu) = &mut self.gpu {
+                self.image.resize(gpu.n_voxels(), 0.0);
+                gpu.image(&mut self.image)?;
+            }
+            self.image_stale = false;
+        }
+        Ok((self.render == Render::Grid && !self.image.is_empty()).then_some(self.image.as_slice()))
     }
 
     fn step(&mut self, backend: &mut dyn Backend, step: u64, lr: f32) -> Result<f32> {
@@ -640,6 +670,18 @@ impl<'a> Stepper<'a> {
         let Some(projector) = &self.projector else {
             return Err(Error::Config("grid rendering without a projector".into()));
         };
+        if self.resident {
+            if let (Some(gpu), Some(cuda)) = (&mut self.gpu, backend.as_cuda_mut()) {
+                if !cuda.has_resident_points() {
+                    cuda.set_resident_points(&self.grid_points)?;
+                }
+                let z = cuda.forward_resident()?;
+                let (loss, max_abs) = gpu.sigmoid_loss_and_gradient_device(&z)?;
+                cuda.backward_device_grad(&gpu.gradient(), max_abs)?;
+                self.image_stale = true;
+                return Ok(loss);
+            }
+        }
         let z = backend.forward(&self.grid_points)?;
         self.image.clear();
         self.image.extend(z.iter().map(|&v| sigmoid(v)));

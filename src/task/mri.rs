@@ -18,6 +18,11 @@
 //! ([`crate::backend::cuda::GpuKspaceOperator`], same conventions and f64 precision as the host);
 //! where cuFFT cannot be loaded it runs on the host, and the log says which and why. The
 //! zero-filled baseline is computed once, on the host.
+//!
+//! With cuFFT on the device the step is also device-resident (unless `FFVOL_CUDA_RESIDENT=0`):
+//! the grid's points are uploaded once, the network's outputs go straight from its forward to the
+//! operator (on the backend's stream), ∂L/∂z straight from the operator to the backward, and the
+//! host reads only the loss and max |∂L/∂z| (for fp16's loss scale) per step.
 
 use crate::encoding::EncodingConfig;
 use crate::io::{NpyData, WorldFromVoxel};
@@ -258,27 +263,54 @@ pub fn prepare(cfg: &MriConfig) -> Result<MriProblem> {
 
 /// The k-space operator of the training loop: cuFFT on the device when the network runs on the
 /// CUDA backend and cuFFT works there (unless `FFVOL_CUDA_FFT=0`, for timing the host path);
-/// otherwise None, and the host's `rustfft` does it. Logs which, and why.
+/// otherwise None, and the host's `rustfft` does it. Logs which, and why. When `resident`, the
+/// operator runs on the backend's stream (for the device-resident step).
 fn kspace_operator(
     backend: &mut dyn crate::backend::Backend,
     problem: &MriProblem,
     opts: &FitOptions,
+    resident: bool,
 ) -> Option<crate::backend::cuda::GpuKspaceOperator> {
-    let why = if backend.as_cuda_mut().is_none() {
-        "the network runs on the CPU".to_string()
-    } else if std::env::var("FFVOL_CUDA_FFT").is_ok_and(|v| v == "0") {
-        "FFVOL_CUDA_FFT=0".to_string()
-    } else {
-        match crate::backend::cuda::GpuKspaceOperator::new(&problem.operator, &problem.kspace) {
+    use crate::backend::cuda::GpuKspaceOperator;
+    let why = if let Some(cuda) =
+        backend.as_cuda_mut().filter(|_| std::env::var("FFVOL_CUDA_FFT").map_or(true, |v| v != "0"))
+    {
+        let made = if resident {
+            GpuKspaceOperator::on_stream(&problem.operator, &problem.kspace, cuda.stream())
+        } else {
+            GpuKspaceOperator::new(&problem.operator, &problem.kspace)
+        };
+        match made {
             Ok(op) => {
                 log(opts, &format!("k-space operator: {}", op.describe()));
                 return Some(op);
             }
             Err(reason) => format!("cuFFT is not usable: {reason}"),
         }
+    } else if backend.as_cuda_mut().is_none() {
+        "the network runs on the CPU".to_string()
+    } else {
+        "FFVOL_CUDA_FFT=0".to_string()
     };
     log(opts, &format!("k-space operator: rustfft ({} threads): {why}", rayon::current_num_threads()));
     None
+}
+
+/// One device-resident step up to the optimizer: forward on the resident grid (uploaded again
+/// only if something else used the training buffers), σ / masked FFT / loss / adjoint / chain
+/// rule on the device, backward from the device gradient. Returns the loss.
+fn resident_step(
+    cuda: &mut crate::backend::cuda::CudaBackend,
+    op: &mut crate::backend::cuda::GpuKspaceOperator,
+    points: &[f32],
+) -> Result<f64> {
+    if !cuda.has_resident_points() {
+        cuda.set_resident_points(points)?;
+    }
+    let z = cuda.forward_resident()?;
+    let (loss, max_abs) = op.sigmoid_loss_and_gradient_device(&z)?;
+    cuda.backward_device_grad(&op.gradient(), max_abs)?;
+    Ok(loss)
 }
 
 /// Trains (or resumes) the run in `cfg.output`, then evaluates and exports.
@@ -331,11 +363,21 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     )?;
     let start_step = session.backend.state().adam.step;
 
-    let mut gpu_operator = kspace_operator(session.backend.as_mut(), &problem, opts);
+    let resident = crate::backend::cuda::resident_from_env();
+    let mut gpu_operator = kspace_operator(session.backend.as_mut(), &problem, opts, resident);
+    let resident = resident && gpu_operator.is_some();
+    if resident {
+        log(opts, "step: device-resident (grid uploaded once; outputs and ∂L/∂z stay on the GPU)");
+    }
     let points = grid_points(dims, 1);
     let n = points.len() / 3;
     let (mut p, mut grad) = (vec![0.0f32; n], vec![0.0f32; n]);
     let (interrupted, seconds_per_step) = session.train(&cfg.train, opts, |backend, _step, lr| {
+        if let (true, Some(op), Some(cuda)) = (resident, gpu_operator.as_mut(), backend.as_cuda_mut()) {
+            let loss = resident_step(cuda, op, &points)?;
+            backend.optimizer_step(lr)?;
+            return Ok(loss as f32);
+        }
         let z = backend.forward(&points)?;
         let loss = match gpu_operator.as_mut() {
             // σ, the masked FFT, the loss, the adjoint and the chain rule through σ on the device

@@ -15,12 +15,18 @@
 //! [`GpuProjector::loss_and_gradient`] is `fit ct`'s step: one upload of the image, A, the
 //! residual against the measured projections (kept on the device) and ½·mean(r²), Aᵀ of the
 //! residual / m, one download of the gradient image.
+//!
+//! [`GpuProjector::sigmoid_loss_and_gradient_device`] is the device-resident form of that step
+//! (with the projector made [`GpuProjector::on_stream`] on the network backend's stream): the
+//! network's raw outputs z are read on the device, the image σ(z) is made there, and
+//! ∂L/∂z = Aᵀ(r / m) · p(1 − p) stays there for the backend's backward; only the loss and
+//! max |∂L/∂z| come back (two f64).
 
 use super::{cuda_error, Runtime};
 use crate::operator::ct_geometry::{Beam, Scan};
 use crate::operator::ray::RayProjector;
 use crate::{Error, Result};
-use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
 /// Threads per block of the forward (8 rays of 32 lanes).
@@ -110,6 +116,10 @@ pub struct GpuProjector {
     measured: Option<CudaSlice<f32>>,
     back: CudaSlice<f32>,
     partial: CudaSlice<f64>,
+    /// The device-resident step: ∂L/∂z, max |∂L/∂z| per block, and [loss, max |∂L/∂z|].
+    grad: CudaSlice<f32>,
+    partial_max: CudaSlice<f32>,
+    loss_max: CudaSlice<f64>,
 }
 
 fn blocks(items: usize, per_block: usize) -> Result<u32> {
@@ -121,6 +131,16 @@ impl GpuProjector {
     /// Uploads `projector`'s rays (made from `scan`) and allocates the buffers. Errors (never
     /// panics) when CUDA is not usable or the sizes do not fit.
     pub fn new(scan: &Scan, projector: &RayProjector) -> Result<Self> {
+        Self::make(scan, projector, None)
+    }
+
+    /// [`Self::new`] on a given stream of the process's context (the CUDA backend's,
+    /// [`super::CudaBackend::stream`]), for [`Self::sigmoid_loss_and_gradient_device`].
+    pub fn on_stream(scan: &Scan, projector: &RayProjector, stream: Arc<CudaStream>) -> Result<Self> {
+        Self::make(scan, projector, Some(stream))
+    }
+
+    fn make(scan: &Scan, projector: &RayProjector, stream: Option<Arc<CudaStream>>) -> Result<Self> {
         let rt = super::runtime().map_err(|why| Error::Config(format!("CUDA is not usable: {why}")))?;
         let n_rays = projector.n_rays();
         let n_vox = projector.n_voxels();
@@ -141,7 +161,10 @@ impl GpuProjector {
         };
         let Tables { seg_a, seg_b, views, geo } = Tables::new(scan, projector)?;
 
-        let stream = rt.ctx.new_stream().map_err(|e| cuda_error("creating a stream", e))?;
+        let stream = match stream {
+            Some(s) => s,
+            None => rt.ctx.new_stream().map_err(|e| cuda_error("creating a stream", e))?,
+        };
         let upload = |src: &[f32]| -> Result<CudaSlice<f32>> {
             stream.clone_htod(src).map_err(|e| cuda_error(&format!("uploading {} values", src.len()), e))
         };
@@ -153,6 +176,9 @@ impl GpuProjector {
         let partial = stream
             .alloc_zeros::<f64>(RESIDUAL_BLOCKS)
             .map_err(|e| cuda_error("allocating the loss partial sums", e))?;
+        let (grad, partial_max) = (zeros(n_vox)?, zeros(RESIDUAL_BLOCKS)?);
+        let loss_max =
+            stream.alloc_zeros::<f64>(2).map_err(|e| cuda_error("allocating the loss and maximum", e))?;
         Ok(GpuProjector {
             dims: to_i32(scan.dims)?,
             voxels: [to_i32(scan.voxels[0])?, to_i32(scan.voxels[1])?, to_i32(scan.voxels[2])?],
@@ -171,6 +197,9 @@ impl GpuProjector {
             measured: None,
             back,
             partial,
+            grad,
+            partial_max,
+            loss_max,
         })
     }
 
@@ -225,6 +254,107 @@ impl GpuProjector {
         }
         self.upload_volume(image)?;
         self.launch_forward()?;
+        let parts = self.launch_residual()?;
+        let m = self.n_rays as f32;
+        self.launch_adjoint()?;
+        let mut partial = vec![0.0f64; parts];
+        self.stream
+            .memcpy_dtoh(&self.partial.slice(0..parts), &mut partial)
+            .map_err(|e| cuda_error("copying the loss from the device", e))?;
+        self.download_back(grad)?;
+        let total: f64 = partial.iter().sum();
+        Ok((total / m as f64) as f32)
+    }
+
+    /// The device-resident form of `fit ct`'s grid step on the network's raw outputs `z` (one
+    /// per voxel, on the device, ordered on this projector's stream: make it with
+    /// [`Self::on_stream`] on the backend's): the image p = σ(z) (kept, see [`Self::image`]),
+    /// r = A p − measured, the loss ½·mean(r²), and ∂L/∂z = Aᵀ(r / m) · p(1 − p) (rounded as the
+    /// host's `g * p * (1 - p)`) left in [`Self::gradient`]. Returns the loss (as
+    /// [`Self::loss_and_gradient`] does, up to the order of its f64 sum) and max |∂L/∂z| (NaN
+    /// when any entry is NaN), read together in one copy. Needs [`Self::set_measured`] first.
+    pub fn sigmoid_loss_and_gradient_device(&mut self, z: &CudaView<f32>) -> Result<(f32, f32)> {
+        let n_vox = self.n_voxels();
+        self.check_len("the network outputs", z.len(), n_vox)?;
+        if self.measured.is_none() {
+            return Err(Error::Config("CUDA projector: loss_and_gradient before set_measured".into()));
+        }
+        self.rt.ctx.bind_to_thread().map_err(|e| cuda_error("binding the context", e))?;
+        let n_i = n_vox as i32;
+        {
+            let cfg = LaunchConfig {
+                grid_dim: (blocks(n_vox, 256)?.min(1 << 20), 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let f = self.rt.kernel("ct_sigmoid")?;
+            let mut b = self.stream.launch_builder(f);
+            b.arg(z).arg(&n_i).arg(&mut self.volume);
+            // SAFETY: matches ct_sigmoid's signature; z and volume hold n_vox values (checked).
+            unsafe { b.launch(cfg) }.map_err(|e| cuda_error("launching ct_sigmoid", e))?;
+        }
+        self.launch_forward()?;
+        let parts = self.launch_residual()?;
+        self.launch_adjoint()?;
+        let vparts = n_vox.div_ceil(RESIDUAL_THREADS as usize).clamp(1, RESIDUAL_BLOCKS);
+        {
+            let cfg = LaunchConfig {
+                grid_dim: (vparts as u32, 1, 1),
+                block_dim: (RESIDUAL_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let f = self.rt.kernel("ct_chain_absmax")?;
+            let mut b = self.stream.launch_builder(f);
+            b.arg(&self.back).arg(&self.volume).arg(&n_i).arg(&mut self.grad).arg(&mut self.partial_max);
+            // SAFETY: matches ct_chain_absmax's signature; back, volume and grad hold n_vox values,
+            // partial_max RESIDUAL_BLOCKS ≥ vparts; 256 threads per block, as its block max needs.
+            unsafe { b.launch(cfg) }.map_err(|e| cuda_error("launching ct_chain_absmax", e))?;
+        }
+        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        {
+            let (parts_i, m) = (parts as i32, self.n_rays as f32 as f64);
+            let f = self.rt.kernel("ct_loss_total")?;
+            let mut b = self.stream.launch_builder(f);
+            let mut out = self.loss_max.slice_mut(0..1);
+            b.arg(&self.partial).arg(&parts_i).arg(&m).arg(&mut out);
+            // SAFETY: matches ct_loss_total's signature; partial holds RESIDUAL_BLOCKS ≥ parts.
+            unsafe { b.launch(one) }.map_err(|e| cuda_error("launching ct_loss_total", e))?;
+        }
+        {
+            let vparts_i = vparts as i32;
+            let f = self.rt.kernel("absmax_total")?;
+            let mut b = self.stream.launch_builder(f);
+            let mut out = self.loss_max.slice_mut(1..2);
+            b.arg(&self.partial_max).arg(&vparts_i).arg(&mut out);
+            // SAFETY: matches absmax_total's signature; partial_max holds RESIDUAL_BLOCKS ≥ vparts.
+            unsafe { b.launch(one) }.map_err(|e| cuda_error("launching absmax_total", e))?;
+        }
+        let mut host = [0.0f64; 2];
+        self.stream
+            .memcpy_dtoh(&self.loss_max, &mut host)
+            .map_err(|e| cuda_error("copying the loss from the device", e))?;
+        self.stream.synchronize().map_err(|e| cuda_error("synchronising the projector's stream", e))?;
+        Ok((host[0] as f32, host[1] as f32))
+    }
+
+    /// ∂L/∂z of the last [`Self::sigmoid_loss_and_gradient_device`], on the device.
+    pub fn gradient(&self) -> CudaView<'_, f32> {
+        self.grad.as_view()
+    }
+
+    /// The image σ(z) of the last [`Self::sigmoid_loss_and_gradient_device`], copied to `out`
+    /// (for the PSNR curve; the resident step itself never copies it).
+    pub fn image(&mut self, out: &mut [f32]) -> Result<()> {
+        self.check_len("the image", out.len(), self.n_voxels())?;
+        self.stream
+            .memcpy_dtoh(&self.volume.slice(0..out.len()), out)
+            .map_err(|e| cuda_error("copying the image from the device", e))?;
+        self.stream.synchronize().map_err(|e| cuda_error("synchronising the projector's stream", e))
+    }
+
+    /// resid = (rays − measured) / m and the loss's f64 partial sums (½ r² per block) in
+    /// `partial`; returns how many partials.
+    fn launch_residual(&mut self) -> Result<usize> {
         let Some(measured) = &self.measured else {
             return Err(Error::Config("CUDA projector: loss_and_gradient before set_measured".into()));
         };
@@ -236,22 +366,13 @@ impl GpuProjector {
             block_dim: (RESIDUAL_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        {
-            let f = self.rt.kernel("ct_residual")?;
-            let mut b = self.stream.launch_builder(f);
-            b.arg(&self.rays).arg(measured).arg(&n).arg(&m).arg(&mut self.resid).arg(&mut self.partial);
-            // SAFETY: matches ct_residual's signature; rays, measured and resid hold n values, partial
-            // holds RESIDUAL_BLOCKS ≥ parts.
-            unsafe { b.launch(cfg) }.map_err(|e| cuda_error("launching ct_residual", e))?;
-        }
-        self.launch_adjoint()?;
-        let mut partial = vec![0.0f64; parts];
-        self.stream
-            .memcpy_dtoh(&self.partial.slice(0..parts), &mut partial)
-            .map_err(|e| cuda_error("copying the loss from the device", e))?;
-        self.download_back(grad)?;
-        let total: f64 = partial.iter().sum();
-        Ok((total / m as f64) as f32)
+        let f = self.rt.kernel("ct_residual")?;
+        let mut b = self.stream.launch_builder(f);
+        b.arg(&self.rays).arg(measured).arg(&n).arg(&m).arg(&mut self.resid).arg(&mut self.partial);
+        // SAFETY: matches ct_residual's signature; rays, measured and resid hold n values, partial
+        // holds RESIDUAL_BLOCKS ≥ parts.
+        unsafe { b.launch(cfg) }.map_err(|e| cuda_error("launching ct_residual", e))?;
+        Ok(parts)
     }
 
     fn check_len(&self, what: &str, got: usize, want: usize) -> Result<()> {

@@ -13,8 +13,12 @@
 //! in a fixed order, no atomics), the adjoint transform and the chain rule through the sigmoid
 //! run on the device, and `∂L/∂z` comes back (n f32) with the loss (one f64).
 //!
-//! Everything is on the operator's own stream on the process-wide [`Runtime`]'s context; the
-//! network's backend has its own stream, and the two only meet through host memory.
+//! Everything is on the operator's stream on the process-wide [`Runtime`]'s context: its own
+//! ([`GpuKspaceOperator::new`]), where the network's backend has another and the two meet only
+//! through host memory; or the backend's ([`GpuKspaceOperator::on_stream`]), for the
+//! device-resident step ([`GpuKspaceOperator::sigmoid_loss_and_gradient_device`]): `z` is read
+//! where the backend's forward left it, `∂L/∂z` stays on the device for the backend's backward,
+//! and only the loss and max |∂L/∂z| (two f64) come back.
 //!
 //! `libcufft` is loaded at run time (cudarc's dynamic loading) and may be missing where the
 //! driver, NVRTC and cuBLAS are present; [`GpuKspaceOperator::new`] then says why, and never
@@ -24,7 +28,7 @@
 use super::{cuda_error, Runtime};
 use crate::operator::fft::{MaskedFft, C64};
 use cudarc::cufft::{sys as fft_sys, CudaFft, FftDirection};
-use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
 use rustfft::num_complex::Complex;
 use std::sync::Arc;
 
@@ -77,6 +81,9 @@ pub struct GpuKspaceOperator {
     grad: CudaSlice<f32>,
     partial: CudaSlice<f64>,
     loss: CudaSlice<f64>,
+    /// The device-resident step: max |grad| per block, and [loss, max |grad|] read together.
+    partial_max: CudaSlice<f32>,
+    loss_max: CudaSlice<f64>,
     parts: usize,
 }
 
@@ -85,11 +92,21 @@ impl GpuKspaceOperator {
     /// the device and plans the transform. `Err` says why the device cannot do it (no cuFFT, no
     /// CUDA, a failed plan), for the log; never panics.
     pub fn new(op: &MaskedFft, y: &[C64]) -> Result<Self, String> {
+        Self::make(op, y, None)
+    }
+
+    /// [`Self::new`] on a given stream of the process's context (the CUDA backend's,
+    /// [`super::CudaBackend::stream`]), for [`Self::sigmoid_loss_and_gradient_device`].
+    pub fn on_stream(op: &MaskedFft, y: &[C64], stream: Arc<CudaStream>) -> Result<Self, String> {
+        Self::make(op, y, Some(stream))
+    }
+
+    fn make(op: &MaskedFft, y: &[C64], stream: Option<Arc<CudaStream>>) -> Result<Self, String> {
         let rt = super::runtime().map_err(|reason| format!("CUDA is not usable: {reason}"))?;
         if !cufft_present() {
             return Err("no cuFFT (libcufft.so.12 cannot be loaded; it ships with the CUDA toolkit)".into());
         }
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::build(rt, op, y))) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::build(rt, op, y, stream))) {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(p) => Err(format!(
                 "cuFFT panicked: {}",
@@ -101,7 +118,12 @@ impl GpuKspaceOperator {
         }
     }
 
-    fn build(rt: Arc<Runtime>, op: &MaskedFft, y: &[C64]) -> crate::Result<Self> {
+    fn build(
+        rt: Arc<Runtime>,
+        op: &MaskedFft,
+        y: &[C64],
+        stream: Option<Arc<CudaStream>>,
+    ) -> crate::Result<Self> {
         let dims = op.dims();
         let n: usize = dims.iter().product();
         if n == 0 || n > i32::MAX as usize {
@@ -115,7 +137,10 @@ impl GpuKspaceOperator {
             )));
         }
         rt.ctx.bind_to_thread().map_err(|e| cuda_error("binding the context", e))?;
-        let stream = rt.ctx.new_stream().map_err(|e| cuda_error("creating a stream", e))?;
+        let stream = match stream {
+            Some(s) => s,
+            None => rt.ctx.new_stream().map_err(|e| cuda_error("creating a stream", e))?,
+        };
         // cuFFT is row-major (last axis fastest): our x-fastest volume is [nz][ny][nx]. Axes of
         // length 1 are dropped (their DFT is the identity), which leaves the layout unchanged.
         let shape: Vec<i32> = dims.iter().rev().filter(|&&d| d > 1).map(|&d| d as i32).collect();
@@ -154,6 +179,8 @@ impl GpuKspaceOperator {
             grad: stream.alloc_zeros(n).map_err(alloc_err("the gradient"))?,
             partial: stream.alloc_zeros(parts).map_err(alloc_err("the loss partials"))?,
             loss: stream.alloc_zeros(1).map_err(alloc_err("the loss"))?,
+            partial_max: stream.alloc_zeros(parts).map_err(alloc_err("the gradient maxima"))?,
+            loss_max: stream.alloc_zeros(2).map_err(alloc_err("the loss"))?,
             parts,
             rt,
             stream,
@@ -256,6 +283,74 @@ impl GpuKspaceOperator {
     /// host's rounding order (`(∂L/∂p as f32) · (p·(1 − p))`).
     pub fn sigmoid_loss_and_gradient(&mut self, z: &[f32], grad: &mut [f32]) -> crate::Result<f64> {
         self.loss_and_gradient_inner(z, grad, true)
+    }
+
+    /// The device-resident form of [`Self::sigmoid_loss_and_gradient`]: `z` (n f32) is already
+    /// on the device, ordered on this operator's stream (make it with [`Self::on_stream`] on the
+    /// backend's stream); `∂L/∂z` is left in [`Self::gradient`]. Returns the loss and max |∂L/∂z|
+    /// (NaN when any entry is NaN), read together in one copy: the same values, bit for bit, as
+    /// [`Self::sigmoid_loss_and_gradient`] on the same `z` (the same kernels, and the max is exact).
+    pub fn sigmoid_loss_and_gradient_device(&mut self, z: &CudaView<f32>) -> crate::Result<(f64, f32)> {
+        if z.len() != self.n {
+            return Err(crate::Error::Config(format!(
+                "k-space operator: a field of {} values for a {:?} grid",
+                z.len(),
+                self.dims
+            )));
+        }
+        self.rt.ctx.bind_to_thread().map_err(|e| cuda_error("binding the context", e))?;
+        let (n_i, sig) = (self.n as i32, 1i32);
+        launch!(self, "kspace_pack", grid(self.n), z, &n_i, &sig, &mut self.p, &mut self.x)?;
+        self.transform(FftDirection::Forward)?;
+        let cfg = LaunchConfig {
+            grid_dim: (self.parts as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(
+            self,
+            "kspace_residual",
+            cfg,
+            &mut self.x,
+            &self.kspace,
+            &self.mask,
+            &n_i,
+            &mut self.partial
+        )?;
+        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+        let (parts_i, n_f) = (self.parts as i32, self.n as f64);
+        {
+            let mut out = self.loss_max.slice_mut(0..1);
+            launch!(self, "kspace_loss_total", one, &self.partial, &parts_i, &n_f, &mut out)?;
+        }
+        self.transform(FftDirection::Inverse)?;
+        launch!(
+            self,
+            "kspace_gradient_absmax",
+            cfg,
+            &self.x,
+            &self.p,
+            &n_i,
+            &n_f,
+            &sig,
+            &mut self.grad,
+            &mut self.partial_max
+        )?;
+        {
+            let mut out = self.loss_max.slice_mut(1..2);
+            launch!(self, "absmax_total", one, &self.partial_max, &parts_i, &mut out)?;
+        }
+        let mut host = [0.0f64; 2];
+        self.stream
+            .memcpy_dtoh(&self.loss_max, &mut host)
+            .map_err(|e| cuda_error("copying the loss from the device", e))?;
+        self.stream.synchronize().map_err(|e| cuda_error("synchronising the stream", e))?;
+        Ok((host[0], host[1] as f32))
+    }
+
+    /// ∂L/∂z of the last [`Self::sigmoid_loss_and_gradient_device`], on the device (n f32).
+    pub fn gradient(&self) -> CudaView<'_, f32> {
+        self.grad.as_view()
     }
 
     fn upload_complex(&mut self, v: &[C64]) -> crate::Result<()> {

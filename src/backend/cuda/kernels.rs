@@ -55,9 +55,15 @@ pub const KERNEL_NAMES: &[&str] = &[
     "kspace_loss_total",
     "kspace_gradient",
     "kspace_mask",
+    "kspace_gradient_absmax",
+    "scale_into",
+    "absmax_total",
     "ct_forward",
     "ct_adjoint",
     "ct_residual",
+    "ct_sigmoid",
+    "ct_chain_absmax",
+    "ct_loss_total",
 ];
 
 /// One program made of the prelude and the given sources, with `#line` markers so NVRTC's

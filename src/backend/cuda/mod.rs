@@ -23,7 +23,7 @@ mod network;
 pub use ct::GpuProjector;
 pub use fft::GpuKspaceOperator;
 pub use network::occupancy::{BatchParams, DeviceMesh, StepReport, LOSS_SLOTS, WINDING_STACK};
-pub use network::{rng_key, CudaBackend};
+pub use network::{resident_from_env, rng_key, CudaBackend};
 
 use cudarc::driver::{CudaContext, CudaFunction};
 use std::collections::HashMap;

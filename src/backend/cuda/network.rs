@@ -58,6 +58,13 @@ pub fn graph_from_env() -> bool {
     std::env::var("FFVOL_CUDA_GRAPH").map_or(true, |v| v != "0")
 }
 
+/// Whether the full-grid steps of `fit mri` and `fit ct`, when their operator runs on the device,
+/// keep the network's outputs and ∂L/∂output there (`$FFVOL_CUDA_RESIDENT`, on unless `0`; off,
+/// the step goes through host memory as before, for timing and checking the two paths).
+pub fn resident_from_env() -> bool {
+    std::env::var("FFVOL_CUDA_RESIDENT").map_or(true, |v| v != "0")
+}
+
 /// fp16: rows per bias-gradient part for a batch of `n`.
 fn fp16_rows_per_part(n: usize) -> usize {
     FP16_ROWS_PER_PART.max(n.div_ceil(65_535).next_multiple_of(8))
@@ -67,6 +74,13 @@ fn fp16_rows_per_part(n: usize) -> usize {
 /// range (see [`GRAD_SCALE_TARGET`]); 1 for an all-zero gradient; an error for a non-finite one.
 pub fn host_grad_scale(g: &[f32]) -> crate::Result<f32> {
     let max = g.iter().fold(0.0f32, |m, &x| if x.abs() > m || x.is_nan() { x.abs() } else { m });
+    grad_scale_for_max(max)
+}
+
+/// [`host_grad_scale`]'s rule from the largest |g| alone (the device-resident steps compute it on
+/// the device, see [`CudaBackend::backward_device_grad`]): the power of two that brings `max` into
+/// (TARGET/2, TARGET]; 1 for 0; an error for a non-finite `max`.
+pub fn grad_scale_for_max(max: f32) -> crate::Result<f32> {
     if !max.is_finite() {
         return Err(crate::Error::Input(format!(
             "backward: the output gradient is not finite ({max}); the loss diverged"
@@ -435,6 +449,9 @@ pub struct CudaBackend {
     /// Timing events of device-resident steps, per loss slot: before sampling, after
     /// labelling, after Adam. Made on first use.
     step_events: Vec<[cudarc::driver::CudaEvent; 3]>,
+    /// The number of points [`Self::set_resident_points`] left in the training buffers, while
+    /// they are still there (anything else that writes `train.points` clears it).
+    pub(super) resident: Option<usize>,
 }
 
 impl CudaBackend {
@@ -515,6 +532,7 @@ impl CudaBackend {
             last_state: std::cell::RefCell::new(TrainState { adam: AdamState::zeros(n), mlp: mlp.clone() }),
             losses: gpu.alloc(occupancy::LOSS_SLOTS)?,
             step_events: vec![],
+            resident: None,
             sizes: mlp.sizes,
             gpu,
         };
@@ -538,6 +556,75 @@ impl CudaBackend {
     /// Name and architecture of the device, e.g. "NVIDIA H200 (sm_90)".
     pub fn device(&self) -> String {
         format!("{} ({})", self.gpu.rt.device_name, self.gpu.rt.arch)
+    }
+
+    /// The stream every launch of this backend is ordered on: device operators that take the
+    /// network's outputs on the device (`GpuKspaceOperator::on_stream`, `GpuProjector::on_stream`)
+    /// run on it, so no cross-stream synchronisation is needed.
+    pub fn stream(&self) -> Arc<CudaStream> {
+        self.gpu.stream.clone()
+    }
+
+    /// Uploads a fixed set of points (a full grid) into the training buffers once, for
+    /// [`Self::forward_resident`]; returns their number. They stay until something else writes
+    /// the training buffers' points (`forward`, `train_step`, an occupancy step), which clears
+    /// [`Self::has_resident_points`]; `predict` uses separate buffers and keeps them.
+    pub fn set_resident_points(&mut self, points: &[f32]) -> crate::Result<usize> {
+        let n = self.check_points(points, "set_resident_points")?;
+        self.resident = None;
+        Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
+        let bufs = self.train.as_mut().ok_or_else(missing)?;
+        self.gpu.upload(points, &mut bufs.points)?;
+        self.resident = Some(n);
+        Ok(n)
+    }
+
+    /// Whether the points of [`Self::set_resident_points`] are still in the training buffers.
+    pub fn has_resident_points(&self) -> bool {
+        self.resident.is_some()
+    }
+
+    /// The forward pass on the resident points: the raw outputs (n × outputs, fp32 in both
+    /// precisions) stay on the device, on [`Self::stream`]; nothing is copied to the host. Follow
+    /// with [`Self::backward_device_grad`].
+    pub fn forward_resident(&mut self) -> crate::Result<CudaView<'_, f32>> {
+        let n = self.resident.ok_or_else(|| {
+            crate::Error::Config(
+                "CUDA forward_resident: no resident points (set_resident_points first)".into(),
+            )
+        })?;
+        let mut bufs = self.train.take().ok_or_else(missing)?;
+        let r = self.forward_device(&mut bufs, n);
+        self.train = Some(bufs);
+        r?;
+        self.batch = n;
+        let len = n * self.layers[self.layers.len() - 1].n_out;
+        let bufs = self.train.as_ref().ok_or_else(missing)?;
+        Ok(bufs.acts[self.layers.len() - 1].slice(0..len))
+    }
+
+    /// [`Backend::backward`] with ∂L/∂output already on the device (ordered on [`Self::stream`])
+    /// and its largest magnitude `max_abs`, which the caller's loss computed on the device and read
+    /// with the loss. fp16 scales the gradient by [`grad_scale_for_max`]`(max_abs)`, as
+    /// [`host_grad_scale`] would for the same values; a non-finite `max_abs` is an error in both
+    /// precisions (the loss diverged).
+    pub fn backward_device_grad(&mut self, grad: &CudaView<f32>, max_abs: f32) -> crate::Result<()> {
+        let n = self.batch;
+        let len = n * self.layers[self.layers.len() - 1].n_out;
+        if n == 0 || grad.len() != len {
+            return Err(crate::Error::Input(format!(
+                "backward: got {} output gradients for a forward of {n} points",
+                grad.len()
+            )));
+        }
+        let scale = grad_scale_for_max(max_abs)?;
+        self.grad_scale = if self.fp16() { scale } else { 1.0 };
+        let bufs = self.train.as_mut().ok_or_else(missing)?;
+        let (len_i, s) = (len as i64, self.grad_scale);
+        let mut out = bufs.deltas[0].slice_mut(0..len);
+        let gpu = &self.gpu;
+        launch!(gpu, "scale_into", grid(len), grad, &len_i, &s, &mut out)?;
+        self.backward_device(n)
     }
 
     fn refresh_params16(&mut self) -> crate::Result<()> {
@@ -1088,6 +1175,7 @@ impl Backend for CudaBackend {
 
     fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]> {
         let n = self.check_points(points, "forward")?;
+        self.resident = None;
         Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self.gpu.upload(points, &mut bufs.points).and_then(|_| self.forward_device(&mut bufs, n));
@@ -1254,6 +1342,7 @@ impl Backend for CudaBackend {
         if targets.len() != n * n_out {
             return Err(crate::Error::Input(format!("train_step: {} targets for {n} points", targets.len())));
         }
+        self.resident = None;
         Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self
@@ -1278,7 +1367,7 @@ pub mod occupancy;
 
 #[cfg(test)]
 mod tests {
-    use super::host_grad_scale;
+    use super::{grad_scale_for_max, host_grad_scale};
 
     #[test]
     fn host_grad_scale_brings_the_largest_gradient_just_under_one() {
@@ -1299,5 +1388,21 @@ mod tests {
         assert_eq!(host_grad_scale(&[0.0, 0.0]).unwrap(), 1.0);
         assert!(host_grad_scale(&[1.0, f32::NAN, 2.0]).is_err());
         assert!(host_grad_scale(&[f32::INFINITY]).is_err());
+    }
+
+    /// The device-resident step's rule from a maximum alone is the host rule on the same values.
+    #[test]
+    fn grad_scale_for_max_is_the_host_rule() {
+        let g = [0.25f32, -3.5e-3, 1e-7, -0.0];
+        for k in [-60, -20, -1, 0, 1, 9, 40] {
+            let gk: Vec<f32> = g.iter().map(|x| x * 2f32.powi(k) * 1.37).collect();
+            let max = gk.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            assert_eq!(grad_scale_for_max(max).unwrap(), host_grad_scale(&gk).unwrap());
+        }
+        assert_eq!(grad_scale_for_max(0.0).unwrap(), 1.0);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let e = grad_scale_for_max(bad).unwrap_err().to_string();
+            assert!(e.contains("not finite"), "{e}");
+        }
     }
 }

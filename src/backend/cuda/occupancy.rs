@@ -439,6 +439,7 @@ impl CudaBackend {
         if n > i32::MAX as usize / widest.max(3) {
             return Err(crate::Error::Input(format!("{n} points is too many for one batch on the GPU")));
         }
+        self.resident = None; // the batch overwrites the training buffers' points
         Self::ensure(&mut self.train, &self.gpu, n, 3, &self.layers, true, self.precision)?;
         let gpu = &self.gpu;
         let bufs = self.train.as_mut().ok_or_else(missing)?;
