@@ -47,7 +47,7 @@ step() { # name cap command...
 echo "card: $(nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | head -1) | ffvol $(cat "$B/COMMIT") | $(date -u +%FT%H:%MZ)"
 step kernels 40 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
 for t in cuda_fp16 cuda_mri cuda_ct cuda_occupancy cuda_parity; do
-  [ -x "$B/tests/$t" ] && step "$t" 60 "$B/tests/$t" --nocapture --test-threads=1
+  [ -x "$B/tests/$t" ] && step "$t" 120 "$B/tests/$t" --nocapture --test-threads=1
 done
 for d in 4 8; do
   for p in fp16 fp32; do
@@ -93,7 +93,7 @@ for t in kernels cuda_fp16 cuda_mri cuda_ct cuda_occupancy cuda_parity; do
   printf '%-16s %s\n' "$t" "$(grep -E '^test result' "$OUT/$t.log" 2>/dev/null | tail -1)"
   grep -E "^test .*FAILED|panicked at" "$OUT/$t.log" 2>/dev/null | head -4
 done
-grep -hE "worst relative difference|gradient error .*×|label mismatches|200 steps:" "$OUT"/cuda_*.log | head -12
+grep -hE "worst relative difference|gradient error .*×|label mismatches|200 steps:|^paper (MRI|CT)" "$OUT"/cuda_*.log | head -14
 echo "== bench (M samples/s: training step | device-resident train part)"
 for d in 4 8; do
   for p in fp16 fp32; do
@@ -108,7 +108,7 @@ echo "== paper occupancy protocol (wall ${paper_wall} s)"
 grep -E "^(device|IoU|time:)" "$OUT/paper.log"
 echo "== single runs"
 for n in mri_alone ct_alone volume_alone; do
-  echo "-- $n"; grep -E "^(device|k-space|projector|step .*resident|PSNR|SSIM|time:|final loss)" "$OUT/$n.log" | tail -6
+  echo "-- $n"; grep -E "^(device|k-space|projector|PSNR|SSIM|time:|final loss)|resident" "$OUT/$n.log" | tail -7
 done
 for n in cone_fdk cone_sart cone_fit; do
   echo "-- $n"; grep -E "^(projector|PSNR|final loss|fdk|sart)" "$OUT/$n.log" | tail -3
