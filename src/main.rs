@@ -813,14 +813,23 @@ fn recon(a: ReconArgs) -> Result<()> {
                     a.geometry.display()
                 );
             }
-            if scan.beam != Beam::Parallel {
-                let n = scan.n_views() as f64;
-                let (lo, hi) = scan
-                    .angles
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
-                if (hi - lo) * n / (n - 1.0).max(1.0) < 2.0 * std::f64::consts::PI * 0.99 {
-                    eprintln!("warning: FDK here assumes views over a full turn; these cover {:.0}° (no short-scan weights)", (hi - lo).to_degrees());
+            if let Some(sh) = ct_recon::short_scan(&scan) {
+                let deg = f64::to_degrees;
+                if sh.complete() {
+                    eprintln!(
+                        "short scan over {:.1}°: Parker weights (δ = {:.1}°, fan half-angle {:.1}°)",
+                        deg(sh.span),
+                        deg(sh.delta),
+                        deg(sh.gamma_max)
+                    );
+                } else {
+                    eprintln!(
+                        "warning: the views cover {:.1}°, less than 180° + the fan angle ({:.1}°): some lines are \
+                         never measured; Parker weights with δ = {:.1}°",
+                        deg(sh.span),
+                        180.0 + 2.0 * deg(sh.gamma_max),
+                        deg(sh.delta)
+                    );
                 }
             }
             (ct_recon::fbp(&scan, &proj), if a.method == ReconMethod::Fbp { "fbp" } else { "fdk" })

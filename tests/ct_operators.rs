@@ -186,3 +186,38 @@ fn sart_beats_fbp_on_sparse_views() {
     println!("128², 20 views: FBP {fbp:.2} dB, SART {sart:.2} dB");
     assert!(fbp > 17.0 && sart > fbp + 3.0, "FBP {fbp:.2}, SART {sart:.2}");
 }
+
+/// A fan-beam short scan (π + 2δ, δ just over the detector's half fan angle) with Parker's
+/// weights comes within 3 dB of the full turn (32.4 dB full, 30.2 dB short; 25.0 dB without the
+/// weights), and conjugate rays' weights add up to one.
+#[test]
+fn fdk_short_scan_with_parker_weights() {
+    let geometry = |span_deg: f64, count: usize| {
+        scan(&format!(
+            "beam = \"fan\"\ndims = 2\ndso = 400.0\ndsd = 700.0\n[detector]\npixels = [600]\npixel_size = [1.0]\n\
+             [volume]\nvoxels = [256, 256]\nvoxel_size = [1.0, 1.0]\n[angles]\ncount = {count}\nunit = \"degrees\"\n\
+             span = {span_deg}\n"
+        ))
+    };
+    let ph = Phantom::shepp_2d(None);
+    let full = geometry(360.0, 360);
+    let truth = ph.rasterize(&full, 3, true);
+    let rec = |s: &Scan| {
+        let a = RayProjector::new(s, 0.5);
+        psnr(&ct_recon::fbp(s, &ph.project(s, &a, 3)), &truth)
+    };
+    let p_full = rec(&full);
+    let short = geometry(180.0 + 2.0 * 24.0, 228);
+    let sh = ct_recon::short_scan(&short).expect("a short scan");
+    assert!(sh.complete(), "{sh:?}");
+    assert!(ct_recon::short_scan(&full).is_none());
+    let p_short = rec(&short);
+    // the conjugate rays' weights add up to one
+    for &(beta, gamma) in &[(0.1, 0.2), (0.3, -0.35), (1.5, 0.0), (2.0, 0.3)] {
+        let (b2, g2) = (beta + std::f64::consts::PI - 2.0 * gamma, -gamma);
+        let sum = ct_recon::parker_weight(beta, gamma, sh.delta) + ct_recon::parker_weight(b2, g2, sh.delta);
+        assert!((sum - 1.0).abs() < 1e-9, "β {beta} γ {gamma}: weights add to {sum}");
+    }
+    println!("FDK fan 256²: full turn {p_full:.2} dB, short scan (228°) with Parker weights {p_short:.2} dB");
+    assert!(p_short > p_full - 3.0 && p_short > 29.0, "short scan {p_short:.2} dB, full {p_full:.2} dB");
+}

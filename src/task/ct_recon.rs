@@ -50,12 +50,74 @@ pub fn ramp_filter(rows: &mut [f64], nu: usize, tau: f64) {
     });
 }
 
-/// FBP for parallel beams, FDK for fan and cone beams; `proj` laid out as in [`Scan`].
+/// A fan or cone scan over less than a full turn: its angular span (views × step) and the
+/// half fan angle δ its Parker weights use, (span − π) / 2 (at least the detector's own half
+/// fan angle when the data suffice).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ShortScan {
+    pub span: f64,
+    pub delta: f64,
+    /// The detector's largest |γ| (fan angle of a ray from the central ray).
+    pub gamma_max: f64,
+}
+
+impl ShortScan {
+    /// Whether every ray has its conjugate in the scan (span ≥ π + 2 γ_max).
+    pub fn complete(&self) -> bool {
+        self.delta >= self.gamma_max - 1e-9
+    }
+}
+
+/// The short-scan description of a divergent-beam scan whose evenly spaced views (in increasing
+/// order) cover less than a full turn; `None` for parallel beams and full scans.
+pub fn short_scan(scan: &Scan) -> Option<ShortScan> {
+    let n = scan.angles.len();
+    if scan.beam == Beam::Parallel || n < 2 {
+        return None;
+    }
+    let step = (scan.angles[n - 1] - scan.angles[0]) / (n - 1) as f64;
+    let span = step * n as f64;
+    if !(step > 0.0) || span >= 2.0 * std::f64::consts::PI * (1.0 - 1e-3) {
+        return None;
+    }
+    let [nu, _] = scan.det_pixels;
+    let gamma_max =
+        [0, nu - 1].iter().map(|&iu| (scan.detector_uv(iu, 0).0 / scan.dsd).atan().abs()).fold(0.0, f64::max);
+    Some(ShortScan { span, delta: ((span - std::f64::consts::PI) / 2.0).max(1e-6), gamma_max })
+}
+
+/// Parker's weight (1982) of the ray at fan angle γ in the view β after the first
+/// (0 ≤ β ≤ π + 2δ): ramps the doubly measured rays at both ends of a short scan so that every
+/// line counts once. With our geometry the conjugate of (β, γ) is (β + π − 2γ, −γ).
+pub fn parker_weight(beta: f64, gamma: f64, delta: f64) -> f64 {
+    use std::f64::consts::{FRAC_PI_4, PI};
+    let g = -gamma; // Parker's convention: the conjugate of (β, g) is (β + π + 2g, −g)
+    let w = if beta < 0.0 {
+        0.0
+    } else if beta < 2.0 * (delta - g) {
+        (FRAC_PI_4 * beta / (delta - g)).sin().powi(2)
+    } else if beta <= PI - 2.0 * g {
+        1.0
+    } else if beta <= PI + 2.0 * delta {
+        (FRAC_PI_4 * (PI + 2.0 * delta - beta) / (delta + g)).sin().powi(2)
+    } else {
+        0.0
+    };
+    if w.is_finite() {
+        w
+    } else {
+        0.0
+    }
+}
+
+/// FBP for parallel beams, FDK for fan and cone beams; `proj` laid out as in [`Scan`]. A fan or
+/// cone scan over less than a full turn gets Parker's short-scan weights ([`short_scan`]).
 pub fn fbp(scan: &Scan, proj: &[f32]) -> Vec<f32> {
     let [nu, nv] = scan.det_pixels;
     let scale = scan.measurement_scale();
     let divergent = scan.beam != Beam::Parallel;
     let mag = if divergent { scan.dso / scan.dsd } else { 1.0 };
+    let short = short_scan(scan);
     // pre-weight (FDK cosine weights) and convert measurements to line integrals
     let mut q: Vec<f64> = proj
         .par_iter()
@@ -64,9 +126,17 @@ pub fn fbp(scan: &Scan, proj: &[f32]) -> Vec<f32> {
             let mut v = p as f64 / scale;
             if divergent {
                 let (iu, iv) = (i % nu, (i / nu) % nv);
-                let (u, w) = scan.detector_uv(iu, iv);
-                let (u, w) = (u * mag, w * mag);
+                let (u_det, w) = scan.detector_uv(iu, iv);
+                let (u, w) = (u_det * mag, w * mag);
                 v *= scan.dso / (scan.dso * scan.dso + u * u + w * w).sqrt();
+                if let Some(sh) = &short {
+                    // Parker's weight, and span/π in place of the full turn's 2π/2π: back-projection
+                    // weighs every view by π / views
+                    let view = i / (nu * nv);
+                    let beta = scan.angles[view] - scan.angles[0];
+                    v *= parker_weight(beta, (u_det / scan.dsd).atan(), sh.delta) * sh.span
+                        / std::f64::consts::PI;
+                }
             }
             v
         })
