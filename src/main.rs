@@ -64,6 +64,85 @@ enum Job {
     Ct(Box<CtArgs>),
 }
 
+/// Network, training and device flags shared by every `fit` job (each job maps `--encoding`,
+/// `--sigma` and `--features` onto its own defaults).
+#[derive(Args)]
+struct NetArgs {
+    /// Input mapping γ.
+    #[arg(long, value_parser = ["none", "basic", "positional", "gaussian"])]
+    encoding: Option<String>,
+    /// Scale σ of the mapping (Gaussian: std of the frequencies in cycles per unit box;
+    /// positional: log2 of the highest frequency).
+    #[arg(long)]
+    sigma: Option<f32>,
+    /// Number of frequencies m (Gaussian) or per axis (positional).
+    #[arg(long)]
+    features: Option<usize>,
+    /// Dense layers including the output layer.
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Width of the hidden layers.
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Base learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// `constant`, `cosine[:WARMUP[:FINAL_FRACTION]]` or `exponential:FACTOR:EVERY`.
+    #[arg(long)]
+    schedule: Option<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (0 = all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// `auto`, `cpu` or `cuda`.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+impl NetArgs {
+    /// Depth, width, steps, learning rate, schedule, seed, threads and device, each where given.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        model: &mut ffvol::model::ModelConfig,
+        steps: &mut u64,
+        lr: &mut f32,
+        schedule: &mut LrSchedule,
+        seed: &mut u64,
+        threads: &mut usize,
+        device: &mut String,
+    ) -> Result<()> {
+        model.depth = self.depth.unwrap_or(model.depth);
+        model.width = self.width.unwrap_or(model.width);
+        *steps = self.steps.unwrap_or(*steps);
+        *lr = self.lr.unwrap_or(*lr);
+        if let Some(text) = &self.schedule {
+            *schedule = parse_schedule(text)?;
+        }
+        *seed = self.seed.unwrap_or(*seed);
+        *threads = self.threads.unwrap_or(*threads);
+        if let Some(d) = &self.device {
+            *device = d.clone();
+        }
+        Ok(())
+    }
+}
+
+/// `--output`, refused when it already holds a run unless `--force`.
+fn checked_output(o: &Path, force: bool) -> Result<PathBuf> {
+    if o.join(occupancy::RUN_TOML).exists() && !force {
+        bail!(
+            "{} already holds a run; pass --force to overwrite it or `ffvol fit --resume {}` to continue it",
+            o.display(),
+            o.display()
+        );
+    }
+    Ok(o.to_path_buf())
+}
+
 #[derive(Args)]
 struct CtArgs {
     /// Projections (.npy): [views, u] in 2D, [views, v, u] in 3D.
@@ -76,6 +155,9 @@ struct CtArgs {
     #[arg(long)]
     truth: Option<PathBuf>,
     /// Starting settings: `fast` (minutes on 2 cores at 128²) or `paper-ct` (the paper's 2D protocol).
+    /// Either way `--encoding` gives the paper's mappings (σ_g = 4, σ_p = 3 with m/2 frequencies
+    /// per axis, unless --sigma) and learning rates (1e-3 for gaussian and positional, 1e-2 for
+    /// basic and none, unless --lr).
     #[arg(long, value_enum, default_value = "fast")]
     preset: ffvol::task::ct::CtPreset,
     /// Run folder (default: runs/ct, numbered if it exists).
@@ -83,25 +165,9 @@ struct CtArgs {
     output: Option<PathBuf>,
     #[arg(long)]
     force: bool,
-    /// Input mapping γ (σ_g = 4, σ_p = 3 unless --sigma).
-    #[arg(long, value_parser = ["none", "basic", "positional", "gaussian"])]
-    encoding: Option<String>,
-    #[arg(long)]
-    sigma: Option<f32>,
-    /// Gaussian frequencies m (positional: m/2 per axis).
-    #[arg(long)]
-    features: Option<usize>,
-    #[arg(long)]
-    depth: Option<usize>,
-    #[arg(long)]
-    width: Option<usize>,
-    #[arg(long)]
-    steps: Option<u64>,
-    /// Learning rate (default: the paper's, 1e-3 for gaussian/positional, 1e-2 for basic/none).
-    #[arg(long)]
-    lr: Option<f32>,
-    #[arg(long)]
-    schedule: Option<String>,
+    // the mappings are the paper's (see --preset), the learning rate too unless --lr
+    #[command(flatten)]
+    net: NetArgs,
     /// `grid` renders the whole grid each step (full batch), `rays` samples rays.
     #[arg(long, value_enum)]
     render: Option<ffvol::task::ct::Render>,
@@ -109,12 +175,6 @@ struct CtArgs {
     rays_per_batch: Option<usize>,
     #[arg(long)]
     samples_per_ray: Option<usize>,
-    #[arg(long)]
-    seed: Option<u64>,
-    #[arg(long)]
-    threads: Option<usize>,
-    #[arg(long)]
-    device: Option<String>,
 }
 
 #[derive(Args)]
@@ -157,7 +217,7 @@ struct SimulateCtArgs {
 enum ReconMethod {
     /// Ramp-filtered back-projection (parallel beam; fan and cone go through FDK).
     Fbp,
-    /// Feldkamp–Davis–Kress for fan and cone beams (flat detector, full rotation).
+    /// Feldkamp–Davis–Kress for fan and cone beams (flat detector; a short scan gets Parker weights).
     Fdk,
     /// Simultaneous algebraic reconstruction with positivity.
     Sart,
@@ -200,44 +260,14 @@ struct FieldArgs {
     /// Write into an existing run folder.
     #[arg(long)]
     force: bool,
-    /// Input mapping γ.
-    #[arg(long, value_parser = ["none", "basic", "positional", "gaussian"])]
-    encoding: Option<String>,
-    /// Scale σ of the mapping (Gaussian: std of the frequencies in cycles per unit box;
-    /// positional: log2 of the highest frequency).
-    #[arg(long)]
-    sigma: Option<f32>,
-    /// Number of frequencies m (Gaussian) or per axis (positional).
-    #[arg(long)]
-    features: Option<usize>,
-    /// Dense layers including the output layer.
-    #[arg(long)]
-    depth: Option<usize>,
-    /// Width of the hidden layers.
-    #[arg(long)]
-    width: Option<usize>,
-    #[arg(long)]
-    steps: Option<u64>,
-    /// Base learning rate.
-    #[arg(long)]
-    lr: Option<f32>,
-    /// `constant`, `cosine[:WARMUP[:FINAL_FRACTION]]` or `exponential:FACTOR:EVERY`.
-    #[arg(long)]
-    schedule: Option<String>,
+    #[command(flatten)]
+    net: NetArgs,
     /// Intensity normalisation to [0, 1]: `minmax` or `percentile[:LOW:HIGH]`.
     #[arg(long)]
     normalize: Option<String>,
     /// Also write the fit on a grid K times finer (fit_xK.nii.gz).
     #[arg(long, value_name = "K")]
     upsample: Option<usize>,
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Worker threads (0 = all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// `auto`, `cpu` or `cuda`.
-    #[arg(long)]
-    device: Option<String>,
     /// Write a checkpoint every N steps.
     #[arg(long)]
     checkpoint_every: Option<u64>,
@@ -304,46 +334,16 @@ struct OccupancyArgs {
     /// Write into an existing run folder.
     #[arg(long)]
     force: bool,
-    /// Input mapping γ.
-    #[arg(long, value_parser = ["none", "basic", "positional", "gaussian"])]
-    encoding: Option<String>,
-    /// Scale σ of the mapping (Gaussian: std of the frequencies in cycles per unit box;
-    /// positional: log2 of the highest frequency).
-    #[arg(long)]
-    sigma: Option<f32>,
-    /// Number of frequencies m (Gaussian) or per axis (positional).
-    #[arg(long)]
-    features: Option<usize>,
+    #[command(flatten)]
+    net: NetArgs,
     /// Divide the features by √m (the paper's occupancy code does).
     #[arg(long)]
     normalize: Option<bool>,
-    /// Dense layers including the output layer.
-    #[arg(long)]
-    depth: Option<usize>,
-    /// Width of the hidden layers.
-    #[arg(long)]
-    width: Option<usize>,
     #[arg(long)]
     batch: Option<usize>,
-    #[arg(long)]
-    steps: Option<u64>,
-    /// Base learning rate.
-    #[arg(long)]
-    lr: Option<f32>,
-    /// `constant`, `cosine[:WARMUP[:FINAL_FRACTION]]` or `exponential:FACTOR:EVERY`.
-    #[arg(long)]
-    schedule: Option<String>,
     /// Fraction of each training batch drawn near the surface.
     #[arg(long)]
     surface_fraction: Option<f32>,
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Worker threads (0 = all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// `auto`, `cpu` or `cuda`.
-    #[arg(long)]
-    device: Option<String>,
     /// Points in each test set.
     #[arg(long)]
     test_points: Option<usize>,
@@ -497,7 +497,7 @@ fn resolve(args: &OccupancyArgs) -> Result<OccupancyConfig> {
     if let Some(m) = &args.mesh {
         c.mesh = m.clone();
     }
-    if let Some(name) = &args.encoding {
+    if let Some(name) = &args.net.encoding {
         c.encoding = match name.as_str() {
             "none" => EncodingConfig::None,
             "basic" => EncodingConfig::Basic { normalize: false },
@@ -511,32 +511,29 @@ fn resolve(args: &OccupancyArgs) -> Result<OccupancyConfig> {
     match &mut c.encoding {
         EncodingConfig::Gaussian { sigma, features, normalize }
         | EncodingConfig::Positional { sigma, features, normalize } => {
-            *sigma = args.sigma.unwrap_or(*sigma);
-            *features = args.features.unwrap_or(*features);
+            *sigma = args.net.sigma.unwrap_or(*sigma);
+            *features = args.net.features.unwrap_or(*features);
             *normalize = args.normalize.unwrap_or(*normalize);
         }
         EncodingConfig::Basic { normalize } => *normalize = args.normalize.unwrap_or(*normalize),
         EncodingConfig::None => {
-            if args.sigma.is_some() || args.features.is_some() {
+            if args.net.sigma.is_some() || args.net.features.is_some() {
                 bail!("--sigma and --features do not apply to --encoding none");
             }
         }
     }
-    c.model.depth = args.depth.unwrap_or(c.model.depth);
-    c.model.width = args.width.unwrap_or(c.model.width);
+    args.net.apply(
+        &mut c.model,
+        &mut c.train.steps,
+        &mut c.train.lr,
+        &mut c.train.schedule,
+        &mut c.seed,
+        &mut c.threads,
+        &mut c.device,
+    )?;
     c.train.batch = args.batch.unwrap_or(c.train.batch);
-    c.train.steps = args.steps.unwrap_or(c.train.steps);
-    c.train.lr = args.lr.unwrap_or(c.train.lr);
-    if let Some(s) = &args.schedule {
-        c.train.schedule = parse_schedule(s)?;
-    }
     c.train.surface_fraction = args.surface_fraction.unwrap_or(c.train.surface_fraction);
     c.train.checkpoint_every = args.checkpoint_every.unwrap_or(c.train.checkpoint_every);
-    c.seed = args.seed.unwrap_or(c.seed);
-    c.threads = args.threads.unwrap_or(c.threads);
-    if let Some(d) = &args.device {
-        c.device = d.clone();
-    }
     c.eval.test_points = args.test_points.unwrap_or(c.eval.test_points);
     c.export.resolution = args.resolution.unwrap_or(c.export.resolution);
     c.export.min_component = args.min_component.unwrap_or(c.export.min_component);
@@ -544,12 +541,7 @@ fn resolve(args: &OccupancyArgs) -> Result<OccupancyConfig> {
         c.export.formats = f.clone();
     }
     c.output = match &args.output {
-        Some(o) => {
-            if o.join(occupancy::RUN_TOML).exists() && !args.force {
-                bail!("{} already holds a run; pass --force to overwrite it or `ffvol fit --resume {}` to continue it", o.display(), o.display());
-            }
-            o.clone()
-        }
+        Some(o) => checked_output(o, args.force)?,
         None => fresh_run_dir(&c.mesh),
     };
     c.validate()?;
@@ -685,47 +677,40 @@ fn resolve_ct(a: &CtArgs) -> Result<ffvol::task::ct::CtConfig> {
     c.projections = a.projections.clone();
     c.geometry = a.geometry.clone();
     c.truth = a.truth.clone();
-    let m = a.features.unwrap_or(match c.encoding {
+    let m = a.net.features.unwrap_or(match c.encoding {
         EncodingConfig::Gaussian { features, .. } => features,
         _ => 256,
     });
-    if let Some(name) = &a.encoding {
+    if let Some(name) = &a.net.encoding {
         c.encoding = paper_encoding(name, m)?;
     }
     match &mut c.encoding {
         EncodingConfig::Gaussian { sigma, features, .. } => {
-            *sigma = a.sigma.unwrap_or(*sigma);
+            *sigma = a.net.sigma.unwrap_or(*sigma);
             *features = m;
         }
-        EncodingConfig::Positional { sigma, .. } => *sigma = a.sigma.unwrap_or(*sigma),
+        EncodingConfig::Positional { sigma, .. } => *sigma = a.net.sigma.unwrap_or(*sigma),
         _ => {
-            if a.sigma.is_some() {
+            if a.net.sigma.is_some() {
                 bail!("--sigma does not apply to --encoding none or basic");
             }
         }
     }
-    c.train.lr = a.lr.unwrap_or(paper_lr(&c.encoding));
-    c.model.depth = a.depth.unwrap_or(c.model.depth);
-    c.model.width = a.width.unwrap_or(c.model.width);
-    c.train.steps = a.steps.unwrap_or(c.train.steps);
-    if let Some(s) = &a.schedule {
-        c.train.schedule = parse_schedule(s)?;
-    }
+    c.train.lr = paper_lr(&c.encoding);
+    a.net.apply(
+        &mut c.model,
+        &mut c.train.steps,
+        &mut c.train.lr,
+        &mut c.train.schedule,
+        &mut c.seed,
+        &mut c.threads,
+        &mut c.device,
+    )?;
     c.train.render = a.render.unwrap_or(c.train.render);
     c.train.rays_per_batch = a.rays_per_batch.unwrap_or(c.train.rays_per_batch);
     c.train.samples_per_ray = a.samples_per_ray.unwrap_or(c.train.samples_per_ray);
-    c.seed = a.seed.unwrap_or(c.seed);
-    c.threads = a.threads.unwrap_or(c.threads);
-    if let Some(d) = &a.device {
-        c.device = d.clone();
-    }
     c.output = match &a.output {
-        Some(o) => {
-            if o.join("run.toml").exists() && !a.force {
-                bail!("{} already holds a run; pass --force to overwrite it or `ffvol fit --resume {}` to continue it", o.display(), o.display());
-            }
-            o.clone()
-        }
+        Some(o) => checked_output(o, a.force)?,
         None => fresh_run_dir(Path::new("ct")),
     };
     c.validate()?;
@@ -870,7 +855,7 @@ fn apply_field_args(
     device: &mut String,
     sigmas: (f32, f32),
 ) -> Result<()> {
-    if let Some(name) = &a.encoding {
+    if let Some(name) = &a.net.encoding {
         *encoding = match name.as_str() {
             "none" => EncodingConfig::None,
             "basic" => EncodingConfig::Basic { normalize: false },
@@ -884,42 +869,28 @@ fn apply_field_args(
     match encoding {
         EncodingConfig::Gaussian { sigma, features, .. }
         | EncodingConfig::Positional { sigma, features, .. } => {
-            *sigma = a.sigma.unwrap_or(*sigma);
-            *features = a.features.unwrap_or(*features);
+            *sigma = a.net.sigma.unwrap_or(*sigma);
+            *features = a.net.features.unwrap_or(*features);
         }
         _ => {
-            if a.sigma.is_some() || a.features.is_some() {
+            if a.net.sigma.is_some() || a.net.features.is_some() {
                 bail!("--sigma and --features apply to --encoding gaussian and positional only");
             }
         }
     }
-    model.depth = a.depth.unwrap_or(model.depth);
-    model.width = a.width.unwrap_or(model.width);
-    train.steps = a.steps.unwrap_or(train.steps);
-    train.lr = a.lr.unwrap_or(train.lr);
-    if let Some(s) = &a.schedule {
-        train.schedule = parse_schedule(s)?;
-    }
+    a.net.apply(model, &mut train.steps, &mut train.lr, &mut train.schedule, seed, threads, device)?;
     train.checkpoint_every = a.checkpoint_every.unwrap_or(train.checkpoint_every);
     if let Some(n) = &a.normalize {
         *normalize = parse_normalize(n).map_err(|e| anyhow::anyhow!("--normalize: {e}"))?;
     }
     export.upsample = a.upsample.unwrap_or(export.upsample);
-    *seed = a.seed.unwrap_or(*seed);
-    *threads = a.threads.unwrap_or(*threads);
-    if let Some(d) = &a.device {
-        *device = d.clone();
-    }
     Ok(())
 }
 
 /// The run folder: `--output` (refusing an existing run without --force) or runs/<stem>-<job>[-k].
 fn run_dir(a: &FieldArgs, data: Option<&Path>, job: &str) -> Result<PathBuf> {
     if let Some(o) = &a.output {
-        if o.join(occupancy::RUN_TOML).exists() && !a.force {
-            bail!("{} already holds a run; pass --force to overwrite it or `ffvol fit --resume {}` to continue it", o.display(), o.display());
-        }
-        return Ok(o.clone());
+        return checked_output(o, a.force);
     }
     let stem = data
         .and_then(|p| p.file_name())
