@@ -145,6 +145,31 @@ fn cli_errors_name_the_files() {
         )
     };
     let g = files.1.to_str().unwrap();
+    // a NaN among the measurements: an error naming the file and where, for recon and fit alike
+    let nan = dir.join("nan.npy");
+    let mut values = vec![0.5f32; 10 * 32];
+    values[3 * 32 + 7] = f32::NAN;
+    write_npy_f32(&nan, &values, &[10, 32]).unwrap();
+    for args in [
+        vec!["recon", "fdk", "--projections", nan.to_str().unwrap(), "--geometry", g],
+        vec!["recon", "fbp", "--projections", nan.to_str().unwrap(), "--geometry", g],
+        vec![
+            "fit",
+            "ct",
+            "--projections",
+            nan.to_str().unwrap(),
+            "--geometry",
+            g,
+            "--steps",
+            "1",
+            "--output",
+            dir.join("nan-run").to_str().unwrap(),
+        ],
+    ] {
+        let (ok, msg) = run(&args);
+        let named = msg.contains("nan.npy") && msg.contains("view 3, bin 7") && msg.contains("not finite");
+        assert!(!ok && (named || (args[1] == "fdk" && msg.contains("parallel beam"))), "{args:?}: {msg}");
+    }
     let (ok, msg) = run(&["recon", "fbp", "--projections", bad.to_str().unwrap(), "--geometry", g]);
     assert!(
         !ok && msg.contains("bad.npy") && msg.contains("9 projections") && msg.contains("10 angles"),
