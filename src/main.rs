@@ -380,13 +380,15 @@ struct ExportArgs {
     min_component: f64,
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Volume and MRI runs: write the iso-surface of the fitted field as a mesh.
+    /// Volume, MRI and 3D CT runs: write the iso-surface of the fitted field as a mesh.
     #[arg(long)]
     mesh: bool,
-    /// Volume and MRI runs: iso-surface level, as a normalised intensity in [0, 1].
+    /// Volume, MRI and CT runs: iso-surface level, as a normalised intensity in [0, 1] (volume,
+    /// MRI) or an attenuation in the units of recon.nii.gz (CT).
     #[arg(long, default_value_t = 0.5)]
     level: f32,
-    /// Volume and MRI runs: evaluate on a grid K times finer than the input (fit_xK.nii.gz).
+    /// Volume, MRI and CT runs: evaluate on a grid K times finer than the input (fit_xK.nii.gz,
+    /// recon_xK.nii.gz).
     #[arg(long, default_value_t = 1, value_name = "K")]
     upsample: usize,
 }
@@ -651,6 +653,15 @@ fn export(args: ExportArgs) -> Result<()> {
             threads: args.threads,
         };
         for path in volume_field::export_run(&args.run, &req)? {
+            println!("wrote {}", path.display());
+        }
+        println!("exported in {:.1} s", t.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    if volume_field::run_job(&args.run)?.as_deref() == Some("ct") {
+        let t = std::time::Instant::now();
+        let mesh = args.mesh.then(|| (args.level, args.format.clone()));
+        for path in ffvol::task::ct::export_run(&args.run, args.upsample, mesh, args.threads)? {
             println!("wrote {}", path.display());
         }
         println!("exported in {:.1} s", t.elapsed().as_secs_f64());

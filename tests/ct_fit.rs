@@ -103,6 +103,14 @@ fn resumed_run_matches_uninterrupted() {
         assert_eq!(full.psnr, resumed.psnr, "{render:?}");
         assert_eq!(full.final_loss, resumed.final_loss, "{render:?}");
     }
+    // export: the image on a finer grid; no surface from a 2D scan
+    let run = dir.join("a");
+    let written = ct::export_run(&run, 2, None, 1).unwrap();
+    let (img, dims, _) = ffvol::io::read_nifti_f32(&written[0]).unwrap();
+    assert_eq!((dims, img.len()), ([96, 96, 1], 96 * 96));
+    let err =
+        ct::export_run(&run, 1, Some((0.3, vec![ffvol::io::MeshFormat::Ply])), 1).unwrap_err().to_string();
+    assert!(err.contains("2D") && err.contains("--mesh"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -126,6 +134,22 @@ fn ray_rendering_learns_a_cone_beam_volume() {
     let p = m.psnr.unwrap();
     println!("cone 24³, 24 views, rays: {p:.2} dB (an empty volume scores {blank:.2} dB)");
     assert!(p > blank + 4.0, "rays PSNR {p:.2} vs empty {blank:.2}");
+    // export a surface from the run folder alone (its own geometry.toml), halfway between the
+    // reconstruction's background and its brightest voxels, on a twice finer grid
+    std::fs::remove_file(&gpath).unwrap();
+    let (recon, _, _) = ffvol::io::read_nifti_f32(&dir.join("run").join(ct::RECON)).unwrap();
+    let (lo, hi) = recon.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    let level = (lo + hi) / 2.0;
+    let formats = vec![ffvol::io::MeshFormat::Ply, ffvol::io::MeshFormat::Stl];
+    let written = ct::export_run(&dir.join("run"), 2, Some((level, formats)), 1).unwrap();
+    assert_eq!(written.len(), 3, "{written:?}");
+    let (_, dims, _) = ffvol::io::read_nifti_f32(&written[0]).unwrap();
+    assert_eq!(dims, [48, 48, 48]);
+    let mesh = ffvol::io::read_mesh(&written[1]).unwrap();
+    assert!(!mesh.triangles.is_empty());
+    // inside the 36 mm box, in world millimetres
+    assert!(mesh.positions.iter().all(|p| p.abs().max_element() <= 18.0 + 1e-3), "mesh leaves the box");
+    println!("cone export: level {level:.3}, {} triangles", mesh.triangles.len());
     std::fs::remove_dir_all(&dir).ok();
 }
 

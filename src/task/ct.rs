@@ -51,6 +51,8 @@ use std::time::Instant;
 
 pub use crate::task::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
 pub const RECON: &str = "recon.nii.gz";
+/// The scan, written into every run folder.
+pub const GEOMETRY: &str = "geometry.toml";
 
 /// Stream for the stratified offsets along rays (ray choice uses `streams::TRAIN_BATCH`).
 const STREAM_STRATA: u64 = 0xc7_01;
@@ -438,11 +440,13 @@ pub fn resolve_render(render: Render, scan: &Scan) -> Render {
 pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     cfg.validate()?;
     let started = Instant::now();
-    let dir = cfg.output.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let scan = load_geometry(&cfg.geometry)?;
     let measured = load_projections(&scan, &cfg.projections, &cfg.geometry)?;
     let truth = cfg.truth.as_ref().map(|t| load_truth(&scan, t)).transpose()?;
+    // the inputs are good: only now the run folder, with the scan beside the run (for export)
+    let dir = cfg.output.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::io::write_bytes_atomic(&dir.join(GEOMETRY), scan.to_toml().as_bytes())?;
     let render = resolve_render(cfg.train.render, &scan);
     let mut cfg = cfg.clone();
     cfg.train.render = render;
@@ -561,6 +565,85 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
 }
 
 /// The field σ(MLP(γ(x))) at every voxel centre.
+/// The scan of a run folder: its own `geometry.toml` (written by [`fit`]), else the file the run
+/// was configured with.
+pub fn run_scan(dir: &Path, cfg: &CtConfig) -> Result<Scan> {
+    let own = dir.join(GEOMETRY);
+    if own.is_file() {
+        Scan::load(&own)
+    } else {
+        load_geometry(&cfg.geometry)
+    }
+}
+
+/// The scan's grid `k` times finer along each reconstructed axis (the same box).
+pub fn upsampled_scan(scan: &Scan, k: usize) -> Scan {
+    let mut fine = scan.clone();
+    for a in 0..scan.dims {
+        fine.voxels[a] *= k;
+        fine.voxel_size[a] /= k as f64;
+    }
+    fine
+}
+
+/// Re-renders a saved CT run: `recon_xK.nii.gz` on the grid `upsample` times finer (when
+/// `upsample` > 1 or no mesh is asked for), and with `mesh = Some((level, formats))` the
+/// `level` iso-surface of the attenuation (the units of `recon.nii.gz`) in world millimetres,
+/// for 3D scans. Returns the paths written.
+pub fn export_run(
+    dir: &Path,
+    upsample: usize,
+    mesh: Option<(f32, Vec<crate::io::MeshFormat>)>,
+    threads: usize,
+) -> Result<Vec<PathBuf>> {
+    let cfg = load_run_config(dir)?;
+    let scan = run_scan(dir, &cfg)?;
+    if !(1..=8).contains(&upsample) {
+        return Err(Error::Config(format!("--upsample must be in 1..=8, got {upsample}")));
+    }
+    if mesh.is_some() && scan.dims != 3 {
+        return Err(Error::Config(format!(
+            "{}: a 2D reconstruction has no surface; --mesh needs a 3D scan (export writes the image \
+             without --mesh)",
+            dir.display()
+        )));
+    }
+    let ck_path = dir.join(CHECKPOINT);
+    let ck = Checkpoint::load(&ck_path)?;
+    let mut backend =
+        crate::task::device::choose(&cfg.device, ck.encoding.clone(), ck.state.mlp.clone(), threads)?.backend;
+    let fine = upsampled_scan(&scan, upsample);
+    let values = render_volume(backend.as_mut(), &fine)?;
+    let mut written = vec![];
+    if upsample > 1 || mesh.is_none() {
+        let path = dir.join(format!("recon_x{upsample}.nii.gz"));
+        write_volume(&fine, &values, &path)?;
+        written.push(path);
+    }
+    if let Some((level, formats)) = mesh {
+        if !(level > 0.0 && level < 1.0) {
+            return Err(Error::Config(format!(
+                "--level is an attenuation between the fit's 0 and 1 (recon.nii.gz), got {level}"
+            )));
+        }
+        let surface =
+            crate::task::volume_field::iso_surface(&values, fine.voxels, fine.world_from_voxel(), level);
+        if surface.triangles.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: nothing in the reconstruction crosses --level {level}; try a level between its \
+                 background and its structures (see recon.nii.gz)",
+                dir.display()
+            )));
+        }
+        for format in formats {
+            let path = dir.join(format!("iso_{level}_x{upsample}.{}", format.extension()));
+            crate::io::write_mesh(&path, &surface, format)?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
 pub fn render_volume(backend: &mut dyn Backend, scan: &Scan) -> Result<Vec<f32>> {
     let pts = scan.voxel_centres_unit();
     let mut z = vec![0.0; scan.n_voxels()];
