@@ -168,7 +168,7 @@ impl Gpu {
         self.gemm_to(tr, mnk, alpha, a, b, (OutOperand::F32(c), ldc))
     }
 
-    /// [`Self::gemm`] with C fp32 or (fast path, fp16 A and B only) fp16; accumulation in fp32.
+    /// [`Self::gemm`] with C fp32 or (fp16 A and B only) fp16; accumulation in fp32.
     #[allow(clippy::too_many_arguments)]
     fn gemm_to(
         &self,
