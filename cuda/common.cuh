@@ -67,6 +67,18 @@ __device__ __forceinline__ void block_sum_to(double v, double* out) {
     if (threadIdx.x == 0) *out = s[0];
 }
 
+// Σ partial[0..parts) over one block of 256 threads: each thread adds its stride-blockDim share
+// in order, then block_sum_to's fixed tree; every thread gets the total. For the kernels that
+// finish a loss from per-block partial sums.
+__device__ __forceinline__ double block_sum_partials(const double* __restrict__ partial, int parts) {
+    double acc = 0.0;
+    for (int p = threadIdx.x; p < parts; p += blockDim.x) acc += partial[p];
+    __shared__ double total;
+    block_sum_to(acc, &total);
+    __syncthreads();
+    return total;
+}
+
 // max(m, |x|) that keeps a NaN (fmaxf would drop it): a diverged gradient must reach the host
 // as a non-finite maximum. m is ≥ 0 or NaN; once NaN, it stays NaN.
 __device__ __forceinline__ float absmax_keep_nan(float m, float x) {
@@ -86,6 +98,26 @@ __device__ __forceinline__ void block_absmax_to(float v, float* out) {
         __syncthreads();
     }
     if (threadIdx.x == 0) *out = s[0];
+}
+
+// Fourier feature `idx` of n × m (point i = idx / m, frequency k = idx mod m; B row-major m×d):
+// t = B_k · v_i, and (cos 2πt, sin 2πt)·scale into *c_out, *s_out, which go to columns k and m + k
+// of row i. Shared by encode_fourier (f32) and encode_fourier_h (fp16).
+__device__ __forceinline__ void fourier_feature(const float* __restrict__ points, const float* __restrict__ b,
+                                                int d, int m, float scale, long long idx, long long* i_out,
+                                                int* k_out, float* c_out, float* s_out) {
+    long long i = idx / m;
+    int k = (int)(idx - i * m);
+    const float* v = points + i * d;
+    const float* row = b + (long long)k * d;
+    float t = 0.0f;
+    for (int a = 0; a < d; ++a) t += row[a] * v[a];
+    float s, c;
+    sincos_turns(t, &s, &c);
+    *i_out = i;
+    *k_out = k;
+    *c_out = c * scale;
+    *s_out = s * scale;
 }
 
 // One parameter's Adam update (src/train/adam.rs), shared by adam.cu and fp16.cu; returns the

@@ -254,10 +254,6 @@ extern "C" __global__ void ct_chain_absmax(const float* __restrict__ back, const
 // 256 threads.
 extern "C" __global__ void ct_loss_total(const double* __restrict__ partial, int parts, double m,
                                          double* __restrict__ out) {
-    double acc = 0.0;
-    for (int q = threadIdx.x; q < parts; q += blockDim.x) acc += partial[q];
-    __shared__ double total;
-    block_sum_to(acc, &total);
-    __syncthreads();
+    double total = block_sum_partials(partial, parts);
     if (threadIdx.x == 0) out[0] = total / m;
 }

@@ -5,17 +5,13 @@
 extern "C" __global__ void encode_fourier(const float* __restrict__ points, const float* __restrict__ b,
                                           int n, int d, int m, float scale, float* __restrict__ out) {
     FOR_EACH(idx, (long long)n * m) {
-        long long i = idx / m;
-        int k = (int)(idx - i * m);
-        const float* v = points + i * d;
-        const float* row = b + (long long)k * d;
-        float t = 0.0f;
-        for (int a = 0; a < d; ++a) t += row[a] * v[a];
-        float s, c;
-        sincos_turns(t, &s, &c);
+        long long i;
+        int k;
+        float c, s;
+        fourier_feature(points, b, d, m, scale, idx, &i, &k, &c, &s);
         float* o = out + i * 2 * (long long)m;
-        o[k] = c * scale;
-        o[m + k] = s * scale;
+        o[k] = c;
+        o[m + k] = s;
     }
 }
 

@@ -18,17 +18,13 @@ extern "C" __global__ void f32_to_f16(const float* __restrict__ x, long long n, 
 extern "C" __global__ void encode_fourier_h(const float* __restrict__ points, const float* __restrict__ b, int n,
                                             int d, int m, float scale, __half* __restrict__ out) {
     FOR_EACH(idx, (long long)n * m) {
-        long long i = idx / m;
-        int k = (int)(idx - i * m);
-        const float* v = points + i * d;
-        const float* row = b + (long long)k * d;
-        float t = 0.0f;
-        for (int a = 0; a < d; ++a) t += row[a] * v[a];
-        float s, c;
-        sincos_turns(t, &s, &c);
+        long long i;
+        int k;
+        float c, s;
+        fourier_feature(points, b, d, m, scale, idx, &i, &k, &c, &s);
         __half* o = out + i * 2 * (long long)m;
-        o[k] = __float2half_rn(c * scale);
-        o[m + k] = __float2half_rn(s * scale);
+        o[k] = __float2half_rn(c);
+        o[m + k] = __float2half_rn(s);
     }
 }
 
@@ -118,14 +114,6 @@ extern "C" __global__ void adam_step_h_dev(float* __restrict__ p, const float* _
 // One block of 256 threads.
 extern "C" __global__ void mean_of_partials_slot(const double* __restrict__ partial, int parts, double inv_n,
                                                  const int* __restrict__ slot, float* __restrict__ out) {
-    __shared__ double s[256];
-    double acc = 0.0;
-    for (int p = threadIdx.x; p < parts; p += blockDim.x) acc += partial[p];
-    s[threadIdx.x] = acc;
-    __syncthreads();
-    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[*slot] = (float)(s[0] * inv_n);
+    double total = block_sum_partials(partial, parts);
+    if (threadIdx.x == 0) out[*slot] = (float)(total * inv_n);
 }

@@ -47,25 +47,25 @@ extern "C" __global__ void kspace_residual(double2* __restrict__ x, const double
 // out[0] = ½ (Σ partial) / n_voxels. One block of 256 threads.
 extern "C" __global__ void kspace_loss_total(const double* __restrict__ partial, int parts, double n_voxels,
                                              double* __restrict__ out) {
-    double acc = 0.0;
-    for (int q = threadIdx.x; q < parts; q += blockDim.x) acc += partial[q];
-    __shared__ double total;
-    block_sum_to(acc, &total);
-    __syncthreads();
+    double total = block_sum_partials(partial, parts);
     if (threadIdx.x == 0) out[0] = 0.5 * total / n_voxels;
 }
 
-// grad[i] = (float)(Re x[i] / n_voxels), times p(1 − p) when chain_sigmoid != 0.
+// (float)(Re x[i] / n_voxels), times p(1 − p) when chain_sigmoid != 0.
+__device__ __forceinline__ float kspace_grad_at(const double2* __restrict__ x, const float* __restrict__ p,
+                                                long long i, double n_voxels, int chain_sigmoid) {
+    float g = (float)(x[i].x / n_voxels);
+    if (chain_sigmoid) {
+        float pi = p[i];
+        g *= pi * (1.0f - pi);
+    }
+    return g;
+}
+
+// grad[i] = kspace_grad_at(i).
 extern "C" __global__ void kspace_gradient(const double2* __restrict__ x, const float* __restrict__ p, int n,
                                            double n_voxels, int chain_sigmoid, float* __restrict__ grad) {
-    FOR_EACH(i, n) {
-        float g = (float)(x[i].x / n_voxels);
-        if (chain_sigmoid) {
-            float pi = p[i];
-            g *= pi * (1.0f - pi);
-        }
-        grad[i] = g;
-    }
+    FOR_EACH(i, n) { grad[i] = kspace_grad_at(x, p, i, n_voxels, chain_sigmoid); }
 }
 
 // kspace_gradient, and the largest |grad| (NaN wins) of the block's grid-stride share into
@@ -75,11 +75,7 @@ extern "C" __global__ void kspace_gradient_absmax(const double2* __restrict__ x,
                                                   float* __restrict__ grad, float* __restrict__ partial_max) {
     float m = 0.0f;
     FOR_EACH(i, n) {
-        float g = (float)(x[i].x / n_voxels);
-        if (chain_sigmoid) {
-            float pi = p[i];
-            g *= pi * (1.0f - pi);
-        }
+        float g = kspace_grad_at(x, p, i, n_voxels, chain_sigmoid);
         grad[i] = g;
         m = absmax_keep_nan(m, g);
     }

@@ -30,11 +30,7 @@ extern "C" __global__ void loss_mse(const float* __restrict__ p, const float* __
 // out[0] = (float)(Σ partial · inv_n). One block of 256 threads.
 extern "C" __global__ void mean_of_partials(const double* __restrict__ partial, int parts, double inv_n,
                                             float* __restrict__ out) {
-    double acc = 0.0;
-    for (int p = threadIdx.x; p < parts; p += blockDim.x) acc += partial[p];
-    __shared__ double total;
-    block_sum_to(acc, &total);
-    __syncthreads();
+    double total = block_sum_partials(partial, parts);
     if (threadIdx.x == 0) out[0] = (float)(total * inv_n);
 }
 

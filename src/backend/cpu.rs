@@ -6,7 +6,7 @@
 //! ReLU mask. Every reduction runs over fixed-size row blocks in a fixed order, so results do
 //! not depend on the number of threads.
 
-use super::{Backend, TrainState};
+use super::{check_output_grad, check_predict, count_points, Backend, TrainState};
 use crate::encoding::Encoding;
 use crate::model::{LayerLayout, Mlp};
 use crate::train::{Adam, AdamState};
@@ -174,14 +174,7 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]> {
-        let d = self.encoding.dim;
-        if points.is_empty() || !points.len().is_multiple_of(d) {
-            return Err(crate::Error::Input(format!(
-                "forward: {} coordinates is not a whole number of {d}-D points",
-                points.len()
-            )));
-        }
-        let n = points.len() / d;
+        let n = count_points(points, self.encoding.dim, "forward")?;
         self.batch = n;
         let mut features = std::mem::take(&mut self.features);
         features.resize(n * self.encoding.n_features(), 0.0);
@@ -196,13 +189,7 @@ impl Backend for CpuBackend {
     fn backward(&mut self, d_output: &[f32]) -> crate::Result<()> {
         let n = self.batch;
         let n_layers = self.layers.len();
-        let n_out = self.layers[n_layers - 1].n_out;
-        if n == 0 || d_output.len() != n * n_out {
-            return Err(crate::Error::Input(format!(
-                "backward: got {} output gradients for a forward of {n} points",
-                d_output.len()
-            )));
-        }
+        check_output_grad(d_output.len(), n, self.layers[n_layers - 1].n_out)?;
         let [mut delta, mut next] = std::mem::take(&mut self.delta);
         delta.clear();
         delta.extend_from_slice(d_output);
@@ -284,13 +271,7 @@ impl Backend for CpuBackend {
     fn predict(&mut self, points: &[f32], out: &mut [f32]) -> crate::Result<()> {
         let d = self.encoding.dim;
         let n_out = *self.mlp.sizes.last().unwrap_or(&1);
-        if !points.len().is_multiple_of(d) || out.len() != points.len() / d * n_out {
-            return Err(crate::Error::Input(format!(
-                "predict: {} coordinates and {} outputs do not match",
-                points.len(),
-                out.len()
-            )));
-        }
+        check_predict(points.len(), out.len(), d, n_out)?;
         let (mut features, mut acts) = std::mem::take(&mut self.predict_scratch);
         for (p, o) in points.chunks(PREDICT_CHUNK * d).zip(out.chunks_mut(PREDICT_CHUNK * n_out)) {
             let n = p.len() / d;

@@ -20,6 +20,38 @@ use crate::train::{AdamState, Loss};
 
 pub use cpu::CpuBackend;
 
+/// The number of `d`-D points in `points` (row-major n×d); an error naming `what` when there are
+/// none or the coordinates are not a whole number of points.
+pub(crate) fn count_points(points: &[f32], d: usize, what: &str) -> crate::Result<usize> {
+    if points.is_empty() || !points.len().is_multiple_of(d) {
+        return Err(crate::Error::Input(format!(
+            "{what}: {} coordinates is not a whole number of {d}-D points",
+            points.len()
+        )));
+    }
+    Ok(points.len() / d)
+}
+
+/// `backward`'s check: `len` output gradients for a forward of `n` points with `n_out` outputs.
+pub(crate) fn check_output_grad(len: usize, n: usize, n_out: usize) -> crate::Result<()> {
+    if n == 0 || len != n * n_out {
+        return Err(crate::Error::Input(format!(
+            "backward: got {len} output gradients for a forward of {n} points"
+        )));
+    }
+    Ok(())
+}
+
+/// `predict`'s check: `points` coordinates of `d`-D points and `out` outputs, `n_out` per point.
+pub(crate) fn check_predict(points: usize, out: usize, d: usize, n_out: usize) -> crate::Result<()> {
+    if !points.is_multiple_of(d) || out != points / d * n_out {
+        return Err(crate::Error::Input(format!(
+            "predict: {points} coordinates and {out} outputs do not match"
+        )));
+    }
+    Ok(())
+}
+
 /// Everything needed to continue training bit-for-bit: the parameters and the optimiser state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainState {

@@ -22,7 +22,7 @@
 //! ∂L/∂z = Aᵀ(r / m) · p(1 − p) stays there for the backend's backward; only the loss and
 //! max |∂L/∂z| come back (two f64).
 
-use super::{cuda_error, Runtime};
+use super::{cuda_error, Runtime, ONE_BLOCK};
 use crate::operator::ct_geometry::{Beam, Scan};
 use crate::operator::ray::RayProjector;
 use crate::{Error, Result};
@@ -287,11 +287,8 @@ impl GpuProjector {
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let f = self.rt.kernel("ct_sigmoid")?;
-            let mut b = self.stream.launch_builder(f);
-            b.arg(z).arg(&n_i).arg(&mut self.volume);
-            // SAFETY: matches ct_sigmoid's signature; z and volume hold n_vox values (checked).
-            unsafe { b.launch(cfg) }.map_err(|e| cuda_error("launching ct_sigmoid", e))?;
+            // z and volume hold n_vox values (checked)
+            launch!(self, "ct_sigmoid", cfg, z, &n_i, &mut self.volume)?;
         }
         self.launch_forward()?;
         let parts = self.launch_residual()?;
@@ -303,31 +300,30 @@ impl GpuProjector {
                 block_dim: (RESIDUAL_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let f = self.rt.kernel("ct_chain_absmax")?;
-            let mut b = self.stream.launch_builder(f);
-            b.arg(&self.back).arg(&self.volume).arg(&n_i).arg(&mut self.grad).arg(&mut self.partial_max);
-            // SAFETY: matches ct_chain_absmax's signature; back, volume and grad hold n_vox values,
-            // partial_max RESIDUAL_BLOCKS ≥ vparts; 256 threads per block, as its block max needs.
-            unsafe { b.launch(cfg) }.map_err(|e| cuda_error("launching ct_chain_absmax", e))?;
+            // back, volume and grad hold n_vox values, partial_max RESIDUAL_BLOCKS ≥ vparts; 256
+            // threads per block, as its block max needs
+            launch!(
+                self,
+                "ct_chain_absmax",
+                cfg,
+                &self.back,
+                &self.volume,
+                &n_i,
+                &mut self.grad,
+                &mut self.partial_max
+            )?;
         }
-        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         {
+            // partial holds RESIDUAL_BLOCKS ≥ parts
             let (parts_i, m) = (parts as i32, self.n_rays as f32 as f64);
-            let f = self.rt.kernel("ct_loss_total")?;
-            let mut b = self.stream.launch_builder(f);
             let mut out = self.loss_max.slice_mut(0..1);
-            b.arg(&self.partial).arg(&parts_i).arg(&m).arg(&mut out);
-            // SAFETY: matches ct_loss_total's signature; partial holds RESIDUAL_BLOCKS ≥ parts.
-            unsafe { b.launch(one) }.map_err(|e| cuda_error("launching ct_loss_total", e))?;
+            launch!(self, "ct_loss_total", ONE_BLOCK, &self.partial, &parts_i, &m, &mut out)?;
         }
         {
+            // partial_max holds RESIDUAL_BLOCKS ≥ vparts
             let vparts_i = vparts as i32;
-            let f = self.rt.kernel("absmax_total")?;
-            let mut b = self.stream.launch_builder(f);
             let mut out = self.loss_max.slice_mut(1..2);
-            b.arg(&self.partial_max).arg(&vparts_i).arg(&mut out);
-            // SAFETY: matches absmax_total's signature; partial_max holds RESIDUAL_BLOCKS ≥ vparts.
-            unsafe { b.launch(one) }.map_err(|e| cuda_error("launching absmax_total", e))?;
+            launch!(self, "absmax_total", ONE_BLOCK, &self.partial_max, &vparts_i, &mut out)?;
         }
         let mut host = [0.0f64; 2];
         self.stream
@@ -366,12 +362,8 @@ impl GpuProjector {
             block_dim: (RESIDUAL_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let f = self.rt.kernel("ct_residual")?;
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&self.rays).arg(measured).arg(&n).arg(&m).arg(&mut self.resid).arg(&mut self.partial);
-        // SAFETY: matches ct_residual's signature; rays, measured and resid hold n values, partial
-        // holds RESIDUAL_BLOCKS ≥ parts.
-        unsafe { b.launch(cfg) }.map_err(|e| cuda_error("launching ct_residual", e))?;
+        // rays, measured and resid hold n values, partial holds RESIDUAL_BLOCKS ≥ parts
+        launch!(self, "ct_residual", cfg, &self.rays, measured, &n, &m, &mut self.resid, &mut self.partial)?;
         Ok(parts)
     }
 
@@ -398,13 +390,22 @@ impl GpuProjector {
         };
         let n = self.n_rays as i32;
         let [nx, ny, nz] = self.voxels;
-        let f = self.rt.kernel("ct_forward")?;
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&self.seg_a).arg(&self.seg_b).arg(&n).arg(&self.dims).arg(&nx).arg(&ny).arg(&nz);
-        b.arg(&self.volume).arg(&mut self.rays);
-        // SAFETY: matches ct_forward's signature; seg_a/seg_b hold 4·n_rays floats, volume
-        // nx·ny·nz, rays n_rays; every sample index is bounds-checked in the kernel.
-        unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| cuda_error("launching ct_forward", e))
+        // seg_a/seg_b hold 4·n_rays floats, volume nx·ny·nz, rays n_rays; every sample index is
+        // bounds-checked in the kernel
+        launch!(
+            self,
+            "ct_forward",
+            cfg,
+            &self.seg_a,
+            &self.seg_b,
+            &n,
+            &self.dims,
+            &nx,
+            &ny,
+            &nz,
+            &self.volume,
+            &mut self.rays
+        )
     }
 
     /// back = Aᵀ resid.
@@ -417,14 +418,26 @@ impl GpuProjector {
         };
         let [nx, ny, nz] = self.voxels;
         let [nu, nv] = self.det;
-        let f = self.rt.kernel("ct_adjoint")?;
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&self.seg_a).arg(&self.seg_b).arg(&self.resid).arg(&self.views).arg(&self.geo);
-        b.arg(&self.n_views).arg(&nu).arg(&nv).arg(&self.dims).arg(&nx).arg(&ny).arg(&nz);
-        b.arg(&mut self.back);
-        // SAFETY: matches ct_adjoint's signature; rays are indexed (view·nv + iv)·nu + iu < n_rays
-        // with view < n_views, iv < nv, iu < nu; back holds nx·ny·nz values.
-        unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| cuda_error("launching ct_adjoint", e))
+        // rays are indexed (view·nv + iv)·nu + iu < n_rays with view < n_views, iv < nv, iu < nu;
+        // back holds nx·ny·nz values
+        launch!(
+            self,
+            "ct_adjoint",
+            cfg,
+            &self.seg_a,
+            &self.seg_b,
+            &self.resid,
+            &self.views,
+            &self.geo,
+            &self.n_views,
+            &nu,
+            &nv,
+            &self.dims,
+            &nx,
+            &ny,
+            &nz,
+            &mut self.back
+        )
     }
 
     fn download_rays(&mut self, out: &mut [f32]) -> Result<()> {

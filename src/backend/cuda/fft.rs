@@ -25,15 +25,13 @@
 //! panics (a panic inside cudarc, a missing symbol say, is caught and reported), so the MRI job
 //! falls back to the host's `rustfft`.
 
-use super::{cuda_error, Runtime};
+use super::{cuda_error, grid, panic_message, Runtime, ONE_BLOCK, THREADS};
 use crate::operator::fft::{MaskedFft, C64};
 use cudarc::cufft::{sys as fft_sys, CudaFft, FftDirection};
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
 use rustfft::num_complex::Complex;
 use std::sync::Arc;
 
-/// Threads per block (the loss kernels assume 256).
-const THREADS: u32 = 256;
 /// Blocks of the residual kernel: at most this many f64 partial sums of the loss.
 const LOSS_BLOCKS: usize = 1024;
 
@@ -41,23 +39,6 @@ const LOSS_BLOCKS: usize = 1024;
 pub fn cufft_present() -> bool {
     // SAFETY: only tries to dlopen the library by its usual names.
     unsafe { fft_sys::is_culib_present() }
-}
-
-fn grid(len: usize) -> LaunchConfig {
-    let blocks = len.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
-}
-
-/// Launches kernel `$name` with the given arguments on `$op`'s stream.
-macro_rules! launch {
-    ($op:expr, $name:literal, $cfg:expr, $($arg:expr),* $(,)?) => {{
-        let f = $op.rt.kernel($name)?;
-        let mut b = $op.stream.launch_builder(f);
-        $( b.arg($arg); )*
-        // SAFETY: the argument list matches the kernel's signature in cuda/kspace.cu, and every
-        // length argument is the length of the buffers it describes (all hold `self.n` entries).
-        unsafe { b.launch($cfg) }.map(|_| ()).map_err(|e| cuda_error(concat!("launching ", $name), e))
-    }};
 }
 
 /// `A = M ⊙ F` on the device, with the measured k-space `y` kept there (see the module docs).
@@ -80,9 +61,10 @@ pub struct GpuKspaceOperator {
     p: CudaSlice<f32>,
     grad: CudaSlice<f32>,
     partial: CudaSlice<f64>,
-    loss: CudaSlice<f64>,
-    /// The device-resident step: max |grad| per block, and [loss, max |grad|] read together.
+    /// Max |grad| per block (the device-resident step).
     partial_max: CudaSlice<f32>,
+    /// [loss, max |grad|]: the loss of either step, and the device-resident step reads both
+    /// together.
     loss_max: CudaSlice<f64>,
     parts: usize,
 }
@@ -108,13 +90,7 @@ impl GpuKspaceOperator {
         }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::build(rt, op, y, stream))) {
             Ok(r) => r.map_err(|e| e.to_string()),
-            Err(p) => Err(format!(
-                "cuFFT panicked: {}",
-                p.downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or(p.downcast_ref::<&str>().copied())
-                    .unwrap_or("?")
-            )),
+            Err(p) => Err(format!("cuFFT panicked: {}", panic_message(&*p))),
         }
     }
 
@@ -178,7 +154,6 @@ impl GpuKspaceOperator {
             p: stream.alloc_zeros(n).map_err(alloc_err("the field"))?,
             grad: stream.alloc_zeros(n).map_err(alloc_err("the gradient"))?,
             partial: stream.alloc_zeros(parts).map_err(alloc_err("the loss partials"))?,
-            loss: stream.alloc_zeros(1).map_err(alloc_err("the loss"))?,
             partial_max: stream.alloc_zeros(parts).map_err(alloc_err("the gradient maxima"))?,
             loss_max: stream.alloc_zeros(2).map_err(alloc_err("the loss"))?,
             parts,
@@ -221,14 +196,42 @@ impl GpuKspaceOperator {
             .map_err(|e| cuda_error("cufftExecZ2Z", e))
     }
 
-    fn upload_field(&mut self, v: &[f32], apply_sigmoid: bool) -> crate::Result<()> {
-        if v.len() != self.n {
+    fn check_field(&self, len: usize) -> crate::Result<()> {
+        if len != self.n {
             return Err(crate::Error::Config(format!(
-                "k-space operator: a field of {} values for a {:?} grid",
-                v.len(),
+                "k-space operator: a field of {len} values for a {:?} grid",
                 self.dims
             )));
         }
+        Ok(())
+    }
+
+    /// One block of [`THREADS`] per loss partial.
+    fn parts_cfg(&self) -> LaunchConfig {
+        LaunchConfig { grid_dim: (self.parts as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    /// With `F x` in `self.x`: the masked residual in place and the loss ½·Σ|r|² / N into
+    /// `loss_max[0]`.
+    fn residual_and_loss(&mut self) -> crate::Result<()> {
+        let (n_i, cfg) = (self.n as i32, self.parts_cfg());
+        launch!(
+            self,
+            "kspace_residual",
+            cfg,
+            &mut self.x,
+            &self.kspace,
+            &self.mask,
+            &n_i,
+            &mut self.partial
+        )?;
+        let (parts_i, n_f) = (self.parts as i32, self.n as f64);
+        let mut out = self.loss_max.slice_mut(0..1);
+        launch!(self, "kspace_loss_total", ONE_BLOCK, &self.partial, &parts_i, &n_f, &mut out)
+    }
+
+    fn upload_field(&mut self, v: &[f32], apply_sigmoid: bool) -> crate::Result<()> {
+        self.check_field(v.len())?;
         self.rt.ctx.bind_to_thread().map_err(|e| cuda_error("binding the context", e))?;
         self.stream.memcpy_htod(v, &mut self.input).map_err(|e| cuda_error("copying to the device", e))?;
         let (n_i, sig) = (self.n as i32, i32::from(apply_sigmoid));
@@ -241,32 +244,14 @@ impl GpuKspaceOperator {
         }
         self.upload_field(v, sigmoid)?;
         self.transform(FftDirection::Forward)?;
-        let n_i = self.n as i32;
-        let cfg = LaunchConfig {
-            grid_dim: (self.parts as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(
-            self,
-            "kspace_residual",
-            cfg,
-            &mut self.x,
-            &self.kspace,
-            &self.mask,
-            &n_i,
-            &mut self.partial
-        )?;
-        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
-        let (parts_i, n_f) = (self.parts as i32, self.n as f64);
-        launch!(self, "kspace_loss_total", one, &self.partial, &parts_i, &n_f, &mut self.loss)?;
+        self.residual_and_loss()?;
         self.transform(FftDirection::Inverse)?; // the residual is masked already: Fᴴ M r
-        let chain = i32::from(sigmoid);
+        let (n_i, n_f, chain) = (self.n as i32, self.n as f64, i32::from(sigmoid));
         launch!(self, "kspace_gradient", grid(self.n), &self.x, &self.p, &n_i, &n_f, &chain, &mut self.grad)?;
         let mut loss = vec![0.0f64];
         self.stream.memcpy_dtoh(&self.grad, grad).map_err(|e| cuda_error("copying from the device", e))?;
         self.stream
-            .memcpy_dtoh(&self.loss, &mut loss)
+            .memcpy_dtoh(&self.loss_max.slice(0..1), &mut loss)
             .map_err(|e| cuda_error("copying from the device", e))?;
         self.stream.synchronize().map_err(|e| cuda_error("synchronising the stream", e))?;
         Ok(loss[0])
@@ -291,39 +276,14 @@ impl GpuKspaceOperator {
     /// (NaN when any entry is NaN), read together in one copy: the same values, bit for bit, as
     /// [`Self::sigmoid_loss_and_gradient`] on the same `z` (the same kernels, and the max is exact).
     pub fn sigmoid_loss_and_gradient_device(&mut self, z: &CudaView<f32>) -> crate::Result<(f64, f32)> {
-        if z.len() != self.n {
-            return Err(crate::Error::Config(format!(
-                "k-space operator: a field of {} values for a {:?} grid",
-                z.len(),
-                self.dims
-            )));
-        }
+        self.check_field(z.len())?;
         self.rt.ctx.bind_to_thread().map_err(|e| cuda_error("binding the context", e))?;
         let (n_i, sig) = (self.n as i32, 1i32);
         launch!(self, "kspace_pack", grid(self.n), z, &n_i, &sig, &mut self.p, &mut self.x)?;
         self.transform(FftDirection::Forward)?;
-        let cfg = LaunchConfig {
-            grid_dim: (self.parts as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch!(
-            self,
-            "kspace_residual",
-            cfg,
-            &mut self.x,
-            &self.kspace,
-            &self.mask,
-            &n_i,
-            &mut self.partial
-        )?;
-        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
-        let (parts_i, n_f) = (self.parts as i32, self.n as f64);
-        {
-            let mut out = self.loss_max.slice_mut(0..1);
-            launch!(self, "kspace_loss_total", one, &self.partial, &parts_i, &n_f, &mut out)?;
-        }
+        self.residual_and_loss()?;
         self.transform(FftDirection::Inverse)?;
+        let (parts_i, n_f, cfg) = (self.parts as i32, self.n as f64, self.parts_cfg());
         launch!(
             self,
             "kspace_gradient_absmax",
@@ -338,7 +298,7 @@ impl GpuKspaceOperator {
         )?;
         {
             let mut out = self.loss_max.slice_mut(1..2);
-            launch!(self, "absmax_total", one, &self.partial_max, &parts_i, &mut out)?;
+            launch!(self, "absmax_total", ONE_BLOCK, &self.partial_max, &parts_i, &mut out)?;
         }
         let mut host = [0.0f64; 2];
         self.stream

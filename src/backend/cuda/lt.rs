@@ -1,4 +1,4 @@
-//! cuBLASLt products with a fused bias (+ ReLU) epilogue, for the fp16 forward layers:
+//! cuBLASLt products with a fused bias + ReLU epilogue, for the fp16 forward layers:
 //! `Zᵀ (out×n, col-major fp16) = relu(op_T(W) · Aᵀ + b)` in one kernel, fp16 in and out, fp32
 //! accumulation, the bias an fp16 vector (the fp16 copy of the parameters). A plan (descriptor,
 //! layouts, the heuristic's algorithm) is made once per shape and kept.
@@ -38,24 +38,15 @@ impl Drop for Plan {
     }
 }
 
-/// The fused epilogue of a product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Epilogue {
-    /// `op_T(A)·B + bias`
-    Bias,
-    /// `relu(op_T(A)·B + bias)`
-    ReluBias,
-}
-
-/// (m, n, k, epilogue)
-type PlanKey = (usize, usize, usize, Epilogue);
+/// (m, n, k)
+type PlanKey = (usize, usize, usize);
 
 /// A cuBLASLt handle on one stream with its workspace and plans.
 pub struct Lt {
     handle: sys::cublasLtHandle_t,
     stream: Arc<CudaStream>,
     workspace: CudaSlice<u8>,
-    /// (m, n, k, relu) → plan, or the reason there is none for that shape.
+    /// (m, n, k) → plan, or the reason there is none for that shape.
     plans: RefCell<HashMap<PlanKey, Result<Plan, String>>>,
 }
 
@@ -105,7 +96,7 @@ impl Lt {
         Ok(Lt { handle, stream, workspace, plans: RefCell::new(HashMap::new()) })
     }
 
-    fn plan(&self, m: usize, n: usize, k: usize, epi: Epilogue) -> Result<Plan, String> {
+    fn plan(&self, m: usize, n: usize, k: usize) -> Result<Plan, String> {
         use sys::cublasLtMatmulDescAttributes_t as D;
         let h16 = sys::cudaDataType_t::CUDA_R_16F;
         let desc = lt::create_matmul_desc(
@@ -135,11 +126,7 @@ impl Lt {
         let mut plan = Plan { desc, a, b, c, algo: unsafe { std::mem::zeroed() } };
         let trans_a = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T;
         let trans_b = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
-        use sys::cublasLtEpilogue_t as E;
-        let epilogue = match epi {
-            Epilogue::Bias => E::CUBLASLT_EPILOGUE_BIAS,
-            Epilogue::ReluBias => E::CUBLASLT_EPILOGUE_RELU_BIAS,
-        };
+        let epilogue = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_RELU_BIAS;
         // SAFETY: each buffer is a live local of the size given.
         unsafe {
             let set = |attr: D, p: *const c_void, size: usize| {
@@ -192,7 +179,7 @@ impl Lt {
             })
             .and_then(|_| {
                 lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref)
-                    .map_err(|e| err(&format!("finding an algorithm for {m}×{n}×{k} ({epi:?})"), e))
+                    .map_err(|e| err(&format!("finding an algorithm for {m}×{n}×{k} (ReluBias)"), e))
             });
             let _ = lt::destroy_matmul_pref(pref);
             plan.algo = r?.algo;
@@ -200,27 +187,12 @@ impl Lt {
         Ok(plan)
     }
 
-    /// `C (m×n col-major fp16) = act(op_T(A) · B + bias)` with A k×m (ld k), B k×n (ld k), bias
+    /// `C (m×n col-major fp16) = relu(op_T(A) · B + bias)` with A k×m (ld k), B k×n (ld k), bias
     /// m entries. Err (with the reason) when this shape has no cuBLASLt algorithm; the caller
-    /// then uses cuBLAS and its own epilogue. Extents are the caller's to check.
-    pub fn matmul_bias(
+    /// then uses cuBLAS and its own epilogue. Buffers smaller than the product are an error.
+    pub fn matmul_bias_relu(
         &self,
         (m, n, k): (usize, usize, usize),
-        relu: bool,
-        a: &CudaView<f16>,
-        b: &CudaView<f16>,
-        bias: &CudaView<f16>,
-        c: &mut CudaViewMut<f16>,
-    ) -> Result<(), String> {
-        let epi = if relu { Epilogue::ReluBias } else { Epilogue::Bias };
-        self.run((m, n, k), epi, a, b, bias, c)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        (m, n, k): (usize, usize, usize),
-        epi: Epilogue,
         a: &CudaView<f16>,
         b: &CudaView<f16>,
         bias: &CudaView<f16>,
@@ -234,7 +206,7 @@ impl Lt {
             return Err(format!("cuBLASLt: {m}×{k} weights are not a multiple of 8 halves wide"));
         }
         let mut plans = self.plans.borrow_mut();
-        let plan = plans.entry((m, n, k, epi)).or_insert_with(|| self.plan(m, n, k, epi));
+        let plan = plans.entry((m, n, k)).or_insert_with(|| self.plan(m, n, k));
         let plan = plan.as_ref().map_err(|e| e.clone())?;
         let s = &self.stream;
         let (a_ptr, _ga) = a.device_ptr(s);

@@ -14,6 +14,21 @@
 //! Layouts are the CPU backend's (row-major activations batch × width, W row-major out × in,
 //! parameters flat in [`crate::model::Mlp`]'s order), so parity tests compare buffers directly.
 
+/// Launches kernel `$name` with the given arguments (each an expression whose reference is
+/// pushed) on `$on.stream`, the kernel coming from `$on.rt` (the [`Runtime`]).
+macro_rules! launch {
+    ($on:expr, $name:literal, $cfg:expr, $($arg:expr),* $(,)?) => {{
+        let f = $on.rt.kernel($name)?;
+        let mut b = $on.stream.launch_builder(f);
+        $( b.arg($arg); )*
+        // SAFETY: the argument list matches the kernel's signature in cuda/*.cu, and every
+        // length argument is at most the length of the buffer it describes (checked by callers).
+        unsafe { b.launch($cfg) }
+            .map(|_| ())
+            .map_err(|e| $crate::backend::cuda::cuda_error(concat!("launching ", $name), e))
+    }};
+}
+
 mod ct;
 pub mod fft;
 pub mod kernels;
@@ -25,7 +40,7 @@ pub use fft::GpuKspaceOperator;
 pub use network::occupancy::{BatchParams, DeviceMesh, StepReport, LOSS_SLOTS, WINDING_STACK};
 pub use network::{resident_from_env, rng_key, CudaBackend};
 
-use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::driver::{CudaContext, CudaFunction, LaunchConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -105,6 +120,24 @@ pub(crate) fn cuda_error(what: &str, e: impl std::fmt::Debug) -> crate::Error {
     crate::Error::Config(format!("CUDA: {what} failed: {e:?}"))
 }
 
+/// Threads per block of the element-wise kernels (the loss and reduction kernels assume 256).
+const THREADS: u32 = 256;
+
+/// A grid-stride launch over `len` items: [`THREADS`] per block, at most 2^20 blocks.
+fn grid(len: usize) -> LaunchConfig {
+    let blocks = len.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// One block of [`THREADS`]: the kernels that finish a reduction over per-block partials.
+const ONE_BLOCK: LaunchConfig =
+    LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+
+/// The message of a caught panic (`catch_unwind`'s payload), or "?".
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<String>().map(String::as_str).or(p.downcast_ref::<&str>().copied()).unwrap_or("?")
+}
+
 /// Which CUDA libraries can be loaded, without loading anything else.
 pub fn libraries_present() -> (bool, bool, bool) {
     // SAFETY: each call only tries to dlopen the library by its usual names.
@@ -124,13 +157,7 @@ pub fn runtime() -> Result<Arc<Runtime>, String> {
     RUNTIME
         .get_or_init(|| match std::panic::catch_unwind(probe) {
             Ok(r) => r.map(Arc::new),
-            Err(p) => Err(format!(
-                "CUDA initialisation panicked: {}",
-                p.downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or(p.downcast_ref::<&str>().copied())
-                    .unwrap_or("?")
-            )),
+            Err(p) => Err(format!("CUDA initialisation panicked: {}", panic_message(&*p))),
         })
         .clone()
 }

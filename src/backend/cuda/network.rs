@@ -17,8 +17,8 @@
 //! [`occupancy`] adds the device-resident occupancy step: batches sampled and labelled on the
 //! GPU, so a training step never leaves the device.
 
-use super::{cuda_error, Precision, Runtime};
-use crate::backend::{Backend, TrainState};
+use super::{cuda_error, grid, Precision, Runtime, ONE_BLOCK, THREADS};
+use crate::backend::{check_output_grad, check_predict, count_points, Backend, TrainState};
 use crate::encoding::Encoding;
 use crate::model::{LayerLayout, Mlp};
 use crate::sample::Aabb;
@@ -33,8 +33,6 @@ use std::sync::Arc;
 
 /// Points per chunk in `predict`, to bound memory.
 const PREDICT_CHUNK: usize = 1 << 16;
-/// Threads per block of the element-wise kernels (the loss kernels assume 256).
-const THREADS: u32 = 256;
 /// Blocks of the loss kernels: at most this many f64 partial sums per loss.
 const LOSS_BLOCKS: usize = 1024;
 /// Rows per partial sum of the bias gradient.
@@ -94,24 +92,6 @@ pub fn grad_scale_for_max(max: f32) -> crate::Result<f32> {
     let r = GRAD_SCALE_TARGET / max;
     let e = if r.is_normal() { ((r.to_bits() >> 23) & 0xff) as i32 - 127 } else { r.log2().floor() as i32 };
     Ok(2f32.powi(e.clamp(-100, 100)))
-}
-
-fn grid(len: usize) -> LaunchConfig {
-    let blocks = len.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
-}
-
-/// Launches kernel `$name` with the given arguments (each an expression whose reference is
-/// pushed) on `$gpu`'s stream.
-macro_rules! launch {
-    ($gpu:expr, $name:literal, $cfg:expr, $($arg:expr),* $(,)?) => {{
-        let f = $gpu.rt.kernel($name)?;
-        let mut b = $gpu.stream.launch_builder(f);
-        $( b.arg($arg); )*
-        // SAFETY: the argument list matches the kernel's signature in cuda/*.cu, and every
-        // length argument is at most the length of the buffer it describes (checked by callers).
-        unsafe { b.launch($cfg) }.map(|_| ()).map_err(|e| cuda_error(concat!("launching ", $name), e))
-    }};
 }
 
 /// An operand of a matrix product.
@@ -292,7 +272,17 @@ impl Gpu {
         self.stream.memcpy_htod(src, &mut view).map_err(|e| cuda_error("copying to the device", e))
     }
 
-    fn download(&self, src: &CudaView<f32>, dst: &mut [f32]) -> crate::Result<()> {
+    /// A new buffer holding `src`.
+    fn alloc_from<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        src: &[T],
+    ) -> crate::Result<CudaSlice<T>> {
+        let mut d = self.alloc(src.len())?;
+        self.upload(src, &mut d)?;
+        Ok(d)
+    }
+
+    fn download<T: cudarc::driver::DeviceRepr>(&self, src: &CudaView<T>, dst: &mut [T]) -> crate::Result<()> {
         if dst.len() != src.len() {
             return Err(crate::Error::Config("CUDA download of the wrong size".into()));
         }
@@ -306,6 +296,71 @@ impl Gpu {
             return Err(crate::Error::Config("CUDA f32_to_f16: destination too small".into()));
         }
         launch!(self, "f32_to_f16", grid(src.len()), src, &n, dst)
+    }
+
+    /// `sample_uniform_box` into `out` (n × 3): point i from counters `first + 3i ..= first + 3i + 2`.
+    fn uniform_box(
+        &self,
+        bbox: &Aabb,
+        key: u64,
+        first: u64,
+        n: usize,
+        out: &mut CudaViewMut<f32>,
+    ) -> crate::Result<()> {
+        let (lo, hi) = (bbox.min, bbox.max);
+        // glam computes the size as max − min in f32, as here
+        let size = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+        let n_i = n as i64;
+        launch!(
+            self,
+            "sample_uniform_box",
+            grid(n),
+            &key,
+            &first,
+            &n_i,
+            &lo[0],
+            &lo[1],
+            &lo[2],
+            &size[0],
+            &size[1],
+            &size[2],
+            out
+        )
+    }
+
+    /// Bias gradient, pass 1: f64 column sums of `dz` (rows × cols) over blocks of
+    /// [`BIAS_ROWS_PER_PART`] rows into `partial`; returns the number of parts.
+    fn column_sums_partial(
+        &self,
+        dz: &CudaView<f32>,
+        rows: usize,
+        cols: usize,
+        partial: &mut CudaSlice<f64>,
+    ) -> crate::Result<usize> {
+        let parts = rows.div_ceil(BIAS_ROWS_PER_PART);
+        let cfg = LaunchConfig {
+            grid_dim: (cols.div_ceil(32) as u32, parts as u32, 1),
+            block_dim: (32, 8, 1),
+            shared_mem_bytes: 0,
+        };
+        let (rows_i, cols_i, rpp) = (rows as i32, cols as i32, BIAS_ROWS_PER_PART as i32);
+        let mut partial = partial.slice_mut(0..parts * cols);
+        launch!(self, "column_sums_partial", cfg, dz, &rows_i, &cols_i, &rpp, &mut partial)?;
+        Ok(parts)
+    }
+
+    /// Bias gradient, pass 2: `gb = scale · Σ_part partial` (`parts` × cols partial sums).
+    fn column_sums_final(
+        &self,
+        partial: &CudaSlice<f64>,
+        parts: usize,
+        cols: usize,
+        scale: f32,
+        gb: &mut CudaViewMut<f32>,
+    ) -> crate::Result<()> {
+        let partial = partial.slice(0..parts * cols);
+        let (parts_i, cols_i) = (parts as i32, cols as i32);
+        launch!(self, "column_sums_final", grid(cols), &partial, &parts_i, &cols_i, &scale, gb)
     }
 }
 
@@ -442,6 +497,8 @@ pub struct CudaBackend {
     /// ∂L/∂Z of the output was scaled by this (fp16 loss scaling); undone in the weight gradients.
     grad_scale: f32,
     outputs: Vec<f32>,
+    /// fp16 `backward`: ∂L/∂output times the loss scale, on the host (kept between steps).
+    scaled: Vec<f32>,
     /// The last state read from or written to the device, returned by `state()` if reading fails.
     last_state: std::cell::RefCell<TrainState>,
     /// Mean losses of the last steps, one slot per step between reads (see [`occupancy`]).
@@ -529,6 +586,7 @@ impl CudaBackend {
             batch: 0,
             grad_scale: 1.0,
             outputs: vec![],
+            scaled: vec![],
             last_state: std::cell::RefCell::new(TrainState { adam: AdamState::zeros(n), mlp: mlp.clone() }),
             losses: gpu.alloc(occupancy::LOSS_SLOTS)?,
             step_events: vec![],
@@ -609,14 +667,9 @@ impl CudaBackend {
     /// [`host_grad_scale`] would for the same values; a non-finite `max_abs` is an error in both
     /// precisions (the loss diverged).
     pub fn backward_device_grad(&mut self, grad: &CudaView<f32>, max_abs: f32) -> crate::Result<()> {
-        let n = self.batch;
-        let len = n * self.layers[self.layers.len() - 1].n_out;
-        if n == 0 || grad.len() != len {
-            return Err(crate::Error::Input(format!(
-                "backward: got {} output gradients for a forward of {n} points",
-                grad.len()
-            )));
-        }
+        let (n, n_out) = (self.batch, self.layers[self.layers.len() - 1].n_out);
+        check_output_grad(grad.len(), n, n_out)?;
+        let len = n * n_out;
         let scale = grad_scale_for_max(max_abs)?;
         self.grad_scale = if self.fp16() { scale } else { 1.0 };
         let bufs = self.train.as_mut().ok_or_else(missing)?;
@@ -625,6 +678,15 @@ impl CudaBackend {
         let gpu = &self.gpu;
         launch!(gpu, "scale_into", grid(len), grad, &len_i, &s, &mut out)?;
         self.backward_device(n)
+    }
+
+    /// Adam's bias corrections 1/(1 − β1^t), 1/(1 − β2^t) of step `t`, exactly as
+    /// src/train/adam.rs computes them.
+    fn adam_corrections(&self, t: u64) -> (f32, f32) {
+        let t = t as i32;
+        let c1 = 1.0 / (1.0 - (self.adam.beta1 as f64).powi(t)) as f32;
+        let c2 = 1.0 / (1.0 - (self.adam.beta2 as f64).powi(t)) as f32;
+        (c1, c2)
     }
 
     fn refresh_params16(&mut self) -> crate::Result<()> {
@@ -651,14 +713,7 @@ impl CudaBackend {
     }
 
     fn check_points(&self, points: &[f32], what: &str) -> crate::Result<usize> {
-        let d = self.encoding.dim;
-        if points.is_empty() || !points.len().is_multiple_of(d) {
-            return Err(crate::Error::Input(format!(
-                "{what}: {} coordinates is not a whole number of {d}-D points",
-                points.len()
-            )));
-        }
-        let n = points.len() / d;
+        let n = count_points(points, self.encoding.dim, what)?;
         if n > i32::MAX as usize / self.layers.iter().map(|l| l.n_in.max(l.n_out)).max().unwrap_or(1) {
             return Err(crate::Error::Input(format!(
                 "{what}: {n} points is too many for one batch on the GPU"
@@ -717,7 +772,6 @@ impl CudaBackend {
         let bufs = self.train.as_mut().ok_or_else(missing)?;
         let gpu = &self.gpu;
         let f = self.encoding.n_features();
-        let n_i = n as i32;
         let inv_scale = 1.0 / self.grad_scale;
         let n_layers = self.layers.len();
         // index into bufs.deltas of the current ∂L/∂Z
@@ -743,28 +797,10 @@ impl CudaBackend {
             }
             // db = column sums of dZ, in f64, in a fixed order
             {
-                let parts = n.div_ceil(BIAS_ROWS_PER_PART);
-                let cfg = LaunchConfig {
-                    grid_dim: (n_out.div_ceil(32) as u32, parts as u32, 1),
-                    block_dim: (32, 8, 1),
-                    shared_mem_bytes: 0,
-                };
                 let dz = bufs.deltas[cur].slice(0..n * n_out);
-                let (cols, rpp, parts_i) = (n_out as i32, BIAS_ROWS_PER_PART as i32, parts as i32);
-                let mut partial = bufs.partial.slice_mut(0..parts * n_out);
-                launch!(gpu, "column_sums_partial", cfg, &dz, &n_i, &cols, &rpp, &mut partial)?;
-                let partial = bufs.partial.slice(0..parts * n_out);
+                let parts = gpu.column_sums_partial(&dz, n, n_out, &mut bufs.partial)?;
                 let mut gb = self.grads.slice_mut(layer.bias..layer.bias + n_out);
-                launch!(
-                    gpu,
-                    "column_sums_final",
-                    grid(n_out),
-                    &partial,
-                    &parts_i,
-                    &cols,
-                    &inv_scale,
-                    &mut gb
-                )?;
+                gpu.column_sums_final(&bufs.partial, parts, n_out, inv_scale, &mut gb)?;
             }
             if l == 0 {
                 break;
@@ -863,7 +899,7 @@ impl CudaBackend {
                 if let Some(lt) = self.lt.as_ref().filter(|_| self.lt_note.borrow().is_none()) {
                     let w = p16.slice(layer.weight..layer.bias);
                     let b16 = p16.slice(layer.bias..layer.bias + layer.n_out);
-                    match lt.matmul_bias(dims, true, &w, &input, &b16, &mut z) {
+                    match lt.matmul_bias_relu(dims, &w, &input, &b16, &mut z) {
                         Ok(()) => continue,
                         // a shape cuBLASLt refuses: cuBLAS and bias_relu_h from here on
                         Err(reason) => *self.lt_note.borrow_mut() = Some(reason),
@@ -912,18 +948,8 @@ impl CudaBackend {
             // the output layer: ∂L/∂Z in fp32 (n × n_out, small) → fp16, and its column sums
             let n_out = self.layers[n_layers - 1].n_out;
             gpu.to_f16(&bufs.deltas[0].slice(0..n * n_out), &mut d16[0].slice_mut(0..n * n_out))?;
-            let mut parts = n.div_ceil(BIAS_ROWS_PER_PART);
-            {
-                let cfg = LaunchConfig {
-                    grid_dim: (n_out.div_ceil(32) as u32, parts as u32, 1),
-                    block_dim: (32, 8, 1),
-                    shared_mem_bytes: 0,
-                };
-                let dz = bufs.deltas[0].slice(0..n * n_out);
-                let (cols, rpp) = (n_out as i32, BIAS_ROWS_PER_PART as i32);
-                let mut partial = bufs.partial.slice_mut(0..parts * n_out);
-                launch!(gpu, "column_sums_partial", cfg, &dz, &n_i, &cols, &rpp, &mut partial)?;
-            }
+            let mut parts =
+                gpu.column_sums_partial(&bufs.deltas[0].slice(0..n * n_out), n, n_out, &mut bufs.partial)?;
             let mut cur = 0usize;
             for l in (0..n_layers).rev() {
                 let layer = self.layers[l];
@@ -948,19 +974,8 @@ impl CudaBackend {
                 }
                 // db from the partial column sums made when dZ was
                 {
-                    let partial = bufs.partial.slice(0..parts * n_out);
                     let mut gb = self.grads.slice_mut(layer.bias..layer.bias + n_out);
-                    let (parts_i, cols) = (parts as i32, n_out as i32);
-                    launch!(
-                        gpu,
-                        "column_sums_final",
-                        grid(n_out),
-                        &partial,
-                        &parts_i,
-                        &cols,
-                        &inv_scale,
-                        &mut gb
-                    )?;
+                    gpu.column_sums_final(&bufs.partial, parts, n_out, inv_scale, &mut gb)?;
                 }
                 if l == 0 {
                     break;
@@ -1032,19 +1047,18 @@ impl CudaBackend {
             Loss::Mse => launch!(gpu, "loss_mse", cfg, &z, &y, &len_i, &inv_n, &scale, &mut g, &mut partial)?,
         }
         let partial = bufs.partial.slice(0..blocks);
-        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
         let (parts, inv_n64) = (blocks as i32, inv_n as f64);
         match slot {
             Some(slot) => {
                 let mut out = self.losses.slice_mut(slot..slot + 1);
-                launch!(gpu, "mean_of_partials", one, &partial, &parts, &inv_n64, &mut out)
+                launch!(gpu, "mean_of_partials", ONE_BLOCK, &partial, &parts, &inv_n64, &mut out)
             }
             None => {
                 let dev_slot = self.graph.slot.as_ref().ok_or_else(missing)?;
                 launch!(
                     gpu,
                     "mean_of_partials_slot",
-                    one,
+                    ONE_BLOCK,
                     &partial,
                     &parts,
                     &inv_n64,
@@ -1061,25 +1075,7 @@ impl CudaBackend {
     pub fn sample_uniform_box(&self, bbox: &Aabb, key: u64, first: u64, n: usize) -> crate::Result<Vec<f32>> {
         let gpu = &self.gpu;
         let mut out = gpu.alloc::<f32>(3 * n)?;
-        let (lo, hi) = (bbox.min, bbox.max);
-        // glam computes size as max − min in f32, as here
-        let size = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
-        let n_i = n as i64;
-        launch!(
-            gpu,
-            "sample_uniform_box",
-            grid(n),
-            &key,
-            &first,
-            &n_i,
-            &lo[0],
-            &lo[1],
-            &lo[2],
-            &size[0],
-            &size[1],
-            &size[2],
-            &mut out
-        )?;
+        gpu.uniform_box(bbox, key, first, n, &mut out.slice_mut(0..3 * n))?;
         let mut host = vec![0.0; 3 * n];
         gpu.download(&out.slice(0..3 * n), &mut host)?;
         Ok(host)
@@ -1192,20 +1188,16 @@ impl Backend for CudaBackend {
 
     fn backward(&mut self, d_output: &[f32]) -> crate::Result<()> {
         let n = self.batch;
-        let n_out = self.layers[self.layers.len() - 1].n_out;
-        if n == 0 || d_output.len() != n * n_out {
-            return Err(crate::Error::Input(format!(
-                "backward: got {} output gradients for a forward of {n} points",
-                d_output.len()
-            )));
-        }
+        check_output_grad(d_output.len(), n, self.layers[self.layers.len() - 1].n_out)?;
         self.grad_scale = if self.fp16() { host_grad_scale(d_output)? } else { 1.0 };
         let bufs = self.train.as_mut().ok_or_else(missing)?;
         if self.grad_scale == 1.0 {
             self.gpu.upload(d_output, &mut bufs.deltas[0])?;
         } else {
-            let scaled: Vec<f32> = d_output.iter().map(|g| g * self.grad_scale).collect();
-            self.gpu.upload(&scaled, &mut bufs.deltas[0])?;
+            let scale = self.grad_scale;
+            self.scaled.clear();
+            self.scaled.extend(d_output.iter().map(|g| g * scale));
+            self.gpu.upload(&self.scaled, &mut bufs.deltas[0])?;
         }
         self.backward_device(n)
     }
@@ -1221,10 +1213,7 @@ impl Backend for CudaBackend {
 
     fn optimizer_step(&mut self, lr: f32) -> crate::Result<()> {
         self.step += 1;
-        // exactly as src/train/adam.rs computes them
-        let t = self.step as i32;
-        let c1 = 1.0 / (1.0 - (self.adam.beta1 as f64).powi(t)) as f32;
-        let c2 = 1.0 / (1.0 - (self.adam.beta2 as f64).powi(t)) as f32;
+        let (c1, c2) = self.adam_corrections(self.step);
         let n = self.params.len() as i64;
         let (b1, b2, eps) = (self.adam.beta1, self.adam.beta2, self.adam.eps);
         let gpu = &self.gpu;
@@ -1270,13 +1259,7 @@ impl Backend for CudaBackend {
     fn predict(&mut self, points: &[f32], out: &mut [f32]) -> crate::Result<()> {
         let d = self.encoding.dim;
         let n_out = self.sizes.last().copied().unwrap_or(1);
-        if !points.len().is_multiple_of(d) || out.len() != points.len() / d * n_out {
-            return Err(crate::Error::Input(format!(
-                "predict: {} coordinates and {} outputs do not match",
-                points.len(),
-                out.len()
-            )));
-        }
+        check_predict(points.len(), out.len(), d, n_out)?;
         if points.is_empty() {
             return Ok(());
         }

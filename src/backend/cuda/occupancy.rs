@@ -183,9 +183,7 @@ impl CudaBackend {
             }
         }
         // the step's values, exactly as optimizer_step computes them
-        let t = (self.step + 1) as i32;
-        let c1 = 1.0 / (1.0 - (self.adam.beta1 as f64).powi(t)) as f32;
-        let c2 = 1.0 / (1.0 - (self.adam.beta2 as f64).powi(t)) as f32;
+        let (c1, c2) = self.adam_corrections(self.step + 1);
         {
             let gpu = &self.gpu;
             gpu.upload(&[lr, c1, c2], self.graph.hyper.as_mut().ok_or_else(missing)?)?;
@@ -293,23 +291,12 @@ impl CudaBackend {
             }
         }
         let gpu = &self.gpu;
-        let up_u32 = |v: &[u32]| -> crate::Result<CudaSlice<u32>> {
-            let mut d = gpu.alloc(v.len())?;
-            gpu.upload(v, &mut d)?;
-            Ok(d)
-        };
-        let up_f32 = |v: &[f32]| -> crate::Result<CudaSlice<f32>> {
-            let mut d = gpu.alloc(v.len())?;
-            gpu.upload(v, &mut d)?;
-            Ok(d)
-        };
-        let nodes = up_u32(flat.nodes.as_flattened())?;
-        let tris = up_f32(flat.tris.as_flattened())?;
-        let faces_d = up_f32(&faces)?;
-        let mut far = gpu.alloc::<f64>(flat.far.len() * flat.far.first().map_or(1, |f| f.len()))?;
-        gpu.upload(flat.far.as_flattened(), &mut far)?;
+        let nodes = gpu.alloc_from(flat.nodes.as_flattened())?;
+        let tris = gpu.alloc_from(flat.tris.as_flattened())?;
+        let faces_d = gpu.alloc_from(&faces)?;
+        let far = gpu.alloc_from(flat.far.as_flattened())?;
         // other streams may use the mesh once the copies are done
-        self.synchronize_stream()?;
+        self.synchronize()?;
         Ok(DeviceMesh {
             nodes,
             tris,
@@ -321,10 +308,6 @@ impl CudaBackend {
             bbox,
             max_depth: flat.max_depth,
         })
-    }
-
-    fn synchronize_stream(&self) -> crate::Result<()> {
-        self.gpu.stream.synchronize().map_err(|e| cuda_error("synchronising the stream", e))
     }
 
     /// `labels[i]` = 1 when point i (row-major n × 3 on the device) is inside: the two passes of
@@ -408,8 +391,7 @@ impl CudaBackend {
             &mut out
         )?;
         let mut host = vec![0.0f64; n];
-        gpu.stream.memcpy_dtoh(&out, &mut host).map_err(|e| cuda_error("copying from the device", e))?;
-        self.synchronize_stream()?;
+        gpu.download(&out.slice(0..n), &mut host)?;
         Ok(host)
     }
 
@@ -447,26 +429,7 @@ impl CudaBackend {
         let base = p.step.wrapping_mul(n as u64).wrapping_mul(16);
         let n_uniform = n - p.n_surface;
         if n_uniform > 0 {
-            let (lo, hi) = (mesh.bbox.min, mesh.bbox.max);
-            // glam computes the size as max − min in f32, as here
-            let size = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
-            let n_i = n_uniform as i64;
-            let mut out = bufs.points.slice_mut(0..3 * n_uniform);
-            launch!(
-                gpu,
-                "sample_uniform_box",
-                grid(n_uniform),
-                &key,
-                &base,
-                &n_i,
-                &lo[0],
-                &lo[1],
-                &lo[2],
-                &size[0],
-                &size[1],
-                &size[2],
-                &mut out
-            )?;
+            gpu.uniform_box(&mesh.bbox, key, base, n_uniform, &mut bufs.points.slice_mut(0..3 * n_uniform))?;
         }
         if p.n_surface > 0 {
             let first = base.wrapping_add(4 * n as u64);
@@ -594,6 +557,6 @@ impl CudaBackend {
         };
         self.infer = Some(bufs);
         r?;
-        self.synchronize_stream()
+        self.synchronize()
     }
 }
