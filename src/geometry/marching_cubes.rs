@@ -453,12 +453,7 @@ pub fn marching_cubes_padded(
 /// in the same direction. A closed, manifold, consistently oriented mesh gives `(0, 0, 0)`.
 pub fn edge_manifold_report(mesh: &TriMesh) -> (usize, usize, usize) {
     // (undirected key, direction flag) for every triangle edge, sorted to group equal edges.
-    let mut edges: Vec<(u64, bool)> = mesh
-        .triangles
-        .iter()
-        .flat_map(|t| (0..3).map(move |m| (t[m], t[(m + 1) % 3])))
-        .map(|(a, b)| (((a.min(b) as u64) << 32) | a.max(b) as u64, a < b))
-        .collect();
+    let mut edges: Vec<(u64, bool)> = triangle_edges(mesh).collect();
     edges.par_sort_unstable();
     let (mut boundary, mut non_manifold, mut inconsistent) = (0, 0, 0);
     for group in edges.chunk_by(|x, y| x.0 == y.0) {
@@ -473,15 +468,18 @@ pub fn edge_manifold_report(mesh: &TriMesh) -> (usize, usize, usize) {
 
 /// Number of distinct undirected edges (for Euler characteristics V − E + F).
 pub fn count_edges(mesh: &TriMesh) -> usize {
-    let mut keys: Vec<u64> = mesh
-        .triangles
-        .iter()
-        .flat_map(|t| (0..3).map(move |m| (t[m], t[(m + 1) % 3])))
-        .map(|(a, b)| ((a.min(b) as u64) << 32) | a.max(b) as u64)
-        .collect();
+    let mut keys: Vec<u64> = triangle_edges(mesh).map(|(key, _)| key).collect();
     keys.par_sort_unstable();
     keys.dedup();
     keys.len()
+}
+
+/// Every triangle edge (a, b) as (undirected key min·2³² + max, a < b).
+fn triangle_edges(mesh: &TriMesh) -> impl Iterator<Item = (u64, bool)> + '_ {
+    mesh.triangles
+        .iter()
+        .flat_map(|t| (0..3).map(move |m| (t[m], t[(m + 1) % 3])))
+        .map(|(a, b)| (((a.min(b) as u64) << 32) | a.max(b) as u64, a < b))
 }
 
 #[cfg(test)]

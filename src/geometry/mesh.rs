@@ -62,7 +62,8 @@ impl TriMesh {
         self.normals = Some(normals);
     }
 
-    /// Checks indices and coordinates; the message says what is wrong.
+    /// Checks the mesh is non-empty, with finite coordinates and indices in range; the message
+    /// says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         if self.positions.is_empty() {
             return Err("mesh has no vertices".into());
@@ -70,11 +71,18 @@ impl TriMesh {
         if self.triangles.is_empty() {
             return Err("mesh has no faces".into());
         }
+        self.check_coordinates_and_indices()
+    }
+
+    /// Checks coordinates are finite and indices in range (an empty mesh passes).
+    pub fn check_coordinates_and_indices(&self) -> Result<(), String> {
         if let Some(i) = self.positions.iter().position(|p| !p.is_finite()) {
             return Err(format!("vertex {i} has a non-finite coordinate {:?}", self.positions[i]));
         }
-        let n = self.positions.len() as u32;
-        if let Some((f, t)) = self.triangles.iter().enumerate().find(|(_, t)| t.iter().any(|&i| i >= n)) {
+        let n = self.positions.len();
+        if let Some((f, t)) =
+            self.triangles.iter().enumerate().find(|(_, t)| t.iter().any(|&i| i as usize >= n))
+        {
             return Err(format!("face {f} refers to vertex {t:?} but the mesh has {n} vertices"));
         }
         Ok(())

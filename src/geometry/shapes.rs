@@ -248,13 +248,7 @@ mod tests {
     use super::*;
 
     fn closed(mesh: &TriMesh) -> bool {
-        let mut edges: HashMap<(u32, u32), i32> = HashMap::new();
-        for t in &mesh.triangles {
-            for k in 0..3 {
-                *edges.entry((t[k], t[(k + 1) % 3])).or_default() += 1;
-            }
-        }
-        edges.iter().all(|(&(a, b), &n)| n == 1 && edges.get(&(b, a)) == Some(&1))
+        crate::geometry::edge_manifold_report(mesh) == (0, 0, 0)
     }
 
     #[test]

@@ -102,23 +102,32 @@ pub fn write_mesh(path: &Path, mesh: &TriMesh, format: MeshFormat) -> Result<()>
 
 /// What every writer needs: finite coordinates, indices in range, one normal per vertex.
 fn check_writable(mesh: &TriMesh) -> std::result::Result<(), String> {
-    if let Some(i) = mesh.positions.iter().position(|p| !p.is_finite()) {
-        return Err(format!("vertex {i} has a non-finite coordinate {:?}", mesh.positions[i]));
-    }
     let n = mesh.positions.len();
     if n > u32::MAX as usize {
         return Err(format!("{n} vertices is more than 32-bit indices can address"));
     }
-    if let Some((f, t)) = mesh.triangles.iter().enumerate().find(|(_, t)| t.iter().any(|&i| i as usize >= n))
-    {
-        return Err(format!("face {f} refers to vertex {t:?} but the mesh has {n} vertices"));
-    }
+    mesh.check_coordinates_and_indices()?;
     if let Some(normals) = &mesh.normals {
         if normals.len() != n {
             return Err(format!("{} normals for {n} vertices", normals.len()));
         }
     }
     Ok(())
+}
+
+/// The three coordinates after a `v` (OBJ) or `vertex` (ASCII STL) keyword on line `line_no`.
+fn parse_xyz<'a>(
+    mut tokens: impl Iterator<Item = &'a str>,
+    line_no: usize,
+) -> std::result::Result<glam::Vec3, String> {
+    let mut xyz = [0f32; 3];
+    for (axis, c) in xyz.iter_mut().enumerate() {
+        let token = tokens
+            .next()
+            .ok_or_else(|| format!("line {line_no}: a vertex needs 3 coordinates, found {axis}"))?;
+        *c = token.parse().map_err(|_| format!("line {line_no}: bad vertex coordinate '{token}'"))?;
+    }
+    Ok(glam::Vec3::from_array(xyz))
 }
 
 /// Appends the fan triangulation of `polygon` to `out`, dropping triangles that repeat a vertex.

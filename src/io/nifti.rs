@@ -35,7 +35,7 @@ pub fn write_nifti_f32(
     world_from_voxel: WorldFromVoxel,
 ) -> Result<()> {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_volume(path, &bytes, data.len(), dims, world_from_voxel, DT_FLOAT32, 32)
+    write_volume(path, &bytes, dims, world_from_voxel, DT_FLOAT32, 32)
 }
 
 /// Writes a `u8` volume (labels, masks). `.nii.gz` is gzip-compressed, `.nii` is not.
@@ -45,18 +45,18 @@ pub fn write_nifti_u8(
     dims: [usize; 3],
     world_from_voxel: WorldFromVoxel,
 ) -> Result<()> {
-    write_volume(path, data, data.len(), dims, world_from_voxel, DT_UINT8, 8)
+    write_volume(path, data, dims, world_from_voxel, DT_UINT8, 8)
 }
 
 fn write_volume(
     path: &Path,
     voxel_bytes: &[u8],
-    n_voxels: usize,
     dims: [usize; 3],
     world_from_voxel: WorldFromVoxel,
     datatype: i16,
     bitpix: i16,
 ) -> Result<()> {
+    let n_voxels = voxel_bytes.len() / (bitpix as usize / 8);
     let input_error = |msg: String| Error::Input(format!("cannot write {}: {msg}", path.display()));
     if dims.iter().any(|&d| d == 0 || d > i16::MAX as usize) {
         return Err(input_error(format!("volume dimensions {dims:?} must each be in 1..=32767")));

@@ -310,13 +310,7 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
 impl NpyArray {
     /// The array, of any rank, as f32 in C order (a Fortran-order file is transposed).
     pub fn real_c_order(&self, path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
-        let values: Vec<f32> = match &self.data {
-            NpyData::U8(v) => v.iter().map(|&x| x as f32).collect(),
-            NpyData::I16(v) => v.iter().map(|&x| x as f32).collect(),
-            NpyData::F32(v) => v.clone(),
-            NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
-            NpyData::C64(_) => return Err(Error::format(path, "expected a real array, found complex64")),
-        };
+        let values = self.real_values(path, "array")?;
         if !self.fortran_order || self.shape.len() < 2 {
             return Ok((values, self.shape.clone()));
         }
@@ -345,13 +339,7 @@ impl NpyArray {
     /// Complex arrays are refused (use [`NpyArray::complex_volume`]).
     pub fn real_volume(&self, path: &Path) -> Result<(Vec<f32>, [usize; 3])> {
         let dims = self.dims3(path)?;
-        let values: Vec<f32> = match &self.data {
-            NpyData::U8(v) => v.iter().map(|&x| x as f32).collect(),
-            NpyData::I16(v) => v.iter().map(|&x| x as f32).collect(),
-            NpyData::F32(v) => v.clone(),
-            NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
-            NpyData::C64(_) => return Err(Error::format(path, "expected a real volume, found complex64")),
-        };
+        let values = self.real_values(path, "volume")?;
         Ok((self.to_x_fastest(values, dims), dims))
     }
 
@@ -370,6 +358,19 @@ impl NpyArray {
             }
         };
         Ok((self.to_x_fastest(values, dims), dims))
+    }
+
+    /// The elements as f32, in file order; complex64 is an error ("expected a real `what`").
+    fn real_values(&self, path: &Path, what: &str) -> Result<Vec<f32>> {
+        Ok(match &self.data {
+            NpyData::U8(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::I16(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::F32(v) => v.clone(),
+            NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::C64(_) => {
+                return Err(Error::format(path, format!("expected a real {what}, found complex64")))
+            }
+        })
     }
 
     fn dims3(&self, path: &Path) -> Result<[usize; 3]> {

@@ -28,18 +28,7 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
         let line = line.split('#').next().unwrap_or("");
         let mut tokens = line.split_whitespace();
         match tokens.next() {
-            Some("v") => {
-                let mut xyz = [0f32; 3];
-                for (axis, c) in xyz.iter_mut().enumerate() {
-                    let token = tokens.next().ok_or_else(|| {
-                        format!("line {line_no}: a vertex needs 3 coordinates, found {axis}")
-                    })?;
-                    *c = token
-                        .parse()
-                        .map_err(|_| format!("line {line_no}: bad vertex coordinate '{token}'"))?;
-                }
-                positions.push(Vec3::from_array(xyz));
-            }
+            Some("v") => positions.push(super::parse_xyz(tokens, line_no)?),
             Some("f") => {
                 polygon.clear();
                 for corner in tokens {

@@ -153,34 +153,27 @@ impl PlyVertex {
     }
 }
 
+/// A scalar setter of [`PlyVertex`]: every type widens to f64.
+macro_rules! set_coordinate {
+    ($fname:ident, $ty:ty) => {
+        fn $fname(&mut self, name: &str, v: $ty) -> PropertyAccessResult {
+            self.set(name, v.into())
+        }
+    };
+}
+
 impl PropertyAccess for PlyVertex {
     fn new() -> Self {
         PlyVertex { xyz: [0.0; 3] }
     }
-    fn set_char(&mut self, name: &str, v: i8) -> PropertyAccessResult {
-        self.set(name, v.into())
-    }
-    fn set_uchar(&mut self, name: &str, v: u8) -> PropertyAccessResult {
-        self.set(name, v.into())
-    }
-    fn set_short(&mut self, name: &str, v: i16) -> PropertyAccessResult {
-        self.set(name, v.into())
-    }
-    fn set_ushort(&mut self, name: &str, v: u16) -> PropertyAccessResult {
-        self.set(name, v.into())
-    }
-    fn set_int(&mut self, name: &str, v: i32) -> PropertyAccessResult {
-        self.set(name, v.into())
-    }
-    fn set_uint(&mut self, name: &str, v: u32) -> PropertyAccessResult {
-        self.set(name, v.into())
-    }
-    fn set_float(&mut self, name: &str, v: f32) -> PropertyAccessResult {
-        self.set(name, v.into())
-    }
-    fn set_double(&mut self, name: &str, v: f64) -> PropertyAccessResult {
-        self.set(name, v)
-    }
+    set_coordinate!(set_char, i8);
+    set_coordinate!(set_uchar, u8);
+    set_coordinate!(set_short, i16);
+    set_coordinate!(set_ushort, u16);
+    set_coordinate!(set_int, i32);
+    set_coordinate!(set_uint, u32);
+    set_coordinate!(set_float, f32);
+    set_coordinate!(set_double, f64);
 }
 
 /// One face as read: its vertex indices, widened so negative values can be reported.

@@ -49,8 +49,7 @@ fn parse_binary(facets: &[u8], n: usize) -> TriMesh {
             };
             Vec3::new(f(0), f(4), f(8))
         };
-        let t = [0, 1, 2].map(|k| welder.index(corner(k)));
-        push_triangle(t, &mut triangles);
+        super::push_fan(&[0, 1, 2].map(|k| welder.index(corner(k))), &mut triangles);
     }
     TriMesh::new(welder.positions, triangles)
 }
@@ -74,16 +73,7 @@ fn parse_ascii(text: &str) -> std::result::Result<TriMesh, String> {
                 if !in_loop {
                     return Err(format!("line {line_no}: 'vertex' outside 'outer loop'"));
                 }
-                let mut xyz = [0f32; 3];
-                for (axis, c) in xyz.iter_mut().enumerate() {
-                    let token = tokens.next().ok_or_else(|| {
-                        format!("line {line_no}: a vertex needs 3 coordinates, found {axis}")
-                    })?;
-                    *c = token
-                        .parse()
-                        .map_err(|_| format!("line {line_no}: bad vertex coordinate '{token}'"))?;
-                }
-                corners.push(welder.index(Vec3::from_array(xyz)));
+                corners.push(welder.index(super::parse_xyz(tokens, line_no)?));
             }
             Some("endloop") => {
                 if !in_loop {
@@ -102,12 +92,6 @@ fn parse_ascii(text: &str) -> std::result::Result<TriMesh, String> {
         return Err("the file ends inside a facet (truncated?)".into());
     }
     Ok(TriMesh::new(welder.positions, triangles))
-}
-
-fn push_triangle(t: [u32; 3], out: &mut Vec<[u32; 3]>) {
-    if t[0] != t[1] && t[1] != t[2] && t[0] != t[2] {
-        out.push(t);
-    }
 }
 
 /// Merges vertices with bit-identical coordinates (after turning -0.0 into 0.0).

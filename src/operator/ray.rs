@@ -84,10 +84,6 @@ impl RayProjector {
     pub fn rays_per_view(&self) -> usize {
         self.rays_per_view
     }
-    /// Whether ray `i` meets the volume.
-    pub fn hits(&self, i: usize) -> bool {
-        self.segments[i].n > 0
-    }
     /// 2 or 3.
     pub fn dims(&self) -> usize {
         self.dims
@@ -159,7 +155,9 @@ impl RayProjector {
         }
     }
 
-    /// Calls `f(voxel index, interpolation weight)` for every sample of `s`.
+    /// Calls `f(voxel index, interpolation weight)` for every sample of `s`. A 2D scan is the
+    /// 3D case with nz = 1 and every sample at z = 0: its z weights are exactly 1 and 0 (the
+    /// second outside the grid), so it reads the same four voxels with the same weights.
     #[inline]
     fn walk(&self, s: &Segment, mut f: impl FnMut(usize, f32)) {
         let [nx, ny, nz] = self.voxels;
@@ -170,10 +168,14 @@ impl RayProjector {
             let kf = k as f32;
             let p =
                 [s.start[0] + kf * s.delta[0], s.start[1] + kf * s.delta[1], s.start[2] + kf * s.delta[2]];
-            let (fx, fy) = (p[0].floor(), p[1].floor());
-            let (tx, ty) = (p[0] - fx, p[1] - fy);
-            let (x0, y0) = (fx as i64, fy as i64);
-            if self.dims == 2 {
+            let f0 = p.map(f32::floor);
+            let (tx, ty, tz) = (p[0] - f0[0], p[1] - f0[1], p[2] - f0[2]);
+            let (x0, y0, z0) = (f0[0] as i64, f0[1] as i64, f0[2] as i64);
+            for (dz, wz) in [(0, 1.0 - tz), (1, tz)] {
+                let z = z0 + dz;
+                if z < 0 || z >= nzi {
+                    continue;
+                }
                 for (dy, wy) in [(0, 1.0 - ty), (1, ty)] {
                     let y = y0 + dy;
                     if y < 0 || y >= nyi {
@@ -184,30 +186,7 @@ impl RayProjector {
                         if x < 0 || x >= nxi {
                             continue;
                         }
-                        f((x + nxi * y) as usize, wx * wy);
-                    }
-                }
-            } else {
-                let fz = p[2].floor();
-                let tz = p[2] - fz;
-                let z0 = fz as i64;
-                for (dz, wz) in [(0, 1.0 - tz), (1, tz)] {
-                    let z = z0 + dz;
-                    if z < 0 || z >= nzi {
-                        continue;
-                    }
-                    for (dy, wy) in [(0, 1.0 - ty), (1, ty)] {
-                        let y = y0 + dy;
-                        if y < 0 || y >= nyi {
-                            continue;
-                        }
-                        for (dx, wx) in [(0, 1.0 - tx), (1, tx)] {
-                            let x = x0 + dx;
-                            if x < 0 || x >= nxi {
-                                continue;
-                            }
-                            f((x + nxi * (y + nyi * z)) as usize, wx * wy * wz);
-                        }
+                        f((x + nxi * (y + nyi * z)) as usize, wx * wy * wz);
                     }
                 }
             }

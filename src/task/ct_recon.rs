@@ -34,20 +34,25 @@ pub fn ramp_filter(rows: &mut [f64], nu: usize, tau: f64) {
     let fwd = planner.plan_fft_forward(p);
     let inv = planner.plan_fft_inverse(p);
     fwd.process(&mut h);
-    rows.par_chunks_mut(nu).for_each(|row| {
-        let mut buf = vec![Complex::new(0.0, 0.0); p];
-        for (b, &r) in buf.iter_mut().zip(row.iter()) {
-            *b = Complex::new(r, 0.0);
-        }
-        fwd.process(&mut buf);
-        for (b, hk) in buf.iter_mut().zip(&h) {
-            *b *= hk;
-        }
-        inv.process(&mut buf);
-        for (r, b) in row.iter_mut().zip(&buf) {
-            *r = b.re / p as f64;
-        }
-    });
+    // one row buffer and one FFT scratch per rayon job (was a buffer and two scratches per row)
+    let zero = Complex::new(0.0, 0.0);
+    let scratch_len = fwd.get_inplace_scratch_len().max(inv.get_inplace_scratch_len());
+    rows.par_chunks_mut(nu).for_each_init(
+        || (vec![zero; p], vec![zero; scratch_len]),
+        |(buf, scratch), row| {
+            for (k, b) in buf.iter_mut().enumerate() {
+                *b = row.get(k).map_or(zero, |&r| Complex::new(r, 0.0));
+            }
+            fwd.process_with_scratch(buf, scratch);
+            for (b, hk) in buf.iter_mut().zip(&h) {
+                *b *= hk;
+            }
+            inv.process_with_scratch(buf, scratch);
+            for (r, b) in row.iter_mut().zip(buf.iter()) {
+                *r = b.re / p as f64;
+            }
+        },
+    );
 }
 
 /// A fan or cone scan over less than a full turn: its angular span (views × step) and the
@@ -234,9 +239,10 @@ pub fn sart(projector: &RayProjector, proj: &[f32], opts: SartOptions) -> Vec<f3
     projector.forward(&ones_vol, &mut row_sums);
     // column sums per view: cached when small enough
     let cache = views * n <= 1 << 26;
+    let ones_view = vec![1.0f32; rpv];
     let col_sum = |v: usize, out: &mut Vec<f32>| {
         let range = v * rpv..(v + 1) * rpv;
-        projector.adjoint_range(range, &vec![1.0; rpv], out);
+        projector.adjoint_range(range, &ones_view, out);
     };
     let cached: Vec<Vec<f32>> = if cache {
         (0..views)
