@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the GPU check (GPU_CHECK.md): builds the release binary and the CUDA test binaries
 # here (no GPU, no CUDA needed), and puts them with the kernel sources, the PyTorch reference
-# benchmark, run.sh and run-occupancy.sh into gpu-bundle/. On the GPU machine, from the
+# benchmark, run.sh and run-occupancy.sh (and gpu-lib.sh, their capped-step helpers) into gpu-bundle/. On the GPU machine, from the
 # repository root: `bash gpu-bundle/run.sh` (training step vs PyTorch) or
 # `bash gpu-bundle/run-occupancy.sh` (GPU labels and batches, the paper's occupancy protocol).
 set -euo pipefail
@@ -45,7 +45,7 @@ for f in "$BUNDLE/ffvol" "$BUNDLE"/tests/*; do
   objcopy --strip-debug "$f" 2>/dev/null || strip --strip-debug "$f" 2>/dev/null || true
 done
 cp cuda/*.cu cuda/*.cuh "$BUNDLE/cuda/"
-cp scripts/bench_torch.py "$BUNDLE/"
+cp scripts/bench_torch.py scripts/gpu-lib.sh "$BUNDLE/"
 {
   git rev-parse --short HEAD 2>/dev/null || echo unknown
   git diff --quiet 2>/dev/null || echo "(with uncommitted changes)"
@@ -68,24 +68,10 @@ STEPS=30
 # device "train" time is the cleanest A/B figure. Run from the repository root to find the bunny.
 MESH="$(pwd)/datasets/bunny.ply"
 [ -f "$MESH" ] || MESH="$B/none.ply"
-status=()
 # Every step gets at most its own cap and never more than what is left of BUDGET seconds, so the
 # table at the end always prints inside the run tool's timeout (GPU_CHECK.md: timeout_s 420).
-BUDGET="${BUDGET:-380}"
-run() { # name cap-seconds command...
-  local name=$1 cap=$2; shift 2
-  local left=$((BUDGET - SECONDS - 10))
-  local t=$((cap < left ? cap : left))
-  if [ "$t" -lt 5 ]; then
-    status+=("$(printf '%-28s skipped: out of time' "$name")")
-    return 124
-  fi
-  local s0=$SECONDS
-  timeout "$t" "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  status+=("$(printf '%-28s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - s0)))")
-  return $rc
-}
+BUDGET="${BUDGET:-380}" MARGIN=10 W=28
+. "$B/gpu-lib.sh"
 
 card="$(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 echo "card: ${card:-nvidia-smi failed} | ffvol $(cat "$B/COMMIT") | $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -185,22 +171,8 @@ OUT="${OUT:-$B/out}"
 mkdir -p "$OUT"
 export FFVOL_REQUIRE_CUDA=1 FFVOL_CUDA_SOURCES="$B/cuda" FFVOL_CACHE_DIR="$OUT/cache" RUST_BACKTRACE=1
 export FFVOL_BUNNY="${FFVOL_BUNNY:-$(pwd)/datasets/bunny.ply}"
-status=()
-BUDGET="${BUDGET:-190}"
-run() { # name cap-seconds command...
-  local name=$1 cap=$2; shift 2
-  local left=$((BUDGET - SECONDS - 8))
-  local t=$((cap < left ? cap : left))
-  if [ "$t" -lt 5 ]; then
-    status+=("$(printf '%-22s skipped: out of time' "$name")")
-    return 124
-  fi
-  local s0=$SECONDS
-  timeout "$t" "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  status+=("$(printf '%-22s rc=%-3s %4ss (cap %ss)' "$name" "$rc" $((SECONDS - s0)) "$t")")
-  return $rc
-}
+BUDGET="${BUDGET:-190}" MARGIN=8 W=22 SHOW_CAP=1
+. "$B/gpu-lib.sh"
 
 card="$(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 echo "card: ${card:-nvidia-smi failed} | ffvol $(cat "$B/COMMIT") | $(date -u +%Y-%m-%dT%H:%MZ)"

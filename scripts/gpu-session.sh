@@ -38,12 +38,8 @@ export OUT="${OUT:-$B/out}"
 mkdir -p "$OUT"
 export FFVOL_REQUIRE_CUDA=1 FFVOL_CUDA_SOURCES="$B/cuda" FFVOL_CACHE_DIR="$OUT/cache" RUST_BACKTRACE=1
 export FFVOL_BUNNY="$(pwd)/datasets/bunny.ply"
-status=()
-step() { # name cap command...
-  local name=$1 cap=$2; shift 2; local s=$SECONDS
-  timeout "$cap" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
-  status+=("$(printf '%-18s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - s)))")
-}
+W=18
+. "$B/gpu-lib.sh"
 echo "card: $(nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | head -1) | ffvol $(cat "$B/COMMIT") | $(date -u +%FT%H:%MZ)"
 step kernels 40 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
 for t in cuda_fp16 cuda_mri cuda_ct cuda_occupancy cuda_parity; do

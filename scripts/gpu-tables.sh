@@ -16,13 +16,14 @@ cd "$(dirname "$0")/.."
 B=gpu-bundle
 scripts/fetch-datasets.sh > /dev/null
 cargo build --release --quiet
+FFVOL="${CARGO_TARGET_DIR:-target}/release/ffvol"
 mkdir -p "$B/data"
-strip -o "$B/ffvol-tables" target/release/ffvol
+strip -o "$B/ffvol-tables" "$FFVOL"
 cp datasets/mni152_t1_96.nii.gz "$B/data/"
 git rev-parse --short HEAD > "$B/COMMIT-tables"
 rm -rf "$B/ct" && mkdir -p "$B/ct"
 for seed in 1 2 3 4 5 6 7 8; do
-  target/release/ffvol simulate ct --phantom shepp2d --geometry paper-ct --seed "$seed" \
+  "$FFVOL" simulate ct --phantom shepp2d --geometry paper-ct --seed "$seed" \
     --output "$B/ct/phantom-$seed" > /dev/null
   rm -f "$B/ct/phantom-$seed"/*.png
 done
@@ -31,7 +32,7 @@ done
 for seed in 1 2 3 4 5 6 7 8; do
   d="$B/ct/phantom-$seed"
   for method in fbp sart; do
-    psnr=$(target/release/ffvol recon "$method" --projections "$d/projections.npy" --geometry "$d/geometry.toml" \
+    psnr=$("$FFVOL" recon "$method" --projections "$d/projections.npy" --geometry "$d/geometry.toml" \
       --truth "$d/truth.nii.gz" --output "/tmp/ffvol-recon-$seed-$method.nii.gz" 2>&1 | sed -n 's/^PSNR \([0-9.]*\) dB.*/\1/p')
     echo "phantom-$seed $method ${psnr:-nan}" >> "$B/ct/recon-here.txt"
     rm -f "/tmp/ffvol-recon-$seed-$method.nii.gz"

@@ -10,12 +10,8 @@ use ffvol::task::ct_recon;
 use ffvol::task::occupancy::FitOptions;
 use std::path::{Path, PathBuf};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ffvol-ct-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::scratch;
 
 /// Simulates `phantom` for `scan` into `dir`; returns (projections, geometry, truth) paths.
 fn simulate(scan: &Scan, phantom: PhantomSource, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -55,7 +51,7 @@ fn finished(o: CtOutcome) -> Box<ct::CtMetrics> {
 
 #[test]
 fn gaussian_features_beat_no_mapping_and_fbp_on_20_views() {
-    let dir = temp_dir("paper");
+    let dir = scratch("paper");
     // the paper's protocol at 128²: perturbed Shepp–Logan, 20 parallel views over [0, π), means
     let scan = Scan::paper_2d(128, 20);
     let files = simulate(&scan, PhantomSource::Shepp2d(Some(7)), &dir);
@@ -85,7 +81,7 @@ fn gaussian_features_beat_no_mapping_and_fbp_on_20_views() {
 
 #[test]
 fn resumed_run_matches_uninterrupted() {
-    let dir = temp_dir("resume");
+    let dir = scratch("resume");
     let scan = Scan::paper_2d(48, 12);
     let files = simulate(&scan, PhantomSource::Shepp2d(Some(1)), &dir);
     let gauss = EncodingConfig::Gaussian { sigma: 4.0, features: 32, normalize: false };
@@ -116,7 +112,7 @@ fn resumed_run_matches_uninterrupted() {
 
 #[test]
 fn ray_rendering_learns_a_cone_beam_volume() {
-    let dir = temp_dir("cone");
+    let dir = scratch("cone");
     let text = "beam = \"cone\"\ndims = 3\ndso = 100.0\ndsd = 180.0\n[detector]\npixels = [40, 40]\npixel_size = [1.6, 1.6]\n[volume]\nvoxels = [24, 24, 24]\nvoxel_size = [1.5, 1.5, 1.5]\n[angles]\ncount = 24\n";
     let gpath = dir.join("g.toml");
     std::fs::write(&gpath, text).unwrap();
@@ -155,7 +151,7 @@ fn ray_rendering_learns_a_cone_beam_volume() {
 
 #[test]
 fn cli_errors_name_the_files() {
-    let dir = temp_dir("cli");
+    let dir = scratch("cli");
     let scan = Scan::paper_2d(32, 10);
     let files = simulate(&scan, PhantomSource::Shepp2d(None), &dir);
     let bad = dir.join("bad.npy");

@@ -1,36 +1,24 @@
 //! CT operators: exact adjoints, line integrals against closed-form chords, FBP and FDK quality.
 
-use ffvol::operator::ct_geometry::{GeometryFile, Scan};
+use ffvol::operator::ct_geometry::Scan;
 use ffvol::operator::ray::RayProjector;
 use ffvol::sample::rays::{stratified, RaySamples};
 use ffvol::sample::CounterRng;
 use ffvol::task::ct_metrics::psnr;
 use ffvol::task::ct_phantom::{Ellipsoid, Phantom};
 use ffvol::task::ct_recon;
-use std::path::Path;
 
-fn scan(text: &str) -> Scan {
-    let f: GeometryFile = toml::from_str(text).expect("toml");
-    f.resolve(Path::new("test.toml")).expect("geometry")
-}
+mod common;
+use common::{four_beams, scan};
 
 fn parallel_2d(n: usize, bins: usize, views: usize) -> String {
     format!("beam = \"parallel\"\ndims = 2\n[detector]\npixels = [{bins}]\npixel_size = [1.0]\n[volume]\nvoxels = [{n}, {n}]\nvoxel_size = [1.0, 1.0]\n[angles]\ncount = {views}\n")
 }
 
-fn geometries() -> Vec<(&'static str, Scan)> {
-    vec![
-        ("parallel 2D", scan("beam = \"parallel\"\ndims = 2\nquantity = \"mean\"\n[detector]\npixels = [37]\npixel_size = [0.9]\noffset = [1.3]\n[volume]\nvoxels = [24, 20]\nvoxel_size = [1.0, 1.2]\noffset = [0.5, -1.0]\n[angles]\ncount = 7\nfirst = 0.1\n")),
-        ("fan 2D", scan("beam = \"fan\"\ndims = 2\ndso = 60.0\ndsd = 100.0\n[detector]\npixels = [41]\npixel_size = [1.5]\noffset = [-0.7]\n[volume]\nvoxels = [22, 26]\nvoxel_size = [1.0, 1.0]\n[angles]\ncount = 9\n")),
-        ("parallel 3D", scan("beam = \"parallel\"\ndims = 3\n[detector]\npixels = [23, 17]\npixel_size = [1.0, 1.1]\n[volume]\nvoxels = [16, 14, 12]\nvoxel_size = [1.0, 1.0, 1.2]\n[angles]\ncount = 5\n")),
-        ("cone 3D", scan("beam = \"cone\"\ndims = 3\ndso = 50.0\ndsd = 90.0\n[detector]\npixels = [29, 23]\npixel_size = [1.2, 1.2]\noffset = [0.4, -0.8]\n[volume]\nvoxels = [14, 16, 12]\nvoxel_size = [1.0, 1.0, 1.0]\noffset = [0.0, 0.5, 0.3]\n[angles]\ncount = 6\nunit = \"degrees\"\nspan = 360.0\n")),
-    ]
-}
-
 #[test]
 fn projector_adjoint_is_exact_for_every_geometry() {
     let rng = CounterRng::new(5, 1);
-    for (name, s) in geometries() {
+    for (name, s) in four_beams() {
         let a = RayProjector::new(&s, 0.5);
         let x: Vec<f32> = (0..a.n_voxels()).map(|i| rng.uniform(i as u64) - 0.3).collect();
         let y: Vec<f32> = (0..a.n_rays()).map(|i| rng.normal(1_000_000 + i as u64)).collect();

@@ -16,42 +16,36 @@ use ffvol::backend::cuda::{CudaBackend, GpuProjector, Precision};
 use ffvol::backend::Backend;
 use ffvol::encoding::{Encoding, EncodingConfig};
 use ffvol::model::{Mlp, ModelConfig};
-use ffvol::operator::ct_geometry::{GeometryFile, Scan};
+use ffvol::operator::ct_geometry::Scan;
 use ffvol::operator::ray::RayProjector;
 use ffvol::sample::CounterRng;
 use ffvol::task::ct::{self, CtConfig, CtOutcome, CtPreset, PhantomSource, SimulateOptions};
 use ffvol::task::occupancy::FitOptions;
 use ffvol::train::loss::sigmoid;
 use ffvol::train::Adam;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
 #[macro_use]
 mod common;
+use common::{four_beams, scan, scratch};
 
 /// The tests that run `ct::fit` set process-wide variables (FFVOL_CUDA_RESIDENT,
 /// FFVOL_CUDA_PRECISION) or time it: they take this lock, so no other fit sees them.
 static ENV: Mutex<()> = Mutex::new(());
 
-fn scan(text: &str) -> Scan {
-    let f: GeometryFile = toml::from_str(text).expect("toml");
-    f.resolve(Path::new("test.toml")).expect("geometry")
-}
-
-/// tests/ct_operators.rs's four beams (offsets, odd sizes, non-square voxels), a fan beam whose
-/// source nearly touches the volume, a detector far finer than the voxels, and the paper's
-/// geometry at 64².
+/// tests/ct_operators.rs's four beams (`four_beams`: offsets, odd sizes, non-square voxels), a
+/// fan beam whose source nearly touches the volume, a detector far finer than the voxels, and the
+/// paper's geometry at 64².
 fn geometries() -> Vec<(&'static str, Scan)> {
-    vec![
-        ("parallel 2D", scan("beam = \"parallel\"\ndims = 2\nquantity = \"mean\"\n[detector]\npixels = [37]\npixel_size = [0.9]\noffset = [1.3]\n[volume]\nvoxels = [24, 20]\nvoxel_size = [1.0, 1.2]\noffset = [0.5, -1.0]\n[angles]\ncount = 7\nfirst = 0.1\n")),
-        ("fan 2D", scan("beam = \"fan\"\ndims = 2\ndso = 60.0\ndsd = 100.0\n[detector]\npixels = [41]\npixel_size = [1.5]\noffset = [-0.7]\n[volume]\nvoxels = [22, 26]\nvoxel_size = [1.0, 1.0]\n[angles]\ncount = 9\n")),
-        ("parallel 3D", scan("beam = \"parallel\"\ndims = 3\n[detector]\npixels = [23, 17]\npixel_size = [1.0, 1.1]\n[volume]\nvoxels = [16, 14, 12]\nvoxel_size = [1.0, 1.0, 1.2]\n[angles]\ncount = 5\n")),
-        ("cone 3D", scan("beam = \"cone\"\ndims = 3\ndso = 50.0\ndsd = 90.0\n[detector]\npixels = [29, 23]\npixel_size = [1.2, 1.2]\noffset = [0.4, -0.8]\n[volume]\nvoxels = [14, 16, 12]\nvoxel_size = [1.0, 1.0, 1.0]\noffset = [0.0, 0.5, 0.3]\n[angles]\ncount = 6\nunit = \"degrees\"\nspan = 360.0\n")),
+    let mut v = four_beams();
+    v.extend([
         ("fan, close source", scan("beam = \"fan\"\ndims = 2\ndso = 17.5\ndsd = 40.0\n[detector]\npixels = [90]\npixel_size = [1.0]\n[volume]\nvoxels = [22, 26]\nvoxel_size = [1.0, 1.0]\n[angles]\ncount = 5\n")),
         ("parallel, fine pixels", scan("beam = \"parallel\"\ndims = 2\n[detector]\npixels = [230]\npixel_size = [0.1]\n[volume]\nvoxels = [16, 16]\nvoxel_size = [1.0, 1.0]\n[angles]\ncount = 4\nfirst = 0.3\n")),
         ("paper 64²", Scan::paper_2d(64, 20)),
-    ]
+    ]);
+    v
 }
 
 /// max |a − b| / max |b|
@@ -288,13 +282,6 @@ fn resident_step_errors_on_nan() {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ffvol-cuda-ct-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Simulates a perturbed Shepp–Logan for `scan` into `dir`; a config reading it.
 fn setup(scan: &Scan, dir: &Path, preset: CtPreset) -> CtConfig {
     let opts = SimulateOptions {
@@ -326,7 +313,7 @@ fn finished(o: CtOutcome) -> Box<ct::CtMetrics> {
 fn fit_ct_on_cuda_projects_on_the_gpu() {
     require_cuda!();
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir("fit");
+    let dir = scratch("fit");
     let mut c = setup(&Scan::paper_2d(128, 20), &dir, CtPreset::Fast);
     c.encoding = EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false };
     c.model.depth = 3;
@@ -352,7 +339,7 @@ fn fit_ct_on_cuda_projects_on_the_gpu() {
 fn resident_fit_matches_the_host_data_fit() {
     require_cuda!();
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir("resident");
+    let dir = scratch("resident");
     let mut c = setup(&Scan::paper_2d(128, 20), &dir, CtPreset::Fast);
     c.encoding = EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false };
     c.model.depth = 3;
@@ -405,7 +392,7 @@ fn resident_fit_matches_the_host_data_fit() {
 fn paper_protocol_speed() {
     require_cuda!();
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir("paper");
+    let dir = scratch("paper");
     let scan = Scan::paper_2d(512, 20);
     let mut c = setup(&scan, &dir, CtPreset::PaperCt);
     c.train.steps = 200;

@@ -27,15 +27,7 @@ struct Trio {
 }
 
 fn trio(enc: EncodingConfig, depth: usize, width: usize) -> (Trio, CounterRng) {
-    let rng = CounterRng::new(42, 0);
-    let e = Encoding::build(&enc, 3, &rng);
-    let sizes = Mlp::sizes_for(e.n_features(), &ModelConfig { depth, width }, 1);
-    let mut mlp = Mlp::init(sizes, &rng);
-    for l in mlp.layers() {
-        for i in 0..l.n_out {
-            mlp.params[l.bias + i] = 0.1 * rng.normal(900_000 + (l.bias + i) as u64);
-        }
-    }
+    let (e, mlp, rng) = random_network(enc, depth, width);
     let cpu = CpuBackend::new(e.clone(), mlp.clone(), Adam::default(), 2).unwrap();
     let fp32 = CudaBackend::new(e.clone(), mlp.clone(), Adam::default(), Precision::Fp32).unwrap();
     let fp16_nolt =

@@ -20,6 +20,9 @@ use ffvol::train::Adam;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+mod common;
+use common::{cuda_required, random_complex, scratch};
+
 /// The tests that run `mri::fit` set process-wide variables (FFVOL_CUDA_PRECISION,
 /// FFVOL_CUDA_FFT, FFVOL_CUDA_RESIDENT): they take this lock, so no other fit sees them.
 static ENV: Mutex<()> = Mutex::new(());
@@ -28,30 +31,18 @@ static ENV: Mutex<()> = Mutex::new(());
 /// not needed for that: 1024 partials cover 262,144 voxels, so 70×64×60 makes the blocks loop).
 const GRIDS: [[usize; 3]; 4] = [[16, 12, 10], [9, 7, 5], [1, 6, 5], [70, 64, 60]];
 
-fn require_cuda() -> bool {
-    if std::env::var("FFVOL_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
-        return true;
-    }
-    false
-}
-
 /// The operator on the GPU, or None after printing why (a failure under FFVOL_REQUIRE_CUDA=1).
 fn gpu_operator(op: &MaskedFft, y: &[C64]) -> Option<GpuKspaceOperator> {
     match GpuKspaceOperator::new(op, y) {
         Ok(g) => Some(g),
         Err(reason) => {
-            if require_cuda() {
+            if cuda_required() {
                 panic!("FFVOL_REQUIRE_CUDA=1 but the cuFFT operator is not usable: {reason}");
             }
             println!("skipped: {reason}");
             None
         }
     }
-}
-
-fn random_complex(n: usize, seed: u64) -> Vec<C64> {
-    let rng = CounterRng::new(seed, 99);
-    (0..n).map(|i| C64::new(rng.normal(2 * i as u64) as f64, rng.normal(2 * i as u64 + 1) as f64)).collect()
 }
 
 /// About 30 % measured, and never nothing (DC always).
@@ -300,13 +291,6 @@ fn resident_step_errors_on_nan_and_without_points() {
         let short = dev_op.gradient().slice(1..);
         assert!(b.backward_device_grad(&short, 1.0).is_err());
     }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ffvol-cuda-mri-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// A smooth blob with a ripple along x, x fastest.

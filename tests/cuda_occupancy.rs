@@ -286,8 +286,7 @@ fn fit_config(device: &str, out: PathBuf) -> OccupancyConfig {
 #[test]
 fn short_fit_on_cuda_matches_cpu() {
     require_cuda!();
-    let root = std::env::temp_dir().join(format!("ffvol-cuda-occ-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = scratch("fit");
     let run = |device: &str| {
         let cfg = fit_config(device, root.join(device));
         match occupancy::fit(&cfg, &FitOptions::default()).unwrap() {

@@ -6,8 +6,7 @@
 
 use ffvol::backend::cuda::{self, CudaBackend, Precision};
 use ffvol::backend::{Backend, CpuBackend};
-use ffvol::encoding::{Encoding, EncodingConfig};
-use ffvol::model::{Mlp, ModelConfig};
+use ffvol::encoding::EncodingConfig;
 use ffvol::sample::{uniform_in_box, Aabb, CounterRng};
 use ffvol::train::{Adam, Loss};
 
@@ -15,7 +14,6 @@ use ffvol::train::{Adam, Loss};
 mod common;
 use common::*;
 
-/// Runs the body only where CUDA is usable; otherwise prints why and returns (the test passes).
 /// A CPU and a CUDA backend on the same encoding and the same random, non-zero weights and biases.
 fn pair(
     enc: EncodingConfig,
@@ -23,15 +21,7 @@ fn pair(
     width: usize,
     precision: Precision,
 ) -> (CpuBackend, CudaBackend, CounterRng) {
-    let rng = CounterRng::new(42, 0);
-    let e = Encoding::build(&enc, 3, &rng);
-    let sizes = Mlp::sizes_for(e.n_features(), &ModelConfig { depth, width }, 1);
-    let mut mlp = Mlp::init(sizes, &rng);
-    for l in mlp.layers() {
-        for i in 0..l.n_out {
-            mlp.params[l.bias + i] = 0.1 * rng.normal(900_000 + (l.bias + i) as u64);
-        }
-    }
+    let (e, mlp, rng) = random_network(enc, depth, width);
     let cpu = CpuBackend::new(e.clone(), mlp.clone(), Adam::default(), 2).unwrap();
     let gpu = CudaBackend::new(e, mlp, Adam::default(), precision).unwrap();
     (cpu, gpu, rng)

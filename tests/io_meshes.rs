@@ -9,13 +9,8 @@ use ffvol::geometry::mesh::TriMesh;
 use ffvol::io::{read_mesh, write_mesh, MeshFormat};
 use glam::Vec3;
 
-/// A fresh folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ffvol-io-meshes-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create scratch folder");
-    dir
-}
+mod common;
+use common::scratch;
 
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);

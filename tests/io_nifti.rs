@@ -3,16 +3,12 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ffvol::io::{read_nifti_f32, write_nifti_f32, write_nifti_u8};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ffvol-io-nifti-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create scratch folder");
-    dir
-}
+mod common;
+use common::scratch;
 
 const DIMS: [usize; 3] = [7, 5, 3];
 

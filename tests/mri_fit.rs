@@ -15,17 +15,8 @@ use ffvol::task::mri::{self, MriConfig, MriMetrics, MriOutcome};
 use ffvol::task::occupancy::FitOptions;
 use ffvol::task::volume_masks::Sampling;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ffvol-mri-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create scratch folder");
-    dir
-}
-
-fn random_complex(n: usize, seed: u64) -> Vec<C64> {
-    let rng = CounterRng::new(seed, 99);
-    (0..n).map(|i| C64::new(rng.normal(2 * i as u64) as f64, rng.normal(2 * i as u64 + 1) as f64)).collect()
-}
+mod common;
+use common::{random_complex, scratch};
 
 fn random_mask(n: usize, seed: u64) -> Vec<bool> {
     let rng = CounterRng::new(seed, 98);

@@ -9,12 +9,8 @@ use ffvol::task::occupancy::{self, FitOptions, FitOutcome, SavedRun};
 use glam::Vec3;
 use std::path::PathBuf;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ffvol-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::scratch;
 
 /// A cluster of small spheres: detail at a scale a raw-coordinate MLP cannot fit quickly.
 fn sphere_cluster() -> TriMesh {
@@ -75,7 +71,7 @@ fn finished(outcome: FitOutcome) -> occupancy::Metrics {
 
 #[test]
 fn gaussian_features_beat_raw_coordinates_near_the_surface() {
-    let dir = temp_dir("claim");
+    let dir = scratch("claim");
     let mesh_path = dir.join("cluster.ply");
     ffvol::io::write_mesh(&mesh_path, &sphere_cluster(), MeshFormat::Ply).unwrap();
     let opts = FitOptions::default();
@@ -140,7 +136,7 @@ fn gaussian_features_beat_raw_coordinates_near_the_surface() {
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
-    let dir = temp_dir("resume");
+    let dir = scratch("resume");
     let mesh_path = dir.join("torus.ply");
     ffvol::io::write_mesh(&mesh_path, &shapes::torus(Vec3::ZERO, 1.0, 0.3, 48, 24), MeshFormat::Ply).unwrap();
     let enc = EncodingConfig::Gaussian { sigma: 4.0, features: 32, normalize: true };
@@ -214,7 +210,7 @@ fn resumed_run_equals_uninterrupted_run() {
 
 #[test]
 fn command_line_reports_bad_input_without_panicking() {
-    let dir = temp_dir("cli");
+    let dir = scratch("cli");
     let bin = env!("CARGO_BIN_EXE_ffvol");
     let bad = dir.join("broken.ply");
     std::fs::write(

@@ -16,14 +16,10 @@ use ffvol::task::volume_field::{export_run, load_volume, upsampled_affine, Expor
 #[allow(dead_code)]
 mod volume_support;
 
-const BUNDLED: &str = "datasets/mni152_t1_32.nii.gz";
+mod common;
+use common::scratch;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ffvol-volume-fit-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create scratch folder");
-    dir
-}
+const BUNDLED: &str = "datasets/mni152_t1_32.nii.gz";
 
 fn small(out: PathBuf, encoding: EncodingConfig, steps: u64) -> VolumeConfig {
     let mut c = VolumeConfig::fast();

@@ -3,7 +3,7 @@
 //! volume written back out and opened in nibabel (scripts/check_nifti.py, when nibabel is present).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use ffvol::io::{read_nifti_f32, read_npy, write_nifti_f32, write_npy, NpyData};
@@ -12,12 +12,8 @@ use ffvol::task::volume_field::load_volume;
 mod volume_support;
 use volume_support::{check_with_nibabel, python_has};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ffvol-volume-io-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create scratch folder");
-    dir
-}
+mod common;
+use common::scratch;
 
 const BUNDLED: &str = "datasets/mni152_t1_32.nii.gz";
 
