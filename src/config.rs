@@ -179,10 +179,7 @@ impl OccupancyConfig {
         if !(0.0..=1.0).contains(&self.export.min_component) {
             return bad(format!("export.min_component must be in [0, 1], got {}", self.export.min_component));
         }
-        if !["auto", "cpu", "cuda"].contains(&self.device.as_str()) {
-            return bad(format!("device must be auto, cpu or cuda, got {:?}", self.device));
-        }
-        Ok(())
+        crate::task::run::validate_device(&self.device)
     }
 }
 

@@ -500,15 +500,7 @@ fn resolve(args: &OccupancyArgs) -> Result<OccupancyConfig> {
         c.mesh = m.clone();
     }
     if let Some(name) = &args.net.encoding {
-        c.encoding = match name.as_str() {
-            "none" => EncodingConfig::None,
-            "basic" => EncodingConfig::Basic { normalize: false },
-            "positional" => EncodingConfig::Positional { sigma: 6.0, features: 85, normalize: false },
-            _ => match c.encoding {
-                g @ EncodingConfig::Gaussian { .. } => g,
-                _ => EncodingConfig::Gaussian { sigma: 10.0, features: 128, normalize: false },
-            },
-        };
+        c.encoding = encoding_by_name(name, c.encoding, (10.0, 128), 6.0);
     }
     match &mut c.encoding {
         EncodingConfig::Gaussian { sigma, features, normalize }
@@ -548,6 +540,28 @@ fn resolve(args: &OccupancyArgs) -> Result<OccupancyConfig> {
     };
     c.validate()?;
     Ok(c)
+}
+
+/// `--encoding NAME` for the occupancy, volume and MRI jobs: `positional` with `positional_sigma`
+/// and 85 frequencies per axis; `gaussian` keeps `current` when it is already Gaussian, else
+/// `gaussian` = (σ, m). (CT has the paper's mappings instead: `ct::paper_encoding`.)
+fn encoding_by_name(
+    name: &str,
+    current: EncodingConfig,
+    gaussian: (f32, usize),
+    positional_sigma: f32,
+) -> EncodingConfig {
+    match name {
+        "none" => EncodingConfig::None,
+        "basic" => EncodingConfig::Basic { normalize: false },
+        "positional" => {
+            EncodingConfig::Positional { sigma: positional_sigma, features: 85, normalize: false }
+        }
+        _ => match current {
+            g @ EncodingConfig::Gaussian { .. } => g,
+            _ => EncodingConfig::Gaussian { sigma: gaussian.0, features: gaussian.1, normalize: false },
+        },
+    }
 }
 
 /// runs/<mesh stem>, or runs/<stem>-2, -3, … if taken.
@@ -615,15 +629,8 @@ fn fit(args: FitArgs) -> Result<()> {
         (Some(_), Some(_)) => bail!("--resume takes its settings from the run; give no job with it"),
     };
     set_threads(config.threads);
-    let opts = FitOptions { interrupt: Some(interrupt_flag()), progress: true, stop_after: None, resume };
-    match occupancy::fit(&config, &opts)? {
-        FitOutcome::Interrupted { step } => {
-            eprintln!(
-                "stopped at step {step}; checkpoint written. Continue with: ffvol fit --resume {}",
-                config.output.display()
-            );
-            Err(ffvol::Error::Interrupted.into())
-        }
+    match occupancy::fit(&config, &fit_options(resume))? {
+        FitOutcome::Interrupted { step } => interrupted(step, &config.output),
         FitOutcome::Finished(m) => {
             println!("IoU uniform      {:.4}   (accuracy {:.4})", m.iou_uniform, m.accuracy_uniform);
             println!("IoU near-surface {:.4}   (accuracy {:.4})", m.iou_surface, m.accuracy_surface);
@@ -645,28 +652,24 @@ fn fit(args: FitArgs) -> Result<()> {
 
 fn export(args: ExportArgs) -> Result<()> {
     set_threads(args.threads);
-    if matches!(volume_field::run_job(&args.run)?.as_deref(), Some("volume") | Some("mri")) {
-        let t = std::time::Instant::now();
-        let req = ExportRequest {
-            upsample: args.upsample,
-            mesh: args.mesh.then(|| (args.level, args.format.clone())),
-            threads: args.threads,
-        };
-        for path in volume_field::export_run(&args.run, &req)? {
-            println!("wrote {}", path.display());
+    let t = std::time::Instant::now();
+    let mesh = args.mesh.then(|| (args.level, args.format.clone()));
+    let written = match volume_field::run_job(&args.run)?.as_deref() {
+        Some("volume") | Some("mri") => {
+            let req = ExportRequest { upsample: args.upsample, mesh, threads: args.threads };
+            volume_field::export_run(&args.run, &req)?
         }
-        println!("exported in {:.1} s", t.elapsed().as_secs_f64());
-        return Ok(());
+        Some("ct") => ffvol::task::ct::export_run(&args.run, args.upsample, mesh, args.threads)?,
+        _ => return export_occupancy(&args),
+    };
+    for path in written {
+        println!("wrote {}", path.display());
     }
-    if volume_field::run_job(&args.run)?.as_deref() == Some("ct") {
-        let t = std::time::Instant::now();
-        let mesh = args.mesh.then(|| (args.level, args.format.clone()));
-        for path in ffvol::task::ct::export_run(&args.run, args.upsample, mesh, args.threads)? {
-            println!("wrote {}", path.display());
-        }
-        println!("exported in {:.1} s", t.elapsed().as_secs_f64());
-        return Ok(());
-    }
+    println!("exported in {:.1} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn export_occupancy(args: &ExportArgs) -> Result<()> {
     let run = SavedRun::open(&args.run)?;
     let t = std::time::Instant::now();
     let mesh =
@@ -731,16 +734,9 @@ fn resolve_ct(a: &CtArgs) -> Result<ffvol::task::ct::CtConfig> {
 fn fit_ct(config: ffvol::task::ct::CtConfig, resume: bool) -> Result<()> {
     use ffvol::task::ct::{fit, CtOutcome};
     set_threads(config.threads);
-    let opts = FitOptions { interrupt: Some(interrupt_flag()), progress: true, stop_after: None, resume };
     eprintln!("run folder: {}", config.output.display());
-    match fit(&config, &opts)? {
-        CtOutcome::Interrupted { step } => {
-            eprintln!(
-                "stopped at step {step}; checkpoint written. Continue with: ffvol fit --resume {}",
-                config.output.display()
-            );
-            Err(ffvol::Error::Interrupted.into())
-        }
+    match fit(&config, &fit_options(resume))? {
+        CtOutcome::Interrupted { step } => interrupted(step, &config.output),
         CtOutcome::Finished(m) => {
             if let (Some(p), Some(s)) = (m.psnr, m.ssim) {
                 println!("PSNR {p:.2} dB   SSIM {s:.4}");
@@ -867,15 +863,7 @@ fn apply_field_args(
     sigmas: (f32, f32),
 ) -> Result<()> {
     if let Some(name) = &a.net.encoding {
-        *encoding = match name.as_str() {
-            "none" => EncodingConfig::None,
-            "basic" => EncodingConfig::Basic { normalize: false },
-            "positional" => EncodingConfig::Positional { sigma: sigmas.1, features: 85, normalize: false },
-            _ => match *encoding {
-                g @ EncodingConfig::Gaussian { .. } => g,
-                _ => EncodingConfig::Gaussian { sigma: sigmas.0, features: 256, normalize: false },
-            },
-        };
+        *encoding = encoding_by_name(name, *encoding, (sigmas.0, 256), sigmas.1);
     }
     match encoding {
         EncodingConfig::Gaussian { sigma, features, .. }

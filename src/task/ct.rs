@@ -39,14 +39,13 @@ use crate::sample::CounterRng;
 use crate::task::ct_metrics;
 use crate::task::ct_phantom::Phantom;
 use crate::task::occupancy::{log, FitOptions};
+use crate::task::run::{checkpoint_due, diverged, final_loss};
 use crate::train::loss::sigmoid;
-use crate::train::loss_log::write_loss_log;
 use crate::train::LrSchedule;
 use crate::{Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 pub use crate::task::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
@@ -201,10 +200,7 @@ impl CtConfig {
         if !(t.projector_step > 0.0 && t.projector_step <= 2.0) {
             return bad(format!("train.projector_step must be in (0, 2], got {}", t.projector_step));
         }
-        if !["auto", "cpu", "cuda"].contains(&self.device.as_str()) {
-            return bad(format!("device must be auto, cpu or cuda, got {:?}", self.device));
-        }
-        Ok(())
+        crate::task::run::validate_device(&self.device)
     }
 }
 
@@ -477,17 +473,14 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
         .to_lowercase(),
     );
 
-    let ck_path = dir.join(CHECKPOINT);
     let mut loss_log: Vec<(u64, f32, f32)> = Vec::new();
     if opts.resume {
         loss_log = crate::task::run::resume(backend.as_mut(), &dir)?;
     }
     let start_step = backend.state().adam.step;
-    let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| -> Result<()> {
-        let mut extra = std::collections::HashMap::new();
-        extra.insert("ct".into(), format!("{{\"dims\":{}}}", scan.dims));
-        Checkpoint { encoding: backend.encoding().clone(), state: backend.state(), extra }.save(&ck_path)?;
-        write_loss_log(&dir.join(LOSS_CSV), loss_log)
+    let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| {
+        let extra = [("ct".to_string(), format!("{{\"dims\":{}}}", scan.dims))].into();
+        crate::task::run::save(&dir, backend, extra, loss_log)
     };
 
     let mut stepper = Stepper::new(&scan, &cfg, &measured, render);
@@ -503,9 +496,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     let steps = cfg.train.steps;
     let mut train_s = 0.0;
     for step in start_step..steps {
-        if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
-            || opts.stop_after.is_some_and(|s| step >= s)
-        {
+        if opts.should_stop(step) {
             save(backend.as_ref(), &loss_log)?;
             return Ok(CtOutcome::Interrupted { step });
         }
@@ -515,9 +506,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
         train_s += t0.elapsed().as_secs_f64();
         if !loss.is_finite() {
             save(backend.as_ref(), &loss_log)?;
-            return Err(Error::Input(format!(
-                "training diverged at step {step} (loss {loss}); try a smaller learning rate"
-            )));
+            return Err(diverged(step, loss));
         }
         let done = step + 1;
         loss_log.push((done, loss, lr));
@@ -540,7 +529,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
                 (done - start_step) as f64 / train_s.max(1e-9)
             );
         }
-        if cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0 && done < steps {
+        if checkpoint_due(cfg.train.checkpoint_every, done, steps) {
             save(backend.as_ref(), &loss_log)?;
         }
     }
@@ -552,8 +541,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
         metrics.psnr = Some(ct_metrics::psnr(&recon, t));
         metrics.ssim = Some(ct_metrics::ssim(&recon, t, scan.voxels));
     }
-    let tail = (loss_log.len() / 100).max(1);
-    metrics.final_loss = loss_log.iter().rev().take(tail).map(|r| r.1 as f64).sum::<f64>() / tail as f64;
+    metrics.final_loss = final_loss(&loss_log);
     metrics.steps = steps;
     metrics.n_params = n_params;
     metrics.device = backend.describe();
@@ -564,7 +552,6 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     Ok(CtOutcome::Finished(Box::new(metrics)))
 }
 
-/// The field σ(MLP(γ(x))) at every voxel centre.
 /// The scan of a run folder: its own `geometry.toml` (written by [`fit`]), else the file the run
 /// was configured with.
 pub fn run_scan(dir: &Path, cfg: &CtConfig) -> Result<Scan> {
@@ -608,10 +595,8 @@ pub fn export_run(
             dir.display()
         )));
     }
-    let ck_path = dir.join(CHECKPOINT);
-    let ck = Checkpoint::load(&ck_path)?;
-    let mut backend =
-        crate::task::device::choose(&cfg.device, ck.encoding.clone(), ck.state.mlp.clone(), threads)?.backend;
+    let ck = Checkpoint::load(&dir.join(CHECKPOINT))?;
+    let mut backend = crate::task::run::saved_backend(&ck, &cfg.device, threads)?;
     let fine = upsampled_scan(&scan, upsample);
     let values = render_volume(backend.as_mut(), &fine)?;
     let mut written = vec![];
@@ -635,15 +620,13 @@ pub fn export_run(
                 dir.display()
             )));
         }
-        for format in formats {
-            let path = dir.join(format!("iso_{level}_x{upsample}.{}", format.extension()));
-            crate::io::write_mesh(&path, &surface, format)?;
-            written.push(path);
-        }
+        written
+            .extend(crate::task::volume_field::write_iso_meshes(dir, &surface, level, upsample, &formats)?);
     }
     Ok(written)
 }
 
+/// The field σ(MLP(γ(x))) at every voxel centre.
 pub fn render_volume(backend: &mut dyn Backend, scan: &Scan) -> Result<Vec<f32>> {
     let pts = scan.voxel_centres_unit();
     let mut z = vec![0.0; scan.n_voxels()];

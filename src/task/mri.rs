@@ -30,8 +30,8 @@ use crate::model::ModelConfig;
 use crate::operator::fft::{fftshift, ifftshift, MaskedFft, C64};
 use crate::task::occupancy::FitOptions;
 use crate::task::volume_field::{
-    error_image, grid_points, identity_affine, load_volume, log, predict_grid, sigmoid, upsampled_affine,
-    validate_common, write_montage, FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
+    error_image, grid_points, identity_affine, load_volume, log, sigmoid, validate_common, write_fit,
+    write_montage, FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
 };
 use crate::task::volume_masks::Sampling;
 use crate::train::image_metrics::{psnr, ssim};
@@ -397,25 +397,15 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         return Ok(MriOutcome::Interrupted { step });
     }
 
-    let backend = session.backend.as_mut();
-    let fit = predict_grid(backend, dims, 1)?; // sigmoid outputs: already in [0, 1]
-    crate::io::write_nifti_f32(
-        &dir.join("fit.nii.gz"),
-        &problem.intensity.to_raw(&fit),
+    // sigmoid outputs: already in [0, 1]
+    let fit = write_fit(
+        session.backend.as_mut(),
+        &dir,
         dims,
         problem.world_from_voxel,
+        &problem.intensity,
+        cfg.export.upsample,
     )?;
-    let k = cfg.export.upsample;
-    if k > 1 {
-        let fine = predict_grid(backend, dims, k)?;
-        let path = dir.join(format!("fit_x{k}.nii.gz"));
-        crate::io::write_nifti_f32(
-            &path,
-            &problem.intensity.to_raw(&fine),
-            dims.map(|d| d * k),
-            upsampled_affine(problem.world_from_voxel, k),
-        )?;
-    }
     let nan = f64::NAN;
     let (psnr_fit, ssim_fit, psnr_zf, ssim_zf) = match &problem.truth {
         Some(g) => (

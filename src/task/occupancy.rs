@@ -20,7 +20,7 @@ use crate::io::MeshFormat;
 use crate::model::checkpoint::Checkpoint;
 use crate::sample::rng::streams;
 use crate::sample::{near_surface, uniform_in_box, Aabb, CounterRng};
-use crate::train::loss_log::write_loss_log;
+use crate::task::run::{checkpoint_due, diverged, final_loss};
 use crate::train::metrics::{accuracy_from_logits, iou_from_logits};
 use crate::train::Loss;
 use crate::{Error, Result};
@@ -45,6 +45,14 @@ pub struct FitOptions {
     pub stop_after: Option<u64>,
     /// Continue from the checkpoint in the run folder.
     pub resume: bool,
+}
+
+impl FitOptions {
+    /// Whether the loop stops before `step` (interrupted, or `stop_after`), with a checkpoint.
+    pub fn should_stop(&self, step: u64) -> bool {
+        self.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+            || self.stop_after.is_some_and(|s| step >= s)
+    }
 }
 
 /// The mesh in unit coordinates, ready for sampling and labelling.
@@ -177,11 +185,6 @@ pub fn test_sets(cfg: &OccupancyConfig, mesh: &PreparedMesh) -> [(Vec<[f32; 3]>,
     [(uniform, lu), (surface, ls)]
 }
 
-fn flat(points: &[[f32; 3]]) -> &[f32] {
-    // SAFETY-free reinterpretation: [[f32; 3]] is laid out as 3n contiguous f32.
-    points.as_flattened()
-}
-
 /// Trains (or resumes) the run in `cfg.output`, then evaluates and exports.
 pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     cfg.validate()?;
@@ -221,22 +224,18 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
         ),
     );
 
-    let ck_path = dir.join(CHECKPOINT);
     let mut loss_log: Vec<(u64, f32, f32)> = Vec::new();
     if opts.resume {
         loss_log = crate::task::run::resume(backend.as_mut(), &dir)?;
-        log(opts, &format!("resumed from {} at step {}", ck_path.display(), backend.state().adam.step));
+        log(
+            opts,
+            &format!("resumed from {} at step {}", dir.join(CHECKPOINT).display(), backend.state().adam.step),
+        );
     }
     let start_step = backend.state().adam.step;
 
-    let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| -> Result<()> {
-        let ck = Checkpoint {
-            encoding: backend.encoding().clone(),
-            state: backend.state(),
-            extra: meta_to_extra(&meta),
-        };
-        ck.save(&ck_path)?;
-        write_loss_log(&dir.join(LOSS_CSV), loss_log)
+    let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| {
+        crate::task::run::save(&dir, backend, meta_to_extra(&meta), loss_log)
     };
 
     let steps = cfg.train.steps;
@@ -276,9 +275,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     }
     let host_steps = if device_mesh.is_some() { steps..steps } else { start_step..steps };
     for step in host_steps {
-        if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
-            || opts.stop_after.is_some_and(|s| step >= s)
-        {
+        if opts.should_stop(step) {
             save(backend.as_ref(), &loss_log)?;
             if let Some(b) = &bar {
                 b.abandon();
@@ -289,12 +286,10 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
         training_batch(cfg, &mesh, step, &mut points, &mut labels);
         let t1 = Instant::now();
         let lr = cfg.train.schedule.lr(cfg.train.lr, step, steps);
-        let loss = backend.train_step(flat(&points), &labels, Loss::Bce, lr)?;
+        let loss = backend.train_step(points.as_flattened(), &labels, Loss::Bce, lr)?;
         if !loss.is_finite() {
             save(backend.as_ref(), &loss_log)?;
-            return Err(Error::Input(format!(
-                "training diverged at step {step} (loss {loss}); try a smaller learning rate"
-            )));
+            return Err(diverged(step, loss));
         }
         let t2 = Instant::now();
         label_s += (t1 - t0).as_secs_f64();
@@ -311,7 +306,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
             let rate = (done - start_step) as f64 * cfg.train.batch as f64 / (train_s + label_s);
             eprintln!("step {done}/{steps}  loss {loss:.4}  {:.0}k samples/s", rate / 1e3);
         }
-        if cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0 && done < steps {
+        if checkpoint_due(cfg.train.checkpoint_every, done, steps) {
             save(backend.as_ref(), &loss_log)?;
         }
     }
@@ -345,8 +340,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     metrics.export_seconds = t_export.elapsed().as_secs_f64();
     metrics.mesh_vertices = exported.positions.len();
     metrics.mesh_triangles = exported.triangles.len();
-    let tail = (loss_log.len() / 100).max(1);
-    metrics.final_loss = loss_log.iter().rev().take(tail).map(|r| r.1 as f64).sum::<f64>() / tail as f64;
+    metrics.final_loss = final_loss(&loss_log);
     metrics.steps = steps;
     metrics.n_params = n_params;
     metrics.device = backend.describe();
@@ -399,9 +393,7 @@ impl DeviceRun<'_> {
             surface_sigma: cfg.train.surface_sigma,
         };
         for step in self.start_step..steps {
-            if self.opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
-                || self.opts.stop_after.is_some_and(|s| step >= s)
-            {
+            if self.opts.should_stop(step) {
                 self.read(backend, save)?;
                 save(backend, self.loss_log)?;
                 if let Some(b) = self.bar {
@@ -416,8 +408,7 @@ impl DeviceRun<'_> {
             cuda.occupancy_step(mesh, &params, lr, self.pending.len())?;
             let done = step + 1;
             self.pending.push((done, lr));
-            let checkpoint =
-                cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0 && done < steps;
+            let checkpoint = checkpoint_due(cfg.train.checkpoint_every, done, steps);
             if self.pending.len() >= DEVICE_READ_EVERY || done == steps || checkpoint {
                 self.read(backend, save)?;
             }
@@ -445,10 +436,7 @@ impl DeviceRun<'_> {
             if !loss.is_finite() {
                 self.pending.clear();
                 save(backend, self.loss_log)?;
-                return Err(Error::Input(format!(
-                    "training diverged at step {} (loss {loss}); try a smaller learning rate",
-                    done - 1
-                )));
+                return Err(diverged(done - 1, loss));
             }
             self.loss_log.push((done, loss, lr));
             let rate = (done - self.start_step) as f64 * batch / (self.train_s + self.label_s).max(1e-9);
@@ -468,9 +456,9 @@ impl DeviceRun<'_> {
 pub fn evaluate(cfg: &OccupancyConfig, mesh: &PreparedMesh, backend: &mut dyn Backend) -> Result<Metrics> {
     let [(pu, lu), (ps, ls)] = test_sets(cfg, mesh);
     let mut zu = vec![0.0; pu.len()];
-    backend.predict(flat(&pu), &mut zu)?;
+    backend.predict(pu.as_flattened(), &mut zu)?;
     let mut zs = vec![0.0; ps.len()];
-    backend.predict(flat(&ps), &mut zs)?;
+    backend.predict(ps.as_flattened(), &mut zs)?;
     Ok(Metrics {
         iou_uniform: iou_from_logits(&zu, &lu),
         iou_surface: iou_from_logits(&zs, &ls),
@@ -620,8 +608,6 @@ pub fn sample_grid(
 /// Fine nodes per coarse cell edge in coarse-to-fine grid sampling.
 pub const COARSE_STRIDE: usize = 4;
 
-/// Extracts the 0.5-probability surface (logit 0) in the mesh's own coordinates and writes
-/// `{stem}.{ext}` for each format, plus the occupancy probabilities as NIfTI when named. Returns the mesh.
 /// What to write in an export, and how to sample the grid.
 pub struct ExportSpec<'a> {
     /// Grid nodes per axis.
@@ -636,6 +622,8 @@ pub struct ExportSpec<'a> {
     pub min_component: f64,
 }
 
+/// Extracts the 0.5-probability surface (logit 0) in the mesh's own coordinates and writes
+/// `{stem}.{ext}` for each format, plus the occupancy probabilities as NIfTI when named. Returns the mesh.
 pub fn export(
     backend: &mut dyn Backend,
     meta_or_run: &impl ExportFrame,
@@ -742,13 +730,7 @@ impl SavedRun {
         min_component: f64,
         threads: usize,
     ) -> Result<TriMesh> {
-        let chosen = crate::task::device::choose(
-            &self.config.device,
-            self.checkpoint.encoding.clone(),
-            self.checkpoint.state.mlp.clone(),
-            threads,
-        )?;
-        let mut backend = chosen.backend;
+        let mut backend = crate::task::run::saved_backend(&self.checkpoint, &self.config.device, threads)?;
         let nifti_name = format!("occupancy_{resolution}.nii.gz");
         let stem = format!("mesh_{resolution}");
         let spec = ExportSpec {

@@ -1,5 +1,6 @@
 //! What every job's run folder shares: the file names, building the network from the run's seed
-//! on the chosen device, and resuming it from the folder's checkpoint.
+//! on the chosen device, resuming it from the folder's checkpoint, the pieces of the training
+//! loops (stop, divergence, checkpoints, final loss), and reopening a saved network for export.
 
 use crate::backend::Backend;
 use crate::encoding::{Encoding, EncodingConfig};
@@ -7,8 +8,9 @@ use crate::model::checkpoint::Checkpoint;
 use crate::model::{Mlp, ModelConfig};
 use crate::sample::rng::streams;
 use crate::sample::CounterRng;
-use crate::train::loss_log::read_loss_log;
+use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::{Error, Result};
+use std::collections::HashMap;
 use std::path::Path;
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -51,6 +53,48 @@ pub fn resume(backend: &mut dyn Backend, dir: &Path) -> Result<Vec<(u64, f32, f3
     }
     backend.set_state(ck.state)?;
     Ok(read_loss_log(&dir.join(LOSS_CSV), backend.state().adam.step))
+}
+
+/// Writes `dir`'s checkpoint (the backend's state with `extra`) and its loss log.
+pub fn save(
+    dir: &Path,
+    backend: &dyn Backend,
+    extra: HashMap<String, String>,
+    loss_log: &[(u64, f32, f32)],
+) -> Result<()> {
+    Checkpoint { encoding: backend.encoding().clone(), state: backend.state(), extra }
+        .save(&dir.join(CHECKPOINT))?;
+    write_loss_log(&dir.join(LOSS_CSV), loss_log)
+}
+
+/// The error of a training loop whose loss at `step` is not finite.
+pub fn diverged(step: u64, loss: f32) -> Error {
+    Error::Input(format!("training diverged at step {step} (loss {loss}); try a smaller learning rate"))
+}
+
+/// Whether a periodic checkpoint is due after step `done` of `steps` (the last one is always
+/// written by the loop's end).
+pub fn checkpoint_due(every: u64, done: u64, steps: u64) -> bool {
+    every > 0 && done.is_multiple_of(every) && done < steps
+}
+
+/// Mean loss over the last 1 % of logged steps.
+pub fn final_loss(loss_log: &[(u64, f32, f32)]) -> f64 {
+    let tail = (loss_log.len() / 100).max(1);
+    loss_log.iter().rev().take(tail).map(|r| r.1 as f64).sum::<f64>() / tail as f64
+}
+
+/// The network a checkpoint holds, on `device`, for re-evaluating a saved run.
+pub fn saved_backend(ck: &Checkpoint, device: &str, threads: usize) -> Result<Box<dyn Backend>> {
+    Ok(crate::task::device::choose(device, ck.encoding.clone(), ck.state.mlp.clone(), threads)?.backend)
+}
+
+/// `device` must be `auto`, `cpu` or `cuda`.
+pub fn validate_device(device: &str) -> Result<()> {
+    if !["auto", "cpu", "cuda"].contains(&device) {
+        return Err(Error::Config(format!("device must be auto, cpu or cuda, got {device:?}")));
+    }
+    Ok(())
 }
 
 /// Reads `dir/run.toml` as a job's config (or as a plain `toml::Value`).

@@ -14,8 +14,8 @@ use crate::model::ModelConfig;
 use crate::sample::CounterRng;
 use crate::task::occupancy::FitOptions;
 use crate::task::volume_field::{
-    error_image, grid_points, load_volume, log, predict_grid, sigmoid, upsampled_affine, validate_common,
-    write_montage, FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
+    error_image, grid_points, load_volume, log, sigmoid, validate_common, write_fit, write_montage,
+    FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
 };
 use crate::train::image_metrics::{psnr, ssim};
 use crate::train::LrSchedule;
@@ -208,27 +208,15 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         return Ok(VolumeOutcome::Interrupted { step });
     }
 
-    let backend = session.backend.as_mut();
-    let fit = predict_grid(backend, dims, 1)?;
     let dir = &cfg.output;
-    let stem = "fit";
-    crate::io::write_nifti_f32(
-        &dir.join(format!("{stem}.nii.gz")),
-        &intensity.to_raw(&fit),
+    let fit = write_fit(
+        session.backend.as_mut(),
+        dir,
         dims,
         volume.world_from_voxel,
+        &intensity,
+        cfg.export.upsample,
     )?;
-    let k = cfg.export.upsample;
-    if k > 1 {
-        let fine = predict_grid(backend, dims, k)?;
-        let path = dir.join(format!("{stem}_x{k}.nii.gz"));
-        crate::io::write_nifti_f32(
-            &path,
-            &intensity.to_raw(&fine),
-            dims.map(|d| d * k),
-            upsampled_affine(volume.world_from_voxel, k),
-        )?;
-    }
     if cfg.export.montage {
         write_montage(&dir.join("montage.png"), dims, &[&truth, &fit, &error_image(&fit, &truth)])?;
     }

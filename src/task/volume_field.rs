@@ -16,14 +16,12 @@ use crate::model::checkpoint::Checkpoint;
 use crate::model::ModelConfig;
 pub use crate::task::occupancy::log;
 use crate::task::occupancy::FitOptions;
-use crate::task::run::{CHECKPOINT, LOSS_CSV, RUN_TOML};
-use crate::train::loss_log::write_loss_log;
+use crate::task::run::{CHECKPOINT, RUN_TOML};
 use crate::train::LrSchedule;
 use crate::{Error, Result};
 use glam::Vec3;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// A scalar volume, x fastest, with its NIfTI affine.
@@ -228,10 +226,7 @@ pub fn upsampled_affine(m: WorldFromVoxel, k: usize) -> WorldFromVoxel {
     out
 }
 
-#[inline]
-pub fn sigmoid(z: f32) -> f32 {
-    crate::train::loss::sigmoid(z)
-}
+pub use crate::train::loss::sigmoid;
 
 /// The field on the grid K times finer than `dims`, as intensities in [0, 1] (sigmoid outputs).
 pub fn predict_grid(backend: &mut dyn Backend, dims: [usize; 3], upsample: usize) -> Result<Vec<f32>> {
@@ -240,6 +235,32 @@ pub fn predict_grid(backend: &mut dyn Backend, dims: [usize; 3], upsample: usize
     backend.predict(&pts, &mut out)?;
     out.iter_mut().for_each(|z| *z = sigmoid(*z));
     Ok(out)
+}
+
+/// Writes the fit at the end of a volume or MRI run: `fit.nii.gz` on the input grid and, with
+/// `upsample` K > 1, `fit_xK.nii.gz` on the grid K times finer, in the raw intensity units.
+/// Returns the fit on the input grid, in [0, 1].
+pub fn write_fit(
+    backend: &mut dyn Backend,
+    dir: &Path,
+    dims: [usize; 3],
+    world_from_voxel: WorldFromVoxel,
+    intensity: &Intensity,
+    upsample: usize,
+) -> Result<Vec<f32>> {
+    let fit = predict_grid(backend, dims, 1)?;
+    crate::io::write_nifti_f32(&dir.join("fit.nii.gz"), &intensity.to_raw(&fit), dims, world_from_voxel)?;
+    let k = upsample;
+    if k > 1 {
+        let fine = predict_grid(backend, dims, k)?;
+        crate::io::write_nifti_f32(
+            &dir.join(format!("fit_x{k}.nii.gz")),
+            &intensity.to_raw(&fine),
+            dims.map(|d| d * k),
+            upsampled_affine(world_from_voxel, k),
+        )?;
+    }
+    Ok(fit)
 }
 
 /// What a checkpoint of a volume or MRI run carries so it can be exported without its data.
@@ -319,9 +340,7 @@ pub fn validate_common(
 ) -> Result<()> {
     encoding.validate()?;
     model.validate()?;
-    if !["auto", "cpu", "cuda"].contains(&device) {
-        return Err(Error::Config(format!("device must be auto, cpu or cuda, got {device:?}")));
-    }
+    crate::task::run::validate_device(device)?;
     if !(1..=16).contains(&upsample) {
         return Err(Error::Config(format!("export.upsample must be in 1..=16, got {upsample}")));
     }
@@ -383,13 +402,7 @@ impl Session {
     }
 
     pub fn save(&self) -> Result<()> {
-        let ck = Checkpoint {
-            encoding: self.backend.encoding().clone(),
-            state: self.backend.state(),
-            extra: self.meta.to_extra(),
-        };
-        ck.save(&self.dir.join(CHECKPOINT))?;
-        write_loss_log(&self.dir.join(LOSS_CSV), &self.loss_log)
+        crate::task::run::save(&self.dir, self.backend.as_ref(), self.meta.to_extra(), &self.loss_log)
     }
 
     /// Runs steps from the checkpoint's step to `train.steps`; `step_fn(backend, step, lr)` does one
@@ -406,9 +419,7 @@ impl Session {
         let mut seconds = 0.0;
         let every = (steps / 10).max(1);
         for step in start..steps {
-            if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
-                || opts.stop_after.is_some_and(|s| step >= s)
-            {
+            if opts.should_stop(step) {
                 self.save()?;
                 return Ok((Some(step), seconds / (step - start).max(1) as f64));
             }
@@ -418,9 +429,7 @@ impl Session {
             seconds += t.elapsed().as_secs_f64();
             if !loss.is_finite() {
                 self.save()?;
-                return Err(Error::Input(format!(
-                    "training diverged at step {step} (loss {loss}); try a smaller learning rate"
-                )));
+                return Err(crate::task::run::diverged(step, loss));
             }
             let done = step + 1;
             self.loss_log.push((done, loss, lr));
@@ -431,7 +440,7 @@ impl Session {
                     seconds / (done - start) as f64
                 );
             }
-            if train.checkpoint_every > 0 && done % train.checkpoint_every == 0 && done < steps {
+            if crate::task::run::checkpoint_due(train.checkpoint_every, done, steps) {
                 self.save()?;
             }
         }
@@ -441,8 +450,7 @@ impl Session {
 
     /// Mean loss over the last 1 % of logged steps.
     pub fn final_loss(&self) -> f64 {
-        let tail = (self.loss_log.len() / 100).max(1);
-        self.loss_log.iter().rev().take(tail).map(|r| r.1 as f64).sum::<f64>() / tail as f64
+        crate::task::run::final_loss(&self.loss_log)
     }
 }
 
@@ -537,9 +545,7 @@ pub fn run_job(dir: &Path) -> Result<Option<String>> {
 /// Re-evaluates a saved volume or MRI run and writes the requested exports into its folder.
 /// Returns the paths written.
 pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
-    let run_toml = dir.join(RUN_TOML);
-    let text = std::fs::read_to_string(&run_toml).map_err(|e| Error::io(&run_toml, e))?;
-    let value: toml::Value = toml::from_str(&text).map_err(|e| Error::format(&run_toml, e.to_string()))?;
+    let value: toml::Value = crate::task::run::load_run_toml(dir)?;
     let device = value.get("device").and_then(|d| d.as_str()).unwrap_or("auto").to_string();
     let ck_path = dir.join(CHECKPOINT);
     let ck = Checkpoint::load(&ck_path)?;
@@ -547,8 +553,7 @@ pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
     if !(1..=16).contains(&req.upsample) {
         return Err(Error::Config(format!("--upsample must be in 1..=16, got {}", req.upsample)));
     }
-    let mut backend =
-        crate::task::device::choose(&device, ck.encoding.clone(), ck.state.mlp.clone(), req.threads)?.backend;
+    let mut backend = crate::task::run::saved_backend(&ck, &device, req.threads)?;
     let k = req.upsample;
     let values = predict_grid(backend.as_mut(), meta.dims, k)?;
     let dims = meta.dims.map(|n| n * k);
@@ -564,11 +569,25 @@ pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
             return Err(Error::Config(format!("--level is a normalised intensity in [0, 1], got {level}")));
         }
         let mesh = iso_surface(&values, dims, affine, *level);
-        for &format in formats {
-            let path = dir.join(format!("iso_{level}_x{k}.{}", format.extension()));
-            crate::io::write_mesh(&path, &mesh, format)?;
-            written.push(path);
-        }
+        written.extend(write_iso_meshes(dir, &mesh, *level, k, formats)?);
+    }
+    Ok(written)
+}
+
+/// Writes the `level` iso-surface exported on the grid `k` times finer as `iso_{level}_x{k}.{ext}`
+/// in each format (volume, MRI and CT runs). Returns the paths written.
+pub fn write_iso_meshes(
+    dir: &Path,
+    mesh: &TriMesh,
+    level: f32,
+    k: usize,
+    formats: &[MeshFormat],
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for &format in formats {
+        let path = dir.join(format!("iso_{level}_x{k}.{}", format.extension()));
+        crate::io::write_mesh(&path, mesh, format)?;
+        written.push(path);
     }
     Ok(written)
 }
