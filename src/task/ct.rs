@@ -340,7 +340,7 @@ pub fn simulate(scan: &Scan, opts: &SimulateOptions) -> Result<Simulated> {
                 )));
             }
             let sub = opts.supersample.max(1);
-            (ph.project(scan, &projector, sub), ph.rasterize(scan, sub, true))
+            ph.project_and_rasterize(scan, &projector, sub)
         }
     };
     if let Some(i0) = opts.poisson_i0 {

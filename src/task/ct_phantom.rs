@@ -185,6 +185,17 @@ impl Phantom {
     /// plus, where clipping to [0, 1] changes the rasterised phantom, the discrete projection of
     /// that change (so the measurements are of the clipped phantom the fit is scored against).
     pub fn project(&self, scan: &Scan, projector: &RayProjector, sub: usize) -> Vec<f32> {
+        self.project_and_rasterize(scan, projector, sub).0
+    }
+
+    /// [`Self::project`] and the clipped raster ([`Self::rasterize`] with `clip`) it makes on the
+    /// way: the projections and the truth of a simulation, rasterising once.
+    pub fn project_and_rasterize(
+        &self,
+        scan: &Scan,
+        projector: &RayProjector,
+        sub: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
         let scale = scan.measurement_scale();
         let mut out: Vec<f32> = (0..scan.n_rays())
             .into_par_iter()
@@ -204,7 +215,7 @@ impl Phantom {
             projector.forward(&diff, &mut corr);
             out.iter_mut().zip(&corr).for_each(|(o, c)| *o += c);
         }
-        out
+        (out, clipped)
     }
 }
 
