@@ -21,12 +21,15 @@ pub mod backend;
 pub mod config;
 pub mod encoding;
 pub mod error;
+pub mod export;
 pub mod geometry;
 pub mod io;
+pub mod job;
 pub mod model;
 pub mod operator;
+pub mod recon;
 pub mod sample;
-pub mod task;
+pub mod sim;
 pub mod train;
 
 pub use error::{Error, Result};

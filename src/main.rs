@@ -4,12 +4,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ffvol::config::{OccupancyConfig, Preset};
 use ffvol::encoding::EncodingConfig;
+use ffvol::io::volume::parse_normalize;
 use ffvol::io::MeshFormat;
-use ffvol::task::mri::{self, MriConfig, MriOutcome};
-use ffvol::task::occupancy::{self, FitOptions, FitOutcome, SavedRun};
-use ffvol::task::volume::{self, VolumeConfig, VolumeOutcome};
-use ffvol::task::volume_field::{self, parse_normalize, ExportRequest};
-use ffvol::task::volume_masks::Sampling;
+use ffvol::job::field::{self as volume_field, ExportRequest};
+use ffvol::job::mri::{self, MriConfig, MriOutcome};
+use ffvol::job::occupancy::{self, FitOutcome, SavedRun};
+use ffvol::job::volume::{self, VolumeConfig, VolumeOutcome};
+use ffvol::sample::kspace::Sampling;
+use ffvol::train::FitOptions;
 use ffvol::train::LrSchedule;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,7 +161,7 @@ struct CtArgs {
     /// per axis, unless --sigma) and learning rates (1e-3 for gaussian and positional, 1e-2 for
     /// basic and none, unless --lr).
     #[arg(long, value_enum, default_value = "fast")]
-    preset: ffvol::task::ct::CtPreset,
+    preset: ffvol::job::ct::CtPreset,
     /// Run folder (default: runs/ct, numbered if it exists).
     #[arg(long)]
     output: Option<PathBuf>,
@@ -170,7 +172,7 @@ struct CtArgs {
     net: NetArgs,
     /// `grid` renders the whole grid each step (full batch), `rays` samples rays.
     #[arg(long, value_enum)]
-    render: Option<ffvol::task::ct::Render>,
+    render: Option<ffvol::job::ct::Render>,
     #[arg(long)]
     rays_per_batch: Option<usize>,
     #[arg(long)]
@@ -430,7 +432,7 @@ fn main() {
     let result = match cli.command {
         Command::Fit(args) => fit(args),
         Command::Export(args) => export(args),
-        Command::Bench(args) => ffvol::task::bench::run(&ffvol::task::bench::BenchConfig {
+        Command::Bench(args) => ffvol::job::bench::run(&ffvol::job::bench::BenchConfig {
             depth: args.depth,
             width: args.width,
             features: args.features,
@@ -607,7 +609,7 @@ fn fit(args: FitArgs) -> Result<()> {
                 return fit_mri(c, true);
             }
             Some("ct") => {
-                let mut c = ffvol::task::ct::load_run_config(&run)?;
+                let mut c = ffvol::job::ct::load_run_config(&run)?;
                 c.output = run;
                 return fit_ct(c, true);
             }
@@ -659,7 +661,7 @@ fn export(args: ExportArgs) -> Result<()> {
             let req = ExportRequest { upsample: args.upsample, mesh, threads: args.threads };
             volume_field::export_run(&args.run, &req)?
         }
-        Some("ct") => ffvol::task::ct::export_run(&args.run, args.upsample, mesh, args.threads)?,
+        Some("ct") => ffvol::job::ct::export_run(&args.run, args.upsample, mesh, args.threads)?,
         _ => return export_occupancy(&args),
     };
     for path in written {
@@ -685,8 +687,8 @@ fn export_occupancy(args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-fn resolve_ct(a: &CtArgs) -> Result<ffvol::task::ct::CtConfig> {
-    use ffvol::task::ct::{paper_encoding, paper_lr, CtConfig};
+fn resolve_ct(a: &CtArgs) -> Result<ffvol::job::ct::CtConfig> {
+    use ffvol::job::ct::{paper_encoding, paper_lr, CtConfig};
     let mut c = CtConfig::preset(a.preset);
     c.projections = a.projections.clone();
     c.geometry = a.geometry.clone();
@@ -731,8 +733,8 @@ fn resolve_ct(a: &CtArgs) -> Result<ffvol::task::ct::CtConfig> {
     Ok(c)
 }
 
-fn fit_ct(config: ffvol::task::ct::CtConfig, resume: bool) -> Result<()> {
-    use ffvol::task::ct::{fit, CtOutcome};
+fn fit_ct(config: ffvol::job::ct::CtConfig, resume: bool) -> Result<()> {
+    use ffvol::job::ct::{fit, CtOutcome};
     set_threads(config.threads);
     eprintln!("run folder: {}", config.output.display());
     match fit(&config, &fit_options(resume))? {
@@ -745,14 +747,15 @@ fn fit_ct(config: ffvol::task::ct::CtConfig, resume: bool) -> Result<()> {
                 "final loss {:.3e}; {} steps in {:.1} s ({:.2} steps/s), {} parameters, {}",
                 m.final_loss, m.steps, m.train_seconds, m.steps_per_second, m.n_params, m.device
             );
-            println!("volume: {}", config.output.join(ffvol::task::ct::RECON).display());
+            println!("volume: {}", config.output.join(ffvol::job::ct::RECON).display());
             Ok(())
         }
     }
 }
 
 fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
-    use ffvol::task::ct::{load_geometry, simulate, write_simulation, PhantomSource, SimulateOptions};
+    use ffvol::io::ct::load_geometry;
+    use ffvol::sim::ct::{simulate, write_simulation, PhantomSource, SimulateOptions};
     set_threads(a.threads);
     let scan = load_geometry(&a.geometry)?;
     let phantom = match a.phantom.as_str() {
@@ -790,9 +793,10 @@ fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
 }
 
 fn recon(a: ReconArgs) -> Result<()> {
+    use ffvol::export::volume::write_volume;
+    use ffvol::io::ct::{load_geometry, load_projections, load_truth};
     use ffvol::operator::ct_geometry::Beam;
-    use ffvol::task::ct::{load_geometry, load_projections, load_truth, write_volume};
-    use ffvol::task::{ct_metrics, ct_recon};
+    use ffvol::{recon as ct_recon, train::ct_metrics};
     set_threads(a.threads);
     let scan = load_geometry(&a.geometry)?;
     let proj = load_projections(&scan, &a.projections, &a.geometry)?;
@@ -855,7 +859,7 @@ fn apply_field_args(
     encoding: &mut EncodingConfig,
     model: &mut ffvol::model::ModelConfig,
     train: &mut volume_field::FieldTrain,
-    normalize: &mut volume_field::Normalize,
+    normalize: &mut ffvol::io::volume::Normalize,
     export: &mut volume_field::FieldExport,
     seed: &mut u64,
     threads: &mut usize,

@@ -3,11 +3,12 @@
 
 use ffvol::encoding::EncodingConfig;
 use ffvol::io::npy::write_npy_f32;
+use ffvol::job::ct::{self, CtConfig, CtOutcome, CtPreset, Render};
 use ffvol::operator::ct_geometry::Scan;
-use ffvol::task::ct::{self, CtConfig, CtOutcome, CtPreset, PhantomSource, Render, SimulateOptions};
-use ffvol::task::ct_metrics::psnr;
-use ffvol::task::ct_recon;
-use ffvol::task::occupancy::FitOptions;
+use ffvol::recon;
+use ffvol::sim::ct::{PhantomSource, SimulateOptions};
+use ffvol::train::ct_metrics::psnr;
+use ffvol::train::FitOptions;
 use std::path::{Path, PathBuf};
 
 mod common;
@@ -15,9 +16,12 @@ use common::scratch;
 
 /// Simulates `phantom` for `scan` into `dir`; returns (projections, geometry, truth) paths.
 fn simulate(scan: &Scan, phantom: PhantomSource, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let sim =
-        ct::simulate(scan, &SimulateOptions { phantom, poisson_i0: None, seed: 0, supersample: 3 }).unwrap();
-    ct::write_simulation(scan, &sim, dir).unwrap();
+    let sim = ffvol::sim::ct::simulate(
+        scan,
+        &SimulateOptions { phantom, poisson_i0: None, seed: 0, supersample: 3 },
+    )
+    .unwrap();
+    ffvol::sim::ct::write_simulation(scan, &sim, dir).unwrap();
     (dir.join("projections.npy"), dir.join("geometry.toml"), dir.join("truth.nii.gz"))
 }
 
@@ -60,9 +64,9 @@ fn gaussian_features_beat_no_mapping_and_fbp_on_20_views() {
     let g = finished(ct::fit(&config(&files, dir.join("gauss"), gauss, 3e-3, 400), &opts).unwrap());
     let n =
         finished(ct::fit(&config(&files, dir.join("none"), EncodingConfig::None, 1e-2, 400), &opts).unwrap());
-    let proj = ct::load_projections(&scan, &files.0, &files.1).unwrap();
-    let truth = ct::load_truth(&scan, &files.2).unwrap();
-    let fbp = psnr(&ct_recon::fbp(&scan, &proj), &truth);
+    let proj = ffvol::io::ct::load_projections(&scan, &files.0, &files.1).unwrap();
+    let truth = ffvol::io::ct::load_truth(&scan, &files.2).unwrap();
+    let fbp = psnr(&recon::fbp(&scan, &proj), &truth);
     let (gp, np) = (g.psnr.unwrap(), n.psnr.unwrap());
     println!(
         "128², 20 views, 3×64, 400 steps: gaussian {gp:.2} dB (SSIM {:.3}), none {np:.2} dB, FBP {fbp:.2} dB",
@@ -125,7 +129,7 @@ fn ray_rendering_learns_a_cone_beam_volume() {
     c.train.samples_per_ray = 32;
     let m = finished(ct::fit(&c, &FitOptions::default()).unwrap());
     assert_eq!(m.render, Some(Render::Rays));
-    let truth = ct::load_truth(&scan, &files.2).unwrap();
+    let truth = ffvol::io::ct::load_truth(&scan, &files.2).unwrap();
     let blank = psnr(&vec![0.0; truth.len()], &truth);
     let p = m.psnr.unwrap();
     println!("cone 24³, 24 views, rays: {p:.2} dB (an empty volume scores {blank:.2} dB)");

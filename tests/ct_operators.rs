@@ -2,11 +2,11 @@
 
 use ffvol::operator::ct_geometry::Scan;
 use ffvol::operator::ray::RayProjector;
+use ffvol::recon;
 use ffvol::sample::rays::{stratified, RaySamples};
 use ffvol::sample::CounterRng;
-use ffvol::task::ct_metrics::psnr;
-use ffvol::task::ct_phantom::{Ellipsoid, Phantom};
-use ffvol::task::ct_recon;
+use ffvol::sim::phantom::{Ellipsoid, Phantom};
+use ffvol::train::ct_metrics::psnr;
 
 mod common;
 use common::{four_beams, scan};
@@ -136,14 +136,14 @@ fn fbp_of_shepp_logan_from_360_views() {
     let a = RayProjector::new(&s, 0.5);
     let proj = ph.project(&s, &a, 3);
     let truth = ph.rasterize(&s, 3, true);
-    let rec = ct_recon::fbp(&s, &proj);
+    let rec = recon::fbp(&s, &proj);
     let p = psnr(&rec, &truth);
     println!("FBP parallel 256², 360 views: PSNR {p:.2} dB");
     assert!(p > 28.0, "FBP PSNR {p:.2} dB");
     // the same through a fan beam (FDK in 2D), 360 views over 2π
     let f = scan("beam = \"fan\"\ndims = 2\ndso = 400.0\ndsd = 700.0\n[detector]\npixels = [600]\npixel_size = [1.0]\n[volume]\nvoxels = [256, 256]\nvoxel_size = [1.0, 1.0]\n[angles]\ncount = 360\n");
     let af = RayProjector::new(&f, 0.5);
-    let rec = ct_recon::fbp(&f, &ph.project(&f, &af, 3));
+    let rec = recon::fbp(&f, &ph.project(&f, &af, 3));
     let p = psnr(&rec, &truth);
     println!("FBP fan 256², 360 views: PSNR {p:.2} dB");
     assert!(p > 28.0, "fan FBP PSNR {p:.2} dB");
@@ -156,7 +156,7 @@ fn fdk_of_3d_shepp_logan() {
     let a = RayProjector::new(&s, 0.5);
     let proj = ph.project(&s, &a, 2);
     let truth = ph.rasterize(&s, 2, true);
-    let rec = ct_recon::fbp(&s, &proj);
+    let rec = recon::fbp(&s, &proj);
     let p = psnr(&rec, &truth);
     println!("FDK cone 64³, 180 views: PSNR {p:.2} dB");
     assert!(p > 26.0, "FDK PSNR {p:.2} dB");
@@ -169,8 +169,8 @@ fn sart_beats_fbp_on_sparse_views() {
     let a = RayProjector::new(&s, 0.5);
     let proj = ph.project(&s, &a, 3);
     let truth = ph.rasterize(&s, 3, true);
-    let fbp = psnr(&ct_recon::fbp(&s, &proj), &truth);
-    let sart = psnr(&ct_recon::sart(&a, &proj, ct_recon::SartOptions::default()), &truth);
+    let fbp = psnr(&recon::fbp(&s, &proj), &truth);
+    let sart = psnr(&recon::sart(&a, &proj, recon::SartOptions::default()), &truth);
     println!("128², 20 views: FBP {fbp:.2} dB, SART {sart:.2} dB");
     assert!(fbp > 17.0 && sart > fbp + 3.0, "FBP {fbp:.2}, SART {sart:.2}");
 }
@@ -192,18 +192,18 @@ fn fdk_short_scan_with_parker_weights() {
     let truth = ph.rasterize(&full, 3, true);
     let rec = |s: &Scan| {
         let a = RayProjector::new(s, 0.5);
-        psnr(&ct_recon::fbp(s, &ph.project(s, &a, 3)), &truth)
+        psnr(&recon::fbp(s, &ph.project(s, &a, 3)), &truth)
     };
     let p_full = rec(&full);
     let short = geometry(180.0 + 2.0 * 24.0, 228);
-    let sh = ct_recon::short_scan(&short).expect("a short scan");
+    let sh = recon::short_scan(&short).expect("a short scan");
     assert!(sh.complete(), "{sh:?}");
-    assert!(ct_recon::short_scan(&full).is_none());
+    assert!(recon::short_scan(&full).is_none());
     let p_short = rec(&short);
     // the conjugate rays' weights add up to one
     for &(beta, gamma) in &[(0.1, 0.2), (0.3, -0.35), (1.5, 0.0), (2.0, 0.3)] {
         let (b2, g2) = (beta + std::f64::consts::PI - 2.0 * gamma, -gamma);
-        let sum = ct_recon::parker_weight(beta, gamma, sh.delta) + ct_recon::parker_weight(b2, g2, sh.delta);
+        let sum = recon::parker_weight(beta, gamma, sh.delta) + recon::parker_weight(b2, g2, sh.delta);
         assert!((sum - 1.0).abs() < 1e-9, "β {beta} γ {gamma}: weights add to {sum}");
     }
     println!("FDK fan 256²: full turn {p_full:.2} dB, short scan (228°) with Parker weights {p_short:.2} dB");

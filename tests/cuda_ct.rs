@@ -15,14 +15,15 @@
 use ffvol::backend::cuda::{CudaBackend, GpuProjector, Precision};
 use ffvol::backend::Backend;
 use ffvol::encoding::{Encoding, EncodingConfig};
+use ffvol::job::ct::{self, CtConfig, CtOutcome, CtPreset};
 use ffvol::model::{Mlp, ModelConfig};
 use ffvol::operator::ct_geometry::Scan;
 use ffvol::operator::ray::RayProjector;
 use ffvol::sample::CounterRng;
-use ffvol::task::ct::{self, CtConfig, CtOutcome, CtPreset, PhantomSource, SimulateOptions};
-use ffvol::task::occupancy::FitOptions;
+use ffvol::sim::ct::{PhantomSource, SimulateOptions};
 use ffvol::train::loss::sigmoid;
 use ffvol::train::Adam;
+use ffvol::train::FitOptions;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -290,8 +291,8 @@ fn setup(scan: &Scan, dir: &Path, preset: CtPreset) -> CtConfig {
         seed: 0,
         supersample: 2,
     };
-    let sim = ct::simulate(scan, &opts).unwrap();
-    ct::write_simulation(scan, &sim, dir).unwrap();
+    let sim = ffvol::sim::ct::simulate(scan, &opts).unwrap();
+    ffvol::sim::ct::write_simulation(scan, &sim, dir).unwrap();
     let mut c = CtConfig::preset(preset);
     c.projections = dir.join("projections.npy");
     c.geometry = dir.join("geometry.toml");

@@ -291,7 +291,7 @@ fn fp16_step_at_benchmark_shape() {
 fn fp16_occupancy_steps_from_a_graph_match() {
     use ffvol::backend::cuda::BatchParams;
     require_cuda!();
-    let mesh = ffvol::task::occupancy::PreparedMesh::load(&bunny_path()).expect("datasets/bunny.ply");
+    let mesh = ffvol::job::occupancy::PreparedMesh::load(&bunny_path()).expect("datasets/bunny.ply");
     let rng = CounterRng::new(42, 0);
     let e =
         Encoding::build(&EncodingConfig::Gaussian { sigma: 10.0, features: 64, normalize: false }, 3, &rng);

@@ -10,13 +10,13 @@
 use ffvol::backend::cuda::{self, CudaBackend, GpuKspaceOperator, Precision};
 use ffvol::backend::Backend;
 use ffvol::encoding::{Encoding, EncodingConfig};
+use ffvol::job::mri::{self, MriConfig, MriOutcome};
 use ffvol::model::{Mlp, ModelConfig};
 use ffvol::operator::fft::{MaskedFft, C64};
+use ffvol::sample::voxels::grid_points;
 use ffvol::sample::CounterRng;
-use ffvol::task::mri::{self, MriConfig, MriOutcome};
-use ffvol::task::occupancy::FitOptions;
-use ffvol::task::volume_field::grid_points;
 use ffvol::train::Adam;
+use ffvol::train::FitOptions;
 use std::path::PathBuf;
 use std::sync::Mutex;
 

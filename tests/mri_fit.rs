@@ -8,12 +8,12 @@ use std::path::PathBuf;
 
 use ffvol::encoding::EncodingConfig;
 use ffvol::io::write_npy;
+use ffvol::job::mri::{self, MriConfig, MriMetrics, MriOutcome};
 use ffvol::model::ModelConfig;
 use ffvol::operator::fft::{MaskedFft, C64};
+use ffvol::sample::kspace::Sampling;
 use ffvol::sample::CounterRng;
-use ffvol::task::mri::{self, MriConfig, MriMetrics, MriOutcome};
-use ffvol::task::occupancy::FitOptions;
-use ffvol::task::volume_masks::Sampling;
+use ffvol::train::FitOptions;
 
 mod common;
 use common::{random_complex, scratch};

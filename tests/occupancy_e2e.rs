@@ -4,8 +4,9 @@ use ffvol::config::{OccupancyConfig, Preset};
 use ffvol::encoding::EncodingConfig;
 use ffvol::geometry::{shapes, TriMesh};
 use ffvol::io::MeshFormat;
+use ffvol::job::occupancy::{self, FitOutcome, SavedRun};
 use ffvol::model::checkpoint::Checkpoint;
-use ffvol::task::occupancy::{self, FitOptions, FitOutcome, SavedRun};
+use ffvol::train::FitOptions;
 use glam::Vec3;
 use std::path::PathBuf;
 

@@ -7,11 +7,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use ffvol::encoding::EncodingConfig;
+use ffvol::export::grid::upsampled_affine;
+use ffvol::io::volume::load_volume;
 use ffvol::io::{read_nifti_f32, MeshFormat};
+use ffvol::job::field::{export_run, ExportRequest};
+use ffvol::job::volume::{self, VolumeConfig, VolumeMetrics, VolumeOutcome};
 use ffvol::model::ModelConfig;
-use ffvol::task::occupancy::FitOptions;
-use ffvol::task::volume::{self, VolumeConfig, VolumeMetrics, VolumeOutcome};
-use ffvol::task::volume_field::{export_run, load_volume, upsampled_affine, ExportRequest};
+use ffvol::train::FitOptions;
 
 #[allow(dead_code)]
 mod volume_support;

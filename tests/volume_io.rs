@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use ffvol::io::volume::load_volume;
 use ffvol::io::{read_nifti_f32, read_npy, write_nifti_f32, write_npy, NpyData};
-use ffvol::task::volume_field::load_volume;
 
 mod volume_support;
 use volume_support::{check_with_nibabel, python_has};

@@ -13,6 +13,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod select;
 
 use crate::encoding::Encoding;
 use crate::model::Mlp;

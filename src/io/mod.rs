@@ -7,6 +7,7 @@
 //! half-written file under the final name.
 
 pub mod atomic;
+pub mod ct;
 pub mod glb;
 pub mod nifti;
 pub mod npy;
@@ -14,6 +15,7 @@ pub mod obj;
 pub mod ply;
 pub mod png;
 pub mod stl;
+pub mod volume;
 
 use std::path::Path;
 

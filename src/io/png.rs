@@ -42,3 +42,18 @@ fn write_png(
         writer.finish().map_err(std::io::Error::other)
     })
 }
+
+/// Writes an 8-bit grey PNG of a row-major `w`×`h` image, mapping [lo, hi] to [0, 255].
+pub fn write_png_gray(path: &Path, img: &[f32], w: usize, h: usize, lo: f32, hi: f32) -> Result<()> {
+    let span = (hi - lo).max(1e-12);
+    let bytes: Vec<u8> =
+        img.iter().map(|&v| (((v - lo) / span).clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    crate::io::write_atomic(path, |out| {
+        let mut enc = png::Encoder::new(out, w as u32, h as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(std::io::Error::other)?;
+        writer.write_image_data(&bytes).map_err(std::io::Error::other)?;
+        writer.finish().map_err(std::io::Error::other)
+    })
+}

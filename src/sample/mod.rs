@@ -1,7 +1,9 @@
 //! Query points: uniform in a box, near a surface (the paper's test protocol).
 
+pub mod kspace;
 pub mod rays;
 pub mod rng;
+pub mod voxels;
 
 use crate::geometry::TriMesh;
 use glam::Vec3;

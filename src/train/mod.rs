@@ -1,12 +1,15 @@
 //! Losses, Adam and schedules, metrics.
 
 pub mod adam;
+pub mod ct_metrics;
 pub mod image_metrics;
 pub mod loss;
 pub mod loss_log;
 pub mod metrics;
+pub mod run;
 pub mod schedule;
 
 pub use adam::{Adam, AdamState};
 pub use loss::Loss;
+pub use run::FitOptions;
 pub use schedule::LrSchedule;

@@ -1,5 +1,5 @@
 //! The occupancy step without the host: the batch of a step is drawn on the device from the
-//! same counter RNG as [`crate::task::occupancy::training_batch`] (uniform points bit for bit,
+//! same counter RNG as [`crate::job::occupancy::training_batch`] (uniform points bit for bit,
 //! near-surface points to the last bit of Box–Muller's log/cos), labelled on the device by the
 //! winding-number tree of [`crate::geometry::winding`] (`cuda/winding.cu`, the same traversal
 //! and two passes in f64), then encoded, trained on, and the loss left in a device slot. The host

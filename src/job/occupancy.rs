@@ -13,47 +13,24 @@
 use crate::backend::cuda::{BatchParams, DeviceMesh};
 use crate::backend::Backend;
 use crate::config::OccupancyConfig;
-use crate::geometry::marching_cubes::{marching_cubes_padded, Grid3};
 use crate::geometry::winding::WindingNumber;
 use crate::geometry::{TriMesh, UnitFromMesh};
 use crate::io::MeshFormat;
 use crate::model::checkpoint::Checkpoint;
 use crate::sample::rng::streams;
 use crate::sample::{near_surface, uniform_in_box, Aabb, CounterRng};
-use crate::task::run::{checkpoint_due, diverged, final_loss};
 use crate::train::metrics::{accuracy_from_logits, iou_from_logits};
+use crate::train::run::{checkpoint_due, diverged, final_loss};
 use crate::train::Loss;
 use crate::{Error, Result};
 use glam::Vec3;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-pub use crate::task::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
-
-/// How a fit is driven, beyond its config.
-#[derive(Clone, Default)]
-pub struct FitOptions {
-    /// Set (by a Ctrl-C handler) to stop at the next step, after writing a checkpoint.
-    pub interrupt: Option<Arc<AtomicBool>>,
-    /// Show a progress bar / progress lines on stderr.
-    pub progress: bool,
-    /// Stop after this step as if interrupted (tests of resume).
-    pub stop_after: Option<u64>,
-    /// Continue from the checkpoint in the run folder.
-    pub resume: bool,
-}
-
-impl FitOptions {
-    /// Whether the loop stops before `step` (interrupted, or `stop_after`), with a checkpoint.
-    pub fn should_stop(&self, step: u64) -> bool {
-        self.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
-            || self.stop_after.is_some_and(|s| step >= s)
-    }
-}
+use crate::export::surface::{export, ExportFrame, ExportSpec};
+use crate::train::run::{log, progress_bar, FitOptions};
+pub use crate::train::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
 
 /// The mesh in unit coordinates, ready for sampling and labelling.
 pub struct PreparedMesh {
@@ -209,7 +186,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let meta = OccupancyMeta { unit_from_mesh: mesh.unit_from_mesh, bbox: mesh.bbox };
 
     let net =
-        crate::task::run::build_network(&cfg.encoding, 3, &cfg.model, cfg.seed, &cfg.device, cfg.threads)?;
+        crate::train::run::build_network(&cfg.encoding, 3, &cfg.model, cfg.seed, &cfg.device, cfg.threads)?;
     let (mut backend, n_params) = (net.backend, net.n_params);
     log(opts, &format!("device: {} ({})", backend.describe(), net.reason));
     log(
@@ -226,7 +203,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
 
     let mut loss_log: Vec<(u64, f32, f32)> = Vec::new();
     if opts.resume {
-        loss_log = crate::task::run::resume(backend.as_mut(), &dir)?;
+        loss_log = crate::train::run::resume(backend.as_mut(), &dir)?;
         log(
             opts,
             &format!("resumed from {} at step {}", dir.join(CHECKPOINT).display(), backend.state().adam.step),
@@ -235,7 +212,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let start_step = backend.state().adam.step;
 
     let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| {
-        crate::task::run::save(&dir, backend, meta_to_extra(&meta), loss_log)
+        crate::train::run::save(&dir, backend, meta_to_extra(&meta), loss_log)
     };
 
     let steps = cfg.train.steps;
@@ -349,7 +326,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     metrics.batches_on = if device_mesh.is_some() { "gpu" } else { "host" }.into();
     metrics.samples_per_second = (steps - start_step) as f64 * cfg.train.batch as f64 / train_s.max(1e-9);
     metrics.total_seconds = started.elapsed().as_secs_f64();
-    crate::task::run::write_metrics(&dir, &metrics)?;
+    crate::train::run::write_metrics(&dir, &metrics)?;
     Ok(FitOutcome::Finished(Box::new(metrics)))
 }
 
@@ -469,228 +446,6 @@ pub fn evaluate(cfg: &OccupancyConfig, mesh: &PreparedMesh, backend: &mut dyn Ba
     })
 }
 
-/// Samples the field's logits on a `resolution`³ grid of nodes spanning the box (x fastest).
-///
-/// With `coarse_to_fine`, nodes are first evaluated every [`COARSE_STRIDE`] nodes; the fine
-/// nodes are then evaluated only in coarse cells that straddle the 0 level or touch one that
-/// does, and elsewhere take the trilinear interpolation of the coarse values (which share one sign
-/// there, so no surface is lost or invented in them). A shape detail smaller than a coarse cell
-/// that no coarse node sees can be missed, as in Occupancy Networks' MISE; `coarse_to_fine =
-/// false` evaluates every node.
-pub fn sample_grid(
-    backend: &mut dyn Backend,
-    bbox: &Aabb,
-    resolution: usize,
-    coarse_to_fine: bool,
-) -> Result<Vec<f32>> {
-    let r = resolution;
-    let lo = Vec3::from(bbox.min);
-    let step = bbox.size() / (r - 1) as f32;
-    let node =
-        |x: usize, y: usize, z: usize| (lo + step * Vec3::new(x as f32, y as f32, z as f32)).to_array();
-    let mut values = vec![0.0f32; r * r * r];
-    if !coarse_to_fine || r <= 4 * COARSE_STRIDE {
-        let mut pts = Vec::with_capacity(r * r * 3);
-        for (z, slab) in values.chunks_mut(r * r).enumerate() {
-            pts.clear();
-            for y in 0..r {
-                for x in 0..r {
-                    pts.extend_from_slice(&node(x, y, z));
-                }
-            }
-            backend.predict(&pts, slab)?;
-        }
-        return Ok(values);
-    }
-    // Coarse node indices along an axis: 0, S, 2S, …, and the last node.
-    let mut axis: Vec<usize> = (0..r).step_by(COARSE_STRIDE).collect();
-    if *axis.last().unwrap_or(&0) != r - 1 {
-        axis.push(r - 1);
-    }
-    let nc = axis.len();
-    let mut pts = Vec::with_capacity(nc * nc * nc * 3);
-    for &z in &axis {
-        for &y in &axis {
-            for &x in &axis {
-                pts.extend_from_slice(&node(x, y, z));
-            }
-        }
-    }
-    let mut coarse = vec![0.0f32; nc * nc * nc];
-    backend.predict(&pts, &mut coarse)?;
-    let cidx = |i: usize, j: usize, k: usize| i + nc * (j + nc * k);
-    // cells (nc−1)³ whose corners disagree in sign, dilated by one cell
-    let m = nc - 1;
-    let mut straddles = vec![false; m * m * m];
-    for k in 0..m {
-        for j in 0..m {
-            for i in 0..m {
-                let mut pos = 0;
-                for c in 0..8 {
-                    pos += (coarse[cidx(i + (c & 1), j + ((c >> 1) & 1), k + (c >> 2))] > 0.0) as u32;
-                }
-                straddles[i + m * (j + m * k)] = pos != 0 && pos != 8;
-            }
-        }
-    }
-    let mut refine = vec![false; m * m * m];
-    for k in 0..m {
-        for j in 0..m {
-            for i in 0..m {
-                if !straddles[i + m * (j + m * k)] {
-                    continue;
-                }
-                for dk in k.saturating_sub(1)..=(k + 1).min(m - 1) {
-                    for dj in j.saturating_sub(1)..=(j + 1).min(m - 1) {
-                        for di in i.saturating_sub(1)..=(i + 1).min(m - 1) {
-                            refine[di + m * (dj + m * dk)] = true;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    // every fine node: trilinear from the coarse grid
-    let cell_of = |v: usize| -> (usize, f32) {
-        let c = (v / COARSE_STRIDE).min(m - 1);
-        let t = (v - axis[c]) as f32 / (axis[c + 1] - axis[c]) as f32;
-        (c, t)
-    };
-    values.par_chunks_mut(r * r).enumerate().for_each(|(z, slab)| {
-        let (k, tz) = cell_of(z);
-        for y in 0..r {
-            let (j, ty) = cell_of(y);
-            for x in 0..r {
-                let (i, tx) = cell_of(x);
-                let c = |a: usize, b: usize, d: usize| coarse[cidx(i + a, j + b, k + d)];
-                let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-                let v00 = lerp(c(0, 0, 0), c(1, 0, 0), tx);
-                let v10 = lerp(c(0, 1, 0), c(1, 1, 0), tx);
-                let v01 = lerp(c(0, 0, 1), c(1, 0, 1), tx);
-                let v11 = lerp(c(0, 1, 1), c(1, 1, 1), tx);
-                slab[x + r * y] = lerp(lerp(v00, v10, ty), lerp(v01, v11, ty), tz);
-            }
-        }
-    });
-    // the fine nodes of refined cells, evaluated exactly (cell spans include their faces)
-    let mut wanted = vec![false; r * r * r];
-    for k in 0..m {
-        for j in 0..m {
-            for i in 0..m {
-                if !refine[i + m * (j + m * k)] {
-                    continue;
-                }
-                for z in axis[k]..=axis[k + 1] {
-                    for y in axis[j]..=axis[j + 1] {
-                        let row = r * (y + r * z);
-                        wanted[row + axis[i]..=row + axis[i + 1]].iter_mut().for_each(|w| *w = true);
-                    }
-                }
-            }
-        }
-    }
-    let indices: Vec<usize> = wanted.iter().enumerate().filter_map(|(i, &w)| w.then_some(i)).collect();
-    let mut out = Vec::new();
-    for chunk in indices.chunks(1 << 18) {
-        pts.clear();
-        for &n in chunk {
-            pts.extend_from_slice(&node(n % r, (n / r) % r, n / (r * r)));
-        }
-        out.resize(chunk.len(), 0.0);
-        backend.predict(&pts, &mut out)?;
-        for (&n, &v) in chunk.iter().zip(&out) {
-            values[n] = v;
-        }
-    }
-    Ok(values)
-}
-
-/// Fine nodes per coarse cell edge in coarse-to-fine grid sampling.
-pub const COARSE_STRIDE: usize = 4;
-
-/// What to write in an export, and how to sample the grid.
-pub struct ExportSpec<'a> {
-    /// Grid nodes per axis.
-    pub resolution: usize,
-    pub formats: &'a [MeshFormat],
-    /// File name of the occupancy volume, if one is wanted.
-    pub nifti: Option<&'a str>,
-    /// Mesh files are `{stem}.{ext}`.
-    pub stem: &'a str,
-    pub coarse_to_fine: bool,
-    /// See [`crate::config::ExportConfig::min_component`].
-    pub min_component: f64,
-}
-
-/// Extracts the 0.5-probability surface (logit 0) in the mesh's own coordinates and writes
-/// `{stem}.{ext}` for each format, plus the occupancy probabilities as NIfTI when named. Returns the mesh.
-pub fn export(
-    backend: &mut dyn Backend,
-    meta_or_run: &impl ExportFrame,
-    dir: &Path,
-    spec: &ExportSpec,
-) -> Result<TriMesh> {
-    let (bbox, unit_from_mesh) = meta_or_run.frame();
-    let resolution = spec.resolution;
-    check_memory(resolution)?;
-    let values = sample_grid(backend, &bbox, resolution, spec.coarse_to_fine)?;
-    let spacing = bbox.size() / (resolution - 1) as f32;
-    let grid = Grid3 { dims: [resolution; 3], values: &values };
-    let mesh_in_unit = marching_cubes_padded(&grid, 0.0, Vec3::from(bbox.min), spacing, true);
-    let (mesh_in_unit, _removed) =
-        crate::geometry::components::remove_small_components(&mesh_in_unit, spec.min_component);
-    let mut mesh = TriMesh::new(
-        mesh_in_unit.positions.iter().map(|p| unit_from_mesh.invert(*p)).collect(),
-        mesh_in_unit.triangles,
-    );
-    mesh.compute_vertex_normals();
-    for &format in spec.formats {
-        crate::io::write_mesh(&dir.join(format!("{}.{}", spec.stem, format.extension())), &mesh, format)?;
-    }
-    if let Some(nifti_name) = spec.nifti {
-        // occupancy probability × 255 as uint8: a quarter of the f32 size, and 1/255 is finer than
-        // any use of an occupancy volume needs
-        let probs: Vec<u8> =
-            values.par_iter().map(|&z| (crate::train::loss::sigmoid(z) * 255.0).round() as u8).collect();
-        // world (mesh units) from voxel: p_mesh = (box_min + i·spacing − 0.5) / scale + centroid
-        let s = unit_from_mesh.scale;
-        let c = unit_from_mesh.centroid;
-        let mut affine = [[0.0f64; 4]; 4];
-        for a in 0..3 {
-            affine[a][a] = spacing[a] as f64 / s;
-            affine[a][3] = (bbox.min[a] as f64 - 0.5) / s + c[a];
-        }
-        affine[3][3] = 1.0;
-        crate::io::write_nifti_u8(&dir.join(nifti_name), &probs, [resolution; 3], affine)?;
-    }
-    Ok(mesh)
-}
-
-/// Refuses an export grid that cannot fit in memory, before allocating it: the logits (4 bytes a
-/// node), the refinement mask and the uint8 volume (1 byte each), and the mesh (a guess).
-fn check_memory(resolution: usize) -> Result<()> {
-    let nodes = (resolution as u64).pow(3);
-    let needed = nodes * 7 + (resolution as u64).pow(2) * 200;
-    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
-        t.lines()
-            .find(|l| l.starts_with("MemAvailable:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-    });
-    match available {
-        Some(avail) if needed > avail => Err(Error::Config(format!(
-            "an export grid of {resolution}³ needs about {:.1} GiB but {:.1} GiB is available; use a lower --resolution",
-            needed as f64 / (1u64 << 30) as f64,
-            avail as f64 / (1u64 << 30) as f64
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The box and the unit-box transform a field is exported in.
-pub trait ExportFrame {
-    fn frame(&self) -> (Aabb, UnitFromMesh);
-}
 impl ExportFrame for OccupancyMeta {
     fn frame(&self) -> (Aabb, UnitFromMesh) {
         (self.bbox, self.unit_from_mesh)
@@ -730,7 +485,7 @@ impl SavedRun {
         min_component: f64,
         threads: usize,
     ) -> Result<TriMesh> {
-        let mut backend = crate::task::run::saved_backend(&self.checkpoint, &self.config.device, threads)?;
+        let mut backend = crate::train::run::saved_backend(&self.checkpoint, &self.config.device, threads)?;
         let nifti_name = format!("occupancy_{resolution}.nii.gz");
         let stem = format!("mesh_{resolution}");
         let spec = ExportSpec {
@@ -747,28 +502,5 @@ impl SavedRun {
 
 /// Reads `RUN/run.toml` as an occupancy config.
 pub fn load_run_config(dir: &Path) -> Result<OccupancyConfig> {
-    crate::task::run::load_run_toml(dir)
-}
-
-/// Prints a run-log line when the run shows progress.
-pub fn log(opts: &FitOptions, line: &str) {
-    if opts.progress {
-        eprintln!("{line}");
-    }
-}
-
-fn progress_bar(opts: &FitOptions, steps: u64, start: u64) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !opts.progress || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(steps);
-    let style = indicatif::ProgressStyle::with_template(
-        "{bar:30} step {pos}/{len}  {msg}  elapsed {elapsed}  left {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_position(start);
-    bar.reset_eta();
-    Some(bar)
+    crate::train::run::load_run_toml(dir)
 }

@@ -28,7 +28,6 @@
 use crate::backend::cuda::GpuProjector;
 use crate::backend::Backend;
 use crate::encoding::EncodingConfig;
-use crate::io::npy::{read_npy_f32, write_npy_f32};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::ModelConfig;
 use crate::operator::ct_geometry::Scan;
@@ -36,28 +35,27 @@ use crate::operator::ray::RayProjector;
 use crate::sample::rays::{stratified, RaySamples};
 use crate::sample::rng::streams;
 use crate::sample::CounterRng;
-use crate::task::ct_metrics;
-use crate::task::ct_phantom::Phantom;
-use crate::task::occupancy::{log, FitOptions};
-use crate::task::run::{checkpoint_due, diverged, final_loss};
+use crate::train::ct_metrics;
 use crate::train::loss::sigmoid;
+use crate::train::run::{checkpoint_due, diverged, final_loss};
+use crate::train::run::{log, FitOptions};
 use crate::train::LrSchedule;
 use crate::{Error, Result};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use crate::task::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
+use crate::export::grid::{render_volume, upsampled_scan};
+use crate::export::surface::{iso_surface, write_iso_meshes};
+use crate::export::volume::write_volume;
+use crate::io::ct::{load_geometry, load_projections, load_truth};
+pub use crate::train::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
 pub const RECON: &str = "recon.nii.gz";
 /// The scan, written into every run folder.
 pub const GEOMETRY: &str = "geometry.toml";
 
 /// Stream for the stratified offsets along rays (ray choice uses `streams::TRAIN_BATCH`).
 const STREAM_STRATA: u64 = 0xc7_01;
-/// Stream for simulated noise.
-const STREAM_NOISE: u64 = 0xc7_02;
-
 /// How the field is turned into predicted measurements each step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -200,200 +198,17 @@ impl CtConfig {
         if !(t.projector_step > 0.0 && t.projector_step <= 2.0) {
             return bad(format!("train.projector_step must be in (0, 2], got {}", t.projector_step));
         }
-        crate::task::run::validate_device(&self.device)
+        crate::train::run::validate_device(&self.device)
     }
 }
 
 /// Reads `RUN/run.toml` as a CT config.
 pub fn load_run_config(dir: &Path) -> Result<CtConfig> {
-    crate::task::run::load_run_toml(dir)
-}
-
-/// A geometry by file, or built in: `paper-ct` (512², 20 views) or `paper-ct:N[:VIEWS]`.
-pub fn load_geometry(spec: &Path) -> Result<Scan> {
-    let s = spec.to_string_lossy();
-    if let Some(rest) = s.strip_prefix("paper-ct") {
-        let parts: Vec<&str> = rest.split(':').filter(|p| !p.is_empty()).collect();
-        let num = |i: usize, d: usize| -> Result<usize> {
-            parts.get(i).map_or(Ok(d), |p| {
-                p.parse::<usize>().ok().filter(|n| (1..=8192).contains(n)).ok_or_else(|| {
-                    Error::Config(format!("--geometry {s}: {p:?} is not a size (paper-ct[:N[:VIEWS]])"))
-                })
-            })
-        };
-        if parts.len() > 2 {
-            return Err(Error::Config(format!("--geometry {s}: expected paper-ct[:N[:VIEWS]]")));
-        }
-        return Ok(Scan::paper_2d(num(0, 512)?, num(1, 20)?));
-    }
-    Scan::load(spec)
-}
-
-/// Loads projections and checks them against the geometry.
-pub fn load_projections(scan: &Scan, proj: &Path, geom: &Path) -> Result<Vec<f32>> {
-    let (data, shape) = read_npy_f32(proj)?;
-    scan.check_projections(&shape, proj, geom)?;
-    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-        let [nu, nv] = scan.det_pixels;
-        let (view, v, u) = (i / (nu * nv), (i / nu) % nv, i % nu);
-        let at = if scan.dims == 2 {
-            format!("view {view}, bin {u}")
-        } else {
-            format!("view {view}, row {v}, bin {u}")
-        };
-        return Err(Error::Input(format!(
-            "{}: projection at {at} is {} (not finite)",
-            proj.display(),
-            data[i]
-        )));
-    }
-    Ok(data)
-}
-
-/// Loads a truth volume and checks its grid.
-pub fn load_truth(scan: &Scan, path: &Path) -> Result<Vec<f32>> {
-    let (data, dims, _) = crate::io::read_nifti_f32(path)?;
-    if dims != scan.voxels {
-        return Err(Error::format(
-            path,
-            format!("the volume is {dims:?} voxels but the geometry's grid is {:?}", scan.voxels),
-        ));
-    }
-    Ok(data)
-}
-
-/// Writes a volume on the scan's grid as .nii.gz, plus a PNG of the (middle) slice beside it.
-pub fn write_volume(scan: &Scan, data: &[f32], path: &Path) -> Result<()> {
-    crate::io::write_nifti_f32(path, data, scan.voxels, scan.world_from_voxel())?;
-    let [nx, ny, nz] = scan.voxels;
-    let z = nz / 2;
-    let slice = &data[z * nx * ny..(z + 1) * nx * ny];
-    let png = path.with_extension("").with_extension("png");
-    // images show y up: row 0 is the largest y
-    let rows: Vec<f32> = (0..ny).rev().flat_map(|y| slice[y * nx..(y + 1) * nx].iter().copied()).collect();
-    write_png_gray(&png, &rows, nx, ny, 0.0, 1.0)
-}
-
-/// Writes an 8-bit grey PNG of a row-major `w`×`h` image, mapping [lo, hi] to [0, 255].
-pub fn write_png_gray(path: &Path, img: &[f32], w: usize, h: usize, lo: f32, hi: f32) -> Result<()> {
-    let span = (hi - lo).max(1e-12);
-    let bytes: Vec<u8> =
-        img.iter().map(|&v| (((v - lo) / span).clamp(0.0, 1.0) * 255.0).round() as u8).collect();
-    crate::io::write_atomic(path, |out| {
-        let mut enc = png::Encoder::new(out, w as u32, h as u32);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().map_err(std::io::Error::other)?;
-        writer.write_image_data(&bytes).map_err(std::io::Error::other)?;
-        writer.finish().map_err(std::io::Error::other)
-    })
+    crate::train::run::load_run_toml(dir)
 }
 
 // ---------------------------------------------------------------------------------------------
 // simulate
-
-/// What to project.
-#[derive(Clone, Debug)]
-pub enum PhantomSource {
-    /// The modified Shepp–Logan phantom, perturbed from this seed (or not, with `None`).
-    Shepp2d(Option<u64>),
-    Shepp3d,
-    /// A volume on the geometry's grid, projected with the discrete projector.
-    File(PathBuf),
-}
-
-#[derive(Clone, Debug)]
-pub struct SimulateOptions {
-    pub phantom: PhantomSource,
-    /// Poisson noise with this many incident photons per ray, on exp(−measurement).
-    pub poisson_i0: Option<f64>,
-    pub seed: u64,
-    /// Samples per voxel edge when rasterising an analytic phantom.
-    pub supersample: usize,
-}
-
-/// Simulated measurements and the true volume on the grid.
-pub struct Simulated {
-    pub projections: Vec<f32>,
-    pub truth: Vec<f32>,
-}
-
-/// Projects the phantom (closed form for Shepp–Logan, the discrete projector for a file).
-pub fn simulate(scan: &Scan, opts: &SimulateOptions) -> Result<Simulated> {
-    let projector = RayProjector::new(scan, 0.5);
-    let (mut projections, truth) = match &opts.phantom {
-        PhantomSource::File(path) => {
-            let truth = load_truth(scan, path)?;
-            let mut p = vec![0.0; scan.n_rays()];
-            projector.forward(&truth, &mut p);
-            (p, truth)
-        }
-        source => {
-            let ph = match source {
-                PhantomSource::Shepp2d(seed) => Phantom::shepp_2d(*seed),
-                _ => Phantom::shepp_3d(),
-            };
-            if ph.dims != scan.dims {
-                return Err(Error::Config(format!(
-                    "a {}D phantom does not fit a {}D geometry",
-                    ph.dims, scan.dims
-                )));
-            }
-            let sub = opts.supersample.max(1);
-            ph.project_and_rasterize(scan, &projector, sub)
-        }
-    };
-    if let Some(i0) = opts.poisson_i0 {
-        if !(i0.is_finite() && i0 > 0.0) {
-            return Err(Error::Config(format!("--noise poisson:I0 needs I0 > 0, got {i0}")));
-        }
-        let rng = CounterRng::new(opts.seed, STREAM_NOISE);
-        projections.par_iter_mut().enumerate().for_each(|(i, y)| {
-            let lambda = i0 * (-(*y as f64)).exp();
-            let counts = poisson(&rng, i as u64, lambda).max(1.0);
-            *y = -(counts / i0).ln() as f32;
-        });
-    }
-    Ok(Simulated { projections, truth })
-}
-
-/// A Poisson draw: Knuth's product of uniforms below 30, a rounded normal above.
-fn poisson(rng: &CounterRng, i: u64, lambda: f64) -> f64 {
-    let base = i * 256;
-    if lambda < 30.0 {
-        let limit = (-lambda).exp();
-        let mut p = 1.0;
-        for k in 0..255u64 {
-            p *= rng.uniform_f64(base + k);
-            if p <= limit {
-                return k as f64;
-            }
-        }
-        lambda
-    } else {
-        (lambda + lambda.sqrt() * rng.normal(base) as f64).round().max(0.0)
-    }
-}
-
-/// Writes projections.npy, geometry.toml, truth.nii.gz (+ PNGs) into `dir`.
-pub fn write_simulation(scan: &Scan, sim: &Simulated, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    write_npy_f32(&dir.join("projections.npy"), &sim.projections, &scan.projection_shape())?;
-    crate::io::write_bytes_atomic(&dir.join("geometry.toml"), scan.to_toml().as_bytes())?;
-    write_volume(scan, &sim.truth, &dir.join("truth.nii.gz"))?;
-    if scan.dims == 2 {
-        let hi = sim.projections.iter().cloned().fold(0.0f32, f32::max);
-        write_png_gray(
-            &dir.join("sinogram.png"),
-            &sim.projections,
-            scan.det_pixels[0],
-            scan.n_views(),
-            0.0,
-            hi,
-        )?;
-    }
-    Ok(())
-}
 
 // ---------------------------------------------------------------------------------------------
 // fit
@@ -448,7 +263,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     cfg.train.render = render;
     crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml().as_bytes())?;
 
-    let net = crate::task::run::build_network(
+    let net = crate::train::run::build_network(
         &cfg.encoding,
         scan.dims,
         &cfg.model,
@@ -475,12 +290,12 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
 
     let mut loss_log: Vec<(u64, f32, f32)> = Vec::new();
     if opts.resume {
-        loss_log = crate::task::run::resume(backend.as_mut(), &dir)?;
+        loss_log = crate::train::run::resume(backend.as_mut(), &dir)?;
     }
     let start_step = backend.state().adam.step;
     let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| {
         let extra = [("ct".to_string(), format!("{{\"dims\":{}}}", scan.dims))].into();
-        crate::task::run::save(&dir, backend, extra, loss_log)
+        crate::train::run::save(&dir, backend, extra, loss_log)
     };
 
     let mut stepper = Stepper::new(&scan, &cfg, &measured, render);
@@ -548,7 +363,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     metrics.train_seconds = train_s;
     metrics.steps_per_second = (steps - start_step) as f64 / train_s.max(1e-9);
     metrics.total_seconds = started.elapsed().as_secs_f64();
-    crate::task::run::write_metrics(&dir, &metrics)?;
+    crate::train::run::write_metrics(&dir, &metrics)?;
     Ok(CtOutcome::Finished(Box::new(metrics)))
 }
 
@@ -561,16 +376,6 @@ pub fn run_scan(dir: &Path, cfg: &CtConfig) -> Result<Scan> {
     } else {
         load_geometry(&cfg.geometry)
     }
-}
-
-/// The scan's grid `k` times finer along each reconstructed axis (the same box).
-pub fn upsampled_scan(scan: &Scan, k: usize) -> Scan {
-    let mut fine = scan.clone();
-    for a in 0..scan.dims {
-        fine.voxels[a] *= k;
-        fine.voxel_size[a] /= k as f64;
-    }
-    fine
 }
 
 /// Re-renders a saved CT run: `recon_xK.nii.gz` on the grid `upsample` times finer (when
@@ -596,7 +401,7 @@ pub fn export_run(
         )));
     }
     let ck = Checkpoint::load(&dir.join(CHECKPOINT))?;
-    let mut backend = crate::task::run::saved_backend(&ck, &cfg.device, threads)?;
+    let mut backend = crate::train::run::saved_backend(&ck, &cfg.device, threads)?;
     let fine = upsampled_scan(&scan, upsample);
     let values = render_volume(backend.as_mut(), &fine)?;
     let mut written = vec![];
@@ -611,8 +416,7 @@ pub fn export_run(
                 "--level is an attenuation between the fit's 0 and 1 (recon.nii.gz), got {level}"
             )));
         }
-        let surface =
-            crate::task::volume_field::iso_surface(&values, fine.voxels, fine.world_from_voxel(), level);
+        let surface = iso_surface(&values, fine.voxels, fine.world_from_voxel(), level);
         if surface.triangles.is_empty() {
             return Err(Error::Config(format!(
                 "{}: nothing in the reconstruction crosses --level {level}; try a level between its \
@@ -620,19 +424,9 @@ pub fn export_run(
                 dir.display()
             )));
         }
-        written
-            .extend(crate::task::volume_field::write_iso_meshes(dir, &surface, level, upsample, &formats)?);
+        written.extend(write_iso_meshes(dir, &surface, level, upsample, &formats)?);
     }
     Ok(written)
-}
-
-/// The field σ(MLP(γ(x))) at every voxel centre.
-pub fn render_volume(backend: &mut dyn Backend, scan: &Scan) -> Result<Vec<f32>> {
-    let pts = scan.voxel_centres_unit();
-    let mut z = vec![0.0; scan.n_voxels()];
-    backend.predict(&pts, &mut z)?;
-    z.iter_mut().for_each(|v| *v = sigmoid(*v));
-    Ok(z)
 }
 
 /// One training step of either rendering mode, with its scratch buffers.

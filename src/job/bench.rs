@@ -6,9 +6,9 @@
 //! device-resident occupancy step (sample + label + train, nothing read back but the loss).
 
 use crate::encoding::{Encoding, EncodingConfig};
+use crate::job::occupancy::PreparedMesh;
 use crate::model::{Mlp, ModelConfig};
 use crate::sample::{uniform_in_box, CounterRng};
-use crate::task::occupancy::PreparedMesh;
 use crate::train::Loss;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -41,7 +41,7 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
         &rng,
     );
     let n_params = mlp.params.len();
-    let chosen = crate::task::device::choose(&cfg.device, encoding.clone(), mlp, cfg.threads)?;
+    let chosen = crate::backend::select::choose(&cfg.device, encoding.clone(), mlp, cfg.threads)?;
     let mut backend = chosen.backend;
     let n = cfg.batch;
     let pts: Vec<f32> = (0..3 * n).map(|i| rng.uniform(i as u64)).collect();

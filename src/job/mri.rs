@@ -25,16 +25,18 @@
 //! host reads only the loss and max |∂L/∂z| (for fp16's loss scale) per step.
 
 use crate::encoding::EncodingConfig;
+use crate::export::image::{error_image, write_montage};
+use crate::export::volume::write_fit;
+use crate::io::volume::{identity_affine, load_volume, Intensity, Normalize};
 use crate::io::{NpyData, WorldFromVoxel};
+use crate::job::field::{log, validate_common, FieldExport, FieldMeta, FieldTrain, Session};
 use crate::model::ModelConfig;
 use crate::operator::fft::{fftshift, ifftshift, MaskedFft, C64};
-use crate::task::occupancy::FitOptions;
-use crate::task::volume_field::{
-    error_image, grid_points, identity_affine, load_volume, log, sigmoid, validate_common, write_fit,
-    write_montage, FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
-};
-use crate::task::volume_masks::Sampling;
+use crate::sample::kspace::Sampling;
+use crate::sample::voxels::grid_points;
 use crate::train::image_metrics::{psnr, ssim};
+use crate::train::loss::sigmoid;
+use crate::train::run::FitOptions;
 use crate::train::LrSchedule;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -130,7 +132,7 @@ impl MriConfig {
     }
 
     pub fn load_run(dir: &Path) -> Result<Self> {
-        crate::task::run::load_run_toml(dir)
+        crate::train::run::load_run_toml(dir)
     }
 }
 
@@ -439,6 +441,6 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         total_seconds: started.elapsed().as_secs_f64(),
     };
     // serde_json writes NaN as null, which is what a reader should see for "no truth".
-    crate::task::run::write_metrics(&dir, &metrics)?;
+    crate::train::run::write_metrics(&dir, &metrics)?;
     Ok(MriOutcome::Finished(Box::new(metrics)))
 }

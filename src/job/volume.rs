@@ -10,14 +10,17 @@
 //! `montage.png`.
 
 use crate::encoding::EncodingConfig;
+use crate::export::image::{error_image, write_montage};
+use crate::export::volume::write_fit;
+use crate::io::volume::{load_volume, Intensity, Normalize};
+use crate::job::field::{log, validate_common, FieldExport, FieldMeta, FieldTrain, Session};
 use crate::model::ModelConfig;
+use crate::sample::voxels::grid_points;
+use crate::sample::voxels::train_split;
 use crate::sample::CounterRng;
-use crate::task::occupancy::FitOptions;
-use crate::task::volume_field::{
-    error_image, grid_points, load_volume, log, sigmoid, validate_common, write_fit, write_montage,
-    FieldExport, FieldMeta, FieldTrain, Intensity, Normalize, Session,
-};
 use crate::train::image_metrics::{psnr, ssim};
+use crate::train::loss::sigmoid;
+use crate::train::run::FitOptions;
 use crate::train::LrSchedule;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -25,8 +28,6 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Stream of the train/test split (beyond the shared streams 1–5).
-const STREAM_SPLIT: u64 = 16;
 /// Stream of the training batches.
 const STREAM_BATCH: u64 = 17;
 
@@ -92,7 +93,7 @@ impl VolumeConfig {
 
     /// Reads `RUN/run.toml`.
     pub fn load_run(dir: &Path) -> Result<Self> {
-        crate::task::run::load_run_toml(dir)
+        crate::train::run::load_run_toml(dir)
     }
 }
 
@@ -121,12 +122,6 @@ pub struct VolumeMetrics {
 pub enum VolumeOutcome {
     Finished(Box<VolumeMetrics>),
     Interrupted { step: u64 },
-}
-
-/// Which voxels are trained on: voxel i when uniform(seed, i) < fraction.
-pub fn train_split(seed: u64, n: usize, fraction: f32) -> Vec<bool> {
-    let rng = CounterRng::new(seed, STREAM_SPLIT);
-    (0..n).map(|i| rng.uniform(i as u64) < fraction).collect()
 }
 
 /// Trains (or resumes) the run in `cfg.output`, then evaluates and exports.
@@ -239,6 +234,6 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         seconds_per_step,
         total_seconds: started.elapsed().as_secs_f64(),
     };
-    crate::task::run::write_metrics(dir, &metrics)?;
+    crate::train::run::write_metrics(dir, &metrics)?;
     Ok(VolumeOutcome::Finished(Box::new(metrics)))
 }

@@ -66,7 +66,7 @@ pub struct ExportConfig {
     pub formats: Vec<MeshFormat>,
     /// Also write the occupancy probabilities as `occupancy.nii.gz`.
     pub nifti: bool,
-    /// Evaluate the fine grid only near the surface (see `task::occupancy::sample_grid`).
+    /// Evaluate the fine grid only near the surface (see `export::grid::sample_grid`).
     #[serde(default = "yes")]
     pub coarse_to_fine: bool,
     /// Drop mesh components (floaters, specks, tiny cavities) whose enclosed volume is below this
@@ -179,7 +179,7 @@ impl OccupancyConfig {
         if !(0.0..=1.0).contains(&self.export.min_component) {
             return bad(format!("export.min_component must be in [0, 1], got {}", self.export.min_component));
         }
-        crate::task::run::validate_device(&self.device)
+        crate::train::run::validate_device(&self.device)
     }
 }
 

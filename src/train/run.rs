@@ -12,6 +12,8 @@ use crate::train::loss_log::{read_loss_log, write_loss_log};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const RUN_TOML: &str = "run.toml";
@@ -39,7 +41,7 @@ pub fn build_network(
     let sizes = Mlp::sizes_for(encoding.n_features(), model, 1);
     let mlp = Mlp::init(sizes, &CounterRng::new(seed, streams::INIT_WEIGHTS));
     let n_params = mlp.params.len();
-    let chosen = crate::task::device::choose(device, encoding, mlp, threads)?;
+    let chosen = crate::backend::select::choose(device, encoding, mlp, threads)?;
     Ok(Network { backend: chosen.backend, reason: chosen.reason, n_params })
 }
 
@@ -86,7 +88,7 @@ pub fn final_loss(loss_log: &[(u64, f32, f32)]) -> f64 {
 
 /// The network a checkpoint holds, on `device`, for re-evaluating a saved run.
 pub fn saved_backend(ck: &Checkpoint, device: &str, threads: usize) -> Result<Box<dyn Backend>> {
-    Ok(crate::task::device::choose(device, ck.encoding.clone(), ck.state.mlp.clone(), threads)?.backend)
+    Ok(crate::backend::select::choose(device, ck.encoding.clone(), ck.state.mlp.clone(), threads)?.backend)
 }
 
 /// `device` must be `auto`, `cpu` or `cuda`.
@@ -108,4 +110,48 @@ pub fn load_run_toml<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T> {
 pub fn write_metrics(dir: &Path, metrics: &impl serde::Serialize) -> Result<()> {
     let json = serde_json::to_string_pretty(metrics).unwrap_or_default();
     crate::io::write_bytes_atomic(&dir.join(METRICS), json.as_bytes())
+}
+
+/// How a fit is driven, beyond its config.
+#[derive(Clone, Default)]
+pub struct FitOptions {
+    /// Set (by a Ctrl-C handler) to stop at the next step, after writing a checkpoint.
+    pub interrupt: Option<Arc<AtomicBool>>,
+    /// Show a progress bar / progress lines on stderr.
+    pub progress: bool,
+    /// Stop after this step as if interrupted (tests of resume).
+    pub stop_after: Option<u64>,
+    /// Continue from the checkpoint in the run folder.
+    pub resume: bool,
+}
+
+impl FitOptions {
+    /// Whether the loop stops before `step` (interrupted, or `stop_after`), with a checkpoint.
+    pub fn should_stop(&self, step: u64) -> bool {
+        self.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+            || self.stop_after.is_some_and(|s| step >= s)
+    }
+}
+
+/// Prints a run-log line when the run shows progress.
+pub fn log(opts: &FitOptions, line: &str) {
+    if opts.progress {
+        eprintln!("{line}");
+    }
+}
+
+pub(crate) fn progress_bar(opts: &FitOptions, steps: u64, start: u64) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !opts.progress || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(steps);
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:30} step {pos}/{len}  {msg}  elapsed {elapsed}  left {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_position(start);
+    bar.reset_eta();
+    Some(bar)
 }

@@ -1,0 +1,263 @@
+//! What the volume and MRI jobs share: loading and normalising a volume, the voxel grid in the
+//! unit box, the sigmoid output, the training loop, the run's metadata in the checkpoint, and the
+//! exports (NIfTI on the input grid or a finer one, slice montages, iso-surface meshes).
+//!
+//! Coordinates: voxel (i, j, k) of an (nx, ny, nz) grid sits at ((i+½)/nx, (j+½)/ny, (k+½)/nz) in
+//! the unit box, its centre. A grid K times finer samples the same box at ((i'+½)/(K·nx), …), so
+//! fine voxel i' sits at input voxel index (i'+½)/K − ½, and `world_from_voxel` follows
+//! ([`upsampled_affine`]).
+
+use crate::backend::Backend;
+use crate::encoding::EncodingConfig;
+use crate::export::grid::{predict_grid, upsampled_affine};
+use crate::export::surface::{iso_surface, write_iso_meshes};
+use crate::io::volume::Intensity;
+use crate::io::{MeshFormat, WorldFromVoxel};
+use crate::model::checkpoint::Checkpoint;
+use crate::model::ModelConfig;
+pub use crate::train::run::log;
+use crate::train::run::FitOptions;
+use crate::train::run::{CHECKPOINT, RUN_TOML};
+use crate::train::LrSchedule;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a checkpoint of a volume or MRI run carries so it can be exported without its data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FieldMeta {
+    /// "volume" or "mri".
+    pub job: String,
+    pub dims: [usize; 3],
+    pub world_from_voxel: WorldFromVoxel,
+    /// Raw intensity = lo + unit·(hi − lo).
+    pub intensity: Intensity,
+}
+
+pub const META_KEY: &str = "volume_field";
+
+impl FieldMeta {
+    pub fn to_extra(&self) -> std::collections::HashMap<String, String> {
+        let mut extra = std::collections::HashMap::new();
+        extra.insert(META_KEY.into(), serde_json::to_string(self).unwrap_or_default());
+        extra
+    }
+    pub fn from_checkpoint(path: &Path, ck: &Checkpoint) -> Result<Self> {
+        let text =
+            ck.extra.get(META_KEY).ok_or_else(|| Error::format(path, "not a volume or MRI checkpoint"))?;
+        serde_json::from_str(text).map_err(|e| Error::format(path, format!("volume metadata: {e}")))
+    }
+}
+
+/// Settings of the optimisation shared by both jobs (`[train]` in `run.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldTrain {
+    pub steps: u64,
+    /// Base learning rate of Adam.
+    pub lr: f32,
+    pub schedule: LrSchedule,
+    /// Points per step (volume job): 0 = every training voxel every step. The MRI job always
+    /// evaluates the whole grid.
+    pub batch: usize,
+    /// Fraction of voxels trained on (volume job); the rest are held out for testing.
+    pub train_fraction: f32,
+    /// Write a checkpoint every this many steps (0 = only at the end and on Ctrl-C).
+    pub checkpoint_every: u64,
+}
+
+impl FieldTrain {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.steps == 0 {
+            return bad("train.steps must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("train.lr must be positive, got {}", self.lr));
+        }
+        if !(self.train_fraction > 0.0 && self.train_fraction <= 1.0) {
+            return bad(format!("train.train_fraction must be in (0, 1], got {}", self.train_fraction));
+        }
+        Ok(())
+    }
+}
+
+/// Exports written at the end of a fit (`[export]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldExport {
+    /// Also write the fit on a grid this many times finer (1 = only the input grid).
+    pub upsample: usize,
+    /// Write `montage.png` (three orthogonal slices: truth, fit, |error|).
+    pub montage: bool,
+}
+
+pub fn validate_common(
+    device: &str,
+    encoding: &EncodingConfig,
+    model: &ModelConfig,
+    upsample: usize,
+) -> Result<()> {
+    encoding.validate()?;
+    model.validate()?;
+    crate::train::run::validate_device(device)?;
+    if !(1..=16).contains(&upsample) {
+        return Err(Error::Config(format!("export.upsample must be in 1..=16, got {upsample}")));
+    }
+    Ok(())
+}
+
+/// A run being trained: its folder, its backend and its loss log.
+pub struct Session {
+    pub dir: PathBuf,
+    pub backend: Box<dyn Backend>,
+    pub loss_log: Vec<(u64, f32, f32)>,
+    pub n_params: usize,
+    pub meta: FieldMeta,
+}
+
+impl Session {
+    /// Builds the network from the seed (or the checkpoint when resuming).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        dir: &Path,
+        run_toml: &str,
+        seed: u64,
+        encoding: &EncodingConfig,
+        model: &ModelConfig,
+        device: &str,
+        threads: usize,
+        meta: FieldMeta,
+        opts: &FitOptions,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::io::write_bytes_atomic(&dir.join(RUN_TOML), run_toml.as_bytes())?;
+        let net = crate::train::run::build_network(encoding, 3, model, seed, device, threads)?;
+        let (mut backend, n_params) = (net.backend, net.n_params);
+        log(opts, &format!("device: {} ({})", backend.describe(), net.reason));
+        log(
+            opts,
+            &format!(
+                "network: {} encoding → {} features → {}×{} MLP with sigmoid output, {} parameters",
+                encoding.name(),
+                backend.encoding().n_features(),
+                model.depth,
+                model.width,
+                n_params
+            ),
+        );
+        let mut loss_log = Vec::new();
+        if opts.resume {
+            loss_log = crate::train::run::resume(backend.as_mut(), dir)?;
+            log(
+                opts,
+                &format!(
+                    "resumed from {} at step {}",
+                    dir.join(CHECKPOINT).display(),
+                    backend.state().adam.step
+                ),
+            );
+        }
+        Ok(Session { dir: dir.to_path_buf(), backend, loss_log, n_params, meta })
+    }
+
+    pub fn save(&self) -> Result<()> {
+        crate::train::run::save(&self.dir, self.backend.as_ref(), self.meta.to_extra(), &self.loss_log)
+    }
+
+    /// Runs steps from the checkpoint's step to `train.steps`; `step_fn(backend, step, lr)` does one
+    /// step and returns its loss. Returns `Some(step)` when interrupted (checkpoint written), and
+    /// the seconds per step spent in `step_fn` in this session (0 when no step ran).
+    pub fn train(
+        &mut self,
+        train: &FieldTrain,
+        opts: &FitOptions,
+        mut step_fn: impl FnMut(&mut dyn Backend, u64, f32) -> Result<f32>,
+    ) -> Result<(Option<u64>, f64)> {
+        let start = self.backend.state().adam.step;
+        let steps = train.steps;
+        let mut seconds = 0.0;
+        let every = (steps / 10).max(1);
+        for step in start..steps {
+            if opts.should_stop(step) {
+                self.save()?;
+                return Ok((Some(step), seconds / (step - start).max(1) as f64));
+            }
+            let lr = train.schedule.lr(train.lr, step, steps);
+            let t = Instant::now();
+            let loss = step_fn(self.backend.as_mut(), step, lr)?;
+            seconds += t.elapsed().as_secs_f64();
+            if !loss.is_finite() {
+                self.save()?;
+                return Err(crate::train::run::diverged(step, loss));
+            }
+            let done = step + 1;
+            self.loss_log.push((done, loss, lr));
+            if opts.progress && (done % every == 0 || done == steps) {
+                let left = seconds / (done - start) as f64 * (steps - done) as f64;
+                eprintln!(
+                    "step {done}/{steps}  loss {loss:.6}  {:.2} s/step  {left:.0} s left",
+                    seconds / (done - start) as f64
+                );
+            }
+            if crate::train::run::checkpoint_due(train.checkpoint_every, done, steps) {
+                self.save()?;
+            }
+        }
+        self.save()?;
+        Ok((None, seconds / steps.saturating_sub(start).max(1) as f64))
+    }
+
+    /// Mean loss over the last 1 % of logged steps.
+    pub fn final_loss(&self) -> f64 {
+        crate::train::run::final_loss(&self.loss_log)
+    }
+}
+
+/// What `ffvol export RUN` writes for a volume or MRI run.
+pub struct ExportRequest {
+    /// Write `fit_xK.nii.gz` on the grid K times finer (and use that grid for the mesh).
+    pub upsample: usize,
+    /// Iso-surface level in [0, 1] (normalised intensity) and mesh formats, when a mesh is wanted.
+    pub mesh: Option<(f32, Vec<MeshFormat>)>,
+    pub threads: usize,
+}
+
+/// The `job` named in `RUN/run.toml`, if any.
+pub fn run_job(dir: &Path) -> Result<Option<String>> {
+    let value: toml::Value = crate::train::run::load_run_toml(dir)?;
+    Ok(value.get("job").and_then(|j| j.as_str()).map(str::to_string))
+}
+
+/// Re-evaluates a saved volume or MRI run and writes the requested exports into its folder.
+/// Returns the paths written.
+pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
+    let value: toml::Value = crate::train::run::load_run_toml(dir)?;
+    let device = value.get("device").and_then(|d| d.as_str()).unwrap_or("auto").to_string();
+    let ck_path = dir.join(CHECKPOINT);
+    let ck = Checkpoint::load(&ck_path)?;
+    let meta = FieldMeta::from_checkpoint(&ck_path, &ck)?;
+    if !(1..=16).contains(&req.upsample) {
+        return Err(Error::Config(format!("--upsample must be in 1..=16, got {}", req.upsample)));
+    }
+    let mut backend = crate::train::run::saved_backend(&ck, &device, req.threads)?;
+    let k = req.upsample;
+    let values = predict_grid(backend.as_mut(), meta.dims, k)?;
+    let dims = meta.dims.map(|n| n * k);
+    let affine = upsampled_affine(meta.world_from_voxel, k);
+    let mut written = Vec::new();
+    if k > 1 || req.mesh.is_none() {
+        let path = dir.join(format!("fit_x{k}.nii.gz"));
+        crate::io::write_nifti_f32(&path, &meta.intensity.to_raw(&values), dims, affine)?;
+        written.push(path);
+    }
+    if let Some((level, formats)) = &req.mesh {
+        if !(0.0..=1.0).contains(level) {
+            return Err(Error::Config(format!("--level is a normalised intensity in [0, 1], got {level}")));
+        }
+        let mesh = iso_surface(&values, dims, affine, *level);
+        written.extend(write_iso_meshes(dir, &mesh, *level, k, formats)?);
+    }
+    Ok(written)
+}
