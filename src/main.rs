@@ -796,7 +796,8 @@ fn recon(a: ReconArgs) -> Result<()> {
     use ffvol::export::volume::write_volume;
     use ffvol::io::ct::{load_geometry, load_projections, load_truth};
     use ffvol::operator::ct_geometry::Beam;
-    use ffvol::{recon as ct_recon, train::ct_metrics};
+    use ffvol::recon as ct_recon;
+    use ffvol::train::image_metrics::{psnr_ct, ssim_ct};
     set_threads(a.threads);
     let scan = load_geometry(&a.geometry)?;
     let proj = load_projections(&scan, &a.projections, &a.geometry)?;
@@ -844,8 +845,8 @@ fn recon(a: ReconArgs) -> Result<()> {
         let truth = load_truth(&scan, tp)?;
         println!(
             "PSNR {:.2} dB   SSIM {:.4}",
-            ct_metrics::psnr(&volume, &truth),
-            ct_metrics::ssim(&volume, &truth, scan.voxels)
+            psnr_ct(&volume, &truth),
+            ssim_ct(&volume, &truth, scan.voxels)
         );
     }
     Ok(())

@@ -7,7 +7,7 @@ use ffvol::job::ct::{self, CtConfig, CtOutcome, CtPreset, Render};
 use ffvol::operator::ct_geometry::Scan;
 use ffvol::recon;
 use ffvol::sim::ct::{PhantomSource, SimulateOptions};
-use ffvol::train::ct_metrics::psnr;
+use ffvol::train::image_metrics::psnr_ct as psnr;
 use ffvol::train::FitOptions;
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,7 @@ use ffvol::recon;
 use ffvol::sample::rays::{stratified, RaySamples};
 use ffvol::sample::CounterRng;
 use ffvol::sim::phantom::{Ellipsoid, Phantom};
-use ffvol::train::ct_metrics::psnr;
+use ffvol::train::image_metrics::psnr_ct as psnr;
 
 mod common;
 use common::{four_beams, scan};

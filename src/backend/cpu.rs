@@ -259,6 +259,14 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn backward_accumulate(&mut self, d_output: &[f32]) -> crate::Result<()> {
+        // `backward` checks its input before it writes any gradient
+        let before = self.grads.clone();
+        self.backward(d_output)?;
+        self.grads.iter_mut().zip(&before).for_each(|(g, b)| *g += b);
+        Ok(())
+    }
+
     fn gradients(&self) -> Vec<f32> {
         self.grads.clone()
     }

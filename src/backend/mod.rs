@@ -74,6 +74,15 @@ pub trait Backend {
     /// Back-propagates ∂L/∂output (n×outputs) from the last `forward`, storing ∂L/∂params.
     fn backward(&mut self, d_output: &[f32]) -> crate::Result<()>;
 
+    /// As [`Backend::backward`], adding ∂L/∂params to the stored gradients instead of replacing
+    /// them: the chunked steps of [`crate::train::fit`] back-propagate a grid chunk by chunk.
+    fn backward_accumulate(&mut self, _d_output: &[f32]) -> crate::Result<()> {
+        Err(crate::Error::Config(format!(
+            "{}: chunked training (accumulated gradients) is not supported on this backend",
+            self.describe()
+        )))
+    }
+
     /// ∂L/∂params from the last `backward`, in [`Mlp`]'s flat layout.
     fn gradients(&self) -> Vec<f32>;
 

@@ -145,8 +145,8 @@ impl OccupancyConfig {
         overlay_toml(self, path)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    pub fn to_toml(&self) -> crate::Result<String> {
+        crate::config::to_toml(self)
     }
 
     pub fn validate(&self) -> crate::Result<()> {
@@ -181,6 +181,18 @@ impl OccupancyConfig {
         }
         crate::train::run::validate_device(&self.device)
     }
+}
+
+/// `value` as TOML (a run's `run.toml`); a value TOML cannot hold is an error, never an empty file.
+pub fn to_toml<T: Serialize>(value: &T) -> crate::Result<String> {
+    toml::to_string_pretty(value)
+        .map_err(|e| crate::Error::Config(format!("cannot write the settings as TOML: {e}")))
+}
+
+/// `value` as JSON (metrics, checkpoint metadata); an error, never an empty string, when it fails.
+pub fn to_json<T: Serialize>(value: &T) -> crate::Result<String> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| crate::Error::Config(format!("cannot write as JSON: {e}")))
 }
 
 /// Overlays a TOML file onto any job's config: keys in the file win, keys it leaves out keep their
@@ -225,7 +237,7 @@ mod tests {
         for p in [Preset::Fast, Preset::Paper] {
             let c = OccupancyConfig::preset(p);
             c.validate().unwrap();
-            let back: OccupancyConfig = toml::from_str(&c.to_toml()).unwrap();
+            let back: OccupancyConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
             assert_eq!(back, c);
         }
     }

@@ -35,9 +35,9 @@ use crate::operator::ray::RayProjector;
 use crate::sample::rays::{stratified, RaySamples};
 use crate::sample::rng::streams;
 use crate::sample::CounterRng;
-use crate::train::ct_metrics;
-use crate::train::loss::sigmoid;
-use crate::train::run::{checkpoint_due, diverged, final_loss};
+use crate::train::fit::{Batch, DeviceStep, LoopSpec, NetSpec, Objective, Run};
+use crate::train::image_metrics::{psnr_ct, ssim_ct};
+use crate::train::loss::{sigmoid, through_sigmoid};
 use crate::train::run::{log, FitOptions};
 use crate::train::LrSchedule;
 use crate::{Error, Result};
@@ -177,8 +177,8 @@ impl CtConfig {
         }
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    pub fn to_toml(&self) -> Result<String> {
+        crate::config::to_toml(self)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -257,51 +257,39 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     // the inputs are good: only now the run folder, with the scan beside the run (for export)
     let dir = cfg.output.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    crate::io::write_bytes_atomic(&dir.join(GEOMETRY), scan.to_toml().as_bytes())?;
+    crate::io::write_bytes_atomic(&dir.join(GEOMETRY), scan.to_toml()?.as_bytes())?;
     let render = resolve_render(cfg.train.render, &scan);
     let mut cfg = cfg.clone();
     cfg.train.render = render;
-    crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml().as_bytes())?;
+    crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml()?.as_bytes())?;
 
-    let net = crate::train::run::build_network(
-        &cfg.encoding,
-        scan.dims,
-        &cfg.model,
-        cfg.seed,
-        &cfg.device,
-        cfg.threads,
-    )?;
-    let (mut backend, n_params) = (net.backend, net.n_params);
-    log(opts, &format!("device: {} ({})", backend.describe(), net.reason));
+    let net = NetSpec {
+        encoding: &cfg.encoding,
+        dim: scan.dims,
+        model: &cfg.model,
+        seed: cfg.seed,
+        device: &cfg.device,
+        threads: cfg.threads,
+    };
+    let extra = [("ct".to_string(), format!("{{\"dims\":{}}}", scan.dims))].into();
+    let mut run = Run::start(&dir, &cfg.to_toml()?, &net, extra, opts)?;
     log(
         opts,
         &format!(
-            "ct: {:?} beam, {}D, {} views, grid {:?}; {} encoding → {}×{} MLP ({n_params} parameters), render {render:?}",
+            "ct: {:?} beam, {}D, {} views, grid {:?}, render {render:?}",
             scan.beam,
             scan.dims,
             scan.n_views(),
             &scan.voxels[..scan.dims],
-            cfg.encoding.name(),
-            cfg.model.depth,
-            cfg.model.width
         )
         .to_lowercase(),
     );
+    let start_step = run.step();
 
-    let mut loss_log: Vec<(u64, f32, f32)> = Vec::new();
-    if opts.resume {
-        loss_log = crate::train::run::resume(backend.as_mut(), &dir)?;
-    }
-    let start_step = backend.state().adam.step;
-    let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| {
-        let extra = [("ct".to_string(), format!("{{\"dims\":{}}}", scan.dims))].into();
-        crate::train::run::save(&dir, backend, extra, loss_log)
-    };
-
-    let mut stepper = Stepper::new(&scan, &cfg, &measured, render);
+    let mut stepper = Stepper::new(&scan, &cfg, &measured, render, truth.as_deref());
     let mut metrics = CtMetrics { render: Some(render), ..Default::default() };
     if render == Render::Grid {
-        let projector = stepper.choose_projector(backend.as_mut());
+        let projector = stepper.choose_projector(run.backend.as_mut());
         log(opts, &format!("projector: {projector}"));
         if stepper.resident {
             log(opts, "step: device-resident (grid uploaded once; outputs and ∂L/∂z stay on the GPU)");
@@ -309,57 +297,36 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
         metrics.projector = Some(projector.split(':').next().unwrap_or_default().to_string());
     }
     let steps = cfg.train.steps;
-    let mut train_s = 0.0;
-    for step in start_step..steps {
-        if opts.should_stop(step) {
-            save(backend.as_ref(), &loss_log)?;
-            return Ok(CtOutcome::Interrupted { step });
-        }
-        let t0 = Instant::now();
-        let lr = cfg.train.schedule.lr(cfg.train.lr, step, steps);
-        let loss = stepper.step(backend.as_mut(), step, lr)?;
-        train_s += t0.elapsed().as_secs_f64();
-        if !loss.is_finite() {
-            save(backend.as_ref(), &loss_log)?;
-            return Err(diverged(step, loss));
-        }
-        let done = step + 1;
-        loss_log.push((done, loss, lr));
-        if let Some(t) = &truth {
-            if cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0 {
-                if let Some(img) = stepper.image()? {
-                    metrics.psnr_curve.push((done, ct_metrics::psnr(img, t)));
-                }
-            }
-        }
-        if opts.progress && done % (steps / 10).max(1) == 0 {
-            let psnr = metrics
-                .psnr_curve
-                .last()
-                .filter(|p| p.0 == done)
-                .map(|p| format!("  PSNR {:.2} dB", p.1))
-                .unwrap_or_default();
-            eprintln!(
-                "step {done}/{steps}  loss {loss:.3e}{psnr}  {:.1} steps/s",
-                (done - start_step) as f64 / train_s.max(1e-9)
-            );
-        }
-        if checkpoint_due(cfg.train.checkpoint_every, done, steps) {
-            save(backend.as_ref(), &loss_log)?;
-        }
+    let samples = if render == Render::Grid {
+        scan.n_voxels()
+    } else {
+        cfg.train.rays_per_batch * cfg.train.samples_per_ray
+    };
+    let spec = LoopSpec {
+        steps,
+        lr: cfg.train.lr,
+        schedule: cfg.train.schedule,
+        checkpoint_every: cfg.train.checkpoint_every,
+        samples_per_step: Some(samples),
+        chunk: None,
+    };
+    let trained = run.train(&spec, &mut stepper, opts)?;
+    if let Some(step) = trained.interrupted {
+        return Ok(CtOutcome::Interrupted { step });
     }
-    save(backend.as_ref(), &loss_log)?;
+    metrics.psnr_curve = std::mem::take(&mut stepper.psnr_curve);
 
-    let recon = render_volume(backend.as_mut(), &scan)?;
+    let recon = render_volume(run.backend.as_mut(), &scan)?;
     write_volume(&scan, &recon, &dir.join(RECON))?;
     if let Some(t) = &truth {
-        metrics.psnr = Some(ct_metrics::psnr(&recon, t));
-        metrics.ssim = Some(ct_metrics::ssim(&recon, t, scan.voxels));
+        metrics.psnr = Some(psnr_ct(&recon, t));
+        metrics.ssim = Some(ssim_ct(&recon, t, scan.voxels));
     }
-    metrics.final_loss = final_loss(&loss_log);
+    let train_s = trained.train_seconds + trained.sample_seconds;
+    metrics.final_loss = run.final_loss();
     metrics.steps = steps;
-    metrics.n_params = n_params;
-    metrics.device = backend.describe();
+    metrics.n_params = run.n_params;
+    metrics.device = run.backend.describe();
     metrics.train_seconds = train_s;
     metrics.steps_per_second = (steps - start_step) as f64 / train_s.max(1e-9);
     metrics.total_seconds = started.elapsed().as_secs_f64();
@@ -433,6 +400,10 @@ pub fn export_run(
 struct Stepper<'a> {
     scan: &'a Scan,
     measured: &'a [f32],
+    /// The true volume, for the PSNR curve (grid rendering), every `eval_every` steps.
+    truth: Option<&'a [f32]>,
+    eval_every: u64,
+    psnr_curve: Vec<(u64, f64)>,
     render: Render,
     seed: u64,
     // grid
@@ -453,14 +424,22 @@ struct Stepper<'a> {
     samples_per_ray: usize,
     ids: Vec<usize>,
     samples: RaySamples,
-    d_out: Vec<f32>,
 }
 
 impl<'a> Stepper<'a> {
-    fn new(scan: &'a Scan, cfg: &CtConfig, measured: &'a [f32], render: Render) -> Self {
+    fn new(
+        scan: &'a Scan,
+        cfg: &CtConfig,
+        measured: &'a [f32],
+        render: Render,
+        truth: Option<&'a [f32]>,
+    ) -> Self {
         let mut s = Stepper {
             scan,
             measured,
+            truth,
+            eval_every: cfg.train.eval_every,
+            psnr_curve: vec![],
             render,
             seed: cfg.seed,
             projector: None,
@@ -476,7 +455,6 @@ impl<'a> Stepper<'a> {
             samples_per_ray: cfg.train.samples_per_ray,
             ids: vec![],
             samples: RaySamples::default(),
-            d_out: vec![],
         };
         if render == Render::Grid {
             let p = RayProjector::new(scan, cfg.train.projector_step);
@@ -529,61 +507,14 @@ impl<'a> Stepper<'a> {
         }
         Ok((self.render == Render::Grid && !self.image.is_empty()).then_some(self.image.as_slice()))
     }
+}
 
-    fn step(&mut self, backend: &mut dyn Backend, step: u64, lr: f32) -> Result<f32> {
-        let loss = if self.render == Render::Grid {
-            self.grid_step(backend)?
-        } else {
-            self.ray_step(backend, step)?
-        };
-        backend.optimizer_step(lr)?;
-        Ok(loss)
-    }
-
-    fn grid_step(&mut self, backend: &mut dyn Backend) -> Result<f32> {
-        let Some(projector) = &self.projector else {
-            return Err(Error::Config("grid rendering without a projector".into()));
-        };
-        if self.resident {
-            if let (Some(gpu), Some(cuda)) = (&mut self.gpu, backend.as_cuda_mut()) {
-                if !cuda.has_resident_points() {
-                    cuda.set_resident_points(&self.grid_points)?;
-                }
-                let z = cuda.forward_resident()?;
-                let (loss, max_abs) = gpu.sigmoid_loss_and_gradient_device(&z)?;
-                cuda.backward_device_grad(&gpu.gradient(), max_abs)?;
-                self.image_stale = true;
-                return Ok(loss);
-            }
+impl Objective for Stepper<'_> {
+    fn batch(&mut self, step: u64) -> Result<Batch<'_>> {
+        if self.render == Render::Grid {
+            return Ok(Batch { points: &self.grid_points, targets: None });
         }
-        let z = backend.forward(&self.grid_points)?;
-        self.image.clear();
-        self.image.extend(z.iter().map(|&v| sigmoid(v)));
-        if let Some(gpu) = &mut self.gpu {
-            let loss = gpu.loss_and_gradient(&self.image, &mut self.back)?;
-            self.d_out.clear();
-            self.d_out.extend(self.back.iter().zip(&self.image).map(|(&g, &p)| g * p * (1.0 - p)));
-            backend.backward(&self.d_out)?;
-            return Ok(loss);
-        }
-        projector.forward(&self.image, &mut self.predicted);
-        let m = self.predicted.len() as f32;
-        let mut total = 0.0f64;
-        for (p, &y) in self.predicted.iter_mut().zip(self.measured) {
-            let r = *p - y;
-            total += 0.5 * (r as f64) * (r as f64);
-            *p = r / m;
-        }
-        projector.adjoint(&self.predicted, &mut self.back);
-        self.d_out.clear();
-        self.d_out.extend(self.back.iter().zip(&self.image).map(|(&g, &p)| g * p * (1.0 - p)));
-        backend.backward(&self.d_out)?;
-        Ok((total / m as f64) as f32)
-    }
-
-    fn ray_step(&mut self, backend: &mut dyn Backend, step: u64) -> Result<f32> {
-        let b = self.rays_per_batch;
-        let s = self.samples_per_ray;
+        let (b, s) = (self.rays_per_batch, self.samples_per_ray);
         if self.valid_rays.is_empty() {
             return Err(Error::Config("no ray meets the volume".into()));
         }
@@ -595,21 +526,96 @@ impl<'a> Stepper<'a> {
         );
         let strata = CounterRng::new(self.seed, STREAM_STRATA);
         stratified(self.scan, &self.ids, s, Some(&strata), step * (b * s) as u64, &mut self.samples);
-        let z = backend.forward(&self.samples.points)?;
-        self.d_out.resize(b * s, 0.0);
+        Ok(Batch { points: &self.samples.points, targets: None })
+    }
+
+    fn loss(&mut self, _step: u64, z: &[f32], dz: &mut [f32]) -> Result<f32> {
+        if self.render == Render::Grid {
+            self.grid_loss(z, dz)
+        } else {
+            Ok(self.ray_loss(z, dz))
+        }
+    }
+
+    fn device_step(&mut self, backend: &mut dyn Backend, _step: u64, lr: f32) -> Option<Result<DeviceStep>> {
+        if !self.resident {
+            return None;
+        }
+        let gpu = self.gpu.as_mut()?;
+        let cuda = backend.as_cuda_mut()?;
+        let mut step = || -> Result<f32> {
+            if !cuda.has_resident_points() {
+                cuda.set_resident_points(&self.grid_points)?;
+            }
+            let z = cuda.forward_resident()?;
+            let (loss, max_abs) = gpu.sigmoid_loss_and_gradient_device(&z)?;
+            cuda.backward_device_grad(&gpu.gradient(), max_abs)?;
+            Ok(loss)
+        };
+        let loss = match step() {
+            Ok(loss) => loss,
+            Err(e) => return Some(Err(e)),
+        };
+        self.image_stale = true;
+        Some(backend.optimizer_step(lr).map(|()| DeviceStep::Done(loss)))
+    }
+
+    fn after_step(&mut self, _backend: &mut dyn Backend, done: u64) -> Result<Option<String>> {
+        let Some(truth) = self.truth else { return Ok(None) };
+        if self.eval_every == 0 || done % self.eval_every != 0 {
+            return Ok(None);
+        }
+        let Some(img) = self.image()? else { return Ok(None) };
+        let psnr = psnr_ct(img, truth);
+        self.psnr_curve.push((done, psnr));
+        Ok(Some(format!("PSNR {psnr:.2} dB")))
+    }
+}
+
+impl Stepper<'_> {
+    /// Grid rendering: σ(z) is the image; A (GPU or CPU), the residual, Aᵀ and the chain rule
+    /// through σ give ∂L/∂z.
+    fn grid_loss(&mut self, z: &[f32], dz: &mut [f32]) -> Result<f32> {
+        let Some(projector) = &self.projector else {
+            return Err(Error::Config("grid rendering without a projector".into()));
+        };
+        self.image.clear();
+        self.image.extend(z.iter().map(|&v| sigmoid(v)));
+        let loss = match &mut self.gpu {
+            Some(gpu) => gpu.loss_and_gradient(&self.image, &mut self.back)?,
+            None => {
+                projector.forward(&self.image, &mut self.predicted);
+                let m = self.predicted.len() as f32;
+                let mut total = 0.0f64;
+                for (p, &y) in self.predicted.iter_mut().zip(self.measured) {
+                    let r = *p - y;
+                    total += 0.5 * (r as f64) * (r as f64);
+                    *p = r / m;
+                }
+                projector.adjoint(&self.predicted, &mut self.back);
+                (total / m as f64) as f32
+            }
+        };
+        for ((d, &g), &p) in dz.iter_mut().zip(&self.back).zip(&self.image) {
+            *d = through_sigmoid(g, p);
+        }
+        Ok(loss)
+    }
+
+    /// Ray rendering: each ray's integral is the weighted sum of σ at its samples.
+    fn ray_loss(&mut self, z: &[f32], dz: &mut [f32]) -> f32 {
+        let (b, s) = (self.rays_per_batch, self.samples_per_ray);
         let mut total = 0.0f64;
-        for (j, (zr, dr)) in z.chunks_exact(s).zip(self.d_out.chunks_exact_mut(s)).enumerate() {
+        for (j, (zr, dr)) in z.chunks_exact(s).zip(dz.chunks_exact_mut(s)).enumerate() {
             let w = self.samples.weights[j];
             let pred: f32 = zr.iter().map(|&v| sigmoid(v)).sum::<f32>() * w;
             let r = pred - self.measured[self.ids[j]];
             total += 0.5 * (r as f64) * (r as f64);
             let g = r / b as f32 * w;
             for (d, &v) in dr.iter_mut().zip(zr) {
-                let p = sigmoid(v);
-                *d = g * p * (1.0 - p);
+                *d = through_sigmoid(g, sigmoid(v));
             }
         }
-        backend.backward(&self.d_out)?;
-        Ok((total / b as f64) as f32)
+        (total / b as f64) as f32
     }
 }

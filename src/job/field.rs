@@ -1,13 +1,12 @@
-//! What the volume and MRI jobs share: loading and normalising a volume, the voxel grid in the
-//! unit box, the sigmoid output, the training loop, the run's metadata in the checkpoint, and the
-//! exports (NIfTI on the input grid or a finer one, slice montages, iso-surface meshes).
+//! What the volume and MRI jobs share: their `[train]` and `[export]` settings, the run's
+//! metadata in the checkpoint, and `ffvol export` of their runs (NIfTI on the input grid or a
+//! finer one, iso-surface meshes).
 //!
 //! Coordinates: voxel (i, j, k) of an (nx, ny, nz) grid sits at ((i+½)/nx, (j+½)/ny, (k+½)/nz) in
 //! the unit box, its centre. A grid K times finer samples the same box at ((i'+½)/(K·nx), …), so
 //! fine voxel i' sits at input voxel index (i'+½)/K − ½, and `world_from_voxel` follows
 //! ([`upsampled_affine`]).
 
-use crate::backend::Backend;
 use crate::encoding::EncodingConfig;
 use crate::export::grid::{predict_grid, upsampled_affine};
 use crate::export::surface::{iso_surface, write_iso_meshes};
@@ -15,14 +14,12 @@ use crate::io::volume::Intensity;
 use crate::io::{MeshFormat, WorldFromVoxel};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::ModelConfig;
-pub use crate::train::run::log;
-use crate::train::run::FitOptions;
-use crate::train::run::{CHECKPOINT, RUN_TOML};
+use crate::train::fit::LoopSpec;
+use crate::train::run::CHECKPOINT;
 use crate::train::LrSchedule;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// What a checkpoint of a volume or MRI run carries so it can be exported without its data.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,10 +35,9 @@ pub struct FieldMeta {
 pub const META_KEY: &str = "volume_field";
 
 impl FieldMeta {
-    pub fn to_extra(&self) -> std::collections::HashMap<String, String> {
-        let mut extra = std::collections::HashMap::new();
-        extra.insert(META_KEY.into(), serde_json::to_string(self).unwrap_or_default());
-        extra
+    pub fn to_extra(&self) -> Result<std::collections::HashMap<String, String>> {
+        let json = serde_json::to_string(self).map_err(|e| Error::Config(format!("volume metadata: {e}")))?;
+        Ok([(META_KEY.to_string(), json)].into())
     }
     pub fn from_checkpoint(path: &Path, ck: &Checkpoint) -> Result<Self> {
         let text =
@@ -68,6 +64,18 @@ pub struct FieldTrain {
 }
 
 impl FieldTrain {
+    /// The training loop's settings; `samples_per_step` for the rate shown.
+    pub fn loop_spec(&self, samples_per_step: usize) -> LoopSpec {
+        LoopSpec {
+            steps: self.steps,
+            lr: self.lr,
+            schedule: self.schedule,
+            checkpoint_every: self.checkpoint_every,
+            samples_per_step: Some(samples_per_step),
+            chunk: None,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if self.steps == 0 {
@@ -106,113 +114,6 @@ pub fn validate_common(
         return Err(Error::Config(format!("export.upsample must be in 1..=16, got {upsample}")));
     }
     Ok(())
-}
-
-/// A run being trained: its folder, its backend and its loss log.
-pub struct Session {
-    pub dir: PathBuf,
-    pub backend: Box<dyn Backend>,
-    pub loss_log: Vec<(u64, f32, f32)>,
-    pub n_params: usize,
-    pub meta: FieldMeta,
-}
-
-impl Session {
-    /// Builds the network from the seed (or the checkpoint when resuming).
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        dir: &Path,
-        run_toml: &str,
-        seed: u64,
-        encoding: &EncodingConfig,
-        model: &ModelConfig,
-        device: &str,
-        threads: usize,
-        meta: FieldMeta,
-        opts: &FitOptions,
-    ) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        crate::io::write_bytes_atomic(&dir.join(RUN_TOML), run_toml.as_bytes())?;
-        let net = crate::train::run::build_network(encoding, 3, model, seed, device, threads)?;
-        let (mut backend, n_params) = (net.backend, net.n_params);
-        log(opts, &format!("device: {} ({})", backend.describe(), net.reason));
-        log(
-            opts,
-            &format!(
-                "network: {} encoding → {} features → {}×{} MLP with sigmoid output, {} parameters",
-                encoding.name(),
-                backend.encoding().n_features(),
-                model.depth,
-                model.width,
-                n_params
-            ),
-        );
-        let mut loss_log = Vec::new();
-        if opts.resume {
-            loss_log = crate::train::run::resume(backend.as_mut(), dir)?;
-            log(
-                opts,
-                &format!(
-                    "resumed from {} at step {}",
-                    dir.join(CHECKPOINT).display(),
-                    backend.state().adam.step
-                ),
-            );
-        }
-        Ok(Session { dir: dir.to_path_buf(), backend, loss_log, n_params, meta })
-    }
-
-    pub fn save(&self) -> Result<()> {
-        crate::train::run::save(&self.dir, self.backend.as_ref(), self.meta.to_extra(), &self.loss_log)
-    }
-
-    /// Runs steps from the checkpoint's step to `train.steps`; `step_fn(backend, step, lr)` does one
-    /// step and returns its loss. Returns `Some(step)` when interrupted (checkpoint written), and
-    /// the seconds per step spent in `step_fn` in this session (0 when no step ran).
-    pub fn train(
-        &mut self,
-        train: &FieldTrain,
-        opts: &FitOptions,
-        mut step_fn: impl FnMut(&mut dyn Backend, u64, f32) -> Result<f32>,
-    ) -> Result<(Option<u64>, f64)> {
-        let start = self.backend.state().adam.step;
-        let steps = train.steps;
-        let mut seconds = 0.0;
-        let every = (steps / 10).max(1);
-        for step in start..steps {
-            if opts.should_stop(step) {
-                self.save()?;
-                return Ok((Some(step), seconds / (step - start).max(1) as f64));
-            }
-            let lr = train.schedule.lr(train.lr, step, steps);
-            let t = Instant::now();
-            let loss = step_fn(self.backend.as_mut(), step, lr)?;
-            seconds += t.elapsed().as_secs_f64();
-            if !loss.is_finite() {
-                self.save()?;
-                return Err(crate::train::run::diverged(step, loss));
-            }
-            let done = step + 1;
-            self.loss_log.push((done, loss, lr));
-            if opts.progress && (done % every == 0 || done == steps) {
-                let left = seconds / (done - start) as f64 * (steps - done) as f64;
-                eprintln!(
-                    "step {done}/{steps}  loss {loss:.6}  {:.2} s/step  {left:.0} s left",
-                    seconds / (done - start) as f64
-                );
-            }
-            if crate::train::run::checkpoint_due(train.checkpoint_every, done, steps) {
-                self.save()?;
-            }
-        }
-        self.save()?;
-        Ok((None, seconds / steps.saturating_sub(start).max(1) as f64))
-    }
-
-    /// Mean loss over the last 1 % of logged steps.
-    pub fn final_loss(&self) -> f64 {
-        crate::train::run::final_loss(&self.loss_log)
-    }
 }
 
 /// What `ffvol export RUN` writes for a volume or MRI run.

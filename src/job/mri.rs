@@ -24,18 +24,21 @@
 //! operator (on the backend's stream), ∂L/∂z straight from the operator to the backward, and the
 //! host reads only the loss and max |∂L/∂z| (for fp16's loss scale) per step.
 
+use crate::backend::Backend;
 use crate::encoding::EncodingConfig;
 use crate::export::image::{error_image, write_montage};
 use crate::export::volume::write_fit;
 use crate::io::volume::{identity_affine, load_volume, Intensity, Normalize};
 use crate::io::{NpyData, WorldFromVoxel};
-use crate::job::field::{log, validate_common, FieldExport, FieldMeta, FieldTrain, Session};
+use crate::job::field::{validate_common, FieldExport, FieldMeta, FieldTrain};
 use crate::model::ModelConfig;
 use crate::operator::fft::{fftshift, ifftshift, MaskedFft, C64};
 use crate::sample::kspace::Sampling;
 use crate::sample::voxels::grid_points;
+use crate::train::fit::{Batch, DeviceStep, NetSpec, Objective, Run};
 use crate::train::image_metrics::{psnr, ssim};
-use crate::train::loss::sigmoid;
+use crate::train::loss::{sigmoid, through_sigmoid};
+use crate::train::run::log;
 use crate::train::run::FitOptions;
 use crate::train::LrSchedule;
 use crate::{Error, Result};
@@ -112,8 +115,8 @@ impl MriConfig {
         c
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    pub fn to_toml(&self) -> Result<String> {
+        crate::config::to_toml(self)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -315,6 +318,51 @@ fn resident_step(
     Ok(loss)
 }
 
+/// The whole grid every step through the masked FFT: σ, A, the k-space residual, Aᵀ and the
+/// chain rule through σ, on the host (rustfft) or with cuFFT, or the whole step on the GPU
+/// (device-resident).
+struct KspaceFit<'a> {
+    problem: &'a MriProblem,
+    points: Vec<f32>,
+    /// σ(z), the image (host operator).
+    p: Vec<f32>,
+    gpu: Option<crate::backend::cuda::GpuKspaceOperator>,
+    resident: bool,
+}
+
+impl Objective for KspaceFit<'_> {
+    fn batch(&mut self, _step: u64) -> Result<Batch<'_>> {
+        Ok(Batch { points: &self.points, targets: None })
+    }
+
+    fn loss(&mut self, _step: u64, z: &[f32], dz: &mut [f32]) -> Result<f32> {
+        let loss = match self.gpu.as_mut() {
+            // σ, the masked FFT, the loss, the adjoint and the chain rule through σ on the device
+            Some(op) => op.sigmoid_loss_and_gradient(z, dz)?,
+            None => {
+                let p = &mut self.p;
+                p.par_iter_mut().zip(z.par_iter()).for_each(|(p, &z)| *p = sigmoid(z));
+                let loss = self.problem.operator.loss_and_gradient(p, &self.problem.kspace, dz);
+                dz.par_iter_mut().zip(p.par_iter()).for_each(|(g, &p)| *g = through_sigmoid(*g, p));
+                loss
+            }
+        };
+        Ok(loss as f32)
+    }
+
+    fn device_step(&mut self, backend: &mut dyn Backend, _step: u64, lr: f32) -> Option<Result<DeviceStep>> {
+        if !self.resident {
+            return None;
+        }
+        let (op, cuda) = (self.gpu.as_mut()?, backend.as_cuda_mut()?);
+        let loss = match resident_step(cuda, op, &self.points) {
+            Ok(loss) => loss,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(backend.optimizer_step(lr).map(|()| DeviceStep::Done(loss as f32)))
+    }
+}
+
 /// Trains (or resumes) the run in `cfg.output`, then evaluates and exports.
 pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     cfg.validate()?;
@@ -352,56 +400,35 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         world_from_voxel: problem.world_from_voxel,
         intensity: problem.intensity,
     };
-    let mut session = Session::start(
-        &dir,
-        &cfg.to_toml(),
-        cfg.seed,
-        &cfg.encoding,
-        &cfg.model,
-        &cfg.device,
-        cfg.threads,
-        meta,
-        opts,
-    )?;
-    let start_step = session.backend.state().adam.step;
+    let net = NetSpec {
+        encoding: &cfg.encoding,
+        dim: 3,
+        model: &cfg.model,
+        seed: cfg.seed,
+        device: &cfg.device,
+        threads: cfg.threads,
+    };
+    let mut run = Run::start(&dir, &cfg.to_toml()?, &net, meta.to_extra()?, opts)?;
+    let start_step = run.step();
 
     let resident = crate::backend::cuda::resident_from_env();
-    let mut gpu_operator = kspace_operator(session.backend.as_mut(), &problem, opts, resident);
-    let resident = resident && gpu_operator.is_some();
+    let gpu = kspace_operator(run.backend.as_mut(), &problem, opts, resident);
+    let resident = resident && gpu.is_some();
     if resident {
         log(opts, "step: device-resident (grid uploaded once; outputs and ∂L/∂z stay on the GPU)");
     }
     let points = grid_points(dims, 1);
     let n = points.len() / 3;
-    let (mut p, mut grad) = (vec![0.0f32; n], vec![0.0f32; n]);
-    let (interrupted, seconds_per_step) = session.train(&cfg.train, opts, |backend, _step, lr| {
-        if let (true, Some(op), Some(cuda)) = (resident, gpu_operator.as_mut(), backend.as_cuda_mut()) {
-            let loss = resident_step(cuda, op, &points)?;
-            backend.optimizer_step(lr)?;
-            return Ok(loss as f32);
-        }
-        let z = backend.forward(&points)?;
-        let loss = match gpu_operator.as_mut() {
-            // σ, the masked FFT, the loss, the adjoint and the chain rule through σ on the device
-            Some(op) => op.sigmoid_loss_and_gradient(z, &mut grad)?,
-            None => {
-                p.par_iter_mut().zip(z.par_iter()).for_each(|(p, &z)| *p = sigmoid(z));
-                let loss = problem.operator.loss_and_gradient(&p, &problem.kspace, &mut grad);
-                grad.par_iter_mut().zip(p.par_iter()).for_each(|(g, &p)| *g *= p * (1.0 - p));
-                loss
-            }
-        };
-        backend.backward(&grad)?;
-        backend.optimizer_step(lr)?;
-        Ok(loss as f32)
-    })?;
-    if let Some(step) = interrupted {
+    let mut objective = KspaceFit { problem: &problem, points, p: vec![0.0; n], gpu, resident };
+    let trained = run.train(&cfg.train.loop_spec(n), &mut objective, opts)?;
+    if let Some(step) = trained.interrupted {
         return Ok(MriOutcome::Interrupted { step });
     }
+    let seconds_per_step = trained.seconds_per_step();
 
     // sigmoid outputs: already in [0, 1]
     let fit = write_fit(
-        session.backend.as_mut(),
+        run.backend.as_mut(),
         &dir,
         dims,
         problem.world_from_voxel,
@@ -432,10 +459,10 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         ssim_zero_filled: ssim_zf,
         dims,
         sampled_fraction: problem.operator.sampled_fraction(),
-        final_loss: session.final_loss(),
+        final_loss: run.final_loss(),
         steps: cfg.train.steps,
-        n_params: session.n_params,
-        device: session.backend.describe(),
+        n_params: run.n_params,
+        device: run.backend.describe(),
         train_seconds: seconds_per_step * cfg.train.steps.saturating_sub(start_step) as f64,
         seconds_per_step,
         total_seconds: started.elapsed().as_secs_f64(),

@@ -19,8 +19,8 @@ use crate::io::MeshFormat;
 use crate::model::checkpoint::Checkpoint;
 use crate::sample::rng::streams;
 use crate::sample::{near_surface, uniform_in_box, Aabb, CounterRng};
+use crate::train::fit::{Batch, DeviceStep, LoopSpec, NetSpec, Objective, QueuedReport, Run};
 use crate::train::metrics::{accuracy_from_logits, iou_from_logits};
-use crate::train::run::{checkpoint_due, diverged, final_loss};
 use crate::train::Loss;
 use crate::{Error, Result};
 use glam::Vec3;
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::export::surface::{export, ExportFrame, ExportSpec};
-use crate::train::run::{log, progress_bar, FitOptions};
+use crate::train::run::{log, FitOptions};
 pub use crate::train::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
 
 /// The mesh in unit coordinates, ready for sampling and labelling.
@@ -105,10 +105,9 @@ struct OccupancyMeta {
     bbox: Aabb,
 }
 
-fn meta_to_extra(meta: &OccupancyMeta) -> std::collections::HashMap<String, String> {
-    let mut extra = std::collections::HashMap::new();
-    extra.insert("occupancy".into(), serde_json::to_string(meta).unwrap_or_default());
-    extra
+fn meta_to_extra(meta: &OccupancyMeta) -> Result<std::collections::HashMap<String, String>> {
+    let json = serde_json::to_string(meta).map_err(|e| Error::Config(format!("occupancy metadata: {e}")))?;
+    Ok([("occupancy".to_string(), json)].into())
 }
 
 fn meta_from_extra(path: &Path, ck: &Checkpoint) -> Result<OccupancyMeta> {
@@ -169,8 +168,6 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let dir = cfg.output.clone();
     // Load the mesh first, so bad input leaves no run folder behind.
     let mesh = PreparedMesh::load(&cfg.mesh)?;
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml().as_bytes())?;
     log(opts, &format!("run folder: {}", dir.display()));
     log(
         opts,
@@ -185,39 +182,19 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     );
     let meta = OccupancyMeta { unit_from_mesh: mesh.unit_from_mesh, bbox: mesh.bbox };
 
-    let net =
-        crate::train::run::build_network(&cfg.encoding, 3, &cfg.model, cfg.seed, &cfg.device, cfg.threads)?;
-    let (mut backend, n_params) = (net.backend, net.n_params);
-    log(opts, &format!("device: {} ({})", backend.describe(), net.reason));
-    log(
-        opts,
-        &format!(
-            "network: {} encoding → {} features → {}×{} MLP, {} parameters",
-            cfg.encoding.name(),
-            backend.encoding().n_features(),
-            cfg.model.depth,
-            cfg.model.width,
-            n_params
-        ),
-    );
-
-    let mut loss_log: Vec<(u64, f32, f32)> = Vec::new();
-    if opts.resume {
-        loss_log = crate::train::run::resume(backend.as_mut(), &dir)?;
-        log(
-            opts,
-            &format!("resumed from {} at step {}", dir.join(CHECKPOINT).display(), backend.state().adam.step),
-        );
-    }
-    let start_step = backend.state().adam.step;
-
-    let save = |backend: &dyn Backend, loss_log: &[(u64, f32, f32)]| {
-        crate::train::run::save(&dir, backend, meta_to_extra(&meta), loss_log)
+    let net = NetSpec {
+        encoding: &cfg.encoding,
+        dim: 3,
+        model: &cfg.model,
+        seed: cfg.seed,
+        device: &cfg.device,
+        threads: cfg.threads,
     };
-
+    let mut run = Run::start(&dir, &cfg.to_toml()?, &net, meta_to_extra(&meta)?, opts)?;
+    let start_step = run.step();
     let steps = cfg.train.steps;
     // On CUDA, batches are drawn and labelled on the device: upload the mesh once.
-    let device_mesh = match backend.as_cuda_mut() {
+    let device_mesh = match run.backend.as_cuda_mut() {
         None => None,
         Some(cuda) => match cuda.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox) {
             Ok(m) => {
@@ -230,67 +207,23 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
             }
         },
     };
-    let bar = progress_bar(opts, steps, start_step);
-    let (mut points, mut labels) = (Vec::new(), Vec::new());
-    let (mut train_s, mut label_s) = (0.0f64, 0.0f64);
-    if let Some(dm) = &device_mesh {
-        let mut run = DeviceRun {
-            cfg,
-            opts,
-            bar: &bar,
-            start_step,
-            loss_log: &mut loss_log,
-            pending: Vec::with_capacity(DEVICE_READ_EVERY),
-            train_s: 0.0,
-            label_s: 0.0,
-        };
-        let outcome = run.train(backend.as_mut(), dm, &save);
-        (train_s, label_s) = (run.train_s, run.label_s);
-        if let Some(outcome) = outcome? {
-            return Ok(outcome);
-        }
+    let batches_on = if device_mesh.is_some() { "gpu" } else { "host" };
+    let mut objective =
+        OccupancyBatches { cfg, mesh: &mesh, device_mesh, queued: 0, points: vec![], labels: vec![] };
+    let spec = LoopSpec {
+        steps,
+        lr: cfg.train.lr,
+        schedule: cfg.train.schedule,
+        checkpoint_every: cfg.train.checkpoint_every,
+        samples_per_step: Some(cfg.train.batch),
+        chunk: None,
+    };
+    let trained = run.train(&spec, &mut objective, opts)?;
+    if let Some(step) = trained.interrupted {
+        return Ok(FitOutcome::Interrupted { step });
     }
-    let host_steps = if device_mesh.is_some() { steps..steps } else { start_step..steps };
-    for step in host_steps {
-        if opts.should_stop(step) {
-            save(backend.as_ref(), &loss_log)?;
-            if let Some(b) = &bar {
-                b.abandon();
-            }
-            return Ok(FitOutcome::Interrupted { step });
-        }
-        let t0 = Instant::now();
-        training_batch(cfg, &mesh, step, &mut points, &mut labels);
-        let t1 = Instant::now();
-        let lr = cfg.train.schedule.lr(cfg.train.lr, step, steps);
-        let loss = backend.train_step(points.as_flattened(), &labels, Loss::Bce, lr)?;
-        if !loss.is_finite() {
-            save(backend.as_ref(), &loss_log)?;
-            return Err(diverged(step, loss));
-        }
-        let t2 = Instant::now();
-        label_s += (t1 - t0).as_secs_f64();
-        train_s += (t2 - t1).as_secs_f64();
-        let done = step + 1;
-        loss_log.push((done, loss, lr));
-        if let Some(b) = &bar {
-            b.set_position(done);
-            if done % 10 == 0 {
-                let rate = (done - start_step) as f64 * cfg.train.batch as f64 / (train_s + label_s);
-                b.set_message(format!("loss {loss:.4}  {:.0}k samples/s", rate / 1e3));
-            }
-        } else if opts.progress && (done % (steps / 10).max(1) == 0) {
-            let rate = (done - start_step) as f64 * cfg.train.batch as f64 / (train_s + label_s);
-            eprintln!("step {done}/{steps}  loss {loss:.4}  {:.0}k samples/s", rate / 1e3);
-        }
-        if checkpoint_due(cfg.train.checkpoint_every, done, steps) {
-            save(backend.as_ref(), &loss_log)?;
-        }
-    }
-    if let Some(b) = &bar {
-        b.finish();
-    }
-    save(backend.as_ref(), &loss_log)?;
+    let (train_s, label_s) = (trained.train_seconds, trained.sample_seconds);
+    let backend = &mut run.backend;
 
     let t_eval = Instant::now();
     let mut metrics = evaluate(cfg, &mesh, backend.as_mut())?;
@@ -317,13 +250,13 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     metrics.export_seconds = t_export.elapsed().as_secs_f64();
     metrics.mesh_vertices = exported.positions.len();
     metrics.mesh_triangles = exported.triangles.len();
-    metrics.final_loss = final_loss(&loss_log);
+    metrics.final_loss = run.final_loss();
     metrics.steps = steps;
-    metrics.n_params = n_params;
-    metrics.device = backend.describe();
+    metrics.n_params = run.n_params;
+    metrics.device = run.backend.describe();
     metrics.train_seconds = train_s;
     metrics.label_seconds = label_s;
-    metrics.batches_on = if device_mesh.is_some() { "gpu" } else { "host" }.into();
+    metrics.batches_on = batches_on.into();
     metrics.samples_per_second = (steps - start_step) as f64 * cfg.train.batch as f64 / train_s.max(1e-9);
     metrics.total_seconds = started.elapsed().as_secs_f64();
     crate::train::run::write_metrics(&dir, &metrics)?;
@@ -334,98 +267,59 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
 /// [`crate::backend::cuda::LOSS_SLOTS`]).
 pub const DEVICE_READ_EVERY: usize = 16;
 
-type LossLog = Vec<(u64, f32, f32)>;
-/// Writes the checkpoint and the loss log.
-type SaveFn<'f> = dyn Fn(&dyn Backend, &[(u64, f32, f32)]) -> Result<()> + 'f;
-
-/// The training loop of a run whose batches are drawn and labelled on the GPU.
-struct DeviceRun<'a> {
+/// Fresh training batches each step, labelled by winding numbers: on the host (the backend then
+/// runs the step with the sigmoid cross-entropy fused where it can), or drawn, labelled and
+/// trained on the GPU, with the losses read back every [`DEVICE_READ_EVERY`] steps.
+struct OccupancyBatches<'a> {
     cfg: &'a OccupancyConfig,
-    opts: &'a FitOptions,
-    bar: &'a Option<indicatif::ProgressBar>,
-    start_step: u64,
-    loss_log: &'a mut LossLog,
-    /// (step number after the step, learning rate) of the steps queued since the last read.
-    pending: Vec<(u64, f32)>,
-    /// Device seconds in training and in sampling + labelling.
-    train_s: f64,
-    label_s: f64,
+    mesh: &'a PreparedMesh,
+    device_mesh: Option<DeviceMesh>,
+    /// Device steps queued since the last read.
+    queued: usize,
+    points: Vec<[f32; 3]>,
+    labels: Vec<f32>,
 }
 
-impl DeviceRun<'_> {
-    /// Runs steps `start_step..steps`; `Some` when stopped early (interrupt, `stop_after`).
-    fn train(
-        &mut self,
-        backend: &mut dyn Backend,
-        mesh: &DeviceMesh,
-        save: &SaveFn,
-    ) -> Result<Option<FitOutcome>> {
+impl Objective for OccupancyBatches<'_> {
+    fn batch(&mut self, step: u64) -> Result<Batch<'_>> {
+        training_batch(self.cfg, self.mesh, step, &mut self.points, &mut self.labels);
+        Ok(Batch { points: self.points.as_flattened(), targets: Some((&self.labels, Loss::Bce)) })
+    }
+
+    fn loss(&mut self, _step: u64, _z: &[f32], _dz: &mut [f32]) -> Result<f32> {
+        Err(Error::Config("occupancy batches are pointwise: the backend computes their loss".into()))
+    }
+
+    fn device_step(&mut self, backend: &mut dyn Backend, step: u64, lr: f32) -> Option<Result<DeviceStep>> {
+        let mesh = self.device_mesh.as_ref()?;
+        let cuda = backend.as_cuda_mut()?;
         let cfg = self.cfg;
-        let steps = cfg.train.steps;
-        let mut params = BatchParams {
+        let params = BatchParams {
             seed: cfg.seed,
-            step: 0,
+            step,
             batch: cfg.train.batch,
             n_surface: surface_points(cfg),
             surface_sigma: cfg.train.surface_sigma,
         };
-        for step in self.start_step..steps {
-            if self.opts.should_stop(step) {
-                self.read(backend, save)?;
-                save(backend, self.loss_log)?;
-                if let Some(b) = self.bar {
-                    b.abandon();
-                }
-                return Ok(Some(FitOutcome::Interrupted { step }));
-            }
-            let lr = cfg.train.schedule.lr(cfg.train.lr, step, steps);
-            params.step = step;
-            let cuda =
-                backend.as_cuda_mut().ok_or_else(|| Error::Config("device training without CUDA".into()))?;
-            cuda.occupancy_step(mesh, &params, lr, self.pending.len())?;
-            let done = step + 1;
-            self.pending.push((done, lr));
-            let checkpoint = checkpoint_due(cfg.train.checkpoint_every, done, steps);
-            if self.pending.len() >= DEVICE_READ_EVERY || done == steps || checkpoint {
-                self.read(backend, save)?;
-            }
-            if checkpoint {
-                save(backend, self.loss_log)?;
-            }
-        }
-        Ok(None)
+        let slot = self.queued;
+        self.queued += 1;
+        Some(cuda.occupancy_step(mesh, &params, lr, slot).map(|()| DeviceStep::Queued))
     }
 
-    /// Waits for the queued steps, logs their losses and shows progress; a non-finite loss
-    /// saves a checkpoint and stops the run, as on the host path.
-    fn read(&mut self, backend: &mut dyn Backend, save: &SaveFn) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
+    fn read_queued(&mut self, backend: &mut dyn Backend, n: usize) -> Result<QueuedReport> {
         let cuda =
             backend.as_cuda_mut().ok_or_else(|| Error::Config("device training without CUDA".into()))?;
-        let report = cuda.read_steps(self.pending.len())?;
-        self.train_s += report.train_seconds;
-        self.label_s += report.label_seconds;
-        let steps = self.cfg.train.steps;
-        let batch = self.cfg.train.batch as f64;
-        for (&(done, lr), &loss) in self.pending.iter().zip(&report.losses) {
-            if !loss.is_finite() {
-                self.pending.clear();
-                save(backend, self.loss_log)?;
-                return Err(diverged(done - 1, loss));
-            }
-            self.loss_log.push((done, loss, lr));
-            let rate = (done - self.start_step) as f64 * batch / (self.train_s + self.label_s).max(1e-9);
-            if let Some(b) = self.bar {
-                b.set_position(done);
-                b.set_message(format!("loss {loss:.4}  {:.0}k samples/s", rate / 1e3));
-            } else if self.opts.progress && (done % (steps / 10).max(1) == 0) {
-                eprintln!("step {done}/{steps}  loss {loss:.4}  {:.0}k samples/s", rate / 1e3);
-            }
-        }
-        self.pending.clear();
-        Ok(())
+        let report = cuda.read_steps(n)?;
+        self.queued = 0;
+        Ok(QueuedReport {
+            losses: report.losses,
+            train_seconds: report.train_seconds,
+            sample_seconds: report.label_seconds,
+        })
+    }
+
+    fn queue_limit(&self) -> usize {
+        DEVICE_READ_EVERY
     }
 }
 

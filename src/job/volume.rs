@@ -13,13 +13,15 @@ use crate::encoding::EncodingConfig;
 use crate::export::image::{error_image, write_montage};
 use crate::export::volume::write_fit;
 use crate::io::volume::{load_volume, Intensity, Normalize};
-use crate::job::field::{log, validate_common, FieldExport, FieldMeta, FieldTrain, Session};
+use crate::job::field::{validate_common, FieldExport, FieldMeta, FieldTrain};
 use crate::model::ModelConfig;
 use crate::sample::voxels::grid_points;
 use crate::sample::voxels::train_split;
 use crate::sample::CounterRng;
+use crate::train::fit::{Batch, NetSpec, Objective, Run};
 use crate::train::image_metrics::{psnr, ssim};
-use crate::train::loss::sigmoid;
+use crate::train::loss::{sigmoid, through_sigmoid};
+use crate::train::run::log;
 use crate::train::run::FitOptions;
 use crate::train::LrSchedule;
 use crate::{Error, Result};
@@ -78,8 +80,8 @@ impl VolumeConfig {
         }
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    pub fn to_toml(&self) -> Result<String> {
+        crate::config::to_toml(self)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -124,6 +126,50 @@ pub enum VolumeOutcome {
     Interrupted { step: u64 },
 }
 
+/// The training voxels of each step: every one (full batch), or `batch` of them drawn from
+/// (seed, step); MSE through the sigmoid output.
+struct VoxelBatches<'a> {
+    train_idx: &'a [usize],
+    all_points: &'a [f32],
+    truth: &'a [f32],
+    full_batch: bool,
+    rng: CounterRng,
+    points: Vec<f32>,
+    targets: Vec<f32>,
+}
+
+impl Objective for VoxelBatches<'_> {
+    fn batch(&mut self, step: u64) -> Result<Batch<'_>> {
+        let batch = self.targets.len();
+        for b in 0..batch {
+            let i = if self.full_batch {
+                self.train_idx[b]
+            } else {
+                self.train_idx
+                    [self.rng.below(step * batch as u64 + b as u64, self.train_idx.len() as u64) as usize]
+            };
+            self.points[3 * b..3 * b + 3].copy_from_slice(&self.all_points[3 * i..3 * i + 3]);
+            self.targets[b] = self.truth[i];
+        }
+        Ok(Batch { points: &self.points, targets: None })
+    }
+
+    fn loss(&mut self, _step: u64, z: &[f32], dz: &mut [f32]) -> Result<f32> {
+        let batch = self.targets.len();
+        let inv_n = 1.0 / batch as f32;
+        z.par_iter().zip(self.targets.par_iter()).zip(dz.par_iter_mut()).for_each(|((&z, &g), d)| {
+            let p = sigmoid(z);
+            *d = through_sigmoid((p - g) * inv_n, p);
+        });
+        let targets = &self.targets;
+        let loss = crate::train::metrics::ordered_sum(z.len(), |i| {
+            let r = (sigmoid(z[i]) - targets[i]) as f64;
+            0.5 * r * r
+        });
+        Ok((loss / batch as f64) as f32)
+    }
+}
+
 /// Trains (or resumes) the run in `cfg.output`, then evaluates and exports.
 pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     cfg.validate()?;
@@ -157,61 +203,36 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     let all_points = grid_points(dims, 1);
 
     let meta = FieldMeta { job: "volume".into(), dims, world_from_voxel: volume.world_from_voxel, intensity };
-    let mut session = Session::start(
-        &cfg.output,
-        &cfg.to_toml(),
-        cfg.seed,
-        &cfg.encoding,
-        &cfg.model,
-        &cfg.device,
-        cfg.threads,
-        meta,
-        opts,
-    )?;
-    let start_step = session.backend.state().adam.step;
+    let net = NetSpec {
+        encoding: &cfg.encoding,
+        dim: 3,
+        model: &cfg.model,
+        seed: cfg.seed,
+        device: &cfg.device,
+        threads: cfg.threads,
+    };
+    let mut run = Run::start(&cfg.output, &cfg.to_toml()?, &net, meta.to_extra()?, opts)?;
+    let start_step = run.step();
 
     let batch = if cfg.train.batch == 0 { train_idx.len() } else { cfg.train.batch.min(train_idx.len()) };
-    let full_batch = batch == train_idx.len();
-    let rng = CounterRng::new(cfg.seed, STREAM_BATCH);
-    let (mut points, mut targets, mut grad) =
-        (vec![0.0f32; 3 * batch], vec![0.0f32; batch], vec![0.0f32; batch]);
-    let (interrupted, seconds_per_step) = session.train(&cfg.train, opts, |backend, step, lr| {
-        for b in 0..batch {
-            let i = if full_batch {
-                train_idx[b]
-            } else {
-                train_idx[rng.below(step * batch as u64 + b as u64, train_idx.len() as u64) as usize]
-            };
-            points[3 * b..3 * b + 3].copy_from_slice(&all_points[3 * i..3 * i + 3]);
-            targets[b] = truth[i];
-        }
-        let z = backend.forward(&points)?;
-        let inv_n = 1.0 / batch as f32;
-        z.par_iter().zip(targets.par_iter()).zip(grad.par_iter_mut()).for_each(|((&z, &g), d)| {
-            let p = sigmoid(z);
-            *d = (p - g) * inv_n * p * (1.0 - p);
-        });
-        let loss = crate::train::metrics::ordered_sum(z.len(), |i| {
-            let r = (sigmoid(z[i]) - targets[i]) as f64;
-            0.5 * r * r
-        });
-        backend.backward(&grad)?;
-        backend.optimizer_step(lr)?;
-        Ok((loss / batch as f64) as f32)
-    })?;
-    if let Some(step) = interrupted {
+    let mut objective = VoxelBatches {
+        train_idx: &train_idx,
+        all_points: &all_points,
+        truth: &truth,
+        full_batch: batch == train_idx.len(),
+        rng: CounterRng::new(cfg.seed, STREAM_BATCH),
+        points: vec![0.0; 3 * batch],
+        targets: vec![0.0; batch],
+    };
+    let trained = run.train(&cfg.train.loop_spec(batch), &mut objective, opts)?;
+    if let Some(step) = trained.interrupted {
         return Ok(VolumeOutcome::Interrupted { step });
     }
+    let seconds_per_step = trained.seconds_per_step();
 
     let dir = &cfg.output;
-    let fit = write_fit(
-        session.backend.as_mut(),
-        dir,
-        dims,
-        volume.world_from_voxel,
-        &intensity,
-        cfg.export.upsample,
-    )?;
+    let fit =
+        write_fit(run.backend.as_mut(), dir, dims, volume.world_from_voxel, &intensity, cfg.export.upsample)?;
     if cfg.export.montage {
         write_montage(&dir.join("montage.png"), dims, &[&truth, &fit, &error_image(&fit, &truth)])?;
     }
@@ -226,10 +247,10 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         test_voxels: n_test,
         intensity_lo: intensity.lo,
         intensity_hi: intensity.hi,
-        final_loss: session.final_loss(),
+        final_loss: run.final_loss(),
         steps: cfg.train.steps,
-        n_params: session.n_params,
-        device: session.backend.describe(),
+        n_params: run.n_params,
+        device: run.backend.describe(),
         train_seconds: seconds_per_step * cfg.train.steps.saturating_sub(start_step) as f64,
         seconds_per_step,
         total_seconds: started.elapsed().as_secs_f64(),

@@ -57,7 +57,7 @@ impl Checkpoint {
         let mut meta = self.extra.clone();
         meta.insert("format".into(), FORMAT.into());
         meta.insert("step".into(), self.state.adam.step.to_string());
-        meta.insert("sizes".into(), serde_json::to_string(&mlp.sizes).unwrap_or_default());
+        meta.insert("sizes".into(), serde_json::to_string(&mlp.sizes).expect("a list of integers is JSON"));
         meta.insert("encoding_dim".into(), self.encoding.dim.to_string());
         meta.insert("encoding_scale".into(), self.encoding.scale.to_string());
         meta.insert("encoding_identity".into(), self.encoding.identity.to_string());

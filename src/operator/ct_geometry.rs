@@ -342,8 +342,8 @@ impl Scan {
         }
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(&self.to_file()).unwrap_or_default()
+    pub fn to_toml(&self) -> crate::Result<String> {
+        crate::config::to_toml(&self.to_file())
     }
 
     pub fn n_views(&self) -> usize {
@@ -550,7 +550,7 @@ mod tests {
         let s = parse(FAN).unwrap();
         assert_eq!(s.angles.len(), 10);
         assert!((s.angles[5] - PI).abs() < 1e-12);
-        let back = parse(&s.to_toml()).unwrap();
+        let back = parse(&s.to_toml().unwrap()).unwrap();
         assert_eq!(back, s);
         // the ray through detector coordinate u passes DSO·u/√(DSD² + u²) from the axis
         for iu in 0..64 {

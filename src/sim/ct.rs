@@ -103,7 +103,7 @@ fn poisson(rng: &CounterRng, i: u64, lambda: f64) -> f64 {
 pub fn write_simulation(scan: &Scan, sim: &Simulated, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_npy_f32(&dir.join("projections.npy"), &sim.projections, &scan.projection_shape())?;
-    crate::io::write_bytes_atomic(&dir.join("geometry.toml"), scan.to_toml().as_bytes())?;
+    crate::io::write_bytes_atomic(&dir.join("geometry.toml"), scan.to_toml()?.as_bytes())?;
     write_volume(scan, &sim.truth, &dir.join("truth.nii.gz"))?;
     if scan.dims == 2 {
         let hi = sim.projections.iter().cloned().fold(0.0f32, f32::max);

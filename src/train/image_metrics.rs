@@ -1,5 +1,14 @@
 //! Image quality of a fitted volume against the truth: PSNR and SSIM, both for intensities in
-//! [0, 1] (data range 1).
+//! [0, 1] (data range 1), with one implementation of each.
+//!
+//! Two conventions are in use, and both go through the same code:
+//!
+//! - Volumes and MRI: PSNR over the (kept) voxels; SSIM with a 3-D Gaussian window whose weights
+//!   are renormalised where it is cut off by the border ([`ssim`]).
+//! - CT, as NAF and R²-Gaussian report it ([`psnr_ct`], [`ssim_ct`]): both volumes scaled by the
+//!   truth's range to [0, 1] (a no-op for truth already in [0, 1]) and the prediction clipped to
+//!   [0, 1]; SSIM with the 2-D window over each z slice, averaged over the voxels where the window
+//!   fits inside the slice ("valid" region). K1 = 0.01, K2 = 0.03, σ = 1.5, 11 taps throughout.
 
 use rayon::prelude::*;
 
@@ -30,17 +39,22 @@ const SSIM_RADIUS: usize = 5;
 /// The SSIM map of a 3-D volume (x fastest), data range 1, with C1 = 0.01², C2 = 0.03². Near the
 /// border the window is cut off and renormalised.
 pub fn ssim_map(pred: &[f32], truth: &[f32], dims: [usize; 3]) -> Vec<f32> {
+    ssim_map_over(pred, truth, dims, 3)
+}
+
+/// The SSIM map with the window over the first `axes` axes (2: within each z slice; 3: the volume).
+fn ssim_map_over(pred: &[f32], truth: &[f32], dims: [usize; 3], axes: usize) -> Vec<f32> {
     assert_eq!(pred.len(), truth.len());
     assert_eq!(pred.len(), dims.iter().product::<usize>());
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
     let p: Vec<f64> = pred.iter().map(|&v| v as f64).collect();
     let t: Vec<f64> = truth.iter().map(|&v| v as f64).collect();
     let prod = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).collect::<Vec<f64>>();
-    let mu_p = blur(&p, dims);
-    let mu_t = blur(&t, dims);
-    let pp = blur(&prod(&p, &p), dims);
-    let tt = blur(&prod(&t, &t), dims);
-    let pt = blur(&prod(&p, &t), dims);
+    let mu_p = blur(&p, dims, axes);
+    let mu_t = blur(&t, dims, axes);
+    let pp = blur(&prod(&p, &p), dims, axes);
+    let tt = blur(&prod(&t, &t), dims, axes);
+    let pt = blur(&prod(&p, &t), dims, axes);
     (0..p.len())
         .into_par_iter()
         .map(|i| {
@@ -55,7 +69,11 @@ pub fn ssim_map(pred: &[f32], truth: &[f32], dims: [usize; 3]) -> Vec<f32> {
 
 /// Mean SSIM over the voxels where `keep` is true (all when `None`).
 pub fn ssim(pred: &[f32], truth: &[f32], dims: [usize; 3], keep: Option<&[bool]>) -> f64 {
-    let map = ssim_map(pred, truth, dims);
+    mean_kept(&ssim_map(pred, truth, dims), keep)
+}
+
+/// The mean of `map` where `keep` is true (all when `None`); NaN when nothing is kept.
+fn mean_kept(map: &[f32], keep: Option<&[bool]>) -> f64 {
     let (sum, count) = map
         .iter()
         .enumerate()
@@ -68,18 +86,19 @@ pub fn ssim(pred: &[f32], truth: &[f32], dims: [usize; 3], keep: Option<&[bool]>
     }
 }
 
-/// Normalised Gaussian blur along each axis in turn (weights renormalised at the borders).
-fn blur(data: &[f64], dims: [usize; 3]) -> Vec<f64> {
+/// Normalised Gaussian blur along each of the first `axes` axes in turn (weights renormalised at
+/// the borders).
+fn blur(data: &[f64], dims: [usize; 3], axes: usize) -> Vec<f64> {
     let w: Vec<f64> = (0..=2 * SSIM_RADIUS)
         .map(|k| {
             let d = k as f64 - SSIM_RADIUS as f64;
             (-0.5 * d * d / (SSIM_SIGMA * SSIM_SIGMA)).exp()
         })
         .collect();
-    let [nx, ny, nz] = dims;
+    let [nx, ny, _] = dims;
     let strides = [1, nx, nx * ny];
     let mut cur = data.to_vec();
-    for axis in 0..3 {
+    for axis in 0..axes {
         let n = dims[axis];
         let stride = strides[axis];
         let src = cur.clone();
@@ -96,8 +115,43 @@ fn blur(data: &[f64], dims: [usize; 3]) -> Vec<f64> {
             *out = s / ws;
         });
     }
-    let _ = nz;
     cur
+}
+
+/// The CT convention's scaling: truth scaled to [0, 1] by its own min/max (when it is outside
+/// [0, 1]) and the prediction scaled the same way and clipped to [0, 1].
+pub fn scaled_to_truth(pred: &[f32], truth: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (lo, hi) = truth.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo >= 0.0 && hi <= 1.0 { (0.0, 1.0) } else { (lo, hi) };
+    let span = (hi - lo).max(1e-12);
+    let t = truth.iter().map(|&v| (v - lo) / span).collect();
+    let p = pred.iter().map(|&v| ((v - lo) / span).clamp(0.0, 1.0)).collect();
+    (p, t)
+}
+
+/// PSNR of a CT reconstruction (see the module docs).
+pub fn psnr_ct(pred: &[f32], truth: &[f32]) -> f64 {
+    let (p, t) = scaled_to_truth(pred, truth);
+    psnr(&p, &t, None)
+}
+
+/// SSIM of a CT reconstruction: 2-D windows within each z slice of an nx×ny×nz volume, over the
+/// voxels whose window lies inside the slice. NaN when a slice is smaller than the window.
+pub fn ssim_ct(pred: &[f32], truth: &[f32], dims: [usize; 3]) -> f64 {
+    let (p, t) = scaled_to_truth(pred, truth);
+    let [nx, ny, nz] = dims;
+    let r = SSIM_RADIUS;
+    if nx <= 2 * r || ny <= 2 * r {
+        return f64::NAN;
+    }
+    let valid: Vec<bool> = (0..nx * ny * nz)
+        .map(|i| {
+            let (x, y) = (i % nx, (i / nx) % ny);
+            (r..nx - r).contains(&x) && (r..ny - r).contains(&y)
+        })
+        .collect();
+    let map = ssim_map_over(&p, &t, dims, 2);
+    mean_kept(&map, Some(&valid))
 }
 
 #[cfg(test)]
@@ -113,6 +167,22 @@ mod tests {
         let keep: Vec<bool> = (0..100).map(|i| i < 50).collect();
         p[99] = 0.5 + 1.0; // outside the kept set: no effect
         assert!((psnr(&p, &t, Some(&keep)) - 20.0).abs() < 1e-4);
+    }
+
+    /// The CT convention: the prediction clipped at the truth's range; SSIM 1 for identical
+    /// slices and below 1 for a shifted one.
+    #[test]
+    fn ct_convention_known_values() {
+        let t: Vec<f32> = (0..32 * 32).map(|i| (i % 32) as f32 / 31.0).collect();
+        assert!(psnr_ct(&t, &t).is_infinite());
+        let p: Vec<f32> = t.iter().map(|v| v + 0.1).collect();
+        // clipped at 1: errors are 0.1 except where t > 0.9
+        let mse = t.iter().map(|&v| ((v + 0.1).min(1.0) - v).powi(2) as f64).sum::<f64>() / t.len() as f64;
+        assert!((psnr_ct(&p, &t) - 10.0 * (1.0 / mse).log10()).abs() < 1e-4);
+        assert!((ssim_ct(&t, &t, [32, 32, 1]) - 1.0).abs() < 1e-6);
+        let s = ssim_ct(&p, &t, [32, 32, 1]);
+        assert!(s < 0.99 && s > 0.9, "{s}");
+        assert!(ssim_ct(&t[..100], &t[..100], [10, 10, 1]).is_nan());
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub fn bce_with_logits(z: f32, y: f32) -> f32 {
     z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()
 }
 
+/// The chain rule through the field's sigmoid output p = σ(z): ∂L/∂z = ∂L/∂p · p(1 − p). Every
+/// job whose field is σ(MLP(γ(x))) goes through this one function.
+#[inline]
+pub fn through_sigmoid(dl_dp: f32, p: f32) -> f32 {
+    dl_dp * (p * (1.0 - p))
+}
+
 #[inline]
 pub fn sigmoid(z: f32) -> f32 {
     if z >= 0.0 {

@@ -1,7 +1,7 @@
 //! Losses, Adam and schedules, metrics.
 
 pub mod adam;
-pub mod ct_metrics;
+pub mod fit;
 pub mod image_metrics;
 pub mod loss;
 pub mod loss_log;

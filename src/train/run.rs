@@ -108,7 +108,7 @@ pub fn load_run_toml<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T> {
 
 /// Writes `dir/metrics.json` atomically (NaN, e.g. "no truth", becomes null).
 pub fn write_metrics(dir: &Path, metrics: &impl serde::Serialize) -> Result<()> {
-    let json = serde_json::to_string_pretty(metrics).unwrap_or_default();
+    let json = crate::config::to_json(metrics)?;
     crate::io::write_bytes_atomic(&dir.join(METRICS), json.as_bytes())
 }
 

@@ -1,0 +1,484 @@
+//! The one training loop every job runs.
+//!
+//! ```text
+//! for step in start..steps:
+//!     stop?  (Ctrl-C, stop_after)            → checkpoint, Interrupted
+//!     sample      points X (and targets)     ← Objective::batch
+//!     forward     z = f(X)                   ← Backend::forward
+//!     operator    loss, ∂L/∂z = Aᵀ(…)        ← Objective::loss
+//!     backward    ∂L/∂θ                      ← Backend::backward
+//!     optimiser   Adam step at lr(step)      ← Backend::optimizer_step
+//!     log the loss, check it is finite, show progress, checkpoint when due
+//! ```
+//!
+//! A job gives the loop an [`Objective`]: its sampler, its operator and its loss. Three
+//! variations sit in the same loop rather than in copies of it:
+//!
+//! - **Pointwise targets** (identity operator, a loss against known values at the points): the
+//!   backend's [`Backend::train_step`] runs forward, loss, backward and Adam, so a GPU backend
+//!   can fuse the loss into its last layer.
+//! - **Chunks** ([`LoopSpec::chunk`]): a full-grid operator (MRI, CT on the grid) evaluates the
+//!   field in chunks without keeping activations, applies the operator to the whole grid, then
+//!   re-runs each chunk's forward and accumulates its backward, so the memory a step needs is
+//!   bounded by the chunk rather than by the grid.
+//! - **Device steps** ([`Objective::device_step`]): when the job's sampler or operator runs on
+//!   the backend's device, the whole step stays there; its losses are either returned at once or
+//!   queued and read back in groups ([`Objective::read_queued`]), so the host never waits on
+//!   the device between steps.
+//!
+//! Progress, checkpoints, resume, divergence and timing are here, once.
+
+use crate::backend::Backend;
+use crate::encoding::EncodingConfig;
+use crate::model::ModelConfig;
+use crate::train::run::{self, log, progress_bar, FitOptions, CHECKPOINT, RUN_TOML};
+use crate::train::{Loss, LrSchedule};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The query points of one step, and their targets when the loss is pointwise.
+pub struct Batch<'a> {
+    /// Row-major n×d coordinates in the unit box.
+    pub points: &'a [f32],
+    /// Targets and loss, when the operator is the identity: the backend then runs the whole step
+    /// ([`Backend::train_step`]) and [`Objective::loss`] is not called.
+    pub targets: Option<(&'a [f32], Loss)>,
+}
+
+/// What a device step reports.
+pub enum DeviceStep {
+    /// The step ran; its loss.
+    Done(f32),
+    /// The step is queued on the device; its loss comes from [`Objective::read_queued`].
+    Queued,
+}
+
+/// Losses of queued device steps, in order, and the device time they took.
+#[derive(Default)]
+pub struct QueuedReport {
+    pub losses: Vec<f32>,
+    pub train_seconds: f64,
+    pub sample_seconds: f64,
+}
+
+/// A job's sampler, operator and loss.
+pub trait Objective {
+    /// The points of `step` (a pure function of the seed and the step, so resumed runs continue
+    /// exactly).
+    fn batch(&mut self, step: u64) -> Result<Batch<'_>>;
+
+    /// Operator, loss and adjoint: from the field's outputs `z` at the batch's points, the loss
+    /// and ∂L/∂z (written into `dz`, which has `z`'s length). Not called for pointwise batches.
+    fn loss(&mut self, step: u64, z: &[f32], dz: &mut [f32]) -> Result<f32>;
+
+    /// The whole step on the device, optimiser included, when this objective and the backend
+    /// have one; `None` runs the host step.
+    fn device_step(
+        &mut self,
+        _backend: &mut dyn Backend,
+        _step: u64,
+        _lr: f32,
+    ) -> Option<Result<DeviceStep>> {
+        None
+    }
+
+    /// Waits for the queued device steps and returns their losses.
+    fn read_queued(&mut self, _backend: &mut dyn Backend, _n: usize) -> Result<QueuedReport> {
+        Err(Error::Config("read_queued: this objective queues no device steps".into()))
+    }
+
+    /// Device steps queued before their losses are read.
+    fn queue_limit(&self) -> usize {
+        16
+    }
+
+    /// Called after step `done`'s loss is logged (evaluation curves); the text, if any, is added
+    /// to the progress line.
+    fn after_step(&mut self, _backend: &mut dyn Backend, _done: u64) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+/// How long and how fast to train.
+#[derive(Clone, Debug)]
+pub struct LoopSpec {
+    pub steps: u64,
+    /// Base learning rate of Adam.
+    pub lr: f32,
+    pub schedule: LrSchedule,
+    /// A checkpoint every this many steps (0 = only at the end and on a stop).
+    pub checkpoint_every: u64,
+    /// Points a step trains on, for the samples-per-second figure (None: steps per second).
+    pub samples_per_step: Option<usize>,
+    /// Evaluate and back-propagate the field this many points at a time (None: all at once).
+    pub chunk: Option<usize>,
+}
+
+/// How the loop ended.
+#[derive(Clone, Debug, Default)]
+pub struct Trained {
+    /// Stopped before this step, with a checkpoint (Ctrl-C or `stop_after`).
+    pub interrupted: Option<u64>,
+    /// Steps run in this session.
+    pub steps_run: u64,
+    /// Seconds in forward, operator, backward and optimiser.
+    pub train_seconds: f64,
+    /// Seconds drawing (and labelling) batches.
+    pub sample_seconds: f64,
+}
+
+impl Trained {
+    /// Seconds per step of this session (0 when no step ran).
+    pub fn seconds_per_step(&self) -> f64 {
+        (self.train_seconds + self.sample_seconds) / self.steps_run.max(1) as f64
+    }
+}
+
+/// The network of a run: γ, the MLP's shape, its seed and where it runs.
+pub struct NetSpec<'a> {
+    pub encoding: &'a EncodingConfig,
+    /// Input dimension (2 or 3).
+    pub dim: usize,
+    pub model: &'a ModelConfig,
+    pub seed: u64,
+    pub device: &'a str,
+    pub threads: usize,
+}
+
+/// A run being trained: its folder, its network and its loss log.
+pub struct Run {
+    pub dir: PathBuf,
+    pub backend: Box<dyn Backend>,
+    pub loss_log: Vec<(u64, f32, f32)>,
+    pub n_params: usize,
+    /// Job metadata saved with every checkpoint (what export needs without the input data).
+    pub extra: HashMap<String, String>,
+}
+
+impl Run {
+    /// Creates the run folder, writes `run.toml`, builds the network from the seed on its device
+    /// and, when resuming, loads the folder's checkpoint and loss log.
+    pub fn start(
+        dir: &Path,
+        run_toml: &str,
+        net: &NetSpec,
+        extra: HashMap<String, String>,
+        opts: &FitOptions,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::io::write_bytes_atomic(&dir.join(RUN_TOML), run_toml.as_bytes())?;
+        let built = run::build_network(net.encoding, net.dim, net.model, net.seed, net.device, net.threads)?;
+        let (mut backend, n_params) = (built.backend, built.n_params);
+        log(opts, &format!("device: {} ({})", backend.describe(), built.reason));
+        log(
+            opts,
+            &format!(
+                "network: {} encoding → {} features → {}×{} MLP, {n_params} parameters",
+                net.encoding.name(),
+                backend.encoding().n_features(),
+                net.model.depth,
+                net.model.width
+            ),
+        );
+        let mut loss_log = Vec::new();
+        if opts.resume {
+            loss_log = run::resume(backend.as_mut(), dir)?;
+            log(
+                opts,
+                &format!(
+                    "resumed from {} at step {}",
+                    dir.join(CHECKPOINT).display(),
+                    backend.state().adam.step
+                ),
+            );
+        }
+        Ok(Run { dir: dir.to_path_buf(), backend, loss_log, n_params, extra })
+    }
+
+    /// The step the network has been trained to.
+    pub fn step(&self) -> u64 {
+        self.backend.state().adam.step
+    }
+
+    /// Writes the checkpoint (with the job's metadata) and the loss log.
+    pub fn save(&self) -> Result<()> {
+        run::save(&self.dir, self.backend.as_ref(), self.extra.clone(), &self.loss_log)
+    }
+
+    /// Mean loss over the last 1 % of logged steps.
+    pub fn final_loss(&self) -> f64 {
+        run::final_loss(&self.loss_log)
+    }
+
+    /// Trains from the network's step to `spec.steps`; see the module docs.
+    pub fn train(
+        &mut self,
+        spec: &LoopSpec,
+        objective: &mut dyn Objective,
+        opts: &FitOptions,
+    ) -> Result<Trained> {
+        Loop::new(self, spec, opts).run(objective)
+    }
+}
+
+/// The state of one call of [`Run::train`].
+struct Loop<'r> {
+    run: &'r mut Run,
+    spec: &'r LoopSpec,
+    opts: &'r FitOptions,
+    start: u64,
+    bar: Option<indicatif::ProgressBar>,
+    out: Trained,
+    /// (step number after the step, learning rate) of the device steps queued since the last read.
+    queued: Vec<(u64, f32)>,
+    dz: Vec<f32>,
+    z: Vec<f32>,
+}
+
+impl<'r> Loop<'r> {
+    fn new(run: &'r mut Run, spec: &'r LoopSpec, opts: &'r FitOptions) -> Self {
+        let start = run.step();
+        let bar = progress_bar(opts, spec.steps, start);
+        Loop { run, spec, opts, start, bar, out: Trained::default(), queued: vec![], dz: vec![], z: vec![] }
+    }
+
+    fn run(mut self, objective: &mut dyn Objective) -> Result<Trained> {
+        let steps = self.spec.steps;
+        for step in self.start..steps {
+            if self.opts.should_stop(step) {
+                self.read_queued(objective)?;
+                self.run.save()?;
+                if let Some(b) = &self.bar {
+                    b.abandon();
+                }
+                self.out.interrupted = Some(step);
+                return Ok(self.out);
+            }
+            let lr = self.spec.schedule.lr(self.spec.lr, step, steps);
+            let done = step + 1;
+            let t = Instant::now();
+            match objective.device_step(self.run.backend.as_mut(), step, lr) {
+                Some(result) => match result? {
+                    DeviceStep::Done(loss) => {
+                        self.out.train_seconds += t.elapsed().as_secs_f64();
+                        self.logged(objective, done, loss, lr)?;
+                    }
+                    DeviceStep::Queued => self.queued.push((done, lr)),
+                },
+                None => {
+                    let loss = self.host_step(objective, step, lr)?;
+                    self.logged(objective, done, loss, lr)?;
+                }
+            }
+            let checkpoint = run::checkpoint_due(self.spec.checkpoint_every, done, steps);
+            if self.queued.len() >= objective.queue_limit() || done == steps || checkpoint {
+                self.read_queued(objective)?;
+            }
+            if checkpoint {
+                self.run.save()?;
+            }
+        }
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+        self.run.save()?;
+        Ok(self.out)
+    }
+
+    /// Sample, forward, operator, loss, adjoint, backward and optimiser on host data.
+    fn host_step(&mut self, objective: &mut dyn Objective, step: u64, lr: f32) -> Result<f32> {
+        let backend = self.run.backend.as_mut();
+        let t0 = Instant::now();
+        let batch = objective.batch(step)?;
+        let t1 = Instant::now();
+        self.out.sample_seconds += (t1 - t0).as_secs_f64();
+        let loss = match batch.targets {
+            Some((targets, loss)) => backend.train_step(batch.points, targets, loss, lr)?,
+            None => {
+                let points = batch.points;
+                let dim = backend.encoding().dim;
+                let n = points.len() / dim;
+                let loss = match self.spec.chunk.filter(|&c| c < n) {
+                    None => {
+                        let z = backend.forward(points)?;
+                        self.dz.resize(z.len(), 0.0);
+                        let loss = objective.loss(step, z, &mut self.dz)?;
+                        backend.backward(&self.dz)?;
+                        loss
+                    }
+                    Some(chunk) => {
+                        let points = points.to_vec();
+                        self.z.resize(n, 0.0);
+                        backend.predict(&points, &mut self.z)?;
+                        self.dz.resize(n, 0.0);
+                        let loss = objective.loss(step, &self.z, &mut self.dz)?;
+                        for (k, (p, g)) in points.chunks(chunk * dim).zip(self.dz.chunks(chunk)).enumerate() {
+                            backend.forward(p)?;
+                            if k == 0 {
+                                backend.backward(g)?;
+                            } else {
+                                backend.backward_accumulate(g)?;
+                            }
+                        }
+                        loss
+                    }
+                };
+                backend.optimizer_step(lr)?;
+                loss
+            }
+        };
+        self.out.train_seconds += t1.elapsed().as_secs_f64();
+        Ok(loss)
+    }
+
+    /// Reads the queued device steps' losses and logs them.
+    fn read_queued(&mut self, objective: &mut dyn Objective) -> Result<()> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let report = objective.read_queued(self.run.backend.as_mut(), self.queued.len())?;
+        self.out.train_seconds += report.train_seconds;
+        self.out.sample_seconds += report.sample_seconds;
+        let queued = std::mem::take(&mut self.queued);
+        for (&(done, lr), &loss) in queued.iter().zip(&report.losses) {
+            self.logged(objective, done, loss, lr)?;
+        }
+        Ok(())
+    }
+
+    /// Logs step `done`'s loss: a non-finite loss saves a checkpoint and stops the run.
+    fn logged(&mut self, objective: &mut dyn Objective, done: u64, loss: f32, lr: f32) -> Result<()> {
+        self.out.steps_run += 1;
+        if !loss.is_finite() {
+            self.queued.clear();
+            self.run.save()?;
+            return Err(run::diverged(done - 1, loss));
+        }
+        self.run.loss_log.push((done, loss, lr));
+        let extra = objective.after_step(self.run.backend.as_mut(), done)?;
+        self.progress(done, loss, extra);
+        Ok(())
+    }
+
+    fn progress(&self, done: u64, loss: f32, extra: Option<String>) {
+        let steps = self.spec.steps;
+        let seconds = (self.out.train_seconds + self.out.sample_seconds).max(1e-9);
+        let ran = done - self.start;
+        let rate = match self.spec.samples_per_step {
+            Some(n) => format!("{:.0}k samples/s", ran as f64 * n as f64 / seconds / 1e3),
+            None => format!("{:.2} steps/s", ran as f64 / seconds),
+        };
+        let extra = extra.map(|e| format!("  {e}")).unwrap_or_default();
+        if let Some(b) = &self.bar {
+            b.set_position(done);
+            b.set_message(format!("loss {loss:.4e}  {rate}{extra}"));
+        } else if self.opts.progress && (done % (steps / 10).max(1) == 0 || done == steps) {
+            let left = seconds / ran as f64 * (steps - done) as f64;
+            eprintln!("step {done}/{steps}  loss {loss:.4e}  {rate}  {left:.0} s left{extra}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::select::choose;
+    use crate::encoding::Encoding;
+    use crate::model::Mlp;
+    use crate::sample::CounterRng;
+
+    /// MSE against a fixed target at fixed points, through the general (non-pointwise) path.
+    struct Fixed {
+        points: Vec<f32>,
+        target: Vec<f32>,
+    }
+    impl Objective for Fixed {
+        fn batch(&mut self, _step: u64) -> Result<Batch<'_>> {
+            Ok(Batch { points: &self.points, targets: None })
+        }
+        fn loss(&mut self, _step: u64, z: &[f32], dz: &mut [f32]) -> Result<f32> {
+            let n = z.len() as f32;
+            let mut total = 0.0;
+            for ((d, &z), &t) in dz.iter_mut().zip(z).zip(&self.target) {
+                total += 0.5 * (z - t) * (z - t);
+                *d = (z - t) / n;
+            }
+            Ok(total / n)
+        }
+    }
+
+    fn run_in(dir: &Path) -> Run {
+        let rng = CounterRng::new(3, 0);
+        let cfg = EncodingConfig::Gaussian { sigma: 2.0, features: 8, normalize: false };
+        let e = Encoding::build(&cfg, 3, &rng);
+        let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 3, width: 16 }, 1), &rng);
+        let backend = choose("cpu", e, mlp, 1).unwrap().backend;
+        Run { dir: dir.to_path_buf(), backend, loss_log: vec![], n_params: 0, extra: HashMap::new() }
+    }
+
+    /// Chunked evaluation and accumulated backward give the unchunked step's parameters (to the
+    /// rounding of a different summation order).
+    #[test]
+    fn chunked_steps_match_whole_steps() {
+        let dir = std::env::temp_dir().join(format!("ffvol-fit-chunks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rng = CounterRng::new(5, 1);
+        let n = 100;
+        let points: Vec<f32> = (0..3 * n).map(|i| rng.uniform(i as u64)).collect();
+        let target: Vec<f32> = (0..n).map(|i| rng.uniform(1000 + i as u64)).collect();
+        let mut spec = LoopSpec {
+            steps: 5,
+            lr: 1e-2,
+            schedule: LrSchedule::Constant,
+            checkpoint_every: 0,
+            samples_per_step: None,
+            chunk: None,
+        };
+        let mut whole = run_in(&dir);
+        whole
+            .train(
+                &spec,
+                &mut Fixed { points: points.clone(), target: target.clone() },
+                &FitOptions::default(),
+            )
+            .unwrap();
+        spec.chunk = Some(17);
+        let mut chunked = run_in(&dir);
+        chunked.train(&spec, &mut Fixed { points, target }, &FitOptions::default()).unwrap();
+        let (a, b) = (whole.backend.state().mlp.params, chunked.backend.state().mlp.params);
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "chunked and whole steps differ by {worst}");
+        assert_eq!(whole.loss_log.len(), 5);
+        for (x, y) in whole.loss_log.iter().zip(&chunked.loss_log) {
+            assert!((x.1 - y.1).abs() <= 1e-6 * x.1.abs().max(1e-6), "{x:?} {y:?}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A stop before a step writes a checkpoint and reports the step.
+    #[test]
+    fn stop_after_interrupts_with_a_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("ffvol-fit-stop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = LoopSpec {
+            steps: 10,
+            lr: 1e-2,
+            schedule: LrSchedule::Constant,
+            checkpoint_every: 0,
+            samples_per_step: None,
+            chunk: None,
+        };
+        let mut run = run_in(&dir);
+        let opts = FitOptions { stop_after: Some(4), ..Default::default() };
+        let rng = CounterRng::new(5, 1);
+        let points: Vec<f32> = (0..30).map(|i| rng.uniform(i as u64)).collect();
+        let out = run.train(&spec, &mut Fixed { points, target: vec![0.5; 10] }, &opts).unwrap();
+        assert_eq!(out.interrupted, Some(4));
+        assert_eq!(out.steps_run, 4);
+        assert_eq!(run.loss_log.len(), 4);
+        assert!(dir.join(CHECKPOINT).is_file());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
