@@ -298,7 +298,7 @@ fn setup(scan: &Scan, dir: &Path, preset: CtPreset) -> CtConfig {
     c.geometry = dir.join("geometry.toml");
     c.truth = Some(dir.join("truth.nii.gz"));
     c.output = dir.join("run");
-    c.device = "cuda".into();
+    c.device.kind = ffvol::config::DeviceKind::Cuda;
     c
 }
 

@@ -326,7 +326,8 @@ fn fit_on_the_gpu_tracks_the_cpu() {
         let mut c = MriConfig::fast();
         c.volume = Some(path.clone());
         c.output = dir.join(name);
-        c.device = device.into();
+        c.device.kind =
+            if device == "cuda" { ffvol::config::DeviceKind::Cuda } else { ffvol::config::DeviceKind::Cpu };
         c.encoding = EncodingConfig::Gaussian { sigma: 2.0, features: 32, normalize: false };
         c.model = ModelConfig { depth: 2, width: 64 };
         c.train.steps = 60;
@@ -426,7 +427,7 @@ fn paper_protocol_speed() {
         let mut c = MriConfig::paper();
         c.volume = Some(path.clone());
         c.output = dir.join(if resident { "resident" } else { "host-data" });
-        c.device = "cuda".into();
+        c.device.kind = ffvol::config::DeviceKind::Cuda;
         c.train.steps = steps;
         c.train.checkpoint_every = 0;
         c.export.montage = false;

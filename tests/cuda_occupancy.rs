@@ -269,7 +269,8 @@ fn fit_config(device: &str, out: PathBuf) -> OccupancyConfig {
     let mut c = OccupancyConfig::preset(Preset::Fast);
     c.mesh = bunny_path();
     c.output = out;
-    c.device = device.into();
+    c.device.kind =
+        if device == "cuda" { ffvol::config::DeviceKind::Cuda } else { ffvol::config::DeviceKind::Cpu };
     c.seed = 5;
     c.encoding = EncodingConfig::Gaussian { sigma: 8.0, features: 64, normalize: false };
     c.model = ModelConfig { depth: 3, width: 64 };

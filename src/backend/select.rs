@@ -3,11 +3,13 @@
 //! `auto` uses CUDA when the driver, NVRTC and cuBLAS libraries load, a context can be made on
 //! device 0 and our kernels compile for it; otherwise the CPU, and `reason` says why, for the
 //! run log. An explicit `cuda` that cannot be honoured is an error, never a silent fallback.
-//! The CUDA precision comes from `--precision` (or `$FFVOL_CUDA_PRECISION`): `fp16` (the
-//! default: tensor-core products with fp32 master weights) or `fp32` (for checking).
+//! The CUDA number format and code paths come from the run's `[device]` settings
+//! ([`crate::config::DeviceConfig`]): `fp16` (the default: tensor-core products with fp32 master
+//! weights) or `fp32` (for checking).
 
 use crate::backend::cuda::{self, CudaBackend, Precision};
 use crate::backend::{Backend, CpuBackend};
+use crate::config::{DeviceConfig, DeviceKind};
 use crate::encoding::Encoding;
 use crate::model::Mlp;
 use crate::train::Adam;
@@ -18,18 +20,33 @@ pub struct Chosen {
     pub reason: String,
 }
 
-/// Builds the backend named by `device`. Never panics when CUDA is missing or broken.
-pub fn choose(device: &str, encoding: Encoding, mlp: Mlp, threads: usize) -> crate::Result<Chosen> {
+/// The CUDA backend's number format for `device`.
+fn precision(device: &DeviceConfig) -> Precision {
+    match device.precision {
+        crate::config::Precision::Fp16 => Precision::Fp16,
+        crate::config::Precision::Fp32 => Precision::Fp32,
+    }
+}
+
+/// Builds the backend `device` names, with `adam` as its optimiser. Never panics when CUDA is
+/// missing or broken.
+pub fn choose(
+    device: &DeviceConfig,
+    encoding: Encoding,
+    mlp: Mlp,
+    adam: Adam,
+    threads: usize,
+) -> crate::Result<Chosen> {
     let cpu = |encoding: Encoding, mlp: Mlp, reason: String| -> crate::Result<Chosen> {
-        Ok(Chosen { backend: Box::new(CpuBackend::new(encoding, mlp, Adam::default(), threads)?), reason })
+        Ok(Chosen { backend: Box::new(CpuBackend::new(encoding, mlp, adam, threads)?), reason })
     };
-    match device {
-        "cpu" => cpu(encoding, mlp, "asked for --device cpu".into()),
-        "auto" => match cuda::runtime() {
+    match device.kind {
+        DeviceKind::Cpu => cpu(encoding, mlp, "asked for --device cpu".into()),
+        DeviceKind::Auto => match cuda::runtime() {
             Err(why) => cpu(encoding, mlp, format!("--device auto: CUDA is not usable ({why}), so the CPU")),
             Ok(rt) => {
-                let precision = Precision::from_env()?;
-                match CudaBackend::new(encoding.clone(), mlp.clone(), Adam::default(), precision) {
+                let precision = precision(device);
+                match CudaBackend::new(encoding.clone(), mlp.clone(), adam, precision) {
                     Ok(be) => Ok(Chosen {
                         backend: Box::new(be),
                         reason: format!(
@@ -47,14 +64,14 @@ pub fn choose(device: &str, encoding: Encoding, mlp: Mlp, threads: usize) -> cra
                 }
             }
         },
-        "cuda" => {
-            let precision = Precision::from_env()?;
+        DeviceKind::Cuda => {
+            let precision = precision(device);
             let rt = cuda::runtime().map_err(|why| {
                 crate::Error::Config(format!(
                     "--device cuda: CUDA is not usable here: {why}; use --device cpu or auto"
                 ))
             })?;
-            let be = CudaBackend::new(encoding, mlp, Adam::default(), precision)?;
+            let be = CudaBackend::new(encoding, mlp, adam, precision)?;
             Ok(Chosen {
                 backend: Box::new(be),
                 reason: format!(
@@ -65,7 +82,6 @@ pub fn choose(device: &str, encoding: Encoding, mlp: Mlp, threads: usize) -> cra
                 ),
             })
         }
-        other => Err(crate::Error::Config(format!("unknown device {other:?}: use auto, cpu or cuda"))),
     }
 }
 
@@ -89,15 +105,17 @@ mod tests {
     #[test]
     fn auto_always_gives_a_backend() {
         let (e, mlp) = parts();
-        let chosen = choose("auto", e.clone(), mlp.clone(), 1).unwrap();
+        let on = |k| DeviceConfig::on(k);
+        let chosen = choose(&on(DeviceKind::Auto), e.clone(), mlp.clone(), Adam::default(), 1).unwrap();
         assert!(chosen.reason.starts_with("--device auto:"), "{}", chosen.reason);
         let mut be = chosen.backend;
         let out = be.forward(&[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]).unwrap();
         assert_eq!(out.len(), 2);
-        match choose("cuda", e.clone(), mlp.clone(), 1) {
+        match choose(&on(DeviceKind::Cuda), e.clone(), mlp.clone(), Adam::default(), 1) {
             Ok(c) => assert!(c.backend.describe().starts_with("cuda")),
             Err(err) => assert!(err.to_string().contains("--device cuda"), "{err}"),
         }
-        assert!(choose("tpu", e, mlp, 1).is_err());
+        let cpu = choose(&on(DeviceKind::Cpu), e, mlp, Adam::default(), 1).unwrap();
+        assert_eq!(cpu.reason, "asked for --device cpu");
     }
 }

@@ -1,5 +1,16 @@
 //! Run configuration: presets, `run.toml` files and command-line overrides, resolved in that
-//! order into one struct that is written back as the run's `run.toml`.
+//! order by [`resolve`] (the one path every job takes) into the job's config, which is written
+//! back as the run's `run.toml` and read again, as a [`RunConfig`], by `ffvol fit --resume` and
+//! `ffvol export`.
+//!
+//! `run.toml` holds everything that can change a result: `job`, the data, the encoding
+//! (`[encoding] type = …`), the model, the optimiser (`[optimiser] type = "adam"`), the
+//! schedule (`[train.schedule] type = …`), and the device with its number format and GPU code
+//! paths (`[device] type = "auto" | "cpu" | "cuda"`, `precision`, `resident`, `gpu_operator`,
+//! `cublaslt`, `graph`). A resumed run takes them all from the file, so an fp32 run continues
+//! in fp32. The presets are named data in [`presets`].
+
+pub mod presets;
 
 use crate::encoding::EncodingConfig;
 use crate::io::MeshFormat;
@@ -7,6 +18,193 @@ use crate::model::ModelConfig;
 use crate::train::LrSchedule;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// A run's configuration, whichever its job (the `job` key of `run.toml`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunConfig {
+    Occupancy(OccupancyConfig),
+    Volume(crate::job::volume::VolumeConfig),
+    Mri(crate::job::mri::MriConfig),
+    Ct(crate::job::ct::CtConfig),
+}
+
+impl RunConfig {
+    /// Reads `RUN/run.toml` as the config of the job it names; `output` becomes `dir` (run
+    /// folders can be moved).
+    pub fn load_run(dir: &Path) -> crate::Result<Self> {
+        let value: toml::Value = crate::train::run::load_run_toml(dir)?;
+        let path = dir.join(crate::train::run::RUN_TOML);
+        let job = value.get("job").and_then(|j| j.as_str()).unwrap_or("");
+        fn parse<T: serde::de::DeserializeOwned>(v: toml::Value, path: &Path) -> crate::Result<T> {
+            v.try_into().map_err(|e: toml::de::Error| crate::Error::format(path, e.to_string()))
+        }
+        let mut c = match job {
+            "occupancy" => RunConfig::Occupancy(parse(value, &path)?),
+            "volume" => RunConfig::Volume(parse(value, &path)?),
+            "mri" => RunConfig::Mri(parse(value, &path)?),
+            "ct" => RunConfig::Ct(parse(value, &path)?),
+            other => {
+                return Err(crate::Error::format(
+                    &path,
+                    format!("job = {other:?}: expected occupancy, volume, mri or ct"),
+                ))
+            }
+        };
+        match &mut c {
+            RunConfig::Occupancy(c) => c.output = dir.to_path_buf(),
+            RunConfig::Volume(c) => c.output = dir.to_path_buf(),
+            RunConfig::Mri(c) => c.output = dir.to_path_buf(),
+            RunConfig::Ct(c) => c.output = dir.to_path_buf(),
+        }
+        Ok(c)
+    }
+
+    /// The device settings the run was made with.
+    pub fn device(&self) -> DeviceConfig {
+        match self {
+            RunConfig::Occupancy(c) => c.device,
+            RunConfig::Volume(c) => c.device,
+            RunConfig::Mri(c) => c.device,
+            RunConfig::Ct(c) => c.device,
+        }
+    }
+}
+
+/// What the one resolution path ([`resolve`]) needs of a job's config.
+pub trait JobConfig: Serialize + serde::de::DeserializeOwned + Clone {
+    /// The `job` key.
+    const JOB: &'static str;
+    fn validate(&self) -> crate::Result<()>;
+}
+
+/// The one resolution path of every job: the preset, then a TOML file over it (keys in the file
+/// win), then the command line's flags, then validation.
+pub fn resolve<C: JobConfig>(
+    preset: C,
+    file: Option<&Path>,
+    flags: impl FnOnce(&mut C) -> crate::Result<()>,
+) -> crate::Result<C> {
+    let mut c = match file {
+        Some(path) => {
+            let over: C = overlay_toml(&preset, path)?;
+            let job =
+                toml::Value::try_from(&over).ok().and_then(|v| v.get("job")?.as_str().map(str::to_string));
+            if job.as_deref() != Some(C::JOB) {
+                return Err(crate::Error::format(
+                    path,
+                    format!("job = {:?}, but this is `ffvol fit {}`", job.unwrap_or_default(), C::JOB),
+                ));
+            }
+            over
+        }
+        None => preset,
+    };
+    flags(&mut c)?;
+    c.validate()?;
+    Ok(c)
+}
+
+/// `value` as TOML (a run's `run.toml`); a value TOML cannot hold is an error, never an empty file.
+pub fn to_toml<T: Serialize>(value: &T) -> crate::Result<String> {
+    toml::to_string_pretty(value)
+        .map_err(|e| crate::Error::Config(format!("cannot write the settings as TOML: {e}")))
+}
+
+/// `value` as JSON (metrics); an error, never an empty string, when it fails.
+pub fn to_json<T: Serialize>(value: &T) -> crate::Result<String> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| crate::Error::Config(format!("cannot write as JSON: {e}")))
+}
+
+/// Where the network runs, and how (`[device]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// `auto` (CUDA when it is usable, else the CPU, and the log says why), `cpu` or `cuda`.
+    #[serde(rename = "type")]
+    pub kind: DeviceKind,
+    /// Number format of the matrix products on CUDA; the CPU computes in fp32.
+    pub precision: Precision,
+    /// MRI and CT on the grid: keep the whole step on the GPU (the grid uploaded once).
+    pub resident: bool,
+    /// MRI and CT on the grid: run the operator on the GPU (cuFFT, the GPU projector).
+    pub gpu_operator: bool,
+    /// Matrix products through cuBLASLt with fused bias and ReLU (else cuBLAS and our kernels).
+    pub cublaslt: bool,
+    /// Replay the occupancy step as a CUDA graph.
+    pub graph: bool,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            kind: DeviceKind::Auto,
+            precision: Precision::Fp16,
+            resident: true,
+            gpu_operator: true,
+            cublaslt: true,
+            graph: true,
+        }
+    }
+}
+
+impl DeviceConfig {
+    /// The default settings on `kind`.
+    pub fn on(kind: DeviceKind) -> Self {
+        DeviceConfig { kind, ..Default::default() }
+    }
+}
+
+/// `--device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Number format of the products on a GPU (`--precision`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// fp16 operands on tensor cores with fp32 accumulation and fp32 master weights.
+    Fp16,
+    /// fp32 throughout: the mode the parity tests check against the CPU.
+    Fp32,
+}
+
+/// The optimiser (`[optimiser]`); the learning rate and its schedule are in `[train]`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum OptimiserConfig {
+    Adam { beta1: f32, beta2: f32, epsilon: f32 },
+}
+
+impl Default for OptimiserConfig {
+    fn default() -> Self {
+        let a = crate::train::Adam::default();
+        OptimiserConfig::Adam { beta1: a.beta1, beta2: a.beta2, epsilon: a.eps }
+    }
+}
+
+impl OptimiserConfig {
+    pub fn adam(&self) -> crate::train::Adam {
+        let OptimiserConfig::Adam { beta1, beta2, epsilon } = *self;
+        crate::train::Adam { beta1, beta2, eps: epsilon }
+    }
+
+    pub fn validate(&self) -> crate::Result<()> {
+        let OptimiserConfig::Adam { beta1, beta2, epsilon } = *self;
+        let unit = |b: f32| (0.0..1.0).contains(&b);
+        if !(unit(beta1) && unit(beta2) && epsilon.is_finite() && epsilon > 0.0) {
+            return Err(crate::Error::Config(format!(
+                "optimiser: Adam needs 0 ≤ beta1, beta2 < 1 and epsilon > 0, got {beta1}, {beta2}, {epsilon}"
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// Everything an occupancy fit depends on. Reproducible from this and nothing else.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,10 +219,10 @@ pub struct OccupancyConfig {
     pub seed: u64,
     /// Worker threads (0 = all cores).
     pub threads: usize,
-    /// `auto`, `cpu` or `cuda`.
-    pub device: String,
+    pub device: DeviceConfig,
     pub encoding: EncodingConfig,
     pub model: ModelConfig,
+    pub optimiser: OptimiserConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
     pub export: ExportConfig,
@@ -83,61 +281,12 @@ fn default_min_component() -> f64 {
     1e-3
 }
 
-/// Named starting points for the settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Preset {
-    /// Finishes in under two minutes on 2 CPU cores.
-    Fast,
-    /// The paper's protocol: 8 × 256, m = 256, σ = 12, batch 32,768, 10,000 steps.
-    Paper,
-}
+pub use presets::Preset;
 
 impl OccupancyConfig {
+    /// The named starting point (see [`presets`]).
     pub fn preset(preset: Preset) -> Self {
-        let base = OccupancyConfig {
-            job: "occupancy".into(),
-            mesh: PathBuf::from("datasets/bunny.ply"),
-            output: PathBuf::new(),
-            seed: 0,
-            threads: 0,
-            device: "auto".into(),
-            encoding: EncodingConfig::Gaussian { sigma: 10.0, features: 128, normalize: false },
-            model: ModelConfig { depth: 4, width: 128 },
-            train: TrainConfig {
-                batch: 8192,
-                steps: 2000,
-                lr: 2e-3,
-                schedule: LrSchedule::Cosine { warmup: 50, final_fraction: 0.02 },
-                surface_fraction: 0.5,
-                surface_sigma: 0.01,
-                checkpoint_every: 500,
-            },
-            eval: EvalConfig { test_points: 262_144, surface_sigma: 0.01 },
-            export: ExportConfig {
-                resolution: 256,
-                formats: vec![MeshFormat::Ply],
-                nifti: true,
-                coarse_to_fine: true,
-                min_component: 1e-3,
-            },
-        };
-        match preset {
-            Preset::Fast => base,
-            Preset::Paper => OccupancyConfig {
-                encoding: EncodingConfig::Gaussian { sigma: 12.0, features: 256, normalize: true },
-                model: ModelConfig { depth: 8, width: 256 },
-                train: TrainConfig {
-                    batch: 32_768,
-                    steps: 10_000,
-                    lr: 5e-4,
-                    schedule: LrSchedule::Exponential { factor: 0.1, every: 5000 },
-                    surface_fraction: 0.0,
-                    surface_sigma: 0.01,
-                    checkpoint_every: 1000,
-                },
-                ..base
-            },
-        }
+        presets::occupancy(preset)
     }
 
     /// Overlays a TOML file onto `self`: keys in the file win, keys it leaves out keep their value.
@@ -179,20 +328,15 @@ impl OccupancyConfig {
         if !(0.0..=1.0).contains(&self.export.min_component) {
             return bad(format!("export.min_component must be in [0, 1], got {}", self.export.min_component));
         }
-        crate::train::run::validate_device(&self.device)
+        self.optimiser.validate()
     }
 }
 
-/// `value` as TOML (a run's `run.toml`); a value TOML cannot hold is an error, never an empty file.
-pub fn to_toml<T: Serialize>(value: &T) -> crate::Result<String> {
-    toml::to_string_pretty(value)
-        .map_err(|e| crate::Error::Config(format!("cannot write the settings as TOML: {e}")))
-}
-
-/// `value` as JSON (metrics, checkpoint metadata); an error, never an empty string, when it fails.
-pub fn to_json<T: Serialize>(value: &T) -> crate::Result<String> {
-    serde_json::to_string_pretty(value)
-        .map_err(|e| crate::Error::Config(format!("cannot write as JSON: {e}")))
+impl JobConfig for OccupancyConfig {
+    const JOB: &'static str = "occupancy";
+    fn validate(&self) -> crate::Result<()> {
+        OccupancyConfig::validate(self)
+    }
 }
 
 /// Overlays a TOML file onto any job's config: keys in the file win, keys it leaves out keep their

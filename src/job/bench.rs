@@ -22,7 +22,7 @@ pub struct BenchConfig {
     pub threads: usize,
     pub mesh: PathBuf,
     pub label_points: usize,
-    pub device: String,
+    pub device: crate::config::DeviceConfig,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -41,7 +41,13 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
         &rng,
     );
     let n_params = mlp.params.len();
-    let chosen = crate::backend::select::choose(&cfg.device, encoding.clone(), mlp, cfg.threads)?;
+    let chosen = crate::backend::select::choose(
+        &cfg.device,
+        encoding.clone(),
+        mlp,
+        crate::train::Adam::default(),
+        cfg.threads,
+    )?;
     let mut backend = chosen.backend;
     let n = cfg.batch;
     let pts: Vec<f32> = (0..3 * n).map(|i| rng.uniform(i as u64)).collect();

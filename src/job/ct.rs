@@ -18,7 +18,7 @@
 //! cannot be made (the run log says why), the CPU projector runs on the host's threads. Ray
 //! rendering evaluates the field at stratified points along rays and has no projector.
 //!
-//! With the GPU projector the grid step is device-resident (unless `FFVOL_CUDA_RESIDENT=0`): the
+//! With the GPU projector the grid step is device-resident (unless `[device] resident = false`): the
 //! voxel centres are uploaded once, the projector runs on the backend's stream and takes the
 //! network's outputs z where the forward left them, applies σ, A, the residual, Aᵀ and the chain
 //! factor p(1 − p) there, and hands ∂L/∂z to the backward on the device; the host reads the loss
@@ -27,6 +27,7 @@
 
 use crate::backend::cuda::GpuProjector;
 use crate::backend::Backend;
+use crate::config::{DeviceConfig, JobConfig, OptimiserConfig};
 use crate::encoding::EncodingConfig;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::ModelConfig;
@@ -84,9 +85,10 @@ pub struct CtConfig {
     pub output: PathBuf,
     pub seed: u64,
     pub threads: usize,
-    pub device: String,
+    pub device: DeviceConfig,
     pub encoding: EncodingConfig,
     pub model: ModelConfig,
+    pub optimiser: OptimiserConfig,
     pub train: CtTrainConfig,
 }
 
@@ -109,72 +111,19 @@ pub struct CtTrainConfig {
     pub checkpoint_every: u64,
 }
 
-/// Named starting points for `fit ct`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CtPreset {
-    /// Small and quick on 2 CPU cores: 4 × 128, m = 128, 300 steps.
-    Fast,
-    /// The paper's 2D CT protocol: 4 × 256, m = 256, σ_g = 4 (σ_p = 3), 1000 full-batch steps.
-    PaperCt,
-}
+pub use crate::config::presets::CtPreset;
 
-/// The paper's learning rate for a mapping: 1e-3 for Gaussian and positional, 1e-2 otherwise.
-pub fn paper_lr(encoding: &EncodingConfig) -> f32 {
-    match encoding {
-        EncodingConfig::Gaussian { .. } | EncodingConfig::Positional { .. } => 1e-3,
-        _ => 1e-2,
+impl JobConfig for CtConfig {
+    const JOB: &'static str = "ct";
+    fn validate(&self) -> Result<()> {
+        CtConfig::validate(self)
     }
 }
 
-/// The paper's CT mappings by name: σ_g = 4 with m frequencies, σ_p = 3 with m/2 per axis (2D).
-pub fn paper_encoding(name: &str, m: usize) -> Result<EncodingConfig> {
-    Ok(match name {
-        "none" => EncodingConfig::None,
-        "basic" => EncodingConfig::Basic { normalize: false },
-        "positional" => EncodingConfig::Positional { sigma: 3.0, features: m / 2, normalize: false },
-        "gaussian" => EncodingConfig::Gaussian { sigma: 4.0, features: m, normalize: false },
-        other => {
-            return Err(Error::Config(format!(
-                "unknown encoding {other:?}: none, basic, positional or gaussian"
-            )))
-        }
-    })
-}
-
 impl CtConfig {
+    /// The named starting point (see [`crate::config::presets`]).
     pub fn preset(preset: CtPreset) -> Self {
-        let base = CtConfig {
-            job: "ct".into(),
-            projections: PathBuf::new(),
-            geometry: PathBuf::new(),
-            truth: None,
-            output: PathBuf::new(),
-            seed: 0,
-            threads: 0,
-            device: "auto".into(),
-            encoding: EncodingConfig::Gaussian { sigma: 4.0, features: 128, normalize: false },
-            model: ModelConfig { depth: 4, width: 128 },
-            train: CtTrainConfig {
-                steps: 300,
-                lr: 1e-3,
-                schedule: LrSchedule::Constant,
-                render: Render::Auto,
-                rays_per_batch: 1024,
-                samples_per_ray: 64,
-                projector_step: 0.5,
-                eval_every: 50,
-                checkpoint_every: 100,
-            },
-        };
-        match preset {
-            CtPreset::Fast => base,
-            CtPreset::PaperCt => CtConfig {
-                encoding: EncodingConfig::Gaussian { sigma: 4.0, features: 256, normalize: false },
-                model: ModelConfig { depth: 4, width: 256 },
-                train: CtTrainConfig { steps: 1000, render: Render::Grid, eval_every: 100, ..base.train },
-                ..base
-            },
-        }
+        crate::config::presets::ct(preset)
     }
 
     pub fn to_toml(&self) -> Result<String> {
@@ -198,7 +147,7 @@ impl CtConfig {
         if !(t.projector_step > 0.0 && t.projector_step <= 2.0) {
             return bad(format!("train.projector_step must be in (0, 2], got {}", t.projector_step));
         }
-        crate::train::run::validate_device(&self.device)
+        self.optimiser.validate()
     }
 }
 
@@ -269,6 +218,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
         model: &cfg.model,
         seed: cfg.seed,
         device: &cfg.device,
+        optimiser: &cfg.optimiser,
         threads: cfg.threads,
     };
     let extra = [("ct".to_string(), format!("{{\"dims\":{}}}", scan.dims))].into();
@@ -289,7 +239,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     let mut stepper = Stepper::new(&scan, &cfg, &measured, render, truth.as_deref());
     let mut metrics = CtMetrics { render: Some(render), ..Default::default() };
     if render == Render::Grid {
-        let projector = stepper.choose_projector(run.backend.as_mut());
+        let projector = stepper.choose_projector(run.backend.as_mut(), &cfg.device);
         log(opts, &format!("projector: {projector}"));
         if stepper.resident {
             log(opts, "step: device-resident (grid uploaded once; outputs and ∂L/∂z stay on the GPU)");
@@ -471,11 +421,14 @@ impl<'a> Stepper<'a> {
     /// Moves the grid projector onto the GPU when the network runs there. Returns what runs A
     /// and Aᵀ, for the log: "gpu (…)", "cpu (N threads)", or the CPU with the reason the GPU
     /// projector could not be made.
-    fn choose_projector(&mut self, backend: &mut dyn Backend) -> String {
+    fn choose_projector(&mut self, backend: &mut dyn Backend, device: &DeviceConfig) -> String {
         let cpu = format!("cpu ({} threads)", rayon::current_num_threads());
         let Some(projector) = &self.projector else { return cpu };
         let Some(cuda) = backend.as_cuda_mut() else { return cpu };
-        let resident = crate::backend::cuda::resident_from_env();
+        if !device.gpu_operator {
+            return format!("{cpu}: [device] gpu_operator = false");
+        }
+        let resident = device.resident;
         let made = if resident {
             GpuProjector::on_stream(self.scan, projector, cuda.stream())
         } else {

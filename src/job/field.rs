@@ -102,14 +102,14 @@ pub struct FieldExport {
 }
 
 pub fn validate_common(
-    device: &str,
+    optimiser: &crate::config::OptimiserConfig,
     encoding: &EncodingConfig,
     model: &ModelConfig,
     upsample: usize,
 ) -> Result<()> {
     encoding.validate()?;
     model.validate()?;
-    crate::train::run::validate_device(device)?;
+    optimiser.validate()?;
     if !(1..=16).contains(&upsample) {
         return Err(Error::Config(format!("export.upsample must be in 1..=16, got {upsample}")));
     }
@@ -134,8 +134,7 @@ pub fn run_job(dir: &Path) -> Result<Option<String>> {
 /// Re-evaluates a saved volume or MRI run and writes the requested exports into its folder.
 /// Returns the paths written.
 pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
-    let value: toml::Value = crate::train::run::load_run_toml(dir)?;
-    let device = value.get("device").and_then(|d| d.as_str()).unwrap_or("auto").to_string();
+    let device = crate::config::RunConfig::load_run(dir)?.device();
     let ck_path = dir.join(CHECKPOINT);
     let ck = Checkpoint::load(&ck_path)?;
     let meta = FieldMeta::from_checkpoint(&ck_path, &ck)?;

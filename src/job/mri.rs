@@ -19,12 +19,13 @@
 //! where cuFFT cannot be loaded it runs on the host, and the log says which and why. The
 //! zero-filled baseline is computed once, on the host.
 //!
-//! With cuFFT on the device the step is also device-resident (unless `FFVOL_CUDA_RESIDENT=0`):
+//! With cuFFT on the device the step is also device-resident (unless `[device] resident = false`):
 //! the grid's points are uploaded once, the network's outputs go straight from its forward to the
 //! operator (on the backend's stream), ∂L/∂z straight from the operator to the backward, and the
 //! host reads only the loss and max |∂L/∂z| (for fp16's loss scale) per step.
 
 use crate::backend::Backend;
+use crate::config::{DeviceConfig, JobConfig, OptimiserConfig};
 use crate::encoding::EncodingConfig;
 use crate::export::image::{error_image, write_montage};
 use crate::export::volume::write_fit;
@@ -40,7 +41,6 @@ use crate::train::image_metrics::{psnr, ssim};
 use crate::train::loss::{sigmoid, through_sigmoid};
 use crate::train::run::log;
 use crate::train::run::FitOptions;
-use crate::train::LrSchedule;
 use crate::{Error, Result};
 use rayon::prelude::*;
 use rustfft::num_complex::Complex;
@@ -65,54 +65,31 @@ pub struct MriConfig {
     pub seed: u64,
     /// Worker threads (0 = all cores).
     pub threads: usize,
-    /// `auto`, `cpu` or `cuda`.
-    pub device: String,
+    pub device: DeviceConfig,
     pub encoding: EncodingConfig,
     pub model: ModelConfig,
+    pub optimiser: OptimiserConfig,
     pub normalize: Normalize,
     pub train: FieldTrain,
     pub export: FieldExport,
 }
 
+impl JobConfig for MriConfig {
+    const JOB: &'static str = "mri";
+    fn validate(&self) -> Result<()> {
+        MriConfig::validate(self)
+    }
+}
+
 impl MriConfig {
-    /// The paper's settings: Gaussian mask, 4 × 256, m = 256, σ_g = 5, Adam lr 2e-3, 1000 steps.
+    /// The paper's settings (see [`crate::config::presets`]).
     pub fn paper() -> Self {
-        MriConfig {
-            job: "mri".into(),
-            volume: Some(PathBuf::from("datasets/mni152_t1_32.nii.gz")),
-            kspace: None,
-            mask: None,
-            sampling: Sampling::paper(),
-            output: PathBuf::new(),
-            seed: 0,
-            threads: 0,
-            device: "auto".into(),
-            encoding: EncodingConfig::Gaussian { sigma: 5.0, features: 256, normalize: false },
-            model: ModelConfig { depth: 4, width: 256 },
-            normalize: Normalize::MinMax,
-            train: FieldTrain {
-                steps: 1000,
-                lr: 2e-3,
-                schedule: LrSchedule::Constant,
-                batch: 0,
-                train_fraction: 1.0,
-                checkpoint_every: 250,
-            },
-            export: FieldExport { upsample: 1, montage: true },
-        }
+        crate::config::presets::mri(crate::config::presets::MriPreset::Paper)
     }
 
-    /// Smaller and shorter, for 2 CPU cores and the bundled 32³ volume: 4 × 128, m = 128,
-    /// σ_g = 2.5, lr 5e-3, 400 steps. The Gaussian mask's width scales with the grid (4.6 voxels at
-    /// 32³ against 13.9 at 96³), and σ_g follows it: the paper's σ_g = 5 at 96³ is ≈ 1.7 at 32³;
-    /// 1.5–2.5 fit best at 32³, 4 and above over-fit the unmeasured frequencies.
+    /// Small and short, for 2 CPU cores (see [`crate::config::presets`]).
     pub fn fast() -> Self {
-        let mut c = Self::paper();
-        c.encoding = EncodingConfig::Gaussian { sigma: 2.5, features: 128, normalize: false };
-        c.model = ModelConfig { depth: 4, width: 128 };
-        c.train.lr = 5e-3;
-        c.train.steps = 400;
-        c
+        crate::config::presets::mri(crate::config::presets::MriPreset::Fast)
     }
 
     pub fn to_toml(&self) -> Result<String> {
@@ -128,7 +105,7 @@ impl MriConfig {
                 "the MRI job needs a volume (to simulate k-space) or measured k-space".into(),
             ));
         }
-        validate_common(&self.device, &self.encoding, &self.model, self.export.upsample)?;
+        validate_common(&self.optimiser, &self.encoding, &self.model, self.export.upsample)?;
         self.normalize.validate()?;
         self.sampling.validate()?;
         self.train.validate()
@@ -267,19 +244,18 @@ pub fn prepare(cfg: &MriConfig) -> Result<MriProblem> {
 }
 
 /// The k-space operator of the training loop: cuFFT on the device when the network runs on the
-/// CUDA backend and cuFFT works there (unless `FFVOL_CUDA_FFT=0`, for timing the host path);
+/// CUDA backend and cuFFT works there (unless `[device] gpu_operator = false`, for timing the host path);
 /// otherwise None, and the host's `rustfft` does it. Logs which, and why. When `resident`, the
 /// operator runs on the backend's stream (for the device-resident step).
 fn kspace_operator(
     backend: &mut dyn crate::backend::Backend,
     problem: &MriProblem,
     opts: &FitOptions,
-    resident: bool,
+    device: &DeviceConfig,
 ) -> Option<crate::backend::cuda::GpuKspaceOperator> {
+    let resident = device.resident;
     use crate::backend::cuda::GpuKspaceOperator;
-    let why = if let Some(cuda) =
-        backend.as_cuda_mut().filter(|_| std::env::var("FFVOL_CUDA_FFT").map_or(true, |v| v != "0"))
-    {
+    let why = if let Some(cuda) = backend.as_cuda_mut().filter(|_| device.gpu_operator) {
         let made = if resident {
             GpuKspaceOperator::on_stream(&problem.operator, &problem.kspace, cuda.stream())
         } else {
@@ -295,7 +271,7 @@ fn kspace_operator(
     } else if backend.as_cuda_mut().is_none() {
         "the network runs on the CPU".to_string()
     } else {
-        "FFVOL_CUDA_FFT=0".to_string()
+        "[device] gpu_operator = false".to_string()
     };
     log(opts, &format!("k-space operator: rustfft ({} threads): {why}", rayon::current_num_threads()));
     None
@@ -406,14 +382,14 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         model: &cfg.model,
         seed: cfg.seed,
         device: &cfg.device,
+        optimiser: &cfg.optimiser,
         threads: cfg.threads,
     };
     let mut run = Run::start(&dir, &cfg.to_toml()?, &net, meta.to_extra()?, opts)?;
     let start_step = run.step();
 
-    let resident = crate::backend::cuda::resident_from_env();
-    let gpu = kspace_operator(run.backend.as_mut(), &problem, opts, resident);
-    let resident = resident && gpu.is_some();
+    let gpu = kspace_operator(run.backend.as_mut(), &problem, opts, &cfg.device);
+    let resident = cfg.device.resident && gpu.is_some();
     if resident {
         log(opts, "step: device-resident (grid uploaded once; outputs and ∂L/∂z stay on the GPU)");
     }

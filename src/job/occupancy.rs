@@ -188,6 +188,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
         model: &cfg.model,
         seed: cfg.seed,
         device: &cfg.device,
+        optimiser: &cfg.optimiser,
         threads: cfg.threads,
     };
     let mut run = Run::start(&dir, &cfg.to_toml()?, &net, meta_to_extra(&meta)?, opts)?;

@@ -9,6 +9,7 @@
 //! intensity units, with its affine) and, with `export.upsample = K`, on a K-times finer grid; and
 //! `montage.png`.
 
+use crate::config::{DeviceConfig, JobConfig, OptimiserConfig};
 use crate::encoding::EncodingConfig;
 use crate::export::image::{error_image, write_montage};
 use crate::export::volume::write_fit;
@@ -23,7 +24,6 @@ use crate::train::image_metrics::{psnr, ssim};
 use crate::train::loss::{sigmoid, through_sigmoid};
 use crate::train::run::log;
 use crate::train::run::FitOptions;
-use crate::train::LrSchedule;
 use crate::{Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -45,39 +45,26 @@ pub struct VolumeConfig {
     pub seed: u64,
     /// Worker threads (0 = all cores).
     pub threads: usize,
-    /// `auto`, `cpu` or `cuda`.
-    pub device: String,
+    pub device: DeviceConfig,
     pub encoding: EncodingConfig,
     pub model: ModelConfig,
+    pub optimiser: OptimiserConfig,
     pub normalize: Normalize,
     pub train: FieldTrain,
     pub export: FieldExport,
 }
 
+impl JobConfig for VolumeConfig {
+    const JOB: &'static str = "volume";
+    fn validate(&self) -> Result<()> {
+        VolumeConfig::validate(self)
+    }
+}
+
 impl VolumeConfig {
-    /// Settings that fit the bundled 32³ brain in well under a minute on 2 cores (σ_g = 4 cycles per
-    /// unit box: at 32 voxels a side, larger scales start to fit noise between the training voxels).
+    /// The named starting point (see [`crate::config::presets`]).
     pub fn fast() -> Self {
-        VolumeConfig {
-            job: "volume".into(),
-            volume: PathBuf::from("datasets/mni152_t1_32.nii.gz"),
-            output: PathBuf::new(),
-            seed: 0,
-            threads: 0,
-            device: "auto".into(),
-            encoding: EncodingConfig::Gaussian { sigma: 4.0, features: 128, normalize: false },
-            model: ModelConfig { depth: 4, width: 128 },
-            normalize: Normalize::MinMax,
-            train: FieldTrain {
-                steps: 1000,
-                lr: 2e-3,
-                schedule: LrSchedule::Cosine { warmup: 20, final_fraction: 0.05 },
-                batch: 8192,
-                train_fraction: 0.5,
-                checkpoint_every: 500,
-            },
-            export: FieldExport { upsample: 1, montage: true },
-        }
+        crate::config::presets::volume()
     }
 
     pub fn to_toml(&self) -> Result<String> {
@@ -88,7 +75,7 @@ impl VolumeConfig {
         if self.job != "volume" {
             return Err(Error::Config(format!("job must be \"volume\", got {:?}", self.job)));
         }
-        validate_common(&self.device, &self.encoding, &self.model, self.export.upsample)?;
+        validate_common(&self.optimiser, &self.encoding, &self.model, self.export.upsample)?;
         self.normalize.validate()?;
         self.train.validate()
     }
@@ -209,6 +196,7 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         model: &cfg.model,
         seed: cfg.seed,
         device: &cfg.device,
+        optimiser: &cfg.optimiser,
         threads: cfg.threads,
     };
     let mut run = Run::start(&cfg.output, &cfg.to_toml()?, &net, meta.to_extra()?, opts)?;

@@ -71,6 +71,27 @@ impl ShortScan {
     pub fn complete(&self) -> bool {
         self.delta >= self.gamma_max - 1e-9
     }
+
+    /// What a reconstruction prints about the short scan.
+    pub fn describe(&self) -> String {
+        let deg = f64::to_degrees;
+        if self.complete() {
+            format!(
+                "short scan over {:.1}°: Parker weights (δ = {:.1}°, fan half-angle {:.1}°)",
+                deg(self.span),
+                deg(self.delta),
+                deg(self.gamma_max)
+            )
+        } else {
+            format!(
+                "warning: the views cover {:.1}°, less than 180° + the fan angle ({:.1}°): some lines are \
+                 never measured; Parker weights with δ = {:.1}°",
+                deg(self.span),
+                180.0 + 2.0 * deg(self.gamma_max),
+                deg(self.delta)
+            )
+        }
+    }
 }
 
 /// The short-scan description of a divergent-beam scan whose evenly spaced views (in increasing

@@ -29,6 +29,7 @@
 //! Progress, checkpoints, resume, divergence and timing are here, once.
 
 use crate::backend::Backend;
+use crate::config::{DeviceConfig, OptimiserConfig};
 use crate::encoding::EncodingConfig;
 use crate::model::ModelConfig;
 use crate::train::run::{self, log, progress_bar, FitOptions, CHECKPOINT, RUN_TOML};
@@ -143,7 +144,8 @@ pub struct NetSpec<'a> {
     pub dim: usize,
     pub model: &'a ModelConfig,
     pub seed: u64,
-    pub device: &'a str,
+    pub device: &'a DeviceConfig,
+    pub optimiser: &'a OptimiserConfig,
     pub threads: usize,
 }
 
@@ -169,7 +171,15 @@ impl Run {
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::io::write_bytes_atomic(&dir.join(RUN_TOML), run_toml.as_bytes())?;
-        let built = run::build_network(net.encoding, net.dim, net.model, net.seed, net.device, net.threads)?;
+        let built = run::build_network(
+            net.encoding,
+            net.dim,
+            net.model,
+            net.seed,
+            net.device,
+            net.optimiser.adam(),
+            net.threads,
+        )?;
         let (mut backend, n_params) = (built.backend, built.n_params);
         log(opts, &format!("device: {} ({})", backend.describe(), built.reason));
         log(
@@ -414,7 +424,8 @@ mod tests {
         let cfg = EncodingConfig::Gaussian { sigma: 2.0, features: 8, normalize: false };
         let e = Encoding::build(&cfg, 3, &rng);
         let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 3, width: 16 }, 1), &rng);
-        let backend = choose("cpu", e, mlp, 1).unwrap().backend;
+        let cpu = DeviceConfig::on(crate::config::DeviceKind::Cpu);
+        let backend = choose(&cpu, e, mlp, crate::train::Adam::default(), 1).unwrap().backend;
         Run { dir: dir.to_path_buf(), backend, loss_log: vec![], n_params: 0, extra: HashMap::new() }
     }
 

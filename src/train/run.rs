@@ -3,6 +3,7 @@
 //! loops (stop, divergence, checkpoints, final loss), and reopening a saved network for export.
 
 use crate::backend::Backend;
+use crate::config::DeviceConfig;
 use crate::encoding::{Encoding, EncodingConfig};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::{Mlp, ModelConfig};
@@ -28,20 +29,22 @@ pub struct Network {
     pub n_params: usize,
 }
 
-/// γ and a one-output MLP for `dim`-D inputs, initialised from `seed`, on `device`.
+/// γ and a one-output MLP for `dim`-D inputs, initialised from `seed`, on `device`, trained
+/// by `adam`.
 pub fn build_network(
     encoding: &EncodingConfig,
     dim: usize,
     model: &ModelConfig,
     seed: u64,
-    device: &str,
+    device: &DeviceConfig,
+    adam: crate::train::Adam,
     threads: usize,
 ) -> Result<Network> {
     let encoding = Encoding::build(encoding, dim, &CounterRng::new(seed, streams::ENCODING));
     let sizes = Mlp::sizes_for(encoding.n_features(), model, 1);
     let mlp = Mlp::init(sizes, &CounterRng::new(seed, streams::INIT_WEIGHTS));
     let n_params = mlp.params.len();
-    let chosen = crate::backend::select::choose(device, encoding, mlp, threads)?;
+    let chosen = crate::backend::select::choose(device, encoding, mlp, adam, threads)?;
     Ok(Network { backend: chosen.backend, reason: chosen.reason, n_params })
 }
 
@@ -87,16 +90,10 @@ pub fn final_loss(loss_log: &[(u64, f32, f32)]) -> f64 {
 }
 
 /// The network a checkpoint holds, on `device`, for re-evaluating a saved run.
-pub fn saved_backend(ck: &Checkpoint, device: &str, threads: usize) -> Result<Box<dyn Backend>> {
-    Ok(crate::backend::select::choose(device, ck.encoding.clone(), ck.state.mlp.clone(), threads)?.backend)
-}
-
-/// `device` must be `auto`, `cpu` or `cuda`.
-pub fn validate_device(device: &str) -> Result<()> {
-    if !["auto", "cpu", "cuda"].contains(&device) {
-        return Err(Error::Config(format!("device must be auto, cpu or cuda, got {device:?}")));
-    }
-    Ok(())
+pub fn saved_backend(ck: &Checkpoint, device: &DeviceConfig, threads: usize) -> Result<Box<dyn Backend>> {
+    let adam = crate::train::Adam::default(); // export never takes an optimiser step
+    Ok(crate::backend::select::choose(device, ck.encoding.clone(), ck.state.mlp.clone(), adam, threads)?
+        .backend)
 }
 
 /// Reads `dir/run.toml` as a job's config (or as a plain `toml::Value`).
@@ -154,4 +151,39 @@ pub(crate) fn progress_bar(opts: &FitOptions, steps: u64, start: u64) -> Option<
     bar.set_position(start);
     bar.reset_eta();
     Some(bar)
+}
+
+/// The run folder of a new fit: `output` (refused when it already holds a run, unless `force`),
+/// or `runs/<stem>`, `runs/<stem>-2`, … whichever is free.
+pub fn run_folder(output: Option<&Path>, force: bool, stem: &str) -> Result<std::path::PathBuf> {
+    if let Some(o) = output {
+        if o.join(RUN_TOML).exists() && !force {
+            return Err(Error::Config(format!(
+                "{} already holds a run; pass --force to overwrite it or `ffvol fit --resume {}` to continue it",
+                o.display(),
+                o.display()
+            )));
+        }
+        return Ok(o.to_path_buf());
+    }
+    let base = std::path::PathBuf::from("runs");
+    let mut dir = base.join(stem);
+    let mut k = 2;
+    while dir.exists() {
+        dir = base.join(format!("{stem}-{k}"));
+        k += 1;
+    }
+    Ok(dir)
+}
+
+/// A data file's name without its extensions (`brain.nii.gz` → `brain`), for run folder names.
+pub fn data_stem(path: &Path) -> String {
+    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("run");
+    name.trim_end_matches(".gz")
+        .trim_end_matches(".nii")
+        .trim_end_matches(".npy")
+        .trim_end_matches(".ply")
+        .trim_end_matches(".obj")
+        .trim_end_matches(".stl")
+        .to_string()
 }

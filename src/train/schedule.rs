@@ -20,6 +20,36 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
+    /// `constant`, `cosine[:WARMUP[:FINAL_FRACTION]]` or `exponential[:FACTOR[:EVERY]]` (the
+    /// command line's `--schedule`).
+    pub fn parse(s: &str) -> crate::Result<Self> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let bad = |why: String| crate::Error::Config(format!("--schedule {s}: {why}"));
+        let num = |i: usize, default: f64| -> crate::Result<f64> {
+            parts.get(i).map_or(Ok(default), |p| {
+                p.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(|| bad(format!("{p:?} is not a number ≥ 0")))
+            })
+        };
+        let schedule = match parts[0] {
+            "constant" if parts.len() == 1 => LrSchedule::Constant,
+            "cosine" if parts.len() <= 3 => {
+                LrSchedule::Cosine { warmup: num(1, 50.0)? as u64, final_fraction: num(2, 0.02)? as f32 }
+            }
+            "exponential" if parts.len() <= 3 => {
+                LrSchedule::Exponential { factor: num(1, 0.1)? as f32, every: num(2, 5000.0)? as u64 }
+            }
+            _ => {
+                return Err(bad(
+                    "use constant, cosine[:WARMUP[:FINAL]] or exponential[:FACTOR[:EVERY]]".into()
+                ))
+            }
+        };
+        Ok(schedule)
+    }
+
     pub fn lr(&self, base: f32, step: u64, total: u64) -> f32 {
         match *self {
             LrSchedule::Constant => base,

@@ -1,0 +1,346 @@
+//! The command line's flags (clap derive).
+
+use clap::{Args, Parser, Subcommand};
+use ffvol::config::{DeviceKind, Precision, Preset};
+use ffvol::io::MeshFormat;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "ffvol", version, about = "Fit continuous 3D fields with Fourier-feature MLPs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a field: `ffvol fit occupancy`, or `ffvol fit --resume RUN` to continue a run.
+    Fit(FitArgs),
+    /// Re-extract a mesh (and volume) from a saved run without retraining.
+    Export(ExportArgs),
+    /// Print training, inference and labelling throughput.
+    Bench(BenchArgs),
+    /// Simulate measurements: `ffvol simulate ct --phantom shepp2d --geometry G.toml`.
+    Simulate(SimulateArgs),
+    /// Classical reconstruction from projections: `ffvol recon fbp|fdk|sart`.
+    Recon(ReconArgs),
+    /// List the compute devices this build can use.
+    Info,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FitArgs {
+    #[command(subcommand)]
+    pub job: Option<Job>,
+    /// Continue an interrupted run from its last checkpoint.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Job {
+    /// Learn the inside/outside of a triangle mesh and export it as a mesh.
+    Occupancy(Box<OccupancyArgs>),
+    /// Fit a volume (NIfTI or .npy) voxel by voxel; PSNR/SSIM on held-out voxels.
+    Volume(Box<VolumeArgs>),
+    /// Recover a volume from undersampled k-space (the paper's 3-D MRI protocol).
+    Mri(Box<MriArgs>),
+    /// Learn an attenuation field from CT projections and write it as a volume.
+    Ct(Box<CtArgs>),
+}
+
+/// The flags every `fit` job shares: the settings file, the run folder, the network, the
+/// training and the device (each job maps `--encoding`, `--sigma` and `--features` onto its own
+/// defaults, see `config::presets::encoding_for`).
+#[derive(Args)]
+pub struct RunArgs {
+    /// A run.toml whose settings override the preset (flags override both).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run folder (default: under runs/, named after the data, numbered if it exists).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Write into an existing run folder.
+    #[arg(long)]
+    pub force: bool,
+    /// Input mapping γ.
+    #[arg(long, value_parser = ["none", "basic", "positional", "gaussian"])]
+    pub encoding: Option<String>,
+    /// Scale σ of the mapping (Gaussian: std of the frequencies in cycles per unit box;
+    /// positional: log2 of the highest frequency).
+    #[arg(long)]
+    pub sigma: Option<f32>,
+    /// Number of frequencies m (Gaussian) or per axis (positional).
+    #[arg(long)]
+    pub features: Option<usize>,
+    /// Dense layers including the output layer.
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Width of the hidden layers.
+    #[arg(long)]
+    pub width: Option<usize>,
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Base learning rate.
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// `constant`, `cosine[:WARMUP[:FINAL_FRACTION]]` or `exponential:FACTOR:EVERY`.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Worker threads (0 = all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceKind>,
+    /// Number format on CUDA: fp16 (tensor cores, fp32 master weights; the default) or fp32
+    /// (for checking against the CPU). Recorded in run.toml; a resumed run keeps it.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+    /// Write a checkpoint every N steps.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct CtArgs {
+    /// Projections (.npy): [views, u] in 2D, [views, v, u] in 3D.
+    #[arg(long)]
+    pub projections: PathBuf,
+    /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.
+    #[arg(long)]
+    pub geometry: PathBuf,
+    /// The true volume (.nii.gz) for PSNR and SSIM.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Starting settings: `fast` (minutes on 2 cores at 128²) or `paper-ct` (the paper's 2D protocol).
+    /// Either way `--encoding` gives the paper's mappings (σ_g = 4, σ_p = 3 with m/2 frequencies
+    /// per axis, unless --sigma) and learning rates (1e-3 for gaussian and positional, 1e-2 for
+    /// basic and none, unless --lr).
+    #[arg(long, value_enum, default_value = "fast")]
+    pub preset: ffvol::job::ct::CtPreset,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// `grid` renders the whole grid each step (full batch), `rays` samples rays.
+    #[arg(long, value_enum)]
+    pub render: Option<ffvol::job::ct::Render>,
+    #[arg(long)]
+    pub rays_per_batch: Option<usize>,
+    #[arg(long)]
+    pub samples_per_ray: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    #[command(subcommand)]
+    pub what: SimulateWhat,
+}
+
+#[derive(Subcommand)]
+pub enum SimulateWhat {
+    /// Project a phantom: writes projections.npy, geometry.toml and truth.nii.gz (+ PNGs).
+    Ct(SimulateCtArgs),
+}
+
+#[derive(Args)]
+pub struct SimulateCtArgs {
+    /// `shepp2d` (perturbed modified Shepp–Logan), `shepp2d-plain`, `shepp3d`, or a .nii.gz on the grid.
+    #[arg(long)]
+    pub phantom: String,
+    /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.
+    #[arg(long)]
+    pub geometry: PathBuf,
+    /// `poisson:I0`: photon noise with I0 incident photons per ray.
+    #[arg(long)]
+    pub noise: Option<String>,
+    /// Seeds the phantom's perturbation and the noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder (default: sim/<phantom>).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Samples per voxel edge when rasterising the phantom.
+    #[arg(long, default_value_t = 3)]
+    pub supersample: usize,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReconMethod {
+    /// Ramp-filtered back-projection (parallel beam; fan and cone go through FDK).
+    Fbp,
+    /// Feldkamp–Davis–Kress for fan and cone beams (flat detector; a short scan gets Parker weights).
+    Fdk,
+    /// Simultaneous algebraic reconstruction with positivity.
+    Sart,
+}
+
+#[derive(Args)]
+pub struct ReconArgs {
+    #[arg(value_enum)]
+    pub method: ReconMethod,
+    #[arg(long)]
+    pub projections: PathBuf,
+    /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.
+    #[arg(long)]
+    pub geometry: PathBuf,
+    /// The true volume (.nii.gz): prints PSNR and SSIM.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Output volume (default: <method>.nii.gz beside the projections); a PNG goes beside it.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// SART passes over all views.
+    #[arg(long, default_value_t = 20)]
+    pub iterations: usize,
+    /// SART relaxation λ.
+    #[arg(long, default_value_t = 1.0)]
+    pub relaxation: f32,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Settings shared by `fit volume` and `fit mri`.
+#[derive(Args)]
+pub struct FieldArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Intensity normalisation to [0, 1]: `minmax` or `percentile[:LOW:HIGH]`.
+    #[arg(long)]
+    pub normalize: Option<String>,
+    /// Also write the fit on a grid K times finer (fit_xK.nii.gz).
+    #[arg(long, value_name = "K")]
+    pub upsample: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct VolumeArgs {
+    /// Volume to fit (.nii, .nii.gz or .npy). Default: the bundled 32³ MNI152 crop.
+    #[arg(long)]
+    pub volume: Option<PathBuf>,
+    /// Fraction of voxels trained on; the rest are held out for PSNR/SSIM.
+    #[arg(long)]
+    pub train_fraction: Option<f32>,
+    /// Training voxels per step (0 = all of them).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[command(flatten)]
+    pub common: FieldArgs,
+}
+
+#[derive(Args)]
+pub struct MriArgs {
+    /// True volume (.nii, .nii.gz, .npy): k-space is simulated from it, PSNR measured against it.
+    /// Default (when no --kspace): the bundled 32³ MNI152 crop.
+    #[arg(long)]
+    pub volume: Option<PathBuf>,
+    /// Measured k-space (complex64 .npy, centred: DC at index n/2).
+    #[arg(long)]
+    pub kspace: Option<PathBuf>,
+    /// Sampling mask (.npy, centred, nonzero = measured).
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Mask to simulate when no --mask: `gaussian` (the paper's), `cartesian:R`, `radial:N`, `poisson:R`.
+    #[arg(long)]
+    pub sampling: Option<String>,
+    #[arg(long, value_enum, default_value = "fast")]
+    pub preset: ffvol::config::presets::MriPreset,
+    #[command(flatten)]
+    pub common: FieldArgs,
+}
+
+#[derive(Args)]
+pub struct OccupancyArgs {
+    /// Triangle mesh to fit (PLY, OBJ, STL). Default: the bundled bunny.
+    #[arg(long)]
+    pub mesh: Option<PathBuf>,
+    /// Starting settings: `fast` (under two minutes on 2 cores) or `paper` (the paper's protocol).
+    #[arg(long, value_enum, default_value = "fast")]
+    pub preset: Preset,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Divide the features by √m (the paper's occupancy code does).
+    #[arg(long)]
+    pub normalize: Option<bool>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Fraction of each training batch drawn near the surface.
+    #[arg(long)]
+    pub surface_fraction: Option<f32>,
+    /// Points in each test set.
+    #[arg(long)]
+    pub test_points: Option<usize>,
+    /// Grid points per axis for the exported mesh and volume.
+    #[arg(long)]
+    pub resolution: Option<usize>,
+    /// Mesh formats to export (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub format: Option<Vec<MeshFormat>>,
+    /// Drop exported mesh components smaller than this fraction of the largest (0 keeps all).
+    #[arg(long)]
+    pub min_component: Option<f64>,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// A run folder written by `ffvol fit`.
+    pub run: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    pub resolution: usize,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ply")]
+    pub format: Vec<MeshFormat>,
+    /// Also write the occupancy volume (occupancy_<resolution>.nii.gz).
+    #[arg(long)]
+    pub nifti: bool,
+    /// Evaluate every grid node instead of refining near the surface only.
+    #[arg(long)]
+    pub exact: bool,
+    /// Drop mesh components smaller than this fraction of the largest (by enclosed volume).
+    #[arg(long, default_value_t = 1e-3)]
+    pub min_component: f64,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Volume, MRI and 3D CT runs: write the iso-surface of the fitted field as a mesh.
+    #[arg(long)]
+    pub mesh: bool,
+    /// Volume, MRI and CT runs: iso-surface level, as a normalised intensity in [0, 1] (volume,
+    /// MRI) or an attenuation in the units of recon.nii.gz (CT).
+    #[arg(long, default_value_t = 0.5)]
+    pub level: f32,
+    /// Volume, MRI and CT runs: evaluate on a grid K times finer than the input (fit_xK.nii.gz,
+    /// recon_xK.nii.gz).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub upsample: usize,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 4)]
+    pub depth: usize,
+    #[arg(long, default_value_t = 128)]
+    pub width: usize,
+    /// Gaussian frequencies m.
+    #[arg(long, default_value_t = 128)]
+    pub features: usize,
+    #[arg(long, default_value_t = 8192)]
+    pub batch: usize,
+    /// Timed training steps (after one warm-up step).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Mesh for the labelling benchmark.
+    #[arg(long, default_value = "datasets/bunny.ply")]
+    pub mesh: PathBuf,
+    /// Points to label in the labelling benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub label_points: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceKind,
+    /// Number format on CUDA.
+    #[arg(long, value_enum, default_value = "fp16")]
+    pub precision: Precision,
+}

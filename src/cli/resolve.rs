@@ -1,0 +1,261 @@
+//! From flags to a job's config: every job goes through [`ffvol::config::resolve`] (preset →
+//! `--config` file → flags → validation); the flags all jobs share are applied once, by
+//! [`RunArgs::apply`].
+
+use super::args::{CtArgs, FieldArgs, MriArgs, OccupancyArgs, RunArgs, VolumeArgs};
+use ffvol::config::presets::{self, encoding_for};
+use ffvol::config::{resolve, DeviceConfig, OccupancyConfig};
+use ffvol::encoding::EncodingConfig;
+use ffvol::io::volume::{parse_normalize, Normalize};
+use ffvol::job::ct::CtConfig;
+use ffvol::job::field::{FieldExport, FieldTrain};
+use ffvol::job::mri::MriConfig;
+use ffvol::job::volume::VolumeConfig;
+use ffvol::model::ModelConfig;
+use ffvol::sample::kspace::Sampling;
+use ffvol::train::run::{data_stem, run_folder};
+use ffvol::train::LrSchedule;
+use ffvol::{Error, Result};
+use std::path::PathBuf;
+
+/// The settings of a job's config that [`RunArgs`] sets.
+pub struct Shared<'a> {
+    pub job: &'static str,
+    pub encoding: &'a mut EncodingConfig,
+    pub model: &'a mut ModelConfig,
+    pub steps: &'a mut u64,
+    pub lr: &'a mut f32,
+    pub schedule: &'a mut LrSchedule,
+    pub checkpoint_every: &'a mut u64,
+    pub seed: &'a mut u64,
+    pub threads: &'a mut usize,
+    pub device: &'a mut DeviceConfig,
+    /// The feature normalisation flag of `fit occupancy` (`--normalize true|false`).
+    pub normalize_features: Option<bool>,
+}
+
+impl RunArgs {
+    /// Applies the shared flags, each where given.
+    pub fn apply(&self, s: Shared) -> Result<()> {
+        self.apply_encoding(s.job, s.encoding, s.normalize_features)?;
+        if s.job == "ct" && self.encoding.is_some() {
+            // the paper's learning rate for the mapping, unless --lr
+            *s.lr = presets::ct_lr(s.encoding);
+        }
+        s.model.depth = self.depth.unwrap_or(s.model.depth);
+        s.model.width = self.width.unwrap_or(s.model.width);
+        *s.steps = self.steps.unwrap_or(*s.steps);
+        *s.lr = self.lr.unwrap_or(*s.lr);
+        if let Some(text) = &self.schedule {
+            *s.schedule = LrSchedule::parse(text)?;
+        }
+        *s.checkpoint_every = self.checkpoint_every.unwrap_or(*s.checkpoint_every);
+        *s.seed = self.seed.unwrap_or(*s.seed);
+        *s.threads = self.threads.unwrap_or(*s.threads);
+        s.device.kind = self.device.unwrap_or(s.device.kind);
+        s.device.precision = self.precision.unwrap_or(s.device.precision);
+        Ok(())
+    }
+
+    /// `--encoding NAME` (with the job's defaults), then `--sigma` and `--features`; either of
+    /// those on a mapping that has no σ or m is an error.
+    fn apply_encoding(&self, job: &str, enc: &mut EncodingConfig, normalize: Option<bool>) -> Result<()> {
+        if let Some(name) = &self.encoding {
+            let m = self.features.unwrap_or(match enc {
+                EncodingConfig::Gaussian { features, .. } => *features,
+                _ => 256,
+            });
+            *enc = encoding_for(job, name, *enc, m)?;
+        }
+        match enc {
+            EncodingConfig::Gaussian { sigma, features, normalize: n } => {
+                *sigma = self.sigma.unwrap_or(*sigma);
+                *features = self.features.unwrap_or(*features);
+                *n = normalize.unwrap_or(*n);
+            }
+            EncodingConfig::Positional { sigma, features, normalize: n } => {
+                *sigma = self.sigma.unwrap_or(*sigma);
+                // CT's positional mapping takes m/2 per axis from --features (already applied)
+                if job != "ct" {
+                    *features = self.features.unwrap_or(*features);
+                }
+                *n = normalize.unwrap_or(*n);
+            }
+            EncodingConfig::Basic { normalize: n } => {
+                if self.sigma.is_some() || self.features.is_some() {
+                    return Err(Error::Config(
+                        "--sigma and --features do not apply to --encoding basic".into(),
+                    ));
+                }
+                *n = normalize.unwrap_or(*n);
+            }
+            EncodingConfig::None => {
+                if self.sigma.is_some() || self.features.is_some() {
+                    return Err(Error::Config(
+                        "--sigma and --features do not apply to --encoding none".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The run folder: `--output`, or `runs/<stem>` numbered.
+    fn folder(&self, stem: &str) -> Result<PathBuf> {
+        run_folder(self.output.as_deref(), self.force, stem)
+    }
+}
+
+pub fn occupancy(a: &OccupancyArgs) -> Result<OccupancyConfig> {
+    resolve(OccupancyConfig::preset(a.preset), a.run.config.as_deref(), |c| {
+        if let Some(m) = &a.mesh {
+            c.mesh = m.clone();
+        }
+        a.run.apply(Shared {
+            job: "occupancy",
+            encoding: &mut c.encoding,
+            model: &mut c.model,
+            steps: &mut c.train.steps,
+            lr: &mut c.train.lr,
+            schedule: &mut c.train.schedule,
+            checkpoint_every: &mut c.train.checkpoint_every,
+            seed: &mut c.seed,
+            threads: &mut c.threads,
+            device: &mut c.device,
+            normalize_features: a.normalize,
+        })?;
+        c.train.batch = a.batch.unwrap_or(c.train.batch);
+        c.train.surface_fraction = a.surface_fraction.unwrap_or(c.train.surface_fraction);
+        c.eval.test_points = a.test_points.unwrap_or(c.eval.test_points);
+        c.export.resolution = a.resolution.unwrap_or(c.export.resolution);
+        c.export.min_component = a.min_component.unwrap_or(c.export.min_component);
+        if let Some(f) = &a.format {
+            c.export.formats = f.clone();
+        }
+        c.output = a.run.folder(&data_stem(&c.mesh))?;
+        Ok(())
+    })
+}
+
+/// The flags of `fit volume` and `fit mri` on the parts of their configs they share.
+#[allow(clippy::too_many_arguments)]
+fn field(
+    a: &FieldArgs,
+    job: &'static str,
+    encoding: &mut EncodingConfig,
+    model: &mut ModelConfig,
+    train: &mut FieldTrain,
+    normalize: &mut Normalize,
+    export: &mut FieldExport,
+    seed: &mut u64,
+    threads: &mut usize,
+    device: &mut DeviceConfig,
+) -> Result<()> {
+    a.run.apply(Shared {
+        job,
+        encoding,
+        model,
+        steps: &mut train.steps,
+        lr: &mut train.lr,
+        schedule: &mut train.schedule,
+        checkpoint_every: &mut train.checkpoint_every,
+        seed,
+        threads,
+        device,
+        normalize_features: None,
+    })?;
+    if let Some(n) = &a.normalize {
+        *normalize = parse_normalize(n).map_err(|e| Error::Config(format!("--normalize: {e}")))?;
+    }
+    export.upsample = a.upsample.unwrap_or(export.upsample);
+    Ok(())
+}
+
+pub fn volume(a: &VolumeArgs) -> Result<VolumeConfig> {
+    resolve(VolumeConfig::fast(), a.common.run.config.as_deref(), |c| {
+        if let Some(v) = &a.volume {
+            c.volume = v.clone();
+        }
+        field(
+            &a.common,
+            "volume",
+            &mut c.encoding,
+            &mut c.model,
+            &mut c.train,
+            &mut c.normalize,
+            &mut c.export,
+            &mut c.seed,
+            &mut c.threads,
+            &mut c.device,
+        )?;
+        c.train.train_fraction = a.train_fraction.unwrap_or(c.train.train_fraction);
+        c.train.batch = a.batch.unwrap_or(c.train.batch);
+        c.output = a.common.run.folder(&format!("{}-volume", data_stem(&c.volume)))?;
+        Ok(())
+    })
+}
+
+pub fn mri(a: &MriArgs) -> Result<MriConfig> {
+    resolve(presets::mri(a.preset), a.common.run.config.as_deref(), |c| {
+        if a.kspace.is_some() {
+            c.kspace = a.kspace.clone();
+            c.volume = None;
+        }
+        if a.volume.is_some() {
+            c.volume = a.volume.clone();
+        }
+        if a.mask.is_some() {
+            c.mask = a.mask.clone();
+        }
+        if let Some(s) = &a.sampling {
+            if c.mask.is_some() {
+                return Err(Error::Config(
+                    "--sampling builds a mask; it cannot be combined with --mask".into(),
+                ));
+            }
+            c.sampling = Sampling::parse(s).map_err(|e| Error::Config(format!("--sampling: {e}")))?;
+        }
+        field(
+            &a.common,
+            "mri",
+            &mut c.encoding,
+            &mut c.model,
+            &mut c.train,
+            &mut c.normalize,
+            &mut c.export,
+            &mut c.seed,
+            &mut c.threads,
+            &mut c.device,
+        )?;
+        let name = c.volume.clone().or_else(|| c.kspace.clone());
+        let stem = name.as_deref().map_or("run".to_string(), data_stem);
+        c.output = a.common.run.folder(&format!("{stem}-mri"))?;
+        Ok(())
+    })
+}
+
+pub fn ct(a: &CtArgs) -> Result<CtConfig> {
+    resolve(CtConfig::preset(a.preset), a.run.config.as_deref(), |c| {
+        c.projections = a.projections.clone();
+        c.geometry = a.geometry.clone();
+        c.truth = a.truth.clone().or(c.truth.take());
+        a.run.apply(Shared {
+            job: "ct",
+            encoding: &mut c.encoding,
+            model: &mut c.model,
+            steps: &mut c.train.steps,
+            lr: &mut c.train.lr,
+            schedule: &mut c.train.schedule,
+            checkpoint_every: &mut c.train.checkpoint_every,
+            seed: &mut c.seed,
+            threads: &mut c.threads,
+            device: &mut c.device,
+            normalize_features: None,
+        })?;
+        c.train.render = a.render.unwrap_or(c.train.render);
+        c.train.rays_per_batch = a.rays_per_batch.unwrap_or(c.train.rays_per_batch);
+        c.train.samples_per_ray = a.samples_per_ray.unwrap_or(c.train.samples_per_ray);
+        c.output = a.run.folder("ct")?;
+        Ok(())
+    })
+}

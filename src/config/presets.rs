@@ -1,0 +1,280 @@
+//! Presets: the named starting points of every job, as data. `ffvol fit JOB --preset NAME`
+//! starts from one of these; a `--config` file and the flags then override it
+//! ([`crate::config::resolve`]). Also here: the mapping an `--encoding NAME` switch brings,
+//! with each job's defaults.
+
+use crate::config::{DeviceConfig, OccupancyConfig, OptimiserConfig};
+use crate::config::{EvalConfig, ExportConfig, TrainConfig};
+use crate::encoding::EncodingConfig;
+use crate::io::volume::Normalize;
+use crate::io::MeshFormat;
+use crate::job::ct::{CtConfig, CtTrainConfig, Render};
+use crate::job::field::{FieldExport, FieldTrain};
+use crate::job::mri::MriConfig;
+use crate::job::volume::VolumeConfig;
+use crate::model::ModelConfig;
+use crate::sample::kspace::Sampling;
+use crate::train::LrSchedule;
+use crate::{Error, Result};
+use std::path::PathBuf;
+
+/// Named starting points of `fit occupancy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// Finishes in under two minutes on 2 CPU cores.
+    Fast,
+    /// The paper's protocol: 8 × 256, m = 256, σ = 12, batch 32,768, 10,000 steps.
+    Paper,
+}
+
+/// `fit occupancy --preset`.
+pub fn occupancy(preset: Preset) -> OccupancyConfig {
+    let base = OccupancyConfig {
+        job: "occupancy".into(),
+        mesh: PathBuf::from("datasets/bunny.ply"),
+        output: PathBuf::new(),
+        seed: 0,
+        threads: 0,
+        device: DeviceConfig::default(),
+        encoding: EncodingConfig::Gaussian { sigma: 10.0, features: 128, normalize: false },
+        model: ModelConfig { depth: 4, width: 128 },
+        optimiser: OptimiserConfig::default(),
+        train: TrainConfig {
+            batch: 8192,
+            steps: 2000,
+            lr: 2e-3,
+            schedule: LrSchedule::Cosine { warmup: 50, final_fraction: 0.02 },
+            surface_fraction: 0.5,
+            surface_sigma: 0.01,
+            checkpoint_every: 500,
+        },
+        eval: EvalConfig { test_points: 262_144, surface_sigma: 0.01 },
+        export: ExportConfig {
+            resolution: 256,
+            formats: vec![MeshFormat::Ply],
+            nifti: true,
+            coarse_to_fine: true,
+            min_component: 1e-3,
+        },
+    };
+    match preset {
+        Preset::Fast => base,
+        Preset::Paper => OccupancyConfig {
+            encoding: EncodingConfig::Gaussian { sigma: 12.0, features: 256, normalize: true },
+            model: ModelConfig { depth: 8, width: 256 },
+            train: TrainConfig {
+                batch: 32_768,
+                steps: 10_000,
+                lr: 5e-4,
+                schedule: LrSchedule::Exponential { factor: 0.1, every: 5000 },
+                surface_fraction: 0.0,
+                surface_sigma: 0.01,
+                checkpoint_every: 1000,
+            },
+            ..base
+        },
+    }
+}
+
+/// `fit volume`: settings that fit the bundled 32³ brain in well under a minute on 2 cores (σ_g = 4
+/// cycles per unit box: at 32 voxels a side, larger scales start to fit noise between the
+/// training voxels).
+pub fn volume() -> VolumeConfig {
+    VolumeConfig {
+        job: "volume".into(),
+        volume: PathBuf::from("datasets/mni152_t1_32.nii.gz"),
+        output: PathBuf::new(),
+        seed: 0,
+        threads: 0,
+        device: DeviceConfig::default(),
+        encoding: EncodingConfig::Gaussian { sigma: 4.0, features: 128, normalize: false },
+        model: ModelConfig { depth: 4, width: 128 },
+        optimiser: OptimiserConfig::default(),
+        normalize: Normalize::MinMax,
+        train: FieldTrain {
+            steps: 1000,
+            lr: 2e-3,
+            schedule: LrSchedule::Cosine { warmup: 20, final_fraction: 0.05 },
+            batch: 8192,
+            train_fraction: 0.5,
+            checkpoint_every: 500,
+        },
+        export: FieldExport { upsample: 1, montage: true },
+    }
+}
+
+/// Named starting points of `fit mri`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MriPreset {
+    /// 4 × 128, m = 128, 400 steps: minutes on 2 cores at 32³–48³.
+    Fast,
+    /// The paper's settings: Gaussian mask, 4 × 256, m = 256, σ_g = 5, Adam lr 2e-3, 1000 steps.
+    Paper,
+}
+
+/// `fit mri --preset`. Fast:
+/// Smaller and shorter, for 2 CPU cores and the bundled 32³ volume: 4 × 128, m = 128,
+/// σ_g = 2.5, lr 5e-3, 400 steps. The Gaussian mask's width scales with the grid (4.6 voxels at
+/// 32³ against 13.9 at 96³), and σ_g follows it: the paper's σ_g = 5 at 96³ is ≈ 1.7 at 32³;
+/// 1.5–2.5 fit best at 32³, 4 and above over-fit the unmeasured frequencies.
+pub fn mri(preset: MriPreset) -> MriConfig {
+    match preset {
+        MriPreset::Paper => MriConfig {
+            job: "mri".into(),
+            volume: Some(PathBuf::from("datasets/mni152_t1_32.nii.gz")),
+            kspace: None,
+            mask: None,
+            sampling: Sampling::paper(),
+            output: PathBuf::new(),
+            seed: 0,
+            threads: 0,
+            device: DeviceConfig::default(),
+            encoding: EncodingConfig::Gaussian { sigma: 5.0, features: 256, normalize: false },
+            model: ModelConfig { depth: 4, width: 256 },
+            optimiser: OptimiserConfig::default(),
+            normalize: Normalize::MinMax,
+            train: FieldTrain {
+                steps: 1000,
+                lr: 2e-3,
+                schedule: LrSchedule::Constant,
+                batch: 0,
+                train_fraction: 1.0,
+                checkpoint_every: 250,
+            },
+            export: FieldExport { upsample: 1, montage: true },
+        },
+        MriPreset::Fast => {
+            let mut c = mri(MriPreset::Paper);
+            c.encoding = EncodingConfig::Gaussian { sigma: 2.5, features: 128, normalize: false };
+            c.model = ModelConfig { depth: 4, width: 128 };
+            c.train.lr = 5e-3;
+            c.train.steps = 400;
+            c
+        }
+    }
+}
+
+/// Named starting points for `fit ct`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CtPreset {
+    /// Small and quick on 2 CPU cores: 4 × 128, m = 128, 300 steps.
+    Fast,
+    /// The paper's 2D CT protocol: 4 × 256, m = 256, σ_g = 4 (σ_p = 3), 1000 full-batch steps.
+    PaperCt,
+}
+
+/// The paper's learning rate for a mapping: 1e-3 for Gaussian and positional, 1e-2 otherwise.
+pub fn ct_lr(encoding: &EncodingConfig) -> f32 {
+    match encoding {
+        EncodingConfig::Gaussian { .. } | EncodingConfig::Positional { .. } => 1e-3,
+        _ => 1e-2,
+    }
+}
+
+/// The paper's CT mappings by name: σ_g = 4 with m frequencies, σ_p = 3 with m/2 per axis (2D).
+pub fn ct_encoding(name: &str, m: usize) -> Result<EncodingConfig> {
+    Ok(match name {
+        "none" => EncodingConfig::None,
+        "basic" => EncodingConfig::Basic { normalize: false },
+        "positional" => EncodingConfig::Positional { sigma: 3.0, features: m / 2, normalize: false },
+        "gaussian" => EncodingConfig::Gaussian { sigma: 4.0, features: m, normalize: false },
+        other => {
+            return Err(Error::Config(format!(
+                "unknown encoding {other:?}: none, basic, positional or gaussian"
+            )))
+        }
+    })
+}
+
+/// `fit ct --preset`.
+pub fn ct(preset: CtPreset) -> CtConfig {
+    let base = CtConfig {
+        job: "ct".into(),
+        projections: PathBuf::new(),
+        geometry: PathBuf::new(),
+        truth: None,
+        output: PathBuf::new(),
+        seed: 0,
+        threads: 0,
+        device: DeviceConfig::default(),
+        encoding: EncodingConfig::Gaussian { sigma: 4.0, features: 128, normalize: false },
+        model: ModelConfig { depth: 4, width: 128 },
+        optimiser: OptimiserConfig::default(),
+        train: CtTrainConfig {
+            steps: 300,
+            lr: 1e-3,
+            schedule: LrSchedule::Constant,
+            render: Render::Auto,
+            rays_per_batch: 1024,
+            samples_per_ray: 64,
+            projector_step: 0.5,
+            eval_every: 50,
+            checkpoint_every: 100,
+        },
+    };
+    match preset {
+        CtPreset::Fast => base,
+        CtPreset::PaperCt => CtConfig {
+            encoding: EncodingConfig::Gaussian { sigma: 4.0, features: 256, normalize: false },
+            model: ModelConfig { depth: 4, width: 256 },
+            train: CtTrainConfig { steps: 1000, render: Render::Grid, eval_every: 100, ..base.train },
+            ..base
+        },
+    }
+}
+
+/// The mapping `--encoding NAME` switches a job to, with that job's defaults: for occupancy,
+/// volume and MRI, `positional` with the job's σ_p and 85 frequencies per axis, and `gaussian`
+/// keeping `current` when it is Gaussian already (else the job's σ_g); for CT, the paper's CT
+/// mappings with `m` frequencies ([`ct_encoding`]).
+pub fn encoding_for(job: &str, name: &str, current: EncodingConfig, m: usize) -> Result<EncodingConfig> {
+    let (sigma_g, sigma_p, m_g) = match job {
+        "occupancy" => (10.0, 6.0, 128),
+        "volume" => (8.0, 6.0, 256),
+        "mri" => (5.0, 4.0, 256),
+        "ct" => return ct_encoding(name, m),
+        other => return Err(Error::Config(format!("no encoding defaults for job {other:?}"))),
+    };
+    Ok(match name {
+        "none" => EncodingConfig::None,
+        "basic" => EncodingConfig::Basic { normalize: false },
+        "positional" => EncodingConfig::Positional { sigma: sigma_p, features: 85, normalize: false },
+        "gaussian" => match current {
+            g @ EncodingConfig::Gaussian { .. } => g,
+            _ => EncodingConfig::Gaussian { sigma: sigma_g, features: m_g, normalize: false },
+        },
+        other => {
+            return Err(Error::Config(format!(
+                "unknown encoding {other:?}: none, basic, positional or gaussian"
+            )))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::JobConfig;
+
+    /// Every preset is valid and survives `run.toml` unchanged.
+    #[test]
+    fn presets_are_valid_and_round_trip() {
+        fn check<C: JobConfig + PartialEq + std::fmt::Debug>(c: C) {
+            c.validate().unwrap();
+            let text = crate::config::to_toml(&c).unwrap();
+            let back: C = toml::from_str(&text).unwrap();
+            assert_eq!(back, c);
+        }
+        check(occupancy(Preset::Fast));
+        check(occupancy(Preset::Paper));
+        check(volume());
+        check(mri(MriPreset::Fast));
+        check(mri(MriPreset::Paper));
+        for p in [CtPreset::Fast, CtPreset::PaperCt] {
+            let mut c = ct(p);
+            c.projections = "p.npy".into();
+            c.geometry = "g.toml".into();
+            check(c);
+        }
+    }
+}
