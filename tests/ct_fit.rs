@@ -107,7 +107,9 @@ fn resumed_run_matches_uninterrupted() {
     assert_eq!((dims, img.len()), ([96, 96, 1], 96 * 96));
     let err =
         ct::export_run(&run, 1, Some((0.3, vec![ffvol::io::MeshFormat::Ply])), 1).unwrap_err().to_string();
-    assert!(err.contains("2D") && err.contains("--mesh"), "{err}");
+    let want =
+        "a 2D reconstruction has no surface; --mesh needs a 3D scan (export writes the image without --mesh)";
+    assert_eq!(err, format!("invalid configuration: {}: {want}", run.display()));
     std::fs::remove_dir_all(&dir).ok();
 }
 
