@@ -14,7 +14,7 @@ mkdir -p "$BUNDLE/tests" "$BUNDLE/cuda"
 echo "gpu-check: building the release binary" >&2
 cargo build --release --bin ffvol >&2
 echo "gpu-check: building the test binaries" >&2
-cargo test --release --no-run --message-format=json --lib --test cuda_parity --test cuda_kernels_compile --test cuda_occupancy --test cuda_fp16 --test cuda_mri --test cuda_ct \
+cargo test --release --no-run --message-format=json --lib --test backend_conformance --test cuda_parity --test cuda_kernels_compile --test cuda_occupancy --test cuda_fp16 --test cuda_mri --test cuda_ct \
   > "$BUNDLE/.cargo-test.json"
 python3 - "$BUNDLE" <<'PY'
 import json, shutil, sys, os
@@ -30,7 +30,7 @@ for line in open(os.path.join(bundle, ".cargo-test.json")):
     t = m["target"]
     name = "ffvol_lib_tests" if "lib" in t["kind"] else t["name"]
     found[name] = m["executable"]
-want = {"ffvol_lib_tests", "cuda_parity", "cuda_kernels_compile", "cuda_occupancy", "cuda_fp16", "cuda_mri", "cuda_ct"}
+want = {"ffvol_lib_tests", "backend_conformance", "cuda_parity", "cuda_kernels_compile", "cuda_occupancy", "cuda_fp16", "cuda_mri", "cuda_ct"}
 missing = want - set(found)
 if missing:
     sys.exit(f"gpu-check: test executables not found: {sorted(missing)}")
@@ -61,7 +61,10 @@ set -uo pipefail
 B="$(cd "$(dirname "$0")" && pwd)"
 OUT="${OUT:-$B/out}"
 mkdir -p "$OUT"
+# the GPU tests are #[ignore = "needs a CUDA GPU"]: they run with --include-ignored, and fail
+# without a GPU under FFVOL_REQUIRE_CUDA=1; FFVOL_BIN is the ffvol the tests' fits run
 export FFVOL_REQUIRE_CUDA=1 FFVOL_CUDA_SOURCES="$B/cuda" FFVOL_CACHE_DIR="$OUT/cache" RUST_BACKTRACE=1
+export FFVOL_BIN="$B/ffvol"
 BATCH=262144
 STEPS=30
 # with a mesh, `ffvol bench` also times the device-resident occupancy step (no host copies): its
@@ -79,7 +82,7 @@ nvidia-smi > "$OUT/nvidia-smi.log" 2>&1
 
 run kernels_compile 60 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
 run device_choice 30 "$B/tests/ffvol_lib_tests" task::device backend::cuda --nocapture
-run fp16_tests 90 "$B/tests/cuda_fp16" --nocapture --test-threads=1
+run fp16_tests 90 "$B/tests/cuda_fp16" --include-ignored --nocapture --test-threads=1
 grep -E "^(test |skipped|fp16:|panicked|thread)" "$OUT/fp16_tests.log" | head -60
 
 for net in "4 256" "8 256"; do
@@ -98,8 +101,10 @@ for net in "4 256" "8 256"; do
 done
 
 # the CUDA-vs-CPU parity tests last, with what is left of the budget, so that the benchmark table always fills
-run parity 150 "$B/tests/cuda_parity" --nocapture --test-threads=1
-grep -E "^(test |skipped|step|worst|fp16:|cuda)" "$OUT/parity.log" | head -40
+run conformance 120 "$B/tests/backend_conformance" --include-ignored cuda_ --nocapture --test-threads=1
+run parity 60 "$B/tests/cuda_parity" --include-ignored --nocapture --test-threads=1
+grep -E "^(test |skipped|cuda)" "$OUT/parity.log" | head -20
+grep -E "^(test .*FAILED|cuda fp|test result)" "$OUT/conformance.log" | head -40
 
 echo
 echo "== steps (name, exit status, seconds) =="
@@ -134,7 +139,9 @@ for line in read("fp16_tests").splitlines():
     if ("worst relative difference" in line or "parameters moved differently" in line or "replays" in line
             or line.startswith("test ") and "FAILED" in line):
         print("  " + line.strip())
-w = re.search(r"worst relative difference of the loss over 200 steps: (\S+)", parity)
+m = re.search(r"test result: (\w+)\. (\d+) passed; (\d+) failed", read("conformance"))
+print(f"conformance (cuda): {m.group(1) + ', ' + m.group(2) + ' passed, ' + m.group(3) + ' failed' if m else 'did not finish (see conformance.log)'}")
+w = re.search(r"cuda fp32: worst relative difference of the loss over 200 steps (\S+)", read("conformance"))
 if w:
     print(f"fp32 200-step loss curve, worst relative difference to the CPU: {w.group(1)}")
 print()
@@ -170,7 +177,7 @@ B="$(cd "$(dirname "$0")" && pwd)"
 OUT="${OUT:-$B/out}"
 mkdir -p "$OUT"
 export FFVOL_REQUIRE_CUDA=1 FFVOL_CUDA_SOURCES="$B/cuda" FFVOL_CACHE_DIR="$OUT/cache" RUST_BACKTRACE=1
-export FFVOL_BUNNY="${FFVOL_BUNNY:-$(pwd)/datasets/bunny.ply}"
+export FFVOL_BUNNY="${FFVOL_BUNNY:-$(pwd)/datasets/bunny.ply}" FFVOL_BIN="$B/ffvol"
 BUDGET="${BUDGET:-190}" MARGIN=8 W=22 SHOW_CAP=1
 . "$B/gpu-lib.sh"
 
@@ -179,7 +186,7 @@ echo "card: ${card:-nvidia-smi failed} | ffvol $(cat "$B/COMMIT") | $(date -u +%
 if [ ! -f "$FFVOL_BUNNY" ]; then echo "no bunny at $FFVOL_BUNNY: run from the repository root"; fi
 
 run kernels_compile 30 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
-run occupancy_tests 60 "$B/tests/cuda_occupancy" --nocapture --test-threads=1
+run occupancy_tests 60 "$B/tests/cuda_occupancy" --include-ignored --nocapture --test-threads=1
 s0=$SECONDS
 FFVOL_CUDA_PRECISION=fp16 run paper 90 "$B/ffvol" fit occupancy --preset paper --device cuda \
   --mesh "$FFVOL_BUNNY" --output "$OUT/paper"
@@ -187,7 +194,7 @@ paper_wall=$((SECONDS - s0))
 rm -f "$OUT/paper/mesh.ply" "$OUT/paper/occupancy.nii.gz" "$OUT/paper/checkpoint.safetensors"
 FFVOL_CUDA_PRECISION=fp16 run bench_8x256 30 "$B/ffvol" bench --device cuda --depth 8 --width 256 \
   --features 256 --batch 32768 --mesh "$FFVOL_BUNNY"
-run parity 60 "$B/tests/cuda_parity" --nocapture --test-threads=1
+run parity 60 "$B/tests/cuda_parity" --include-ignored --nocapture --test-threads=1
 
 echo
 grep -E "^(test |skipped|bunny|label mismatches|batch |device steps|200 steps|winding numbers|[0-9]+ labels)" \

@@ -2,7 +2,8 @@
 # Prepares one GPU call that checks and measures everything at once (GPU_CHECK.md): builds the
 # bundle of scripts/gpu-check.sh and the tables' data of scripts/gpu-tables.sh, then writes
 # gpu-bundle/run-session.sh, which runs on the GPU machine, from the repository root:
-#   every CUDA test binary (kernels, fp16, parity, occupancy, MRI, CT) with FFVOL_REQUIRE_CUDA=1;
+#   every CUDA test binary (kernels, conformance, fp16, parity, occupancy, MRI, CT) with
+#   --include-ignored (the GPU tests are ignored without a GPU) and FFVOL_REQUIRE_CUDA=1;
 #   `ffvol bench --device cuda` fp16 and fp32 beside PyTorch bf16 for 4 × 256 and 8 × 256 (2^18);
 #   the paper's occupancy protocol in fp16; single MRI, CT and volume runs for their times; a 3D
 #   cone-beam CT (64³) against FDK and SART; the MRI table (run-tables.sh) and the CT table
@@ -37,13 +38,14 @@ B="$(cd "$(dirname "$0")" && pwd)"
 export OUT="${OUT:-$B/out}"
 mkdir -p "$OUT"
 export FFVOL_REQUIRE_CUDA=1 FFVOL_CUDA_SOURCES="$B/cuda" FFVOL_CACHE_DIR="$OUT/cache" RUST_BACKTRACE=1
-export FFVOL_BUNNY="$(pwd)/datasets/bunny.ply"
+export FFVOL_BUNNY="$(pwd)/datasets/bunny.ply" FFVOL_BIN="$B/ffvol"
 W=18
 . "$B/gpu-lib.sh"
 echo "card: $(nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | head -1) | ffvol $(cat "$B/COMMIT") | $(date -u +%FT%H:%MZ)"
 step kernels 40 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
+step conformance 120 "$B/tests/backend_conformance" --include-ignored cuda_ --nocapture --test-threads=1
 for t in cuda_fp16 cuda_mri cuda_ct cuda_occupancy cuda_parity; do
-  [ -x "$B/tests/$t" ] && step "$t" 120 "$B/tests/$t" --nocapture --test-threads=1
+  [ -x "$B/tests/$t" ] && step "$t" 120 "$B/tests/$t" --include-ignored --nocapture --test-threads=1
 done
 for d in 4 8; do
   for p in fp16 fp32; do
@@ -85,11 +87,11 @@ if [ "${TABLES:-1}" = 1 ]; then
 fi
 
 echo "== tests"
-for t in kernels cuda_fp16 cuda_mri cuda_ct cuda_occupancy cuda_parity; do
+for t in kernels conformance cuda_fp16 cuda_mri cuda_ct cuda_occupancy cuda_parity; do
   printf '%-16s %s\n' "$t" "$(grep -E '^test result' "$OUT/$t.log" 2>/dev/null | tail -1)"
   grep -E "^test .*FAILED|panicked at" "$OUT/$t.log" 2>/dev/null | head -4
 done
-grep -hE "worst relative difference|gradient error .*×|label mismatches|200 steps:|^paper (MRI|CT)" "$OUT"/cuda_*.log | head -14
+grep -hE "worst relative difference|gradient error .*×|label mismatches|200 steps:" "$OUT"/cuda_*.log "$OUT"/conformance.log | head -14
 echo "== bench (M samples/s: training step | device-resident train part)"
 for d in 4 8; do
   for p in fp16 fp32; do

@@ -72,9 +72,10 @@ fn gaussian_features_beat_no_mapping_and_fbp_on_20_views() {
         "128², 20 views, 3×64, 400 steps: gaussian {gp:.2} dB (SSIM {:.3}), none {np:.2} dB, FBP {fbp:.2} dB",
         g.ssim.unwrap()
     );
-    assert!(gp > np + 6.0, "gaussian {gp:.2} vs none {np:.2}");
-    assert!(gp > fbp + 2.0, "gaussian {gp:.2} vs FBP {fbp:.2}");
-    assert!(gp > 23.0, "gaussian {gp:.2}");
+    // achieved (2 cores, x86-64): gaussian 24.53 dB, none 17.07 dB, FBP 21.46 dB
+    assert!(gp > np + 7.0, "gaussian {gp:.2} vs none {np:.2}");
+    assert!(gp > fbp + 2.5, "gaussian {gp:.2} vs FBP {fbp:.2}");
+    assert!(gp > 24.0, "gaussian {gp:.2}");
     // the run folder: the volume opens, metrics.json is there
     let (v, dims, _) = ffvol::io::read_nifti_f32(&dir.join("gauss").join(ct::RECON)).unwrap();
     assert_eq!(dims, [128, 128, 1]);
@@ -110,7 +111,9 @@ fn resumed_run_matches_uninterrupted() {
     assert_eq!((dims, img.len()), ([96, 96, 1], 96 * 96));
     let err =
         ct::export_run(&run, 1, Some((0.3, vec![ffvol::io::MeshFormat::Ply])), 1).unwrap_err().to_string();
-    assert!(err.contains("2D") && err.contains("--mesh"), "{err}");
+    let want =
+        "a 2D reconstruction has no surface; --mesh needs a 3D scan (export writes the image without --mesh)";
+    assert_eq!(err, format!("invalid configuration: {}: {want}", run.display()));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -133,7 +136,8 @@ fn ray_rendering_learns_a_cone_beam_volume() {
     let blank = psnr(&vec![0.0; truth.len()], &truth);
     let p = m.psnr.unwrap();
     println!("cone 24³, 24 views, rays: {p:.2} dB (an empty volume scores {blank:.2} dB)");
-    assert!(p > blank + 4.0, "rays PSNR {p:.2} vs empty {blank:.2}");
+    // achieved: 20.50 dB against 15.93 dB for an empty volume
+    assert!(p > blank + 4.3, "rays PSNR {p:.2} vs empty {blank:.2}");
     // export a surface from the run folder alone (its own geometry.toml), halfway between the
     // reconstruction's background and its brightest voxels, on a twice finer grid
     std::fs::remove_file(&gpath).unwrap();

@@ -96,7 +96,8 @@ fn line_integrals_match_closed_form_chords() {
                     .sum();
                 worst_a = worst_a.max((sum * smp.weights[j] as f64 - exact[j]).abs());
             }
-            assert!(worst_a < 0.01 * max, "{name}: ray sampler off by {worst_a} (max chord {max})");
+            // achieved: at most 0.178 % of the longest chord (printed below)
+            assert!(worst_a < 0.0025 * max, "{name}: ray sampler off by {worst_a} (max chord {max})");
             // (b) discrete projector on a 4×-supersampled raster
             let a = RayProjector::new(&s, 0.5);
             let raster = ph.rasterize(&s, 4, false);
@@ -115,13 +116,14 @@ fn line_integrals_match_closed_form_chords() {
                 100.0 * worst_b / max,
                 100.0 * worst_inner / max
             );
-            assert!(rms < 0.01 * max, "{name}: discrete projector RMS error {rms} (max chord {max})");
+            // achieved: RMS at most 0.451 %, away from grazing rays at most 0.547 %
+            assert!(rms < 0.006 * max, "{name}: discrete projector RMS error {rms} (max chord {max})");
             assert!(
-                worst_inner < 0.01 * max,
+                worst_inner < 0.007 * max,
                 "{name}: discrete projector error {worst_inner} on a non-grazing ray (max chord {max})"
             );
             assert!(
-                worst_b < 0.15 * max,
+                worst_b < 0.11 * max, // achieved: at most 9.07 % (a grazing ray)
                 "{name}: discrete projector worst error {worst_b} (max chord {max})"
             );
         }
@@ -139,14 +141,14 @@ fn fbp_of_shepp_logan_from_360_views() {
     let rec = recon::fbp(&s, &proj);
     let p = psnr(&rec, &truth);
     println!("FBP parallel 256², 360 views: PSNR {p:.2} dB");
-    assert!(p > 28.0, "FBP PSNR {p:.2} dB");
-    // the same through a fan beam (FDK in 2D), 360 views over 2π
+    assert!(p > 30.0, "FBP PSNR {p:.2} dB"); // achieved 30.97 dB
+                                             // the same through a fan beam (FDK in 2D), 360 views over 2π
     let f = scan("beam = \"fan\"\ndims = 2\ndso = 400.0\ndsd = 700.0\n[detector]\npixels = [600]\npixel_size = [1.0]\n[volume]\nvoxels = [256, 256]\nvoxel_size = [1.0, 1.0]\n[angles]\ncount = 360\n");
     let af = RayProjector::new(&f, 0.5);
     let rec = recon::fbp(&f, &ph.project(&f, &af, 3));
     let p = psnr(&rec, &truth);
     println!("FBP fan 256², 360 views: PSNR {p:.2} dB");
-    assert!(p > 28.0, "fan FBP PSNR {p:.2} dB");
+    assert!(p > 31.5, "fan FBP PSNR {p:.2} dB"); // achieved 32.42 dB
 }
 
 #[test]
@@ -159,7 +161,7 @@ fn fdk_of_3d_shepp_logan() {
     let rec = recon::fbp(&s, &proj);
     let p = psnr(&rec, &truth);
     println!("FDK cone 64³, 180 views: PSNR {p:.2} dB");
-    assert!(p > 26.0, "FDK PSNR {p:.2} dB");
+    assert!(p > 29.5, "FDK PSNR {p:.2} dB"); // achieved 30.33 dB
 }
 
 #[test]
@@ -172,7 +174,8 @@ fn sart_beats_fbp_on_sparse_views() {
     let fbp = psnr(&recon::fbp(&s, &proj), &truth);
     let sart = psnr(&recon::sart(&a, &proj, recon::SartOptions::default()), &truth);
     println!("128², 20 views: FBP {fbp:.2} dB, SART {sart:.2} dB");
-    assert!(fbp > 17.0 && sart > fbp + 3.0, "FBP {fbp:.2}, SART {sart:.2}");
+    // achieved: FBP 19.44 dB, SART 29.39 dB
+    assert!(fbp > 18.5 && sart > fbp + 9.0, "FBP {fbp:.2}, SART {sart:.2}");
 }
 
 /// A fan-beam short scan (π + 2δ, δ just over the detector's half fan angle) with Parker's
@@ -207,5 +210,6 @@ fn fdk_short_scan_with_parker_weights() {
         assert!((sum - 1.0).abs() < 1e-9, "β {beta} γ {gamma}: weights add to {sum}");
     }
     println!("FDK fan 256²: full turn {p_full:.2} dB, short scan (228°) with Parker weights {p_short:.2} dB");
-    assert!(p_short > p_full - 3.0 && p_short > 29.0, "short scan {p_short:.2} dB, full {p_full:.2} dB");
+    // achieved: full turn 32.42 dB, short scan 30.21 dB
+    assert!(p_short > p_full - 2.5 && p_short > 29.5, "short scan {p_short:.2} dB, full {p_full:.2} dB");
 }

@@ -1,7 +1,7 @@
 //! The CT projector on the GPU ([`GpuProjector`], `cuda/ct.cu`) against the CPU's
 //! [`RayProjector`]: forward and adjoint for every beam, the exact-adjoint identity and
 //! determinism on the GPU, the fused loss and gradient of `fit ct`, errors, and `fit ct` on CUDA
-//! (which projector runs, what it learns, and the paper protocol's steps per second).
+//! (which projector runs, what it learns; its speed is `ffvol fit ct` in scripts/gpu-session.sh).
 //!
 //! Tolerances (max |gpu − cpu| / max |cpu| over a buffer): both sample ray point k at
 //! start + k·delta with the same f32 roundings, so they differ only in the order of their sums:
@@ -9,32 +9,25 @@
 //! the GPU itself ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ to 1e-6, and repeated calls give the same bits (no
 //! atomics).
 //!
-//! Every test first asks for a usable GPU; without one it prints `skipped: <reason>` and passes,
-//! unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check script), where a missing GPU fails.
+//! Every test needs a GPU: ignored without `--include-ignored` (the GPU check passes it, with
+//! `FFVOL_REQUIRE_CUDA=1`, where a missing GPU fails them). The fit variants run the `ffvol`
+//! binary, one process each, so no test changes this process's environment.
 
 use ffvol::backend::cuda::{CudaBackend, GpuProjector, Precision};
 use ffvol::backend::Backend;
-use ffvol::encoding::{Encoding, EncodingConfig};
-use ffvol::job::ct::{self, CtConfig, CtOutcome, CtPreset};
-use ffvol::model::{Mlp, ModelConfig};
+use ffvol::encoding::EncodingConfig;
+use ffvol::job::ct::{self, CtConfig, CtMetrics, CtOutcome, CtPreset};
 use ffvol::operator::ct_geometry::Scan;
 use ffvol::operator::ray::RayProjector;
 use ffvol::sample::CounterRng;
 use ffvol::sim::ct::{PhantomSource, SimulateOptions};
 use ffvol::train::loss::sigmoid;
-use ffvol::train::Adam;
 use ffvol::train::FitOptions;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::Instant;
 
 #[macro_use]
 mod common;
-use common::{four_beams, scan, scratch};
-
-/// The tests that run `ct::fit` set process-wide variables (FFVOL_CUDA_RESIDENT,
-/// FFVOL_CUDA_PRECISION) or time it: they take this lock, so no other fit sees them.
-static ENV: Mutex<()> = Mutex::new(());
+use common::{cuda_backend, ffvol_fit, four_beams, network, rel_err64, scan, scratch, Cuda};
 
 /// tests/ct_operators.rs's four beams (`four_beams`: offsets, odd sizes, non-square voxels), a
 /// fan beam whose source nearly touches the volume, a detector far finer than the voxels, and the
@@ -51,9 +44,7 @@ fn geometries() -> Vec<(&'static str, Scan)> {
 
 /// max |a − b| / max |b|
 fn rel(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs() as f64));
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale
+    rel_err64(a, b, 0.0)
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
@@ -66,6 +57,7 @@ fn random(rng: &CounterRng, first: u64, n: usize, lo: f32) -> Vec<f32> {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn forward_and_adjoint_match_the_cpu_for_every_beam() {
     require_cuda!();
     let rng = CounterRng::new(21, 4);
@@ -89,6 +81,7 @@ fn forward_and_adjoint_match_the_cpu_for_every_beam() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn gpu_adjoint_is_exact_and_deterministic() {
     require_cuda!();
     let rng = CounterRng::new(22, 4);
@@ -131,6 +124,7 @@ fn cpu_loss_and_gradient(p: &RayProjector, image: &[f32], measured: &[f32]) -> (
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn fused_loss_and_gradient_match_the_cpu() {
     require_cuda!();
     let rng = CounterRng::new(23, 4);
@@ -161,6 +155,7 @@ fn fused_loss_and_gradient_match_the_cpu() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn errors_are_errors() {
     require_cuda!();
     let s = Scan::paper_2d(16, 3);
@@ -168,24 +163,30 @@ fn errors_are_errors() {
     let mut gpu = GpuProjector::new(&s, &cpu).unwrap();
     let mut g = vec![0.0; cpu.n_voxels()];
     let e = gpu.loss_and_gradient(&vec![0.5; cpu.n_voxels()], &mut g).unwrap_err().to_string();
-    assert!(e.contains("set_measured"), "{e}");
+    assert_eq!(e, "invalid configuration: CUDA projector: loss_and_gradient before set_measured");
     let e = gpu.set_measured(&[1.0; 5]).unwrap_err().to_string();
-    assert!(e.contains("5 values") && e.contains(&cpu.n_rays().to_string()), "{e}");
+    let want = format!(
+        "invalid configuration: CUDA projector: measured projections has 5 values, the scan needs {}",
+        cpu.n_rays()
+    );
+    assert_eq!(e, want);
     let e = gpu.forward(&[1.0; 7], &mut vec![0.0; cpu.n_rays()]).unwrap_err().to_string();
-    assert!(e.contains("7 values"), "{e}");
+    let want = format!(
+        "invalid configuration: CUDA projector: forward: the volume has 7 values, the scan needs {}",
+        cpu.n_voxels()
+    );
+    assert_eq!(e, want);
     let other = RayProjector::new(&Scan::paper_2d(16, 4), 0.5);
     let e = GpuProjector::new(&s, &other).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(e.contains("another scan"), "{e}");
+    assert_eq!(e, "invalid configuration: CUDA projector: the ray projector was made for another scan");
 }
 
 /// A CUDA backend for a 2-D field (Gaussian features, 2 × 64, one output), the same weights for
 /// the same seed.
 fn backend(precision: Precision, seed: u64) -> CudaBackend {
-    let rng = CounterRng::new(seed, 0);
     let enc = EncodingConfig::Gaussian { sigma: 4.0, features: 32, normalize: false };
-    let e = Encoding::build(&enc, 2, &rng);
-    let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 64 }, 1), &rng);
-    CudaBackend::new(e, mlp, Adam::default(), precision).unwrap()
+    let (e, mlp) = network(&enc, 2, 2, 64, &CounterRng::new(seed, 0));
+    cuda_backend(e, mlp, Cuda::new(precision))
 }
 
 /// `fit ct`'s host-data GPU grid step up to the optimizer (src/task/ct.rs `grid_step`): forward
@@ -208,6 +209,7 @@ fn host_data_step(be: &mut CudaBackend, gpu: &mut GpuProjector, points: &[f32]) 
 /// at most) and the loss's f64 sum runs in another order, so: the loss and ∂L/∂z to 1e-5 in fp32
 /// (1e-6 expected), 1e-3 in fp16; max |∂L/∂z| to an ulp or so of the host's.
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn resident_step_matches_the_host_data_step() {
     require_cuda!();
     let s = Scan::paper_2d(32, 8);
@@ -256,6 +258,7 @@ fn resident_step_matches_the_host_data_step() {
 /// A NaN output is an error of backward_device_grad (no loss scale fits it), never a panic, in
 /// both precisions; the resident step needs set_measured.
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn resident_step_errors_on_nan() {
     require_cuda!();
     let s = Scan::paper_2d(16, 3);
@@ -268,7 +271,7 @@ fn resident_step_errors_on_nan() {
         {
             let z = b.forward_resident().unwrap();
             let e = gpu.sigmoid_loss_and_gradient_device(&z).unwrap_err().to_string();
-            assert!(e.contains("set_measured"), "{e}");
+            assert_eq!(e, "invalid configuration: CUDA projector: loss_and_gradient before set_measured");
         }
         gpu.set_measured(&vec![0.5; cpu.n_rays()]).unwrap();
         let mut state = b.state();
@@ -279,7 +282,7 @@ fn resident_step_errors_on_nan() {
         let (loss, max) = gpu.sigmoid_loss_and_gradient_device(&z).unwrap();
         assert!(loss.is_nan() && max.is_nan(), "{}: loss {loss}, max {max}", precision.name());
         let e = b.backward_device_grad(&gpu.gradient(), max).unwrap_err().to_string();
-        assert!(e.contains("not finite"), "{e}");
+        assert_eq!(e, "invalid input: backward: the output gradient is not finite (NaN); the loss diverged");
     }
 }
 
@@ -311,9 +314,9 @@ fn finished(o: CtOutcome) -> Box<ct::CtMetrics> {
 
 /// tests/ct_fit.rs's 128² check on CUDA: the projector runs on the GPU and the fit learns.
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn fit_ct_on_cuda_projects_on_the_gpu() {
     require_cuda!();
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("fit");
     let mut c = setup(&Scan::paper_2d(128, 20), &dir, CtPreset::Fast);
     c.encoding = EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false };
@@ -333,43 +336,69 @@ fn fit_ct_on_cuda_projects_on_the_gpu() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// `fit ct` with the device-resident grid step against the same fit through host memory
-/// (`FFVOL_CUDA_RESIDENT=0`), fp32, 128², 200 steps with a PSNR every 50 (which copies the
-/// resident step's image down): the same fit to rounding.
+/// `fit ct --precision fp32` with the device-resident grid step against the same fit through
+/// host memory (`[device] resident = false` in a `--config` file), 128², 200 steps: the same fit
+/// to rounding. Each variant is its own `ffvol` process.
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn resident_fit_matches_the_host_data_fit() {
     require_cuda!();
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("resident");
-    let mut c = setup(&Scan::paper_2d(128, 20), &dir, CtPreset::Fast);
-    c.encoding = EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false };
-    c.model.depth = 3;
-    c.model.width = 64;
-    c.train.lr = 3e-3;
-    c.train.steps = 200;
-    c.train.eval_every = 50;
-    c.train.checkpoint_every = 0;
-    std::env::set_var("FFVOL_CUDA_PRECISION", "fp32");
-    std::env::set_var("FFVOL_CUDA_RESIDENT", "0");
-    c.output = dir.join("host-data");
-    let host = ct::fit(&c, &FitOptions::default());
-    std::env::remove_var("FFVOL_CUDA_RESIDENT");
-    c.output = dir.join("resident");
-    let res = ct::fit(&c, &FitOptions::default());
-    std::env::remove_var("FFVOL_CUDA_PRECISION");
-    let (host, res) = (finished(host.unwrap()), finished(res.unwrap()));
+    setup(&Scan::paper_2d(128, 20), &dir, CtPreset::Fast);
+    let run = |name: &str, resident: bool| -> CtMetrics {
+        let out = dir.join(name);
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, format!("[device]\nresident = {resident}\n")).unwrap();
+        let config = config.to_string_lossy().into_owned();
+        let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        let (proj, geom, truth, o) =
+            (p("projections.npy"), p("geometry.toml"), p("truth.nii.gz"), out.to_string_lossy().into_owned());
+        let args = [
+            "fit",
+            "ct",
+            "--projections",
+            &proj,
+            "--geometry",
+            &geom,
+            "--truth",
+            &truth,
+            "--output",
+            &o,
+            "--config",
+            &config,
+            "--device",
+            "cuda",
+            "--precision",
+            "fp32",
+            "--encoding",
+            "gaussian",
+            "--sigma",
+            "4",
+            "--features",
+            "64",
+            "--depth",
+            "3",
+            "--width",
+            "64",
+            "--lr",
+            "3e-3",
+            "--steps",
+            "200",
+        ];
+        ffvol_fit(&args, &out)
+    };
+    let host = run("host-data", false);
+    let res = run("resident", true);
     for (name, m) in [("host data", &host), ("resident", &res)] {
         println!(
-            "128², 3×64, 200 steps, {name:<9}: PSNR {:.4} dB, curve {:?}, loss {:.6e}, {:.1} steps/s ({})",
+            "128², 3×64, 200 steps, {name:<9}: PSNR {:.4} dB, curve {:?}, loss {:.6e} ({})",
             m.psnr.unwrap(),
             m.psnr_curve,
             m.final_loss,
-            m.steps_per_second,
             m.device
         );
     }
     assert!(res.device.contains("fp32"), "{}", res.device);
-    assert_eq!(res.psnr_curve.len(), 4);
     assert_eq!(res.psnr_curve.len(), host.psnr_curve.len());
     for ((s1, p1), (s2, p2)) in res.psnr_curve.iter().zip(&host.psnr_curve) {
         assert!(s1 == s2 && (p1 - p2).abs() < 0.05, "PSNR at step {s1}: resident {p1} vs host data {p2}");
@@ -386,68 +415,6 @@ fn resident_fit_matches_the_host_data_fit() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The paper's protocol (512², 20 views, 4 × 256, m = 256), 200 steps, device-resident and
-/// through host memory (`FFVOL_CUDA_RESIDENT=0`): steps per second of each, and the projector
-/// alone against the CPU's. Prints; asserts only that it runs on the GPU.
-#[test]
-fn paper_protocol_speed() {
-    require_cuda!();
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = scratch("paper");
-    let scan = Scan::paper_2d(512, 20);
-    let mut c = setup(&scan, &dir, CtPreset::PaperCt);
-    c.train.steps = 200;
-    c.train.eval_every = 0;
-    c.train.checkpoint_every = 0;
-    std::env::set_var("FFVOL_CUDA_RESIDENT", "0");
-    c.output = dir.join("host-data");
-    let host = ct::fit(&c, &FitOptions::default());
-    std::env::remove_var("FFVOL_CUDA_RESIDENT");
-    let host = finished(host.unwrap());
-    c.output = dir.join("resident");
-    let m = finished(ct::fit(&c, &FitOptions::default()).unwrap());
-    for (name, m) in [("host data", &host), ("resident", &m)] {
-        println!(
-            "paper CT 512², 20 views, 4×256, 200 steps, {name:<9} on {}: projector {:?}, {:.1} steps/s \
-             ({:.2} ms/step), PSNR {:.2} dB",
-            m.device,
-            m.projector,
-            m.steps_per_second,
-            1e3 / m.steps_per_second,
-            m.psnr.unwrap_or(f64::NAN)
-        );
-    }
-    println!(
-        "paper CT: device-resident step {:.2}× the host-data step's speed",
-        m.steps_per_second / host.steps_per_second
-    );
-    assert!(m.projector.as_deref().is_some_and(|p| p.starts_with("gpu")), "{:?}", m.projector);
-    assert!(host.projector.as_deref().is_some_and(|p| p.starts_with("gpu")), "{:?}", host.projector);
-
-    let cpu = RayProjector::new(&scan, 0.5);
-    let mut gpu = GpuProjector::new(&scan, &cpu).unwrap();
-    let rng = CounterRng::new(24, 4);
-    let image = random(&rng, 0, cpu.n_voxels(), 0.0);
-    let measured = random(&rng, 1 << 32, cpu.n_rays(), 0.0);
-    gpu.set_measured(&measured).unwrap();
-    let mut grad = vec![0.0; cpu.n_voxels()];
-    gpu.loss_and_gradient(&image, &mut grad).unwrap();
-    let t = Instant::now();
-    for _ in 0..50 {
-        gpu.loss_and_gradient(&image, &mut grad).unwrap();
-    }
-    let g_ms = t.elapsed().as_secs_f64() * 1e3 / 50.0;
-    let t = Instant::now();
-    for _ in 0..5 {
-        cpu_loss_and_gradient(&cpu, &image, &measured);
-    }
-    let c_ms = t.elapsed().as_secs_f64() * 1e3 / 5.0;
-    let (_, grad_c) = cpu_loss_and_gradient(&cpu, &image, &measured);
-    println!(
-        "projector, 512² × 20 views, loss and gradient: gpu {g_ms:.3} ms (with copies), cpu {c_ms:.2} ms \
-         ({} threads); gradient vs cpu {:.1e}",
-        rayon::current_num_threads(),
-        rel(&grad, &grad_c)
-    );
-    std::fs::remove_dir_all(&dir).ok();
-}
+// The paper protocol's speed (512², 4 × 256, resident vs host data, and the projector alone) was
+// a timing test; its times come from `ffvol fit ct --preset paper-ct` in scripts/gpu-session.sh
+// (step ct_alone).

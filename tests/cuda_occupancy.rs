@@ -2,23 +2,22 @@
 //! `cuda/winding.cu`) against `WindingNumber::label_points`, GPU batches against
 //! `training_batch`, device training against host training, and a short fit on both.
 //!
-//! GPU tests print `skipped: <reason>` and pass where CUDA is not usable, unless
-//! `FFVOL_REQUIRE_CUDA=1` (the GPU check), where that is a failure. The first test runs
-//! everywhere: it evaluates the flat arrays the kernel reads with the kernel's own traversal,
-//! written again in Rust, and must reproduce the CPU winding numbers bit for bit.
+//! The GPU tests are ignored without `--include-ignored` (the GPU check passes it, with
+//! `FFVOL_REQUIRE_CUDA=1`, where a missing GPU fails them). The first test runs everywhere: the
+//! flat tree the kernel reads fits the device's stack. The kernel's own winding numbers are
+//! checked against the CPU's in `gpu_labels_match_cpu_labels` (there is no Rust copy of it).
 
 use ffvol::backend::cuda::{BatchParams, CudaBackend, Precision, WINDING_STACK};
 use ffvol::backend::{Backend, CpuBackend};
 use ffvol::config::{OccupancyConfig, Preset};
-use ffvol::encoding::{Encoding, EncodingConfig};
-use ffvol::geometry::winding::{FlatWinding, FAR_STRIDE};
+use ffvol::encoding::EncodingConfig;
 use ffvol::job::occupancy::{self, FitOutcome, PreparedMesh};
-use ffvol::model::{Mlp, ModelConfig};
+use ffvol::model::ModelConfig;
 use ffvol::sample::rng::streams;
 use ffvol::sample::{near_surface, uniform_in_box, CounterRng};
 use ffvol::train::FitOptions;
-use ffvol::train::{Adam, Loss};
-use glam::{DVec3, Vec3};
+use ffvol::train::Loss;
+use glam::Vec3;
 use std::path::PathBuf;
 
 #[macro_use]
@@ -43,54 +42,10 @@ fn label_points(mesh: &PreparedMesh) -> Vec<[f32; 3]> {
     uniform
 }
 
-/// The traversal of `cuda/winding.cu` over `FlatWinding`'s arrays, in Rust.
-fn flat_winding(flat: &FlatWinding, q: Vec3, beta2: f64) -> f64 {
-    if flat.nodes.is_empty() {
-        return 0.0;
-    }
-    let q = q.as_dvec3();
-    let v = |f: &[f64], o: usize| DVec3::new(f[o], f[o + 1], f[o + 2]);
-    let mat = |f: &[f64], o: usize, r: DVec3| glam::DMat3::from_cols_slice(&f[o..o + 9]) * r;
-    let mut stack = vec![0u32];
-    let mut sum = 0.0;
-    while let Some(index) = stack.pop() {
-        assert!(stack.len() < WINDING_STACK, "stack deeper than the device's");
-        let f = &flat.far[index as usize];
-        assert_eq!(f.len(), FAR_STRIDE);
-        let r = v(f, 0) - q;
-        let d2 = r.length_squared();
-        if d2 > beta2 * f[3] {
-            let d = d2.sqrt();
-            let inv3 = 1.0 / (d2 * d);
-            let inv5 = inv3 / d2;
-            let inv7 = inv5 / d2;
-            let rmr = r.dot(mat(f, 7, r));
-            let first = r.dot(v(f, 4)) * inv3;
-            let second = f[16] * inv3 - 3.0 * rmr * inv5;
-            let rcr = DVec3::new(r.dot(mat(f, 23, r)), r.dot(mat(f, 32, r)), r.dot(mat(f, 41, r)));
-            let third =
-                0.5 * (-3.0 * inv5 * (2.0 * v(f, 17).dot(r) + v(f, 20).dot(r)) + 15.0 * inv7 * r.dot(rcr));
-            sum += first + second + third;
-            continue;
-        }
-        let [first, count] = flat.nodes[index as usize];
-        if count > 0 {
-            for k in first..first + count {
-                let t = &flat.tris[k as usize];
-                let tri = [0, 3, 6].map(|o| Vec3::new(t[o], t[o + 1], t[o + 2]));
-                sum += ffvol::geometry::winding::solid_angle(&tri, q);
-            }
-        } else {
-            stack.push(first);
-            stack.push(index + 1);
-        }
-    }
-    sum / (4.0 * std::f64::consts::PI)
-}
-
-/// Runs everywhere: the arrays the GPU reads hold the tree the CPU uses.
+/// Runs everywhere: the flat arrays the GPU reads have one far-field record per node, every
+/// triangle in one leaf, and no node deeper than the device's traversal stack.
 #[test]
-fn flat_tree_reproduces_cpu_winding_numbers() {
+fn flat_tree_fits_the_device_stack() {
     let mesh = bunny();
     let flat = mesh.winding.export_flat();
     println!(
@@ -101,13 +56,8 @@ fn flat_tree_reproduces_cpu_winding_numbers() {
     );
     assert!(flat.max_depth < WINDING_STACK);
     assert_eq!(flat.far.len(), flat.nodes.len());
-    let pts = label_points(&mesh);
-    for p in pts.iter().step_by(40) {
-        let q = Vec3::from_array(*p);
-        let want = mesh.winding.winding(q);
-        let got = flat_winding(&flat, q, mesh.winding.beta2());
-        assert_eq!(got.to_bits(), want.to_bits(), "{q}: {got} vs {want}");
-    }
+    let leaf_tris: u32 = flat.nodes.iter().filter(|n| n[1] > 0).map(|n| n[1]).sum();
+    assert_eq!(leaf_tris as usize, flat.tris.len(), "every triangle in exactly one leaf");
 }
 
 fn backend_for(
@@ -116,15 +66,13 @@ fn backend_for(
     features: usize,
     precision: Precision,
 ) -> (CpuBackend, CudaBackend) {
-    let rng = CounterRng::new(3, streams::INIT_WEIGHTS);
-    let e = Encoding::build(&EncodingConfig::Gaussian { sigma: 10.0, features, normalize: false }, 3, &rng);
-    let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth, width }, 1), &rng);
-    let cpu = CpuBackend::new(e.clone(), mlp.clone(), Adam::default(), 2).unwrap();
-    let gpu = CudaBackend::new(e, mlp, Adam::default(), precision).unwrap();
-    (cpu, gpu)
+    let enc = EncodingConfig::Gaussian { sigma: 10.0, features, normalize: false };
+    let (e, mlp) = network(&enc, 3, depth, width, &CounterRng::new(3, streams::INIT_WEIGHTS));
+    (cpu_backend(e.clone(), mlp.clone()), cuda_backend(e, mlp, Cuda::new(precision)))
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn gpu_labels_match_cpu_labels() {
     require_cuda!();
     let mesh = bunny();
@@ -169,6 +117,7 @@ fn batch_config(batch: usize, surface_fraction: f32) -> OccupancyConfig {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn gpu_batches_match_cpu_batches() {
     require_cuda!();
     let mesh = bunny();
@@ -221,6 +170,7 @@ fn gpu_batches_match_cpu_batches() {
 /// The device step (sample + label + train on the GPU) follows the CPU's training curve on the
 /// host batches, as `training_curves_match_fp32` in cuda_parity.rs does for host batches.
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn device_steps_follow_the_cpu_training_curve() {
     require_cuda!();
     let mesh = bunny();
@@ -286,6 +236,7 @@ fn fit_config(device: &str, out: PathBuf) -> OccupancyConfig {
 
 /// `fit` on CUDA takes the device path and lands where the CPU does.
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn short_fit_on_cuda_matches_cpu() {
     require_cuda!();
     let root = scratch("fit");

@@ -1,7 +1,6 @@
 //! Marching cubes: closed, manifold, outward meshes with the right area and volume.
 
 use std::f64::consts::PI;
-use std::time::Instant;
 
 use ffvol::geometry::marching_cubes::{
     count_edges, edge_manifold_report, marching_cubes, marching_cubes_padded, Grid3,
@@ -79,14 +78,8 @@ fn sphere_area_volume_orientation() {
     // Signed distance: inside is less than the level.
     let (values, h) = sample(128, |p| p.distance(c) - r);
     let grid = Grid3 { dims: [128; 3], values: &values };
-    let t0 = Instant::now();
     let mesh = marching_cubes(&grid, 0.0, Vec3::ZERO, h, false);
-    println!(
-        "128³ sphere: {} vertices, {} triangles in {:.1} ms",
-        mesh.positions.len(),
-        mesh.triangles.len(),
-        t0.elapsed().as_secs_f64() * 1e3
-    );
+    println!("128³ sphere: {} vertices, {} triangles", mesh.positions.len(), mesh.triangles.len());
     assert_closed_manifold(&mesh, "sphere");
     let (area, volume) = (mesh.area(), mesh.signed_volume());
     let (a_true, v_true) = (4.0 * PI * (r as f64).powi(2), 4.0 / 3.0 * PI * (r as f64).powi(3));
@@ -184,25 +177,4 @@ fn open_surface_without_padding_and_mirrored_spacing() {
     let mirrored = marching_cubes(&grid, 0.0, Vec3::ZERO, h * Vec3::new(-1.0, 1.0, 1.0), true);
     assert!(mirrored.signed_volume() > 0.0);
     assert_eq!(edge_manifold_report(&mirrored), (0, 0, 0));
-}
-
-#[test]
-fn timing_128_and_256() {
-    for n in [128usize, 256] {
-        let c = Vec3::splat(0.5);
-        let (values, h) = sample(n, |p| {
-            let d = p - c;
-            (d.length() - 0.3) + 0.02 * (20.0 * d.x).sin() * (20.0 * d.y).sin()
-        });
-        let grid = Grid3 { dims: [n; 3], values: &values };
-        let t0 = Instant::now();
-        let mesh = marching_cubes(&grid, 0.0, Vec3::ZERO, h, false);
-        println!(
-            "marching cubes {n}³: {} triangles in {:.1} ms on {} threads",
-            mesh.triangles.len(),
-            t0.elapsed().as_secs_f64() * 1e3,
-            rayon::current_num_threads()
-        );
-        assert!(!mesh.triangles.is_empty());
-    }
 }

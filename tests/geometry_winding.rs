@@ -1,7 +1,5 @@
 //! The inside test: fast winding numbers against analytic shapes, brute force, and ray parity.
 
-use std::time::Instant;
-
 use ffvol::geometry::shapes;
 use ffvol::geometry::winding::{inside_by_ray_parity, WindingNumber};
 use ffvol::geometry::TriMesh;
@@ -180,45 +178,4 @@ fn far_points_are_outside() {
     }
     let empty = WindingNumber::new(&TriMesh::default());
     assert_eq!(empty.winding(Vec3::ZERO), 0.0);
-}
-
-fn bench(name: &str, mesh: &TriMesh, n: usize) -> f64 {
-    let wn = WindingNumber::new(mesh);
-    let (lo, hi) = mesh.bounds().expect("non-empty mesh");
-    let mut rng = Rng(4);
-    let points: Vec<[f32; 3]> = (0..n).map(|_| rng.point_in(lo, hi).to_array()).collect();
-    let mut labels = vec![0.0f32; n];
-    let t0 = Instant::now();
-    wn.label_points(&points, &mut labels);
-    let rate = n as f64 / t0.elapsed().as_secs_f64();
-    let inside = labels.iter().filter(|&&l| l > 0.5).count();
-    println!(
-        "{name}: {} triangles, {n} points in the bbox labelled at {:.0} points/s on {} threads ({inside} inside)",
-        mesh.triangles.len(),
-        rate,
-        rayon::current_num_threads()
-    );
-    rate
-}
-
-/// Prints labelling throughput on ~5k- and ~70k-triangle meshes (assert only a loose floor).
-#[test]
-fn labelling_rate() {
-    let c = Vec3::new(0.5, 0.5, 0.5);
-    let small = shapes::torus(c, 0.3, 0.12, 96, 28); // 5376 triangles
-    let large = shapes::torus(c, 0.3, 0.12, 384, 96); // 73728 triangles
-    let r1 = bench("torus 5k", &small, 200_000);
-    let r2 = bench("torus 70k", &large, 200_000);
-    let r3 = bench("icosphere 82k", &shapes::icosphere(c, 0.4, 6), 200_000);
-    assert!(r1 > 1e5 && r2 > 1e5 && r3 > 1e5, "{r1} {r2} {r3}");
-}
-
-/// The brief's figure: 1,000,000 points in the bounding box of a ~70k-triangle mesh
-/// (`cargo test --release --test geometry_winding -- --ignored --nocapture`).
-#[test]
-#[ignore]
-fn labelling_rate_one_million() {
-    let c = Vec3::new(0.5, 0.5, 0.5);
-    bench("torus 70k", &shapes::torus(c, 0.3, 0.12, 384, 96), 1_000_000);
-    bench("torus 5k", &shapes::torus(c, 0.3, 0.12, 96, 28), 1_000_000);
 }

@@ -38,7 +38,7 @@ fn operator_adjoint_identity() {
         let lhs = dot(&op.apply(&x), &y);
         let rhs = dot(&x, &op.adjoint(&y));
         let rel = (lhs - rhs).norm() / lhs.norm().max(rhs.norm());
-        assert!(rel < 1e-6, "{dims:?}: <Ax, y> = {lhs}, <x, A^H y> = {rhs}, relative {rel:e}");
+        assert!(rel < 1e-13, "{dims:?}: <Ax, y> = {lhs}, <x, A^H y> = {rhs}, relative {rel:e}"); // achieved ≤ 8.4e-15
         eprintln!("{dims:?}: adjoint relative error {rel:.1e}");
     }
 }
@@ -70,7 +70,8 @@ fn loss_gradient_matches_finite_differences() {
             / (2.0 * h as f64);
         let err = (fd - grad[i] as f64).abs() / grad.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
         worst = worst.max(err);
-        assert!(err < 1e-4, "voxel {i}: finite difference {fd}, gradient {}", grad[i]);
+        assert!(err < 2e-6, "voxel {i}: finite difference {fd}, gradient {}", grad[i]);
+        // achieved ≤ 6.1e-7
     }
     eprintln!("gradient vs finite differences: worst relative error {worst:.1e}");
 }
@@ -89,9 +90,16 @@ fn masks_are_centred_and_of_the_right_density() {
         assert!(m[16 + 32 * (16 + 32 * 16)], "{s}: DC not sampled");
         eprintln!("{s}: {:.3} of k-space", frac(&m));
     }
-    assert!(Sampling::parse("cartesian").is_err());
-    assert!(Sampling::parse("cartesian:0.5").is_err());
-    assert!(Sampling::parse("spiral:3").is_err());
+    let err = |t: &str| Sampling::parse(t).err();
+    assert_eq!(err("cartesian").as_deref(), Some("sampling \"cartesian\" needs a number after 'cartesian:'"));
+    assert_eq!(
+        err("cartesian:0.5").as_deref(),
+        Some("invalid configuration: cartesian sampling needs acceleration ≥ 1 and centre in [0, 0.5), got 0.5, 0.04")
+    );
+    assert_eq!(
+        err("spiral:3").as_deref(),
+        Some("unknown sampling \"spiral\" (gaussian, cartesian:R, radial:N, poisson:R)")
+    );
 }
 
 fn small(out: PathBuf, encoding: EncodingConfig, steps: u64) -> MriConfig {
@@ -127,9 +135,10 @@ fn gaussian_features_beat_no_mapping_and_zero_filling() {
         gauss.psnr, none.psnr, gauss.psnr_zero_filled, 100.0 * gauss.sampled_fraction, gauss.seconds_per_step
     );
     assert!((gauss.psnr_zero_filled - none.psnr_zero_filled).abs() < 1e-9, "same mask, same baseline");
-    assert!(gauss.psnr > none.psnr + 5.0, "gaussian {:.2} dB vs none {:.2} dB", gauss.psnr, none.psnr);
+    // achieved (2 cores, x86-64): gaussian 28.75 dB, none 20.55 dB, zero-filled 25.23 dB
+    assert!(gauss.psnr > none.psnr + 7.5, "gaussian {:.2} dB vs none {:.2} dB", gauss.psnr, none.psnr);
     assert!(
-        gauss.psnr > gauss.psnr_zero_filled + 1.5,
+        gauss.psnr > gauss.psnr_zero_filled + 3.0,
         "gaussian {:.2} dB vs zero-filled {:.2} dB",
         gauss.psnr,
         gauss.psnr_zero_filled

@@ -93,9 +93,10 @@ fn gaussian_features_beat_raw_coordinates_near_the_surface() {
     );
     println!("near-surface IoU: none {:.4}, gaussian {:.4}", none.iou_surface, gauss.iou_surface);
     println!("uniform IoU:      none {:.4}, gaussian {:.4}", none.iou_uniform, gauss.iou_uniform);
-    assert!(gauss.iou_surface > 0.85, "gaussian near-surface IoU {}", gauss.iou_surface);
+    // achieved (2 cores, x86-64): near-surface IoU gaussian 0.906, none 0.200
+    assert!(gauss.iou_surface > 0.89, "gaussian near-surface IoU {}", gauss.iou_surface);
     assert!(
-        gauss.iou_surface > none.iou_surface + 0.3,
+        gauss.iou_surface > none.iou_surface + 0.65,
         "gaussian {} vs none {}",
         gauss.iou_surface,
         none.iou_surface
@@ -181,11 +182,7 @@ fn resumed_run_equals_uninterrupted_run() {
             0,
         )
         .unwrap();
-    let has_trimesh = std::process::Command::new("python3")
-        .args(["-c", "import trimesh"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if has_trimesh {
+    if common::reader("trimesh", "the exported meshes") {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_meshes.py");
         let files: Vec<PathBuf> =
             ["ply", "obj", "stl", "glb"].iter().map(|e| dir.join("a").join(format!("mesh_40.{e}"))).collect();
@@ -203,8 +200,6 @@ fn resumed_run_equals_uninterrupted_run() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-    } else {
-        println!("skipped: the trimesh check (python3 with trimesh is not available; .ci/run installs it)");
     }
     std::fs::remove_dir_all(&dir).ok();
 }

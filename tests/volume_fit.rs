@@ -15,9 +15,6 @@ use ffvol::job::volume::{self, VolumeConfig, VolumeMetrics, VolumeOutcome};
 use ffvol::model::ModelConfig;
 use ffvol::train::FitOptions;
 
-#[allow(dead_code)]
-mod volume_support;
-
 mod common;
 use common::scratch;
 
@@ -56,14 +53,15 @@ fn gaussian_features_beat_no_mapping_on_held_out_voxels() {
         "volume 32³, 3×64, 300 steps, half the voxels held out: gaussian held-out {:.2} dB (all {:.2}, SSIM {:.3}), none held-out {:.2} dB (all {:.2}, SSIM {:.3}); {:.4} s/step",
         gauss.psnr_test, gauss.psnr_all, gauss.ssim_test, none.psnr_test, none.psnr_all, none.ssim_test, gauss.seconds_per_step
     );
+    // achieved (2 cores, x86-64): held-out gaussian 23.12 dB (SSIM 0.774), none 14.90 dB (0.230)
     assert!(
-        gauss.psnr_test > none.psnr_test + 5.0,
+        gauss.psnr_test > none.psnr_test + 7.5,
         "held-out PSNR: gaussian {:.2} dB vs none {:.2} dB",
         gauss.psnr_test,
         none.psnr_test
     );
     assert!(
-        gauss.ssim_test > none.ssim_test + 0.2,
+        gauss.ssim_test > none.ssim_test + 0.5,
         "held-out SSIM: gaussian {:.3} vs none {:.3}",
         gauss.ssim_test,
         none.ssim_test
@@ -79,14 +77,14 @@ fn gaussian_features_beat_no_mapping_on_held_out_voxels() {
     assert_eq!((dims, affine), (input.dims, input.world_from_voxel));
     let max = fit.iter().cloned().fold(f32::MIN, f32::max);
     assert!(max > 100.0 && max <= 255.0, "fit.nii.gz is in the input's units (0–255), max {max}");
-    volume_support::check_with_nibabel(&run_dir.join("fit.nii.gz"), Path::new(BUNDLED), &["--geometry-only"]);
+    common::check_with_nibabel(&run_dir.join("fit.nii.gz"), Path::new(BUNDLED), &["--geometry-only"]);
     // Twice as fine: 64³, voxel 3 mm, first voxel centre a quarter of an input voxel before.
     let (_, dims2, affine2) = read_nifti_f32(&run_dir.join("fit_x2.nii.gz")).unwrap();
     assert_eq!(dims2, [64; 3]);
     assert_eq!(affine2, upsampled_affine(input.world_from_voxel, 2));
     assert_eq!(affine2[0][0], 3.0);
     assert_eq!(affine2[0][3], input.world_from_voxel[0][3] - 1.5);
-    volume_support::check_with_nibabel(
+    common::check_with_nibabel(
         &run_dir.join("fit_x2.nii.gz"),
         Path::new(BUNDLED),
         &["--geometry-only", "--upsample", "2"],
@@ -141,7 +139,8 @@ fn bad_settings_and_inputs_are_errors() {
     let dir = scratch("bad");
     let mut c = small(dir.join("run"), EncodingConfig::None, 1);
     c.train.train_fraction = 0.0;
-    assert!(volume::fit(&c, &FitOptions::default()).is_err());
+    let err = volume::fit(&c, &FitOptions::default()).map(|_| ()).unwrap_err().to_string();
+    assert_eq!(err, "invalid configuration: train.train_fraction must be in (0, 1], got 0");
     let mut c = small(dir.join("run"), EncodingConfig::None, 1);
     c.volume = dir.join("missing.nii.gz");
     let err = volume::fit(&c, &FitOptions::default()).map(|_| ()).unwrap_err().to_string();

@@ -9,11 +9,8 @@ use std::process::Command;
 use ffvol::io::volume::load_volume;
 use ffvol::io::{read_nifti_f32, read_npy, write_nifti_f32, write_npy, NpyData};
 
-mod volume_support;
-use volume_support::{check_with_nibabel, python_has};
-
 mod common;
-use common::scratch;
+use common::{check_with_nibabel, reader, scratch};
 
 const BUNDLED: &str = "datasets/mni152_t1_32.nii.gz";
 
@@ -72,8 +69,7 @@ fn npy_round_trips_every_type_and_order() {
 
 #[test]
 fn npy_files_written_by_numpy_read_back() {
-    if !python_has("numpy") {
-        eprintln!("skip: python3 with numpy not found, so no numpy-written .npy to read");
+    if !reader("numpy", "reading numpy-written .npy files") {
         return;
     }
     let dir = scratch("numpy");

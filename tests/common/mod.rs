@@ -1,32 +1,212 @@
-//! Helpers shared by the test files: the GPU-or-skip guard, random points, a learnable target,
-//! one relative error for a whole buffer, the bundled bunny's path, a network with random biases,
-//! scan geometries from TOML, random k-space values, and a fresh scratch folder per test.
+//! Helpers shared by the test files: the one place backends are built ([`Device::backend`],
+//! [`cuda_backend`]), the `test_device!` macro that runs one test body on every backend, the
+//! GPU guard, the independent readers (python3 with trimesh, nibabel, numpy), random points, a
+//! learnable target, one relative error for a whole buffer, the bundled bunny's path, a network
+//! with random biases, scan geometries from TOML, random k-space values, and a fresh scratch
+//! folder per test.
+//!
+//! Tests that need a GPU are `#[ignore = "needs a CUDA GPU"]`, so a machine without one reports
+//! them as ignored, never as passed; the GPU check runs them with `--include-ignored` and
+//! `FFVOL_REQUIRE_CUDA=1`, where a missing GPU fails them.
 #![allow(dead_code, unused_macros)] // each test file uses its own subset
 
+use ffvol::backend::cuda::{CudaBackend, Precision};
+use ffvol::backend::{Backend, CpuBackend};
 use ffvol::encoding::{Encoding, EncodingConfig};
 use ffvol::model::{Mlp, ModelConfig};
 use ffvol::operator::ct_geometry::{GeometryFile, Scan};
 use ffvol::operator::fft::C64;
 use ffvol::sample::CounterRng;
+use ffvol::train::Adam;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Whether `FFVOL_REQUIRE_CUDA=1` (set by the GPU check scripts): a missing GPU is then a failure.
 pub fn cuda_required() -> bool {
     std::env::var("FFVOL_REQUIRE_CUDA").is_ok_and(|v| v == "1")
 }
 
-/// Without a usable GPU, prints `skipped: <reason>` and returns from the test (passes), unless
-/// `FFVOL_REQUIRE_CUDA=1`, where it fails.
+/// Whether `CI` is set (and not `0`/`false`): a missing independent reader is then a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Inside a test marked `#[ignore = "needs a CUDA GPU"]`: without a usable GPU, fails under
+/// `FFVOL_REQUIRE_CUDA=1` (the GPU check), else prints `skipped: <reason>` and returns (someone
+/// ran `--include-ignored` by hand on a machine without a GPU).
 macro_rules! require_cuda {
     () => {
         if let Err(reason) = ffvol::backend::cuda::runtime() {
-            if common::cuda_required() {
+            if crate::common::cuda_required() {
                 panic!("FFVOL_REQUIRE_CUDA=1 but CUDA is not usable: {reason}");
             }
             println!("skipped: {reason}");
             return;
         }
     };
+}
+
+/// The backends every conformance property runs on. The CPU is the reference.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Device {
+    Cpu,
+    CudaFp32,
+    /// fp16 with cuBLASLt's fused epilogues (where the library loads)
+    CudaFp16,
+    /// fp16 without cuBLASLt (the fallback when the library is missing)
+    CudaFp16NoLt,
+}
+
+/// The CUDA backend's settings a test chooses; mirrors the `CudaSettings` the backend will take.
+#[derive(Clone, Copy, Debug)]
+pub struct Cuda {
+    pub precision: Precision,
+    /// cuBLASLt's fused epilogues in fp16
+    pub lt: bool,
+    /// the occupancy step from a CUDA graph
+    pub graph: bool,
+}
+
+impl Cuda {
+    pub fn new(precision: Precision) -> Self {
+        Cuda { precision, lt: true, graph: true }
+    }
+}
+
+/// The one place a CUDA backend is built (when `CudaBackend::new` takes its settings, only this
+/// changes).
+pub fn cuda_backend(e: Encoding, mlp: Mlp, s: Cuda) -> CudaBackend {
+    let be = CudaBackend::with_lt(e, mlp, Adam::default(), s.precision, s.lt).expect("CUDA backend");
+    if s.graph {
+        be
+    } else {
+        be.without_graph()
+    }
+}
+
+/// The CPU reference (2 threads).
+pub fn cpu_backend(e: Encoding, mlp: Mlp) -> CpuBackend {
+    CpuBackend::new(e, mlp, Adam::default(), 2).expect("CPU backend")
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::CudaFp32 => "cuda fp32",
+            Device::CudaFp16 => "cuda fp16",
+            Device::CudaFp16NoLt => "cuda fp16 without cuBLASLt",
+        }
+    }
+
+    pub fn is_cpu(self) -> bool {
+        self == Device::Cpu
+    }
+
+    pub fn is_fp16(self) -> bool {
+        matches!(self, Device::CudaFp16 | Device::CudaFp16NoLt)
+    }
+
+    pub fn cuda(self) -> Option<Cuda> {
+        match self {
+            Device::Cpu => None,
+            Device::CudaFp32 => Some(Cuda::new(Precision::Fp32)),
+            Device::CudaFp16 => Some(Cuda::new(Precision::Fp16)),
+            Device::CudaFp16NoLt => Some(Cuda { lt: false, ..Cuda::new(Precision::Fp16) }),
+        }
+    }
+
+    /// This device's backend on `e` and `mlp`.
+    pub fn backend(self, e: Encoding, mlp: Mlp) -> Box<dyn Backend> {
+        match self.cuda() {
+            None => Box::new(cpu_backend(e, mlp)),
+            Some(s) => Box::new(cuda_backend(e, mlp, s)),
+        }
+    }
+}
+
+/// One test body run on every backend: `test_device!(name, |device: Device| { ... })` makes a
+/// module `name` with a `cpu` test and ignored `cuda_fp32`, `cuda_fp16`, `cuda_fp16_nolt` tests
+/// (they need a GPU: `--include-ignored` on the GPU machine).
+macro_rules! test_device {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            fn body(device: crate::common::Device) {
+                let f: fn(crate::common::Device) = $body;
+                f(device)
+            }
+            #[test]
+            fn cpu() {
+                body(crate::common::Device::Cpu)
+            }
+            #[test]
+            #[ignore = "needs a CUDA GPU"]
+            fn cuda_fp32() {
+                require_cuda!();
+                body(crate::common::Device::CudaFp32)
+            }
+            #[test]
+            #[ignore = "needs a CUDA GPU"]
+            fn cuda_fp16() {
+                require_cuda!();
+                body(crate::common::Device::CudaFp16)
+            }
+            #[test]
+            #[ignore = "needs a CUDA GPU"]
+            fn cuda_fp16_nolt() {
+                require_cuda!();
+                body(crate::common::Device::CudaFp16NoLt)
+            }
+        }
+    };
+}
+
+/// Whether `python3 -c "import <module>"` works.
+pub fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .arg("-c")
+        .arg(format!("import {module}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Whether the independent reader `module` (trimesh, nibabel, numpy) is there for `what`. Under
+/// `CI` (where `.ci/run` installs them) a missing one fails the test; elsewhere it prints why the
+/// check is skipped and returns false.
+pub fn reader(module: &str, what: &str) -> bool {
+    if python_has(module) {
+        return true;
+    }
+    let why = format!(
+        "`python3 -c \"import {module}\"` fails, so {what} is not checked \
+         (`python3 -m pip install trimesh nibabel numpy`, as .ci/run does)"
+    );
+    if in_ci() {
+        panic!("CI is set but {why}");
+    }
+    println!("skipped: {why}");
+    false
+}
+
+/// Runs scripts/check_nifti.py on `out` against `reference` (nibabel). Returns false when
+/// skipped (see [`reader`]).
+pub fn check_with_nibabel(out: &Path, reference: &Path, extra: &[&str]) -> bool {
+    if !reader("nibabel", &out.display().to_string()) {
+        return false;
+    }
+    let o = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_nifti.py"))
+        .arg(out)
+        .arg(reference)
+        .args(extra)
+        .output()
+        .expect("run python3");
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "check_nifti.py {} {}: {text}", out.display(), reference.display());
+    eprintln!("{text}");
+    true
 }
 
 /// n points (3n coordinates) uniform in the unit cube, from counters first.. of `rng`.
@@ -47,6 +227,14 @@ pub fn rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(floor, |m, x| m.max(x.abs()));
     a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// max |a − b| / max(max |b|, floor) in f64 (for operators whose values are f64 or whose
+/// tolerances are below f32's resolution of the ratio).
+pub fn rel_err64(a: &[f32], b: &[f32], floor: f64) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(floor, |m, x| m.max(x.abs() as f64));
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs())) / scale
 }
 
 /// datasets/bunny.ply: `$FFVOL_BUNNY`, else from the working directory (the GPU check runs in
@@ -90,6 +278,20 @@ pub fn random_network(enc: EncodingConfig, depth: usize, width: usize) -> (Encod
     (e, mlp, rng)
 }
 
+/// The encoding of `enc` in `dim`-D and a depth × width network (one output) as a run starts:
+/// both drawn from `rng`, Glorot weights, zero biases.
+pub fn network(
+    enc: &EncodingConfig,
+    dim: usize,
+    depth: usize,
+    width: usize,
+    rng: &CounterRng,
+) -> (Encoding, Mlp) {
+    let e = Encoding::build(enc, dim, rng);
+    let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth, width }, 1), rng);
+    (e, mlp)
+}
+
 /// A scan from a geometry file's text.
 pub fn scan(text: &str) -> Scan {
     let f: GeometryFile = toml::from_str(text).expect("toml");
@@ -111,4 +313,21 @@ pub fn four_beams() -> Vec<(&'static str, Scan)> {
 pub fn random_complex(n: usize, seed: u64) -> Vec<C64> {
     let rng = CounterRng::new(seed, 99);
     (0..n).map(|i| C64::new(rng.normal(2 * i as u64) as f64, rng.normal(2 * i as u64 + 1) as f64)).collect()
+}
+
+/// The `ffvol` binary: `$FFVOL_BIN` (the GPU check ships it beside the test binaries), else the
+/// one cargo built with these tests.
+pub fn ffvol_exe() -> PathBuf {
+    std::env::var_os("FFVOL_BIN").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_ffvol").into())
+}
+
+/// Runs `ffvol <args>` in its own process, asserts that it succeeded, and reads
+/// `<out>/metrics.json`.
+pub fn ffvol_fit<T: serde::de::DeserializeOwned>(args: &[&str], out: &Path) -> T {
+    let o = Command::new(ffvol_exe()).args(args).output().expect("run the ffvol binary");
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "ffvol {args:?} failed:\n{text}");
+    let path = out.join(ffvol::job::ct::METRICS);
+    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
