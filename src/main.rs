@@ -130,16 +130,44 @@ fn fit_occupancy(config: OccupancyConfig, resume: bool) -> Result<()> {
     }
 }
 
+/// The flags of `ffvol export` that were given and do not apply to a `job` run.
+fn inapplicable_export_flags(args: &ExportArgs, job: &str) -> Vec<&'static str> {
+    let given = [
+        ("--resolution", args.resolution.is_some(), job == "occupancy"),
+        ("--nifti", args.nifti, job == "occupancy"),
+        ("--exact", args.exact, job == "occupancy"),
+        ("--min-component", args.min_component.is_some(), job == "occupancy"),
+        ("--mesh", args.mesh, job != "occupancy"),
+        ("--upsample", args.upsample.is_some(), job != "occupancy"),
+        ("--level", args.level.is_some(), job != "occupancy" && args.mesh),
+        ("--format", args.format.is_some(), job == "occupancy" || args.mesh),
+    ];
+    given.iter().filter(|(_, set, applies)| *set && !applies).map(|(name, ..)| *name).collect()
+}
+
 fn export(args: ExportArgs) -> Result<()> {
     set_threads(args.threads);
     let t = std::time::Instant::now();
-    let mesh = args.mesh.then(|| (args.level, args.format.clone()));
-    let written = match volume_field::run_job(&args.run)?.as_deref() {
-        Some("volume") | Some("mri") => {
-            let req = ExportRequest { upsample: args.upsample, mesh, threads: args.threads };
+    let job = volume_field::run_job(&args.run)?.unwrap_or_else(|| "occupancy".into());
+    let bad = inapplicable_export_flags(&args, &job);
+    if !bad.is_empty() {
+        bail!(
+            "{} is {} {job} run: {} do{} not apply to it (see `ffvol export --help`)",
+            args.run.display(),
+            if job.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" },
+            bad.join(", "),
+            if bad.len() == 1 { "es" } else { "" }
+        );
+    }
+    let formats = args.format.clone().unwrap_or_else(|| vec![ffvol::io::MeshFormat::Ply]);
+    let mesh = args.mesh.then(|| (args.level.unwrap_or(0.5), formats));
+    let upsample = args.upsample.unwrap_or(1);
+    let written = match job.as_str() {
+        "volume" | "mri" => {
+            let req = ExportRequest { upsample, mesh, threads: args.threads };
             volume_field::export_run(&args.run, &req)?
         }
-        Some("ct") => ffvol::job::ct::export_run(&args.run, args.upsample, mesh, args.threads)?,
+        "ct" => ffvol::job::ct::export_run(&args.run, upsample, mesh, args.threads)?,
         _ => return export_occupancy(&args),
     };
     for path in written {
@@ -152,13 +180,15 @@ fn export(args: ExportArgs) -> Result<()> {
 fn export_occupancy(args: &ExportArgs) -> Result<()> {
     let run = SavedRun::open(&args.run)?;
     let t = std::time::Instant::now();
-    let mesh =
-        run.export(args.resolution, &args.format, args.nifti, !args.exact, args.min_component, args.threads)?;
+    let resolution = args.resolution.unwrap_or(256);
+    let formats = args.format.clone().unwrap_or_else(|| vec![ffvol::io::MeshFormat::Ply]);
+    let min_component = args.min_component.unwrap_or(1e-3);
+    let mesh = run.export(resolution, &formats, args.nifti, !args.exact, min_component, args.threads)?;
     println!(
         "exported {} vertices, {} triangles at resolution {} in {:.1} s into {}",
         mesh.positions.len(),
         mesh.triangles.len(),
-        args.resolution,
+        resolution,
         t.elapsed().as_secs_f64(),
         args.run.display()
     );

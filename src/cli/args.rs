@@ -286,34 +286,38 @@ pub struct OccupancyArgs {
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// A run folder written by `ffvol fit`.
+    /// A run folder written by `ffvol fit`. A flag that does not apply to the run's job is an
+    /// error, never ignored.
     pub run: PathBuf,
-    #[arg(long, default_value_t = 256)]
-    pub resolution: usize,
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ply")]
-    pub format: Vec<MeshFormat>,
-    /// Also write the occupancy volume (occupancy_<resolution>.nii.gz).
+    /// Occupancy runs: grid nodes per axis (default 256).
+    #[arg(long)]
+    pub resolution: Option<usize>,
+    /// Mesh formats (default ply): occupancy runs, and the others with --mesh.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub format: Option<Vec<MeshFormat>>,
+    /// Occupancy runs: also write the occupancy volume (occupancy_<resolution>.nii.gz).
     #[arg(long)]
     pub nifti: bool,
-    /// Evaluate every grid node instead of refining near the surface only.
+    /// Occupancy runs: evaluate every grid node instead of refining near the surface only.
     #[arg(long)]
     pub exact: bool,
-    /// Drop mesh components smaller than this fraction of the largest (by enclosed volume).
-    #[arg(long, default_value_t = 1e-3)]
-    pub min_component: f64,
+    /// Occupancy runs: drop mesh components smaller than this fraction of the largest (by
+    /// enclosed volume; default 1e-3).
+    #[arg(long)]
+    pub min_component: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Volume, MRI and 3D CT runs: write the iso-surface of the fitted field as a mesh.
     #[arg(long)]
     pub mesh: bool,
-    /// Volume, MRI and CT runs: iso-surface level, as a normalised intensity in [0, 1] (volume,
-    /// MRI) or an attenuation in the units of recon.nii.gz (CT).
-    #[arg(long, default_value_t = 0.5)]
-    pub level: f32,
+    /// Volume, MRI and CT runs with --mesh: iso-surface level, as a normalised intensity in
+    /// [0, 1] (volume, MRI) or an attenuation in the units of recon.nii.gz (CT); default 0.5.
+    #[arg(long)]
+    pub level: Option<f32>,
     /// Volume, MRI and CT runs: evaluate on a grid K times finer than the input (fit_xK.nii.gz,
-    /// recon_xK.nii.gz).
-    #[arg(long, default_value_t = 1, value_name = "K")]
-    pub upsample: usize,
+    /// recon_xK.nii.gz); default 1.
+    #[arg(long, value_name = "K")]
+    pub upsample: Option<usize>,
 }
 
 #[derive(Args)]
