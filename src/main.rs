@@ -21,7 +21,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Number format on CUDA: fp16 (tensor cores, fp32 master weights; the default) or fp32
-    /// (for checking against the CPU). Overrides $FFVOL_CUDA_PRECISION.
+    /// (for checking against the CPU).
     #[arg(long, global = true, value_parser = ["fp16", "fp32"])]
     precision: Option<String>,
 }
@@ -423,9 +423,11 @@ fn main() {
     let cli = Cli::parse();
     if let Some(p) = &cli.precision {
         // the value parser allows only the two names
-        ffvol::backend::cuda::set_precision(
-            ffvol::backend::cuda::Precision::parse(p).unwrap_or(ffvol::backend::cuda::Precision::Fp16),
-        );
+        ffvol::task::device::set_cuda_settings(ffvol::backend::cuda::CudaSettings {
+            precision: ffvol::backend::cuda::Precision::parse(p)
+                .unwrap_or(ffvol::backend::cuda::Precision::Fp16),
+            ..Default::default()
+        });
     }
     let result = match cli.command {
         Command::Fit(args) => fit(args),

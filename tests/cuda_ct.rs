@@ -12,7 +12,7 @@
 //! Every test first asks for a usable GPU; without one it prints `skipped: <reason>` and passes,
 //! unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check script), where a missing GPU fails.
 
-use ffvol::backend::cuda::{CudaBackend, GpuProjector, Precision};
+use ffvol::backend::cuda::{CudaBackend, CudaSettings, GpuProjector, Precision};
 use ffvol::backend::Backend;
 use ffvol::encoding::{Encoding, EncodingConfig};
 use ffvol::model::{Mlp, ModelConfig};
@@ -20,6 +20,7 @@ use ffvol::operator::ct_geometry::Scan;
 use ffvol::operator::ray::RayProjector;
 use ffvol::sample::CounterRng;
 use ffvol::task::ct::{self, CtConfig, CtOutcome, CtPreset, PhantomSource, SimulateOptions};
+use ffvol::task::device::set_cuda_settings;
 use ffvol::task::occupancy::FitOptions;
 use ffvol::train::loss::sigmoid;
 use ffvol::train::Adam;
@@ -31,8 +32,8 @@ use std::time::Instant;
 mod common;
 use common::{four_beams, scan, scratch};
 
-/// The tests that run `ct::fit` set process-wide variables (FFVOL_CUDA_RESIDENT,
-/// FFVOL_CUDA_PRECISION) or time it: they take this lock, so no other fit sees them.
+/// The tests that run `ct::fit` set process-wide settings (FFVOL_CUDA_RESIDENT,
+/// `set_cuda_settings`) or time it: they take this lock, so no other fit sees them.
 static ENV: Mutex<()> = Mutex::new(());
 
 /// tests/ct_operators.rs's four beams (`four_beams`: offsets, odd sizes, non-square voxels), a
@@ -184,7 +185,7 @@ fn backend(precision: Precision, seed: u64) -> CudaBackend {
     let enc = EncodingConfig::Gaussian { sigma: 4.0, features: 32, normalize: false };
     let e = Encoding::build(&enc, 2, &rng);
     let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 64 }, 1), &rng);
-    CudaBackend::new(e, mlp, Adam::default(), precision).unwrap()
+    CudaBackend::new(e, mlp, Adam::default(), CudaSettings { precision, ..Default::default() }).unwrap()
 }
 
 /// `fit ct`'s host-data GPU grid step up to the optimizer (src/task/ct.rs `grid_step`): forward
@@ -348,14 +349,14 @@ fn resident_fit_matches_the_host_data_fit() {
     c.train.steps = 200;
     c.train.eval_every = 50;
     c.train.checkpoint_every = 0;
-    std::env::set_var("FFVOL_CUDA_PRECISION", "fp32");
+    set_cuda_settings(CudaSettings { precision: Precision::Fp32, ..Default::default() });
     std::env::set_var("FFVOL_CUDA_RESIDENT", "0");
     c.output = dir.join("host-data");
     let host = ct::fit(&c, &FitOptions::default());
     std::env::remove_var("FFVOL_CUDA_RESIDENT");
     c.output = dir.join("resident");
     let res = ct::fit(&c, &FitOptions::default());
-    std::env::remove_var("FFVOL_CUDA_PRECISION");
+    set_cuda_settings(CudaSettings::default());
     let (host, res) = (finished(host.unwrap()), finished(res.unwrap()));
     for (name, m) in [("host data", &host), ("resident", &res)] {
         println!(

@@ -6,7 +6,7 @@
 //! Every test first asks for a usable GPU; without one it prints `skipped: <reason>` and passes,
 //! unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check script), where a missing GPU fails.
 
-use ffvol::backend::cuda::{CudaBackend, Precision};
+use ffvol::backend::cuda::{CudaBackend, CudaSettings, Precision};
 use ffvol::backend::{Backend, CpuBackend};
 use ffvol::encoding::{Encoding, EncodingConfig};
 use ffvol::model::{Mlp, ModelConfig};
@@ -29,10 +29,12 @@ struct Trio {
 fn trio(enc: EncodingConfig, depth: usize, width: usize) -> (Trio, CounterRng) {
     let (e, mlp, rng) = random_network(enc, depth, width);
     let cpu = CpuBackend::new(e.clone(), mlp.clone(), Adam::default(), 2).unwrap();
-    let fp32 = CudaBackend::new(e.clone(), mlp.clone(), Adam::default(), Precision::Fp32).unwrap();
+    let settings = |precision, lt| CudaSettings { precision, lt, ..Default::default() };
+    let fp32 =
+        CudaBackend::new(e.clone(), mlp.clone(), Adam::default(), settings(Precision::Fp32, true)).unwrap();
     let fp16_nolt =
-        CudaBackend::with_lt(e.clone(), mlp.clone(), Adam::default(), Precision::Fp16, false).unwrap();
-    let fp16 = CudaBackend::with_lt(e, mlp, Adam::default(), Precision::Fp16, true).unwrap();
+        CudaBackend::new(e.clone(), mlp.clone(), Adam::default(), settings(Precision::Fp16, false)).unwrap();
+    let fp16 = CudaBackend::new(e, mlp, Adam::default(), settings(Precision::Fp16, true)).unwrap();
     assert!(fp16.precision() == Precision::Fp16 && !fp16_nolt.uses_lt(), "{}", fp16.describe());
     (Trio { cpu, fp32, fp16, fp16_nolt }, rng)
 }
@@ -45,11 +47,11 @@ fn fp16_is_described_and_odd_widths_fall_back() {
     let e =
         Encoding::build(&EncodingConfig::Gaussian { sigma: 4.0, features: 16, normalize: false }, 3, &rng);
     let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 32 }, 1), &rng);
-    let be = CudaBackend::new(e.clone(), mlp, Adam::default(), Precision::Fp16).unwrap();
+    let be = CudaBackend::new(e.clone(), mlp, Adam::default(), CudaSettings::default()).unwrap();
     assert!(be.precision() == Precision::Fp16 && be.describe().contains("cuBLASLt"), "{}", be.describe());
     println!("{}", be.describe());
     let odd = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 33 }, 1), &rng);
-    let mut be = CudaBackend::new(e, odd.clone(), Adam::default(), Precision::Fp16).unwrap();
+    let mut be = CudaBackend::new(e, odd.clone(), Adam::default(), CudaSettings::default()).unwrap();
     assert!(be.precision() == Precision::Fp32, "{}", be.describe());
     assert!(be.describe().contains("fp16 needs even hidden widths"), "{}", be.describe());
     println!("{}", be.describe());
@@ -296,7 +298,15 @@ fn fp16_occupancy_steps_from_a_graph_match() {
     let e =
         Encoding::build(&EncodingConfig::Gaussian { sigma: 10.0, features: 64, normalize: false }, 3, &rng);
     let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 4, width: 128 }, 1), &rng);
-    let make = |p: Precision| CudaBackend::new(e.clone(), mlp.clone(), Adam::default(), p).unwrap();
+    let make = |precision: Precision| {
+        CudaBackend::new(
+            e.clone(),
+            mlp.clone(),
+            Adam::default(),
+            CudaSettings { precision, ..Default::default() },
+        )
+        .unwrap()
+    };
     let mut runs = vec![];
     for (name, mut be) in [
         ("graph", make(Precision::Fp16)),
@@ -320,7 +330,7 @@ fn fp16_occupancy_steps_from_a_graph_match() {
             losses[losses.len() - 1],
             be.describe()
         );
-        if name == "graph" && std::env::var("FFVOL_CUDA_GRAPH").map_or(true, |v| v != "0") {
+        if name == "graph" {
             assert!(on && replays == steps - 1, "{name}: graph {on}, {replays} replays of {steps} steps");
         }
         runs.push((losses, be.state()));

@@ -7,12 +7,13 @@
 //! it prints `skipped: <reason>` and passes, unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check
 //! script), where it fails.
 
-use ffvol::backend::cuda::{self, CudaBackend, GpuKspaceOperator, Precision};
+use ffvol::backend::cuda::{self, CudaBackend, CudaSettings, GpuKspaceOperator, Precision};
 use ffvol::backend::Backend;
 use ffvol::encoding::{Encoding, EncodingConfig};
 use ffvol::model::{Mlp, ModelConfig};
 use ffvol::operator::fft::{MaskedFft, C64};
 use ffvol::sample::CounterRng;
+use ffvol::task::device::set_cuda_settings;
 use ffvol::task::mri::{self, MriConfig, MriOutcome};
 use ffvol::task::occupancy::FitOptions;
 use ffvol::task::volume_field::grid_points;
@@ -23,7 +24,7 @@ use std::sync::Mutex;
 mod common;
 use common::{cuda_required, random_complex, scratch};
 
-/// The tests that run `mri::fit` set process-wide variables (FFVOL_CUDA_PRECISION,
+/// The tests that run `mri::fit` set process-wide settings (`set_cuda_settings`,
 /// FFVOL_CUDA_FFT, FFVOL_CUDA_RESIDENT): they take this lock, so no other fit sees them.
 static ENV: Mutex<()> = Mutex::new(());
 
@@ -198,7 +199,7 @@ fn backend(precision: Precision, seed: u64) -> CudaBackend {
     let enc = EncodingConfig::Gaussian { sigma: 2.0, features: 32, normalize: false };
     let e = Encoding::build(&enc, 3, &rng);
     let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 64 }, 1), &rng);
-    CudaBackend::new(e, mlp, Adam::default(), precision).unwrap()
+    CudaBackend::new(e, mlp, Adam::default(), CudaSettings { precision, ..Default::default() }).unwrap()
 }
 
 fn rel(a: f64, b: f64) -> f64 {
@@ -316,7 +317,7 @@ fn fit_on_the_gpu_tracks_the_cpu() {
     }
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     // fp32 products: a parity check, not the fp16 default
-    std::env::set_var("FFVOL_CUDA_PRECISION", "fp32");
+    set_cuda_settings(CudaSettings { precision: Precision::Fp32, ..Default::default() });
     let dims = [20usize, 18, 16];
     let vol = synthetic_volume(dims);
     let dir = scratch("fit");
@@ -346,7 +347,7 @@ fn fit_on_the_gpu_tracks_the_cpu() {
     let host_data = run("cuda", "cuda-cufft-host-data");
     std::env::remove_var("FFVOL_CUDA_RESIDENT");
     let gpu = run("cuda", "cuda-cufft");
-    std::env::remove_var("FFVOL_CUDA_PRECISION");
+    set_cuda_settings(CudaSettings::default());
     for (name, m) in [
         ("cpu", &cpu),
         ("cuda + rustfft", &host_fft),
@@ -405,7 +406,7 @@ fn paper_protocol_speed() {
         return;
     }
     let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    std::env::set_var("FFVOL_CUDA_PRECISION", "fp16");
+    set_cuda_settings(CudaSettings { precision: Precision::Fp16, ..Default::default() });
     let dir = scratch("paper");
     let path = match std::env::var_os("FFVOL_MRI_VOLUME") {
         Some(p) => PathBuf::from(p),
@@ -439,7 +440,7 @@ fn paper_protocol_speed() {
     };
     let host = run(false);
     let res = run(true);
-    std::env::remove_var("FFVOL_CUDA_PRECISION");
+    set_cuda_settings(CudaSettings::default());
     for (name, m) in [("host data", &host), ("resident", &res)] {
         println!(
             "paper MRI {:?}, 4×256, {steps} steps, {name:<9}: {:.2} ms/step, PSNR {:.2} dB, loss {:.4e} ({})",

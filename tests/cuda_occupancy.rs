@@ -7,7 +7,7 @@
 //! everywhere: it evaluates the flat arrays the kernel reads with the kernel's own traversal,
 //! written again in Rust, and must reproduce the CPU winding numbers bit for bit.
 
-use ffvol::backend::cuda::{BatchParams, CudaBackend, Precision, WINDING_STACK};
+use ffvol::backend::cuda::{BatchParams, CudaBackend, CudaSettings, Precision, WINDING_STACK};
 use ffvol::backend::{Backend, CpuBackend};
 use ffvol::config::{OccupancyConfig, Preset};
 use ffvol::encoding::{Encoding, EncodingConfig};
@@ -119,7 +119,8 @@ fn backend_for(
     let e = Encoding::build(&EncodingConfig::Gaussian { sigma: 10.0, features, normalize: false }, 3, &rng);
     let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth, width }, 1), &rng);
     let cpu = CpuBackend::new(e.clone(), mlp.clone(), Adam::default(), 2).unwrap();
-    let gpu = CudaBackend::new(e, mlp, Adam::default(), precision).unwrap();
+    let gpu =
+        CudaBackend::new(e, mlp, Adam::default(), CudaSettings { precision, ..Default::default() }).unwrap();
     (cpu, gpu)
 }
 

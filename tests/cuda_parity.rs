@@ -4,7 +4,7 @@
 //! Every test first asks for a usable GPU; without one it prints `skipped: <reason>` and passes,
 //! unless `FFVOL_REQUIRE_CUDA=1` (set by the GPU check script), where a missing GPU fails.
 
-use ffvol::backend::cuda::{self, CudaBackend, Precision};
+use ffvol::backend::cuda::{self, CudaBackend, CudaSettings, Precision};
 use ffvol::backend::{Backend, CpuBackend};
 use ffvol::encoding::EncodingConfig;
 use ffvol::sample::{uniform_in_box, Aabb, CounterRng};
@@ -23,7 +23,8 @@ fn pair(
 ) -> (CpuBackend, CudaBackend, CounterRng) {
     let (e, mlp, rng) = random_network(enc, depth, width);
     let cpu = CpuBackend::new(e.clone(), mlp.clone(), Adam::default(), 2).unwrap();
-    let gpu = CudaBackend::new(e, mlp, Adam::default(), precision).unwrap();
+    let gpu =
+        CudaBackend::new(e, mlp, Adam::default(), CudaSettings { precision, ..Default::default() }).unwrap();
     (cpu, gpu, rng)
 }
 

@@ -3,10 +3,10 @@
 //! `auto` uses CUDA when the driver, NVRTC and cuBLAS libraries load, a context can be made on
 //! device 0 and our kernels compile for it; otherwise the CPU, and `reason` says why, for the
 //! run log. An explicit `cuda` that cannot be honoured is an error, never a silent fallback.
-//! The CUDA precision comes from `--precision` (or `$FFVOL_CUDA_PRECISION`): `fp16` (the
+//! The CUDA settings come from [`set_cuda_settings`] (the CLI's `--precision`): `fp16` (the
 //! default: tensor-core products with fp32 master weights) or `fp32` (for checking).
 
-use crate::backend::cuda::{self, CudaBackend, Precision};
+use crate::backend::cuda::{self, CudaBackend, CudaSettings};
 use crate::backend::{Backend, CpuBackend};
 use crate::encoding::Encoding;
 use crate::model::Mlp;
@@ -16,6 +16,18 @@ use crate::train::Adam;
 pub struct Chosen {
     pub backend: Box<dyn Backend>,
     pub reason: String,
+}
+
+/// The settings [`choose`] builds CUDA backends with; None: [`CudaSettings::default`].
+static CUDA_SETTINGS: std::sync::Mutex<Option<CudaSettings>> = std::sync::Mutex::new(None);
+
+/// Sets the CUDA settings of the backends [`choose`] builds from now on (the CLI's `--precision`).
+pub fn set_cuda_settings(settings: CudaSettings) {
+    *CUDA_SETTINGS.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings);
+}
+
+fn cuda_settings() -> CudaSettings {
+    CUDA_SETTINGS.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or_default()
 }
 
 /// Builds the backend named by `device`. Never panics when CUDA is missing or broken.
@@ -28,8 +40,9 @@ pub fn choose(device: &str, encoding: Encoding, mlp: Mlp, threads: usize) -> cra
         "auto" => match cuda::runtime() {
             Err(why) => cpu(encoding, mlp, format!("--device auto: CUDA is not usable ({why}), so the CPU")),
             Ok(rt) => {
-                let precision = Precision::from_env()?;
-                match CudaBackend::new(encoding.clone(), mlp.clone(), Adam::default(), precision) {
+                let settings = cuda_settings();
+                let precision = settings.precision;
+                match CudaBackend::new(encoding.clone(), mlp.clone(), Adam::default(), settings) {
                     Ok(be) => Ok(Chosen {
                         backend: Box::new(be),
                         reason: format!(
@@ -48,13 +61,14 @@ pub fn choose(device: &str, encoding: Encoding, mlp: Mlp, threads: usize) -> cra
             }
         },
         "cuda" => {
-            let precision = Precision::from_env()?;
+            let settings = cuda_settings();
+            let precision = settings.precision;
             let rt = cuda::runtime().map_err(|why| {
                 crate::Error::Config(format!(
                     "--device cuda: CUDA is not usable here: {why}; use --device cpu or auto"
                 ))
             })?;
-            let be = CudaBackend::new(encoding, mlp, Adam::default(), precision)?;
+            let be = CudaBackend::new(encoding, mlp, Adam::default(), settings)?;
             Ok(Chosen {
                 backend: Box::new(be),
                 reason: format!(

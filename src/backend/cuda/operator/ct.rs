@@ -22,7 +22,7 @@
 //! ∂L/∂z = Aᵀ(r / m) · p(1 − p) stays there for the backend's backward; only the loss and
 //! max |∂L/∂z| come back (two f64).
 
-use super::{cuda_error, Runtime, ONE_BLOCK};
+use crate::backend::cuda::{cuda_error, Runtime, ONE_BLOCK};
 use crate::operator::ct_geometry::{Beam, Scan};
 use crate::operator::ray::RayProjector;
 use crate::{Error, Result};
@@ -135,13 +135,14 @@ impl GpuProjector {
     }
 
     /// [`Self::new`] on a given stream of the process's context (the CUDA backend's,
-    /// [`super::CudaBackend::stream`]), for [`Self::sigmoid_loss_and_gradient_device`].
+    /// [`crate::backend::cuda::CudaBackend::stream`]), for [`Self::sigmoid_loss_and_gradient_device`].
     pub fn on_stream(scan: &Scan, projector: &RayProjector, stream: Arc<CudaStream>) -> Result<Self> {
         Self::make(scan, projector, Some(stream))
     }
 
     fn make(scan: &Scan, projector: &RayProjector, stream: Option<Arc<CudaStream>>) -> Result<Self> {
-        let rt = super::runtime().map_err(|why| Error::Config(format!("CUDA is not usable: {why}")))?;
+        let rt = crate::backend::cuda::runtime()
+            .map_err(|why| Error::Config(format!("CUDA is not usable: {why}")))?;
         let n_rays = projector.n_rays();
         let n_vox = projector.n_voxels();
         if n_rays != scan.n_rays()
