@@ -1,7 +1,7 @@
 //! Matrix products: cuBLAS `gemmEx` for every product (fp32, or fp16 operands with fp32
-//! accumulation on tensor cores), and cuBLASLt ([`lt`]) for the fp16 forward layers with the bias
-//! + ReLU fused into the epilogue. Row-major `Z = A·Wᵀ` and friends are the column-major
-//! transposes (see [`super::mlp`]).
+//! accumulation on tensor cores), and cuBLASLt ([`lt`]) for the fp16 forward layers with bias and
+//! ReLU fused into the epilogue. Row-major `Z = A·Wᵀ` and friends are the column-major transposes
+//! (see [`super::mlp`]).
 
 mod lt;
 
