@@ -99,38 +99,3 @@ __device__ __forceinline__ void block_absmax_to(float v, float* out) {
     }
     if (threadIdx.x == 0) *out = s[0];
 }
-
-// Fourier feature `idx` of n × m (point i = idx / m, frequency k = idx mod m; B row-major m×d):
-// t = B_k · v_i, and (cos 2πt, sin 2πt)·scale into *c_out, *s_out, which go to columns k and m + k
-// of row i. Shared by encode_fourier (f32) and encode_fourier_h (fp16).
-__device__ __forceinline__ void fourier_feature(const float* __restrict__ points, const float* __restrict__ b,
-                                                int d, int m, float scale, long long idx, long long* i_out,
-                                                int* k_out, float* c_out, float* s_out) {
-    long long i = idx / m;
-    int k = (int)(idx - i * m);
-    const float* v = points + i * d;
-    const float* row = b + (long long)k * d;
-    float t = 0.0f;
-    for (int a = 0; a < d; ++a) t += row[a] * v[a];
-    float s, c;
-    sincos_turns(t, &s, &c);
-    *i_out = i;
-    *k_out = k;
-    *c_out = c * scale;
-    *s_out = s * scale;
-}
-
-// One parameter's Adam update (src/train/adam.rs), shared by adam.cu and fp16.cu; returns the
-// new value.
-__device__ __forceinline__ float adam_update(float* __restrict__ p, const float* __restrict__ g,
-                                             float* __restrict__ m, float* __restrict__ v, long long i, float lr,
-                                             float b1, float b2, float eps, float c1, float c2) {
-    float gi = g[i];
-    float mi = b1 * m[i] + (1.0f - b1) * gi;
-    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    float pi = p[i] - lr * (mi * c1) / (sqrtf(vi * c2) + eps);
-    p[i] = pi;
-    return pi;
-}

@@ -34,6 +34,14 @@ extern "C" __global__ void mean_of_partials(const double* __restrict__ partial, 
     if (threadIdx.x == 0) out[0] = (float)(total * inv_n);
 }
 
+// mean_of_partials writing out[*slot]: the loss slot of a graph-replayed step.
+// One block of 256 threads.
+extern "C" __global__ void mean_of_partials_slot(const double* __restrict__ partial, int parts, double inv_n,
+                                                 const int* __restrict__ slot, float* __restrict__ out) {
+    double total = block_sum_partials(partial, parts);
+    if (threadIdx.x == 0) out[*slot] = (float)(total * inv_n);
+}
+
 // out[0] = max over partial[0..parts) (each ≥ 0 or NaN; NaN wins), as a double. One block of 256
 // threads. The device-resident grid steps read it with their loss, for the fp16 loss scale.
 extern "C" __global__ void absmax_total(const float* __restrict__ partial, int parts, double* __restrict__ out) {

@@ -89,12 +89,12 @@ for net in "4 256" "8 256"; do
   set -- $net
   d=$1 w=$2
   for p in fp32 fp16; do
-    FFVOL_CUDA_PRECISION=$p run "ffvol_${d}x${w}_${p}" 60 "$B/ffvol" bench --device cuda --depth "$d" --width "$w" \
+    run "ffvol_${d}x${w}_${p}" 60 "$B/ffvol" bench --device cuda --precision "$p" --depth "$d" --width "$w" \
       --features 256 --batch $BATCH --steps $STEPS --label-points 1 --mesh "$MESH"
   done
   # fp16 without cuBLASLt's fused epilogues (the fallback when the library is missing)
-  FFVOL_CUDA_PRECISION=fp16 FFVOL_CUDA_LT=0 run "ffvol_${d}x${w}_nolt" 60 "$B/ffvol" bench \
-    --device cuda --depth "$d" --width "$w" --features 256 --batch $BATCH --steps $STEPS --label-points 1 \
+  run "ffvol_${d}x${w}_nolt" 60 "$B/ffvol" bench \
+    --device cuda --precision fp16 --cublaslt false --depth "$d" --width "$w" --features 256 --batch $BATCH --steps $STEPS --label-points 1 \
     --mesh "$MESH"
   run "torch_${d}x${w}" 90 python3 "$B/bench_torch.py" --depth "$d" --width "$w" --features 256 --batch $BATCH \
     --steps $STEPS --precisions fp32,tf32,bf16
@@ -119,7 +119,7 @@ def read(name):
         return ""
 rows = []
 for net in ["4x256", "8x256"]:
-    for p, label in [("fp32", "fp32"), ("fp16", "fp16"), ("nolt", "fp16 FFVOL_CUDA_LT=0")]:
+    for p, label in [("fp32", "fp32"), ("fp16", "fp16"), ("nolt", "fp16 --cublaslt false")]:
         log = read(f"ffvol_{net}_{p}")
         m = re.search(r"training step \(fwd \+ bwd \+ Adam\)\s+(\d+)", log)
         d = re.search(r"occupancy step on the GPU .*train ([0-9.]+) ms", log)
@@ -188,11 +188,11 @@ if [ ! -f "$FFVOL_BUNNY" ]; then echo "no bunny at $FFVOL_BUNNY: run from the re
 run kernels_compile 30 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
 run occupancy_tests 60 "$B/tests/cuda_occupancy" --include-ignored --nocapture --test-threads=1
 s0=$SECONDS
-FFVOL_CUDA_PRECISION=fp16 run paper 90 "$B/ffvol" fit occupancy --preset paper --device cuda \
+run paper 90 "$B/ffvol" fit occupancy --preset paper --device cuda \
   --mesh "$FFVOL_BUNNY" --output "$OUT/paper"
 paper_wall=$((SECONDS - s0))
 rm -f "$OUT/paper/mesh.ply" "$OUT/paper/occupancy.nii.gz" "$OUT/paper/checkpoint.safetensors"
-FFVOL_CUDA_PRECISION=fp16 run bench_8x256 30 "$B/ffvol" bench --device cuda --depth 8 --width 256 \
+run bench_8x256 30 "$B/ffvol" bench --device cuda --depth 8 --width 256 \
   --features 256 --batch 32768 --mesh "$FFVOL_BUNNY"
 run parity 60 "$B/tests/cuda_parity" --include-ignored --nocapture --test-threads=1
 

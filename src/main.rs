@@ -30,7 +30,12 @@ fn main() {
             threads: args.threads,
             mesh: args.mesh,
             label_points: args.label_points,
-            device: DeviceConfig { kind: args.device, precision: args.precision, ..Default::default() },
+            device: DeviceConfig {
+                kind: args.device,
+                precision: args.precision,
+                cublaslt: args.cublaslt,
+                ..Default::default()
+            },
         })
         .map_err(anyhow::Error::from),
         Command::Simulate(args) => match args.what {

@@ -27,7 +27,7 @@ use std::path::Path;
 
 #[macro_use]
 mod common;
-use common::{cuda_backend, ffvol_fit, four_beams, network, rel_err64, scan, scratch, Cuda};
+use common::{cuda, cuda_backend, ffvol_fit, four_beams, network, rel_err64, scan, scratch};
 
 /// tests/ct_operators.rs's four beams (`four_beams`: offsets, odd sizes, non-square voxels), a
 /// fan beam whose source nearly touches the volume, a detector far finer than the voxels, and the
@@ -186,7 +186,7 @@ fn errors_are_errors() {
 fn backend(precision: Precision, seed: u64) -> CudaBackend {
     let enc = EncodingConfig::Gaussian { sigma: 4.0, features: 32, normalize: false };
     let (e, mlp) = network(&enc, 2, 2, 64, &CounterRng::new(seed, 0));
-    cuda_backend(e, mlp, Cuda::new(precision))
+    cuda_backend(e, mlp, cuda(precision))
 }
 
 /// `fit ct`'s host-data GPU grid step up to the optimizer (src/task/ct.rs `grid_step`): forward

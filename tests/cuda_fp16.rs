@@ -30,9 +30,9 @@ struct Trio {
 fn trio(enc: EncodingConfig, depth: usize, width: usize) -> (Trio, CounterRng) {
     let (e, mlp, rng) = random_network(enc, depth, width);
     let cpu = cpu_backend(e.clone(), mlp.clone());
-    let fp32 = cuda_backend(e.clone(), mlp.clone(), Cuda::new(Precision::Fp32));
-    let fp16_nolt = cuda_backend(e.clone(), mlp.clone(), Cuda { lt: false, ..Cuda::new(Precision::Fp16) });
-    let fp16 = cuda_backend(e, mlp, Cuda::new(Precision::Fp16));
+    let fp32 = cuda_backend(e.clone(), mlp.clone(), cuda(Precision::Fp32));
+    let fp16_nolt = cuda_backend(e.clone(), mlp.clone(), Cuda { lt: false, ..cuda(Precision::Fp16) });
+    let fp16 = cuda_backend(e, mlp, cuda(Precision::Fp16));
     assert!(fp16.precision() == Precision::Fp16 && !fp16_nolt.uses_lt(), "{}", fp16.describe());
     (Trio { cpu, fp32, fp16, fp16_nolt }, rng)
 }
@@ -46,11 +46,11 @@ fn fp16_is_described_and_odd_widths_fall_back() {
     let e =
         Encoding::build(&EncodingConfig::Gaussian { sigma: 4.0, features: 16, normalize: false }, 3, &rng);
     let mlp = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 32 }, 1), &rng);
-    let be = cuda_backend(e.clone(), mlp, Cuda::new(Precision::Fp16));
+    let be = cuda_backend(e.clone(), mlp, cuda(Precision::Fp16));
     assert!(be.precision() == Precision::Fp16 && be.describe().contains("cuBLASLt"), "{}", be.describe());
     println!("{}", be.describe());
     let odd = Mlp::init(Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 2, width: 33 }, 1), &rng);
-    let mut be = cuda_backend(e.clone(), odd.clone(), Cuda::new(Precision::Fp16));
+    let mut be = cuda_backend(e.clone(), odd.clone(), cuda(Precision::Fp16));
     assert!(be.precision() == Precision::Fp32, "{}", be.describe());
     assert!(be.describe().contains("fp16 needs even hidden widths"), "{}", be.describe());
     println!("{}", be.describe());
@@ -187,9 +187,9 @@ fn fp16_occupancy_steps_from_a_graph_match() {
     let make = |s: Cuda| cuda_backend(e.clone(), mlp.clone(), s);
     let mut runs = vec![];
     for (name, mut be) in [
-        ("graph", make(Cuda::new(Precision::Fp16))),
-        ("no graph", make(Cuda { graph: false, ..Cuda::new(Precision::Fp16) })),
-        ("fp32", make(Cuda::new(Precision::Fp32))),
+        ("graph", make(cuda(Precision::Fp16))),
+        ("no graph", make(Cuda { graph: false, ..cuda(Precision::Fp16) })),
+        ("fp32", make(cuda(Precision::Fp32))),
     ] {
         let dm = be.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox).unwrap();
         let mut losses = vec![];
@@ -208,7 +208,7 @@ fn fp16_occupancy_steps_from_a_graph_match() {
             losses[losses.len() - 1],
             be.describe()
         );
-        if name == "graph" && std::env::var("FFVOL_CUDA_GRAPH").map_or(true, |v| v != "0") {
+        if name == "graph" {
             assert!(on && replays == steps - 1, "{name}: graph {on}, {replays} replays of {steps} steps");
         }
         runs.push((losses, be.state()));

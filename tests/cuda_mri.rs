@@ -19,7 +19,7 @@ use ffvol::sample::CounterRng;
 
 #[macro_use]
 mod common;
-use common::{cuda_backend, cuda_required, ffvol_fit, network, random_complex, rel_err64, scratch, Cuda};
+use common::{cuda, cuda_backend, cuda_required, ffvol_fit, network, random_complex, rel_err64, scratch};
 
 /// Grids: even, odd, one axis of length 1, and more than one loss block (> 256 · 1024 voxels is
 /// not needed for that: 1024 partials cover 262,144 voxels, so 70×64×60 makes the blocks loop).
@@ -210,7 +210,7 @@ fn deterministic_and_checks_sizes() {
 fn backend(precision: Precision, seed: u64) -> CudaBackend {
     let enc = EncodingConfig::Gaussian { sigma: 2.0, features: 32, normalize: false };
     let (e, mlp) = network(&enc, 3, 2, 64, &CounterRng::new(seed, 0));
-    cuda_backend(e, mlp, Cuda::new(precision))
+    cuda_backend(e, mlp, cuda(precision))
 }
 
 fn rel(a: f64, b: f64) -> f64 {

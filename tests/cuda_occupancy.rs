@@ -68,7 +68,7 @@ fn backend_for(
 ) -> (CpuBackend, CudaBackend) {
     let enc = EncodingConfig::Gaussian { sigma: 10.0, features, normalize: false };
     let (e, mlp) = network(&enc, 3, depth, width, &CounterRng::new(3, streams::INIT_WEIGHTS));
-    (cpu_backend(e.clone(), mlp.clone()), cuda_backend(e, mlp, Cuda::new(precision)))
+    (cpu_backend(e.clone(), mlp.clone()), cuda_backend(e, mlp, cuda(precision)))
 }
 
 #[test]

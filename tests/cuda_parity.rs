@@ -23,7 +23,7 @@ fn pair(
     precision: Precision,
 ) -> (CpuBackend, CudaBackend, CounterRng) {
     let (e, mlp, rng) = random_network(enc, depth, width);
-    (cpu_backend(e.clone(), mlp.clone()), cuda_backend(e, mlp, Cuda::new(precision)), rng)
+    (cpu_backend(e.clone(), mlp.clone()), cuda_backend(e, mlp, cuda(precision)), rng)
 }
 
 /// `ffvol info`'s CUDA lines: never panic; the libraries line first; the device and "usable"

@@ -7,7 +7,7 @@
 //! ([`crate::config::DeviceConfig`]): `fp16` (the default: tensor-core products with fp32 master
 //! weights) or `fp32` (for checking).
 
-use crate::backend::cuda::{self, CudaBackend, Precision};
+use crate::backend::cuda::{self, CudaBackend, CudaSettings};
 use crate::backend::{Backend, CpuBackend};
 use crate::config::{DeviceConfig, DeviceKind};
 use crate::encoding::Encoding;
@@ -20,12 +20,9 @@ pub struct Chosen {
     pub reason: String,
 }
 
-/// The CUDA backend's number format for `device`.
-fn precision(device: &DeviceConfig) -> Precision {
-    match device.precision {
-        crate::config::Precision::Fp16 => Precision::Fp16,
-        crate::config::Precision::Fp32 => Precision::Fp32,
-    }
+/// The CUDA backend's settings for `device`.
+fn settings(device: &DeviceConfig) -> CudaSettings {
+    CudaSettings { precision: device.precision, lt: device.cublaslt, graph: device.graph }
 }
 
 /// Builds the backend `device` names, with `adam` as its optimiser. Never panics when CUDA is
@@ -45,8 +42,8 @@ pub fn choose(
         DeviceKind::Auto => match cuda::runtime() {
             Err(why) => cpu(encoding, mlp, format!("--device auto: CUDA is not usable ({why}), so the CPU")),
             Ok(rt) => {
-                let precision = precision(device);
-                match CudaBackend::new(encoding.clone(), mlp.clone(), adam, precision) {
+                let precision = device.precision;
+                match CudaBackend::new(encoding.clone(), mlp.clone(), adam, settings(device)) {
                     Ok(be) => Ok(Chosen {
                         backend: Box::new(be),
                         reason: format!(
@@ -65,13 +62,13 @@ pub fn choose(
             }
         },
         DeviceKind::Cuda => {
-            let precision = precision(device);
+            let precision = device.precision;
             let rt = cuda::runtime().map_err(|why| {
                 crate::Error::Config(format!(
                     "--device cuda: CUDA is not usable here: {why}; use --device cpu or auto"
                 ))
             })?;
-            let be = CudaBackend::new(encoding, mlp, adam, precision)?;
+            let be = CudaBackend::new(encoding, mlp, adam, settings(device))?;
             Ok(Chosen {
                 backend: Box::new(be),
                 reason: format!(

@@ -347,4 +347,8 @@ pub struct BenchArgs {
     /// Number format on CUDA.
     #[arg(long, value_enum, default_value = "fp16")]
     pub precision: Precision,
+    /// fp16 on CUDA: the products through cuBLASLt with fused epilogues (false: cuBLAS and our
+    /// kernels, the fallback when the library is missing).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub cublaslt: bool,
 }

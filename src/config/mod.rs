@@ -174,6 +174,24 @@ pub enum Precision {
     Fp32,
 }
 
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        }
+    }
+
+    /// `fp16` or `fp32`.
+    pub fn parse(s: &str) -> crate::Result<Self> {
+        match s {
+            "fp16" => Ok(Precision::Fp16),
+            "fp32" => Ok(Precision::Fp32),
+            other => Err(crate::Error::Config(format!("precision {other:?}: use fp32 or fp16"))),
+        }
+    }
+}
+
 /// The optimiser (`[optimiser]`); the learning rate and its schedule are in `[train]`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]

@@ -10,7 +10,7 @@
 //! `FFVOL_REQUIRE_CUDA=1`, where a missing GPU fails them.
 #![allow(dead_code, unused_macros)] // each test file uses its own subset
 
-use ffvol::backend::cuda::{CudaBackend, Precision};
+use ffvol::backend::cuda::{CudaBackend, CudaSettings, Precision};
 use ffvol::backend::{Backend, CpuBackend};
 use ffvol::encoding::{Encoding, EncodingConfig};
 use ffvol::model::{Mlp, ModelConfig};
@@ -57,31 +57,17 @@ pub enum Device {
     CudaFp16NoLt,
 }
 
-/// The CUDA backend's settings a test chooses; mirrors the `CudaSettings` the backend will take.
-#[derive(Clone, Copy, Debug)]
-pub struct Cuda {
-    pub precision: Precision,
-    /// cuBLASLt's fused epilogues in fp16
-    pub lt: bool,
-    /// the occupancy step from a CUDA graph
-    pub graph: bool,
+/// The CUDA backend's settings a test chooses.
+pub type Cuda = CudaSettings;
+
+/// The default settings in `precision`.
+pub fn cuda(precision: Precision) -> Cuda {
+    CudaSettings { precision, ..Default::default() }
 }
 
-impl Cuda {
-    pub fn new(precision: Precision) -> Self {
-        Cuda { precision, lt: true, graph: true }
-    }
-}
-
-/// The one place a CUDA backend is built (when `CudaBackend::new` takes its settings, only this
-/// changes).
+/// The one place a test builds a CUDA backend.
 pub fn cuda_backend(e: Encoding, mlp: Mlp, s: Cuda) -> CudaBackend {
-    let be = CudaBackend::with_lt(e, mlp, Adam::default(), s.precision, s.lt).expect("CUDA backend");
-    if s.graph {
-        be
-    } else {
-        be.without_graph()
-    }
+    CudaBackend::new(e, mlp, Adam::default(), s).expect("CUDA backend")
 }
 
 /// The CPU reference (2 threads).
@@ -110,9 +96,9 @@ impl Device {
     pub fn cuda(self) -> Option<Cuda> {
         match self {
             Device::Cpu => None,
-            Device::CudaFp32 => Some(Cuda::new(Precision::Fp32)),
-            Device::CudaFp16 => Some(Cuda::new(Precision::Fp16)),
-            Device::CudaFp16NoLt => Some(Cuda { lt: false, ..Cuda::new(Precision::Fp16) }),
+            Device::CudaFp32 => Some(cuda(Precision::Fp32)),
+            Device::CudaFp16 => Some(cuda(Precision::Fp16)),
+            Device::CudaFp16NoLt => Some(Cuda { lt: false, ..cuda(Precision::Fp16) }),
         }
     }
 

@@ -20,44 +20,51 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("adam.cu", include_str!("../../../cuda/adam.cu")),
     ("sample.cu", include_str!("../../../cuda/sample.cu")),
     ("winding.cu", include_str!("../../../cuda/winding.cu")),
-    ("fp16.cu", include_str!("../../../cuda/fp16.cu")),
     ("kspace.cu", include_str!("../../../cuda/kspace.cu")),
     ("ct.cu", include_str!("../../../cuda/ct.cu")),
 ];
 
 /// Every `extern "C" __global__` function the backend loads.
 pub const KERNEL_NAMES: &[&str] = &[
+    // encoding.cu
     "encode_fourier",
+    "encode_fourier_h",
     "encode_identity",
+    "encode_identity_h",
+    // mlp.cu
     "bias_act",
+    "bias_relu_h",
     "relu_mask",
+    "relu_mask_colsum_h",
     "column_sums_partial",
     "column_sums_final",
+    "scale_into",
+    "f32_to_f16",
+    // loss.cu
     "loss_bce",
     "loss_mse",
     "mean_of_partials",
+    "mean_of_partials_slot",
+    "absmax_total",
+    // adam.cu
     "adam_step",
+    "adam_step_h",
+    "adam_step_h_dev",
+    // sample.cu
     "rng_uniform_fill",
     "sample_uniform_box",
     "sample_near_surface",
+    // winding.cu
     "winding_label",
     "winding_values",
-    "f32_to_f16",
-    "encode_fourier_h",
-    "encode_identity_h",
-    "bias_relu_h",
-    "relu_mask_colsum_h",
-    "adam_step_h",
-    "adam_step_h_dev",
-    "mean_of_partials_slot",
+    // kspace.cu
     "kspace_pack",
     "kspace_residual",
     "kspace_loss_total",
     "kspace_gradient",
     "kspace_mask",
     "kspace_gradient_absmax",
-    "scale_into",
-    "absmax_total",
+    // ct.cu
     "ct_forward",
     "ct_adjoint",
     "ct_residual",

@@ -25,7 +25,7 @@
 //! panics (a panic inside cudarc, a missing symbol say, is caught and reported), so the MRI job
 //! falls back to the host's `rustfft`.
 
-use super::{cuda_error, grid, panic_message, Runtime, ONE_BLOCK, THREADS};
+use crate::backend::cuda::{cuda_error, grid, panic_message, Runtime, ONE_BLOCK, THREADS};
 use crate::operator::fft::{MaskedFft, C64};
 use cudarc::cufft::{sys as fft_sys, CudaFft, FftDirection};
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
@@ -78,13 +78,13 @@ impl GpuKspaceOperator {
     }
 
     /// [`Self::new`] on a given stream of the process's context (the CUDA backend's,
-    /// [`super::CudaBackend::stream`]), for [`Self::sigmoid_loss_and_gradient_device`].
+    /// [`crate::backend::cuda::CudaBackend::stream`]), for [`Self::sigmoid_loss_and_gradient_device`].
     pub fn on_stream(op: &MaskedFft, y: &[C64], stream: Arc<CudaStream>) -> Result<Self, String> {
         Self::make(op, y, Some(stream))
     }
 
     fn make(op: &MaskedFft, y: &[C64], stream: Option<Arc<CudaStream>>) -> Result<Self, String> {
-        let rt = super::runtime().map_err(|reason| format!("CUDA is not usable: {reason}"))?;
+        let rt = crate::backend::cuda::runtime().map_err(|reason| format!("CUDA is not usable: {reason}"))?;
         if !cufft_present() {
             return Err("no cuFFT (libcufft.so.12 cannot be loaded; it ships with the CUDA toolkit)".into());
         }
