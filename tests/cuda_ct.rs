@@ -237,7 +237,7 @@ fn resident_step_matches_the_host_data_step() {
             // a's weights are still those of the step: the image its forward rendered (this
             // forward leaves a's parameter gradients alone)
             let host_image: Vec<f32> = a.forward(&points).unwrap().iter().map(|&v| sigmoid(v)).collect();
-            let (pa, pb) = (a.gradients(), b.gradients());
+            let (pa, pb) = (a.gradients().unwrap(), b.gradients().unwrap());
             let e_loss = (lb - la).abs() as f64 / la as f64;
             let (e_dz, e_max) = (rel(&db, &da), (max - host_max).abs() as f64 / host_max as f64);
             let (e_img, e_dp) = (rel(&image, &host_image), rel(&pb, &pa));
@@ -274,7 +274,7 @@ fn resident_step_errors_on_nan() {
             assert_eq!(e, "invalid configuration: CUDA projector: loss_and_gradient before set_measured");
         }
         gpu.set_measured(&vec![0.5; cpu.n_rays()]).unwrap();
-        let mut state = b.state();
+        let mut state = b.state().unwrap();
         let last = state.mlp.params.len() - 1; // the output bias
         state.mlp.params[last] = f32::NAN;
         b.set_state(state).unwrap();

@@ -245,7 +245,7 @@ fn resident_step_matches_the_host_data_step() {
             let gb: Vec<f32> = b.stream().clone_dtoh(&dev_op.gradient()).unwrap();
             b.backward_device_grad(&dev_op.gradient(), max).unwrap();
             let host_max = grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
-            let (pa, pb) = (a.gradients(), b.gradients());
+            let (pa, pb) = (a.gradients().unwrap(), b.gradients().unwrap());
             let (e_loss, e_dz, e_dp) = (rel(lb, la), rel_err(&gb, &grad), rel_err(&pb, &pa));
             println!(
                 "{} step {step}: loss {lb:.9e} vs {la:.9e} ({e_loss:.1e}), dL/dz {e_dz:.1e}, \
@@ -260,7 +260,7 @@ fn resident_step_matches_the_host_data_step() {
             b.optimizer_step(1e-3).unwrap();
         }
         // the weights after five steps
-        let (sa, sb) = (a.state(), b.state());
+        let (sa, sb) = (a.state().unwrap(), b.state().unwrap());
         let e = rel_err(&sb.mlp.params, &sa.mlp.params);
         println!("{}: parameters after 5 steps {e:.1e}", precision.name());
         assert!(e < tol, "{}: parameters {e:e}", precision.name());
@@ -294,7 +294,7 @@ fn resident_step_errors_on_nan_and_without_points() {
         assert!(!b.has_resident_points(), "forward overwrote the points");
         b.set_resident_points(&points).unwrap();
 
-        let mut state = b.state();
+        let mut state = b.state().unwrap();
         let last = state.mlp.params.len() - 1; // the output bias
         state.mlp.params[last] = f32::NAN;
         b.set_state(state).unwrap();

@@ -211,7 +211,7 @@ fn device_steps_follow_the_cpu_training_curve() {
         want[want.len() - 1]
     );
     assert!(worst < 1e-4, "device-step loss curve differs from the CPU's by {worst:.2e} relative");
-    let (a, b) = (gpu.state(), cpu.state());
+    let (a, b) = (gpu.state().unwrap(), cpu.state().unwrap());
     assert_eq!(a.adam.step, b.adam.step);
 }
 

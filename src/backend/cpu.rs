@@ -267,8 +267,8 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn gradients(&self) -> Vec<f32> {
-        self.grads.clone()
+    fn gradients(&self) -> crate::Result<Vec<f32>> {
+        Ok(self.grads.clone())
     }
 
     fn optimizer_step(&mut self, lr: f32) -> crate::Result<()> {
@@ -292,8 +292,12 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn state(&self) -> TrainState {
-        TrainState { mlp: self.mlp.clone(), adam: self.adam_state.clone() }
+    fn state(&self) -> crate::Result<TrainState> {
+        Ok(TrainState { mlp: self.mlp.clone(), adam: self.adam_state.clone() })
+    }
+
+    fn step(&self) -> u64 {
+        self.adam_state.step
     }
 
     fn set_state(&mut self, state: TrainState) -> crate::Result<()> {
@@ -385,7 +389,7 @@ mod tests {
             let mut g = vec![0.0; n];
             loss.eval(&out, &targets, &mut g);
             be.backward(&g).unwrap();
-            let grads = be.gradients();
+            let grads = be.gradients().unwrap();
             let f = be.encoding.n_features();
             let mut feats = vec![0.0; n * f];
             be.encoding.encode(&pts, &mut feats);
@@ -437,6 +441,6 @@ mod tests {
             let lb = b.train_step(&pts, &y, Loss::Bce, 1e-3).unwrap();
             assert_eq!(la, lb);
         }
-        assert_eq!(a.state(), b.state());
+        assert_eq!(a.state().unwrap(), b.state().unwrap());
     }
 }

@@ -20,6 +20,59 @@ use crate::model::Mlp;
 use crate::train::{AdamState, Loss};
 
 pub use cpu::CpuBackend;
+pub use cuda::{BatchParams, StepReport};
+
+use crate::geometry::winding::WindingNumber;
+use crate::geometry::TriMesh;
+use crate::operator::ct_geometry::Scan;
+use crate::operator::fft::{MaskedFft, C64};
+use crate::operator::ray::RayProjector;
+use crate::operator::GridLoss;
+use crate::sample::Aabb;
+
+/// What a backend can run on its device beyond the network, for the jobs that can use it: the
+/// occupancy batches drawn, labelled and trained on the device; the grid operators of MRI and CT
+/// on the device; the device-resident grid step; and the benchmark's probes. Jobs reach it through
+/// [`Backend::device_jobs`], never through a concrete backend.
+pub trait DeviceJobs {
+    /// Uploads the mesh (unit box) and its winding-number tree for the device batches.
+    fn upload_mesh(&mut self, winding: &WindingNumber, mesh: &TriMesh, bbox: Aabb) -> crate::Result<()>;
+
+    /// Inside/outside labels of `points` from the uploaded mesh, and the device seconds.
+    fn label_points(&mut self, points: &[[f32; 3]]) -> crate::Result<(Vec<f32>, f64)>;
+
+    /// Queues one occupancy step (draw, label, train, Adam) into loss slot `slot`.
+    fn occupancy_step(&mut self, params: &BatchParams, lr: f32, slot: usize) -> crate::Result<()>;
+
+    /// Waits for the `n` queued steps and returns their losses and device times.
+    fn read_steps(&mut self, n: usize) -> crate::Result<StepReport>;
+
+    /// The masked-FFT loss of `fit mri` on the device; `resident`: on this backend's stream,
+    /// for [`Self::resident_step`].
+    fn kspace_operator(
+        &mut self,
+        op: &MaskedFft,
+        measured: &[C64],
+        resident: bool,
+    ) -> crate::Result<Box<dyn GridLoss>>;
+
+    /// The ray-projector loss of `fit ct` (grid rendering) on the device.
+    fn ray_operator(
+        &mut self,
+        scan: &Scan,
+        projector: &RayProjector,
+        measured: &[f32],
+        resident: bool,
+    ) -> crate::Result<Box<dyn GridLoss>>;
+
+    /// One step up to the optimiser with the grid's points kept on the device: forward, `op`'s
+    /// loss and ∂L/∂z, backward, all on the device (`op` made here with `resident`). The loss.
+    fn resident_step(&mut self, op: &mut dyn GridLoss, points: &[f32]) -> crate::Result<f64>;
+
+    /// Benchmark probes: upload points once, then time the encoding alone.
+    fn stage_points(&mut self, points: &[f32]) -> crate::Result<()>;
+    fn encode_staged(&mut self, n: usize) -> crate::Result<()>;
+}
 
 /// The number of `d`-D points in `points` (row-major n×d); an error naming `what` when there are
 /// none or the coordinates are not a whole number of points.
@@ -83,8 +136,9 @@ pub trait Backend {
         )))
     }
 
-    /// ∂L/∂params from the last `backward`, in [`Mlp`]'s flat layout.
-    fn gradients(&self) -> Vec<f32>;
+    /// ∂L/∂params from the last `backward`, in [`Mlp`]'s flat layout; an error when they cannot
+    /// be read (a lost device), never stale or empty values.
+    fn gradients(&self) -> crate::Result<Vec<f32>>;
 
     /// One Adam step with the stored gradients.
     fn optimizer_step(&mut self, lr: f32) -> crate::Result<()>;
@@ -92,7 +146,12 @@ pub trait Backend {
     /// Outputs for any number of points, in chunks, without keeping anything for backward.
     fn predict(&mut self, points: &[f32], out: &mut [f32]) -> crate::Result<()>;
 
-    fn state(&self) -> TrainState;
+    /// Parameters and optimiser state; an error when they cannot be read (a lost device), so a
+    /// checkpoint is never written from stale state.
+    fn state(&self) -> crate::Result<TrainState>;
+
+    /// Optimiser steps taken so far (without reading the device).
+    fn step(&self) -> u64;
     fn set_state(&mut self, state: TrainState) -> crate::Result<()>;
 
     /// Waits until the work queued so far has finished (asynchronous backends); for timing.
@@ -100,9 +159,9 @@ pub trait Backend {
         Ok(())
     }
 
-    /// The CUDA backend behind this one, for the work that has a device-resident path (the
-    /// occupancy step: sampling and labelling on the GPU). `None` for every other backend.
-    fn as_cuda_mut(&mut self) -> Option<&mut cuda::CudaBackend> {
+    /// The parts of jobs this backend can run on its device beyond the network (occupancy
+    /// batches, grid operators, device-resident steps); `None` when it has none (the CPU).
+    fn device_jobs(&mut self) -> Option<&mut dyn DeviceJobs> {
         None
     }
 

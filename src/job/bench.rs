@@ -60,10 +60,10 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
         cfg.features
     );
     backend.train_step(&pts, &y, Loss::Bce, 1e-4)?; // warm-up
-    let on_cuda = backend.as_cuda_mut().is_some();
-    if let Some(cuda) = backend.as_cuda_mut() {
-        cuda.stage_points(&pts)?;
-        cuda.encode_staged(n)?; // warm-up
+    let on_device = backend.device_jobs().is_some();
+    if let Some(jobs) = backend.device_jobs() {
+        jobs.stage_points(&pts)?;
+        jobs.encode_staged(n)?; // warm-up
     }
     let steps = cfg.steps.max(1);
     let (mut t_enc, mut t_fwd, mut t_bwd, mut t_opt, mut t_step) = (vec![], vec![], vec![], vec![], vec![]);
@@ -71,8 +71,8 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
     for _ in 0..steps {
         backend.synchronize()?;
         let t = Instant::now();
-        match backend.as_cuda_mut() {
-            Some(cuda) => cuda.encode_staged(n)?, // waits for the device
+        match backend.device_jobs() {
+            Some(jobs) => jobs.encode_staged(n)?, // waits for the device
             None => encoding.encode(&pts, &mut feats),
         }
         t_enc.push(t.elapsed().as_secs_f64());
@@ -97,7 +97,7 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
     }
     let rate = |v: Vec<f64>| n as f64 / median(v);
     println!("{:<34} {:>14}", "stage (median of steps)", "samples/s");
-    if on_cuda {
+    if on_device {
         println!("{:<34} {:>14.0}", "encode (device)", rate(t_enc));
         println!("{:<34} {:>14.0}", "forward (upload+encode+MLP+read)", rate(t_fwd));
         println!("{:<34} {:>14.0}", "backward (upload dL/dz+backward)", rate(t_bwd));
@@ -139,8 +139,8 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
                 100.0 * inside as f64 / np as f64,
                 mesh.mesh_in_unit.triangles.len()
             );
-            if let Some(cuda) = backend.as_cuda_mut() {
-                device_labels_and_steps(cuda, &mesh, &p, &labels, n, steps)?;
+            if let Some(jobs) = backend.device_jobs() {
+                device_labels_and_steps(jobs, &mesh, &p, &labels, n, steps)?;
             }
         }
         Err(e) => println!("labels: skipped ({e})"),
@@ -151,18 +151,18 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
 /// The GPU labeller on the same points as the host one, and the device-resident occupancy step
 /// (uniform batches of `batch` points, as the paper's protocol).
 fn device_labels_and_steps(
-    cuda: &mut crate::backend::cuda::CudaBackend,
+    jobs: &mut dyn crate::backend::DeviceJobs,
     mesh: &PreparedMesh,
     points: &[[f32; 3]],
     host_labels: &[f32],
     batch: usize,
     steps: usize,
 ) -> crate::Result<()> {
-    use crate::backend::cuda::BatchParams;
-    let dm = cuda.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox)?;
-    let _ = cuda.label_points(&dm, &points[..points.len().min(4096)])?; // warm-up
+    use crate::backend::BatchParams;
+    jobs.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox)?;
+    let _ = jobs.label_points(&points[..points.len().min(4096)])?; // warm-up
     let t = Instant::now();
-    let (labels, device_s) = cuda.label_points(&dm, points)?;
+    let (labels, device_s) = jobs.label_points(points)?;
     let wall = t.elapsed().as_secs_f64();
     let differ = labels.iter().zip(host_labels).filter(|(a, b)| a != b).count();
     let np = points.len();
@@ -174,18 +174,18 @@ fn device_labels_and_steps(
         wall
     );
     let mut params = BatchParams { seed: 0, step: 0, batch, n_surface: 0, surface_sigma: 0.01 };
-    cuda.occupancy_step(&dm, &params, 1e-4, 0)?; // warm-up
-    cuda.read_steps(1)?;
+    jobs.occupancy_step(&params, 1e-4, 0)?; // warm-up
+    jobs.read_steps(1)?;
     let steps = steps.max(super::occupancy::DEVICE_READ_EVERY);
     let (mut label_s, mut train_s) = (0.0, 0.0);
     let t = Instant::now();
     let mut slot = 0;
     for step in 0..steps {
         params.step = 1 + step as u64;
-        cuda.occupancy_step(&dm, &params, 1e-4, slot)?;
+        jobs.occupancy_step(&params, 1e-4, slot)?;
         slot += 1;
         if slot == super::occupancy::DEVICE_READ_EVERY || step + 1 == steps {
-            let r = cuda.read_steps(slot)?;
+            let r = jobs.read_steps(slot)?;
             label_s += r.label_seconds;
             train_s += r.train_seconds;
             slot = 0;

@@ -25,14 +25,14 @@
 //! and max |∂L/∂z| (for fp16's loss scale) per step, and the image only when the PSNR curve
 //! needs it.
 
-use crate::backend::cuda::GpuProjector;
 use crate::backend::Backend;
 use crate::config::{DeviceConfig, JobConfig, OptimiserConfig};
 use crate::encoding::EncodingConfig;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::ModelConfig;
 use crate::operator::ct_geometry::Scan;
-use crate::operator::ray::RayProjector;
+use crate::operator::ray::{RayLoss, RayProjector};
+use crate::operator::{choose_grid_loss, GridLoss};
 use crate::sample::rays::{stratified, RaySamples};
 use crate::sample::rng::streams;
 use crate::sample::CounterRng;
@@ -236,15 +236,22 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     );
     let start_step = run.step();
 
+    let projector = (render == Render::Grid).then(|| RayProjector::new(&scan, cfg.train.projector_step));
     let mut stepper = Stepper::new(&scan, &cfg, &measured, render, truth.as_deref());
     let mut metrics = CtMetrics { render: Some(render), ..Default::default() };
-    if render == Render::Grid {
-        let projector = stepper.choose_projector(run.backend.as_mut(), &cfg.device);
-        log(opts, &format!("projector: {projector}"));
-        if stepper.resident {
+    if let Some(projector) = &projector {
+        let (op, resident, what) = choose_grid_loss(
+            run.backend.as_mut(),
+            &cfg.device,
+            |jobs, resident| jobs.ray_operator(&scan, projector, &measured, resident),
+            || Box::new(RayLoss::new(projector, &measured)),
+        );
+        log(opts, &format!("projector: {what}"));
+        if resident {
             log(opts, "step: device-resident (grid uploaded once; outputs and ∂L/∂z stay on the GPU)");
         }
-        metrics.projector = Some(projector.split(':').next().unwrap_or_default().to_string());
+        metrics.projector = Some(what.split(':').next().unwrap_or_default().to_string());
+        (stepper.op, stepper.resident) = (Some(op), resident);
     }
     let steps = cfg.train.steps;
     let samples = if render == Render::Grid {
@@ -357,17 +364,13 @@ struct Stepper<'a> {
     render: Render,
     seed: u64,
     // grid
-    projector: Option<RayProjector>,
-    /// A and Aᵀ on the GPU, when the backend is CUDA (then `projector` only made its rays).
-    gpu: Option<GpuProjector>,
-    /// The grid step is device-resident (`gpu` is on the backend's stream).
+    /// σ, A, the residual, Aᵀ and the chain rule, on the host or the device
+    /// ([`crate::operator::choose_grid_loss`]).
+    op: Option<Box<dyn GridLoss + 'a>>,
+    /// The grid step runs device-resident (`op` lives on the backend's device and stream).
     resident: bool,
-    /// `image` is older than the device's (resident steps leave it there).
-    image_stale: bool,
     grid_points: Vec<f32>,
     image: Vec<f32>,
-    predicted: Vec<f32>,
-    back: Vec<f32>,
     // rays
     valid_rays: Vec<usize>,
     rays_per_batch: usize,
@@ -392,14 +395,10 @@ impl<'a> Stepper<'a> {
             psnr_curve: vec![],
             render,
             seed: cfg.seed,
-            projector: None,
-            gpu: None,
+            op: None,
             resident: false,
-            image_stale: false,
             grid_points: vec![],
             image: vec![],
-            predicted: vec![],
-            back: vec![],
             valid_rays: vec![],
             rays_per_batch: cfg.train.rays_per_batch,
             samples_per_ray: cfg.train.samples_per_ray,
@@ -407,10 +406,6 @@ impl<'a> Stepper<'a> {
             samples: RaySamples::default(),
         };
         if render == Render::Grid {
-            let p = RayProjector::new(scan, cfg.train.projector_step);
-            s.predicted = vec![0.0; p.n_rays()];
-            s.back = vec![0.0; p.n_voxels()];
-            s.projector = Some(p);
             s.grid_points = scan.voxel_centres_unit();
         } else {
             s.valid_rays = (0..scan.n_rays()).filter(|&i| scan.clip(&scan.ray(i)).is_some()).collect();
@@ -418,47 +413,11 @@ impl<'a> Stepper<'a> {
         s
     }
 
-    /// Moves the grid projector onto the GPU when the network runs there. Returns what runs A
-    /// and Aᵀ, for the log: "gpu (…)", "cpu (N threads)", or the CPU with the reason the GPU
-    /// projector could not be made.
-    fn choose_projector(&mut self, backend: &mut dyn Backend, device: &DeviceConfig) -> String {
-        let cpu = format!("cpu ({} threads)", rayon::current_num_threads());
-        let Some(projector) = &self.projector else { return cpu };
-        let Some(cuda) = backend.as_cuda_mut() else { return cpu };
-        if !device.gpu_operator {
-            return format!("{cpu}: [device] gpu_operator = false");
-        }
-        let resident = device.resident;
-        let made = if resident {
-            GpuProjector::on_stream(self.scan, projector, cuda.stream())
-        } else {
-            GpuProjector::new(self.scan, projector)
-        };
-        let made = made.and_then(|mut g| {
-            g.set_measured(self.measured)?;
-            Ok(g)
-        });
-        match made {
-            Ok(g) => {
-                let what = g.describe();
-                self.gpu = Some(g);
-                self.resident = resident;
-                what
-            }
-            Err(e) => format!("{cpu}: the GPU projector could not be made ({e})"),
-        }
-    }
-
-    /// The image rendered by the last grid step (copied from the device after a resident step).
+    /// The image rendered by the last grid step.
     fn image(&mut self) -> Result<Option<&[f32]>> {
-        if self.image_stale {
-            if let Some(gpu) = &mut self.gpu {
-                self.image.resize(gpu.n_voxels(), 0.0);
-                gpu.image(&mut self.image)?;
-            }
-            self.image_stale = false;
-        }
-        Ok((self.render == Render::Grid && !self.image.is_empty()).then_some(self.image.as_slice()))
+        let Some(op) = &mut self.op else { return Ok(None) };
+        op.image(&mut self.image)?;
+        Ok((!self.image.is_empty()).then_some(self.image.as_slice()))
     }
 }
 
@@ -494,22 +453,11 @@ impl Objective for Stepper<'_> {
         if !self.resident {
             return None;
         }
-        let gpu = self.gpu.as_mut()?;
-        let cuda = backend.as_cuda_mut()?;
-        let mut step = || -> Result<f32> {
-            if !cuda.has_resident_points() {
-                cuda.set_resident_points(&self.grid_points)?;
-            }
-            let z = cuda.forward_resident()?;
-            let (loss, max_abs) = gpu.sigmoid_loss_and_gradient_device(&z)?;
-            cuda.backward_device_grad(&gpu.gradient(), max_abs)?;
-            Ok(loss)
-        };
-        let loss = match step() {
-            Ok(loss) => loss,
+        let op = self.op.as_mut()?;
+        let loss = match backend.device_jobs()?.resident_step(op.as_mut(), &self.grid_points) {
+            Ok(loss) => loss as f32,
             Err(e) => return Some(Err(e)),
         };
-        self.image_stale = true;
         Some(backend.optimizer_step(lr).map(|()| DeviceStep::Done(loss)))
     }
 
@@ -526,33 +474,11 @@ impl Objective for Stepper<'_> {
 }
 
 impl Stepper<'_> {
-    /// Grid rendering: σ(z) is the image; A (GPU or CPU), the residual, Aᵀ and the chain rule
-    /// through σ give ∂L/∂z.
+    /// Grid rendering: the grid loss (σ, A, the residual, Aᵀ and the chain rule through σ).
     fn grid_loss(&mut self, z: &[f32], dz: &mut [f32]) -> Result<f32> {
-        let Some(projector) = &self.projector else {
-            return Err(Error::Config("grid rendering without a projector".into()));
-        };
-        self.image.clear();
-        self.image.extend(z.iter().map(|&v| sigmoid(v)));
-        let loss = match &mut self.gpu {
-            Some(gpu) => gpu.loss_and_gradient(&self.image, &mut self.back)?,
-            None => {
-                projector.forward(&self.image, &mut self.predicted);
-                let m = self.predicted.len() as f32;
-                let mut total = 0.0f64;
-                for (p, &y) in self.predicted.iter_mut().zip(self.measured) {
-                    let r = *p - y;
-                    total += 0.5 * (r as f64) * (r as f64);
-                    *p = r / m;
-                }
-                projector.adjoint(&self.predicted, &mut self.back);
-                (total / m as f64) as f32
-            }
-        };
-        for ((d, &g), &p) in dz.iter_mut().zip(&self.back).zip(&self.image) {
-            *d = through_sigmoid(g, p);
-        }
-        Ok(loss)
+        let op =
+            self.op.as_mut().ok_or_else(|| Error::Config("grid rendering without a projector".into()))?;
+        Ok(op.sigmoid_loss_and_gradient(z, dz)? as f32)
     }
 
     /// Ray rendering: each ray's integral is the weighted sum of σ at its samples.

@@ -33,16 +33,15 @@ use crate::io::volume::{identity_affine, load_volume, Intensity, Normalize};
 use crate::io::{NpyData, WorldFromVoxel};
 use crate::job::field::{validate_common, FieldExport, FieldMeta, FieldTrain};
 use crate::model::ModelConfig;
-use crate::operator::fft::{fftshift, ifftshift, MaskedFft, C64};
+use crate::operator::fft::{fftshift, ifftshift, KspaceLoss, MaskedFft, C64};
+use crate::operator::{choose_grid_loss, GridLoss};
 use crate::sample::kspace::Sampling;
 use crate::sample::voxels::grid_points;
 use crate::train::fit::{Batch, DeviceStep, NetSpec, Objective, Run};
 use crate::train::image_metrics::{psnr, ssim};
-use crate::train::loss::{sigmoid, through_sigmoid};
 use crate::train::run::log;
 use crate::train::run::FitOptions;
 use crate::{Error, Result};
-use rayon::prelude::*;
 use rustfft::num_complex::Complex;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -243,66 +242,12 @@ pub fn prepare(cfg: &MriConfig) -> Result<MriProblem> {
     Ok(MriProblem { dims, world_from_voxel, truth, intensity, operator, kspace })
 }
 
-/// The k-space operator of the training loop: cuFFT on the device when the network runs on the
-/// CUDA backend and cuFFT works there (unless `[device] gpu_operator = false`, for timing the host path);
-/// otherwise None, and the host's `rustfft` does it. Logs which, and why. When `resident`, the
-/// operator runs on the backend's stream (for the device-resident step).
-fn kspace_operator(
-    backend: &mut dyn crate::backend::Backend,
-    problem: &MriProblem,
-    opts: &FitOptions,
-    device: &DeviceConfig,
-) -> Option<crate::backend::cuda::GpuKspaceOperator> {
-    let resident = device.resident;
-    use crate::backend::cuda::GpuKspaceOperator;
-    let why = if let Some(cuda) = backend.as_cuda_mut().filter(|_| device.gpu_operator) {
-        let made = if resident {
-            GpuKspaceOperator::on_stream(&problem.operator, &problem.kspace, cuda.stream())
-        } else {
-            GpuKspaceOperator::new(&problem.operator, &problem.kspace)
-        };
-        match made {
-            Ok(op) => {
-                log(opts, &format!("k-space operator: {}", op.describe()));
-                return Some(op);
-            }
-            Err(reason) => format!("cuFFT is not usable: {reason}"),
-        }
-    } else if backend.as_cuda_mut().is_none() {
-        "the network runs on the CPU".to_string()
-    } else {
-        "[device] gpu_operator = false".to_string()
-    };
-    log(opts, &format!("k-space operator: rustfft ({} threads): {why}", rayon::current_num_threads()));
-    None
-}
-
-/// One device-resident step up to the optimizer: forward on the resident grid (uploaded again
-/// only if something else used the training buffers), σ / masked FFT / loss / adjoint / chain
-/// rule on the device, backward from the device gradient. Returns the loss.
-fn resident_step(
-    cuda: &mut crate::backend::cuda::CudaBackend,
-    op: &mut crate::backend::cuda::GpuKspaceOperator,
-    points: &[f32],
-) -> Result<f64> {
-    if !cuda.has_resident_points() {
-        cuda.set_resident_points(points)?;
-    }
-    let z = cuda.forward_resident()?;
-    let (loss, max_abs) = op.sigmoid_loss_and_gradient_device(&z)?;
-    cuda.backward_device_grad(&op.gradient(), max_abs)?;
-    Ok(loss)
-}
-
 /// The whole grid every step through the masked FFT: σ, A, the k-space residual, Aᵀ and the
 /// chain rule through σ, on the host (rustfft) or with cuFFT, or the whole step on the GPU
 /// (device-resident).
 struct KspaceFit<'a> {
-    problem: &'a MriProblem,
     points: Vec<f32>,
-    /// σ(z), the image (host operator).
-    p: Vec<f32>,
-    gpu: Option<crate::backend::cuda::GpuKspaceOperator>,
+    op: Box<dyn GridLoss + 'a>,
     resident: bool,
 }
 
@@ -312,30 +257,18 @@ impl Objective for KspaceFit<'_> {
     }
 
     fn loss(&mut self, _step: u64, z: &[f32], dz: &mut [f32]) -> Result<f32> {
-        let loss = match self.gpu.as_mut() {
-            // σ, the masked FFT, the loss, the adjoint and the chain rule through σ on the device
-            Some(op) => op.sigmoid_loss_and_gradient(z, dz)?,
-            None => {
-                let p = &mut self.p;
-                p.par_iter_mut().zip(z.par_iter()).for_each(|(p, &z)| *p = sigmoid(z));
-                let loss = self.problem.operator.loss_and_gradient(p, &self.problem.kspace, dz);
-                dz.par_iter_mut().zip(p.par_iter()).for_each(|(g, &p)| *g = through_sigmoid(*g, p));
-                loss
-            }
-        };
-        Ok(loss as f32)
+        Ok(self.op.sigmoid_loss_and_gradient(z, dz)? as f32)
     }
 
     fn device_step(&mut self, backend: &mut dyn Backend, _step: u64, lr: f32) -> Option<Result<DeviceStep>> {
         if !self.resident {
             return None;
         }
-        let (op, cuda) = (self.gpu.as_mut()?, backend.as_cuda_mut()?);
-        let loss = match resident_step(cuda, op, &self.points) {
-            Ok(loss) => loss,
+        let loss = match backend.device_jobs()?.resident_step(self.op.as_mut(), &self.points) {
+            Ok(loss) => loss as f32,
             Err(e) => return Some(Err(e)),
         };
-        Some(backend.optimizer_step(lr).map(|()| DeviceStep::Done(loss as f32)))
+        Some(backend.optimizer_step(lr).map(|()| DeviceStep::Done(loss)))
     }
 }
 
@@ -388,14 +321,19 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     let mut run = Run::start(&dir, &cfg.to_toml()?, &net, meta.to_extra()?, opts)?;
     let start_step = run.step();
 
-    let gpu = kspace_operator(run.backend.as_mut(), &problem, opts, &cfg.device);
-    let resident = cfg.device.resident && gpu.is_some();
+    let (op, resident, what) = choose_grid_loss(
+        run.backend.as_mut(),
+        &cfg.device,
+        |jobs, resident| jobs.kspace_operator(&problem.operator, &problem.kspace, resident),
+        || Box::new(KspaceLoss::new(&problem.operator, &problem.kspace)),
+    );
+    log(opts, &format!("k-space operator: {what}"));
     if resident {
         log(opts, "step: device-resident (grid uploaded once; outputs and ∂L/∂z stay on the GPU)");
     }
     let points = grid_points(dims, 1);
     let n = points.len() / 3;
-    let mut objective = KspaceFit { problem: &problem, points, p: vec![0.0; n], gpu, resident };
+    let mut objective = KspaceFit { points, op, resident };
     let trained = run.train(&cfg.train.loop_spec(n), &mut objective, opts)?;
     if let Some(step) = trained.interrupted {
         return Ok(MriOutcome::Interrupted { step });

@@ -6,12 +6,12 @@
 //! an uninterrupted one would.
 //!
 //! On the CUDA backend the whole step stays on the GPU: the same batch is drawn and labelled
-//! there ([`crate::backend::cuda::CudaBackend::occupancy_step`]), and the host only launches
+//! there ([`crate::backend::DeviceJobs::occupancy_step`]), and the host only launches
 //! and reads the losses every [`DEVICE_READ_EVERY`] steps. Elsewhere the host draws and labels
 //! ([`training_batch`]) and the backend trains on the uploaded batch.
 
-use crate::backend::cuda::{BatchParams, DeviceMesh};
 use crate::backend::Backend;
+use crate::backend::BatchParams;
 use crate::config::OccupancyConfig;
 use crate::geometry::winding::WindingNumber;
 use crate::geometry::{TriMesh, UnitFromMesh};
@@ -195,22 +195,22 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let start_step = run.step();
     let steps = cfg.train.steps;
     // On CUDA, batches are drawn and labelled on the device: upload the mesh once.
-    let device_mesh = match run.backend.as_cuda_mut() {
-        None => None,
-        Some(cuda) => match cuda.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox) {
-            Ok(m) => {
+    let on_device = match run.backend.device_jobs() {
+        None => false,
+        Some(jobs) => match jobs.upload_mesh(&mesh.winding, &mesh.mesh_in_unit, mesh.bbox) {
+            Ok(()) => {
                 log(opts, "training batches: sampled and labelled on the GPU");
-                Some(m)
+                true
             }
             Err(e) => {
                 log(opts, &format!("training batches: on the host ({e})"));
-                None
+                false
             }
         },
     };
-    let batches_on = if device_mesh.is_some() { "gpu" } else { "host" };
+    let batches_on = if on_device { "gpu" } else { "host" };
     let mut objective =
-        OccupancyBatches { cfg, mesh: &mesh, device_mesh, queued: 0, points: vec![], labels: vec![] };
+        OccupancyBatches { cfg, mesh: &mesh, on_device, queued: 0, points: vec![], labels: vec![] };
     let spec = LoopSpec {
         steps,
         lr: cfg.train.lr,
@@ -274,7 +274,8 @@ pub const DEVICE_READ_EVERY: usize = 16;
 struct OccupancyBatches<'a> {
     cfg: &'a OccupancyConfig,
     mesh: &'a PreparedMesh,
-    device_mesh: Option<DeviceMesh>,
+    /// The mesh is on the device and the batches are drawn there.
+    on_device: bool,
     /// Device steps queued since the last read.
     queued: usize,
     points: Vec<[f32; 3]>,
@@ -292,8 +293,10 @@ impl Objective for OccupancyBatches<'_> {
     }
 
     fn device_step(&mut self, backend: &mut dyn Backend, step: u64, lr: f32) -> Option<Result<DeviceStep>> {
-        let mesh = self.device_mesh.as_ref()?;
-        let cuda = backend.as_cuda_mut()?;
+        if !self.on_device {
+            return None;
+        }
+        let jobs = backend.device_jobs()?;
         let cfg = self.cfg;
         let params = BatchParams {
             seed: cfg.seed,
@@ -304,13 +307,13 @@ impl Objective for OccupancyBatches<'_> {
         };
         let slot = self.queued;
         self.queued += 1;
-        Some(cuda.occupancy_step(mesh, &params, lr, slot).map(|()| DeviceStep::Queued))
+        Some(jobs.occupancy_step(&params, lr, slot).map(|()| DeviceStep::Queued))
     }
 
     fn read_queued(&mut self, backend: &mut dyn Backend, n: usize) -> Result<QueuedReport> {
-        let cuda =
-            backend.as_cuda_mut().ok_or_else(|| Error::Config("device training without CUDA".into()))?;
-        let report = cuda.read_steps(n)?;
+        let jobs =
+            backend.device_jobs().ok_or_else(|| Error::Config("device batches on a host backend".into()))?;
+        let report = jobs.read_steps(n)?;
         self.queued = 0;
         Ok(QueuedReport {
             losses: report.losses,

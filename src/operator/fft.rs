@@ -228,6 +228,38 @@ fn shift<T: Copy>(data: &[T], dims: [usize; 3], by: impl Fn(usize) -> usize) -> 
     out
 }
 
+/// `fit mri`'s loss on the host: the masked FFT of σ(z) against the measured k-space, with
+/// rustfft on the host's threads.
+pub struct KspaceLoss<'a> {
+    pub op: &'a MaskedFft,
+    /// Measured coefficients, unshifted, zero outside the mask.
+    pub measured: &'a [C64],
+    /// σ(z).
+    p: Vec<f32>,
+}
+
+impl<'a> KspaceLoss<'a> {
+    pub fn new(op: &'a MaskedFft, measured: &'a [C64]) -> Self {
+        KspaceLoss { op, measured, p: vec![] }
+    }
+}
+
+impl super::GridLoss for KspaceLoss<'_> {
+    fn describe(&self) -> String {
+        format!("rustfft ({} threads)", rayon::current_num_threads())
+    }
+
+    fn sigmoid_loss_and_gradient(&mut self, z: &[f32], dz: &mut [f32]) -> crate::Result<f64> {
+        use crate::train::loss::{sigmoid, through_sigmoid};
+        let p = &mut self.p;
+        p.resize(z.len(), 0.0);
+        p.par_iter_mut().zip(z.par_iter()).for_each(|(p, &z)| *p = sigmoid(z));
+        let loss = self.op.loss_and_gradient(p, self.measured, dz);
+        dz.par_iter_mut().zip(p.par_iter()).for_each(|(g, &p)| *g = through_sigmoid(*g, p));
+        Ok(loss)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,3 +193,56 @@ impl RayProjector {
         }
     }
 }
+/// `fit ct`'s loss on the host (grid rendering): the image σ(z), r = A σ(z) − measured over the
+/// m rays, the loss ½·mean(r²), and ∂L/∂z = Aᵀ(r / m) · σ'(z).
+pub struct RayLoss<'a> {
+    pub projector: &'a RayProjector,
+    pub measured: &'a [f32],
+    image: Vec<f32>,
+    predicted: Vec<f32>,
+    back: Vec<f32>,
+}
+
+impl<'a> RayLoss<'a> {
+    pub fn new(projector: &'a RayProjector, measured: &'a [f32]) -> Self {
+        RayLoss {
+            projector,
+            measured,
+            image: vec![],
+            predicted: vec![0.0; projector.n_rays()],
+            back: vec![0.0; projector.n_voxels()],
+        }
+    }
+}
+
+impl super::GridLoss for RayLoss<'_> {
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn sigmoid_loss_and_gradient(&mut self, z: &[f32], dz: &mut [f32]) -> crate::Result<f64> {
+        use crate::train::loss::{sigmoid, through_sigmoid};
+        self.image.clear();
+        self.image.extend(z.iter().map(|&v| sigmoid(v)));
+        self.projector.forward(&self.image, &mut self.predicted);
+        let m = self.predicted.len() as f32;
+        let mut total = 0.0f64;
+        for (p, &y) in self.predicted.iter_mut().zip(self.measured) {
+            let r = *p - y;
+            total += 0.5 * (r as f64) * (r as f64);
+            *p = r / m;
+        }
+        self.projector.adjoint(&self.predicted, &mut self.back);
+        for ((d, &g), &p) in dz.iter_mut().zip(&self.back).zip(&self.image) {
+            *d = through_sigmoid(g, p);
+        }
+        // the loss as f32, as the step reports it
+        Ok((total / m as f64) as f32 as f64)
+    }
+
+    fn image(&mut self, out: &mut Vec<f32>) -> crate::Result<()> {
+        out.clear();
+        out.extend_from_slice(&self.image);
+        Ok(())
+    }
+}

@@ -57,7 +57,7 @@ pub fn resume(backend: &mut dyn Backend, dir: &Path) -> Result<Vec<(u64, f32, f3
         return Err(Error::format(&ck_path, "the checkpoint's encoding does not match run.toml"));
     }
     backend.set_state(ck.state)?;
-    Ok(read_loss_log(&dir.join(LOSS_CSV), backend.state().adam.step))
+    Ok(read_loss_log(&dir.join(LOSS_CSV), backend.step()))
 }
 
 /// Writes `dir`'s checkpoint (the backend's state with `extra`) and its loss log.
@@ -67,7 +67,7 @@ pub fn save(
     extra: HashMap<String, String>,
     loss_log: &[(u64, f32, f32)],
 ) -> Result<()> {
-    Checkpoint { encoding: backend.encoding().clone(), state: backend.state(), extra }
+    Checkpoint { encoding: backend.encoding().clone(), state: backend.state()?, extra }
         .save(&dir.join(CHECKPOINT))?;
     write_loss_log(&dir.join(LOSS_CSV), loss_log)
 }

@@ -53,8 +53,6 @@ pub struct CudaBackend {
     pub(super) outputs: Vec<f32>,
     /// fp16 `backward`: ∂L/∂output times the loss scale, on the host (kept between steps).
     pub(super) scaled: Vec<f32>,
-    /// The last state read from or written to the device, returned by `state()` if reading fails.
-    pub(super) last_state: std::cell::RefCell<TrainState>,
     /// Mean losses of the last steps, one slot per step between reads (see [`super::occupancy`]).
     pub(super) losses: CudaSlice<f32>,
     /// Timing events of device-resident steps, per loss slot: before sampling, after
@@ -63,6 +61,8 @@ pub struct CudaBackend {
     /// The number of points [`Self::set_resident_points`] left in the training buffers, while
     /// they are still there (anything else that writes `train.points` clears it).
     pub(super) resident: Option<usize>,
+    /// The mesh of the device occupancy batches ([`crate::backend::DeviceJobs::upload_mesh`]).
+    pub(super) occupancy_mesh: Option<super::winding::DeviceMesh>,
 }
 
 impl CudaBackend {
@@ -131,12 +131,12 @@ impl CudaBackend {
             grad_scale: 1.0,
             outputs: vec![],
             scaled: vec![],
-            last_state: std::cell::RefCell::new(TrainState { adam: AdamState::zeros(n), mlp: mlp.clone() }),
             losses: gpu.alloc(LOSS_SLOTS)?,
             step_events: vec![],
             resident: None,
             sizes: mlp.sizes,
             gpu,
+            occupancy_mesh: None,
         };
         be.refresh_params16()?;
         Ok(be)
@@ -195,7 +195,7 @@ impl Backend for CudaBackend {
         self.gpu.stream.synchronize().map_err(|e| cuda_error("synchronising the stream", e))
     }
 
-    fn as_cuda_mut(&mut self) -> Option<&mut CudaBackend> {
+    fn device_jobs(&mut self) -> Option<&mut dyn crate::backend::DeviceJobs> {
         Some(self)
     }
 
@@ -256,13 +256,10 @@ impl Backend for CudaBackend {
         self.backward_device(n)
     }
 
-    /// ∂L/∂params of the last backward; empty if the device cannot be read.
-    fn gradients(&self) -> Vec<f32> {
+    fn gradients(&self) -> crate::Result<Vec<f32>> {
         let mut v = vec![0.0; self.grads.len()];
-        match self.gpu.download(&self.grads.as_view(), &mut v) {
-            Ok(()) => v,
-            Err(_) => vec![],
-        }
+        self.gpu.download(&self.grads.as_view(), &mut v)?;
+        Ok(v)
     }
 
     fn optimizer_step(&mut self, lr: f32) -> crate::Result<()> {
@@ -296,17 +293,13 @@ impl Backend for CudaBackend {
         r
     }
 
-    /// Parameters and Adam state, read from the device. If the device cannot be read (it was
-    /// lost), the last state successfully read or set is returned; the next fallible call reports
-    /// the device error.
-    fn state(&self) -> TrainState {
-        match self.read_state() {
-            Ok(s) => {
-                *self.last_state.borrow_mut() = s.clone();
-                s
-            }
-            Err(_) => self.last_state.borrow().clone(),
-        }
+    /// Parameters and Adam state, read from the device; a lost device is the error.
+    fn state(&self) -> crate::Result<TrainState> {
+        self.read_state()
+    }
+
+    fn step(&self) -> u64 {
+        self.step
     }
 
     fn set_state(&mut self, state: TrainState) -> crate::Result<()> {
@@ -326,7 +319,6 @@ impl Backend for CudaBackend {
         self.gpu.upload(&state.adam.v, &mut self.moment2)?;
         self.step = state.adam.step;
         self.refresh_params16()?;
-        *self.last_state.borrow_mut() = state;
         Ok(())
     }
 

@@ -55,6 +55,7 @@ mod buffers;
 mod encoding;
 mod gemm;
 mod graph;
+mod jobs;
 pub mod kernels;
 mod loss;
 mod mlp;
