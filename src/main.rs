@@ -113,9 +113,9 @@ fn run_fit(config: RunConfig, resume: bool) -> Result<()> {
 }
 
 fn fit_occupancy(config: OccupancyConfig, resume: bool) -> Result<()> {
-    set_threads(config.threads);
+    set_threads(config.common.threads);
     match occupancy::fit(&config, &fit_options(resume))? {
-        FitOutcome::Interrupted { step } => interrupted(step, &config.output),
+        FitOutcome::Interrupted { step } => interrupted(step, &config.common.output),
         FitOutcome::Finished(m) => {
             println!("IoU uniform      {:.4}   (accuracy {:.4})", m.iou_uniform, m.accuracy_uniform);
             println!("IoU near-surface {:.4}   (accuracy {:.4})", m.iou_surface, m.accuracy_surface);
@@ -129,7 +129,7 @@ fn fit_occupancy(config: OccupancyConfig, resume: bool) -> Result<()> {
                 m.export_seconds
             );
             println!("mesh: {} vertices, {} triangles", m.mesh_vertices, m.mesh_triangles);
-            println!("run folder: {}", config.output.display());
+            println!("run folder: {}", config.common.output.display());
             Ok(())
         }
     }
@@ -202,10 +202,10 @@ fn export_occupancy(args: &ExportArgs) -> Result<()> {
 
 fn fit_ct(config: CtConfig, resume: bool) -> Result<()> {
     use ffvol::job::ct::{fit, CtOutcome};
-    set_threads(config.threads);
-    eprintln!("run folder: {}", config.output.display());
+    set_threads(config.common.threads);
+    eprintln!("run folder: {}", config.common.output.display());
     match fit(&config, &fit_options(resume))? {
-        CtOutcome::Interrupted { step } => interrupted(step, &config.output),
+        CtOutcome::Interrupted { step } => interrupted(step, &config.common.output),
         CtOutcome::Finished(m) => {
             if let (Some(p), Some(s)) = (m.psnr, m.ssim) {
                 println!("PSNR {p:.2} dB   SSIM {s:.4}");
@@ -214,7 +214,7 @@ fn fit_ct(config: CtConfig, resume: bool) -> Result<()> {
                 "final loss {:.3e}; {} steps in {:.1} s ({:.2} steps/s), {} parameters, {}",
                 m.final_loss, m.steps, m.train_seconds, m.steps_per_second, m.n_params, m.device
             );
-            println!("volume: {}", config.output.join(ffvol::job::ct::RECON).display());
+            println!("volume: {}", config.common.output.join(ffvol::job::ct::RECON).display());
             Ok(())
         }
     }
@@ -316,28 +316,28 @@ fn interrupted(step: u64, dir: &Path) -> Result<()> {
 }
 
 fn fit_volume(c: VolumeConfig, resume: bool) -> Result<()> {
-    set_threads(c.threads);
-    eprintln!("run folder: {}", c.output.display());
+    set_threads(c.common.threads);
+    eprintln!("run folder: {}", c.common.output.display());
     match volume::fit(&c, &fit_options(resume))? {
-        VolumeOutcome::Interrupted { step } => interrupted(step, &c.output),
+        VolumeOutcome::Interrupted { step } => interrupted(step, &c.common.output),
         VolumeOutcome::Finished(m) => {
             println!(
                 "PSNR held-out {:.2} dB   training voxels {:.2} dB   whole volume {:.2} dB",
                 m.psnr_test, m.psnr_train, m.psnr_all
             );
             println!("SSIM held-out {:.4}      whole volume {:.4}", m.ssim_test, m.ssim_all);
-            println!("time: {:.1} s total, {:.3} s/step", m.total_seconds, m.seconds_per_step);
-            println!("run folder: {}", c.output.display());
+            println!("time: {:.1} s total, {:.3} s/step", m.run.total_seconds, m.run.seconds_per_step);
+            println!("run folder: {}", c.common.output.display());
             Ok(())
         }
     }
 }
 
 fn fit_mri(c: MriConfig, resume: bool) -> Result<()> {
-    set_threads(c.threads);
-    eprintln!("run folder: {}", c.output.display());
+    set_threads(c.common.threads);
+    eprintln!("run folder: {}", c.common.output.display());
     match mri::fit(&c, &fit_options(resume))? {
-        MriOutcome::Interrupted { step } => interrupted(step, &c.output),
+        MriOutcome::Interrupted { step } => interrupted(step, &c.common.output),
         MriOutcome::Finished(m) => {
             println!("k-space sampled {:.2} %", 100.0 * m.sampled_fraction);
             if m.psnr.is_nan() {
@@ -346,8 +346,8 @@ fn fit_mri(c: MriConfig, resume: bool) -> Result<()> {
                 println!("PSNR fit {:.2} dB   zero-filled {:.2} dB", m.psnr, m.psnr_zero_filled);
                 println!("SSIM fit {:.4}      zero-filled {:.4}", m.ssim, m.ssim_zero_filled);
             }
-            println!("time: {:.1} s total, {:.3} s/step", m.total_seconds, m.seconds_per_step);
-            println!("run folder: {}", c.output.display());
+            println!("time: {:.1} s total, {:.3} s/step", m.run.total_seconds, m.run.seconds_per_step);
+            println!("run folder: {}", c.common.output.display());
             Ok(())
         }
     }

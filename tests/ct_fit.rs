@@ -36,10 +36,10 @@ fn config(
     c.projections = files.0.clone();
     c.geometry = files.1.clone();
     c.truth = Some(files.2.clone());
-    c.output = out;
-    c.encoding = encoding;
-    c.model.depth = 3;
-    c.model.width = 64;
+    c.common.output = out;
+    c.common.encoding = encoding;
+    c.common.model.depth = 3;
+    c.common.model.width = 64;
     c.train.lr = lr;
     c.train.steps = steps;
     c.train.eval_every = 0;
@@ -97,7 +97,7 @@ fn resumed_run_matches_uninterrupted() {
         a.train.samples_per_ray = 16;
         let full = finished(ct::fit(&a, &FitOptions::default()).unwrap());
         let mut b = a.clone();
-        b.output = dir.join("b");
+        b.common.output = dir.join("b");
         let stop = FitOptions { stop_after: Some(17), ..Default::default() };
         assert!(matches!(ct::fit(&b, &stop).unwrap(), CtOutcome::Interrupted { step: 17 }));
         let resumed = finished(ct::fit(&b, &FitOptions { resume: true, ..Default::default() }).unwrap());

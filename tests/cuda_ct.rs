@@ -300,8 +300,8 @@ fn setup(scan: &Scan, dir: &Path, preset: CtPreset) -> CtConfig {
     c.projections = dir.join("projections.npy");
     c.geometry = dir.join("geometry.toml");
     c.truth = Some(dir.join("truth.nii.gz"));
-    c.output = dir.join("run");
-    c.device.kind = ffvol::config::DeviceKind::Cuda;
+    c.common.output = dir.join("run");
+    c.common.device.kind = ffvol::config::DeviceKind::Cuda;
     c
 }
 
@@ -319,9 +319,9 @@ fn fit_ct_on_cuda_projects_on_the_gpu() {
     require_cuda!();
     let dir = scratch("fit");
     let mut c = setup(&Scan::paper_2d(128, 20), &dir, CtPreset::Fast);
-    c.encoding = EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false };
-    c.model.depth = 3;
-    c.model.width = 64;
+    c.common.encoding = EncodingConfig::Gaussian { sigma: 4.0, features: 64, normalize: false };
+    c.common.model.depth = 3;
+    c.common.model.width = 64;
     c.train.lr = 3e-3;
     c.train.steps = 400;
     c.train.eval_every = 0;

@@ -346,15 +346,15 @@ fn fit_on_the_gpu_tracks_the_cpu() {
     ffvol::io::write_npy(&path, &vol, &dims, true).unwrap(); // x fastest
     let mut c = MriConfig::fast();
     c.volume = Some(path.clone());
-    c.encoding = EncodingConfig::Gaussian { sigma: 2.0, features: 32, normalize: false };
-    c.model = ModelConfig { depth: 2, width: 64 };
+    c.common.encoding = EncodingConfig::Gaussian { sigma: 2.0, features: 32, normalize: false };
+    c.common.model = ModelConfig { depth: 2, width: 64 };
     c.train.steps = 60;
     c.train.checkpoint_every = 0;
     c.export.montage = false;
     let run = |device: &str, name: &str, gpu_operator: bool, resident: bool| -> MriMetrics {
         let out = dir.join(name);
         let mut c = c.clone();
-        (c.device.gpu_operator, c.device.resident) = (gpu_operator, resident);
+        (c.common.device.gpu_operator, c.common.device.resident) = (gpu_operator, resident);
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, c.to_toml().unwrap()).unwrap();
         let args =
@@ -372,26 +372,26 @@ fn fit_on_the_gpu_tracks_the_cpu() {
         ("cuda + cuFFT, host data", &host_data),
         ("cuda + cuFFT, resident", &gpu),
     ] {
-        println!("{name:<24} loss {:.6e}  PSNR {:.3} dB  ({})", m.final_loss, m.psnr, m.device);
+        println!("{name:<24} loss {:.6e}  PSNR {:.3} dB  ({})", m.run.final_loss, m.psnr, m.run.device);
     }
-    assert!(gpu.device.contains("cuda"), "{}", gpu.device);
+    assert!(gpu.run.device.contains("cuda"), "{}", gpu.run.device);
     // the same network on the device, the k-space step on the host or the device: equal to rounding
-    let rel = (gpu.final_loss - host_fft.final_loss).abs() / host_fft.final_loss;
+    let rel = (gpu.run.final_loss - host_fft.run.final_loss).abs() / host_fft.run.final_loss;
     assert!(
         rel < 1e-3,
         "final loss: cuFFT {} vs rustfft {} ({rel:.1e})",
-        gpu.final_loss,
-        host_fft.final_loss
+        gpu.run.final_loss,
+        host_fft.run.final_loss
     );
     assert!((gpu.psnr - host_fft.psnr).abs() < 0.05, "PSNR: cuFFT {} vs rustfft {}", gpu.psnr, host_fft.psnr);
     // the device-resident step against the same step through host memory: the same kernels on
     // the same values, so the same run (bit for bit expected; rounding allowed)
-    let rel = (gpu.final_loss - host_data.final_loss).abs() / host_data.final_loss;
+    let rel = (gpu.run.final_loss - host_data.run.final_loss).abs() / host_data.run.final_loss;
     assert!(
         rel < 1e-4,
         "final loss: resident {} vs host data {} ({rel:.1e})",
-        gpu.final_loss,
-        host_data.final_loss
+        gpu.run.final_loss,
+        host_data.run.final_loss
     );
     assert!(
         (gpu.psnr - host_data.psnr).abs() < 0.01,
@@ -400,8 +400,8 @@ fn fit_on_the_gpu_tracks_the_cpu() {
         host_data.psnr
     );
     // against the CPU network: the backends' own fp32 differences, over 60 Adam steps
-    let rel = (gpu.final_loss - cpu.final_loss).abs() / cpu.final_loss;
-    assert!(rel < 0.05, "final loss: cuda {} vs cpu {} ({rel:.1e})", gpu.final_loss, cpu.final_loss);
+    let rel = (gpu.run.final_loss - cpu.run.final_loss).abs() / cpu.run.final_loss;
+    assert!(rel < 0.05, "final loss: cuda {} vs cpu {} ({rel:.1e})", gpu.run.final_loss, cpu.run.final_loss);
     assert!((gpu.psnr - cpu.psnr).abs() < 0.5, "PSNR: cuda {} vs cpu {}", gpu.psnr, cpu.psnr);
     let _ = std::fs::remove_dir_all(&dir);
 }

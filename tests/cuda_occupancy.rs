@@ -110,7 +110,7 @@ fn gpu_labels_match_cpu_labels() {
 fn batch_config(batch: usize, surface_fraction: f32) -> OccupancyConfig {
     let mut c = OccupancyConfig::preset(Preset::Fast);
     c.mesh = bunny_path();
-    c.seed = 11;
+    c.common.seed = 11;
     c.train.batch = batch;
     c.train.surface_fraction = surface_fraction;
     c
@@ -131,7 +131,7 @@ fn gpu_batches_match_cpu_batches() {
             let (mut pts, mut labels) = (vec![], vec![]);
             occupancy::training_batch(&cfg, &mesh, step, &mut pts, &mut labels);
             let p = BatchParams {
-                seed: cfg.seed,
+                seed: cfg.common.seed,
                 step,
                 batch,
                 n_surface,
@@ -189,7 +189,13 @@ fn device_steps_follow_the_cpu_training_curve() {
     let mut slot = 0;
     let (mut label_s, mut train_s) = (0.0, 0.0);
     for step in 0..steps {
-        let p = BatchParams { seed: cfg.seed, step, batch: cfg.train.batch, n_surface, surface_sigma: 0.01 };
+        let p = BatchParams {
+            seed: cfg.common.seed,
+            step,
+            batch: cfg.train.batch,
+            n_surface,
+            surface_sigma: 0.01,
+        };
         gpu.occupancy_step(&dm, &p, 2e-3, slot).unwrap();
         slot += 1;
         if slot == 16 || step + 1 == steps {
@@ -218,12 +224,12 @@ fn device_steps_follow_the_cpu_training_curve() {
 fn fit_config(device: &str, out: PathBuf) -> OccupancyConfig {
     let mut c = OccupancyConfig::preset(Preset::Fast);
     c.mesh = bunny_path();
-    c.output = out;
-    c.device.kind =
+    c.common.output = out;
+    c.common.device.kind =
         if device == "cuda" { ffvol::config::DeviceKind::Cuda } else { ffvol::config::DeviceKind::Cpu };
-    c.seed = 5;
-    c.encoding = EncodingConfig::Gaussian { sigma: 8.0, features: 64, normalize: false };
-    c.model = ModelConfig { depth: 3, width: 64 };
+    c.common.seed = 5;
+    c.common.encoding = EncodingConfig::Gaussian { sigma: 8.0, features: 64, normalize: false };
+    c.common.model = ModelConfig { depth: 3, width: 64 };
     c.train.batch = 4096;
     c.train.steps = 200;
     c.train.lr = 5e-3;

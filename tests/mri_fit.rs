@@ -105,9 +105,9 @@ fn masks_are_centred_and_of_the_right_density() {
 fn small(out: PathBuf, encoding: EncodingConfig, steps: u64) -> MriConfig {
     let mut c = MriConfig::fast();
     c.volume = Some(PathBuf::from("datasets/mni152_t1_32.nii.gz"));
-    c.output = out;
-    c.encoding = encoding;
-    c.model = ModelConfig { depth: 3, width: 64 };
+    c.common.output = out;
+    c.common.encoding = encoding;
+    c.common.model = ModelConfig { depth: 3, width: 64 };
     c.train.steps = steps;
     c.train.lr = 5e-3;
     c.export.montage = false;
@@ -115,7 +115,8 @@ fn small(out: PathBuf, encoding: EncodingConfig, steps: u64) -> MriConfig {
 }
 
 fn run(c: &MriConfig) -> MriMetrics {
-    match mri::fit(c, &FitOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", c.output.display())) {
+    match mri::fit(c, &FitOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", c.common.output.display()))
+    {
         MriOutcome::Finished(m) => *m,
         MriOutcome::Interrupted { .. } => panic!("interrupted"),
     }
@@ -132,7 +133,7 @@ fn gaussian_features_beat_no_mapping_and_zero_filling() {
     let none = run(&small(dir.join("none"), EncodingConfig::None, 300));
     eprintln!(
         "MRI 32³, 3×64, 300 steps: gaussian {:.2} dB, none {:.2} dB, zero-filled {:.2} dB ({:.1} % sampled; {:.3} s/step gaussian)",
-        gauss.psnr, none.psnr, gauss.psnr_zero_filled, 100.0 * gauss.sampled_fraction, gauss.seconds_per_step
+        gauss.psnr, none.psnr, gauss.psnr_zero_filled, 100.0 * gauss.sampled_fraction, gauss.run.seconds_per_step
     );
     assert!((gauss.psnr_zero_filled - none.psnr_zero_filled).abs() < 1e-9, "same mask, same baseline");
     // achieved (2 cores, x86-64): gaussian 28.75 dB, none 20.55 dB, zero-filled 25.23 dB
@@ -169,10 +170,10 @@ fn measured_kspace_from_npy_gives_the_same_fit() {
     let enc = EncodingConfig::Gaussian { sigma: 2.5, features: 16, normalize: false };
     let mut a = small(dir.join("sim"), enc, 15);
     a.sampling = Sampling::Cartesian { acceleration: 3.0, center: 0.04 };
-    a.model = ModelConfig { depth: 2, width: 16 };
+    a.common.model = ModelConfig { depth: 2, width: 16 };
     let sim = run(&a);
     let mut b = a.clone();
-    b.output = dir.join("measured");
+    b.common.output = dir.join("measured");
     b.kspace = Some(dir.join("sim/kspace.npy"));
     b.mask = Some(dir.join("sim/mask.npy"));
     let measured = run(&b);

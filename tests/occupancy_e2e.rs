@@ -48,10 +48,10 @@ fn volume_and_centroid(mesh: &TriMesh) -> (f64, glam::DVec3) {
 fn small_config(mesh: PathBuf, output: PathBuf, encoding: EncodingConfig) -> OccupancyConfig {
     let mut c = OccupancyConfig::preset(Preset::Fast);
     c.mesh = mesh;
-    c.output = output;
-    c.encoding = encoding;
-    c.model.depth = 3;
-    c.model.width = 64;
+    c.common.output = output;
+    c.common.encoding = encoding;
+    c.common.model.depth = 3;
+    c.common.model.width = 64;
     c.train.batch = 2048;
     c.train.steps = 500;
     c.train.lr = 1e-2;
@@ -146,7 +146,7 @@ fn resumed_run_equals_uninterrupted_run() {
     a.train.steps = 60;
     a.train.checkpoint_every = 25;
     let mut b = a.clone();
-    b.output = dir.join("b");
+    b.common.output = dir.join("b");
     let ma = finished(occupancy::fit(&a, &FitOptions::default()).unwrap());
     let stop = FitOptions { stop_after: Some(33), ..Default::default() };
     match occupancy::fit(&b, &stop).unwrap() {

@@ -23,16 +23,16 @@ const BUNDLED: &str = "datasets/mni152_t1_32.nii.gz";
 fn small(out: PathBuf, encoding: EncodingConfig, steps: u64) -> VolumeConfig {
     let mut c = VolumeConfig::fast();
     c.volume = PathBuf::from(BUNDLED);
-    c.output = out;
-    c.encoding = encoding;
-    c.model = ModelConfig { depth: 3, width: 64 };
+    c.common.output = out;
+    c.common.encoding = encoding;
+    c.common.model = ModelConfig { depth: 3, width: 64 };
     c.train.steps = steps;
     c.train.batch = 0;
     c
 }
 
 fn run(c: &VolumeConfig, opts: &FitOptions) -> Option<VolumeMetrics> {
-    match volume::fit(c, opts).unwrap_or_else(|e| panic!("{}: {e}", c.output.display())) {
+    match volume::fit(c, opts).unwrap_or_else(|e| panic!("{}: {e}", c.common.output.display())) {
         VolumeOutcome::Finished(m) => Some(*m),
         VolumeOutcome::Interrupted { .. } => None,
     }
@@ -51,7 +51,7 @@ fn gaussian_features_beat_no_mapping_on_held_out_voxels() {
     let none = run(&small(dir.join("none"), EncodingConfig::None, 300), &FitOptions::default()).unwrap();
     eprintln!(
         "volume 32³, 3×64, 300 steps, half the voxels held out: gaussian held-out {:.2} dB (all {:.2}, SSIM {:.3}), none held-out {:.2} dB (all {:.2}, SSIM {:.3}); {:.4} s/step",
-        gauss.psnr_test, gauss.psnr_all, gauss.ssim_test, none.psnr_test, none.psnr_all, none.ssim_test, gauss.seconds_per_step
+        gauss.psnr_test, gauss.psnr_all, gauss.ssim_test, none.psnr_test, none.psnr_all, none.ssim_test, gauss.run.seconds_per_step
     );
     // achieved (2 cores, x86-64): held-out gaussian 23.12 dB (SSIM 0.774), none 14.90 dB (0.230)
     assert!(
@@ -119,12 +119,12 @@ fn resumed_run_ends_where_an_uninterrupted_one_does() {
     let dir = scratch("resume");
     let mut c =
         small(dir.join("whole"), EncodingConfig::Gaussian { sigma: 3.0, features: 16, normalize: false }, 30);
-    c.model = ModelConfig { depth: 2, width: 16 };
+    c.common.model = ModelConfig { depth: 2, width: 16 };
     c.train.batch = 2048;
     c.export.montage = false;
     let whole = run(&c, &FitOptions::default()).unwrap();
     let mut p = c.clone();
-    p.output = dir.join("parts");
+    p.common.output = dir.join("parts");
     assert!(run(&p, &FitOptions { stop_after: Some(12), ..Default::default() }).is_none());
     let resumed = run(&p, &FitOptions { resume: true, ..Default::default() }).unwrap();
     assert_eq!(resumed.psnr_all, whole.psnr_all);

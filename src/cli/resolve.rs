@@ -4,14 +4,13 @@
 
 use super::args::{CtArgs, FieldArgs, MriArgs, OccupancyArgs, RunArgs, VolumeArgs};
 use ffvol::config::presets::{self, encoding_for};
-use ffvol::config::{resolve, DeviceConfig, OccupancyConfig};
+use ffvol::config::{resolve, Common, OccupancyConfig};
 use ffvol::encoding::EncodingConfig;
 use ffvol::io::volume::{parse_normalize, Normalize};
 use ffvol::job::ct::CtConfig;
 use ffvol::job::field::{FieldExport, FieldTrain};
 use ffvol::job::mri::MriConfig;
 use ffvol::job::volume::VolumeConfig;
-use ffvol::model::ModelConfig;
 use ffvol::sample::kspace::Sampling;
 use ffvol::train::run::{data_stem, run_folder};
 use ffvol::train::LrSchedule;
@@ -21,15 +20,11 @@ use std::path::PathBuf;
 /// The settings of a job's config that [`RunArgs`] sets.
 pub struct Shared<'a> {
     pub job: &'static str,
-    pub encoding: &'a mut EncodingConfig,
-    pub model: &'a mut ModelConfig,
+    pub common: &'a mut Common,
     pub steps: &'a mut u64,
     pub lr: &'a mut f32,
     pub schedule: &'a mut LrSchedule,
     pub checkpoint_every: &'a mut u64,
-    pub seed: &'a mut u64,
-    pub threads: &'a mut usize,
-    pub device: &'a mut DeviceConfig,
     /// The feature normalisation flag of `fit occupancy` (`--normalize true|false`).
     pub normalize_features: Option<bool>,
 }
@@ -37,23 +32,24 @@ pub struct Shared<'a> {
 impl RunArgs {
     /// Applies the shared flags, each where given.
     pub fn apply(&self, s: Shared) -> Result<()> {
-        self.apply_encoding(s.job, s.encoding, s.normalize_features)?;
+        let c = s.common;
+        self.apply_encoding(s.job, &mut c.encoding, s.normalize_features)?;
         if s.job == "ct" && self.encoding.is_some() {
             // the paper's learning rate for the mapping, unless --lr
-            *s.lr = presets::ct_lr(s.encoding);
+            *s.lr = presets::ct_lr(&c.encoding);
         }
-        s.model.depth = self.depth.unwrap_or(s.model.depth);
-        s.model.width = self.width.unwrap_or(s.model.width);
+        c.model.depth = self.depth.unwrap_or(c.model.depth);
+        c.model.width = self.width.unwrap_or(c.model.width);
         *s.steps = self.steps.unwrap_or(*s.steps);
         *s.lr = self.lr.unwrap_or(*s.lr);
         if let Some(text) = &self.schedule {
             *s.schedule = LrSchedule::parse(text)?;
         }
         *s.checkpoint_every = self.checkpoint_every.unwrap_or(*s.checkpoint_every);
-        *s.seed = self.seed.unwrap_or(*s.seed);
-        *s.threads = self.threads.unwrap_or(*s.threads);
-        s.device.kind = self.device.unwrap_or(s.device.kind);
-        s.device.precision = self.precision.unwrap_or(s.device.precision);
+        c.seed = self.seed.unwrap_or(c.seed);
+        c.threads = self.threads.unwrap_or(c.threads);
+        c.device.kind = self.device.unwrap_or(c.device.kind);
+        c.device.precision = self.precision.unwrap_or(c.device.precision);
         Ok(())
     }
 
@@ -113,15 +109,11 @@ pub fn occupancy(a: &OccupancyArgs) -> Result<OccupancyConfig> {
         }
         a.run.apply(Shared {
             job: "occupancy",
-            encoding: &mut c.encoding,
-            model: &mut c.model,
+            common: &mut c.common,
             steps: &mut c.train.steps,
             lr: &mut c.train.lr,
             schedule: &mut c.train.schedule,
             checkpoint_every: &mut c.train.checkpoint_every,
-            seed: &mut c.seed,
-            threads: &mut c.threads,
-            device: &mut c.device,
             normalize_features: a.normalize,
         })?;
         c.train.batch = a.batch.unwrap_or(c.train.batch);
@@ -132,36 +124,27 @@ pub fn occupancy(a: &OccupancyArgs) -> Result<OccupancyConfig> {
         if let Some(f) = &a.format {
             c.export.formats = f.clone();
         }
-        c.output = a.run.folder(&data_stem(&c.mesh))?;
+        c.common.output = a.run.folder(&data_stem(&c.mesh))?;
         Ok(())
     })
 }
 
 /// The flags of `fit volume` and `fit mri` on the parts of their configs they share.
-#[allow(clippy::too_many_arguments)]
 fn field(
     a: &FieldArgs,
     job: &'static str,
-    encoding: &mut EncodingConfig,
-    model: &mut ModelConfig,
+    common: &mut Common,
     train: &mut FieldTrain,
     normalize: &mut Normalize,
     export: &mut FieldExport,
-    seed: &mut u64,
-    threads: &mut usize,
-    device: &mut DeviceConfig,
 ) -> Result<()> {
     a.run.apply(Shared {
         job,
-        encoding,
-        model,
+        common,
         steps: &mut train.steps,
         lr: &mut train.lr,
         schedule: &mut train.schedule,
         checkpoint_every: &mut train.checkpoint_every,
-        seed,
-        threads,
-        device,
         normalize_features: None,
     })?;
     if let Some(n) = &a.normalize {
@@ -176,21 +159,10 @@ pub fn volume(a: &VolumeArgs) -> Result<VolumeConfig> {
         if let Some(v) = &a.volume {
             c.volume = v.clone();
         }
-        field(
-            &a.common,
-            "volume",
-            &mut c.encoding,
-            &mut c.model,
-            &mut c.train,
-            &mut c.normalize,
-            &mut c.export,
-            &mut c.seed,
-            &mut c.threads,
-            &mut c.device,
-        )?;
+        field(&a.common, "volume", &mut c.common, &mut c.train, &mut c.normalize, &mut c.export)?;
         c.train.train_fraction = a.train_fraction.unwrap_or(c.train.train_fraction);
         c.train.batch = a.batch.unwrap_or(c.train.batch);
-        c.output = a.common.run.folder(&format!("{}-volume", data_stem(&c.volume)))?;
+        c.common.output = a.common.run.folder(&format!("{}-volume", data_stem(&c.volume)))?;
         Ok(())
     })
 }
@@ -215,21 +187,10 @@ pub fn mri(a: &MriArgs) -> Result<MriConfig> {
             }
             c.sampling = Sampling::parse(s).map_err(|e| Error::Config(format!("--sampling: {e}")))?;
         }
-        field(
-            &a.common,
-            "mri",
-            &mut c.encoding,
-            &mut c.model,
-            &mut c.train,
-            &mut c.normalize,
-            &mut c.export,
-            &mut c.seed,
-            &mut c.threads,
-            &mut c.device,
-        )?;
+        field(&a.common, "mri", &mut c.common, &mut c.train, &mut c.normalize, &mut c.export)?;
         let name = c.volume.clone().or_else(|| c.kspace.clone());
         let stem = name.as_deref().map_or("run".to_string(), data_stem);
-        c.output = a.common.run.folder(&format!("{stem}-mri"))?;
+        c.common.output = a.common.run.folder(&format!("{stem}-mri"))?;
         Ok(())
     })
 }
@@ -241,21 +202,17 @@ pub fn ct(a: &CtArgs) -> Result<CtConfig> {
         c.truth = a.truth.clone().or(c.truth.take());
         a.run.apply(Shared {
             job: "ct",
-            encoding: &mut c.encoding,
-            model: &mut c.model,
+            common: &mut c.common,
             steps: &mut c.train.steps,
             lr: &mut c.train.lr,
             schedule: &mut c.train.schedule,
             checkpoint_every: &mut c.train.checkpoint_every,
-            seed: &mut c.seed,
-            threads: &mut c.threads,
-            device: &mut c.device,
             normalize_features: None,
         })?;
         c.train.render = a.render.unwrap_or(c.train.render);
         c.train.rays_per_batch = a.rays_per_batch.unwrap_or(c.train.rays_per_batch);
         c.train.samples_per_ray = a.samples_per_ray.unwrap_or(c.train.samples_per_ray);
-        c.output = a.run.folder("ct")?;
+        c.common.output = a.run.folder("ct")?;
         Ok(())
     })
 }

@@ -35,14 +35,11 @@ impl RunConfig {
         let value: toml::Value = crate::train::run::load_run_toml(dir)?;
         let path = dir.join(crate::train::run::RUN_TOML);
         let job = value.get("job").and_then(|j| j.as_str()).unwrap_or("");
-        fn parse<T: serde::de::DeserializeOwned>(v: toml::Value, path: &Path) -> crate::Result<T> {
-            v.try_into().map_err(|e: toml::de::Error| crate::Error::format(path, e.to_string()))
-        }
         let mut c = match job {
-            "occupancy" => RunConfig::Occupancy(parse(value, &path)?),
-            "volume" => RunConfig::Volume(parse(value, &path)?),
-            "mri" => RunConfig::Mri(parse(value, &path)?),
-            "ct" => RunConfig::Ct(parse(value, &path)?),
+            "occupancy" => RunConfig::Occupancy(from_value_strict(value, &path)?),
+            "volume" => RunConfig::Volume(from_value_strict(value, &path)?),
+            "mri" => RunConfig::Mri(from_value_strict(value, &path)?),
+            "ct" => RunConfig::Ct(from_value_strict(value, &path)?),
             other => {
                 return Err(crate::Error::format(
                     &path,
@@ -50,23 +47,32 @@ impl RunConfig {
                 ))
             }
         };
-        match &mut c {
-            RunConfig::Occupancy(c) => c.output = dir.to_path_buf(),
-            RunConfig::Volume(c) => c.output = dir.to_path_buf(),
-            RunConfig::Mri(c) => c.output = dir.to_path_buf(),
-            RunConfig::Ct(c) => c.output = dir.to_path_buf(),
-        }
+        c.common_mut().output = dir.to_path_buf();
         Ok(c)
+    }
+
+    /// The settings every job has.
+    pub fn common(&self) -> &Common {
+        match self {
+            RunConfig::Occupancy(c) => &c.common,
+            RunConfig::Volume(c) => &c.common,
+            RunConfig::Mri(c) => &c.common,
+            RunConfig::Ct(c) => &c.common,
+        }
+    }
+
+    pub fn common_mut(&mut self) -> &mut Common {
+        match self {
+            RunConfig::Occupancy(c) => &mut c.common,
+            RunConfig::Volume(c) => &mut c.common,
+            RunConfig::Mri(c) => &mut c.common,
+            RunConfig::Ct(c) => &mut c.common,
+        }
     }
 
     /// The device settings the run was made with.
     pub fn device(&self) -> DeviceConfig {
-        match self {
-            RunConfig::Occupancy(c) => c.device,
-            RunConfig::Volume(c) => c.device,
-            RunConfig::Mri(c) => c.device,
-            RunConfig::Ct(c) => c.device,
-        }
+        self.common().device
     }
 }
 
@@ -75,6 +81,19 @@ pub trait JobConfig: Serialize + serde::de::DeserializeOwned + Clone {
     /// The `job` key.
     const JOB: &'static str;
     fn validate(&self) -> crate::Result<()>;
+}
+
+/// `impl JobConfig` for a job's config whose own `validate` checks it: `job_config!(T, "job")`.
+#[macro_export]
+macro_rules! job_config {
+    ($t:ty, $job:literal) => {
+        impl $crate::config::JobConfig for $t {
+            const JOB: &'static str = $job;
+            fn validate(&self) -> $crate::Result<()> {
+                <$t>::validate(self)
+            }
+        }
+    };
 }
 
 /// The one resolution path of every job: the preset, then a TOML file over it (keys in the file
@@ -114,6 +133,86 @@ pub fn to_toml<T: Serialize>(value: &T) -> crate::Result<String> {
 pub fn to_json<T: Serialize>(value: &T) -> crate::Result<String> {
     serde_json::to_string_pretty(value)
         .map_err(|e| crate::Error::Config(format!("cannot write as JSON: {e}")))
+}
+
+/// What every job's config has, at the top level of its `run.toml`: the run folder, the seed,
+/// the threads, the device, the network and the optimiser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Common {
+    /// Run folder.
+    pub output: PathBuf,
+    pub seed: u64,
+    /// Worker threads on the host (0 = all cores).
+    pub threads: usize,
+    pub device: DeviceConfig,
+    pub encoding: EncodingConfig,
+    pub model: ModelConfig,
+    pub optimiser: OptimiserConfig,
+}
+
+impl Common {
+    /// Seed 0, all cores, the default device and optimiser, no run folder yet.
+    pub fn new(encoding: EncodingConfig, model: ModelConfig) -> Self {
+        Common {
+            output: PathBuf::new(),
+            seed: 0,
+            threads: 0,
+            device: DeviceConfig::default(),
+            encoding,
+            model,
+            optimiser: OptimiserConfig::default(),
+        }
+    }
+
+    /// The network of the run, for `dim`-D points.
+    pub fn net(&self, dim: usize) -> crate::train::fit::NetSpec<'_> {
+        crate::train::fit::NetSpec {
+            encoding: &self.encoding,
+            dim,
+            model: &self.model,
+            seed: self.seed,
+            device: &self.device,
+            optimiser: &self.optimiser,
+            threads: self.threads,
+        }
+    }
+
+    pub fn validate(&self) -> crate::Result<()> {
+        self.encoding.validate()?;
+        self.model.validate()?;
+        self.optimiser.validate()
+    }
+}
+
+/// Parses `value` as a `T`, refusing keys `T` does not have (what `deny_unknown_fields` does for
+/// the tables that can use it: the job configs flatten [`Common`] into their top level, which
+/// serde's `deny_unknown_fields` cannot check). The error names `path` and the first such key.
+pub fn from_value_strict<T: Serialize + serde::de::DeserializeOwned>(
+    value: toml::Value,
+    path: &Path,
+) -> crate::Result<T> {
+    let parsed: T =
+        value.clone().try_into().map_err(|e: toml::de::Error| crate::Error::format(path, e.to_string()))?;
+    let back = toml::Value::try_from(&parsed).map_err(|e| crate::Error::Config(e.to_string()))?;
+    fn unknown(given: &toml::Value, known: &toml::Value, at: &str) -> Option<String> {
+        let (toml::Value::Table(g), toml::Value::Table(k)) = (given, known) else { return None };
+        for (key, v) in g {
+            let here = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+            match k.get(key) {
+                None => return Some(here),
+                Some(kv) => {
+                    if let Some(u) = unknown(v, kv, &here) {
+                        return Some(u);
+                    }
+                }
+            }
+        }
+        None
+    }
+    match unknown(&value, &back, "") {
+        Some(key) => Err(crate::Error::format(path, format!("unknown setting `{key}`"))),
+        None => Ok(parsed),
+    }
 }
 
 /// Where the network runs, and how (`[device]`).
@@ -226,21 +325,13 @@ impl OptimiserConfig {
 
 /// Everything an occupancy fit depends on. Reproducible from this and nothing else.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OccupancyConfig {
     /// Always "occupancy": lets `ffvol fit --resume RUN` find the job.
     pub job: String,
     /// The triangle mesh to fit (PLY, OBJ or STL).
     pub mesh: PathBuf,
-    /// Run folder.
-    pub output: PathBuf,
-    pub seed: u64,
-    /// Worker threads (0 = all cores).
-    pub threads: usize,
-    pub device: DeviceConfig,
-    pub encoding: EncodingConfig,
-    pub model: ModelConfig,
-    pub optimiser: OptimiserConfig,
+    #[serde(flatten)]
+    pub common: Common,
     pub train: TrainConfig,
     pub eval: EvalConfig,
     pub export: ExportConfig,
@@ -318,8 +409,7 @@ impl OccupancyConfig {
 
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Config(m));
-        self.encoding.validate()?;
-        self.model.validate()?;
+        self.common.validate()?;
         let t = &self.train;
         if t.batch == 0 || t.batch > 1 << 24 {
             return bad(format!("train.batch must be in 1..=16777216, got {}", t.batch));
@@ -346,16 +436,11 @@ impl OccupancyConfig {
         if !(0.0..=1.0).contains(&self.export.min_component) {
             return bad(format!("export.min_component must be in [0, 1], got {}", self.export.min_component));
         }
-        self.optimiser.validate()
+        Ok(())
     }
 }
 
-impl JobConfig for OccupancyConfig {
-    const JOB: &'static str = "occupancy";
-    fn validate(&self) -> crate::Result<()> {
-        OccupancyConfig::validate(self)
-    }
-}
+crate::job_config!(OccupancyConfig, "occupancy");
 
 /// Overlays a TOML file onto any job's config: keys in the file win, keys it leaves out keep their
 /// value, and unknown keys are an error naming the file (the configs deny unknown fields).
@@ -364,7 +449,7 @@ pub fn overlay_toml<T: Serialize + serde::de::DeserializeOwned>(base: &T, path: 
     let file: toml::Value = toml::from_str(&text).map_err(|e| crate::Error::format(path, e.to_string()))?;
     let mut merged = toml::Value::try_from(base).map_err(|e| crate::Error::Config(e.to_string()))?;
     merge(&mut merged, file);
-    merged.try_into().map_err(|e: toml::de::Error| crate::Error::format(path, e.to_string()))
+    from_value_strict(merged, path)
 }
 
 /// Deep merge of TOML tables: `over` wins. A table whose `type` changes replaces the old one
@@ -411,13 +496,20 @@ mod tests {
         let path = dir.join("run.toml");
         std::fs::write(&path, "seed = 9\n[train]\nsteps = 17\n[encoding]\ntype = \"none\"\n").unwrap();
         let c = OccupancyConfig::preset(Preset::Paper).overlay_file(&path).unwrap();
-        assert_eq!(c.seed, 9);
+        assert_eq!(c.common.seed, 9);
         assert_eq!(c.train.steps, 17);
         assert_eq!(c.train.batch, 32_768);
-        assert_eq!(c.encoding, EncodingConfig::None);
+        assert_eq!(c.common.encoding, EncodingConfig::None);
         std::fs::write(&path, "[train]\nstepz = 17\n").unwrap();
         let err = OccupancyConfig::preset(Preset::Fast).overlay_file(&path).unwrap_err().to_string();
         assert!(err.contains("run.toml") && err.contains("stepz"), "{err}");
+        // top-level keys too, though the shared settings are flattened into the job's table
+        std::fs::write(&path, "seeed = 9\n").unwrap();
+        let err = OccupancyConfig::preset(Preset::Fast).overlay_file(&path).unwrap_err().to_string();
+        assert_eq!(err, format!("{}: unknown setting `seeed`", path.display()));
+        std::fs::write(&path, "[device]\nprecison = \"fp32\"\n").unwrap();
+        let err = OccupancyConfig::preset(Preset::Fast).overlay_file(&path).unwrap_err().to_string();
+        assert!(err.contains("precison"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

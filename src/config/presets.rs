@@ -3,7 +3,7 @@
 //! ([`crate::config::resolve`]). Also here: the mapping an `--encoding NAME` switch brings,
 //! with each job's defaults.
 
-use crate::config::{DeviceConfig, OccupancyConfig, OptimiserConfig};
+use crate::config::{Common, OccupancyConfig};
 use crate::config::{EvalConfig, ExportConfig, TrainConfig};
 use crate::encoding::EncodingConfig;
 use crate::io::volume::Normalize;
@@ -32,13 +32,10 @@ pub fn occupancy(preset: Preset) -> OccupancyConfig {
     let base = OccupancyConfig {
         job: "occupancy".into(),
         mesh: PathBuf::from("datasets/bunny.ply"),
-        output: PathBuf::new(),
-        seed: 0,
-        threads: 0,
-        device: DeviceConfig::default(),
-        encoding: EncodingConfig::Gaussian { sigma: 10.0, features: 128, normalize: false },
-        model: ModelConfig { depth: 4, width: 128 },
-        optimiser: OptimiserConfig::default(),
+        common: Common::new(
+            EncodingConfig::Gaussian { sigma: 10.0, features: 128, normalize: false },
+            ModelConfig { depth: 4, width: 128 },
+        ),
         train: TrainConfig {
             batch: 8192,
             steps: 2000,
@@ -60,8 +57,10 @@ pub fn occupancy(preset: Preset) -> OccupancyConfig {
     match preset {
         Preset::Fast => base,
         Preset::Paper => OccupancyConfig {
-            encoding: EncodingConfig::Gaussian { sigma: 12.0, features: 256, normalize: true },
-            model: ModelConfig { depth: 8, width: 256 },
+            common: Common::new(
+                EncodingConfig::Gaussian { sigma: 12.0, features: 256, normalize: true },
+                ModelConfig { depth: 8, width: 256 },
+            ),
             train: TrainConfig {
                 batch: 32_768,
                 steps: 10_000,
@@ -83,13 +82,10 @@ pub fn volume() -> VolumeConfig {
     VolumeConfig {
         job: "volume".into(),
         volume: PathBuf::from("datasets/mni152_t1_32.nii.gz"),
-        output: PathBuf::new(),
-        seed: 0,
-        threads: 0,
-        device: DeviceConfig::default(),
-        encoding: EncodingConfig::Gaussian { sigma: 4.0, features: 128, normalize: false },
-        model: ModelConfig { depth: 4, width: 128 },
-        optimiser: OptimiserConfig::default(),
+        common: Common::new(
+            EncodingConfig::Gaussian { sigma: 4.0, features: 128, normalize: false },
+            ModelConfig { depth: 4, width: 128 },
+        ),
         normalize: Normalize::MinMax,
         train: FieldTrain {
             steps: 1000,
@@ -125,13 +121,10 @@ pub fn mri(preset: MriPreset) -> MriConfig {
             kspace: None,
             mask: None,
             sampling: Sampling::paper(),
-            output: PathBuf::new(),
-            seed: 0,
-            threads: 0,
-            device: DeviceConfig::default(),
-            encoding: EncodingConfig::Gaussian { sigma: 5.0, features: 256, normalize: false },
-            model: ModelConfig { depth: 4, width: 256 },
-            optimiser: OptimiserConfig::default(),
+            common: Common::new(
+                EncodingConfig::Gaussian { sigma: 5.0, features: 256, normalize: false },
+                ModelConfig { depth: 4, width: 256 },
+            ),
             normalize: Normalize::MinMax,
             train: FieldTrain {
                 steps: 1000,
@@ -145,8 +138,8 @@ pub fn mri(preset: MriPreset) -> MriConfig {
         },
         MriPreset::Fast => {
             let mut c = mri(MriPreset::Paper);
-            c.encoding = EncodingConfig::Gaussian { sigma: 2.5, features: 128, normalize: false };
-            c.model = ModelConfig { depth: 4, width: 128 };
+            c.common.encoding = EncodingConfig::Gaussian { sigma: 2.5, features: 128, normalize: false };
+            c.common.model = ModelConfig { depth: 4, width: 128 };
             c.train.lr = 5e-3;
             c.train.steps = 400;
             c
@@ -193,13 +186,10 @@ pub fn ct(preset: CtPreset) -> CtConfig {
         projections: PathBuf::new(),
         geometry: PathBuf::new(),
         truth: None,
-        output: PathBuf::new(),
-        seed: 0,
-        threads: 0,
-        device: DeviceConfig::default(),
-        encoding: EncodingConfig::Gaussian { sigma: 4.0, features: 128, normalize: false },
-        model: ModelConfig { depth: 4, width: 128 },
-        optimiser: OptimiserConfig::default(),
+        common: Common::new(
+            EncodingConfig::Gaussian { sigma: 4.0, features: 128, normalize: false },
+            ModelConfig { depth: 4, width: 128 },
+        ),
         train: CtTrainConfig {
             steps: 300,
             lr: 1e-3,
@@ -215,8 +205,10 @@ pub fn ct(preset: CtPreset) -> CtConfig {
     match preset {
         CtPreset::Fast => base,
         CtPreset::PaperCt => CtConfig {
-            encoding: EncodingConfig::Gaussian { sigma: 4.0, features: 256, normalize: false },
-            model: ModelConfig { depth: 4, width: 256 },
+            common: Common::new(
+                EncodingConfig::Gaussian { sigma: 4.0, features: 256, normalize: false },
+                ModelConfig { depth: 4, width: 256 },
+            ),
             train: CtTrainConfig { steps: 1000, render: Render::Grid, eval_every: 100, ..base.train },
             ..base
         },

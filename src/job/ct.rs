@@ -26,17 +26,15 @@
 //! needs it.
 
 use crate::backend::Backend;
-use crate::config::{DeviceConfig, JobConfig, OptimiserConfig};
-use crate::encoding::EncodingConfig;
+use crate::config::Common;
 use crate::model::checkpoint::Checkpoint;
-use crate::model::ModelConfig;
 use crate::operator::ct_geometry::Scan;
 use crate::operator::ray::{RayLoss, RayProjector};
 use crate::operator::{choose_grid_loss, GridLoss};
 use crate::sample::rays::{stratified, RaySamples};
 use crate::sample::rng::streams;
 use crate::sample::CounterRng;
-use crate::train::fit::{Batch, DeviceStep, LoopSpec, NetSpec, Objective, Run};
+use crate::train::fit::{Batch, DeviceStep, LoopSpec, Objective, Run};
 use crate::train::image_metrics::{psnr_ct, ssim_ct};
 use crate::train::loss::{sigmoid, through_sigmoid};
 use crate::train::run::{log, FitOptions};
@@ -71,7 +69,6 @@ pub enum Render {
 
 /// Everything a CT fit depends on. Reproducible from this and nothing else.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CtConfig {
     /// Always "ct".
     pub job: String,
@@ -82,13 +79,8 @@ pub struct CtConfig {
     /// The true volume (.nii.gz), for PSNR and SSIM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truth: Option<PathBuf>,
-    pub output: PathBuf,
-    pub seed: u64,
-    pub threads: usize,
-    pub device: DeviceConfig,
-    pub encoding: EncodingConfig,
-    pub model: ModelConfig,
-    pub optimiser: OptimiserConfig,
+    #[serde(flatten)]
+    pub common: Common,
     pub train: CtTrainConfig,
 }
 
@@ -113,12 +105,7 @@ pub struct CtTrainConfig {
 
 pub use crate::config::presets::CtPreset;
 
-impl JobConfig for CtConfig {
-    const JOB: &'static str = "ct";
-    fn validate(&self) -> Result<()> {
-        CtConfig::validate(self)
-    }
-}
+crate::job_config!(CtConfig, "ct");
 
 impl CtConfig {
     /// The named starting point (see [`crate::config::presets`]).
@@ -132,8 +119,7 @@ impl CtConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        self.encoding.validate()?;
-        self.model.validate()?;
+        self.common.validate()?;
         let t = &self.train;
         if t.steps == 0 {
             return bad("train.steps must be at least 1".into());
@@ -147,7 +133,7 @@ impl CtConfig {
         if !(t.projector_step > 0.0 && t.projector_step <= 2.0) {
             return bad(format!("train.projector_step must be in (0, 2], got {}", t.projector_step));
         }
-        self.optimiser.validate()
+        Ok(())
     }
 }
 
@@ -196,7 +182,7 @@ pub fn resolve_render(render: Render, scan: &Scan) -> Render {
     }
 }
 
-/// Trains (or resumes) the run in `cfg.output`; writes recon.nii.gz/.png and metrics.json.
+/// Trains (or resumes) the run in `cfg.common.output`; writes recon.nii.gz/.png and metrics.json.
 pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     cfg.validate()?;
     let started = Instant::now();
@@ -204,7 +190,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     let measured = load_projections(&scan, &cfg.projections, &cfg.geometry)?;
     let truth = cfg.truth.as_ref().map(|t| load_truth(&scan, t)).transpose()?;
     // the inputs are good: only now the run folder, with the scan beside the run (for export)
-    let dir = cfg.output.clone();
+    let dir = cfg.common.output.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     crate::io::write_bytes_atomic(&dir.join(GEOMETRY), scan.to_toml()?.as_bytes())?;
     let render = resolve_render(cfg.train.render, &scan);
@@ -212,15 +198,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     cfg.train.render = render;
     crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml()?.as_bytes())?;
 
-    let net = NetSpec {
-        encoding: &cfg.encoding,
-        dim: scan.dims,
-        model: &cfg.model,
-        seed: cfg.seed,
-        device: &cfg.device,
-        optimiser: &cfg.optimiser,
-        threads: cfg.threads,
-    };
+    let net = cfg.common.net(scan.dims);
     let extra = [("ct".to_string(), format!("{{\"dims\":{}}}", scan.dims))].into();
     let mut run = Run::start(&dir, &cfg.to_toml()?, &net, extra, opts)?;
     log(
@@ -242,7 +220,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     if let Some(projector) = &projector {
         let (op, resident, what) = choose_grid_loss(
             run.backend.as_mut(),
-            &cfg.device,
+            &cfg.common.device,
             |jobs, resident| jobs.ray_operator(&scan, projector, &measured, resident),
             || Box::new(RayLoss::new(projector, &measured)),
         );
@@ -325,7 +303,7 @@ pub fn export_run(
         )));
     }
     let ck = Checkpoint::load(&dir.join(CHECKPOINT))?;
-    let mut backend = crate::train::run::saved_backend(&ck, &cfg.device, threads)?;
+    let mut backend = crate::train::run::saved_backend(&ck, &cfg.common.device, threads)?;
     let fine = upsampled_scan(&scan, upsample);
     let values = render_volume(backend.as_mut(), &fine)?;
     let mut written = vec![];
@@ -394,7 +372,7 @@ impl<'a> Stepper<'a> {
             eval_every: cfg.train.eval_every,
             psnr_curve: vec![],
             render,
-            seed: cfg.seed,
+            seed: cfg.common.seed,
             op: None,
             resident: false,
             grid_points: vec![],

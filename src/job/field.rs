@@ -7,13 +7,11 @@
 //! fine voxel i' sits at input voxel index (i'+½)/K − ½, and `world_from_voxel` follows
 //! ([`upsampled_affine`]).
 
-use crate::encoding::EncodingConfig;
 use crate::export::grid::{predict_grid, upsampled_affine};
 use crate::export::surface::{iso_surface, write_iso_meshes};
 use crate::io::volume::Intensity;
 use crate::io::{MeshFormat, WorldFromVoxel};
 use crate::model::checkpoint::Checkpoint;
-use crate::model::ModelConfig;
 use crate::train::fit::LoopSpec;
 use crate::train::run::CHECKPOINT;
 use crate::train::LrSchedule;
@@ -101,15 +99,7 @@ pub struct FieldExport {
     pub montage: bool,
 }
 
-pub fn validate_common(
-    optimiser: &crate::config::OptimiserConfig,
-    encoding: &EncodingConfig,
-    model: &ModelConfig,
-    upsample: usize,
-) -> Result<()> {
-    encoding.validate()?;
-    model.validate()?;
-    optimiser.validate()?;
+pub fn validate_upsample(upsample: usize) -> Result<()> {
     if !(1..=16).contains(&upsample) {
         return Err(Error::Config(format!("export.upsample must be in 1..=16, got {upsample}")));
     }

@@ -25,31 +25,28 @@
 //! host reads only the loss and max |∂L/∂z| (for fp16's loss scale) per step.
 
 use crate::backend::Backend;
-use crate::config::{DeviceConfig, JobConfig, OptimiserConfig};
-use crate::encoding::EncodingConfig;
+use crate::config::Common;
 use crate::export::image::{error_image, write_montage};
 use crate::export::volume::write_fit;
 use crate::io::volume::{identity_affine, load_volume, Intensity, Normalize};
 use crate::io::{NpyData, WorldFromVoxel};
-use crate::job::field::{validate_common, FieldExport, FieldMeta, FieldTrain};
-use crate::model::ModelConfig;
+use crate::job::field::{validate_upsample, FieldExport, FieldMeta, FieldTrain};
 use crate::operator::fft::{fftshift, ifftshift, KspaceLoss, MaskedFft, C64};
 use crate::operator::{choose_grid_loss, GridLoss};
 use crate::sample::kspace::Sampling;
 use crate::sample::voxels::grid_points;
-use crate::train::fit::{Batch, DeviceStep, NetSpec, Objective, Run};
+use crate::train::fit::{Batch, DeviceStep, Objective, Run, RunStats};
 use crate::train::image_metrics::{psnr, ssim};
 use crate::train::run::log;
 use crate::train::run::FitOptions;
 use crate::{Error, Result};
 use rustfft::num_complex::Complex;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Everything an MRI fit depends on; written back as the run's `run.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MriConfig {
     /// Always "mri".
     pub job: String,
@@ -60,25 +57,14 @@ pub struct MriConfig {
     /// Sampling mask (.npy, centred, nonzero = measured); built from `sampling` when absent.
     pub mask: Option<PathBuf>,
     pub sampling: Sampling,
-    pub output: PathBuf,
-    pub seed: u64,
-    /// Worker threads (0 = all cores).
-    pub threads: usize,
-    pub device: DeviceConfig,
-    pub encoding: EncodingConfig,
-    pub model: ModelConfig,
-    pub optimiser: OptimiserConfig,
+    #[serde(flatten)]
+    pub common: Common,
     pub normalize: Normalize,
     pub train: FieldTrain,
     pub export: FieldExport,
 }
 
-impl JobConfig for MriConfig {
-    const JOB: &'static str = "mri";
-    fn validate(&self) -> Result<()> {
-        MriConfig::validate(self)
-    }
-}
+crate::job_config!(MriConfig, "mri");
 
 impl MriConfig {
     /// The paper's settings (see [`crate::config::presets`]).
@@ -96,22 +82,16 @@ impl MriConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.job != "mri" {
-            return Err(Error::Config(format!("job must be \"mri\", got {:?}", self.job)));
-        }
         if self.volume.is_none() && self.kspace.is_none() {
             return Err(Error::Config(
                 "the MRI job needs a volume (to simulate k-space) or measured k-space".into(),
             ));
         }
-        validate_common(&self.optimiser, &self.encoding, &self.model, self.export.upsample)?;
+        self.common.validate()?;
+        validate_upsample(self.export.upsample)?;
         self.normalize.validate()?;
         self.sampling.validate()?;
         self.train.validate()
-    }
-
-    pub fn load_run(dir: &Path) -> Result<Self> {
-        crate::train::run::load_run_toml(dir)
     }
 }
 
@@ -127,13 +107,8 @@ pub struct MriMetrics {
     /// Fraction of k-space measured.
     pub sampled_fraction: f64,
     /// Final k-space loss ½·mean|M F p − y|².
-    pub final_loss: f64,
-    pub steps: u64,
-    pub n_params: usize,
-    pub device: String,
-    pub train_seconds: f64,
-    pub seconds_per_step: f64,
-    pub total_seconds: f64,
+    #[serde(flatten)]
+    pub run: RunStats,
 }
 
 pub enum MriOutcome {
@@ -208,7 +183,7 @@ pub fn prepare(cfg: &MriConfig) -> Result<MriProblem> {
         }
         None => match &measured {
             Some((_, y, _)) => y.iter().map(|c| c.norm_sqr() > 0.0).collect(),
-            None => ifftshift(&cfg.sampling.build(dims, cfg.seed), dims),
+            None => ifftshift(&cfg.sampling.build(dims, cfg.common.seed), dims),
         },
     };
     let operator = MaskedFft::new(dims, mask)?;
@@ -272,13 +247,13 @@ impl Objective for KspaceFit<'_> {
     }
 }
 
-/// Trains (or resumes) the run in `cfg.output`, then evaluates and exports.
+/// Trains (or resumes) the run in `cfg.common.output`, then evaluates and exports.
 pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     cfg.validate()?;
     let started = Instant::now();
     let problem = prepare(cfg)?;
     let dims = problem.dims;
-    let dir = cfg.output.clone();
+    let dir = cfg.common.output.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     log(
         opts,
@@ -309,21 +284,12 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         world_from_voxel: problem.world_from_voxel,
         intensity: problem.intensity,
     };
-    let net = NetSpec {
-        encoding: &cfg.encoding,
-        dim: 3,
-        model: &cfg.model,
-        seed: cfg.seed,
-        device: &cfg.device,
-        optimiser: &cfg.optimiser,
-        threads: cfg.threads,
-    };
+    let net = cfg.common.net(3);
     let mut run = Run::start(&dir, &cfg.to_toml()?, &net, meta.to_extra()?, opts)?;
-    let start_step = run.step();
 
     let (op, resident, what) = choose_grid_loss(
         run.backend.as_mut(),
-        &cfg.device,
+        &cfg.common.device,
         |jobs, resident| jobs.kspace_operator(&problem.operator, &problem.kspace, resident),
         || Box::new(KspaceLoss::new(&problem.operator, &problem.kspace)),
     );
@@ -338,7 +304,6 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     if let Some(step) = trained.interrupted {
         return Ok(MriOutcome::Interrupted { step });
     }
-    let seconds_per_step = trained.seconds_per_step();
 
     // sigmoid outputs: already in [0, 1]
     let fit = write_fit(
@@ -373,13 +338,7 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         ssim_zero_filled: ssim_zf,
         dims,
         sampled_fraction: problem.operator.sampled_fraction(),
-        final_loss: run.final_loss(),
-        steps: cfg.train.steps,
-        n_params: run.n_params,
-        device: run.backend.describe(),
-        train_seconds: seconds_per_step * cfg.train.steps.saturating_sub(start_step) as f64,
-        seconds_per_step,
-        total_seconds: started.elapsed().as_secs_f64(),
+        run: run.stats(&trained, cfg.train.steps, started),
     };
     // serde_json writes NaN as null, which is what a reader should see for "no truth".
     crate::train::run::write_metrics(&dir, &metrics)?;

@@ -19,7 +19,7 @@ use crate::io::MeshFormat;
 use crate::model::checkpoint::Checkpoint;
 use crate::sample::rng::streams;
 use crate::sample::{near_surface, uniform_in_box, Aabb, CounterRng};
-use crate::train::fit::{Batch, DeviceStep, LoopSpec, NetSpec, Objective, QueuedReport, Run};
+use crate::train::fit::{Batch, DeviceStep, LoopSpec, Objective, QueuedReport, Run};
 use crate::train::metrics::{accuracy_from_logits, iou_from_logits};
 use crate::train::Loss;
 use crate::{Error, Result};
@@ -131,7 +131,7 @@ pub fn training_batch(
 ) {
     let batch = cfg.train.batch;
     let n_surface = surface_points(cfg);
-    let rng = CounterRng::new(cfg.seed, streams::TRAIN_BATCH);
+    let rng = CounterRng::new(cfg.common.seed, streams::TRAIN_BATCH);
     let base = step * batch as u64 * 16;
     points.resize(batch, [0.0; 3]);
     labels.resize(batch, 0.0);
@@ -145,12 +145,12 @@ pub fn training_batch(
 pub fn test_sets(cfg: &OccupancyConfig, mesh: &PreparedMesh) -> [(Vec<[f32; 3]>, Vec<f32>); 2] {
     let n = cfg.eval.test_points;
     let mut uniform = vec![[0.0; 3]; n];
-    uniform_in_box(&mesh.bbox, &CounterRng::new(cfg.seed, streams::TEST_UNIFORM), 0, &mut uniform);
+    uniform_in_box(&mesh.bbox, &CounterRng::new(cfg.common.seed, streams::TEST_UNIFORM), 0, &mut uniform);
     let mut surface = vec![[0.0; 3]; n];
     near_surface(
         &mesh.mesh_in_unit,
         cfg.eval.surface_sigma,
-        &CounterRng::new(cfg.seed, streams::TEST_SURFACE),
+        &CounterRng::new(cfg.common.seed, streams::TEST_SURFACE),
         0,
         &mut surface,
     );
@@ -161,11 +161,11 @@ pub fn test_sets(cfg: &OccupancyConfig, mesh: &PreparedMesh) -> [(Vec<[f32; 3]>,
     [(uniform, lu), (surface, ls)]
 }
 
-/// Trains (or resumes) the run in `cfg.output`, then evaluates and exports.
+/// Trains (or resumes) the run in `cfg.common.output`, then evaluates and exports.
 pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     cfg.validate()?;
     let started = Instant::now();
-    let dir = cfg.output.clone();
+    let dir = cfg.common.output.clone();
     // Load the mesh first, so bad input leaves no run folder behind.
     let mesh = PreparedMesh::load(&cfg.mesh)?;
     log(opts, &format!("run folder: {}", dir.display()));
@@ -182,15 +182,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     );
     let meta = OccupancyMeta { unit_from_mesh: mesh.unit_from_mesh, bbox: mesh.bbox };
 
-    let net = NetSpec {
-        encoding: &cfg.encoding,
-        dim: 3,
-        model: &cfg.model,
-        seed: cfg.seed,
-        device: &cfg.device,
-        optimiser: &cfg.optimiser,
-        threads: cfg.threads,
-    };
+    let net = cfg.common.net(3);
     let mut run = Run::start(&dir, &cfg.to_toml()?, &net, meta_to_extra(&meta)?, opts)?;
     let start_step = run.step();
     let steps = cfg.train.steps;
@@ -299,7 +291,7 @@ impl Objective for OccupancyBatches<'_> {
         let jobs = backend.device_jobs()?;
         let cfg = self.cfg;
         let params = BatchParams {
-            seed: cfg.seed,
+            seed: cfg.common.seed,
             step,
             batch: cfg.train.batch,
             n_surface: surface_points(cfg),
@@ -383,7 +375,8 @@ impl SavedRun {
         min_component: f64,
         threads: usize,
     ) -> Result<TriMesh> {
-        let mut backend = crate::train::run::saved_backend(&self.checkpoint, &self.config.device, threads)?;
+        let mut backend =
+            crate::train::run::saved_backend(&self.checkpoint, &self.config.common.device, threads)?;
         let nifti_name = format!("occupancy_{resolution}.nii.gz");
         let stem = format!("mesh_{resolution}");
         let spec = ExportSpec {

@@ -9,17 +9,15 @@
 //! intensity units, with its affine) and, with `export.upsample = K`, on a K-times finer grid; and
 //! `montage.png`.
 
-use crate::config::{DeviceConfig, JobConfig, OptimiserConfig};
-use crate::encoding::EncodingConfig;
+use crate::config::Common;
 use crate::export::image::{error_image, write_montage};
 use crate::export::volume::write_fit;
 use crate::io::volume::{load_volume, Intensity, Normalize};
-use crate::job::field::{validate_common, FieldExport, FieldMeta, FieldTrain};
-use crate::model::ModelConfig;
+use crate::job::field::{validate_upsample, FieldExport, FieldMeta, FieldTrain};
 use crate::sample::voxels::grid_points;
 use crate::sample::voxels::train_split;
 use crate::sample::CounterRng;
-use crate::train::fit::{Batch, NetSpec, Objective, Run};
+use crate::train::fit::{Batch, Objective, Run, RunStats};
 use crate::train::image_metrics::{psnr, ssim};
 use crate::train::loss::{sigmoid, through_sigmoid};
 use crate::train::run::log;
@@ -27,7 +25,7 @@ use crate::train::run::FitOptions;
 use crate::{Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Stream of the training batches.
@@ -35,31 +33,19 @@ const STREAM_BATCH: u64 = 17;
 
 /// Everything a volume fit depends on; written back as the run's `run.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VolumeConfig {
     /// Always "volume".
     pub job: String,
     /// The volume to fit (`.nii`, `.nii.gz` or `.npy`).
     pub volume: PathBuf,
-    pub output: PathBuf,
-    pub seed: u64,
-    /// Worker threads (0 = all cores).
-    pub threads: usize,
-    pub device: DeviceConfig,
-    pub encoding: EncodingConfig,
-    pub model: ModelConfig,
-    pub optimiser: OptimiserConfig,
+    #[serde(flatten)]
+    pub common: Common,
     pub normalize: Normalize,
     pub train: FieldTrain,
     pub export: FieldExport,
 }
 
-impl JobConfig for VolumeConfig {
-    const JOB: &'static str = "volume";
-    fn validate(&self) -> Result<()> {
-        VolumeConfig::validate(self)
-    }
-}
+crate::job_config!(VolumeConfig, "volume");
 
 impl VolumeConfig {
     /// The named starting point (see [`crate::config::presets`]).
@@ -72,17 +58,10 @@ impl VolumeConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.job != "volume" {
-            return Err(Error::Config(format!("job must be \"volume\", got {:?}", self.job)));
-        }
-        validate_common(&self.optimiser, &self.encoding, &self.model, self.export.upsample)?;
+        self.common.validate()?;
+        validate_upsample(self.export.upsample)?;
         self.normalize.validate()?;
         self.train.validate()
-    }
-
-    /// Reads `RUN/run.toml`.
-    pub fn load_run(dir: &Path) -> Result<Self> {
-        crate::train::run::load_run_toml(dir)
     }
 }
 
@@ -99,13 +78,8 @@ pub struct VolumeMetrics {
     /// The intensity map: unit = (raw − lo) / (hi − lo).
     pub intensity_lo: f64,
     pub intensity_hi: f64,
-    pub final_loss: f64,
-    pub steps: u64,
-    pub n_params: usize,
-    pub device: String,
-    pub train_seconds: f64,
-    pub seconds_per_step: f64,
-    pub total_seconds: f64,
+    #[serde(flatten)]
+    pub run: RunStats,
 }
 
 pub enum VolumeOutcome {
@@ -157,7 +131,7 @@ impl Objective for VoxelBatches<'_> {
     }
 }
 
-/// Trains (or resumes) the run in `cfg.output`, then evaluates and exports.
+/// Trains (or resumes) the run in `cfg.common.output`, then evaluates and exports.
 pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     cfg.validate()?;
     let started = Instant::now();
@@ -176,7 +150,7 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         ),
     );
     let n = truth.len();
-    let split = train_split(cfg.seed, n, cfg.train.train_fraction);
+    let split = train_split(cfg.common.seed, n, cfg.train.train_fraction);
     let train_idx: Vec<usize> = (0..n).filter(|&i| split[i]).collect();
     if train_idx.is_empty() {
         return Err(Error::Config(format!(
@@ -190,17 +164,8 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     let all_points = grid_points(dims, 1);
 
     let meta = FieldMeta { job: "volume".into(), dims, world_from_voxel: volume.world_from_voxel, intensity };
-    let net = NetSpec {
-        encoding: &cfg.encoding,
-        dim: 3,
-        model: &cfg.model,
-        seed: cfg.seed,
-        device: &cfg.device,
-        optimiser: &cfg.optimiser,
-        threads: cfg.threads,
-    };
-    let mut run = Run::start(&cfg.output, &cfg.to_toml()?, &net, meta.to_extra()?, opts)?;
-    let start_step = run.step();
+    let net = cfg.common.net(3);
+    let mut run = Run::start(&cfg.common.output, &cfg.to_toml()?, &net, meta.to_extra()?, opts)?;
 
     let batch = if cfg.train.batch == 0 { train_idx.len() } else { cfg.train.batch.min(train_idx.len()) };
     let mut objective = VoxelBatches {
@@ -208,7 +173,7 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         all_points: &all_points,
         truth: &truth,
         full_batch: batch == train_idx.len(),
-        rng: CounterRng::new(cfg.seed, STREAM_BATCH),
+        rng: CounterRng::new(cfg.common.seed, STREAM_BATCH),
         points: vec![0.0; 3 * batch],
         targets: vec![0.0; batch],
     };
@@ -216,9 +181,8 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     if let Some(step) = trained.interrupted {
         return Ok(VolumeOutcome::Interrupted { step });
     }
-    let seconds_per_step = trained.seconds_per_step();
 
-    let dir = &cfg.output;
+    let dir = &cfg.common.output;
     let fit =
         write_fit(run.backend.as_mut(), dir, dims, volume.world_from_voxel, &intensity, cfg.export.upsample)?;
     if cfg.export.montage {
@@ -235,13 +199,7 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         test_voxels: n_test,
         intensity_lo: intensity.lo,
         intensity_hi: intensity.hi,
-        final_loss: run.final_loss(),
-        steps: cfg.train.steps,
-        n_params: run.n_params,
-        device: run.backend.describe(),
-        train_seconds: seconds_per_step * cfg.train.steps.saturating_sub(start_step) as f64,
-        seconds_per_step,
-        total_seconds: started.elapsed().as_secs_f64(),
+        run: run.stats(&trained, cfg.train.steps, started),
     };
     crate::train::run::write_metrics(dir, &metrics)?;
     Ok(VolumeOutcome::Finished(Box::new(metrics)))

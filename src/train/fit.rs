@@ -137,6 +137,21 @@ impl Trained {
     }
 }
 
+/// What every finished run reports about its training, in `metrics.json`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunStats {
+    /// Mean training loss over the last 1 % of steps.
+    pub final_loss: f64,
+    pub steps: u64,
+    pub n_params: usize,
+    pub device: String,
+    /// Seconds training in this session (sampling included).
+    pub train_seconds: f64,
+    pub seconds_per_step: f64,
+    /// Seconds from the start of the job to its metrics.
+    pub total_seconds: f64,
+}
+
 /// The network of a run: γ, the MLP's shape, its seed and where it runs.
 pub struct NetSpec<'a> {
     pub encoding: &'a EncodingConfig,
@@ -213,6 +228,19 @@ impl Run {
     /// Mean loss over the last 1 % of logged steps.
     pub fn final_loss(&self) -> f64 {
         run::final_loss(&self.loss_log)
+    }
+
+    /// The training figures of a finished run of `steps` steps that started at `started`.
+    pub fn stats(&self, trained: &Trained, steps: u64, started: std::time::Instant) -> RunStats {
+        RunStats {
+            final_loss: self.final_loss(),
+            steps,
+            n_params: self.n_params,
+            device: self.backend.describe(),
+            train_seconds: trained.train_seconds + trained.sample_seconds,
+            seconds_per_step: trained.seconds_per_step(),
+            total_seconds: started.elapsed().as_secs_f64(),
+        }
     }
 
     /// Trains from the network's step to `spec.steps`; see the module docs.

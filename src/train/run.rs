@@ -97,10 +97,11 @@ pub fn saved_backend(ck: &Checkpoint, device: &DeviceConfig, threads: usize) -> 
 }
 
 /// Reads `dir/run.toml` as a job's config (or as a plain `toml::Value`).
-pub fn load_run_toml<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T> {
+pub fn load_run_toml<T: serde::Serialize + serde::de::DeserializeOwned>(dir: &Path) -> Result<T> {
     let path = dir.join(RUN_TOML);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))
+    let value: toml::Value = toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))?;
+    crate::config::from_value_strict(value, &path)
 }
 
 /// Writes `dir/metrics.json` atomically (NaN, e.g. "no truth", becomes null).
