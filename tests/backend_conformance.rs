@@ -100,7 +100,8 @@ test_device!(forward_matches_the_reference, |device| {
         let pts = points(&rng, 100, n);
         let want = reference_forward(&e, &mlp, &params64(&mlp), &pts);
         let mut be = device.backend(e, mlp);
-        let got = be.forward(&pts).unwrap().to_vec();
+        let (_, got) = be.forward(&pts).unwrap();
+        let got = got.to_vec();
         let err = rel_to(&got, &want);
         println!("{}: {depth}×{width}, n {n}: forward error {err:.2e}", device.name());
         assert!(err < tol(device).forward, "{}: {depth}×{width}: forward error {err:e}", device.name());
@@ -162,10 +163,11 @@ test_device!(gradients_match_the_reference, |device| {
             let pts = points(&rng, 7000, n);
             let y = targets(loss, &pts, &rng);
             let mut be = device.backend(e.clone(), mlp.clone());
-            let out = be.forward(&pts).unwrap().to_vec();
+            let (pass, out) = be.forward(&pts).unwrap();
+            let out = out.to_vec();
             let mut g = vec![0.0; n];
             loss.eval(&out, &y, &mut g);
-            be.backward(&g).unwrap();
+            be.backward(pass, &g).unwrap();
             let got = be.gradients().unwrap();
             let what = format!("{}: {depth}×{width}, n {n}, {loss:?}", device.name());
             if device.is_cpu() {
@@ -191,8 +193,8 @@ test_device!(gradients_match_the_reference, |device| {
                 assert!(err < t.grad, "{what}: gradient against finite differences {err:e}");
             } else {
                 let mut cpu = cpu_backend(e, mlp.clone());
-                cpu.forward(&pts).unwrap();
-                cpu.backward(&g).unwrap();
+                let pass = cpu.forward(&pts).unwrap().0;
+                cpu.backward(pass, &g).unwrap();
                 let want = cpu.gradients().unwrap();
                 for (l, layer) in mlp.layers().iter().enumerate() {
                     let w = layer.weight..layer.bias;
@@ -222,10 +224,11 @@ test_device!(adam_step_matches_the_host, |device| {
         let pts = points(&rng, 1, n);
         let y = targets(loss, &pts, &rng);
         let mut be = device.backend(e.clone(), mlp.clone());
-        let out = be.forward(&pts).unwrap().to_vec();
+        let (pass, out) = be.forward(&pts).unwrap();
+        let out = out.to_vec();
         let mut g = vec![0.0; n];
         let l_host = loss.eval(&out, &y, &mut g);
-        be.backward(&g).unwrap();
+        be.backward(pass, &g).unwrap();
         let grads = be.gradients().unwrap();
         let (mut want, mut state) = (mlp.params.clone(), AdamState::zeros(mlp.params.len()));
         Adam::default().step(&mut want, &grads, &mut state, lr);
@@ -320,11 +323,21 @@ test_device!(bad_input_sizes_are_errors, |device| {
         err(be.forward(&[]).map(|_| ())),
         "invalid input: forward: 0 coordinates is not a whole number of 3-D points"
     );
-    be.forward(&pts).unwrap();
+    let pass = be.forward(&pts).unwrap().0;
     assert_eq!(
-        err(be.backward(&[0.0; 4])),
+        err(be.backward(pass, &[0.0; 4])),
         "invalid input: backward: got 4 output gradients for a forward of 5 points"
     );
+    // a pass whose activations a later forward or training step overwrote is refused
+    let stale = "invalid input: backward: its forward's activations were overwritten by a later forward \
+                 or training step; run the forward again";
+    let first = be.forward(&pts).unwrap().0;
+    let second = be.forward(&pts[..6]).unwrap().0;
+    assert_eq!(err(be.backward(first, &[0.0; 5])), stale);
+    be.train_step(&pts, &[0.0; 5], Loss::Bce, 1e-3).unwrap();
+    assert_eq!(err(be.backward(second, &[0.0; 2])), stale);
+    let pass = be.forward(&pts).unwrap().0;
+    be.backward(pass, &[0.5; 5]).unwrap();
     assert_eq!(
         err(be.predict(&pts[..9], &mut [0.0; 2])),
         "invalid input: predict: 9 coordinates and 2 outputs do not match"

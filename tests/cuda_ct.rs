@@ -194,12 +194,12 @@ fn backend(precision: Precision, seed: u64) -> CudaBackend {
 /// comes down), the chain factor on the host, backward (∂L/∂z goes up). Returns the loss and
 /// ∂L/∂z.
 fn host_data_step(be: &mut CudaBackend, gpu: &mut GpuProjector, points: &[f32]) -> (f32, Vec<f32>) {
-    let z = be.forward(points).unwrap();
+    let (pass, z) = be.forward(points).unwrap();
     let image: Vec<f32> = z.iter().map(|&v| sigmoid(v)).collect();
     let mut back = vec![0.0; image.len()];
     let loss = gpu.loss_and_gradient(&image, &mut back).unwrap();
     let d: Vec<f32> = back.iter().zip(&image).map(|(&g, &p)| g * p * (1.0 - p)).collect();
-    be.backward(&d).unwrap();
+    be.backward(pass, &d).unwrap();
     (loss, d)
 }
 
@@ -236,7 +236,7 @@ fn resident_step_matches_the_host_data_step() {
             dev_gpu.image(&mut image).unwrap();
             // a's weights are still those of the step: the image its forward rendered (this
             // forward leaves a's parameter gradients alone)
-            let host_image: Vec<f32> = a.forward(&points).unwrap().iter().map(|&v| sigmoid(v)).collect();
+            let host_image: Vec<f32> = a.forward(&points).unwrap().1.iter().map(|&v| sigmoid(v)).collect();
             let (pa, pb) = (a.gradients().unwrap(), b.gradients().unwrap());
             let e_loss = (lb - la).abs() as f64 / la as f64;
             let (e_dz, e_max) = (rel(&db, &da), (max - host_max).abs() as f64 / host_max as f64);

@@ -82,12 +82,12 @@ fn fp16_host_gradients_of_any_magnitude() {
     let n = 20_000;
     let pts = points(&rng, 7, n);
     let base: Vec<f32> = (0..n).map(|i| rng.normal(50_000 + i as u64)).collect();
-    t.cpu.forward(&pts).unwrap();
-    t.cpu.backward(&base).unwrap();
+    let pass = t.cpu.forward(&pts).unwrap().0;
+    t.cpu.backward(pass, &base).unwrap();
     let gc = t.cpu.gradients().unwrap();
     for (name, be) in variants(&mut t) {
-        be.forward(&pts).unwrap();
-        be.backward(&base).unwrap();
+        let pass = be.forward(&pts).unwrap().0;
+        be.backward(pass, &base).unwrap();
         let at_one = be.gradients().unwrap();
         let e_cpu = rel_err(&at_one, &gc, 1e-30);
         println!("fp16: {name}: random output gradients: gradient error {e_cpu:.2e} against the CPU");
@@ -95,16 +95,16 @@ fn fp16_host_gradients_of_any_magnitude() {
         // a power-of-two factor changes only the exponent of the scale: the same bits
         for factor in [2f32.powi(-30), 2f32.powi(-13), 2f32.powi(10), 2f32.powi(20)] {
             let g: Vec<f32> = base.iter().map(|x| x * factor).collect();
-            be.forward(&pts).unwrap();
-            be.backward(&g).unwrap();
+            let pass = be.forward(&pts).unwrap().0;
+            be.backward(pass, &g).unwrap();
             let got: Vec<f32> = be.gradients().unwrap().iter().map(|x| x / factor).collect();
             assert_eq!(got, at_one, "{name}: gradients at ×{factor:e} are not those at ×1 scaled");
         }
         // any other factor: the fp16 values round differently, at fp16's distance from the CPU
         for factor in [1e-9f32, 1e6] {
             let g: Vec<f32> = base.iter().map(|x| x * factor).collect();
-            be.forward(&pts).unwrap();
-            be.backward(&g).unwrap();
+            let pass = be.forward(&pts).unwrap().0;
+            be.backward(pass, &g).unwrap();
             let got: Vec<f32> = be.gradients().unwrap().iter().map(|x| x / factor).collect();
             assert!(got.iter().all(|x| x.is_finite()), "{name}: non-finite gradients at ×{factor:e}");
             let e = rel_err(&got, &gc, 1e-30);
@@ -114,8 +114,8 @@ fn fp16_host_gradients_of_any_magnitude() {
     }
     let mut bad = base.clone();
     bad[17] = f32::NAN;
-    t.fp16.forward(&pts).unwrap();
-    let err = t.fp16.backward(&bad).unwrap_err().to_string();
+    let pass = t.fp16.forward(&pts).unwrap().0;
+    let err = t.fp16.backward(pass, &bad).unwrap_err().to_string();
     assert_eq!(err, "invalid input: backward: the output gradient is not finite (NaN); the loss diverged");
 }
 
@@ -131,10 +131,11 @@ fn fp16_step_at_benchmark_shape() {
     let pts = points(&rng, 5, n);
     let y = ball(&pts);
     let before = t.fp32.state().unwrap().mlp.params;
-    let out = t.fp32.forward(&pts).unwrap().to_vec();
+    let (pass, out) = t.fp32.forward(&pts).unwrap();
+    let out = out.to_vec();
     let mut g = vec![0.0; n];
     Loss::Bce.eval(&out, &y, &mut g);
-    t.fp32.backward(&g).unwrap();
+    t.fp32.backward(pass, &g).unwrap();
     let g32 = t.fp32.gradients().unwrap();
     let lr = 1e-3;
     let mut want = vec![];
@@ -143,9 +144,10 @@ fn fp16_step_at_benchmark_shape() {
     }
     let s32 = t.fp32.state().unwrap();
     for (name, be) in variants(&mut t) {
-        let got = be.forward(&pts).unwrap().to_vec();
+        let (pass, got) = be.forward(&pts).unwrap();
+        let got = got.to_vec();
         let e_fwd = rel_err(&got, &out, 1.0);
-        be.backward(&g).unwrap();
+        be.backward(pass, &g).unwrap();
         let e_grad = rel_err(&be.gradients().unwrap(), &g32, 1e-12);
         println!(
             "fp16: 4x256 m=256 batch 2^17 {name} vs cuda fp32: forward {e_fwd:.2e}, gradients {e_grad:.2e}"

@@ -237,9 +237,9 @@ fn resident_step_matches_the_host_data_step() {
         assert_eq!(b.set_resident_points(&points).unwrap(), n);
         let mut grad = vec![0.0f32; n];
         for step in 0..5 {
-            let z = a.forward(&points).unwrap();
+            let (pass, z) = a.forward(&points).unwrap();
             let la = host_op.sigmoid_loss_and_gradient(z, &mut grad).unwrap();
-            a.backward(&grad).unwrap();
+            a.backward(pass, &grad).unwrap();
             let z = b.forward_resident().unwrap();
             let (lb, max) = dev_op.sigmoid_loss_and_gradient_device(&z).unwrap();
             let gb: Vec<f32> = b.stream().clone_dtoh(&dev_op.gradient()).unwrap();
@@ -290,7 +290,7 @@ fn resident_step_errors_on_nan_and_without_points() {
         let mut out = vec![0.0f32; points.len() / 3];
         b.predict(&points, &mut out).unwrap();
         assert!(b.has_resident_points(), "predict uses its own buffers");
-        b.forward(&points[..30]).unwrap();
+        let _ = b.forward(&points[..30]).unwrap();
         assert!(!b.has_resident_points(), "forward overwrote the points");
         b.set_resident_points(&points).unwrap();
 

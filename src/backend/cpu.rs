@@ -6,7 +6,7 @@
 //! ReLU mask. Every reduction runs over fixed-size row blocks in a fixed order, so results do
 //! not depend on the number of threads.
 
-use super::{check_output_grad, check_predict, count_points, Backend, TrainState};
+use super::{check_output_grad, check_predict, count_points, Backend, Pass, Passes, TrainState};
 use crate::encoding::Encoding;
 use crate::model::{LayerLayout, Mlp};
 use crate::train::{Adam, AdamState};
@@ -33,6 +33,8 @@ pub struct CpuBackend {
     /// Two scratch buffers for ∂L/∂Z during backward.
     delta: [Vec<f32>; 2],
     batch: usize,
+    /// The forward whose activations are kept.
+    passes: Passes,
     /// Scratch for `predict`, kept between calls so exports do not page-fault on every slab.
     predict_scratch: (Vec<f32>, Vec<Vec<f32>>),
 }
@@ -64,6 +66,7 @@ impl CpuBackend {
             activations: vec![],
             delta: [vec![], vec![]],
             batch: 0,
+            passes: Passes::default(),
             predict_scratch: (vec![], vec![]),
         })
     }
@@ -173,7 +176,7 @@ impl Backend for CpuBackend {
         &self.encoding
     }
 
-    fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]> {
+    fn forward(&mut self, points: &[f32]) -> crate::Result<(Pass, &[f32])> {
         let n = count_points(points, self.encoding.dim, "forward")?;
         self.batch = n;
         let mut features = std::mem::take(&mut self.features);
@@ -183,11 +186,13 @@ impl Backend for CpuBackend {
         self.mlp_forward(&features, n, &mut acts);
         self.features = features;
         self.activations = acts;
-        Ok(self.activations.last().map(|v| v.as_slice()).unwrap_or(&[]))
+        let pass = self.passes.start(n);
+        Ok((pass, self.activations.last().map(|v| v.as_slice()).unwrap_or(&[])))
     }
 
-    fn backward(&mut self, d_output: &[f32]) -> crate::Result<()> {
-        let n = self.batch;
+    fn backward(&mut self, pass: Pass, d_output: &[f32]) -> crate::Result<()> {
+        let pass = self.passes.check(pass)?;
+        let n = pass.points();
         let n_layers = self.layers.len();
         check_output_grad(d_output.len(), n, self.layers[n_layers - 1].n_out)?;
         let [mut delta, mut next] = std::mem::take(&mut self.delta);
@@ -259,10 +264,10 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn backward_accumulate(&mut self, d_output: &[f32]) -> crate::Result<()> {
+    fn backward_accumulate(&mut self, pass: Pass, d_output: &[f32]) -> crate::Result<()> {
         // `backward` checks its input before it writes any gradient
         let before = self.grads.clone();
-        self.backward(d_output)?;
+        self.backward(pass, d_output)?;
         self.grads.iter_mut().zip(&before).for_each(|(g, b)| *g += b);
         Ok(())
     }
@@ -361,7 +366,7 @@ mod tests {
             setup(EncodingConfig::Gaussian { sigma: 3.0, features: 16, normalize: false }, 4, 24);
         let n = 37;
         let pts: Vec<f32> = (0..3 * n).map(|i| rng.uniform(i as u64)).collect();
-        let out = be.forward(&pts).unwrap().to_vec();
+        let out = be.forward(&pts).unwrap().1.to_vec();
         let mut pred = vec![0.0; n];
         be.predict(&pts, &mut pred).unwrap();
         let mut feats = vec![0.0; n * be.encoding.n_features()];
@@ -385,10 +390,11 @@ mod tests {
             let pts: Vec<f32> = (0..3 * n).map(|i| rng.uniform(7000 + i as u64)).collect();
             let targets: Vec<f32> =
                 (0..n).map(|i| (rng.uniform(8000 + i as u64) > 0.5) as u8 as f32).collect();
-            let out = be.forward(&pts).unwrap().to_vec();
+            let (pass, out) = be.forward(&pts).unwrap();
+            let out = out.to_vec();
             let mut g = vec![0.0; n];
             loss.eval(&out, &targets, &mut g);
-            be.backward(&g).unwrap();
+            be.backward(pass, &g).unwrap();
             let grads = be.gradients().unwrap();
             let f = be.encoding.n_features();
             let mut feats = vec![0.0; n * f];

@@ -106,6 +106,55 @@ pub(crate) fn check_predict(points: usize, out: usize, d: usize, n_out: usize) -
     Ok(())
 }
 
+/// What a [`Backend::forward`] leaves for its backward: which forward it was and how many points
+/// it had. [`Backend::backward`] consumes it, so a forward is back-propagated at most once, and a
+/// backward whose activations have since been overwritten (by a later forward, a `train_step` or
+/// a device step) is an error rather than the gradient of other points.
+#[derive(Debug)]
+#[must_use = "a forward's pass is consumed by its backward"]
+pub struct Pass {
+    id: u64,
+    points: usize,
+}
+
+impl Pass {
+    /// Points of the forward.
+    pub fn points(&self) -> usize {
+        self.points
+    }
+}
+
+/// A backend's record of its passes: every forward starts one, anything else that overwrites
+/// the training activations ends the current one.
+#[derive(Debug, Default)]
+pub struct Passes {
+    current: u64,
+}
+
+impl Passes {
+    pub fn start(&mut self, points: usize) -> Pass {
+        self.current += 1;
+        Pass { id: self.current, points }
+    }
+
+    /// The training activations were overwritten: no pass is current.
+    pub fn end(&mut self) {
+        self.current += 1;
+    }
+
+    /// `pass`, when it is the current one.
+    pub fn check(&self, pass: Pass) -> crate::Result<Pass> {
+        if pass.id != self.current {
+            return Err(crate::Error::Input(
+                "backward: its forward's activations were overwritten by a later forward or training \
+                 step; run the forward again"
+                    .into(),
+            ));
+        }
+        Ok(pass)
+    }
+}
+
 /// Everything needed to continue training bit-for-bit: the parameters and the optimiser state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainState {
@@ -121,15 +170,16 @@ pub trait Backend {
     fn encoding(&self) -> &Encoding;
 
     /// Encodes `points` (row-major n×d in the unit box) and runs the MLP, keeping what the
-    /// backward pass needs. Returns the outputs (n×outputs).
-    fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]>;
+    /// backward pass needs. Returns the pass its backward consumes, and the outputs (n×outputs).
+    fn forward(&mut self, points: &[f32]) -> crate::Result<(Pass, &[f32])>;
 
-    /// Back-propagates ∂L/∂output (n×outputs) from the last `forward`, storing ∂L/∂params.
-    fn backward(&mut self, d_output: &[f32]) -> crate::Result<()>;
+    /// Back-propagates ∂L/∂output (n×outputs) of `pass`, storing ∂L/∂params; an error when
+    /// another forward or a training step has run since `pass`'s forward.
+    fn backward(&mut self, pass: Pass, d_output: &[f32]) -> crate::Result<()>;
 
     /// As [`Backend::backward`], adding ∂L/∂params to the stored gradients instead of replacing
     /// them: the chunked steps of [`crate::train::fit`] back-propagate a grid chunk by chunk.
-    fn backward_accumulate(&mut self, _d_output: &[f32]) -> crate::Result<()> {
+    fn backward_accumulate(&mut self, _pass: Pass, _d_output: &[f32]) -> crate::Result<()> {
         Err(crate::Error::Config(format!(
             "{}: chunked training (accumulated gradients) is not supported on this backend",
             self.describe()
@@ -168,10 +218,10 @@ pub trait Backend {
     /// A whole training step on host data: forward, loss, backward, Adam. Returns the mean loss.
     /// Backends that can fuse the loss into their kernels override this.
     fn train_step(&mut self, points: &[f32], targets: &[f32], loss: Loss, lr: f32) -> crate::Result<f32> {
-        let outputs = self.forward(points)?;
+        let (pass, outputs) = self.forward(points)?;
         let mut grad = vec![0.0; outputs.len()];
         let value = loss.eval(outputs, targets, &mut grad);
-        self.backward(&grad)?;
+        self.backward(pass, &grad)?;
         self.optimizer_step(lr)?;
         Ok(value)
     }

@@ -77,13 +77,14 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
         }
         t_enc.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let out = backend.forward(&pts)?.to_vec();
+        let (pass, out) = backend.forward(&pts)?;
+        let out = out.to_vec();
         backend.synchronize()?;
         t_fwd.push(t.elapsed().as_secs_f64());
         let mut g = vec![0.0; n];
         Loss::Bce.eval(&out, &y, &mut g);
         let t = Instant::now();
-        backend.backward(&g)?;
+        backend.backward(pass, &g)?;
         backend.synchronize()?;
         t_bwd.push(t.elapsed().as_secs_f64());
         let t = Instant::now();

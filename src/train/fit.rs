@@ -333,10 +333,10 @@ impl<'r> Loop<'r> {
                 let n = points.len() / dim;
                 let loss = match self.spec.chunk.filter(|&c| c < n) {
                     None => {
-                        let z = backend.forward(points)?;
+                        let (pass, z) = backend.forward(points)?;
                         self.dz.resize(z.len(), 0.0);
                         let loss = objective.loss(step, z, &mut self.dz)?;
-                        backend.backward(&self.dz)?;
+                        backend.backward(pass, &self.dz)?;
                         loss
                     }
                     Some(chunk) => {
@@ -346,11 +346,11 @@ impl<'r> Loop<'r> {
                         self.dz.resize(n, 0.0);
                         let loss = objective.loss(step, &self.z, &mut self.dz)?;
                         for (k, (p, g)) in points.chunks(chunk * dim).zip(self.dz.chunks(chunk)).enumerate() {
-                            backend.forward(p)?;
+                            let (pass, _) = backend.forward(p)?;
                             if k == 0 {
-                                backend.backward(g)?;
+                                backend.backward(pass, g)?;
                             } else {
-                                backend.backward_accumulate(g)?;
+                                backend.backward_accumulate(pass, g)?;
                             }
                         }
                         loss

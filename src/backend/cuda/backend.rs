@@ -8,7 +8,7 @@ use super::graph::GraphState;
 use super::loss::host_grad_scale;
 use super::occupancy::LOSS_SLOTS;
 use super::{cuda_error, CudaSettings, Precision};
-use crate::backend::{check_output_grad, check_predict, count_points, Backend, TrainState};
+use crate::backend::{check_output_grad, check_predict, count_points, Backend, Pass, TrainState};
 use crate::encoding::Encoding;
 use crate::model::{LayerLayout, Mlp};
 use crate::train::{Adam, AdamState, Loss};
@@ -63,6 +63,8 @@ pub struct CudaBackend {
     pub(super) resident: Option<usize>,
     /// The mesh of the device occupancy batches ([`crate::backend::DeviceJobs::upload_mesh`]).
     pub(super) occupancy_mesh: Option<super::winding::DeviceMesh>,
+    /// The forward whose activations the training buffers hold (see [`crate::backend::Pass`]).
+    pub(super) passes: crate::backend::Passes,
 }
 
 impl CudaBackend {
@@ -137,6 +139,7 @@ impl CudaBackend {
             sizes: mlp.sizes,
             gpu,
             occupancy_mesh: None,
+            passes: crate::backend::Passes::default(),
         };
         be.refresh_params16()?;
         Ok(be)
@@ -223,9 +226,10 @@ impl Backend for CudaBackend {
         &self.encoding
     }
 
-    fn forward(&mut self, points: &[f32]) -> crate::Result<&[f32]> {
+    fn forward(&mut self, points: &[f32]) -> crate::Result<(Pass, &[f32])> {
         let n = self.check_points(points, "forward")?;
         self.resident = None;
+        self.passes.end();
         Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self.gpu.upload(points, &mut bufs.points).and_then(|_| self.forward_device(&mut bufs, n));
@@ -237,11 +241,11 @@ impl Backend for CudaBackend {
         self.train = Some(bufs);
         r?;
         self.batch = n;
-        Ok(&self.outputs)
+        Ok((self.passes.start(n), &self.outputs))
     }
 
-    fn backward(&mut self, d_output: &[f32]) -> crate::Result<()> {
-        let n = self.batch;
+    fn backward(&mut self, pass: Pass, d_output: &[f32]) -> crate::Result<()> {
+        let n = self.passes.check(pass)?.points();
         check_output_grad(d_output.len(), n, self.layers[self.layers.len() - 1].n_out)?;
         self.grad_scale = if self.fp16() { host_grad_scale(d_output)? } else { 1.0 };
         let bufs = self.train.as_mut().ok_or_else(missing)?;
@@ -331,6 +335,7 @@ impl Backend for CudaBackend {
             return Err(crate::Error::Input(format!("train_step: {} targets for {n} points", targets.len())));
         }
         self.resident = None;
+        self.passes.end();
         Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self

@@ -59,6 +59,7 @@ impl CudaBackend {
             return Err(crate::Error::Input(format!("{n} points is too many for one batch on the GPU")));
         }
         self.resident = None; // the batch overwrites the training buffers' points
+        self.passes.end();
         Self::ensure(&mut self.train, &self.gpu, n, 3, &self.layers, true, self.precision)?;
         let gpu = &self.gpu;
         let bufs = self.train.as_mut().ok_or_else(missing)?;

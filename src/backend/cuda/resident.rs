@@ -17,6 +17,7 @@ impl CudaBackend {
     pub fn set_resident_points(&mut self, points: &[f32]) -> crate::Result<usize> {
         let n = self.check_points(points, "set_resident_points")?;
         self.resident = None;
+        self.passes.end();
         Self::ensure(&mut self.train, &self.gpu, n, self.encoding.dim, &self.layers, true, self.precision)?;
         let bufs = self.train.as_mut().ok_or_else(missing)?;
         self.gpu.upload(points, &mut bufs.points)?;
@@ -38,6 +39,7 @@ impl CudaBackend {
                 "CUDA forward_resident: no resident points (set_resident_points first)".into(),
             )
         })?;
+        self.passes.end();
         let mut bufs = self.train.take().ok_or_else(missing)?;
         let r = self.forward_device(&mut bufs, n);
         self.train = Some(bufs);
