@@ -183,7 +183,7 @@ fn fp16_step_at_benchmark_shape() {
 fn fp16_occupancy_steps_from_a_graph_match() {
     use ffvol::backend::cuda::BatchParams;
     require_cuda!();
-    let mesh = ffvol::job::occupancy::PreparedMesh::load(&bunny_path()).expect("datasets/bunny.ply");
+    let mesh = ffvol::geometry::prepared::PreparedMesh::load(&bunny_path()).expect("datasets/bunny.ply");
     let enc = EncodingConfig::Gaussian { sigma: 10.0, features: 64, normalize: false };
     let (e, mlp) = network(&enc, 3, 4, 128, &CounterRng::new(42, 0));
     let make = |s: Cuda| cuda_backend(e.clone(), mlp.clone(), s);

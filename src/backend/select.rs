@@ -121,7 +121,10 @@ mod tests {
                 );
             }
             Ok(rt) => {
-                assert_eq!(chosen.reason, format!("--device auto: CUDA on {} ({}), fp16", rt.device_name, rt.arch));
+                assert_eq!(
+                    chosen.reason,
+                    format!("--device auto: CUDA on {} ({}), fp16", rt.device_name, rt.arch)
+                );
                 assert!(cuda.unwrap().backend.describe().starts_with("cuda"));
             }
         }

@@ -6,6 +6,7 @@ pub mod components;
 pub mod marching_cubes;
 pub mod mesh;
 pub mod normalize;
+pub mod prepared;
 pub mod shapes;
 pub mod winding;
 

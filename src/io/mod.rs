@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod ct;
 pub mod glb;
+pub mod mri;
 pub mod nifti;
 pub mod npy;
 pub mod obj;

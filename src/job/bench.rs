@@ -6,7 +6,7 @@
 //! device-resident occupancy step (sample + label + train, nothing read back but the loss).
 
 use crate::encoding::{Encoding, EncodingConfig};
-use crate::job::occupancy::PreparedMesh;
+use crate::geometry::prepared::PreparedMesh;
 use crate::model::{Mlp, ModelConfig};
 use crate::sample::{uniform_in_box, CounterRng};
 use crate::train::Loss;

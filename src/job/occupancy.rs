@@ -13,7 +13,7 @@
 use crate::backend::Backend;
 use crate::backend::BatchParams;
 use crate::config::OccupancyConfig;
-use crate::geometry::winding::WindingNumber;
+use crate::geometry::prepared::PreparedMesh;
 use crate::geometry::{TriMesh, UnitFromMesh};
 use crate::io::MeshFormat;
 use crate::model::checkpoint::Checkpoint;
@@ -23,7 +23,6 @@ use crate::train::fit::{Batch, DeviceStep, LoopSpec, Objective, QueuedReport, Ru
 use crate::train::metrics::{accuracy_from_logits, iou_from_logits};
 use crate::train::Loss;
 use crate::{Error, Result};
-use glam::Vec3;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -31,38 +30,6 @@ use std::time::Instant;
 use crate::export::surface::{export, ExportFrame, ExportSpec};
 use crate::train::run::{log, FitOptions};
 pub use crate::train::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
-
-/// The mesh in unit coordinates, ready for sampling and labelling.
-pub struct PreparedMesh {
-    pub mesh_in_unit: TriMesh,
-    pub unit_from_mesh: UnitFromMesh,
-    /// The box training and test points are drawn from: vertex bounds ± 1e-3 (the paper).
-    pub bbox: Aabb,
-    pub winding: WindingNumber,
-}
-
-impl PreparedMesh {
-    pub fn load(path: &Path) -> Result<Self> {
-        let mesh = crate::io::read_mesh(path)?;
-        if mesh.area().partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
-            return Err(Error::format(path, "every face is degenerate (the mesh has no area)"));
-        }
-        Ok(Self::from_mesh(mesh))
-    }
-
-    pub fn from_mesh(mesh: TriMesh) -> Self {
-        let unit_from_mesh = UnitFromMesh::fit(&mesh.positions, 0.05);
-        let positions: Vec<Vec3> = mesh.positions.iter().map(|p| unit_from_mesh.apply(*p)).collect();
-        let mesh_in_unit = TriMesh::new(positions, mesh.triangles);
-        let bbox = Aabb::from_points(&mesh_in_unit.positions, 1e-3);
-        let winding = WindingNumber::new(&mesh_in_unit);
-        PreparedMesh { mesh_in_unit, unit_from_mesh, bbox, winding }
-    }
-
-    pub fn label(&self, points: &[[f32; 3]], out: &mut [f32]) {
-        self.winding.label_points(points, out);
-    }
-}
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Metrics {
