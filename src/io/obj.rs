@@ -134,15 +134,20 @@ g grp\ns off\nusemtl m\nf 1/1 2/1/1 3//1\nf -4 -2 -1\nf 1 2 3 4 # quad\n";
 
     #[test]
     fn errors_name_the_line() {
-        let err = parse(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 x\n").expect_err("bad index");
-        assert!(err.starts_with("line 4:"), "{err}");
-        let err = parse(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 7\n").expect_err("out of range");
-        assert!(err.contains("line 4") && err.contains('7'), "{err}");
-        let err = parse(b"v 0 0\n").expect_err("short vertex");
-        assert!(err.starts_with("line 1:"), "{err}");
-        let err = parse(b"v 0 0 0\nf -2 1 1\n").expect_err("relative too far");
-        assert!(err.contains("line 2"), "{err}");
-        let err = parse(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n").expect_err("zero");
-        assert!(err.contains("index 0"), "{err}");
+        let err = |text: &[u8]| parse(text).expect_err("an error");
+        assert_eq!(err(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 x\n"), "line 4: bad vertex index 'x'");
+        assert_eq!(
+            err(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 7\n"),
+            "line 4: vertex index 7 but the file has 3 vertices"
+        );
+        assert_eq!(err(b"v 0 0\n"), "line 1: a vertex needs 3 coordinates, found 2");
+        assert_eq!(
+            err(b"v 0 0 0\nf -2 1 1\n"),
+            "line 2: relative vertex index -2 but only 1 vertices so far"
+        );
+        assert_eq!(
+            err(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n"),
+            "line 4: vertex index 0 (OBJ indices start at 1)"
+        );
     }
 }

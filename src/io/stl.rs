@@ -176,6 +176,6 @@ mod tests {
     #[test]
     fn truncated_ascii_is_an_error() {
         let cut = &ASCII[..ASCII.find("endloop").unwrap_or(0)];
-        assert!(parse(cut.as_bytes()).is_err());
+        assert_eq!(parse(cut.as_bytes()).unwrap_err(), "the file ends inside a facet (truncated?)");
     }
 }
