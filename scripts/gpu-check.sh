@@ -81,7 +81,7 @@ echo "card: ${card:-nvidia-smi failed} | ffvol $(cat "$B/COMMIT") | $(date -u +%
 nvidia-smi > "$OUT/nvidia-smi.log" 2>&1
 
 run kernels_compile 60 "$B/tests/cuda_kernels_compile" --nocapture --test-threads=1
-run device_choice 30 "$B/tests/ffvol_lib_tests" task::device backend::cuda --nocapture
+run device_choice 30 "$B/tests/ffvol_lib_tests" backend::select backend::cuda --nocapture
 run fp16_tests 90 "$B/tests/cuda_fp16" --include-ignored --nocapture --test-threads=1
 grep -E "^(test |skipped|fp16:|panicked|thread)" "$OUT/fp16_tests.log" | head -60
 

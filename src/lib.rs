@@ -1,6 +1,6 @@
 //! ffvol fits continuous 3D fields with Fourier-feature MLPs.
 //!
-//! Every job is the same three things (see DESIGN.md):
+//! Every job is the same three things (see ARCHITECTURE.md):
 //!
 //! ```text
 //! field        f(x) = MLP(γ(x))      x ∈ [0,1]^d, γ = a Fourier-feature encoding
@@ -8,11 +8,14 @@
 //! loss         L(y_pred, y)          MSE or sigmoid cross-entropy
 //! ```
 //!
-//! The modules follow the stages a run passes through: [`io`] reads meshes and volumes,
-//! [`geometry`] normalises shapes, labels points inside/outside and extracts iso-surfaces,
-//! [`sample`] draws query points, [`encoding`] maps them to features, [`model`] holds the MLP,
-//! [`operator`] applies A, [`train`] holds losses, Adam and metrics, [`backend`] runs the
-//! network on a device, and [`task`] wires them into whole jobs.
+//! The modules follow the stages a run passes through: [`config`] resolves a run's settings,
+//! [`io`] reads meshes, volumes and scans, [`geometry`] normalises shapes, labels points
+//! inside/outside and extracts iso-surfaces, [`sim`] simulates phantoms and scans, [`sample`]
+//! draws query points, [`encoding`] maps them to features, [`model`] holds the MLP,
+//! [`operator`] applies A (on the host or, through [`backend::DeviceJobs`], on a GPU),
+//! [`recon`] holds the classical reconstructions, [`train`] holds the one training loop,
+//! losses, Adam and metrics, [`export`] writes fields out, [`backend`] runs the network on a
+//! device, and [`job`] wires the stages into whole jobs.
 
 // `!(x > 0.0)` is used on purpose in input checks: unlike `x <= 0.0` it also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]

@@ -17,7 +17,7 @@ use cudarc::driver::PushKernelArg;
 /// [`CudaBackend::occupancy_step`] can run before [`CudaBackend::read_steps`].
 pub const LOSS_SLOTS: usize = 64;
 
-/// What defines the training batch of one step (see `task::occupancy::training_batch`).
+/// What defines the training batch of one step (see `job::occupancy::training_batch`).
 #[derive(Clone, Copy, Debug)]
 pub struct BatchParams {
     pub seed: u64,
@@ -93,7 +93,7 @@ impl CudaBackend {
     }
 
     /// The batch of `p.step` drawn and labelled on the device, read back (points n × 3, labels):
-    /// for tests against `task::occupancy::training_batch`.
+    /// for tests against `job::occupancy::training_batch`.
     pub fn occupancy_batch(
         &mut self,
         mesh: &DeviceMesh,
