@@ -105,16 +105,20 @@ pub fn resolve<C: JobConfig>(
 ) -> crate::Result<C> {
     let mut c = match file {
         Some(path) => {
-            let over: C = overlay_toml(&preset, path)?;
-            let job =
-                toml::Value::try_from(&over).ok().and_then(|v| v.get("job")?.as_str().map(str::to_string));
-            if job.as_deref() != Some(C::JOB) {
-                return Err(crate::Error::format(
-                    path,
-                    format!("job = {:?}, but this is `ffvol fit {}`", job.unwrap_or_default(), C::JOB),
-                ));
+            let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+            let value: toml::Value =
+                toml::from_str(&text).map_err(|e| crate::Error::format(path, e.to_string()))?;
+            match value.get("job").map(|j| j.as_str()) {
+                Some(Some(job)) if job != C::JOB => {
+                    return Err(crate::Error::format(
+                        path,
+                        format!("these are the settings of a {job} run, not of `ffvol fit {}`", C::JOB),
+                    ))
+                }
+                Some(None) => return Err(crate::Error::format(path, "`job` must be a string")),
+                _ => {}
             }
-            over
+            overlay_toml(&preset, path)?
         }
         None => preset,
     };
@@ -510,6 +514,27 @@ mod tests {
         std::fs::write(&path, "[device]\nprecison = \"fp32\"\n").unwrap();
         let err = OccupancyConfig::preset(Preset::Fast).overlay_file(&path).unwrap_err().to_string();
         assert!(err.contains("precison"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A file from another job's run is refused by name, before its keys are read.
+    #[test]
+    fn resolve_refuses_another_jobs_settings() {
+        let dir = std::env::temp_dir().join(format!("ffvol-config-job-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.toml");
+        std::fs::write(&path, "job = \"volume\"\n[export]\nmontage = true\n").unwrap();
+        let err = resolve(OccupancyConfig::preset(Preset::Fast), Some(&path), |_| Ok(())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: these are the settings of a volume run, not of `ffvol fit occupancy`",
+                path.display()
+            )
+        );
+        std::fs::write(&path, "job = \"occupancy\"\nseed = 5\n").unwrap();
+        let c = resolve(OccupancyConfig::preset(Preset::Fast), Some(&path), |_| Ok(())).unwrap();
+        assert_eq!(c.common.seed, 5);
         std::fs::remove_dir_all(&dir).ok();
     }
 }
