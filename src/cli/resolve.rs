@@ -12,6 +12,7 @@ use ffvol::job::field::{FieldExport, FieldTrain};
 use ffvol::job::mri::MriConfig;
 use ffvol::job::volume::VolumeConfig;
 use ffvol::sample::kspace::Sampling;
+use ffvol::train::fit::TrainSettings;
 use ffvol::train::run::{data_stem, run_folder};
 use ffvol::train::LrSchedule;
 use ffvol::{Error, Result};
@@ -21,10 +22,7 @@ use std::path::PathBuf;
 pub struct Shared<'a> {
     pub job: &'static str,
     pub common: &'a mut Common,
-    pub steps: &'a mut u64,
-    pub lr: &'a mut f32,
-    pub schedule: &'a mut LrSchedule,
-    pub checkpoint_every: &'a mut u64,
+    pub train: &'a mut dyn TrainSettings,
     /// The feature normalisation flag of `fit occupancy` (`--normalize true|false`).
     pub normalize_features: Option<bool>,
 }
@@ -33,19 +31,20 @@ impl RunArgs {
     /// Applies the shared flags, each where given.
     pub fn apply(&self, s: Shared) -> Result<()> {
         let c = s.common;
+        let (steps, lr, schedule, checkpoint_every) = s.train.loop_fields();
         self.apply_encoding(s.job, &mut c.encoding, s.normalize_features)?;
         if s.job == "ct" && self.encoding.is_some() {
             // the paper's learning rate for the mapping, unless --lr
-            *s.lr = presets::ct_lr(&c.encoding);
+            *lr = presets::ct_lr(&c.encoding);
         }
         c.model.depth = self.depth.unwrap_or(c.model.depth);
         c.model.width = self.width.unwrap_or(c.model.width);
-        *s.steps = self.steps.unwrap_or(*s.steps);
-        *s.lr = self.lr.unwrap_or(*s.lr);
+        *steps = self.steps.unwrap_or(*steps);
+        *lr = self.lr.unwrap_or(*lr);
         if let Some(text) = &self.schedule {
-            *s.schedule = LrSchedule::parse(text)?;
+            *schedule = LrSchedule::parse(text)?;
         }
-        *s.checkpoint_every = self.checkpoint_every.unwrap_or(*s.checkpoint_every);
+        *checkpoint_every = self.checkpoint_every.unwrap_or(*checkpoint_every);
         c.seed = self.seed.unwrap_or(c.seed);
         c.threads = self.threads.unwrap_or(c.threads);
         c.device.kind = self.device.unwrap_or(c.device.kind);
@@ -110,10 +109,7 @@ pub fn occupancy(a: &OccupancyArgs) -> Result<OccupancyConfig> {
         a.run.apply(Shared {
             job: "occupancy",
             common: &mut c.common,
-            steps: &mut c.train.steps,
-            lr: &mut c.train.lr,
-            schedule: &mut c.train.schedule,
-            checkpoint_every: &mut c.train.checkpoint_every,
+            train: &mut c.train,
             normalize_features: a.normalize,
         })?;
         c.train.batch = a.batch.unwrap_or(c.train.batch);
@@ -138,15 +134,7 @@ fn field(
     normalize: &mut Normalize,
     export: &mut FieldExport,
 ) -> Result<()> {
-    a.run.apply(Shared {
-        job,
-        common,
-        steps: &mut train.steps,
-        lr: &mut train.lr,
-        schedule: &mut train.schedule,
-        checkpoint_every: &mut train.checkpoint_every,
-        normalize_features: None,
-    })?;
+    a.run.apply(Shared { job, common, train, normalize_features: None })?;
     if let Some(n) = &a.normalize {
         *normalize = parse_normalize(n).map_err(|e| Error::Config(format!("--normalize: {e}")))?;
     }
@@ -203,10 +191,7 @@ pub fn ct(a: &CtArgs) -> Result<CtConfig> {
         a.run.apply(Shared {
             job: "ct",
             common: &mut c.common,
-            steps: &mut c.train.steps,
-            lr: &mut c.train.lr,
-            schedule: &mut c.train.schedule,
-            checkpoint_every: &mut c.train.checkpoint_every,
+            train: &mut c.train,
             normalize_features: None,
         })?;
         c.train.render = a.render.unwrap_or(c.train.render);

@@ -32,8 +32,8 @@ impl RunConfig {
     /// Reads `RUN/run.toml` as the config of the job it names; `output` becomes `dir` (run
     /// folders can be moved).
     pub fn load_run(dir: &Path) -> crate::Result<Self> {
-        let value: toml::Value = crate::train::run::load_run_toml(dir)?;
         let path = dir.join(crate::train::run::RUN_TOML);
+        let value = read_toml(&path)?;
         let job = value.get("job").and_then(|j| j.as_str()).unwrap_or("");
         let mut c = match job {
             "occupancy" => RunConfig::Occupancy(from_value_strict(value, &path)?),
@@ -105,9 +105,7 @@ pub fn resolve<C: JobConfig>(
 ) -> crate::Result<C> {
     let mut c = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
-            let value: toml::Value =
-                toml::from_str(&text).map_err(|e| crate::Error::format(path, e.to_string()))?;
+            let value = read_toml(path)?;
             match value.get("job").map(|j| j.as_str()) {
                 Some(Some(job)) if job != C::JOB => {
                     return Err(crate::Error::format(
@@ -118,7 +116,7 @@ pub fn resolve<C: JobConfig>(
                 Some(None) => return Err(crate::Error::format(path, "`job` must be a string")),
                 _ => {}
             }
-            overlay_toml(&preset, path)?
+            overlay_value(&preset, value, path)?
         }
         None => preset,
     };
@@ -165,19 +163,6 @@ impl Common {
             encoding,
             model,
             optimiser: OptimiserConfig::default(),
-        }
-    }
-
-    /// The network of the run, for `dim`-D points.
-    pub fn net(&self, dim: usize) -> crate::train::fit::NetSpec<'_> {
-        crate::train::fit::NetSpec {
-            encoding: &self.encoding,
-            dim,
-            model: &self.model,
-            seed: self.seed,
-            device: &self.device,
-            optimiser: &self.optimiser,
-            threads: self.threads,
         }
     }
 
@@ -396,6 +381,8 @@ fn default_min_component() -> f64 {
 
 pub use presets::Preset;
 
+crate::train_settings!(TrainConfig);
+
 impl OccupancyConfig {
     /// The named starting point (see [`presets`]).
     pub fn preset(preset: Preset) -> Self {
@@ -449,11 +436,24 @@ crate::job_config!(OccupancyConfig, "occupancy");
 /// Overlays a TOML file onto any job's config: keys in the file win, keys it leaves out keep their
 /// value, and unknown keys are an error naming the file (the configs deny unknown fields).
 pub fn overlay_toml<T: Serialize + serde::de::DeserializeOwned>(base: &T, path: &Path) -> crate::Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
-    let file: toml::Value = toml::from_str(&text).map_err(|e| crate::Error::format(path, e.to_string()))?;
+    overlay_value(base, read_toml(path)?, path)
+}
+
+/// [`overlay_toml`] with the file already read (`file` is `path`'s contents).
+fn overlay_value<T: Serialize + serde::de::DeserializeOwned>(
+    base: &T,
+    file: toml::Value,
+    path: &Path,
+) -> crate::Result<T> {
     let mut merged = toml::Value::try_from(base).map_err(|e| crate::Error::Config(e.to_string()))?;
     merge(&mut merged, file);
     from_value_strict(merged, path)
+}
+
+/// A TOML file's contents; an error naming the file when it cannot be read or parsed.
+pub fn read_toml(path: &Path) -> crate::Result<toml::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+    toml::from_str(&text).map_err(|e| crate::Error::format(path, e.to_string()))
 }
 
 /// Deep merge of TOML tables: `over` wins. A table whose `type` changes replaces the old one

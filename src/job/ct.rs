@@ -34,7 +34,7 @@ use crate::operator::{choose_grid_loss, GridLoss};
 use crate::sample::rays::{stratified, RaySamples};
 use crate::sample::rng::streams;
 use crate::sample::CounterRng;
-use crate::train::fit::{Batch, DeviceStep, LoopSpec, Objective, Run};
+use crate::train::fit::{Batch, DeviceStep, Objective, Run, TrainSettings};
 use crate::train::image_metrics::{psnr_ct, ssim_ct};
 use crate::train::loss::{sigmoid, through_sigmoid};
 use crate::train::run::{log, FitOptions};
@@ -102,6 +102,8 @@ pub struct CtTrainConfig {
     /// Write a checkpoint every this many steps (0 = only at the end and on Ctrl-C).
     pub checkpoint_every: u64,
 }
+
+crate::train_settings!(CtTrainConfig);
 
 pub use crate::config::presets::CtPreset;
 
@@ -198,9 +200,8 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     cfg.train.render = render;
     crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml()?.as_bytes())?;
 
-    let net = cfg.common.net(scan.dims);
     let extra = [("ct".to_string(), format!("{{\"dims\":{}}}", scan.dims))].into();
-    let mut run = Run::start(&dir, &cfg.to_toml()?, &net, extra, opts)?;
+    let mut run = Run::start(&dir, &cfg.to_toml()?, &cfg.common, scan.dims, extra, opts)?;
     log(
         opts,
         &format!(
@@ -237,14 +238,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     } else {
         cfg.train.rays_per_batch * cfg.train.samples_per_ray
     };
-    let spec = LoopSpec {
-        steps,
-        lr: cfg.train.lr,
-        schedule: cfg.train.schedule,
-        checkpoint_every: cfg.train.checkpoint_every,
-        samples_per_step: Some(samples),
-        chunk: None,
-    };
+    let spec = cfg.train.loop_spec(samples);
     let trained = run.train(&spec, &mut stepper, opts)?;
     if let Some(step) = trained.interrupted {
         return Ok(CtOutcome::Interrupted { step });

@@ -12,7 +12,6 @@ use crate::export::surface::{iso_surface, write_iso_meshes};
 use crate::io::volume::Intensity;
 use crate::io::{MeshFormat, WorldFromVoxel};
 use crate::model::checkpoint::Checkpoint;
-use crate::train::fit::LoopSpec;
 use crate::train::run::CHECKPOINT;
 use crate::train::LrSchedule;
 use crate::{Error, Result};
@@ -61,19 +60,9 @@ pub struct FieldTrain {
     pub checkpoint_every: u64,
 }
 
-impl FieldTrain {
-    /// The training loop's settings; `samples_per_step` for the rate shown.
-    pub fn loop_spec(&self, samples_per_step: usize) -> LoopSpec {
-        LoopSpec {
-            steps: self.steps,
-            lr: self.lr,
-            schedule: self.schedule,
-            checkpoint_every: self.checkpoint_every,
-            samples_per_step: Some(samples_per_step),
-            chunk: None,
-        }
-    }
+crate::train_settings!(FieldTrain);
 
+impl FieldTrain {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if self.steps == 0 {
@@ -117,7 +106,7 @@ pub struct ExportRequest {
 
 /// The `job` named in `RUN/run.toml`, if any.
 pub fn run_job(dir: &Path) -> Result<Option<String>> {
-    let value: toml::Value = crate::train::run::load_run_toml(dir)?;
+    let value = crate::config::read_toml(&dir.join(crate::train::run::RUN_TOML))?;
     Ok(value.get("job").and_then(|j| j.as_str()).map(str::to_string))
 }
 

@@ -35,7 +35,7 @@ use crate::operator::fft::{fftshift, KspaceLoss};
 use crate::operator::{choose_grid_loss, GridLoss};
 use crate::sample::kspace::Sampling;
 use crate::sample::voxels::grid_points;
-use crate::train::fit::{Batch, DeviceStep, Objective, Run, RunStats};
+use crate::train::fit::{Batch, DeviceStep, Objective, Run, RunStats, TrainSettings};
 use crate::train::image_metrics::{psnr, ssim};
 use crate::train::run::log;
 use crate::train::run::FitOptions;
@@ -182,8 +182,7 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         world_from_voxel: problem.world_from_voxel,
         intensity: problem.intensity,
     };
-    let net = cfg.common.net(3);
-    let mut run = Run::start(&dir, &cfg.to_toml()?, &net, meta.to_extra()?, opts)?;
+    let mut run = Run::start(&dir, &cfg.to_toml()?, &cfg.common, 3, meta.to_extra()?, opts)?;
 
     let (op, resident, what) = choose_grid_loss(
         run.backend.as_mut(),

@@ -19,7 +19,7 @@ use crate::io::MeshFormat;
 use crate::model::checkpoint::Checkpoint;
 use crate::sample::rng::streams;
 use crate::sample::{near_surface, uniform_in_box, Aabb, CounterRng};
-use crate::train::fit::{Batch, DeviceStep, LoopSpec, Objective, QueuedReport, Run};
+use crate::train::fit::{Batch, DeviceStep, Objective, QueuedReport, Run, TrainSettings};
 use crate::train::metrics::{accuracy_from_logits, iou_from_logits};
 use crate::train::Loss;
 use crate::{Error, Result};
@@ -149,8 +149,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     );
     let meta = OccupancyMeta { unit_from_mesh: mesh.unit_from_mesh, bbox: mesh.bbox };
 
-    let net = cfg.common.net(3);
-    let mut run = Run::start(&dir, &cfg.to_toml()?, &net, meta_to_extra(&meta)?, opts)?;
+    let mut run = Run::start(&dir, &cfg.to_toml()?, &cfg.common, 3, meta_to_extra(&meta)?, opts)?;
     let start_step = run.step();
     let steps = cfg.train.steps;
     // On CUDA, batches are drawn and labelled on the device: upload the mesh once.
@@ -170,14 +169,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let batches_on = if on_device { "gpu" } else { "host" };
     let mut objective =
         OccupancyBatches { cfg, mesh: &mesh, on_device, queued: 0, points: vec![], labels: vec![] };
-    let spec = LoopSpec {
-        steps,
-        lr: cfg.train.lr,
-        schedule: cfg.train.schedule,
-        checkpoint_every: cfg.train.checkpoint_every,
-        samples_per_step: Some(cfg.train.batch),
-        chunk: None,
-    };
+    let spec = cfg.train.loop_spec(cfg.train.batch);
     let trained = run.train(&spec, &mut objective, opts)?;
     if let Some(step) = trained.interrupted {
         return Ok(FitOutcome::Interrupted { step });

@@ -17,7 +17,7 @@ use crate::job::field::{validate_upsample, FieldExport, FieldMeta, FieldTrain};
 use crate::sample::voxels::grid_points;
 use crate::sample::voxels::train_split;
 use crate::sample::CounterRng;
-use crate::train::fit::{Batch, Objective, Run, RunStats};
+use crate::train::fit::{Batch, Objective, Run, RunStats, TrainSettings};
 use crate::train::image_metrics::{psnr, ssim};
 use crate::train::loss::{sigmoid, through_sigmoid};
 use crate::train::run::log;
@@ -164,8 +164,7 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     let all_points = grid_points(dims, 1);
 
     let meta = FieldMeta { job: "volume".into(), dims, world_from_voxel: volume.world_from_voxel, intensity };
-    let net = cfg.common.net(3);
-    let mut run = Run::start(&cfg.common.output, &cfg.to_toml()?, &net, meta.to_extra()?, opts)?;
+    let mut run = Run::start(&cfg.common.output, &cfg.to_toml()?, &cfg.common, 3, meta.to_extra()?, opts)?;
 
     let batch = if cfg.train.batch == 0 { train_idx.len() } else { cfg.train.batch.min(train_idx.len()) };
     let mut objective = VoxelBatches {

@@ -29,9 +29,7 @@
 //! Progress, checkpoints, resume, divergence and timing are here, once.
 
 use crate::backend::Backend;
-use crate::config::{DeviceConfig, OptimiserConfig};
-use crate::encoding::EncodingConfig;
-use crate::model::ModelConfig;
+use crate::config::Common;
 use crate::train::run::{self, log, progress_bar, FitOptions, CHECKPOINT, RUN_TOML};
 use crate::train::{Loss, LrSchedule};
 use crate::{Error, Result};
@@ -111,10 +109,50 @@ pub struct LoopSpec {
     pub schedule: LrSchedule,
     /// A checkpoint every this many steps (0 = only at the end and on a stop).
     pub checkpoint_every: u64,
-    /// Points a step trains on, for the samples-per-second figure (None: steps per second).
-    pub samples_per_step: Option<usize>,
+    /// Points a step trains on, for the samples-per-second figure.
+    pub samples_per_step: usize,
     /// Evaluate and back-propagate the field this many points at a time (None: all at once).
     pub chunk: Option<usize>,
+}
+
+impl LoopSpec {
+    /// `steps` steps of Adam at `lr` on `schedule`, a checkpoint every `checkpoint_every`, on
+    /// `samples_per_step` points a step, the field evaluated all at once.
+    pub fn new(
+        steps: u64,
+        lr: f32,
+        schedule: LrSchedule,
+        checkpoint_every: u64,
+        samples_per_step: usize,
+    ) -> Self {
+        LoopSpec { steps, lr, schedule, checkpoint_every, samples_per_step, chunk: None }
+    }
+}
+
+/// The loop's settings every job's `[train]` table has: steps, Adam's base learning rate, its
+/// schedule and the checkpoint interval (implemented with [`crate::train_settings!`]).
+pub trait TrainSettings {
+    /// The loop for these settings, on `samples_per_step` points a step.
+    fn loop_spec(&self, samples_per_step: usize) -> LoopSpec;
+    /// The settings, to change (the command line's flags).
+    fn loop_fields(&mut self) -> (&mut u64, &mut f32, &mut LrSchedule, &mut u64);
+}
+
+/// `impl TrainSettings` for a `[train]` struct with `steps`, `lr`, `schedule` and
+/// `checkpoint_every` fields.
+#[macro_export]
+macro_rules! train_settings {
+    ($t:ty) => {
+        impl $crate::train::fit::TrainSettings for $t {
+            fn loop_spec(&self, samples_per_step: usize) -> $crate::train::fit::LoopSpec {
+                let (steps, lr, every) = (self.steps, self.lr, self.checkpoint_every);
+                $crate::train::fit::LoopSpec::new(steps, lr, self.schedule, every, samples_per_step)
+            }
+            fn loop_fields(&mut self) -> (&mut u64, &mut f32, &mut $crate::train::LrSchedule, &mut u64) {
+                (&mut self.steps, &mut self.lr, &mut self.schedule, &mut self.checkpoint_every)
+            }
+        }
+    };
 }
 
 /// How the loop ended.
@@ -152,18 +190,6 @@ pub struct RunStats {
     pub total_seconds: f64,
 }
 
-/// The network of a run: γ, the MLP's shape, its seed and where it runs.
-pub struct NetSpec<'a> {
-    pub encoding: &'a EncodingConfig,
-    /// Input dimension (2 or 3).
-    pub dim: usize,
-    pub model: &'a ModelConfig,
-    pub seed: u64,
-    pub device: &'a DeviceConfig,
-    pub optimiser: &'a OptimiserConfig,
-    pub threads: usize,
-}
-
 /// A run being trained: its folder, its network and its loss log.
 pub struct Run {
     pub dir: PathBuf,
@@ -175,36 +201,30 @@ pub struct Run {
 }
 
 impl Run {
-    /// Creates the run folder, writes `run.toml`, builds the network from the seed on its device
-    /// and, when resuming, loads the folder's checkpoint and loss log.
+    /// Creates the run folder, writes `run.toml`, builds the network `common` describes for
+    /// `dim`-D points from its seed on its device and, when resuming, loads the folder's
+    /// checkpoint and loss log.
     pub fn start(
         dir: &Path,
         run_toml: &str,
-        net: &NetSpec,
+        common: &Common,
+        dim: usize,
         extra: HashMap<String, String>,
         opts: &FitOptions,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::io::write_bytes_atomic(&dir.join(RUN_TOML), run_toml.as_bytes())?;
-        let built = run::build_network(
-            net.encoding,
-            net.dim,
-            net.model,
-            net.seed,
-            net.device,
-            net.optimiser.adam(),
-            net.threads,
-        )?;
+        let built = run::build_network(common, dim)?;
         let (mut backend, n_params) = (built.backend, built.n_params);
         log(opts, &format!("device: {} ({})", backend.describe(), built.reason));
         log(
             opts,
             &format!(
                 "network: {} encoding → {} features → {}×{} MLP, {n_params} parameters",
-                net.encoding.name(),
+                common.encoding.name(),
                 backend.encoding().n_features(),
-                net.model.depth,
-                net.model.width
+                common.model.depth,
+                common.model.width
             ),
         );
         let mut loss_log = Vec::new();
@@ -397,10 +417,8 @@ impl<'r> Loop<'r> {
         let steps = self.spec.steps;
         let seconds = (self.out.train_seconds + self.out.sample_seconds).max(1e-9);
         let ran = done - self.start;
-        let rate = match self.spec.samples_per_step {
-            Some(n) => format!("{:.0}k samples/s", ran as f64 * n as f64 / seconds / 1e3),
-            None => format!("{:.2} steps/s", ran as f64 / seconds),
-        };
+        let rate = ran as f64 * self.spec.samples_per_step as f64 / seconds / 1e3;
+        let rate = format!("{rate:.0}k samples/s");
         let extra = extra.map(|e| format!("  {e}")).unwrap_or_default();
         if let Some(b) = &self.bar {
             b.set_position(done);
@@ -416,8 +434,11 @@ impl<'r> Loop<'r> {
 mod tests {
     use super::*;
     use crate::backend::select::choose;
+    use crate::config::DeviceConfig;
     use crate::encoding::Encoding;
+    use crate::encoding::EncodingConfig;
     use crate::model::Mlp;
+    use crate::model::ModelConfig;
     use crate::sample::CounterRng;
 
     /// MSE against a fixed target at fixed points, through the general (non-pointwise) path.
@@ -460,14 +481,7 @@ mod tests {
         let n = 100;
         let points: Vec<f32> = (0..3 * n).map(|i| rng.uniform(i as u64)).collect();
         let target: Vec<f32> = (0..n).map(|i| rng.uniform(1000 + i as u64)).collect();
-        let mut spec = LoopSpec {
-            steps: 5,
-            lr: 1e-2,
-            schedule: LrSchedule::Constant,
-            checkpoint_every: 0,
-            samples_per_step: None,
-            chunk: None,
-        };
+        let mut spec = LoopSpec::new(5, 1e-2, LrSchedule::Constant, 0, 100);
         let mut whole = run_in(&dir);
         whole
             .train(
@@ -494,14 +508,7 @@ mod tests {
     fn stop_after_interrupts_with_a_checkpoint() {
         let dir = std::env::temp_dir().join(format!("ffvol-fit-stop-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let spec = LoopSpec {
-            steps: 10,
-            lr: 1e-2,
-            schedule: LrSchedule::Constant,
-            checkpoint_every: 0,
-            samples_per_step: None,
-            chunk: None,
-        };
+        let spec = LoopSpec::new(10, 1e-2, LrSchedule::Constant, 0, 100);
         let mut run = run_in(&dir);
         let opts = FitOptions { stop_after: Some(4), ..Default::default() };
         let rng = CounterRng::new(5, 1);

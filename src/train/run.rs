@@ -3,10 +3,10 @@
 //! loops (stop, divergence, checkpoints, final loss), and reopening a saved network for export.
 
 use crate::backend::Backend;
-use crate::config::DeviceConfig;
-use crate::encoding::{Encoding, EncodingConfig};
+use crate::config::{Common, DeviceConfig};
+use crate::encoding::Encoding;
 use crate::model::checkpoint::Checkpoint;
-use crate::model::{Mlp, ModelConfig};
+use crate::model::Mlp;
 use crate::sample::rng::streams;
 use crate::sample::CounterRng;
 use crate::train::loss_log::{read_loss_log, write_loss_log};
@@ -29,22 +29,16 @@ pub struct Network {
     pub n_params: usize,
 }
 
-/// γ and a one-output MLP for `dim`-D inputs, initialised from `seed`, on `device`, trained
-/// by `adam`.
-pub fn build_network(
-    encoding: &EncodingConfig,
-    dim: usize,
-    model: &ModelConfig,
-    seed: u64,
-    device: &DeviceConfig,
-    adam: crate::train::Adam,
-    threads: usize,
-) -> Result<Network> {
-    let encoding = Encoding::build(encoding, dim, &CounterRng::new(seed, streams::ENCODING));
-    let sizes = Mlp::sizes_for(encoding.n_features(), model, 1);
+/// γ and a one-output MLP for `dim`-D inputs as `common` sets them (encoding, model, seed,
+/// optimiser), on its device.
+pub fn build_network(common: &Common, dim: usize) -> Result<Network> {
+    let seed = common.seed;
+    let encoding = Encoding::build(&common.encoding, dim, &CounterRng::new(seed, streams::ENCODING));
+    let sizes = Mlp::sizes_for(encoding.n_features(), &common.model, 1);
     let mlp = Mlp::init(sizes, &CounterRng::new(seed, streams::INIT_WEIGHTS));
     let n_params = mlp.params.len();
-    let chosen = crate::backend::select::choose(device, encoding, mlp, adam, threads)?;
+    let adam = common.optimiser.adam();
+    let chosen = crate::backend::select::choose(&common.device, encoding, mlp, adam, common.threads)?;
     Ok(Network { backend: chosen.backend, reason: chosen.reason, n_params })
 }
 
@@ -99,9 +93,7 @@ pub fn saved_backend(ck: &Checkpoint, device: &DeviceConfig, threads: usize) -> 
 /// Reads `dir/run.toml` as a job's config (or as a plain `toml::Value`).
 pub fn load_run_toml<T: serde::Serialize + serde::de::DeserializeOwned>(dir: &Path) -> Result<T> {
     let path = dir.join(RUN_TOML);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let value: toml::Value = toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))?;
-    crate::config::from_value_strict(value, &path)
+    crate::config::from_value_strict(crate::config::read_toml(&path)?, &path)
 }
 
 /// Writes `dir/metrics.json` atomically (NaN, e.g. "no truth", becomes null).
