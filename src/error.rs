@@ -18,6 +18,9 @@ pub enum Error {
     /// Input data (not from a file) is unusable: NaN coordinates, an empty mesh, ...
     #[error("invalid input: {0}")]
     Input(String),
+    /// The job's memory plan does not fit the memory it may use (checked before allocating).
+    #[error("not enough memory: {0}")]
+    Memory(String),
     /// The run was interrupted (Ctrl-C); the last checkpoint is on disk.
     #[error("interrupted")]
     Interrupted,

@@ -85,36 +85,39 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 /// `ffvol fit JOB …` resolves the job's config from its preset, `--config` and flags; `ffvol fit
 /// --resume RUN` takes every setting from the run's own `run.toml`.
 fn fit(args: FitArgs) -> Result<()> {
+    let memory = match &args.job {
+        Some(Job::Occupancy(a)) => a.run.memory.clone(),
+        Some(Job::Volume(a)) => a.common.run.memory.clone(),
+        Some(Job::Mri(a)) => a.common.run.memory.clone(),
+        Some(Job::Ct(a)) => a.run.memory.clone(),
+        None => args.memory.clone(),
+    };
     let config = match (args.job, args.resume) {
         (Some(Job::Occupancy(a)), None) => RunConfig::Occupancy(cli::resolve::occupancy(&a)?),
         (Some(Job::Volume(a)), None) => RunConfig::Volume(cli::resolve::volume(&a)?),
         (Some(Job::Mri(a)), None) => RunConfig::Mri(cli::resolve::mri(&a)?),
         (Some(Job::Ct(a)), None) => RunConfig::Ct(cli::resolve::ct(&a)?),
-        (None, Some(run)) => return resume(&run),
+        (None, Some(run)) => return run_fit(RunConfig::load_run(&run)?, fit_options(true, &memory)),
         (None, None) => {
             bail!("name a job (`ffvol fit occupancy`) or a run to continue (`ffvol fit --resume RUN`)")
         }
         (Some(_), Some(_)) => bail!("--resume takes its settings from the run; give no job with it"),
     };
-    run_fit(config, false)
+    run_fit(config, fit_options(false, &memory))
 }
 
-fn resume(run: &Path) -> Result<()> {
-    run_fit(RunConfig::load_run(run)?, true)
-}
-
-fn run_fit(config: RunConfig, resume: bool) -> Result<()> {
+fn run_fit(config: RunConfig, opts: FitOptions) -> Result<()> {
     match config {
-        RunConfig::Occupancy(c) => fit_occupancy(c, resume),
-        RunConfig::Volume(c) => fit_volume(c, resume),
-        RunConfig::Mri(c) => fit_mri(c, resume),
-        RunConfig::Ct(c) => fit_ct(c, resume),
+        RunConfig::Occupancy(c) => fit_occupancy(c, opts),
+        RunConfig::Volume(c) => fit_volume(c, opts),
+        RunConfig::Mri(c) => fit_mri(c, opts),
+        RunConfig::Ct(c) => fit_ct(c, opts),
     }
 }
 
-fn fit_occupancy(config: OccupancyConfig, resume: bool) -> Result<()> {
+fn fit_occupancy(config: OccupancyConfig, opts: FitOptions) -> Result<()> {
     set_threads(config.common.threads);
-    match occupancy::fit(&config, &fit_options(resume))? {
+    match occupancy::fit(&config, &opts)? {
         FitOutcome::Interrupted { step } => interrupted(step, &config.common.output),
         FitOutcome::Finished(m) => {
             println!("IoU uniform      {:.4}   (accuracy {:.4})", m.iou_uniform, m.accuracy_uniform);
@@ -200,11 +203,11 @@ fn export_occupancy(args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-fn fit_ct(config: CtConfig, resume: bool) -> Result<()> {
+fn fit_ct(config: CtConfig, opts: FitOptions) -> Result<()> {
     use ffvol::job::ct::{fit, CtOutcome};
     set_threads(config.common.threads);
     eprintln!("run folder: {}", config.common.output.display());
-    match fit(&config, &fit_options(resume))? {
+    match fit(&config, &opts)? {
         CtOutcome::Interrupted { step } => interrupted(step, &config.common.output),
         CtOutcome::Finished(m) => {
             if let (Some(p), Some(s)) = (m.psnr, m.ssim) {
@@ -303,8 +306,15 @@ fn recon(a: ReconArgs) -> Result<()> {
     Ok(())
 }
 
-fn fit_options(resume: bool) -> FitOptions {
-    FitOptions { interrupt: Some(interrupt_flag()), progress: true, stop_after: None, resume }
+fn fit_options(resume: bool, memory: &cli::args::MemoryArgs) -> FitOptions {
+    FitOptions {
+        interrupt: Some(interrupt_flag()),
+        progress: true,
+        stop_after: None,
+        resume,
+        max_memory: memory.max_memory,
+        chunk: memory.chunk.map(|c| c as usize),
+    }
 }
 
 fn interrupted(step: u64, dir: &Path) -> Result<()> {
@@ -315,10 +325,10 @@ fn interrupted(step: u64, dir: &Path) -> Result<()> {
     Err(ffvol::Error::Interrupted.into())
 }
 
-fn fit_volume(c: VolumeConfig, resume: bool) -> Result<()> {
+fn fit_volume(c: VolumeConfig, opts: FitOptions) -> Result<()> {
     set_threads(c.common.threads);
     eprintln!("run folder: {}", c.common.output.display());
-    match volume::fit(&c, &fit_options(resume))? {
+    match volume::fit(&c, &opts)? {
         VolumeOutcome::Interrupted { step } => interrupted(step, &c.common.output),
         VolumeOutcome::Finished(m) => {
             println!(
@@ -333,10 +343,10 @@ fn fit_volume(c: VolumeConfig, resume: bool) -> Result<()> {
     }
 }
 
-fn fit_mri(c: MriConfig, resume: bool) -> Result<()> {
+fn fit_mri(c: MriConfig, opts: FitOptions) -> Result<()> {
     set_threads(c.common.threads);
     eprintln!("run folder: {}", c.common.output.display());
-    match mri::fit(&c, &fit_options(resume))? {
+    match mri::fit(&c, &opts)? {
         MriOutcome::Interrupted { step } => interrupted(step, &c.common.output),
         MriOutcome::Finished(m) => {
             println!("k-space sampled {:.2} %", 100.0 * m.sampled_fraction);

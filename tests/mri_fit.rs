@@ -236,3 +236,65 @@ fn bad_inputs_are_errors_naming_the_file() {
     assert!(err.contains("garbage.npy"), "{err}");
     fs::remove_dir_all(&dir).ok();
 }
+
+/// The loss log of a finished run: (step, loss) rows of `loss.csv`.
+fn losses(dir: &std::path::Path) -> Vec<(u64, f64)> {
+    let text = fs::read_to_string(dir.join("loss.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().unwrap(), f[1].parse().unwrap())
+        })
+        .collect()
+}
+
+/// A chunked fit (the field evaluated and back-propagated 4096 voxels at a time, gradients
+/// accumulated) follows the whole-grid fit's loss curve to rounding: only the order of the
+/// gradient sums differs.
+#[test]
+fn chunked_fit_follows_the_whole_grid_fit() {
+    let dir = scratch("chunked");
+    let enc = EncodingConfig::Gaussian { sigma: 2.5, features: 32, normalize: false };
+    let fit = |name: &str, chunk: Option<usize>| {
+        let c = small(dir.join(name), enc, 40);
+        let opts = FitOptions { chunk, ..Default::default() };
+        match mri::fit(&c, &opts).unwrap() {
+            MriOutcome::Finished(m) => (*m, losses(&c.common.output)),
+            MriOutcome::Interrupted { .. } => panic!("interrupted"),
+        }
+    };
+    let (whole, whole_log) = fit("whole", None);
+    // 32³ = 32768 voxels: 8 chunks, and a chunk that does not divide the grid
+    for chunk in [4096, 5000] {
+        let (chunked, log) = fit(&format!("chunk{chunk}"), Some(chunk));
+        assert_eq!(log.len(), 40);
+        let worst = whole_log.iter().zip(&log).map(|(a, b)| (a.1 - b.1).abs() / a.1).fold(0.0, f64::max);
+        eprintln!(
+            "chunk {chunk}: worst relative loss difference {worst:.2e}; PSNR {:.4} vs {:.4} dB",
+            chunked.psnr, whole.psnr
+        );
+        assert!(worst < 1e-4, "chunk {chunk}: loss curves differ by {worst:e}");
+        assert!((chunked.psnr - whole.psnr).abs() < 0.01, "{} vs {}", chunked.psnr, whole.psnr);
+    }
+}
+
+/// A fit whose memory plan does not fit the limit stops before it writes anything, saying what
+/// it needs.
+#[test]
+fn a_fit_over_the_memory_limit_stops_before_writing() {
+    let dir = scratch("over-limit");
+    let c =
+        small(dir.join("run"), EncodingConfig::Gaussian { sigma: 2.5, features: 32, normalize: false }, 5);
+    let opts = FitOptions { max_memory: Some(1 << 20), ..Default::default() };
+    let e = match mri::fit(&c, &opts) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a 1 MiB limit was accepted"),
+    };
+    assert!(
+        e.starts_with("not enough memory: fit mri: needs ")
+            && e.contains("of host memory but 1.00 MiB is available (--max-memory)"),
+        "{e}"
+    );
+    assert!(!c.common.output.exists(), "the run folder was created");
+}

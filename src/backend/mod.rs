@@ -186,6 +186,11 @@ pub trait Backend {
         )))
     }
 
+    /// Free memory on the backend's device, for memory plans (`None` on the host).
+    fn device_memory_free(&self) -> Option<u64> {
+        None
+    }
+
     /// ∂L/∂params from the last `backward`, in [`Mlp`]'s flat layout; an error when they cannot
     /// be read (a lost device), never stale or empty values.
     fn gradients(&self) -> crate::Result<Vec<f32>>;

@@ -36,6 +36,23 @@ pub struct FitArgs {
     /// Continue an interrupted run from its last checkpoint.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
+}
+
+/// How much memory a fit may use, and how it bounds it (not part of the run's settings: a
+/// resumed run may be given other values).
+#[derive(Args, Clone, Default)]
+pub struct MemoryArgs {
+    /// Host memory the run may use (e.g. 2G, 512M, 1.5GiB). Default: what the machine has free,
+    /// less a margin. The run prints its memory plan first and stops, before allocating, when
+    /// the plan does not fit.
+    #[arg(long, value_name = "SIZE", value_parser = ffvol::train::memory::parse_size)]
+    pub max_memory: Option<u64>,
+    /// Full-grid steps (MRI, CT on the grid): evaluate and back-propagate the field N points at
+    /// a time. Default: only when the whole grid's activations would take more than 512 MiB.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +119,8 @@ pub struct RunArgs {
     /// Write a checkpoint every N steps.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
 }
 
 #[derive(Args)]

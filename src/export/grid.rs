@@ -4,7 +4,7 @@
 use crate::backend::Backend;
 use crate::io::WorldFromVoxel;
 use crate::operator::ct_geometry::Scan;
-use crate::sample::voxels::grid_points;
+use crate::sample::voxels::push_grid_planes;
 use crate::sample::Aabb;
 use crate::train::loss::sigmoid;
 use crate::Result;
@@ -29,12 +29,31 @@ pub fn upsampled_affine(m: WorldFromVoxel, k: usize) -> WorldFromVoxel {
 
 /// The field on the grid K times finer than `dims`, as intensities in [0, 1] (sigmoid outputs).
 pub fn predict_grid(backend: &mut dyn Backend, dims: [usize; 3], upsample: usize) -> Result<Vec<f32>> {
-    let pts = grid_points(dims, upsample);
-    let mut out = vec![0.0; pts.len() / 3];
-    backend.predict(&pts, &mut out)?;
+    predict_planes(backend, dims.map(|n| n * upsample), 3)
+}
+
+/// σ(field) at the voxel centres of grid `d` (`dim`-D points), x fastest. The points are made a
+/// slab of z-planes at a time, so the memory beyond the output is one slab's points, never the
+/// grid's.
+fn predict_planes(backend: &mut dyn Backend, d: [usize; 3], dim: usize) -> Result<Vec<f32>> {
+    let plane = d[0] * d[1];
+    let mut out = vec![0.0; plane * d[2]];
+    if plane == 0 {
+        return Ok(out);
+    }
+    let planes = (SLAB_POINTS / plane).max(1);
+    let mut pts = Vec::with_capacity(dim * plane * planes.min(d[2]));
+    for (s, slab) in out.chunks_mut(plane * planes).enumerate() {
+        pts.clear();
+        push_grid_planes(&mut pts, d, s * planes..s * planes + slab.len() / plane, dim);
+        backend.predict(&pts, slab)?;
+    }
     out.iter_mut().for_each(|z| *z = sigmoid(*z));
     Ok(out)
 }
+
+/// Points per slab when a grid is evaluated slab by slab.
+const SLAB_POINTS: usize = 1 << 20;
 
 /// The scan's grid `k` times finer along each reconstructed axis (the same box).
 pub fn upsampled_scan(scan: &Scan, k: usize) -> Scan {
@@ -46,13 +65,9 @@ pub fn upsampled_scan(scan: &Scan, k: usize) -> Scan {
     fine
 }
 
-/// The field σ(MLP(γ(x))) at every voxel centre.
+/// The field σ(MLP(γ(x))) at every voxel centre of the scan's grid.
 pub fn render_volume(backend: &mut dyn Backend, scan: &Scan) -> Result<Vec<f32>> {
-    let pts = scan.voxel_centres_unit();
-    let mut z = vec![0.0; scan.n_voxels()];
-    backend.predict(&pts, &mut z)?;
-    z.iter_mut().for_each(|v| *v = sigmoid(*v));
-    Ok(z)
+    predict_planes(backend, scan.voxels, scan.dims)
 }
 
 /// Samples the field's logits on a `resolution`³ grid of nodes spanning the box (x fastest).

@@ -37,6 +37,10 @@ use crate::sample::CounterRng;
 use crate::train::fit::{Batch, DeviceStep, Objective, Run, TrainSettings};
 use crate::train::image_metrics::{psnr_ct, ssim_ct};
 use crate::train::loss::{sigmoid, through_sigmoid};
+use crate::train::memory::{
+    bytes, chunked_device_step, grid_step, network_bytes_per_point, network_sizes, resident_grid_step,
+    MemoryPlan,
+};
 use crate::train::run::{log, FitOptions};
 use crate::train::LrSchedule;
 use crate::{Error, Result};
@@ -184,6 +188,79 @@ pub fn resolve_render(render: Render, scan: &Scan) -> Render {
     }
 }
 
+/// What the fit allocates on the host once its inputs are in: the projections and the truth,
+/// and either the grid step (chunked when the whole grid's activations would not fit) with the
+/// host projector's buffers, or a batch of rays; then the rendered volume.
+fn host_plan(
+    cfg: &CtConfig,
+    scan: &Scan,
+    render: Render,
+    truth: bool,
+    sizes: &[usize],
+    chunk: Option<usize>,
+) -> MemoryPlan {
+    let (n, rays, d) = (scan.n_voxels(), scan.n_rays(), scan.dims);
+    let mut plan = MemoryPlan::new("fit ct");
+    plan.host("projections", bytes(rays, 4)).host("truth", if truth { bytes(n, 4) } else { 0 });
+    if render == Render::Grid {
+        plan.host("ray segments", bytes(rays, 32));
+        grid_step(&mut plan, n, d, sizes, chunk);
+        // σ(z), the image copy for the PSNR curve, Aᵀ's result and its scatter buffers, A's result
+        plan.host(
+            "projector (σ(z), Aᵀ and its scatter buffers, A)",
+            bytes(n, 4 * 7).saturating_add(bytes(rays, 4)),
+        );
+    } else {
+        let points = cfg.train.rays_per_batch.saturating_mul(cfg.train.samples_per_ray);
+        plan.host("rays meeting the volume", bytes(rays, 8))
+            .host("ray samples", bytes(points, 4 * d + 8))
+            .host(
+                "network (a batch of ray samples)",
+                bytes(points, 1).saturating_mul(network_bytes_per_point(sizes)),
+            );
+    }
+    plan.host("rendered volume", bytes(n, 4).saturating_add(bytes(n.min(1 << 20), 4 * d)));
+    plan
+}
+
+/// The device side of a grid fit, on a GPU with `free` bytes free: device-resident when the
+/// whole grid's step fits (and `[device] resident` is on), else chunked with the grid on the
+/// host; an error when not even that fits. Returns (resident, chunk).
+fn device_plan(
+    cfg: &CtConfig,
+    scan: &Scan,
+    sizes: &[usize],
+    chunk: Option<usize>,
+    free: u64,
+    opts: &FitOptions,
+) -> Result<(bool, Option<usize>)> {
+    let fp16 = cfg.common.device.precision == crate::config::Precision::Fp16;
+    let (n, rays) = (scan.n_voxels(), scan.n_rays());
+    let limits = opts.memory_limits(Some(free));
+    let operator = |plan: &mut MemoryPlan| {
+        plan.device("projector (projections, A, Aᵀ, σ(z))", bytes(rays, 8).saturating_add(bytes(n, 8)));
+    };
+    if cfg.common.device.resident && opts.chunk.is_none() {
+        let mut plan = MemoryPlan::new("fit ct (device-resident)");
+        resident_grid_step(&mut plan, n, scan.dims, sizes, fp16);
+        operator(&mut plan);
+        match plan.check(&limits) {
+            Ok(()) => {
+                log(opts, &plan.describe());
+                return Ok((true, None));
+            }
+            Err(e) => log(opts, &format!("device-resident step off: {e}")),
+        }
+    }
+    let chunk = chunk.or_else(|| opts.grid_chunk(n, sizes)).unwrap_or(n);
+    let mut plan = MemoryPlan::new("fit ct (chunked on the GPU)");
+    chunked_device_step(&mut plan, chunk, sizes, fp16);
+    operator(&mut plan);
+    log(opts, &plan.describe());
+    plan.check(&limits)?;
+    Ok((false, (chunk < n).then_some(chunk)))
+}
+
 /// Trains (or resumes) the run in `cfg.common.output`; writes recon.nii.gz/.png and metrics.json.
 pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     cfg.validate()?;
@@ -191,11 +268,17 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     let scan = load_geometry(&cfg.geometry)?;
     let measured = load_projections(&scan, &cfg.projections, &cfg.geometry)?;
     let truth = cfg.truth.as_ref().map(|t| load_truth(&scan, t)).transpose()?;
+    let render = resolve_render(cfg.train.render, &scan);
+    let sizes = network_sizes(&cfg.common, scan.dims);
+    let n = scan.n_voxels();
+    let mut chunk = if render == Render::Grid { opts.grid_chunk(n, &sizes) } else { None };
+    let plan = host_plan(cfg, &scan, render, truth.is_some(), &sizes, chunk);
+    log(opts, &plan.describe());
+    plan.check(&opts.memory_limits(None))?;
     // the inputs are good: only now the run folder, with the scan beside the run (for export)
     let dir = cfg.common.output.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     crate::io::write_bytes_atomic(&dir.join(GEOMETRY), scan.to_toml()?.as_bytes())?;
-    let render = resolve_render(cfg.train.render, &scan);
     let mut cfg = cfg.clone();
     cfg.train.render = render;
     crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml()?.as_bytes())?;
@@ -219,9 +302,13 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     let mut stepper = Stepper::new(&scan, &cfg, &measured, render, truth.as_deref());
     let mut metrics = CtMetrics { render: Some(render), ..Default::default() };
     if let Some(projector) = &projector {
+        let mut device = cfg.common.device.clone();
+        if let Some(free) = run.backend.device_memory_free() {
+            (device.resident, chunk) = device_plan(&cfg, &scan, &sizes, chunk, free, opts)?;
+        }
         let (op, resident, what) = choose_grid_loss(
             run.backend.as_mut(),
-            &cfg.common.device,
+            &device,
             |jobs, resident| jobs.ray_operator(&scan, projector, &measured, resident),
             || Box::new(RayLoss::new(projector, &measured)),
         );
@@ -238,7 +325,8 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     } else {
         cfg.train.rays_per_batch * cfg.train.samples_per_ray
     };
-    let spec = cfg.train.loop_spec(samples);
+    let mut spec = cfg.train.loop_spec(samples);
+    spec.chunk = if stepper.resident { None } else { chunk };
     let trained = run.train(&spec, &mut stepper, opts)?;
     if let Some(step) = trained.interrupted {
         return Ok(CtOutcome::Interrupted { step });

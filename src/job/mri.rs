@@ -37,6 +37,9 @@ use crate::sample::kspace::Sampling;
 use crate::sample::voxels::grid_points;
 use crate::train::fit::{Batch, DeviceStep, Objective, Run, RunStats, TrainSettings};
 use crate::train::image_metrics::{psnr, ssim};
+use crate::train::memory::{
+    bytes, chunked_device_step, grid_step, network_sizes, resident_grid_step, MemoryPlan,
+};
 use crate::train::run::log;
 use crate::train::run::FitOptions;
 use crate::{Error, Result};
@@ -145,12 +148,78 @@ impl Objective for KspaceFit<'_> {
     }
 }
 
+/// What the fit allocates on the host once its inputs are in: the measurements and the truth,
+/// the grid step (chunked when the whole grid's activations would not fit), the host operator
+/// (σ(z), the k-space residual and the FFT's transpose buffer) and the export.
+fn host_plan(
+    cfg: &MriConfig,
+    problem: &crate::io::mri::MriProblem,
+    sizes: &[usize],
+    chunk: Option<usize>,
+) -> MemoryPlan {
+    let n = problem.kspace.len();
+    let mut plan = MemoryPlan::new("fit mri");
+    plan.host("measured k-space", bytes(n, 16))
+        .host("mask", bytes(n, 1))
+        .host("truth", if problem.truth.is_some() { bytes(n, 4) } else { 0 })
+        .host("zero-filled image", bytes(n, 4));
+    grid_step(&mut plan, n, 3, sizes, chunk);
+    plan.host("operator (σ(z), residual, FFT scratch)", bytes(n, 4 + 16 + 16));
+    let k = cfg.export.upsample;
+    plan.host(format!("export (fit, ×{k} grid)"), bytes(n, 12).saturating_mul((k * k * k) as u64));
+    plan
+}
+
+/// The device side of the fit, on a GPU with `free` bytes free: device-resident when the whole
+/// grid's step fits (and `[device] resident` is on), else chunked with the grid on the host; an
+/// error when not even that fits. Returns (resident, chunk).
+fn device_plan(
+    cfg: &MriConfig,
+    n: usize,
+    sizes: &[usize],
+    chunk: Option<usize>,
+    free: u64,
+    opts: &FitOptions,
+) -> Result<(bool, Option<usize>)> {
+    use crate::config::Precision;
+    let fp16 = cfg.common.device.precision == Precision::Fp16;
+    let limits = opts.memory_limits(Some(free));
+    let operator = |plan: &mut MemoryPlan| {
+        plan.device("cuFFT operator (k-space, mask, residual, work)", bytes(n, 16 + 1 + 16 + 16));
+    };
+    if cfg.common.device.resident && opts.chunk.is_none() {
+        let mut plan = MemoryPlan::new("fit mri (device-resident)");
+        resident_grid_step(&mut plan, n, 3, sizes, fp16);
+        operator(&mut plan);
+        match plan.check(&limits) {
+            Ok(()) => {
+                log(opts, &plan.describe());
+                return Ok((true, None));
+            }
+            Err(e) => log(opts, &format!("device-resident step off: {e}")),
+        }
+    }
+    let chunk = chunk.or_else(|| opts.grid_chunk(n, sizes)).unwrap_or(n);
+    let mut plan = MemoryPlan::new("fit mri (chunked on the GPU)");
+    chunked_device_step(&mut plan, chunk, sizes, fp16);
+    operator(&mut plan);
+    log(opts, &plan.describe());
+    plan.check(&limits)?;
+    Ok((false, (chunk < n).then_some(chunk)))
+}
+
 /// Trains (or resumes) the run in `cfg.common.output`, then evaluates and exports.
 pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     cfg.validate()?;
     let started = Instant::now();
     let problem = prepare(cfg)?;
     let dims = problem.dims;
+    let n: usize = dims.iter().product();
+    let sizes = network_sizes(&cfg.common, 3);
+    let mut chunk = opts.grid_chunk(n, &sizes);
+    let plan = host_plan(cfg, &problem, &sizes, chunk);
+    log(opts, &plan.describe());
+    plan.check(&opts.memory_limits(None))?;
     let dir = cfg.common.output.clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     log(
@@ -184,9 +253,13 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     };
     let mut run = Run::start(&dir, &cfg.to_toml()?, &cfg.common, 3, meta.to_extra()?, opts)?;
 
+    let mut device = cfg.common.device.clone();
+    if let Some(free) = run.backend.device_memory_free() {
+        (device.resident, chunk) = device_plan(cfg, n, &sizes, chunk, free, opts)?;
+    }
     let (op, resident, what) = choose_grid_loss(
         run.backend.as_mut(),
-        &cfg.common.device,
+        &device,
         |jobs, resident| jobs.kspace_operator(&problem.operator, &problem.kspace, resident),
         || Box::new(KspaceLoss::new(&problem.operator, &problem.kspace)),
     );
@@ -197,7 +270,9 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     let points = grid_points(dims, 1);
     let n = points.len() / 3;
     let mut objective = KspaceFit { points, op, resident };
-    let trained = run.train(&cfg.train.loop_spec(n), &mut objective, opts)?;
+    let mut spec = cfg.train.loop_spec(n);
+    spec.chunk = if resident { None } else { chunk };
+    let trained = run.train(&spec, &mut objective, opts)?;
     if let Some(step) = trained.interrupted {
         return Ok(MriOutcome::Interrupted { step });
     }

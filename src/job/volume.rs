@@ -20,6 +20,7 @@ use crate::sample::CounterRng;
 use crate::train::fit::{Batch, Objective, Run, RunStats, TrainSettings};
 use crate::train::image_metrics::{psnr, ssim};
 use crate::train::loss::{sigmoid, through_sigmoid};
+use crate::train::memory::{bytes, network_bytes_per_point, network_sizes, MemoryPlan};
 use crate::train::run::log;
 use crate::train::run::FitOptions;
 use crate::{Error, Result};
@@ -158,6 +159,23 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
             cfg.train.train_fraction
         )));
     }
+    let batch = if cfg.train.batch == 0 { train_idx.len() } else { cfg.train.batch.min(train_idx.len()) };
+    let sizes = network_sizes(&cfg.common, 3);
+    let chunk = opts.grid_chunk(batch, &sizes);
+    let mut plan = MemoryPlan::new("fit volume");
+    let k = cfg.export.upsample;
+    plan.host("volume, truth, split", bytes(n, 4 + 4 + 2))
+        .host("training voxels", bytes(train_idx.len(), 8))
+        .host("grid points", bytes(n, 12))
+        .host("batch points and targets", bytes(batch, 16 + 8));
+    let what = match chunk {
+        Some(c) => format!("network ({c}-point chunks)"),
+        None => format!("network (batch of {batch})"),
+    };
+    plan.host(what, bytes(chunk.unwrap_or(batch), 1).saturating_mul(network_bytes_per_point(&sizes)))
+        .host(format!("export (fit, ×{k} grid)"), bytes(n, 12).saturating_mul((k * k * k) as u64));
+    log(opts, &plan.describe());
+    plan.check(&opts.memory_limits(None))?;
     let test: Vec<bool> = split.iter().map(|s| !s).collect();
     let n_test = n - train_idx.len();
     log(opts, &format!("{} training voxels, {n_test} held out", train_idx.len()));
@@ -166,7 +184,6 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     let meta = FieldMeta { job: "volume".into(), dims, world_from_voxel: volume.world_from_voxel, intensity };
     let mut run = Run::start(&cfg.common.output, &cfg.to_toml()?, &cfg.common, 3, meta.to_extra()?, opts)?;
 
-    let batch = if cfg.train.batch == 0 { train_idx.len() } else { cfg.train.batch.min(train_idx.len()) };
     let mut objective = VoxelBatches {
         train_idx: &train_idx,
         all_points: &all_points,
@@ -176,7 +193,9 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         points: vec![0.0; 3 * batch],
         targets: vec![0.0; batch],
     };
-    let trained = run.train(&cfg.train.loop_spec(batch), &mut objective, opts)?;
+    let mut spec = cfg.train.loop_spec(batch);
+    spec.chunk = chunk;
+    let trained = run.train(&spec, &mut objective, opts)?;
     if let Some(step) = trained.interrupted {
         return Ok(VolumeOutcome::Interrupted { step });
     }

@@ -286,13 +286,31 @@ struct Loop<'r> {
     queued: Vec<(u64, f32)>,
     dz: Vec<f32>,
     z: Vec<f32>,
+    /// When the last progress line was printed (no progress bar).
+    printed: std::cell::Cell<Instant>,
 }
+
+/// Without a progress bar, a progress line at least this often (and after the first step), so a
+/// slow run never looks hung.
+const PROGRESS_EVERY_SECONDS: f64 = 30.0;
 
 impl<'r> Loop<'r> {
     fn new(run: &'r mut Run, spec: &'r LoopSpec, opts: &'r FitOptions) -> Self {
         let start = run.step();
         let bar = progress_bar(opts, spec.steps, start);
-        Loop { run, spec, opts, start, bar, out: Trained::default(), queued: vec![], dz: vec![], z: vec![] }
+        let printed = std::cell::Cell::new(Instant::now());
+        Loop {
+            run,
+            spec,
+            opts,
+            start,
+            bar,
+            out: Trained::default(),
+            queued: vec![],
+            dz: vec![],
+            z: vec![],
+            printed,
+        }
     }
 
     fn run(mut self, objective: &mut dyn Objective) -> Result<Trained> {
@@ -360,11 +378,13 @@ impl<'r> Loop<'r> {
                         loss
                     }
                     Some(chunk) => {
-                        let points = points.to_vec();
                         self.z.resize(n, 0.0);
-                        backend.predict(&points, &mut self.z)?;
+                        backend.predict(points, &mut self.z)?;
                         self.dz.resize(n, 0.0);
                         let loss = objective.loss(step, &self.z, &mut self.dz)?;
+                        // the same points again (a batch is a pure function of the step), rather
+                        // than a copy of a grid-sized array kept across `loss`
+                        let points = objective.batch(step)?.points;
                         for (k, (p, g)) in points.chunks(chunk * dim).zip(self.dz.chunks(chunk)).enumerate() {
                             let (pass, _) = backend.forward(p)?;
                             if k == 0 {
@@ -423,10 +443,31 @@ impl<'r> Loop<'r> {
         if let Some(b) = &self.bar {
             b.set_position(done);
             b.set_message(format!("loss {loss:.4e}  {rate}{extra}"));
-        } else if self.opts.progress && (done % (steps / 10).max(1) == 0 || done == steps) {
-            let left = seconds / ran as f64 * (steps - done) as f64;
-            eprintln!("step {done}/{steps}  loss {loss:.4e}  {rate}  {left:.0} s left{extra}");
+        } else if self.opts.progress
+            && (done % (steps / 10).max(1) == 0
+                || done == steps
+                || ran == 1
+                || self.printed.get().elapsed().as_secs_f64() >= PROGRESS_EVERY_SECONDS)
+        {
+            let per_step = seconds / ran as f64;
+            let left = per_step * (steps - done) as f64;
+            let pace = if per_step >= 1.0 { format!("  {per_step:.1} s/step") } else { String::new() };
+            eprintln!(
+                "step {done}/{steps}  loss {loss:.4e}  {rate}{pace}  {} left{extra}",
+                format_seconds(left)
+            );
+            self.printed.set(Instant::now());
         }
+    }
+}
+
+/// `42 s`, `12 min 5 s`, `3 h 20 min`.
+fn format_seconds(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
 }
 

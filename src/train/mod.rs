@@ -5,6 +5,7 @@ pub mod fit;
 pub mod image_metrics;
 pub mod loss;
 pub mod loss_log;
+pub mod memory;
 pub mod metrics;
 pub mod run;
 pub mod schedule;

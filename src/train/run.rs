@@ -113,9 +113,31 @@ pub struct FitOptions {
     pub stop_after: Option<u64>,
     /// Continue from the checkpoint in the run folder.
     pub resume: bool,
+    /// Host memory the run may plan for (`--max-memory`); `None`: what the machine has free,
+    /// less a margin ([`crate::train::memory`]).
+    pub max_memory: Option<u64>,
+    /// Evaluate full-grid steps this many points at a time (`--chunk`); `None`: chunk only when
+    /// the whole grid's activations would not fit ([`crate::train::memory::choose_chunk`]).
+    pub chunk: Option<usize>,
 }
 
 impl FitOptions {
+    /// The limits a job's memory plan is checked against: the host's, and a device's with
+    /// `device_free` bytes free ([`crate::backend::Backend::device_memory_free`]).
+    pub fn memory_limits(&self, device_free: Option<u64>) -> crate::train::memory::MemoryLimits {
+        crate::train::memory::MemoryLimits::new(self.max_memory, device_free)
+    }
+
+    /// The chunk of a full-grid step of `n` points through a network of layer `sizes`: the one
+    /// asked for, else one that bounds the working set (`None`: the whole grid at once).
+    pub fn grid_chunk(&self, n: usize, sizes: &[usize]) -> Option<usize> {
+        use crate::train::memory::{choose_chunk, network_bytes_per_point, NETWORK_BUDGET};
+        match self.chunk {
+            Some(c) => (c < n).then_some(c),
+            None => choose_chunk(n, network_bytes_per_point(sizes), NETWORK_BUDGET),
+        }
+    }
+
     /// Whether the loop stops before `step` (interrupted, or `stop_after`), with a checkpoint.
     pub fn should_stop(&self, step: u64) -> bool {
         self.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))

@@ -260,6 +260,21 @@ impl Backend for CudaBackend {
         self.backward_device(n)
     }
 
+    /// The chunk's gradients on the device, summed with the earlier chunks' on the host (the
+    /// same order as the CPU backend: this chunk's, plus the sum before it). The parameters are
+    /// small next to a chunk's activations, so the two copies cost little against its products.
+    fn backward_accumulate(&mut self, pass: Pass, d_output: &[f32]) -> crate::Result<()> {
+        let before = self.gradients()?;
+        self.backward(pass, d_output)?;
+        let mut sum = self.gradients()?;
+        sum.iter_mut().zip(&before).for_each(|(g, b)| *g += b);
+        self.gpu.upload(&sum, &mut self.grads)
+    }
+
+    fn device_memory_free(&self) -> Option<u64> {
+        self.gpu.rt.ctx.mem_get_info().ok().map(|(free, _total)| free as u64)
+    }
+
     fn gradients(&self) -> crate::Result<Vec<f32>> {
         let mut v = vec![0.0; self.grads.len()];
         self.gpu.download(&self.grads.as_view(), &mut v)?;
