@@ -155,6 +155,7 @@ fn inapplicable_export_flags(args: &ExportArgs, job: &str) -> Vec<&'static str> 
 
 fn export(args: ExportArgs) -> Result<()> {
     set_threads(args.threads);
+    ffvol::train::memory::set_max_memory(args.max_memory);
     let t = std::time::Instant::now();
     let job = volume_field::run_job(&args.run)?.unwrap_or_else(|| "occupancy".into());
     let bad = inapplicable_export_flags(&args, &job);

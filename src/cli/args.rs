@@ -326,6 +326,10 @@ pub struct ExportArgs {
     pub min_component: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Host memory the export may use (e.g. 2G); default: what the machine has free, less a
+    /// margin. An export that would not fit stops before allocating its grid.
+    #[arg(long, value_name = "SIZE", value_parser = ffvol::train::memory::parse_size)]
+    pub max_memory: Option<u64>,
     /// Volume, MRI and 3D CT runs: write the iso-surface of the fitted field as a mesh.
     #[arg(long)]
     pub mesh: bool,

@@ -7,7 +7,7 @@ use crate::geometry::marching_cubes::{marching_cubes_padded, Grid3};
 use crate::geometry::{TriMesh, UnitFromMesh};
 use crate::io::{MeshFormat, WorldFromVoxel};
 use crate::sample::Aabb;
-use crate::{Error, Result};
+use crate::Result;
 use glam::Vec3;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -121,24 +121,21 @@ pub fn export(
 }
 
 /// Refuses an export grid that cannot fit in memory, before allocating it: the logits (4 bytes a
-/// node), the refinement mask and the uint8 volume (1 byte each), and the mesh (a guess).
+/// node), the refinement mask and the uint8 volume (1 byte each), the fine nodes' indices near
+/// the surface and the mesh (guesses, by the grid's area).
 fn check_memory(resolution: usize) -> Result<()> {
-    let nodes = (resolution as u64).pow(3);
-    let needed = nodes * 7 + (resolution as u64).pow(2) * 200;
-    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
-        t.lines()
-            .find(|l| l.starts_with("MemAvailable:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-    });
-    match available {
-        Some(avail) if needed > avail => Err(Error::Config(format!(
-            "an export grid of {resolution}³ needs about {:.1} GiB but {:.1} GiB is available; use a lower --resolution",
-            needed as f64 / (1u64 << 30) as f64,
-            avail as f64 / (1u64 << 30) as f64
-        ))),
-        _ => Ok(()),
-    }
+    let nodes = (resolution as u64).saturating_pow(3);
+    let area = (resolution as u64).saturating_pow(2);
+    crate::train::memory::check_export(
+        &format!("export at {resolution}³ (use a lower --resolution)"),
+        &[
+            ("logits", nodes.saturating_mul(4)),
+            ("refinement mask", nodes),
+            ("occupancy volume", nodes),
+            ("fine nodes near the surface", area.saturating_mul(8 * 64)),
+            ("mesh", area.saturating_mul(200)),
+        ],
+    )
 }
 
 /// The box and the unit-box transform a field is exported in.

@@ -384,9 +384,14 @@ pub fn export_run(
             dir.display()
         )));
     }
+    let fine = upsampled_scan(&scan, upsample);
+    let n = fine.n_voxels() as u64;
+    crate::train::memory::check_export(
+        &format!("export ×{upsample} (use a lower --upsample)"),
+        &[("volume", n.saturating_mul(4)), ("NIfTI data", n.saturating_mul(4))],
+    )?;
     let ck = Checkpoint::load(&dir.join(CHECKPOINT))?;
     let mut backend = crate::train::run::saved_backend(&ck, &cfg.common.device, threads)?;
-    let fine = upsampled_scan(&scan, upsample);
     let values = render_volume(backend.as_mut(), &fine)?;
     let mut written = vec![];
     if upsample > 1 || mesh.is_none() {

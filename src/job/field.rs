@@ -120,8 +120,19 @@ pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
     if !(1..=16).contains(&req.upsample) {
         return Err(Error::Config(format!("--upsample must be in 1..=16, got {}", req.upsample)));
     }
-    let mut backend = crate::train::run::saved_backend(&ck, &device, req.threads)?;
     let k = req.upsample;
+    let n = (meta.dims.iter().product::<usize>() as u64).saturating_mul((k * k * k) as u64);
+    let area = (n as f64).powf(2.0 / 3.0) as u64;
+    crate::train::memory::check_export(
+        &format!("export ×{k} (use a lower --upsample)"),
+        &[
+            ("field", n.saturating_mul(4)),
+            ("raw intensities", n.saturating_mul(4)),
+            ("NIfTI data", n.saturating_mul(4)),
+            ("iso-surface", if req.mesh.is_some() { area.saturating_mul(200) } else { 0 }),
+        ],
+    )?;
+    let mut backend = crate::train::run::saved_backend(&ck, &device, req.threads)?;
     let values = predict_grid(backend.as_mut(), meta.dims, k)?;
     let dims = meta.dims.map(|n| n * k);
     let affine = upsampled_affine(meta.world_from_voxel, k);

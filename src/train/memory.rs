@@ -115,10 +115,30 @@ impl MemoryPlan {
     }
 }
 
+/// The command line's `--max-memory` for code that has no [`crate::train::FitOptions`] (the
+/// exports); 0 = not given.
+static MAX_MEMORY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the limit [`MemoryLimits::new`] uses when it is given none (the CLI's `--max-memory`).
+pub fn set_max_memory(bytes: Option<u64>) {
+    MAX_MEMORY.store(bytes.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Checks an export's plan (`items`: what, bytes on the host) against the host's limit.
+pub fn check_export(what: &str, items: &[(&str, u64)]) -> Result<()> {
+    let mut plan = MemoryPlan::new(what);
+    for &(w, b) in items {
+        plan.host(w, b);
+    }
+    plan.check(&MemoryLimits::new(None, None))
+}
+
 impl MemoryLimits {
-    /// `max_memory` when given, else what the machine has now less a margin; the device's limit
-    /// when `device_free` is known.
+    /// `max_memory` when given (else the CLI's, [`set_max_memory`]), else what the machine has
+    /// now less a margin; the device's limit when `device_free` is known.
     pub fn new(max_memory: Option<u64>, device_free: Option<u64>) -> Self {
+        let global = MAX_MEMORY.load(std::sync::atomic::Ordering::Relaxed);
+        let max_memory = max_memory.or((global > 0).then_some(global));
         let host = match max_memory {
             Some(b) => (b, "--max-memory".to_string()),
             None => match host_available() {
