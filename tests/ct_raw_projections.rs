@@ -301,6 +301,25 @@ fn bad_raw_files_are_clear_errors() {
         .unwrap();
     let text = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && text.contains("centre of rotation: column"), "{text}");
+    // fit ct from the file alone: the [input] table goes into run.toml, the scan beside it
+    let run = dir.join("fit");
+    let o = Command::new(ffvol_exe())
+        .args(["fit", "ct", "--projections"])
+        .arg(&h5)
+        .args([
+            "--rows", "1", "--grid", "24", "--views", "30", "--steps", "3", "--depth", "2", "--width", "16",
+        ])
+        .arg("--output")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && text.contains("kept 30 of 90 views"), "{text}");
+    let toml = std::fs::read_to_string(run.join("run.toml")).unwrap();
+    assert!(toml.contains("[input]") && toml.contains("views = 30"), "{toml}");
+    let scan = Scan::load(&run.join("geometry.toml")).unwrap();
+    assert_eq!((scan.voxels, scan.n_views()), ([24, 24, 1], 30));
+    assert!((center::center_of(&scan) - true_center()).abs() <= 0.5);
     let o = Command::new(ffvol_exe())
         .args(["recon", "fbp", "--projections"])
         .arg(dir.join("data.npy"))
