@@ -265,20 +265,24 @@ fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
 
 fn recon(a: ReconArgs) -> Result<()> {
     use ffvol::export::volume::write_volume;
-    use ffvol::io::ct::{load_geometry, load_projections, load_truth};
+    use ffvol::io::ct::{load_ct_input, load_truth};
     use ffvol::operator::ct_geometry::Beam;
     use ffvol::recon as ct_recon;
     use ffvol::train::image_metrics::{psnr_ct, ssim_ct};
     set_threads(a.threads);
-    let scan = load_geometry(&a.geometry)?;
-    let proj = load_projections(&scan, &a.projections, &a.geometry)?;
+    let geometry = cli::args::geometry_or_hdf5(&a.geometry, &a.projections)?;
+    let mut input = ffvol::io::raw_projections::ProjectionInput::default();
+    a.input.apply(&mut input);
+    let loaded = load_ct_input(&a.projections, &geometry, &input)?;
+    loaded.notes.iter().for_each(|n| eprintln!("{n}"));
+    let (scan, proj) = (loaded.scan, loaded.projections);
     let t = std::time::Instant::now();
     let (volume, name) = match a.method {
         ReconMethod::Fbp | ReconMethod::Fdk => {
             if a.method == ReconMethod::Fdk && scan.beam == Beam::Parallel {
                 bail!(
                     "FDK is for fan and cone beams; {} is a parallel beam: use `recon fbp`",
-                    a.geometry.display()
+                    geometry.display()
                 );
             }
             if let Some(sh) = ct_recon::short_scan(&scan) {

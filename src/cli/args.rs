@@ -125,12 +125,16 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct CtArgs {
-    /// Projections (.npy): [views, u] in 2D, [views, v, u] in 3D.
+    /// Projections: line integrals (.npy, [views, u] in 2D, [views, v, u] in 3D), a raw .npy
+    /// stack with --flat (and --dark), or an HDF5 Data Exchange file (tomopy's layout).
     #[arg(long)]
     pub projections: PathBuf,
-    /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.
+    /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`; optional for an HDF5 file (a parallel
+    /// beam from its /exchange/theta, unit pixels).
     #[arg(long)]
-    pub geometry: PathBuf,
+    pub geometry: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: ProjectionArgs,
     /// The true volume (.nii.gz) for PSNR and SSIM.
     #[arg(long)]
     pub truth: Option<PathBuf>,
@@ -149,6 +153,69 @@ pub struct CtArgs {
     pub rays_per_batch: Option<usize>,
     #[arg(long)]
     pub samples_per_ray: Option<usize>,
+}
+
+/// How projections are read: raw stacks, rows, views, centre, grid (`fit ct` and `recon`).
+#[derive(Args, Clone, Default)]
+pub struct ProjectionArgs {
+    /// Dark-field frames (.npy) of a raw .npy stack: [frames, …] or one frame.
+    #[arg(long)]
+    pub dark: Option<PathBuf>,
+    /// Flat-field frames (.npy) of a raw .npy stack: makes --projections raw intensities.
+    #[arg(long)]
+    pub flat: Option<PathBuf>,
+    /// Detector rows to keep: `K` (one slice: a 2D scan) or `A:B` (B excluded). Default: all.
+    #[arg(long, value_parser = parse_rows)]
+    pub rows: Option<[usize; 2]>,
+    /// Keep N evenly spaced views of the scan.
+    #[arg(long, value_name = "N")]
+    pub views: Option<usize>,
+    /// Centre of rotation: a detector column (0-based, fractional) or `auto` (the default for
+    /// HDF5 files; otherwise the geometry's detector offset).
+    #[arg(long, value_parser = parse_center)]
+    pub center: Option<ffvol::io::raw_projections::Center>,
+    /// Floor of the transmission of raw stacks (default 1e-4).
+    #[arg(long)]
+    pub floor: Option<f64>,
+    /// Reconstruct on N × N voxels over the same field of view.
+    #[arg(long, value_name = "N")]
+    pub grid: Option<usize>,
+}
+
+fn parse_rows(s: &str) -> Result<[usize; 2], String> {
+    ffvol::io::raw_projections::ProjectionInput::parse_rows(s)
+}
+
+fn parse_center(s: &str) -> Result<ffvol::io::raw_projections::Center, String> {
+    ffvol::io::raw_projections::Center::parse(s)
+}
+
+impl ProjectionArgs {
+    /// The `[input]` table these flags give, on top of `base` (a --config file's).
+    pub fn apply(&self, base: &mut ffvol::io::raw_projections::ProjectionInput) {
+        base.dark = self.dark.clone().or(base.dark.take());
+        base.flat = self.flat.clone().or(base.flat.take());
+        base.rows = self.rows.or(base.rows);
+        base.views = self.views.or(base.views);
+        base.center = self.center.or(base.center);
+        base.floor = self.floor.or(base.floor);
+        base.grid = self.grid.or(base.grid);
+    }
+}
+
+/// The geometry: as given, or the HDF5 projections file itself.
+pub fn geometry_or_hdf5(
+    geometry: &Option<PathBuf>,
+    projections: &std::path::Path,
+) -> anyhow::Result<PathBuf> {
+    match geometry {
+        Some(g) => Ok(g.clone()),
+        None if ffvol::io::raw_projections::is_hdf5(projections) => Ok(projections.to_path_buf()),
+        None => anyhow::bail!(
+            "--geometry is needed for {} (only an HDF5 Data Exchange file carries its own angles)",
+            projections.display()
+        ),
+    }
 }
 
 #[derive(Args)]
@@ -201,11 +268,14 @@ pub enum ReconMethod {
 pub struct ReconArgs {
     #[arg(value_enum)]
     pub method: ReconMethod,
+    /// Projections: line integrals (.npy), a raw .npy stack with --flat, or an HDF5 Data Exchange file.
     #[arg(long)]
     pub projections: PathBuf,
-    /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.
+    /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`; optional for an HDF5 file.
     #[arg(long)]
-    pub geometry: PathBuf,
+    pub geometry: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: ProjectionArgs,
     /// The true volume (.nii.gz): prints PSNR and SSIM.
     #[arg(long)]
     pub truth: Option<PathBuf>,

@@ -186,7 +186,9 @@ pub fn mri(a: &MriArgs) -> Result<MriConfig> {
 pub fn ct(a: &CtArgs) -> Result<CtConfig> {
     resolve(CtConfig::preset(a.preset), a.run.config.as_deref(), |c| {
         c.projections = a.projections.clone();
-        c.geometry = a.geometry.clone();
+        c.geometry = crate::cli::args::geometry_or_hdf5(&a.geometry, &a.projections)
+            .map_err(|e| ffvol::Error::Config(e.to_string()))?;
+        a.input.apply(&mut c.input);
         c.truth = a.truth.clone().or(c.truth.take());
         a.run.apply(Shared {
             job: "ct",

@@ -186,6 +186,7 @@ pub fn ct(preset: CtPreset) -> CtConfig {
         projections: PathBuf::new(),
         geometry: PathBuf::new(),
         truth: None,
+        input: Default::default(),
         common: Common::new(
             EncodingConfig::Gaussian { sigma: 4.0, features: 128, normalize: false },
             ModelConfig { depth: 4, width: 128 },

@@ -15,6 +15,7 @@ pub mod npy;
 pub mod obj;
 pub mod ply;
 pub mod png;
+pub mod raw_projections;
 pub mod stl;
 pub mod volume;
 

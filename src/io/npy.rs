@@ -1,7 +1,7 @@
 //! NumPy `.npy` arrays, read and written by hand (the format is a magic string, a Python-dict
 //! header and the raw data).
 //!
-//! Element types: `u8` (`|u1`, and `|b1` read as 0/1), `i16`, `f32`, `f64` and `complex64`
+//! Element types: `u8` (`|u1`, and `|b1` read as 0/1), `i16`, `u16`, `f32`, `f64` and `complex64`
 //! (`c8`, for k-space), little- or big-endian on reading, little-endian on writing; C or Fortran
 //! order. Files of format version 1, 2 and 3 are read; version 1 is written (2 when the header
 //! does not fit in 64 KiB).
@@ -24,6 +24,7 @@ const MAGIC: &[u8; 6] = b"\x93NUMPY";
 pub enum NpyData {
     U8(Vec<u8>),
     I16(Vec<i16>),
+    U16(Vec<u16>),
     F32(Vec<f32>),
     F64(Vec<f64>),
     /// complex64: (real, imaginary) pairs of f32.
@@ -35,6 +36,7 @@ impl NpyData {
         match self {
             NpyData::U8(v) => v.len(),
             NpyData::I16(v) => v.len(),
+            NpyData::U16(v) => v.len(),
             NpyData::F32(v) => v.len(),
             NpyData::F64(v) => v.len(),
             NpyData::C64(v) => v.len(),
@@ -50,6 +52,7 @@ impl NpyData {
         match self {
             NpyData::U8(_) => "uint8",
             NpyData::I16(_) => "int16",
+            NpyData::U16(_) => "uint16",
             NpyData::F32(_) => "float32",
             NpyData::F64(_) => "float64",
             NpyData::C64(_) => "complex64",
@@ -80,6 +83,12 @@ impl NpyElement for u8 {
 }
 impl NpyElement for i16 {
     const DESCR: &'static str = "<i2";
+    fn put_le(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+impl NpyElement for u16 {
+    const DESCR: &'static str = "<u2";
     fn put_le(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
     }
@@ -195,12 +204,12 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     };
     let item = match code {
         "u1" | "b1" => 1,
-        "i2" => 2,
+        "i2" | "u2" => 2,
         "f4" => 4,
         "f8" | "c8" => 8,
         other => {
             return Err(format!(
-                "element type {descr:?} ({other}) is not supported (uint8, bool, int16, float32, float64, complex64)"
+                "element type {descr:?} ({other}) is not supported (uint8, bool, int16, uint16, float32, float64, complex64)"
             ))
         }
     };
@@ -231,6 +240,14 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
                 .map(|c| {
                     let w = word(c);
                     i16::from_le_bytes([w[0], w[1]])
+                })
+                .collect(),
+        ),
+        "u2" => NpyData::U16(
+            body.chunks_exact(2)
+                .map(|c| {
+                    let w = word(c);
+                    u16::from_le_bytes([w[0], w[1]])
                 })
                 .collect(),
         ),
@@ -365,6 +382,7 @@ impl NpyArray {
         Ok(match &self.data {
             NpyData::U8(v) => v.iter().map(|&x| x as f32).collect(),
             NpyData::I16(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::U16(v) => v.iter().map(|&x| x as f32).collect(),
             NpyData::F32(v) => v.clone(),
             NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
             NpyData::C64(_) => {

@@ -51,7 +51,8 @@ use std::time::Instant;
 use crate::export::grid::{render_volume, upsampled_scan};
 use crate::export::surface::{iso_surface, write_iso_meshes};
 use crate::export::volume::write_volume;
-use crate::io::ct::{load_geometry, load_projections, load_truth};
+use crate::io::ct::{load_ct_input, load_geometry, load_truth};
+use crate::io::raw_projections::ProjectionInput;
 pub use crate::train::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
 pub const RECON: &str = "recon.nii.gz";
 /// The scan, written into every run folder.
@@ -83,6 +84,9 @@ pub struct CtConfig {
     /// The true volume (.nii.gz), for PSNR and SSIM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truth: Option<PathBuf>,
+    /// How the projections are read (raw stacks, rows, views, centre, grid); not written when empty.
+    #[serde(default, skip_serializing_if = "ProjectionInput::is_empty")]
+    pub input: ProjectionInput,
     #[serde(flatten)]
     pub common: Common,
     pub train: CtTrainConfig,
@@ -265,8 +269,9 @@ fn device_plan(
 pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     cfg.validate()?;
     let started = Instant::now();
-    let scan = load_geometry(&cfg.geometry)?;
-    let measured = load_projections(&scan, &cfg.projections, &cfg.geometry)?;
+    let input = load_ct_input(&cfg.projections, &cfg.geometry, &cfg.input)?;
+    input.notes.iter().for_each(|n| log(opts, n));
+    let (scan, measured) = (input.scan, input.projections);
     let truth = cfg.truth.as_ref().map(|t| load_truth(&scan, t)).transpose()?;
     let render = resolve_render(cfg.train.render, &scan);
     let sizes = network_sizes(&cfg.common, scan.dims);
@@ -357,8 +362,10 @@ pub fn run_scan(dir: &Path, cfg: &CtConfig) -> Result<Scan> {
     let own = dir.join(GEOMETRY);
     if own.is_file() {
         Scan::load(&own)
-    } else {
+    } else if cfg.input.is_empty() {
         load_geometry(&cfg.geometry)
+    } else {
+        Ok(load_ct_input(&cfg.projections, &cfg.geometry, &cfg.input)?.scan)
     }
 }
 

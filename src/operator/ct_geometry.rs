@@ -445,7 +445,7 @@ impl Scan {
     }
 
     /// Errors if no ray meets the volume, or a source sits inside it.
-    fn check_coverage(&self) -> std::result::Result<(), String> {
+    pub fn check_coverage(&self) -> std::result::Result<(), String> {
         if self.beam != Beam::Parallel {
             let ext = self.vol_extent();
             let r = (0..2).map(|a| (self.vol_offset[a].abs() + ext[a] / 2.0).powi(2)).sum::<f64>().sqrt();

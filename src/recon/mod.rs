@@ -4,8 +4,10 @@
 //! FBP and FDK use the band-limited ramp filter of Kak & Slaney (the spatial kernel
 //! h(0) = 1/4τ², h(odd k) = −1/(kπτ)², applied by FFT with zero padding to at least twice the
 //! detector, so there is no wrap-around and no DC offset), then a voxel-driven back-projection
-//! with linear interpolation on the detector. Both assume the angles cover [0, π) (parallel) or
-//! [0, 2π) (fan, cone) evenly: each view is weighted π / views. FDK rescales the detector to the
+//! with linear interpolation on the detector. Parallel-beam views are weighted by the angle each
+//! covers (π / views for evenly spaced angles over [0, π); half the gap to its neighbours, modulo
+//! π, for any other list, e.g. a subset of a scan's views); fan and cone views are weighted
+//! π / views and assume [0, 2π) evenly (or a short scan, with Parker weights). FDK rescales the detector to the
 //! rotation axis, weights each pixel by DSO/√(DSO² + u² + v²), and weights each back-projected
 //! view by (DSO/L)², L the voxel's depth from the source along the central ray.
 
@@ -14,6 +16,8 @@ use crate::operator::ray::RayProjector;
 use rayon::prelude::*;
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
+
+pub mod center;
 
 /// Ramp-filters every detector row of `rows` (row-major, `nu` wide) with sample spacing `tau`.
 pub fn ramp_filter(rows: &mut [f64], nu: usize, tau: f64) {
@@ -171,7 +175,7 @@ pub fn fbp(scan: &Scan, proj: &[f32]) -> Vec<f32> {
     backproject(scan, &q)
 }
 
-/// Voxel-driven back-projection of filtered rows, weighted π / views.
+/// Voxel-driven back-projection of filtered rows, each view weighted by [`view_weights`].
 fn backproject(scan: &Scan, q: &[f64]) -> Vec<f32> {
     let [nu, nv] = scan.det_pixels;
     let [nx, ny, nz] = scan.voxels;
@@ -180,7 +184,12 @@ fn backproject(scan: &Scan, q: &[f64]) -> Vec<f32> {
     let trig: Vec<(f64, f64)> = scan.angles.iter().map(|a| a.sin_cos()).collect();
     let divergent = scan.beam != Beam::Parallel;
     let (du, dv) = (scan.det_pixel_size[0], scan.det_pixel_size[1]);
-    let weight = std::f64::consts::PI / scan.n_views() as f64;
+    // evenly weighted views: one factor at the end (as before per-view weights existed, bit for bit)
+    let mut weights = view_weights(scan);
+    let common = if weights.iter().all(|&w| w == weights[0]) { weights[0] } else { 1.0 };
+    if common != 1.0 {
+        weights.iter_mut().for_each(|w| *w = 1.0);
+    }
     let sample = |view: usize, fu: f64, fv: f64| -> f64 {
         let at = |iv: usize, fu: f64| -> f64 {
             let f = fu.floor();
@@ -213,7 +222,7 @@ fn backproject(scan: &Scan, q: &[f64]) -> Vec<f32> {
         for (ix, val) in o.iter_mut().enumerate() {
             let x = lo[0] + (ix as f64 + 0.5) * vs[0];
             let mut acc = 0.0;
-            for (view, &(s, c)) in trig.iter().enumerate() {
+            for (view, (&(s, c), &weight)) in trig.iter().zip(&weights).enumerate() {
                 let xu = -x * s + y * c;
                 if divergent {
                     let l = scan.dso - (x * c + y * s);
@@ -221,17 +230,49 @@ fn backproject(scan: &Scan, q: &[f64]) -> Vec<f32> {
                     let fu = (u - scan.det_offset[0]) / du + (nu as f64 - 1.0) / 2.0;
                     let fv = (v - scan.det_offset[1]) / dv + (nv as f64 - 1.0) / 2.0;
                     let w = scan.dso / l;
-                    acc += w * w * sample(view, fu, fv);
+                    acc += weight * w * w * sample(view, fu, fv);
                 } else {
                     let fu = (xu - scan.det_offset[0]) / du + (nu as f64 - 1.0) / 2.0;
                     let fv = (z - scan.det_offset[1]) / dv + (nv as f64 - 1.0) / 2.0;
-                    acc += sample(view, fu, fv);
+                    acc += weight * sample(view, fu, fv);
                 }
             }
-            *val = (acc * weight) as f32;
+            *val = (acc * common) as f32;
         }
     });
     out
+}
+
+/// The back-projection weight of each view: π / views for divergent beams and for parallel views
+/// evenly spaced modulo π; otherwise (parallel) half the angular gap to the neighbouring views,
+/// the angles taken modulo π and sorted, so the weights sum to π.
+pub fn view_weights(scan: &Scan) -> Vec<f64> {
+    use std::f64::consts::PI;
+    let n = scan.n_views();
+    let even = vec![PI / n as f64; n];
+    if scan.beam != Beam::Parallel || n < 2 {
+        return even;
+    }
+    let mut order: Vec<(f64, usize)> = scan.angles.iter().map(|a| a.rem_euclid(PI)).zip(0..n).collect();
+    order.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let gap = |k: usize| -> f64 {
+        // from sorted angle k to k + 1, wrapping past π
+        if k + 1 < n {
+            order[k + 1].0 - order[k].0
+        } else {
+            order[0].0 + PI - order[k].0
+        }
+    };
+    let step = PI / n as f64;
+    if (0..n).all(|k| (gap(k) - step).abs() < 1e-6 * step) {
+        return even;
+    }
+    let mut w = vec![0.0; n];
+    for k in 0..n {
+        let before = gap((k + n - 1) % n);
+        w[order[k].1] = 0.5 * (before + gap(k));
+    }
+    w
 }
 
 /// SART settings.
