@@ -3,7 +3,9 @@
 //!
 //! The winding number w(q) = (1/4π) Σ Ω_i(q) sums the signed solid angles of the triangles seen from
 //! q: 1 inside a closed outward-oriented mesh, 0 outside, and a smooth, still useful value for open
-//! meshes and soups (a hole just blurs w near the hole). We label q inside when w(q) > 1/2.
+//! meshes and soups (a hole just blurs w near the hole). We label q inside when w(q) > 1/2, on
+//! the mesh as [`super::orient`] has oriented it (w is −1 inside an inverted mesh otherwise); the
+//! CUDA labeller is given the same oriented mesh, so both follow one rule.
 //!
 //! ## Design
 //! Every node of the [`Bvh`] stores a far-field expansion of its triangles about their
