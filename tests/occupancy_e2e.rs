@@ -344,7 +344,7 @@ fn default_run_works_from_any_directory() {
     let (code, out, err) = run_in(&dir, &args);
     assert_eq!(code, Some(0), "{out}{err}");
     let log = format!("{out}{err}");
-    assert!(log.contains("datasets/bunny.ply"), "{log}");
+    assert!(log.contains("datasets/bunny.ply (the copy built into ffvol)"), "{log}");
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("run").join("metrics.json")).unwrap())
             .unwrap();

@@ -96,10 +96,15 @@ pub const DEFAULT_MESH: &str = "datasets/bunny.ply";
 /// after `cargo install` (70 kB).
 pub const BUNDLED_BUNNY: &[u8] = include_bytes!("../../datasets/bunny.ply");
 
+/// Whether [`read_mesh_or_bundled`] reads the built-in bunny for `path`.
+pub fn uses_bundled(path: &Path) -> bool {
+    path == Path::new(DEFAULT_MESH) && !path.exists()
+}
+
 /// [`read_mesh`], except that the default path [`DEFAULT_MESH`], when no such file exists here,
 /// reads the bunny built into the binary ([`BUNDLED_BUNNY`]).
 pub fn read_mesh_or_bundled(path: &Path) -> Result<TriMesh> {
-    if path == Path::new(DEFAULT_MESH) && !path.exists() {
+    if uses_bundled(path) {
         let mesh =
             ply::parse(BUNDLED_BUNNY).map_err(|msg| Error::format(path, format!("bundled copy: {msg}")))?;
         mesh.validate().map_err(|msg| Error::format(path, format!("bundled copy: {msg}")))?;

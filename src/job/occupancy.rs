@@ -142,8 +142,9 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     log(
         opts,
         &format!(
-            "mesh {}: {} vertices, {} triangles; box {:?}–{:?} in the unit cube",
+            "mesh {}{}: {} vertices, {} triangles; box {:?}–{:?} in the unit cube",
             cfg.mesh.display(),
+            if crate::io::uses_bundled(&cfg.mesh) { " (the copy built into ffvol)" } else { "" },
             mesh.mesh_in_unit.positions.len(),
             mesh.mesh_in_unit.triangles.len(),
             mesh.bbox.min,
