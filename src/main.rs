@@ -30,6 +30,9 @@ fn main() {
             threads: args.threads,
             mesh: args.mesh,
             label_points: args.label_points,
+            points: args.points,
+            labels_out: args.labels_out,
+            labels_only: args.labels_only,
             device: DeviceConfig {
                 kind: args.device,
                 precision: args.precision,

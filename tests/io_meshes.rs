@@ -700,3 +700,204 @@ fn bundled_bunny_is_as_documented() {
     assert!(directed.keys().all(|&(a, b)| directed.contains_key(&(b, a))), "no boundary edges");
     assert!((mesh.signed_volume() - 194.2884).abs() < 1e-2, "volume {}", mesh.signed_volume());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Meshes as people have them: triangle strips, wrong STL normals.
+
+fn strips_element(name: &'static str, count: Ty, index: Ty, strips: &[&[f64]]) -> Element {
+    Element {
+        name: "tristrips",
+        props: vec![Prop::List(name, count, index)],
+        rows: strips.iter().map(|s| vec![s.to_vec()]).collect(),
+        declared: None,
+    }
+}
+
+fn grid_vertices(n: usize) -> Element {
+    Element {
+        name: "vertex",
+        props: vec![Prop::Scalar("x", Ty::Float), Prop::Scalar("y", Ty::Float), Prop::Scalar("z", Ty::Float)],
+        rows: (0..n).map(|i| vec![vec![(i / 2) as f64], vec![(i % 2) as f64], vec![0.0]]).collect(),
+        declared: None,
+    }
+}
+
+#[test]
+fn ply_triangle_strips_restart_alternate_and_skip_joins() {
+    let dir = scratch("ply-strips");
+    // vertices 0..8 on a zig-zag: (i/2, i%2, 0); one strip of 4 vertices, a restart (−1), then a
+    // strip with a repeated vertex (a join: its triangles are dropped, the parity kept)
+    let strip: &[f64] = &[0.0, 1.0, 2.0, 3.0, -1.0, 4.0, 5.0, 6.0, 6.0, 7.0];
+    // first run: (0,1,2), then reversed (2,1,3); second run: (4,5,6), (6,5,6) and (6,6,7) dropped
+    let expected: Vec<[u32; 3]> = vec![[0, 1, 2], [2, 1, 3], [4, 5, 6]];
+    for enc in [Enc::Ascii, Enc::Le, Enc::Be] {
+        for (name, count, index) in [
+            ("vertex_indices", Ty::UChar, Ty::Int),
+            ("vertex_index", Ty::Int, Ty::Int),
+            ("vertex_indices", Ty::UShort, Ty::Short),
+        ] {
+            let what = format!("{enc:?} {name} {count:?} {index:?}");
+            let extra = Element {
+                name: "camera",
+                props: vec![Prop::Scalar("view_px", Ty::Float)],
+                rows: vec![vec![vec![1.0]]],
+                declared: None,
+            };
+            let bytes =
+                ply_bytes(enc, &[grid_vertices(8), strips_element(name, count, index, &[strip]), extra]);
+            let path = write_file(&dir, &format!("strip-{enc:?}-{name}-{count:?}.ply"), &bytes);
+            let mesh = read_mesh(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(mesh.triangles, expected, "{what}");
+            // every strip triangle faces the same way (+z here)
+            for t in &mesh.triangles {
+                let [a, b, c] = t.map(|i| mesh.positions[i as usize]);
+                assert!((b - a).cross(c - a).z.abs() > 0.0, "{what}: {t:?} not degenerate");
+            }
+        }
+    }
+    // faces and strips together; a bad index in a strip names the strip
+    let faces = face_element("vertex_indices", Ty::UChar, Ty::Int, &[&[0.0, 2.0, 4.0, 6.0]]);
+    let bytes = ply_bytes(
+        Enc::Le,
+        &[grid_vertices(8), faces, strips_element("vertex_indices", Ty::UChar, Ty::Int, &[strip])],
+    );
+    let mesh = read_mesh(&write_file(&dir, "both.ply", &bytes)).expect("faces and strips");
+    assert_eq!(mesh.triangles.len(), 2 + 3);
+    for (bad, shown) in [(-2.0, "-2"), (8.0, "8")] {
+        let s: &[f64] = &[0.0, 1.0, bad];
+        let bytes = ply_bytes(
+            Enc::Ascii,
+            &[grid_vertices(8), strips_element("vertex_indices", Ty::UChar, Ty::Int, &[s])],
+        );
+        let msg = expect_error(&write_file(&dir, "bad-strip.ply", &bytes));
+        assert!(
+            msg.ends_with(&format!("strip 0 refers to vertex {shown} but the file has 8 vertices")),
+            "{msg}"
+        );
+    }
+    let bytes = ply_bytes(
+        Enc::Ascii,
+        &[grid_vertices(8), strips_element("vertex_indices", Ty::UChar, Ty::Float, &[&[0.0, 1.0, 2.0]])],
+    );
+    let msg = expect_error(&write_file(&dir, "float-strip.ply", &bytes));
+    assert!(msg.ends_with("tristrips vertex indices are floating-point, not integers"), "{msg}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A closed cube stored as six 4-vertex strips, one per side: read, it is closed and outward
+/// (signed volume +8 h³) without any re-orientation, so the strip parity is right.
+#[test]
+fn ply_strip_cube_is_closed_and_outward() {
+    let dir = scratch("ply-strip-cube");
+    let corners: Vec<[f64; 3]> = (0..8)
+        .map(|i| {
+            [(i & 1) as f64 * 2.0 - 1.0, ((i >> 1) & 1) as f64 * 2.0 - 1.0, ((i >> 2) & 1) as f64 * 2.0 - 1.0]
+        })
+        .collect();
+    let vertices = Element {
+        name: "vertex",
+        props: vec![
+            Prop::Scalar("x", Ty::Double),
+            Prop::Scalar("y", Ty::Double),
+            Prop::Scalar("z", Ty::Double),
+        ],
+        rows: corners.iter().map(|c| c.iter().map(|&v| vec![v]).collect()).collect(),
+        declared: None,
+    };
+    // each side as a, b, d, c where a b c d go counter-clockwise seen from outside
+    let sides: [[f64; 4]; 6] = [
+        [0., 2., 1., 3.],
+        [4., 5., 6., 7.],
+        [0., 1., 4., 5.],
+        [2., 6., 3., 7.],
+        [0., 4., 2., 6.],
+        [1., 3., 5., 7.],
+    ];
+    let rows: Vec<Vec<f64>> = sides.iter().map(|s| s.to_vec()).collect();
+    let refs: Vec<&[f64]> = rows.iter().map(|r| r.as_slice()).collect();
+    for enc in [Enc::Ascii, Enc::Le] {
+        let bytes = ply_bytes(
+            enc,
+            &[vertices_clone(&vertices), strips_element("vertex_indices", Ty::UChar, Ty::UInt, &refs)],
+        );
+        let mesh = read_mesh(&write_file(&dir, &format!("cube-{enc:?}.ply"), &bytes)).expect("strip cube");
+        assert_eq!(mesh.triangles.len(), 12);
+        assert!((mesh.signed_volume() - 8.0).abs() < 1e-9, "{enc:?}: volume {}", mesh.signed_volume());
+        let p = ffvol::geometry::prepared::PreparedMesh::from_mesh(mesh).expect("prepared");
+        assert_eq!(p.orientation.flipped, 0);
+        assert_eq!(p.orientation.open_components, 0);
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+fn vertices_clone(e: &Element) -> Element {
+    Element { name: e.name, props: e.props.clone(), rows: e.rows.clone(), declared: e.declared }
+}
+
+/// STL normals are ignored: zero, inward, NaN or random stored normals give the same triangles
+/// (the winding of the corners is what counts), binary and ASCII.
+#[test]
+fn stl_stored_normals_are_ignored() {
+    let dir = scratch("stl-normals");
+    let cube = ffvol::geometry::shapes::cube(Vec3::ZERO, 1.0);
+    let facets: Vec<[Vec3; 3]> = triangle_corners(&cube);
+    let normals = [Vec3::ZERO, -Vec3::Z, Vec3::splat(f32::NAN), Vec3::new(3.0, -7.0, 0.5)];
+    let mut bin = vec![b' '; 80];
+    bin.extend_from_slice(&(facets.len() as u32).to_le_bytes());
+    let mut ascii = String::from("solid wrong\n");
+    for (k, f) in facets.iter().enumerate() {
+        let n = normals[k % normals.len()];
+        for v in std::iter::once(n).chain(f.iter().copied()) {
+            for x in v.to_array() {
+                bin.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        bin.extend_from_slice(&[0, 0]);
+        ascii += &format!(" facet normal {} {} {}\n  outer loop\n", n.x, n.y, n.z);
+        for v in f {
+            ascii += &format!("   vertex {} {} {}\n", v.x, v.y, v.z);
+        }
+        ascii += "  endloop\n endfacet\n";
+    }
+    ascii += "endsolid wrong\n";
+    for (name, bytes) in [("wrong-normals.stl", bin), ("wrong-normals-ascii.stl", ascii.into_bytes())] {
+        let mesh = read_mesh(&write_file(&dir, name, &bytes)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(triangle_corners(&mesh), facets, "{name}");
+        assert!((mesh.signed_volume() - 8.0).abs() < 1e-9, "{name}");
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// An OBJ cube as exporters write it: objects, groups, materials, smoothing, texture and normal
+/// indices (`v/vt/vn`, `v//vn`, `v/vt`), relative (negative) indices and quads; read, it is the
+/// closed outward cube (12 triangles, volume 8).
+#[test]
+fn obj_cube_with_groups_relative_indices_and_vt_vn() {
+    let dir = scratch("obj-cube");
+    let mut text = String::from("# exported\nmtllib cube.mtl\no Cube\n");
+    for i in 0..8 {
+        let c = |b: usize| if i >> b & 1 == 1 { 1 } else { -1 };
+        text += &format!("v {} {} {}\n", c(0), c(1), c(2));
+    }
+    text += "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\nvn 0 0 -1\nvn 0 0 1\ng bottom top\nusemtl grey\ns 1\n";
+    // counter-clockwise seen from outside (1-based): −z, +z, −y, +y, −x, +x
+    let sides = [[1, 3, 4, 2], [5, 6, 8, 7], [1, 2, 6, 5], [3, 7, 8, 4], [1, 5, 7, 3], [2, 4, 8, 6]];
+    for (k, s) in sides.iter().enumerate() {
+        if k == 2 {
+            text += "g sides\nusemtl red\ns off\n";
+        }
+        let corner = |j: usize, v: i64| match k % 3 {
+            0 => format!("{v}/{}/{}", j + 1, 1 + k % 2),
+            1 => format!("{}//{}", v - 9, 1 + k % 2), // relative: −1 is vertex 8
+            _ => format!("{v}/{}", j + 1),
+        };
+        let corners: Vec<String> = s.iter().enumerate().map(|(j, &v)| corner(j, v)).collect();
+        text += &format!("f {}\n", corners.join(" "));
+    }
+    let mesh = read_mesh(&write_file(&dir, "cube.obj", text.as_bytes())).expect("obj cube");
+    assert_eq!((mesh.positions.len(), mesh.triangles.len()), (8, 12));
+    assert!((mesh.signed_volume() - 8.0).abs() < 1e-9, "volume {}", mesh.signed_volume());
+    let p = ffvol::geometry::prepared::PreparedMesh::from_mesh(mesh).expect("prepared");
+    assert_eq!((p.orientation.flipped, p.orientation.open_components), (0, 0));
+    let _ = fs::remove_dir_all(&dir);
+}

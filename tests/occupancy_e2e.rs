@@ -232,3 +232,144 @@ fn command_line_reports_bad_input_without_panicking() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("lr"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Runs the binary in `cwd` with `args`; returns (exit code, stdout, stderr).
+fn run_in(cwd: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_ffvol")).current_dir(cwd).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const TINY: &[&str] = &[
+    "--steps",
+    "30",
+    "--batch",
+    "1024",
+    "--depth",
+    "2",
+    "--width",
+    "32",
+    "--features",
+    "32",
+    "--test-points",
+    "4096",
+    "--resolution",
+    "24",
+    "--threads",
+    "2",
+];
+
+/// A mesh with no inside (a flat sheet; a mesh whose faces are all degenerate) stops the run
+/// before training, with the file named and nothing written; never "IoU 1.0".
+#[test]
+fn a_mesh_without_inside_stops_before_training() {
+    let dir = scratch("no-inside");
+    let sheet = TriMesh::new(
+        vec![Vec3::ZERO, Vec3::X, Vec3::new(1.0, 1.0, 0.0), Vec3::Y],
+        vec![[0, 1, 2], [0, 2, 3]],
+    );
+    ffvol::io::write_mesh(&dir.join("sheet.ply"), &sheet, MeshFormat::Ply).unwrap();
+    let flat = TriMesh::new(vec![Vec3::ZERO, Vec3::X, Vec3::new(2.0, 0.0, 0.0)], vec![[0, 1, 2]]);
+    ffvol::io::write_mesh(&dir.join("flat.obj"), &flat, MeshFormat::Obj).unwrap();
+    for (file, needle) in [
+        (
+            "sheet.ply",
+            "the mesh encloses no volume: none of 4096 uniform points and 1024 training points is inside it",
+        ),
+        ("flat.obj", "every face is degenerate (zero area): 1 face(s) dropped, none left"),
+    ] {
+        let mut args = vec!["fit", "occupancy", "--mesh", file, "--output", "run", "--force"];
+        args.extend_from_slice(TINY);
+        let (code, out, err) = run_in(&dir, &args);
+        assert_eq!(code, Some(1), "{file}: {out}{err}");
+        assert!(err.contains(file) && err.contains(needle) && !err.contains("panicked"), "{file}: {err}");
+        assert!(!out.contains("IoU") && !err.contains("IoU"), "{file}: no IoU reported: {out}{err}");
+        assert!(!dir.join("run").exists(), "{file}: no run folder");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An inverted closed mesh (every face inwards) trains on the real shape: the same inside
+/// fraction and metrics as the outward mesh, bit for bit (the labels are the same).
+#[test]
+fn an_inverted_mesh_fits_like_the_outward_one() {
+    let dir = scratch("inverted");
+    let sphere = shapes::icosphere(Vec3::ZERO, 1.0, 3);
+    let mut inv = sphere.clone();
+    for t in &mut inv.triangles {
+        t.swap(1, 2);
+    }
+    ffvol::io::write_mesh(&dir.join("outward.stl"), &sphere, MeshFormat::Stl).unwrap();
+    ffvol::io::write_mesh(&dir.join("inward.stl"), &inv, MeshFormat::Stl).unwrap();
+    let mut metrics = vec![];
+    for name in ["outward", "inward"] {
+        let file = format!("{name}.stl");
+        let mut args = vec!["fit", "occupancy", "--mesh", &file, "--output", name, "--force"];
+        args.extend_from_slice(&TINY[2..]);
+        args.extend_from_slice(&["--steps", "300", "--sigma", "2"]);
+        let (code, out, err) = run_in(&dir, &args);
+        assert_eq!(code, Some(0), "{name}: {out}{err}");
+        let log = format!("{out}{err}");
+        assert!(log.contains("inside fraction: "), "{name}: the run prints its inside fraction: {log}");
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(name).join("metrics.json")).unwrap())
+                .unwrap();
+        let f = m["inside_fraction_uniform"].as_f64().unwrap();
+        // the sphere fills 4/3 π / 8 ≈ 0.52 of its box
+        assert!((f - 0.52).abs() < 0.03, "{name}: inside fraction {f}");
+        assert!(m["inside_fraction_train"].as_f64().unwrap() > 0.3, "{name}: {m}");
+        assert!(m["iou_uniform"].as_f64().unwrap() > 0.8, "{name}: {m}");
+        metrics.push((
+            m["inside_fraction_uniform"].clone(),
+            m["iou_uniform"].clone(),
+            m["final_loss"].clone(),
+        ));
+    }
+    assert_eq!(metrics[0], metrics[1], "inverted = outward");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `fit occupancy` with no `--mesh` works from a directory without `datasets/` (as after
+/// `cargo install`): the bunny built into the binary is used.
+#[test]
+fn default_run_works_from_any_directory() {
+    let dir = scratch("anywhere");
+    assert!(!dir.join("datasets").exists());
+    let mut args = vec!["fit", "occupancy", "--output", "run", "--force"];
+    args.extend_from_slice(TINY);
+    let (code, out, err) = run_in(&dir, &args);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let log = format!("{out}{err}");
+    assert!(log.contains("datasets/bunny.ply (the copy built into ffvol)"), "{log}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run").join("metrics.json")).unwrap())
+            .unwrap();
+    let f = m["inside_fraction_uniform"].as_f64().unwrap();
+    assert!(f > 0.2 && f < 0.35, "the bunny's inside fraction {f}");
+    // the labelling benchmark uses the same default
+    let (code, out, err) = run_in(
+        &dir,
+        &[
+            "bench",
+            "--steps",
+            "1",
+            "--batch",
+            "256",
+            "--depth",
+            "2",
+            "--width",
+            "16",
+            "--features",
+            "8",
+            "--label-points",
+            "20000",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("labels (winding numbers)") && out.contains("3674 triangles"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -435,6 +435,15 @@ pub struct BenchArgs {
     /// Points to label in the labelling benchmark.
     #[arg(long, default_value_t = 1_000_000)]
     pub label_points: usize,
+    /// Label these points instead (.npy, N × 3, in the mesh's coordinates).
+    #[arg(long)]
+    pub points: Option<PathBuf>,
+    /// Write the labels (1 inside, 0 outside) as .npy (N float32).
+    #[arg(long)]
+    pub labels_out: Option<PathBuf>,
+    /// Only the labelling benchmark (no network stages).
+    #[arg(long)]
+    pub labels_only: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceKind,
     /// Number format on CUDA.

@@ -31,7 +31,7 @@ pub enum Preset {
 pub fn occupancy(preset: Preset) -> OccupancyConfig {
     let base = OccupancyConfig {
         job: "occupancy".into(),
-        mesh: PathBuf::from("datasets/bunny.ply"),
+        mesh: PathBuf::from(crate::io::DEFAULT_MESH),
         common: Common::new(
             EncodingConfig::Gaussian { sigma: 10.0, features: 128, normalize: false },
             ModelConfig { depth: 4, width: 128 },

@@ -55,9 +55,11 @@ pub struct RayHit {
 struct Build {
     centroids: Vec<Vec3>,
     bounds: Vec<(Vec3, Vec3)>,
-    order: Vec<u32>,
-    nodes: Vec<BvhNode>,
 }
+
+/// Subtrees of at least this many triangles build their two halves in parallel (the tree is the
+/// same as a serial build's, node for node).
+const PARALLEL_MIN: usize = 1 << 14;
 
 fn area(min: Vec3, max: Vec3) -> f32 {
     let d = (max - min).max(Vec3::ZERO);
@@ -79,15 +81,13 @@ impl Bvh {
         }
         let bounds: Vec<(Vec3, Vec3)> =
             corners.iter().map(|[a, b, c]| (a.min(*b).min(*c), a.max(*b).max(*c))).collect();
-        let mut build = Build {
-            centroids: corners.iter().map(|[a, b, c]| (*a + *b + *c) / 3.0).collect(),
-            bounds,
-            order: (0..corners.len() as u32).collect(),
-            nodes: Vec::with_capacity(2 * corners.len() / MAX_LEAF + 1),
-        };
-        build.split(0, corners.len());
-        let tris = build.order.iter().map(|&i| corners[i as usize]).collect();
-        Bvh { nodes: build.nodes, tris, tri_ids: build.order }
+        let build =
+            Build { centroids: corners.iter().map(|[a, b, c]| (*a + *b + *c) / 3.0).collect(), bounds };
+        let mut order: Vec<u32> = (0..corners.len() as u32).collect();
+        let mut nodes = Vec::with_capacity(2 * corners.len() / MAX_LEAF + 1);
+        build.split(&mut order, 0, &mut nodes, PARALLEL_MIN);
+        let tris = order.iter().map(|&i| corners[i as usize]).collect();
+        Bvh { nodes, tris, tri_ids: order }
     }
 
     /// Bounds of the whole mesh, `None` when empty.
@@ -196,12 +196,15 @@ pub fn ray_triangle(o: DVec3, d: DVec3, tri: &[Vec3; 3]) -> Option<f64> {
 }
 
 impl Build {
-    /// Builds the subtree over `order[start..end]`, pushing its nodes in depth-first order.
-    fn split(&mut self, start: usize, end: usize) {
-        let here = self.nodes.len();
+    /// Builds the subtree over `order` (the triangles `start..start + order.len()` in leaf
+    /// order), appending its nodes in depth-first order to `nodes`, whose indices are relative to
+    /// `nodes[0]`. Subtrees of `parallel_min` triangles or more build their halves on the rayon
+    /// pool into their own vectors, appended in the same order, so the tree does not depend on it.
+    fn split(&self, order: &mut [u32], start: usize, nodes: &mut Vec<BvhNode>, parallel_min: usize) {
+        let here = nodes.len();
         let (mut min, mut max) = (Vec3::INFINITY, Vec3::NEG_INFINITY);
         let (mut cmin, mut cmax) = (Vec3::INFINITY, Vec3::NEG_INFINITY);
-        for &i in &self.order[start..end] {
+        for &i in order.iter() {
             let (lo, hi) = self.bounds[i as usize];
             min = min.min(lo);
             max = max.max(hi);
@@ -209,29 +212,56 @@ impl Build {
             cmin = cmin.min(c);
             cmax = cmax.max(c);
         }
-        self.nodes.push(BvhNode { min, max, right_or_first: start as u32, count: (end - start) as u32 });
-        let n = end - start;
+        let n = order.len();
+        nodes.push(BvhNode { min, max, right_or_first: start as u32, count: n as u32 });
         if n <= MAX_LEAF {
             return;
         }
-        let mid = self.choose_split(start, end, cmin, cmax).unwrap_or_else(|| {
+        let mid = self.choose_split(order, cmin, cmax).unwrap_or_else(|| {
             // All centroids coincide or SAH found nothing better: split by count along the longest
             // axis so leaves still stay small.
             let axis = (cmax - cmin).max_position();
             let cent = &self.centroids;
-            self.order[start..end]
-                .sort_unstable_by(|&a, &b| cent[a as usize][axis].total_cmp(&cent[b as usize][axis]));
-            start + n / 2
+            order.sort_unstable_by(|&a, &b| cent[a as usize][axis].total_cmp(&cent[b as usize][axis]));
+            n / 2
         });
-        self.nodes[here].count = 0;
-        self.split(start, mid);
-        let right = self.nodes.len() as u32;
-        self.nodes[here].right_or_first = right;
-        self.split(mid, end);
+        nodes[here].count = 0;
+        let (left, right) = order.split_at_mut(mid);
+        if n < parallel_min {
+            self.split(left, start, nodes, parallel_min);
+            nodes[here].right_or_first = nodes.len() as u32;
+            self.split(right, start + mid, nodes, parallel_min);
+            return;
+        }
+        let (l, r) = rayon::join(
+            || {
+                let mut l = Vec::with_capacity(2 * mid / MAX_LEAF + 1);
+                self.split(left, start, &mut l, parallel_min);
+                l
+            },
+            || {
+                let mut r = Vec::with_capacity(2 * (n - mid) / MAX_LEAF + 1);
+                self.split(right, start + mid, &mut r, parallel_min);
+                r
+            },
+        );
+        // inner nodes name their right child by index: shift each subtree to where it lands
+        let append = |nodes: &mut Vec<BvhNode>, sub: Vec<BvhNode>| {
+            let offset = nodes.len() as u32;
+            nodes.extend(sub.into_iter().map(|mut node| {
+                if !node.is_leaf() {
+                    node.right_or_first += offset;
+                }
+                node
+            }));
+        };
+        append(nodes, l);
+        nodes[here].right_or_first = nodes.len() as u32;
+        append(nodes, r);
     }
 
-    /// Binned SAH; partitions `order[start..end]` and returns the split point.
-    fn choose_split(&mut self, start: usize, end: usize, cmin: Vec3, cmax: Vec3) -> Option<usize> {
+    /// Returns the split point as an index into `order`.
+    fn choose_split(&self, order: &mut [u32], cmin: Vec3, cmax: Vec3) -> Option<usize> {
         let extent = cmax - cmin;
         let mut best: Option<(f32, usize, usize)> = None; // (cost, axis, bin boundary)
         for axis in 0..3 {
@@ -241,7 +271,7 @@ impl Build {
             let scale = BINS as f32 / extent[axis];
             let mut counts = [0usize; BINS];
             let mut boxes = [(Vec3::INFINITY, Vec3::NEG_INFINITY); BINS];
-            for &i in &self.order[start..end] {
+            for &i in order.iter() {
                 let b = (((self.centroids[i as usize][axis] - cmin[axis]) * scale) as usize).min(BINS - 1);
                 counts[b] += 1;
                 let (lo, hi) = self.bounds[i as usize];
@@ -276,7 +306,7 @@ impl Build {
         let (_, axis, boundary) = best?;
         let scale = BINS as f32 / extent[axis];
         let cent = &self.centroids;
-        let slice = &mut self.order[start..end];
+        let slice = order;
         let mut left = 0;
         for k in 0..slice.len() {
             let b = (((cent[slice[k] as usize][axis] - cmin[axis]) * scale) as usize).min(BINS - 1);
@@ -285,7 +315,7 @@ impl Build {
                 left += 1;
             }
         }
-        (left > 0 && left < slice.len()).then_some(start + left)
+        (left > 0 && left < slice.len()).then_some(left)
     }
 }
 
@@ -293,6 +323,27 @@ impl Build {
 mod tests {
     use super::*;
     use crate::geometry::shapes;
+
+    #[test]
+    fn parallel_build_is_the_serial_tree() {
+        let mesh = shapes::icosphere(Vec3::new(0.1, 0.2, 0.3), 1.0, 5); // 20,480 triangles
+        let corners: Vec<[Vec3; 3]> =
+            mesh.triangles.iter().map(|t| t.map(|i| mesh.positions[i as usize])).collect();
+        let build = Build {
+            centroids: corners.iter().map(|[a, b, c]| (*a + *b + *c) / 3.0).collect(),
+            bounds: corners.iter().map(|[a, b, c]| (a.min(*b).min(*c), a.max(*b).max(*c))).collect(),
+        };
+        let tree = |parallel_min: usize| {
+            let mut order: Vec<u32> = (0..corners.len() as u32).collect();
+            let mut nodes = Vec::new();
+            build.split(&mut order, 0, &mut nodes, parallel_min);
+            (order, nodes.iter().map(|n| (n.min, n.max, n.right_or_first, n.count)).collect::<Vec<_>>())
+        };
+        let serial = tree(usize::MAX);
+        for parallel_min in [7, 100, 5000] {
+            assert!(tree(parallel_min) == serial, "parallel_min {parallel_min}");
+        }
+    }
 
     #[test]
     fn tree_covers_every_triangle_once() {

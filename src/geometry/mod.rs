@@ -1,11 +1,12 @@
 //! Geometry: the mesh type, normalisation into the unit box, the BVH, the inside test
-//! (generalized winding numbers), and marching cubes.
+//! (generalized winding numbers, after orienting the mesh: [`orient`]), and marching cubes.
 
 pub mod bvh;
 pub mod components;
 pub mod marching_cubes;
 pub mod mesh;
 pub mod normalize;
+pub mod orient;
 pub mod prepared;
 pub mod shapes;
 pub mod winding;

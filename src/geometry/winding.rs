@@ -3,7 +3,9 @@
 //!
 //! The winding number w(q) = (1/4π) Σ Ω_i(q) sums the signed solid angles of the triangles seen from
 //! q: 1 inside a closed outward-oriented mesh, 0 outside, and a smooth, still useful value for open
-//! meshes and soups (a hole just blurs w near the hole). We label q inside when w(q) > 1/2.
+//! meshes and soups (a hole just blurs w near the hole). We label q inside when w(q) > 1/2, on
+//! the mesh as [`super::orient`] has oriented it (w is −1 inside an inverted mesh otherwise); the
+//! CUDA labeller is given the same oriented mesh, so both follow one rule.
 //!
 //! ## Design
 //! Every node of the [`Bvh`] stores a far-field expansion of its triangles about their
@@ -190,16 +192,19 @@ impl WindingNumber {
 
     /// `out[i] = 1.0` when `points[i]` is inside (winding number > 1/2), else `0.0`. Runs on the
     /// rayon pool; every point is computed independently, so the result does not depend on the
-    /// thread count.
+    /// thread count. Points are visited in Morton (Z-curve) order, so neighbouring queries walk
+    /// the same nodes while they are in cache; the labels come back in the input order.
     ///
     /// Panics if `out` and `points` have different lengths (a caller bug, not bad input).
     pub fn label_points(&self, points: &[[f32; 3]], out: &mut [f32]) {
         assert_eq!(points.len(), out.len(), "label_points: one output per point");
         const CHUNK: usize = 2048;
-        points.par_chunks(CHUNK).zip(out.par_chunks_mut(CHUNK)).for_each(|(ps, os)| {
+        let order = morton_order(points);
+        let mut sorted = vec![0.0f32; points.len()];
+        order.par_chunks(CHUNK).zip(sorted.par_chunks_mut(CHUNK)).for_each(|(ids, os)| {
             let mut stack = Vec::with_capacity(64);
-            for (p, o) in ps.iter().zip(os.iter_mut()) {
-                let q = Vec3::from_array(*p);
+            for (&i, o) in ids.iter().zip(os.iter_mut()) {
+                let q = Vec3::from_array(points[i as usize]);
                 // A coarse pass decides almost every point (w is near 0 or 1 away from holes);
                 // the rest are evaluated again at the accuracy the tree was built for.
                 let mut w = self.winding_with(q, &mut stack, LABEL_BETA * LABEL_BETA);
@@ -209,12 +214,48 @@ impl WindingNumber {
                 *o = if w > 0.5 { 1.0 } else { 0.0 };
             }
         });
+        for (&i, &l) in order.iter().zip(&sorted) {
+            out[i as usize] = l;
+        }
     }
 
     /// Ray-parity inside test on the same tree (see [`inside_by_ray_parity`]).
     pub fn inside_by_ray_parity(&self, q: Vec3) -> bool {
         inside_by_ray_parity(&self.bvh, q)
     }
+}
+
+/// Indices of `points` sorted along a Z-order curve over their bounding box (10 bits per axis),
+/// ties in input order. Non-finite coordinates sort as the box's lower corner.
+fn morton_order(points: &[[f32; 3]]) -> Vec<u32> {
+    let (mut lo, mut hi) = (Vec3::splat(f32::INFINITY), Vec3::splat(f32::NEG_INFINITY));
+    for p in points {
+        let p = Vec3::from_array(*p);
+        if p.is_finite() {
+            lo = lo.min(p);
+            hi = hi.max(p);
+        }
+    }
+    let scale = 1023.0 / (hi - lo).max(Vec3::splat(f32::MIN_POSITIVE));
+    // spreads the low 10 bits of x to every third bit
+    let spread = |x: u32| {
+        let mut x = x & 0x3ff;
+        x = (x | (x << 16)) & 0x030000ff;
+        x = (x | (x << 8)) & 0x0300f00f;
+        x = (x | (x << 4)) & 0x030c30c3;
+        (x | (x << 2)) & 0x09249249
+    };
+    let mut keyed: Vec<(u32, u32)> = points
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let c = ((Vec3::from_array(*p) - lo) * scale).clamp(Vec3::ZERO, Vec3::splat(1023.0));
+            let c = if c.is_finite() { c } else { Vec3::ZERO };
+            ((spread(c.x as u32) << 2) | (spread(c.y as u32) << 1) | spread(c.z as u32), i as u32)
+        })
+        .collect();
+    keyed.par_sort_unstable();
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Inside test by ray parity: casts a ray from `q` along [`PARITY_RAY_DIR`] and counts crossings;

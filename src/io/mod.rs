@@ -89,6 +89,31 @@ pub fn read_mesh(path: &Path) -> Result<TriMesh> {
     Ok(mesh)
 }
 
+/// The mesh `fit occupancy` and `bench` use when no `--mesh` is given (relative to the working
+/// directory: the bundled copy is used when it is not there).
+pub const DEFAULT_MESH: &str = "datasets/bunny.ply";
+
+/// `datasets/bunny.ply`, built into the binary so the default run works from any directory and
+/// after `cargo install` (70 kB).
+pub const BUNDLED_BUNNY: &[u8] = include_bytes!("../../datasets/bunny.ply");
+
+/// Whether [`read_mesh_or_bundled`] reads the built-in bunny for `path`.
+pub fn uses_bundled(path: &Path) -> bool {
+    path == Path::new(DEFAULT_MESH) && !path.exists()
+}
+
+/// [`read_mesh`], except that the default path [`DEFAULT_MESH`], when no such file exists here,
+/// reads the bunny built into the binary ([`BUNDLED_BUNNY`]).
+pub fn read_mesh_or_bundled(path: &Path) -> Result<TriMesh> {
+    if uses_bundled(path) {
+        let mesh =
+            ply::parse(BUNDLED_BUNNY).map_err(|msg| Error::format(path, format!("bundled copy: {msg}")))?;
+        mesh.validate().map_err(|msg| Error::format(path, format!("bundled copy: {msg}")))?;
+        return Ok(mesh);
+    }
+    read_mesh(path)
+}
+
 /// Writes `mesh` to `path` in `format`, atomically.
 ///
 /// The mesh must have finite coordinates, indices in range and (if present) one normal per

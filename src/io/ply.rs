@@ -2,7 +2,11 @@
 //!
 //! Reading accepts ASCII and binary (both byte orders), vertex `x y z` of any scalar type, faces
 //! as a `vertex_indices` or `vertex_index` list of any integer type, and ignores every other
-//! element and property (normals, colours, ...). Polygons are fan-triangulated.
+//! element and property (normals, colours, ...). Polygons are fan-triangulated. Triangle strips
+//! (`element tristrips` with a `vertex_indices` list, as many scanned models store their surface)
+//! are read with the usual conventions: −1 restarts the strip, every second triangle of a strip
+//! has its winding reversed so all face the same way, and triangles repeating a vertex (the
+//! strip's joins) are dropped.
 
 use std::io::Write;
 use std::path::Path;
@@ -84,6 +88,19 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
                     super::push_fan(&polygon, &mut triangles);
                 }
             }
+            "tristrips" => {
+                let strips = Parser::<PlyFace>::new()
+                    .read_payload_for_element(&mut reader, def, &header)
+                    .map_err(|e| describe("bad tristrips data", e))?;
+                let Some(n) = vertex_count else {
+                    return Err("the tristrips element comes before the vertex element".into());
+                };
+                for (s, strip) in strips.iter().enumerate() {
+                    push_strip(&strip.indices, n, &mut triangles).map_err(|i| {
+                        format!("strip {s} refers to vertex {i} but the file has {n} vertices")
+                    })?;
+                }
+            }
             _ => {
                 Parser::<Ignored>::new()
                     .read_payload_for_element(&mut reader, def, &header)
@@ -119,20 +136,49 @@ fn check_header(header: &Header) -> std::result::Result<(), String> {
             None => return Err(format!("the vertex element has no '{axis}' property")),
         }
     }
-    if let Some(face) = header.elements.get("face") {
-        let list = face
+    for (name, what) in [("face", "face"), ("tristrips", "tristrips")] {
+        let Some(element) = header.elements.get(name) else { continue };
+        let list = element
             .properties
             .get("vertex_indices")
-            .or_else(|| face.properties.get("vertex_index"))
-            .ok_or("the face element has no 'vertex_indices' (or 'vertex_index') property")?;
+            .or_else(|| element.properties.get("vertex_index"))
+            .ok_or(format!("the {what} element has no 'vertex_indices' (or 'vertex_index') property"))?;
         match &list.data_type {
             PropertyType::List(_, ScalarType::Float | ScalarType::Double) => {
-                return Err("face vertex indices are floating-point, not integers".into())
+                return Err(format!("{what} vertex indices are floating-point, not integers"))
             }
             PropertyType::List(..) => {}
-            PropertyType::Scalar(_) => return Err("face vertex indices are a number, not a list".into()),
+            PropertyType::Scalar(_) => return Err(format!("{what} vertex indices are a number, not a list")),
         }
     }
+    Ok(())
+}
+
+/// Appends the triangles of a strip (`-1` restarts it) to `out`: triangle k of a run is
+/// (v_k, v_k+1, v_k+2) for even k and (v_k+1, v_k, v_k+2) for odd k, so all face the same way;
+/// triangles repeating a vertex are dropped (they keep the parity). `Err(i)`: index `i` is
+/// neither −1 nor a vertex below `n`.
+fn push_strip(indices: &[i64], n: usize, out: &mut Vec<[u32; 3]>) -> std::result::Result<(), i64> {
+    let mut run: Vec<u32> = Vec::new();
+    let flush = |run: &mut Vec<u32>, out: &mut Vec<[u32; 3]>| {
+        for (k, w) in run.windows(3).enumerate() {
+            let t = if k % 2 == 0 { [w[0], w[1], w[2]] } else { [w[1], w[0], w[2]] };
+            if t[0] != t[1] && t[1] != t[2] && t[0] != t[2] {
+                out.push(t);
+            }
+        }
+        run.clear();
+    };
+    for &i in indices {
+        if i == -1 {
+            flush(&mut run, out);
+        } else if i < 0 || i as u64 >= n as u64 {
+            return Err(i);
+        } else {
+            run.push(i as u32);
+        }
+    }
+    flush(&mut run, out);
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use crate::geometry::prepared::PreparedMesh;
 use crate::model::{Mlp, ModelConfig};
 use crate::sample::{uniform_in_box, CounterRng};
 use crate::train::Loss;
+use glam::Vec3;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -22,6 +23,12 @@ pub struct BenchConfig {
     pub threads: usize,
     pub mesh: PathBuf,
     pub label_points: usize,
+    /// Label these points (.npy, N × 3, mesh coordinates) instead of `label_points` uniform ones.
+    pub points: Option<PathBuf>,
+    /// Write the host labels here (.npy, N float32).
+    pub labels_out: Option<PathBuf>,
+    /// Skip the network stages.
+    pub labels_only: bool,
     pub device: crate::config::DeviceConfig,
 }
 
@@ -31,6 +38,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
+    if cfg.labels_only {
+        return labelling(cfg, None);
+    }
     let rng = CounterRng::new(0, 0);
     let enc_cfg = EncodingConfig::Gaussian { sigma: 10.0, features: cfg.features, normalize: false };
     enc_cfg.validate()?;
@@ -121,32 +131,84 @@ pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
     backend.synchronize()?;
     println!("{:<34} {:>14.0}", "inference (predict)", m as f64 / t.elapsed().as_secs_f64());
 
-    // labelling
-    match PreparedMesh::load(&cfg.mesh) {
-        Ok(mesh) => {
-            let np = cfg.label_points;
-            let mut p = vec![[0.0f32; 3]; np];
-            uniform_in_box(&mesh.bbox, &rng, 0, &mut p);
-            let mut labels = vec![0.0; np];
-            let t = Instant::now();
-            mesh.label(&p, &mut labels);
-            let dt = t.elapsed().as_secs_f64();
-            let inside = labels.iter().filter(|&&l| l > 0.5).count();
-            println!(
-                "{:<34} {:>14.0}   ({np} uniform points in {:.2} s, {:.1} % inside, {} triangles)",
-                "labels (winding numbers)",
-                np as f64 / dt,
-                dt,
-                100.0 * inside as f64 / np as f64,
-                mesh.mesh_in_unit.triangles.len()
-            );
-            if let Some(jobs) = backend.device_jobs() {
-                device_labels_and_steps(jobs, &mesh, &p, &labels, n, steps)?;
-            }
+    labelling(cfg, Some((backend.as_mut(), n, steps)))
+}
+
+/// The labelling benchmark: prepare the mesh (read, orient, winding tree), label points on the
+/// host, and on a device backend the GPU labeller and the device occupancy step too. Without
+/// `--points`/`--labels-out`/`--labels-only` a mesh that cannot be read skips this section.
+fn labelling(
+    cfg: &BenchConfig,
+    device: Option<(&mut dyn crate::backend::Backend, usize, usize)>,
+) -> crate::Result<()> {
+    let explicit = cfg.points.is_some() || cfg.labels_out.is_some() || cfg.labels_only;
+    let t = Instant::now();
+    let mesh = match PreparedMesh::load(&cfg.mesh) {
+        Ok(mesh) => mesh,
+        Err(e) if !explicit => {
+            println!("labels: skipped ({e})");
+            return Ok(());
         }
-        Err(e) => println!("labels: skipped ({e})"),
+        Err(e) => return Err(e),
+    };
+    let prepare_s = t.elapsed().as_secs_f64();
+    println!(
+        "{:<34} {:>14.2}   s ({} triangles; {})",
+        "prepare mesh (read, orient, tree)",
+        prepare_s,
+        mesh.mesh_in_unit.triangles.len(),
+        mesh.orientation.describe()
+    );
+    let p: Vec<[f32; 3]> = match &cfg.points {
+        Some(path) => read_points(path)?
+            .iter()
+            .map(|&q| mesh.unit_from_mesh.apply(Vec3::from_array(q)).to_array())
+            .collect(),
+        None => {
+            let mut p = vec![[0.0f32; 3]; cfg.label_points];
+            uniform_in_box(&mesh.bbox, &CounterRng::new(0, 0), 0, &mut p);
+            p
+        }
+    };
+    let np = p.len();
+    let mut labels = vec![0.0; np];
+    let t = Instant::now();
+    mesh.label(&p, &mut labels);
+    let dt = t.elapsed().as_secs_f64();
+    let inside = labels.iter().filter(|&&l| l > 0.5).count();
+    let what = if cfg.points.is_some() { "given" } else { "uniform" };
+    println!(
+        "{:<34} {:>14.0}   ({np} {what} points in {:.2} s, {:.1} % inside, {} triangles)",
+        "labels (winding numbers)",
+        np as f64 / dt.max(1e-12),
+        dt,
+        100.0 * inside as f64 / np.max(1) as f64,
+        mesh.mesh_in_unit.triangles.len()
+    );
+    if let Some(out) = &cfg.labels_out {
+        crate::io::npy::write_npy_f32(out, &labels, &[np])?;
+    }
+    if let Some((backend, batch, steps)) = device {
+        if let Some(jobs) = backend.device_jobs() {
+            device_labels_and_steps(jobs, &mesh, &p, &labels, batch, steps)?;
+        }
     }
     Ok(())
+}
+
+/// Points from a .npy file of shape N × 3 (any real type), checked: at least one, all finite.
+fn read_points(path: &std::path::Path) -> crate::Result<Vec<[f32; 3]>> {
+    let (values, shape) = crate::io::npy::read_npy_f32(path)?;
+    if shape.len() != 2 || shape[1] != 3 || shape[0] == 0 {
+        return Err(crate::Error::format(
+            path,
+            format!("points must be an N × 3 array with N ≥ 1, not {shape:?}"),
+        ));
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(crate::Error::format(path, format!("point {} has a non-finite coordinate", i / 3)));
+    }
+    Ok(values.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect())
 }
 
 /// The GPU labeller on the same points as the host one, and the device-resident occupancy step

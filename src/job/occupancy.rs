@@ -39,6 +39,10 @@ pub struct Metrics {
     pub accuracy_surface: f64,
     /// Fraction of the uniform test points that are inside the shape.
     pub inside_fraction_uniform: f64,
+    /// Fraction of the points of the first training batch (uniform + near-surface, drawn as
+    /// every batch is) that are inside the shape.
+    #[serde(default)]
+    pub inside_fraction_train: f64,
     /// Mean training loss over the last 1 % of steps.
     pub final_loss: f64,
     pub steps: u64,
@@ -135,18 +139,58 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let dir = cfg.common.output.clone();
     // Load the mesh first, so bad input leaves no run folder behind.
     let mesh = PreparedMesh::load(&cfg.mesh)?;
-    log(opts, &format!("run folder: {}", dir.display()));
     log(
         opts,
         &format!(
-            "mesh {}: {} vertices, {} triangles; box {:?}–{:?} in the unit cube",
+            "mesh {}{}: {} vertices, {} triangles; box {:?}–{:?} in the unit cube",
             cfg.mesh.display(),
+            if crate::io::uses_bundled(&cfg.mesh) { " (the copy built into ffvol)" } else { "" },
             mesh.mesh_in_unit.positions.len(),
             mesh.mesh_in_unit.triangles.len(),
             mesh.bbox.min,
             mesh.bbox.max
         ),
     );
+    log(opts, &format!("orientation: {}", mesh.orientation.describe()));
+    // The labels training will see, checked before anything is trained or written.
+    let tests = test_sets(cfg, &mesh);
+    let inside_uniform = inside_fraction(&tests[0].1);
+    let (mut points, mut labels) = (Vec::new(), Vec::new());
+    training_batch(cfg, &mesh, 0, &mut points, &mut labels);
+    let inside_train = inside_fraction(&labels);
+    if inside_uniform == 0.0 && inside_train == 0.0 {
+        return Err(Error::format(
+            &cfg.mesh,
+            format!(
+                "the mesh encloses no volume: none of {} uniform points and {} training points is inside it \
+                 (winding number > 1/2 after orienting its faces: {}); an open or flat surface has no inside to learn",
+                tests[0].1.len(),
+                labels.len(),
+                mesh.orientation.describe()
+            ),
+        ));
+    }
+    log(
+        opts,
+        &format!(
+            "inside fraction: {:.4} of the {} uniform test points, {:.4} of the first training batch ({} points)",
+            inside_uniform,
+            tests[0].1.len(),
+            inside_train,
+            labels.len()
+        ),
+    );
+    if inside_uniform < 1e-3 {
+        log(
+            opts,
+            &format!(
+                "warning: only {:.5} of the uniform test points are inside {}: a very thin shape",
+                inside_uniform,
+                cfg.mesh.display()
+            ),
+        );
+    }
+    log(opts, &format!("run folder: {}", dir.display()));
     let meta = OccupancyMeta { unit_from_mesh: mesh.unit_from_mesh, bbox: mesh.bbox };
 
     let mut run = Run::start(&dir, &cfg.to_toml()?, &cfg.common, 3, meta_to_extra(&meta)?, opts)?;
@@ -178,16 +222,8 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     let backend = &mut run.backend;
 
     let t_eval = Instant::now();
-    let mut metrics = evaluate(cfg, &mesh, backend.as_mut())?;
-    if metrics.inside_fraction_uniform < 1e-4 {
-        log(
-            opts,
-            &format!(
-                "warning: no uniform test point is inside {} — is it a closed surface with outward-facing triangles?",
-                cfg.mesh.display()
-            ),
-        );
-    }
+    let mut metrics = evaluate_sets(&tests, backend.as_mut())?;
+    metrics.inside_fraction_train = inside_train;
     metrics.eval_seconds = t_eval.elapsed().as_secs_f64();
     let t_export = Instant::now();
     let spec = ExportSpec {
@@ -278,19 +314,37 @@ impl Objective for OccupancyBatches<'_> {
     }
 }
 
+/// Fraction of `labels` that are inside (> 1/2).
+fn inside_fraction(labels: &[f32]) -> f64 {
+    labels.iter().filter(|&&l| l > 0.5).count() as f64 / labels.len().max(1) as f64
+}
+
 /// IoU and accuracy on the uniform and near-surface test sets.
 pub fn evaluate(cfg: &OccupancyConfig, mesh: &PreparedMesh, backend: &mut dyn Backend) -> Result<Metrics> {
-    let [(pu, lu), (ps, ls)] = test_sets(cfg, mesh);
+    evaluate_sets(&test_sets(cfg, mesh), backend)
+}
+
+/// IoU and accuracy on labelled test sets ([`test_sets`]). An IoU whose union is empty (no point
+/// inside the truth or the prediction) is an error: there is nothing to measure.
+pub fn evaluate_sets(sets: &[(Vec<[f32; 3]>, Vec<f32>); 2], backend: &mut dyn Backend) -> Result<Metrics> {
+    let [(pu, lu), (ps, ls)] = sets;
+    let iou = |z: &[f32], l: &[f32], which: &str| {
+        iou_from_logits(z, l).ok_or_else(|| {
+            Error::Input(format!(
+                "the IoU on the {which} test points cannot be computed: no point is inside the mesh or the fitted field"
+            ))
+        })
+    };
     let mut zu = vec![0.0; pu.len()];
     backend.predict(pu.as_flattened(), &mut zu)?;
     let mut zs = vec![0.0; ps.len()];
     backend.predict(ps.as_flattened(), &mut zs)?;
     Ok(Metrics {
-        iou_uniform: iou_from_logits(&zu, &lu),
-        iou_surface: iou_from_logits(&zs, &ls),
-        accuracy_uniform: accuracy_from_logits(&zu, &lu),
-        accuracy_surface: accuracy_from_logits(&zs, &ls),
-        inside_fraction_uniform: lu.iter().filter(|&&l| l > 0.5).count() as f64 / lu.len().max(1) as f64,
+        iou_uniform: iou(&zu, lu, "uniform")?,
+        iou_surface: iou(&zs, ls, "near-surface")?,
+        accuracy_uniform: accuracy_from_logits(&zu, lu),
+        accuracy_surface: accuracy_from_logits(&zs, ls),
+        inside_fraction_uniform: inside_fraction(lu),
         ..Default::default()
     })
 }

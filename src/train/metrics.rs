@@ -13,19 +13,16 @@ pub fn ordered_sum(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
     partial.iter().sum()
 }
 
-/// Intersection over union of `logit > 0` against `label > 0.5`; 1 when both are empty.
-pub fn iou_from_logits(logits: &[f32], labels: &[f32]) -> f64 {
+/// Intersection over union of `logit > 0` against `label > 0.5`; `None` when the union is empty
+/// (no point inside either set: nothing to measure, never a perfect score).
+pub fn iou_from_logits(logits: &[f32], labels: &[f32]) -> Option<f64> {
     let (mut inter, mut union) = (0u64, 0u64);
     for (&z, &y) in logits.iter().zip(labels) {
         let (p, g) = (z > 0.0, y > 0.5);
         inter += (p && g) as u64;
         union += (p || g) as u64;
     }
-    if union == 0 {
-        1.0
-    } else {
-        inter as f64 / union as f64
-    }
+    (union > 0).then(|| inter as f64 / union as f64)
 }
 
 /// Fraction of points where `logit > 0` agrees with `label > 0.5`.
@@ -53,7 +50,9 @@ mod tests {
     fn iou_counts() {
         let logits = [1.0, 1.0, -1.0, -1.0, 2.0];
         let labels = [1.0, 0.0, 1.0, 0.0, 1.0];
-        assert!((iou_from_logits(&logits, &labels) - 2.0 / 4.0).abs() < 1e-12);
+        assert_eq!(iou_from_logits(&logits, &labels), Some(2.0 / 4.0));
+        assert_eq!(iou_from_logits(&[-1.0, -2.0], &[0.0, 0.0]), None, "empty union");
+        assert_eq!(iou_from_logits(&[1.0, -2.0], &[0.0, 0.0]), Some(0.0));
         assert!((accuracy_from_logits(&logits, &labels) - 3.0 / 5.0).abs() < 1e-12);
     }
 }
