@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent checks of ffvol's DICOM reader (pydicom, nibabel, dicom2nifti), and test series.
 
-    check_dicom.py compare OUT.nii[.gz] SOURCE...      # SOURCE: DICOM files and/or folders
+    check_dicom.py compare OUT.nii[.gz] SOURCE [OUT SOURCE ...]   # SOURCE: a DICOM file or folder
     check_dicom.py make DIR KIND...                    # writes test series DIR/KIND with pydicom
     check_dicom.py testdata                            # prints pydicom's bundled test-file folder
 
@@ -327,8 +327,10 @@ def make(kind, out):
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "testdata":
         print(testdata())
-    elif len(sys.argv) >= 4 and sys.argv[1] == "compare":
-        compare(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) >= 4 and len(sys.argv) % 2 == 0 and sys.argv[1] == "compare":
+        for out, src in zip(sys.argv[2::2], sys.argv[3::2]):
+            print(f"{out}:")
+            compare(out, [src])
     elif len(sys.argv) >= 4 and sys.argv[1] == "make":
         for kind in sys.argv[3:]:
             make(kind, os.path.join(sys.argv[2], kind))
