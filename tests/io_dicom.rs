@@ -156,19 +156,29 @@ fn bad_series_are_errors_that_say_what_is_wrong() {
     let dir = scratch("bad");
     make(&dir, &["missing", "unequal", "duplicate", "mixed", "sizes", "lying", "notdicom"]);
     let e = err(read_dicom_dir(&&dir.join("missing")));
-    assert!(e.contains("1 slice(s) missing between IM0002") && e.contains("5.0000 mm apart, the other slices 2.5000 mm"), "{e}");
+    assert!(
+        e.contains("1 slice(s) missing between IM0002")
+            && e.contains("5.0000 mm apart, the other slices 2.5000 mm"),
+        "{e}"
+    );
     let e = err(read_dicom_dir(&&dir.join("unequal")));
     assert!(e.contains("unequal slice spacing between") && e.contains("IM0004"), "{e}");
     let e = err(read_dicom_dir(&&dir.join("duplicate")));
     assert!(e.contains("are at one position") && e.contains("several volumes in one series"), "{e}");
     let e = err(read_dicom_dir(&&dir.join("mixed")));
-    assert!(e.contains("the files hold 2 series") && e.contains("5 file(s)") && e.contains("2 file(s)"), "{e}");
+    assert!(
+        e.contains("the files hold 2 series") && e.contains("5 file(s)") && e.contains("2 file(s)"),
+        "{e}"
+    );
     let e = err(read_dicom_dir(&&dir.join("sizes")));
     assert!(e.contains("IM0004 is 10 × 10 pixels but IM0000 is 10 × 12"), "{e}");
     let e = err(read_dicom_dir(&&dir.join("lying")));
     assert!(e.contains("IM0000") && e.contains("truncated?"), "{e}");
     let e = err(read_dicom_dir(&&dir.join("notdicom")));
-    assert!(e.contains("1 of the folder's 8 files is not") && e.contains("notes.txt (not a DICOM file"), "{e}");
+    assert!(
+        e.contains("1 of the folder's 8 files is not") && e.contains("notes.txt (not a DICOM file"),
+        "{e}"
+    );
     // Real series from pydicom's data: several series and orientations in one folder, a gap.
     let e = err(read_dicom_dir(&td.join("dicomdirtests/98892003/MR2")));
     assert!(e.contains("the files hold 3 series") && e.contains("\"FAST LOCALIZER\": 1 file(s)"), "{e}");

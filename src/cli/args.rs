@@ -146,7 +146,8 @@ pub enum SimulateWhat {
 
 #[derive(Args)]
 pub struct SimulateCtArgs {
-    /// `shepp2d` (perturbed modified Shepp–Logan), `shepp2d-plain`, `shepp3d`, or a .nii.gz on the grid.
+    /// `shepp2d` (perturbed modified Shepp–Logan), `shepp2d-plain`, `shepp3d`, or a volume on the
+    /// grid: .nii(.gz), .npy, .mat (e.g. TIGRE's head phantom), a DICOM folder, file or .txt list.
     #[arg(long)]
     pub phantom: String,
     /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.

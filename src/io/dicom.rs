@@ -292,7 +292,12 @@ fn numbers(obj: &InMemDicomObject, tag: Tag, name: &str) -> std::result::Result<
 }
 
 /// Exactly `n` numbers, or none.
-fn numbers_n(obj: &InMemDicomObject, tag: Tag, name: &str, n: usize) -> std::result::Result<Option<Vec<f64>>, String> {
+fn numbers_n(
+    obj: &InMemDicomObject,
+    tag: Tag,
+    name: &str,
+    n: usize,
+) -> std::result::Result<Option<Vec<f64>>, String> {
     match numbers(obj, tag, name)? {
         Some(v) if v.len() != n => Err(format!("{name} has {} values, not {n}", v.len())),
         v => Ok(v),
@@ -375,7 +380,8 @@ fn read_header(path: &Path) -> Result<Option<Header>> {
             "a colour image ({samples} samples per pixel, {pi}): a volume needs grey levels"
         )));
     }
-    let bits_allocated = num(tags::BITS_ALLOCATED, "BitsAllocated")?.ok_or_else(|| fail("no BitsAllocated".into()))?;
+    let bits_allocated =
+        num(tags::BITS_ALLOCATED, "BitsAllocated")?.ok_or_else(|| fail("no BitsAllocated".into()))?;
     if ![8, 16, 32].contains(&bits_allocated) {
         return Err(fail(format!("BitsAllocated is {bits_allocated} (ffvol reads 8, 16 or 32)")));
     }
@@ -465,21 +471,36 @@ fn read_frames(ds: &InMemDicomObject, n_frames: usize, fail: &dyn Fn(String) -> 
     let mut frames = Vec::with_capacity(n_frames);
     for k in 0..n_frames {
         let item = per_frame.map(|items| &items[k]);
-        let at = |what: &str| if n_frames > 1 { format!("frame {}: {what}", k + 1) } else { what.to_string() };
-        let grp = |seq, attr, name: &str, n| group_numbers(item, shared, seq, attr, name, n).map_err(|m| fail(at(&m)));
-        let position = match grp(tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient", 3)? {
+        let at =
+            |what: &str| if n_frames > 1 { format!("frame {}: {what}", k + 1) } else { what.to_string() };
+        let grp = |seq, attr, name: &str, n| {
+            group_numbers(item, shared, seq, attr, name, n).map_err(|m| fail(at(&m)))
+        };
+        let position = match grp(
+            tags::PLANE_POSITION_SEQUENCE,
+            tags::IMAGE_POSITION_PATIENT,
+            "ImagePositionPatient",
+            3,
+        )? {
             Some(v) => v,
             None => top(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient", 3)?
                 .ok_or_else(|| fail(at("no ImagePositionPatient: the slice cannot be placed")))?,
         };
-        let orientation = match grp(tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient", 6)? {
+        let orientation = match grp(
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            "ImageOrientationPatient",
+            6,
+        )? {
             Some(v) => v,
             None => top(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient", 6)?
                 .ok_or_else(|| fail(at("no ImageOrientationPatient: the slice cannot be placed")))?,
         };
         let spacing = match grp(tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING, "PixelSpacing", 2)? {
             Some(v) => v,
-            None => top(tags::PIXEL_SPACING, "PixelSpacing", 2)?.ok_or_else(|| fail(at("no PixelSpacing")))?,
+            None => {
+                top(tags::PIXEL_SPACING, "PixelSpacing", 2)?.ok_or_else(|| fail(at("no PixelSpacing")))?
+            }
         };
         if spacing.iter().any(|s| *s <= 0.0) {
             return Err(fail(at(&format!("PixelSpacing is {spacing:?}"))));
@@ -488,12 +509,14 @@ fn read_frames(ds: &InMemDicomObject, n_frames: usize, fail: &dyn Fn(String) -> 
             .map(|v| v[0])
             .or(top_slope)
             .unwrap_or(1.0);
-        let intercept = grp(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_INTERCEPT, "RescaleIntercept", 1)?
-            .map(|v| v[0])
-            .or(top_intercept)
-            .unwrap_or(0.0);
+        let intercept =
+            grp(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_INTERCEPT, "RescaleIntercept", 1)?
+                .map(|v| v[0])
+                .or(top_intercept)
+                .unwrap_or(0.0);
         let mut position = [position[0], position[1], position[2]];
-        let orientation = [orientation[0], orientation[1], orientation[2], orientation[3], orientation[4], orientation[5]];
+        let orientation =
+            [orientation[0], orientation[1], orientation[2], orientation[3], orientation[4], orientation[5]];
         if let (Some(offsets), None) = (&grid_offsets, per_frame) {
             // RT Dose (PS3.3 C.8.8.3.2): offsets along the normal from the first frame, which sits at
             // ImagePositionPatient (relative offsets start at 0; absolute ones at its position).
@@ -521,7 +544,10 @@ fn read_frames(ds: &InMemDicomObject, n_frames: usize, fail: &dyn Fn(String) -> 
 fn normal(o: &[f64; 6]) -> std::result::Result<[f64; 3], String> {
     let (r, c) = ([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
     let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
-    if (dot(r, r).sqrt() - 1.0).abs() > 1e-3 || (dot(c, c).sqrt() - 1.0).abs() > 1e-3 || dot(r, c).abs() > 1e-3 {
+    if (dot(r, r).sqrt() - 1.0).abs() > 1e-3
+        || (dot(c, c).sqrt() - 1.0).abs() > 1e-3
+        || dot(r, c).abs() > 1e-3
+    {
         return Err(format!("ImageOrientationPatient {o:?} is not two orthogonal unit vectors"));
     }
     let n = [r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0]];
@@ -628,7 +654,8 @@ fn sort_and_place(frames: &mut [Frame], headers: &[Header], source: &Path) -> Re
     let n = normal(&o).map_err(|m| Error::format(&headers[frames[0].file].path, m))?;
     let along = |f: &Frame| f.position[0] * n[0] + f.position[1] * n[1] + f.position[2] * n[2];
     frames.sort_by(|a, b| along(a).total_cmp(&along(b)));
-    let name = |f: &Frame| format!("{}{}", file_name(&headers[f.file].path), frame_label(&headers[f.file], f));
+    let name =
+        |f: &Frame| format!("{}{}", file_name(&headers[f.file].path), frame_label(&headers[f.file], f));
     let count = frames.len();
     let step = if count == 1 {
         let t = frames[0].thickness.unwrap_or(1.0);
@@ -728,7 +755,9 @@ fn decode_file(h: &Header, wanted: &[(u32, usize, f64, f64)]) -> Result<Vec<(usi
         let why = if other { "float pixel data is not supported" } else { "no Pixel Data" };
         return Err(Error::format(path, why));
     }
-    let decoded = obj.decode_pixel_data().map_err(|e| Error::format(path, format!("cannot decode the pixel data: {e}")))?;
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| Error::format(path, format!("cannot decode the pixel data: {e}")))?;
     let bytes = h.bits_allocated as usize / 8;
     let frame_bytes = h.rows * h.cols * bytes;
     let data = decoded.data();
@@ -765,7 +794,10 @@ fn decode_file(h: &Header, wanted: &[(u32, usize, f64, f64)]) -> Result<Vec<(usi
         let values: Vec<f32> = match bytes {
             1 => src.iter().map(|&b| conv(b as u64)).collect(),
             2 => src.chunks_exact(2).map(|c| conv(u16::from_ne_bytes([c[0], c[1]]) as u64)).collect(),
-            _ => src.chunks_exact(4).map(|c| conv(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as u64)).collect(),
+            _ => src
+                .chunks_exact(4)
+                .map(|c| conv(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as u64))
+                .collect(),
         };
         out.push((slot, values));
     }

@@ -83,7 +83,13 @@ pub fn read_mat(path: &Path) -> Result<Volume> {
         vars.iter()
             .map(|(v, _)| {
                 let dims: Vec<String> = v.dims.iter().map(|d| d.to_string()).collect();
-                format!("{} ({}{} {})", v.name, if v.complex { "complex " } else { "" }, v.class, dims.join("×"))
+                format!(
+                    "{} ({}{} {})",
+                    v.name,
+                    if v.complex { "complex " } else { "" },
+                    v.class,
+                    dims.join("×")
+                )
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -93,18 +99,25 @@ pub fn read_mat(path: &Path) -> Result<Volume> {
         [] => {
             return Err(Error::format(
                 path,
-                format!("no real numeric 3-D array among the variables: {}", if vars.is_empty() { "none".into() } else { listing() }),
+                format!(
+                    "no real numeric 3-D array among the variables: {}",
+                    if vars.is_empty() { "none".into() } else { listing() }
+                ),
             ))
         }
         _ => {
             return Err(Error::format(
                 path,
-                format!("several 3-D arrays ({}): ffvol reads a file with one; save the one you want alone", listing()),
+                format!(
+                    "several 3-D arrays ({}): ffvol reads a file with one; save the one you want alone",
+                    listing()
+                ),
             ))
         }
     };
     let (var, at) = &vars[i];
-    let data = file.read_array(*at).map_err(|m| Error::format(path, format!("variable {}: {m}", var.name)))?;
+    let data =
+        file.read_array(*at).map_err(|m| Error::format(path, format!("variable {}: {m}", var.name)))?;
     let d = &var.dims;
     let dims = [d[0] as usize, d[1] as usize, d[2] as usize];
     Ok(Volume { data, dims, world_from_voxel: identity_affine() })
@@ -208,10 +221,14 @@ impl<'a> MatFile<'a> {
         }
         let text = String::from_utf8_lossy(&bytes[..116]);
         if text.starts_with("MATLAB 7.3") || bytes.get(512..).is_some_and(|b| b.starts_with(b"\x89HDF")) {
-            return Err("a MATLAB v7.3 (HDF5) file: save it with `save(..., '-v7')` or scipy.io.savemat".into());
+            return Err(
+                "a MATLAB v7.3 (HDF5) file: save it with `save(..., '-v7')` or scipy.io.savemat".into()
+            );
         }
         if !text.starts_with("MATLAB 5.0 MAT-file") {
-            return Err("not a MATLAB v5 file (the header does not start with \"MATLAB 5.0 MAT-file\")".into());
+            return Err(
+                "not a MATLAB v5 file (the header does not start with \"MATLAB 5.0 MAT-file\")".into()
+            );
         }
         let big_endian = match &bytes[126..128] {
             b"IM" => false,
@@ -253,7 +270,10 @@ impl<'a> MatFile<'a> {
 
     /// The element stream of the variable at `(type, start, len)` (inflated when compressed), and
     /// the matrix's byte count.
-    fn matrix(&self, (ty, start, len): (u32, usize, usize)) -> std::result::Result<Option<(Elements<Box<dyn Read + 'a>>, u32)>, String> {
+    fn matrix(
+        &self,
+        (ty, start, len): (u32, usize, usize),
+    ) -> std::result::Result<Option<(Elements<Box<dyn Read + 'a>>, u32)>, String> {
         let raw = &self.bytes[start..start + len];
         let r: Box<dyn Read + 'a> = match ty {
             MI_COMPRESSED => Box::new(flate2::read::ZlibDecoder::new(raw)),
@@ -290,7 +310,9 @@ impl<'a> MatFile<'a> {
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .filter(|&c| c <= MAX_ELEMENTS)
-            .ok_or_else(|| format!("{:?} is more than the {MAX_ELEMENTS} elements ffvol reads", var.dims))?;
+            .ok_or_else(|| {
+            format!("{:?} is more than the {MAX_ELEMENTS} elements ffvol reads", var.dims)
+        })?;
         let (ty, n, small) = el.tag()?;
         let size = match ty {
             MI_INT8 | MI_UINT8 => 1,
@@ -362,7 +384,8 @@ mod tests {
             v.resize(v.len().div_ceil(8) * 8, 0);
             v
         };
-        let mut m = el(MI_UINT32, &[class as u32, 0].iter().flat_map(|x: &u32| x.to_le_bytes()).collect::<Vec<_>>());
+        let mut m =
+            el(MI_UINT32, &[class as u32, 0].iter().flat_map(|x: &u32| x.to_le_bytes()).collect::<Vec<_>>());
         m.extend(el(MI_INT32, &dims.iter().flat_map(|d| d.to_le_bytes()).collect::<Vec<_>>()));
         m.extend(el(MI_INT8, name.as_bytes()));
         m.extend(el(ty, data));
@@ -382,7 +405,10 @@ mod tests {
         let bytes = mat_file("v", 9, &[2, 3, 4], MI_UINT8, &data);
         let f = MatFile::parse(&bytes).unwrap();
         let vars = f.variables().unwrap();
-        assert_eq!(vars[0].0, MatVariable { name: "v".into(), class: "uint8", dims: vec![2, 3, 4], complex: false });
+        assert_eq!(
+            vars[0].0,
+            MatVariable { name: "v".into(), class: "uint8", dims: vec![2, 3, 4], complex: false }
+        );
         assert_eq!(parse_one(&bytes).unwrap(), (0..24).map(|x| x as f32).collect::<Vec<_>>());
     }
 

@@ -20,6 +20,19 @@ pub struct Volume {
 /// identity affine. A non-finite voxel, a volume with fewer than 2 voxels along an axis, or a
 /// constant volume is an error naming the file.
 pub fn load_volume(path: &Path) -> Result<Volume> {
+    let v = read_volume(path)?;
+    if v.dims.iter().any(|&d| d < 2) {
+        return Err(Error::format(
+            path,
+            format!("a {:?} volume is too small: every axis needs at least 2 voxels", v.dims),
+        ));
+    }
+    Ok(v)
+}
+
+/// [`load_volume`] without the size check: a single slice (`[nx, ny, 1]`) is read too (a 2-D
+/// phantom for `simulate ct`).
+pub fn read_volume(path: &Path) -> Result<Volume> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
     let dicom = |v: Volume| (v.data, v.dims, v.world_from_voxel);
     let (data, dims, world_from_voxel) = if path.is_dir() {
@@ -54,12 +67,6 @@ pub fn load_volume(path: &Path) -> Result<Volume> {
                 i / (nx * ny),
                 data[i]
             ),
-        ));
-    }
-    if dims.iter().any(|&d| d < 2) {
-        return Err(Error::format(
-            path,
-            format!("a {dims:?} volume is too small: every axis needs at least 2 voxels"),
         ));
     }
     Ok(Volume { data, dims, world_from_voxel })
