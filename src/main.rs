@@ -261,7 +261,7 @@ fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
 
 fn recon(a: ReconArgs) -> Result<()> {
     use ffvol::export::volume::write_volume;
-    use ffvol::io::ct::{load_geometry, load_projections, load_truth};
+    use ffvol::io::ct::{load_geometry, load_projections};
     use ffvol::operator::ct_geometry::Beam;
     use ffvol::recon as ct_recon;
     use ffvol::train::image_metrics::{psnr_ct, ssim_ct};
@@ -293,7 +293,7 @@ fn recon(a: ReconArgs) -> Result<()> {
     write_volume(&scan, &volume, &out)?;
     println!("{name}: {} voxels in {seconds:.2} s → {}", volume.len(), out.display());
     if let Some(tp) = &a.truth {
-        let truth = load_truth(&scan, tp)?;
+        let truth = ffvol::sim::ct::load_grid_volume(&scan, tp)?;
         println!(
             "PSNR {:.2} dB   SSIM {:.4}",
             psnr_ct(&volume, &truth),

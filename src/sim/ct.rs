@@ -48,7 +48,7 @@ pub fn simulate(scan: &Scan, opts: &SimulateOptions) -> Result<Simulated> {
     let projector = RayProjector::new(scan, 0.5);
     let (mut projections, truth) = match &opts.phantom {
         PhantomSource::File(path) => {
-            let truth = load_phantom(scan, path)?;
+            let truth = load_grid_volume(scan, path)?;
             let mut p = vec![0.0; scan.n_rays()];
             projector.forward(&truth, &mut p);
             (p, truth)
@@ -84,7 +84,7 @@ pub fn simulate(scan: &Scan, opts: &SimulateOptions) -> Result<Simulated> {
 
 /// A phantom volume from `path` (through [`read_volume`]: NIfTI, .npy, .mat, DICOM), which must
 /// have the geometry's grid (`[nx, ny, 1]` for a 2-D geometry). Non-finite voxels are an error.
-pub fn load_phantom(scan: &Scan, path: &Path) -> Result<Vec<f32>> {
+pub fn load_grid_volume(scan: &Scan, path: &Path) -> Result<Vec<f32>> {
     let v = read_volume(path)?;
     let want = if scan.dims == 2 { [scan.voxels[0], scan.voxels[1], 1] } else { scan.voxels };
     if v.dims != want {
