@@ -19,7 +19,8 @@ first failure:
   - with dicom2nifti installed and a series of single-frame files: dicom2nifti's own NIfTI
     (reorient_nifti=False), matched voxel by voxel through the two affines.
 make KIND: shuffled | oblique | rescale | missing | unequal | mixed | duplicate | sizes |
-multiframe | lying | notdicom; CT_small.dcm's header (a real CT) is the template.
+multiframe | lying | notdicom (CT_small.dcm's header, a real CT, is the template), or compressed
+(pydicom's real CT5N series in JPEG Lossless, via gdcm, and RLE Lossless).
 """
 import os
 import random
@@ -214,12 +215,45 @@ def compare(out_path, sources):
         print(f"ok dicom2nifti: same voxels at the same places (max difference {derr:.2e})")
 
 
+def make_compressed(out):
+    """pydicom's real 5-slice CT series (CT5N), slices 0, 2, 4 as JPEG Lossless (gdcm, process 14
+    SV1) and 1, 3 as RLE Lossless (pydicom)."""
+    import gdcm
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    src = os.path.join(testdata(), "dicomdirtests", "98892001", "CT5N")
+    for i, name in enumerate(sorted(os.listdir(src))):
+        path, dst = os.path.join(src, name), os.path.join(out, name)
+        if i % 2 == 0:
+            r = gdcm.ImageReader()
+            r.SetFileName(path)
+            assert r.Read()
+            ch = gdcm.ImageChangeTransferSyntax()
+            ch.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+            ch.SetInput(r.GetImage())
+            assert ch.Change()
+            w = gdcm.ImageWriter()
+            w.SetFileName(dst)
+            w.SetFile(r.GetFile())
+            w.SetImage(ch.GetOutput())
+            assert w.Write()
+        else:
+            ds = pydicom.dcmread(path)
+            ds.compress(RLELossless)
+            ds.save_as(dst)
+        ts = pydicom.dcmread(dst, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        assert ts == ("1.2.840.10008.1.2.4.70" if i % 2 == 0 else RLELossless), ts
+
+
 def make(kind, out):
     """A test series from CT_small.dcm's header with known pixel values."""
     import pydicom
     from pydicom.uid import generate_uid
 
     os.makedirs(out, exist_ok=True)
+    if kind == "compressed":
+        return make_compressed(out)
     tmpl = pydicom.dcmread(os.path.join(testdata(), "CT_small.dcm"))
     rng = np.random.default_rng(sum(map(ord, kind)))
     rows, cols, n = 12, 10, 7

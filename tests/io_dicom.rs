@@ -119,6 +119,21 @@ fn a_real_ct_series_in_a_folder_matches_pydicom_and_dicom2nifti() {
 }
 
 #[test]
+fn jpeg_lossless_and_rle_slices_decode_to_the_uncompressed_values() {
+    let Some(td) = testdata("compressed DICOM") else { return };
+    if !reader_from("gdcm", PIP, "JPEG Lossless DICOM (written by gdcm, a dicom2nifti dependency)") {
+        return;
+    }
+    let dir = scratch("compressed");
+    make(&dir, &["compressed"]);
+    let plain = read_dicom_dir(&td.join("dicomdirtests/98892001/CT5N")).unwrap();
+    let packed = read_dicom_dir(&dir.join("compressed")).unwrap();
+    assert_eq!(packed.dims, [16, 16, 5]);
+    assert_eq!(packed.data, plain.data);
+    assert_eq!(packed.world_from_voxel, plain.world_from_voxel);
+}
+
+#[test]
 fn a_real_multi_frame_rt_dose_matches_pydicom() {
     let Some(td) = testdata("reading pydicom's multi-frame RT Dose") else { return };
     let dir = scratch("rtdose");
@@ -126,6 +141,9 @@ fn a_real_multi_frame_rt_dose_matches_pydicom() {
     let v = load_volume(&p).unwrap();
     assert_eq!(v.dims, [10, 10, 15]);
     compare(&[(&v, &p)], &dir);
+    // The same dose in explicit VR big endian (32-bit samples; dicom-rs swaps OW words only).
+    let o = load_volume(&td.join("rtdose_expb.dcm")).unwrap();
+    assert_eq!((&o.data, o.world_from_voxel), (&v.data, v.world_from_voxel));
 }
 
 #[test]

@@ -281,7 +281,22 @@ fn numbers(obj: &InMemDicomObject, tag: Tag, name: &str) -> std::result::Result<
     if e.to_str().is_ok_and(|t| t.trim_matches(|c: char| c == '\0' || c.is_whitespace()).is_empty()) {
         return Ok(None);
     }
-    let v = e.to_multi_float64().map_err(|err| format!("{name} is not a list of numbers: {err}"))?;
+    let v = if e.vr() == dicom_core::VR::UN {
+        // Written with VR UN (unknown; pydicom's rtdose_rle.dcm does it): the bytes of the
+        // attribute's text form, as the dictionary's DS / IS.
+        let bytes = e.to_bytes().map_err(|err| format!("{name}: {err}"))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+        text.split('\\')
+            .map(|t| {
+                t.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("{name} ({text:?}, VR UN) is not a list of numbers"))
+            })
+            .collect::<std::result::Result<Vec<f64>, String>>()?
+    } else {
+        e.to_multi_float64().map_err(|err| format!("{name} is not a list of numbers: {err}"))?
+    };
     if v.is_empty() {
         return Ok(None);
     }
@@ -743,6 +758,19 @@ fn sort_and_place(frames: &mut [Frame], headers: &[Header], source: &Path) -> Re
     Ok(ras)
 }
 
+const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+
+/// How the bytes of decoded samples are ordered.
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    /// The machine's order (everything but uncompressed big-endian data).
+    Native,
+    /// 16-bit words in the machine's order, the most significant word first.
+    BigEndianWords,
+    /// Bytes as in a big-endian file.
+    BigEndianBytes,
+}
+
 /// Pass 2 for one file: decodes it and converts the `wanted` frames (frame, slot, slope,
 /// intercept) to rescaled values.
 fn decode_file(h: &Header, wanted: &[(u32, usize, f64, f64)]) -> Result<Vec<(usize, Vec<f32>)>> {
@@ -755,6 +783,20 @@ fn decode_file(h: &Header, wanted: &[(u32, usize, f64, f64)]) -> Result<Vec<(usi
         let why = if other { "float pixel data is not supported" } else { "no Pixel Data" };
         return Err(Error::format(path, why));
     }
+    // Uncompressed big-endian data: dicom-rs hands OW words over in the machine's order, which is
+    // right for 16-bit samples; 32-bit samples then have their two words swapped, and OB bytes
+    // are still in the file's order.
+    let order = if obj.meta().transfer_syntax().trim_end_matches('\0') == EXPLICIT_VR_BIG_ENDIAN {
+        match obj.element(tags::PIXEL_DATA).map(|e| e.value()) {
+            Ok(dicom_core::DicomValue::Primitive(dicom_core::PrimitiveValue::U16(_))) => {
+                Order::BigEndianWords
+            }
+            Ok(dicom_core::DicomValue::Primitive(dicom_core::PrimitiveValue::U8(_))) => Order::BigEndianBytes,
+            _ => Order::Native,
+        }
+    } else {
+        Order::Native
+    };
     let decoded = obj
         .decode_pixel_data()
         .map_err(|e| Error::format(path, format!("cannot decode the pixel data: {e}")))?;
@@ -793,10 +835,31 @@ fn decode_file(h: &Header, wanted: &[(u32, usize, f64, f64)]) -> Result<Vec<(usi
         let conv = |raw: u64| (value(raw) * slope + intercept) as f32;
         let values: Vec<f32> = match bytes {
             1 => src.iter().map(|&b| conv(b as u64)).collect(),
-            2 => src.chunks_exact(2).map(|c| conv(u16::from_ne_bytes([c[0], c[1]]) as u64)).collect(),
+            2 => src
+                .chunks_exact(2)
+                .map(|c| {
+                    let b = [c[0], c[1]];
+                    conv(if order == Order::BigEndianBytes {
+                        u16::from_be_bytes(b)
+                    } else {
+                        u16::from_ne_bytes(b)
+                    } as u64)
+                })
+                .collect(),
             _ => src
                 .chunks_exact(4)
-                .map(|c| conv(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as u64))
+                .map(|c| {
+                    let v = match order {
+                        Order::Native => u32::from_ne_bytes([c[0], c[1], c[2], c[3]]),
+                        Order::BigEndianBytes => u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                        Order::BigEndianWords => {
+                            let (hi, lo) =
+                                (u16::from_ne_bytes([c[0], c[1]]), u16::from_ne_bytes([c[2], c[3]]));
+                            (hi as u32) << 16 | lo as u32
+                        }
+                    };
+                    conv(v as u64)
+                })
                 .collect(),
         };
         out.push((slot, values));
