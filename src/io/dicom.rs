@@ -27,8 +27,11 @@
 //!   `world_from_voxel` is that map in NIfTI's RAS frame (x and y negated), as nibabel and
 //!   dicom2nifti write it (without their optional reorientation).
 //! - **Transfer syntaxes.** Uncompressed (implicit and explicit VR, little and big endian),
-//!   deflated, RLE Lossless and JPEG (baseline, extended, lossless); any other (JPEG 2000,
-//!   JPEG-LS, ...) is an error that names the syntax.
+//!   deflated, RLE Lossless and JPEG (baseline, extended, lossless), through dicom-rs's pure-Rust
+//!   decoders; any other (JPEG 2000, JPEG-LS, ...) is an error that names the syntax. Tested:
+//!   uncompressed in all three encodings, RLE and JPEG Lossless (process 14). dicom-rs's RLE
+//!   decoder refuses pydicom's 32-bit multi-frame `rtdose_rle.dcm` ("cannot decode the pixel
+//!   data", an error, not wrong values).
 //! - **Sizes.** Every count in a header is checked against the file before anything is sized by
 //!   it: uncompressed pixel data must be in the file, compressed data may expand at most
 //!   [`MAX_EXPANSION`]-fold, and a volume is at most [`MAX_VOXELS`] voxels.
