@@ -301,10 +301,11 @@ fn recon(a: ReconArgs) -> Result<()> {
     };
     let seconds = t.elapsed().as_secs_f64();
     let out = a.output.unwrap_or_else(|| a.projections.with_file_name(format!("{name}.nii.gz")));
+    // the truth before the output, so a bad truth file leaves nothing written
+    let truth = a.truth.as_ref().map(|tp| load_truth(&scan, tp)).transpose()?;
     write_volume(&scan, &volume, &out)?;
     println!("{name}: {} voxels in {seconds:.2} s → {}", volume.len(), out.display());
-    if let Some(tp) = &a.truth {
-        let truth = load_truth(&scan, tp)?;
+    if let Some(truth) = &truth {
         println!(
             "PSNR {:.2} dB   SSIM {:.4}",
             psnr_ct(&volume, &truth),

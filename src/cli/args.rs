@@ -232,7 +232,8 @@ pub enum SimulateWhat {
 
 #[derive(Args)]
 pub struct SimulateCtArgs {
-    /// `shepp2d` (perturbed modified Shepp–Logan), `shepp2d-plain`, `shepp3d`, or a .nii.gz on the grid.
+    /// `shepp2d` (perturbed modified Shepp–Logan), `shepp2d-plain`, `shepp3d`, or a volume on the
+    /// grid: .nii(.gz), .npy, .mat (e.g. TIGRE's head phantom), a DICOM folder, file or .txt list.
     #[arg(long)]
     pub phantom: String,
     /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.
@@ -276,7 +277,7 @@ pub struct ReconArgs {
     pub geometry: Option<PathBuf>,
     #[command(flatten)]
     pub input: ProjectionArgs,
-    /// The true volume (.nii.gz): prints PSNR and SSIM.
+    /// The true volume on the grid (.nii.gz, .npy, .mat, DICOM): prints PSNR and SSIM.
     #[arg(long)]
     pub truth: Option<PathBuf>,
     /// Output volume (default: <method>.nii.gz beside the projections); a PNG goes beside it.
@@ -307,7 +308,8 @@ pub struct FieldArgs {
 
 #[derive(Args)]
 pub struct VolumeArgs {
-    /// Volume to fit (.nii, .nii.gz or .npy). Default: the bundled 32³ MNI152 crop.
+    /// Volume to fit (.nii, .nii.gz, .npy, .mat, or DICOM: a folder, a file or a .txt list of files).
+    /// Default: the bundled 32³ MNI152 crop.
     #[arg(long)]
     pub volume: Option<PathBuf>,
     /// Fraction of voxels trained on; the rest are held out for PSNR/SSIM.
@@ -322,7 +324,8 @@ pub struct VolumeArgs {
 
 #[derive(Args)]
 pub struct MriArgs {
-    /// True volume (.nii, .nii.gz, .npy): k-space is simulated from it, PSNR measured against it.
+    /// True volume (.nii, .nii.gz, .npy, .mat, DICOM folder/file/.txt list): k-space is simulated
+    /// from it, PSNR measured against it.
     /// Default (when no --kspace): the bundled 32³ MNI152 crop.
     #[arg(long)]
     pub volume: Option<PathBuf>,

@@ -298,14 +298,7 @@ pub fn load_projections(scan: &Scan, proj: &Path, geom: &Path) -> Result<Vec<f32
     Ok(data)
 }
 
-/// Loads a truth volume and checks its grid.
+/// Loads a truth volume (NIfTI, .npy, .mat, DICOM) and checks its grid.
 pub fn load_truth(scan: &Scan, path: &Path) -> Result<Vec<f32>> {
-    let (data, dims, _) = crate::io::read_nifti_f32(path)?;
-    if dims != scan.voxels {
-        return Err(Error::format(
-            path,
-            format!("the volume is {dims:?} voxels but the geometry's grid is {:?}", scan.voxels),
-        ));
-    }
-    Ok(data)
+    crate::sim::ct::load_grid_volume(scan, path)
 }

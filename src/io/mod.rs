@@ -8,7 +8,9 @@
 
 pub mod atomic;
 pub mod ct;
+pub mod dicom;
 pub mod glb;
+pub mod mat;
 pub mod mri;
 pub mod nifti;
 pub mod npy;

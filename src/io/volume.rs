@@ -14,12 +14,36 @@ pub struct Volume {
     pub world_from_voxel: WorldFromVoxel,
 }
 
-/// Reads `.nii`, `.nii.gz` or `.npy` (3-D, real). `.npy` volumes get a 1 mm identity affine.
-/// A non-finite voxel, a volume with fewer than 2 voxels along an axis, or a constant volume is
-/// an error naming the file.
+/// Reads `.nii`, `.nii.gz` or `.npy` (3-D, real), a MATLAB v5 `.mat` file (its one 3-D array),
+/// or a DICOM series: a folder, a `.txt` list of files, or one (multi-frame) file (`.dcm`, or any
+/// file with the DICOM magic); see [`crate::io::dicom`]. `.npy` and `.mat` volumes get a 1 mm
+/// identity affine. A non-finite voxel, a volume with fewer than 2 voxels along an axis, or a
+/// constant volume is an error naming the file.
 pub fn load_volume(path: &Path) -> Result<Volume> {
+    let v = read_volume(path)?;
+    if v.dims.iter().any(|&d| d < 2) {
+        return Err(Error::format(
+            path,
+            format!("a {:?} volume is too small: every axis needs at least 2 voxels", v.dims),
+        ));
+    }
+    Ok(v)
+}
+
+/// [`load_volume`] without the size check: a single slice (`[nx, ny, 1]`) is read too (a 2-D
+/// phantom for `simulate ct`).
+pub fn read_volume(path: &Path) -> Result<Volume> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
-    let (data, dims, world_from_voxel) = if name.ends_with(".npy") {
+    let dicom = |v: Volume| (v.data, v.dims, v.world_from_voxel);
+    let (data, dims, world_from_voxel) = if path.is_dir() {
+        dicom(crate::io::dicom::read_dicom_dir(path)?)
+    } else if name.ends_with(".txt") {
+        dicom(crate::io::dicom::read_dicom_list(path)?)
+    } else if name.ends_with(".mat") {
+        dicom(crate::io::mat::read_mat(path)?)
+    } else if name.ends_with(".dcm") || name.ends_with(".dicom") || crate::io::dicom::has_dicom_magic(path) {
+        dicom(crate::io::dicom::read_dicom_files(&[path.to_path_buf()], path)?)
+    } else if name.ends_with(".npy") {
         let arr = crate::io::read_npy(path)?;
         let (data, dims) = arr.real_volume(path)?;
         (data, dims, identity_affine())
@@ -27,7 +51,10 @@ pub fn load_volume(path: &Path) -> Result<Volume> {
         check_nifti1_header(path, name.ends_with(".gz"))?;
         crate::io::read_nifti_f32(path)?
     } else {
-        return Err(Error::format(path, "unknown volume extension (expected .nii, .nii.gz or .npy)"));
+        return Err(Error::format(
+            path,
+            "unknown volume format (expected .nii, .nii.gz, .npy, .mat, a DICOM file or folder, or a .txt list of DICOM files)",
+        ));
     };
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
         let [nx, ny, _] = dims;
@@ -40,12 +67,6 @@ pub fn load_volume(path: &Path) -> Result<Volume> {
                 i / (nx * ny),
                 data[i]
             ),
-        ));
-    }
-    if dims.iter().any(|&d| d < 2) {
-        return Err(Error::format(
-            path,
-            format!("a {dims:?} volume is too small: every axis needs at least 2 voxels"),
         ));
     }
     Ok(Volume { data, dims, world_from_voxel })

@@ -37,7 +37,7 @@ const STREAM_BATCH: u64 = 17;
 pub struct VolumeConfig {
     /// Always "volume".
     pub job: String,
-    /// The volume to fit (`.nii`, `.nii.gz` or `.npy`).
+    /// The volume to fit (anything `io::volume::load_volume` reads: NIfTI, .npy, .mat, DICOM).
     pub volume: PathBuf,
     #[serde(flatten)]
     pub common: Common,

@@ -2,9 +2,9 @@
 //! optional photon noise, written as the files `fit ct` and `recon` read.
 
 use crate::export::volume::write_volume;
-use crate::io::ct::load_truth;
 use crate::io::npy::write_npy_f32;
 use crate::io::png::write_png_gray;
+use crate::io::volume::read_volume;
 use crate::operator::ct_geometry::Scan;
 use crate::operator::ray::RayProjector;
 use crate::sample::CounterRng;
@@ -22,7 +22,8 @@ pub enum PhantomSource {
     /// The modified Shepp–Logan phantom, perturbed from this seed (or not, with `None`).
     Shepp2d(Option<u64>),
     Shepp3d,
-    /// A volume on the geometry's grid, projected with the discrete projector.
+    /// A volume on the geometry's grid, projected with the discrete projector: any file
+    /// [`read_volume`] reads (NIfTI, .npy, MATLAB .mat such as TIGRE's head phantom, DICOM).
     File(PathBuf),
 }
 
@@ -47,7 +48,7 @@ pub fn simulate(scan: &Scan, opts: &SimulateOptions) -> Result<Simulated> {
     let projector = RayProjector::new(scan, 0.5);
     let (mut projections, truth) = match &opts.phantom {
         PhantomSource::File(path) => {
-            let truth = load_truth(scan, path)?;
+            let truth = load_grid_volume(scan, path)?;
             let mut p = vec![0.0; scan.n_rays()];
             projector.forward(&truth, &mut p);
             (p, truth)
@@ -79,6 +80,24 @@ pub fn simulate(scan: &Scan, opts: &SimulateOptions) -> Result<Simulated> {
         });
     }
     Ok(Simulated { projections, truth })
+}
+
+/// A phantom volume from `path` (through [`read_volume`]: NIfTI, .npy, .mat, DICOM), which must
+/// have the geometry's grid (`[nx, ny, 1]` for a 2-D geometry). Non-finite voxels are an error.
+pub fn load_grid_volume(scan: &Scan, path: &Path) -> Result<Vec<f32>> {
+    let v = read_volume(path)?;
+    let want = if scan.dims == 2 { [scan.voxels[0], scan.voxels[1], 1] } else { scan.voxels };
+    if v.dims != want {
+        return Err(Error::format(
+            path,
+            format!(
+                "the phantom is {:?} voxels but the geometry's grid is {:?}",
+                v.dims,
+                &scan.voxels[..scan.dims]
+            ),
+        ));
+    }
+    Ok(v.data)
 }
 
 /// A Poisson draw: Knuth's product of uniforms below 30, a rounded normal above.

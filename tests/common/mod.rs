@@ -176,6 +176,23 @@ pub fn reader(module: &str, what: &str) -> bool {
     false
 }
 
+/// [`reader`] for a module `.ci/run` installs under another pip name list (`pip`): under `CI` a
+/// missing one fails the test; elsewhere it prints why the check is skipped and returns false.
+pub fn reader_from(module: &str, pip: &str, what: &str) -> bool {
+    if python_has(module) {
+        return true;
+    }
+    let why = format!(
+        "`python3 -c \"import {module}\"` fails, so {what} is not checked \
+         (`python3 -m pip install {pip}`, as .ci/run does)"
+    );
+    if in_ci() {
+        panic!("CI is set but {why}");
+    }
+    println!("skipped: {why}");
+    false
+}
+
 /// Runs scripts/check_nifti.py on `out` against `reference` (nibabel). Returns false when
 /// skipped (see [`reader`]).
 pub fn check_with_nibabel(out: &Path, reference: &Path, extra: &[&str]) -> bool {
