@@ -133,6 +133,21 @@ pub fn test_sets(cfg: &OccupancyConfig, mesh: &PreparedMesh) -> [(Vec<[f32; 3]>,
 }
 
 /// Trains (or resumes) the run in `cfg.common.output`, then evaluates and exports.
+/// Prints what the fit allocates beyond the mesh (the two test sets, a batch and its network
+/// working set, the export grid) and checks it against the limit, before any of it is made.
+fn memory_plan(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<()> {
+    use crate::train::memory::{bytes, network_bytes_per_point, network_sizes, MemoryPlan};
+    let per_point = network_bytes_per_point(&network_sizes(&cfg.common, 3));
+    let (batch, r) = (cfg.train.batch, cfg.export.resolution as u64);
+    let mut plan = MemoryPlan::new("fit occupancy");
+    plan.host("test points and labels", bytes(cfg.eval.test_points, 2 * 16))
+        .host("batch points and labels", bytes(batch, 16))
+        .host(format!("network (batch of {batch})"), bytes(batch, 1).saturating_mul(per_point))
+        .host(format!("export grid ({r}³)"), r.saturating_pow(3).saturating_mul(6));
+    log(opts, &plan.describe());
+    plan.check(&opts.memory_limits(None))
+}
+
 pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     cfg.validate()?;
     let started = Instant::now();
@@ -152,6 +167,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
         ),
     );
     log(opts, &format!("orientation: {}", mesh.orientation.describe()));
+    memory_plan(cfg, opts)?;
     // The labels training will see, checked before anything is trained or written.
     let tests = test_sets(cfg, &mesh);
     let inside_uniform = inside_fraction(&tests[0].1);

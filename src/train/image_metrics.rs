@@ -246,7 +246,7 @@ mod tests {
     fn slabs_give_the_whole_volume_map() {
         let dims = [12, 10, 53];
         let n: usize = dims.iter().product();
-        let t: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.37).sin() * 0.5 + 0.5)).collect();
+        let t: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 0.5 + 0.5).collect();
         let p: Vec<f32> = (0..n).map(|i| t[i] + 0.2 * ((i * 7919 % 17) as f32 / 17.0 - 0.5)).collect();
         for axes in [2, 3] {
             let whole = ssim_map_slab(&p, &t, dims, axes);
