@@ -202,3 +202,26 @@ fn command_line_fits_exports_resumes_and_reports_bad_input() {
     assert!(text.contains("zero-filled"), "{text}");
     fs::remove_dir_all(&dir).ok();
 }
+
+/// `fit volume` and `fit mri` with no `--volume` work from a directory without `datasets/` (as
+/// after `cargo install`): the 32³ MNI crop built into the binary is used, with its affine.
+#[test]
+fn default_volume_runs_work_from_any_directory() {
+    let dir = common::scratch("volume-anywhere");
+    assert!(!dir.join("datasets").exists());
+    let small = ["--steps", "3", "--depth", "2", "--width", "16", "--features", "8", "--force"];
+    for job in ["volume", "mri"] {
+        let out = std::process::Command::new(common::ffvol_exe())
+            .current_dir(&dir)
+            .args(["fit", job, "--output", job])
+            .args(small)
+            .output()
+            .unwrap();
+        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "fit {job}: {log}");
+        let fit = ffvol::io::read_nifti_f32(&dir.join(job).join("fit.nii.gz")).unwrap();
+        let truth = ffvol::io::read_nifti_f32(std::path::Path::new("datasets/mni152_t1_32.nii.gz")).unwrap();
+        assert_eq!((fit.1, fit.2), (truth.1, truth.2), "fit {job}: grid and affine of the bundled volume");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

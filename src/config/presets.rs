@@ -81,7 +81,7 @@ pub fn occupancy(preset: Preset) -> OccupancyConfig {
 pub fn volume() -> VolumeConfig {
     VolumeConfig {
         job: "volume".into(),
-        volume: PathBuf::from("datasets/mni152_t1_32.nii.gz"),
+        volume: PathBuf::from(crate::io::volume::DEFAULT_VOLUME),
         common: Common::new(
             EncodingConfig::Gaussian { sigma: 4.0, features: 128, normalize: false },
             ModelConfig { depth: 4, width: 128 },
@@ -117,7 +117,7 @@ pub fn mri(preset: MriPreset) -> MriConfig {
     match preset {
         MriPreset::Paper => MriConfig {
             job: "mri".into(),
-            volume: Some(PathBuf::from("datasets/mni152_t1_32.nii.gz")),
+            volume: Some(PathBuf::from(crate::io::volume::DEFAULT_VOLUME)),
             kspace: None,
             mask: None,
             sampling: Sampling::paper(),

@@ -14,6 +14,30 @@ pub struct Volume {
     pub world_from_voxel: WorldFromVoxel,
 }
 
+/// The default volume of `fit volume` and `fit mri` (relative to the working directory; the copy
+/// built into the binary is used when it is not there).
+pub const DEFAULT_VOLUME: &str = "datasets/mni152_t1_32.nii.gz";
+
+/// `datasets/mni152_t1_32.nii.gz`, built into the binary so the default runs work from any
+/// directory and after `cargo install` (11 kB).
+const BUNDLED_VOLUME: &[u8] = include_bytes!("../../datasets/mni152_t1_32.nii.gz");
+
+/// For the default path when no such file exists here: the built-in copy, written once to
+/// `<temp>/ffvol-bundled/` (atomically) so the readers can take it as a file.
+fn bundled_volume(path: &Path) -> Result<Option<std::path::PathBuf>> {
+    if path != Path::new(DEFAULT_VOLUME) || path.exists() {
+        return Ok(None);
+    }
+    let copy = std::env::temp_dir().join("ffvol-bundled").join("mni152_t1_32.nii.gz");
+    let current = std::fs::read(&copy).map(|b| b == BUNDLED_VOLUME).unwrap_or(false);
+    if !current {
+        let dir = copy.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::io::write_bytes_atomic(&copy, BUNDLED_VOLUME)?;
+    }
+    Ok(Some(copy))
+}
+
 /// Reads `.nii`, `.nii.gz` or `.npy` (3-D, real), a MATLAB v5 `.mat` file (its one 3-D array),
 /// or a DICOM series: a folder, a `.txt` list of files, or one (multi-frame) file (`.dcm`, or any
 /// file with the DICOM magic); see [`crate::io::dicom`]. `.npy` and `.mat` volumes get a 1 mm
@@ -33,6 +57,8 @@ pub fn load_volume(path: &Path) -> Result<Volume> {
 /// [`load_volume`] without the size check: a single slice (`[nx, ny, 1]`) is read too (a 2-D
 /// phantom for `simulate ct`).
 pub fn read_volume(path: &Path) -> Result<Volume> {
+    let bundled = bundled_volume(path)?;
+    let path = bundled.as_deref().unwrap_or(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
     let dicom = |v: Volume| (v.data, v.dims, v.world_from_voxel);
     let (data, dims, world_from_voxel) = if path.is_dir() {
