@@ -281,20 +281,7 @@ pub fn load_geometry(spec: &Path) -> Result<Scan> {
 pub fn load_projections(scan: &Scan, proj: &Path, geom: &Path) -> Result<Vec<f32>> {
     let (data, shape) = read_npy_f32(proj)?;
     scan.check_projections(&shape, proj, geom)?;
-    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-        let [nu, nv] = scan.det_pixels;
-        let (view, v, u) = (i / (nu * nv), (i / nu) % nv, i % nu);
-        let at = if scan.dims == 2 {
-            format!("view {view}, bin {u}")
-        } else {
-            format!("view {view}, row {v}, bin {u}")
-        };
-        return Err(Error::Input(format!(
-            "{}: projection at {at} is {} (not finite)",
-            proj.display(),
-            data[i]
-        )));
-    }
+    check_finite(scan, &data, proj)?;
     Ok(data)
 }
 

@@ -38,8 +38,7 @@ use crate::train::fit::{Batch, DeviceStep, Objective, Run, TrainSettings};
 use crate::train::image_metrics::{psnr_ct, ssim_ct};
 use crate::train::loss::{sigmoid, through_sigmoid};
 use crate::train::memory::{
-    bytes, chunked_device_step, grid_step, network_bytes_per_point, network_sizes, resident_grid_step,
-    MemoryPlan,
+    bytes, device_grid_plan, grid_step, network_bytes_per_point, network_sizes, MemoryPlan,
 };
 use crate::train::run::{log, FitOptions};
 use crate::train::LrSchedule;
@@ -227,44 +226,6 @@ fn host_plan(
     plan
 }
 
-/// The device side of a grid fit, on a GPU with `free` bytes free: device-resident when the
-/// whole grid's step fits (and `[device] resident` is on), else chunked with the grid on the
-/// host; an error when not even that fits. Returns (resident, chunk).
-fn device_plan(
-    cfg: &CtConfig,
-    scan: &Scan,
-    sizes: &[usize],
-    chunk: Option<usize>,
-    free: u64,
-    opts: &FitOptions,
-) -> Result<(bool, Option<usize>)> {
-    let fp16 = cfg.common.device.precision == crate::config::Precision::Fp16;
-    let (n, rays) = (scan.n_voxels(), scan.n_rays());
-    let limits = opts.memory_limits(Some(free));
-    let operator = |plan: &mut MemoryPlan| {
-        plan.device("projector (projections, A, Aᵀ, σ(z))", bytes(rays, 8).saturating_add(bytes(n, 8)));
-    };
-    if cfg.common.device.resident && opts.chunk.is_none() {
-        let mut plan = MemoryPlan::new("fit ct (device-resident)");
-        resident_grid_step(&mut plan, n, scan.dims, sizes, fp16);
-        operator(&mut plan);
-        match plan.check(&limits) {
-            Ok(()) => {
-                log(opts, &plan.describe());
-                return Ok((true, None));
-            }
-            Err(e) => log(opts, &format!("device-resident step off: {e}")),
-        }
-    }
-    let chunk = chunk.or_else(|| opts.grid_chunk(n, sizes)).unwrap_or(n);
-    let mut plan = MemoryPlan::new("fit ct (chunked on the GPU)");
-    chunked_device_step(&mut plan, chunk, sizes, fp16);
-    operator(&mut plan);
-    log(opts, &plan.describe());
-    plan.check(&limits)?;
-    Ok((false, (chunk < n).then_some(chunk)))
-}
-
 /// Trains (or resumes) the run in `cfg.common.output`; writes recon.nii.gz/.png and metrics.json.
 pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     cfg.validate()?;
@@ -309,7 +270,10 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     if let Some(projector) = &projector {
         let mut device = cfg.common.device.clone();
         if let Some(free) = run.backend.device_memory_free() {
-            (device.resident, chunk) = device_plan(&cfg, &scan, &sizes, chunk, free, opts)?;
+            let operator =
+                ("projector (projections, A, Aᵀ, σ(z))", bytes(scan.n_rays(), 8).saturating_add(bytes(n, 8)));
+            (device.resident, chunk) =
+                device_grid_plan("fit ct", (n, scan.dims, &sizes), operator, &device, chunk, free, opts)?;
         }
         let (op, resident, what) = choose_grid_loss(
             run.backend.as_mut(),

@@ -37,9 +37,7 @@ use crate::sample::kspace::Sampling;
 use crate::sample::voxels::grid_points;
 use crate::train::fit::{Batch, DeviceStep, Objective, Run, RunStats, TrainSettings};
 use crate::train::image_metrics::{psnr, ssim};
-use crate::train::memory::{
-    bytes, chunked_device_step, grid_step, network_sizes, resident_grid_step, MemoryPlan,
-};
+use crate::train::memory::{bytes, device_grid_plan, grid_step, network_sizes, MemoryPlan};
 use crate::train::run::log;
 use crate::train::run::FitOptions;
 use crate::{Error, Result};
@@ -170,44 +168,6 @@ fn host_plan(
     plan
 }
 
-/// The device side of the fit, on a GPU with `free` bytes free: device-resident when the whole
-/// grid's step fits (and `[device] resident` is on), else chunked with the grid on the host; an
-/// error when not even that fits. Returns (resident, chunk).
-fn device_plan(
-    cfg: &MriConfig,
-    n: usize,
-    sizes: &[usize],
-    chunk: Option<usize>,
-    free: u64,
-    opts: &FitOptions,
-) -> Result<(bool, Option<usize>)> {
-    use crate::config::Precision;
-    let fp16 = cfg.common.device.precision == Precision::Fp16;
-    let limits = opts.memory_limits(Some(free));
-    let operator = |plan: &mut MemoryPlan| {
-        plan.device("cuFFT operator (k-space, mask, residual, work)", bytes(n, 16 + 1 + 16 + 16));
-    };
-    if cfg.common.device.resident && opts.chunk.is_none() {
-        let mut plan = MemoryPlan::new("fit mri (device-resident)");
-        resident_grid_step(&mut plan, n, 3, sizes, fp16);
-        operator(&mut plan);
-        match plan.check(&limits) {
-            Ok(()) => {
-                log(opts, &plan.describe());
-                return Ok((true, None));
-            }
-            Err(e) => log(opts, &format!("device-resident step off: {e}")),
-        }
-    }
-    let chunk = chunk.or_else(|| opts.grid_chunk(n, sizes)).unwrap_or(n);
-    let mut plan = MemoryPlan::new("fit mri (chunked on the GPU)");
-    chunked_device_step(&mut plan, chunk, sizes, fp16);
-    operator(&mut plan);
-    log(opts, &plan.describe());
-    plan.check(&limits)?;
-    Ok((false, (chunk < n).then_some(chunk)))
-}
-
 /// Trains (or resumes) the run in `cfg.common.output`, then evaluates and exports.
 pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     cfg.validate()?;
@@ -255,7 +215,9 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
 
     let mut device = cfg.common.device.clone();
     if let Some(free) = run.backend.device_memory_free() {
-        (device.resident, chunk) = device_plan(cfg, n, &sizes, chunk, free, opts)?;
+        let operator = ("cuFFT operator (k-space, mask, residual, work)", bytes(n, 16 + 1 + 16 + 16));
+        (device.resident, chunk) =
+            device_grid_plan("fit mri", (n, 3, &sizes), operator, &device, chunk, free, opts)?;
     }
     let (op, resident, what) = choose_grid_loss(
         run.backend.as_mut(),

@@ -281,6 +281,43 @@ pub fn chunked_device_step(plan: &mut MemoryPlan, chunk: usize, sizes: &[usize],
     plan.device(format!("network ({chunk}-point chunks)"), bytes(rows, 1).saturating_mul(per_point));
 }
 
+/// A full-grid job's step on a GPU with `free` bytes free: device-resident when the whole grid's
+/// step fits (and `[device] resident` is on, and no `--chunk` was asked for), else chunked with the
+/// grid on the host; an error when not even that fits. `operator` names the device operator's
+/// buffers and their size. Prints the plan it picks. Returns (resident, chunk).
+pub fn device_grid_plan(
+    job: &str,
+    (n, dim, sizes): (usize, usize, &[usize]),
+    operator: (&str, u64),
+    device: &crate::config::DeviceConfig,
+    chunk: Option<usize>,
+    free: u64,
+    opts: &crate::train::FitOptions,
+) -> Result<(bool, Option<usize>)> {
+    use crate::train::run::log;
+    let fp16 = device.precision == crate::config::Precision::Fp16;
+    let limits = opts.memory_limits(Some(free));
+    if device.resident && opts.chunk.is_none() {
+        let mut plan = MemoryPlan::new(&format!("{job} (device-resident)"));
+        resident_grid_step(&mut plan, n, dim, sizes, fp16);
+        plan.device(operator.0, operator.1);
+        match plan.check(&limits) {
+            Ok(()) => {
+                log(opts, &plan.describe());
+                return Ok((true, None));
+            }
+            Err(e) => log(opts, &format!("device-resident step off: {e}")),
+        }
+    }
+    let chunk = chunk.or_else(|| opts.grid_chunk(n, sizes)).unwrap_or(n);
+    let mut plan = MemoryPlan::new(&format!("{job} (chunked on the GPU)"));
+    chunked_device_step(&mut plan, chunk, sizes, fp16);
+    plan.device(operator.0, operator.1);
+    log(opts, &plan.describe());
+    plan.check(&limits)?;
+    Ok((false, (chunk < n).then_some(chunk)))
+}
+
 /// `count × size` in bytes, saturating (sizes from inputs never wrap).
 pub fn bytes(count: usize, size: usize) -> u64 {
     (count as u64).saturating_mul(size as u64)
