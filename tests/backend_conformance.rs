@@ -212,6 +212,40 @@ test_device!(gradients_match_the_reference, |device| {
     }
 });
 
+// back-propagating a batch in chunks with `backward_accumulate` (the chunked full-grid steps of
+// `train::fit`) gives the whole batch's gradients, to the summation order; a chunk of another
+// size than the first's, and a second accumulation after a plain `backward`, restart the sum
+test_device!(accumulated_chunks_give_the_whole_gradient, |device| {
+    let t = tol(device);
+    let (e, mlp, rng) = random_network(gaussian(5.0, 32), 3, 64);
+    let n = if device.is_cpu() { 700 } else { 9000 };
+    let pts = points(&rng, 8000, n);
+    let y = targets(Loss::Mse, &pts, &rng);
+    let mut be = device.backend(e, mlp);
+    let (pass, out) = be.forward(&pts).unwrap();
+    let mut g = vec![0.0; n];
+    Loss::Mse.eval(&out.to_vec(), &y, &mut g);
+    be.backward(pass, &g).unwrap();
+    let whole = be.gradients().unwrap();
+    for _repeat in 0..2 {
+        // uneven chunks: 40 %, 35 %, the rest
+        let cuts = [0, 2 * n / 5, 3 * n / 4, n];
+        for k in 0..3 {
+            let (a, b) = (cuts[k], cuts[k + 1]);
+            let pass = be.forward(&pts[3 * a..3 * b]).unwrap().0;
+            if k == 0 {
+                be.backward(pass, &g[a..b]).unwrap();
+            } else {
+                be.backward_accumulate(pass, &g[a..b]).unwrap();
+            }
+        }
+        let chunked = be.gradients().unwrap();
+        let err = rel_err(&chunked, &whole, 1e-12);
+        println!("{}: chunked against whole gradients {err:.2e}", device.name());
+        assert!((err as f64) < t.grad.max(1e-5), "{}: chunked gradients differ by {err:e}", device.name());
+    }
+});
+
 // one Adam step on the backend's own gradients moves the parameters and the moments as the
 // host's Adam does, and `train_step` reports the loss of the outputs it trained on (and the
 // CPU's, on the same weights)
