@@ -185,9 +185,29 @@ fn corrupt_files_are_errors() {
     four_d[40..42].copy_from_slice(&4i16.to_le_bytes());
     four_d[48..50].copy_from_slice(&2i16.to_le_bytes());
     let p = write("four-d.nii", &four_d);
-    let want =
-        "bad NIfTI file: The buffer length (420) and header dimensions (840 elements) are incompatible";
+    let want = "expected a 3-D volume, found dimensions [7, 5, 3, 2]";
     assert_eq!(expect_error(&p), format!("{}: {want}", p.display()));
+    // datatype and bitpix that disagree (the `nifti` crate panicked on these), an RGB datatype,
+    // a vox_offset inside the header, a gzip stream with a bad CRC
+    for (name, at, value, want) in [
+        ("bitpix0.nii", 72, 0i16, "bitpix 0 does not match datatype float32 (32 bits)"),
+        ("bitpix24.nii", 72, 24, "bitpix 24 does not match datatype float32 (32 bits)"),
+        ("rgb.nii", 70, 128, "datatype 128 is not a real scalar type this reader takes"),
+    ] {
+        let mut b = plain.clone();
+        b[at..at + 2].copy_from_slice(&value.to_le_bytes());
+        let p = write(name, &b);
+        assert_eq!(expect_error(&p), format!("{}: {want}", p.display()));
+    }
+    let mut inside = plain.clone();
+    inside[108..112].copy_from_slice(&100f32.to_le_bytes());
+    let p = write("offset-inside.nii", &inside);
+    assert!(expect_error(&p).contains("vox_offset 100 is not a byte offset at or past the 348-byte header"));
+    let mut crc = gz.clone();
+    let at = crc.len() - 6;
+    crc[at] ^= 0xff;
+    let p = write("bad-crc.nii.gz", &crc);
+    assert!(expect_error(&p).contains("corrupt gzip stream"), "{}", expect_error(&p));
     // Every truncation and a few hundred single-byte corruptions: errors or data, never a panic.
     let probe = dir.join("probe.nii");
     for cut in (0..plain.len()).step_by(7) {
@@ -203,11 +223,72 @@ fn corrupt_files_are_errors() {
         fs::write(&probe, &bytes).expect("write");
         *corrupt.entry(read_nifti_f32(&probe).is_ok()).or_insert(0) += 1;
     }
-    // the same 300 corruptions every run: 12 are refused, 288 still read (they touch fields the
-    // reader does not use, or values only)
-    assert_eq!(corrupt, [(false, 12), (true, 288)].into_iter().collect());
+    // the same 300 corruptions every run: 16 are refused, 284 still read (they touch fields the
+    // reader does not use, or values only); 12 were refused before the header checks of 2026-12-01
+    // (bitpix against datatype, vox_offset), which refuse 4 more
+    assert_eq!(corrupt, [(false, 16), (true, 284)].into_iter().collect());
     let msg = expect_error(&dir.join("missing.nii.gz"));
     assert!(msg.contains("os error"), "{msg}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Files nibabel writes in the variants it can produce — data past a large `vox_offset` (a
+/// header extension before it),
+/// big-endian, scaled integers, every real datatype, compressed or not — read as nibabel reads
+/// them (`get_fdata`, float32).
+#[test]
+fn nibabel_variants_read_as_nibabel_reads_them() {
+    if !common::reader("nibabel", "NIfTI variants") {
+        return;
+    }
+    let dir = scratch("nibabel-variants");
+    let script = r#"
+import sys, numpy as np, nibabel as nib
+out = sys.argv[1]
+rng = np.random.default_rng(3)
+base = rng.uniform(-50, 200, size=(6, 5, 4))
+variants = [
+    ("offset.nii", np.float32, ">", 1024, False),
+    ("offset.nii.gz", np.float32, "<", 4096, False),
+    ("big-int16-scaled.nii", np.int16, ">", None, True),
+    ("uint16-scaled.nii.gz", np.uint16, "<", None, True),
+    ("uint8.nii", np.uint8, "<", None, False),
+    ("float64.nii", np.float64, ">", None, False),
+    ("int32.nii.gz", np.int32, "<", None, False),
+    ("int8.nii", np.int8, "<", None, False),
+]
+for name, dtype, order, offset, scaled in variants:
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    # scaled: float data stored as integers, nibabel choosing scl_slope and scl_inter
+    data = base if scaled or info is None else np.clip(np.round(base), info.min, info.max).astype(dtype)
+    hdr = nib.Nifti1Header() if order == "<" else nib.Nifti1Header().as_byteswapped(">")
+    img = nib.Nifti1Image(data, np.diag([1.5, 2.0, 2.5, 1.0]), hdr)
+    img.set_data_dtype(np.dtype(dtype).newbyteorder(order))
+    if offset is not None:
+        # a comment extension (code 6) of about `offset` bytes: the data starts past it
+        img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"ffvol test " * (offset // 11)))
+    nib.save(img, f"{out}/{name}")
+    back = nib.load(f"{out}/{name}")
+    assert offset is None or back.dataobj.offset >= offset, (name, back.dataobj.offset)
+    assert not scaled or back.dataobj.slope != 1.0, (name, back.dataobj.slope)
+    np.asarray(back.get_fdata(), dtype=np.float32).flatten(order="F").tofile(f"{out}/{name}.f32")
+    print(name, back.header.endianness, back.dataobj.offset, back.dataobj.slope, back.dataobj.inter)
+"#;
+    let o = std::process::Command::new("python3").arg("-c").arg(script).arg(&dir).output().expect("python3");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    println!("{}", String::from_utf8_lossy(&o.stdout));
+    let names = ["offset.nii", "offset.nii.gz", "big-int16-scaled.nii", "uint16-scaled.nii.gz"];
+    for name in names.iter().chain(&["uint8.nii", "float64.nii", "int32.nii.gz", "int8.nii"]) {
+        let (data, dims, m) = read_nifti_f32(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want: Vec<f32> = fs::read(dir.join(format!("{name}.f32")))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(dims, [6, 5, 4], "{name}");
+        assert_eq!(data, want, "{name}: values differ from nibabel's");
+        assert_eq!([m[0][0], m[1][1], m[2][2]], [1.5, 2.0, 2.5], "{name}: affine");
+    }
     let _ = fs::remove_dir_all(&dir);
 }
 

@@ -214,36 +214,136 @@ fn affine_from_qform(quat: [f64; 3], offset: [f64; 3], pixdim: [f64; 4]) -> Worl
     m
 }
 
+/// The largest volume read (voxels): 2³¹, 8 GiB as f32.
+const MAX_VOXELS: u64 = 1 << 31;
+
+/// Reads a single-file NIfTI-1 (`.nii`, `.nii.gz`): the header (through the `nifti` crate's
+/// parser), checked before anything is allocated from it — a 3-D rank and positive sizes, a
+/// datatype we read whose `bitpix` agrees, a `vox_offset` at or past the header, and (`.nii`)
+/// a file long enough for the data — then the data itself from `vox_offset`, in the header's
+/// byte order, scaled by `scl_slope`/`scl_inter` when the slope is set. A `.nii.gz` is read to
+/// its end, so a bad CRC or a missing trailer is an error.
+fn read_nifti_data(path: &Path) -> Result<(::nifti::NiftiHeader, Vec<f32>)> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::format(path, "not a regular file"));
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let gz = is_gz(path);
+    let mut input: Box<dyn Read> = if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
+    } else {
+        Box::new(std::io::BufReader::new(file))
+    };
+    let bad = |m: String| Error::format(path, m);
+    let mut head = [0u8; 348];
+    input.read_exact(&mut head).map_err(|e| bad(format!("cannot read the 348-byte NIfTI-1 header: {e}")))?;
+    let h =
+        ::nifti::NiftiHeader::from_reader(&head[..]).map_err(|e| bad(format!("bad NIfTI-1 header: {e}")))?;
+    if &h.magic[..3] != b"n+1" {
+        return Err(bad(format!(
+            "magic {:?}: only single-file NIfTI-1 (.nii, .nii.gz; magic \"n+1\") is read",
+            String::from_utf8_lossy(&h.magic[..3])
+        )));
+    }
+    let rank = usize::from(h.dim[0]);
+    if !(1..=7).contains(&rank) {
+        return Err(bad(format!("dim[0] = {} is not a valid rank", h.dim[0])));
+    }
+    if h.dim[1..=rank].iter().any(|&d| d == 0 || d > i16::MAX as u16) {
+        return Err(bad(format!("dimensions {:?}: each must be positive", &h.dim[1..=rank])));
+    }
+    if h.dim[4..=rank.max(3)].iter().any(|&d| d > 1) {
+        return Err(bad(format!("expected a 3-D volume, found dimensions {:?}", &h.dim[1..=rank])));
+    }
+    let n = h.dim[1..=rank.min(3)].iter().fold(1u64, |p, &d| p * u64::from(d));
+    if n > MAX_VOXELS {
+        return Err(bad(format!("{n} voxels is more than the {MAX_VOXELS} this reader takes")));
+    }
+    let (size, name) = match h.datatype {
+        2 => (1, "uint8"),
+        4 => (2, "int16"),
+        8 => (4, "int32"),
+        16 => (4, "float32"),
+        64 => (8, "float64"),
+        256 => (1, "int8"),
+        512 => (2, "uint16"),
+        768 => (4, "uint32"),
+        1024 => (8, "int64"),
+        1280 => (8, "uint64"),
+        t => return Err(bad(format!("datatype {t} is not a real scalar type this reader takes"))),
+    };
+    if i64::from(h.bitpix) != 8 * size as i64 {
+        return Err(bad(format!("bitpix {} does not match datatype {name} ({} bits)", h.bitpix, 8 * size)));
+    }
+    let offset = h.vox_offset;
+    if !(offset.is_finite() && offset >= 348.0 && offset.fract() == 0.0 && offset < (1u64 << 31) as f32) {
+        return Err(bad(format!("vox_offset {offset} is not a byte offset at or past the 348-byte header")));
+    }
+    let (offset, bytes) = (offset as u64, n * size as u64);
+    if !gz && meta.len() < offset + bytes {
+        return Err(bad(format!(
+            "truncated: the header declares {bytes} bytes of data at offset {offset}, the file has {} bytes",
+            meta.len()
+        )));
+    }
+    // the extension area and any padding, then the data
+    std::io::copy(&mut (&mut input).take(offset - 348), &mut std::io::sink())
+        .map_err(|e| bad(format!("cannot read up to vox_offset {offset}: {e}")))?;
+    let mut raw = vec![0u8; bytes as usize];
+    input.read_exact(&mut raw).map_err(|e| {
+        bad(format!(
+            "truncated: cannot read the {bytes} bytes of data the header declares at offset {offset} ({e})"
+        ))
+    })?;
+    if gz {
+        // to the end of the stream: the gzip trailer's CRC and length are checked there
+        std::io::copy(&mut input, &mut std::io::sink())
+            .map_err(|e| bad(format!("corrupt gzip stream: {e}")))?;
+    }
+    let little = h.endianness == ::nifti::Endianness::Little;
+    let word = |c: &[u8]| -> [u8; 8] {
+        let mut w = [0u8; 8];
+        if little {
+            w[..c.len()].copy_from_slice(c);
+        } else {
+            c.iter().rev().enumerate().for_each(|(i, &b)| w[i] = b);
+        }
+        w
+    };
+    let value = |c: &[u8]| -> f64 {
+        let w = word(c);
+        match h.datatype {
+            2 => f64::from(w[0]),
+            256 => f64::from(w[0] as i8),
+            4 => f64::from(i16::from_le_bytes([w[0], w[1]])),
+            512 => f64::from(u16::from_le_bytes([w[0], w[1]])),
+            8 => f64::from(i32::from_le_bytes([w[0], w[1], w[2], w[3]])),
+            768 => f64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]])),
+            16 => f64::from(f32::from_le_bytes([w[0], w[1], w[2], w[3]])),
+            64 => f64::from_le_bytes(w),
+            1024 => i64::from_le_bytes(w) as f64,
+            _ => u64::from_le_bytes(w) as f64,
+        }
+    };
+    let (slope, inter) = (f64::from(h.scl_slope), f64::from(h.scl_inter));
+    let scaled = slope != 0.0 && slope.is_finite() && inter.is_finite();
+    let data = raw
+        .chunks_exact(size)
+        .map(|c| if scaled { (value(c) * slope + inter) as f32 } else { value(c) as f32 })
+        .collect();
+    Ok((h, data))
+}
+
 /// Reads a 3-D NIfTI-1 volume (`.nii` or `.nii.gz`, any numeric type) as `f32` with
 /// `scl_slope`/`scl_inter` applied. Returns the data (x fastest), the dimensions and
 /// `world_from_voxel`: the sform if `sform_code > 0`, else the qform if `qform_code > 0`, else
 /// the voxel spacing alone.
 pub fn read_nifti_f32(path: &Path) -> Result<(Vec<f32>, [usize; 3], WorldFromVoxel)> {
-    use ::nifti::{IntoNdArray, NiftiObject, ReaderOptions};
-    let format_err = |e: ::nifti::NiftiError| match e {
-        ::nifti::NiftiError::Io(io) => Error::io(path, io),
-        e => Error::format(path, format!("bad NIfTI file: {e}")),
-    };
-    // Check the file exists first so a missing file is an I/O error, not a format error.
-    std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let obj = std::panic::catch_unwind(|| ReaderOptions::new().read_file(path))
-        .map_err(|_| Error::format(path, "malformed NIfTI file (the NIfTI reader failed)"))?
-        .map_err(format_err)?;
-    let h = obj.header().clone();
+    let (h, data) = read_nifti_data(path)?;
     let rank = usize::from(h.dim[0]);
-    if !(1..=7).contains(&rank) {
-        return Err(Error::format(path, format!("dim[0] = {} is not a valid rank", h.dim[0])));
-    }
-    if h.dim[4..=rank.max(3)].iter().any(|&d| d > 1) {
-        return Err(Error::format(
-            path,
-            format!("expected a 3-D volume, found dimensions {:?}", &h.dim[1..=rank]),
-        ));
-    }
     let dims = [0, 1, 2].map(|k| if k < rank { usize::from(h.dim[k + 1]) } else { 1 });
-    let array = obj.into_volume().into_ndarray::<f32>().map_err(format_err)?;
-    // The array is in Fortran order (x fastest); its transpose iterates z, y, x in logical order.
-    let data: Vec<f32> = array.t().iter().copied().collect();
 
     let world_from_voxel = if h.sform_code > 0 {
         let mut m = [[0.0; 4]; 4];
