@@ -298,3 +298,19 @@ fn a_fit_over_the_memory_limit_stops_before_writing() {
     );
     assert!(!c.common.output.exists(), "the run folder was created");
 }
+
+/// A non-finite schedule factor (from a run.toml) stops the fit before its first step, rather
+/// than training every weight to NaN after a finite loss.
+#[test]
+fn a_nan_schedule_factor_is_an_error() {
+    let dir = scratch("nan-schedule");
+    let mut c =
+        small(dir.join("run"), EncodingConfig::Gaussian { sigma: 2.5, features: 16, normalize: false }, 5);
+    c.train.schedule = ffvol::train::LrSchedule::Exponential { factor: f32::NAN, every: 10 };
+    let e = match mri::fit(&c, &FitOptions::default()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a NaN factor was accepted"),
+    };
+    assert!(e.contains("the exponential schedule's factor must be finite and > 0, got NaN"), "{e}");
+    assert!(!c.common.output.join("checkpoint.safetensors").exists(), "a checkpoint was written");
+}

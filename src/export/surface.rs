@@ -86,6 +86,11 @@ pub fn export(
 ) -> Result<TriMesh> {
     let (bbox, unit_from_mesh) = meta_or_run.frame();
     let resolution = spec.resolution;
+    if resolution < 2 {
+        return Err(crate::Error::Config(format!(
+            "the export grid needs at least 2 nodes per axis (--resolution {resolution})"
+        )));
+    }
     check_memory(resolution)?;
     let values = sample_grid(backend, &bbox, resolution, spec.coarse_to_fine)?;
     let spacing = bbox.size() / (resolution - 1) as f32;

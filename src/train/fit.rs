@@ -129,6 +129,30 @@ impl LoopSpec {
     }
 }
 
+impl LoopSpec {
+    /// A finite, positive learning rate and finite schedule factors (a NaN factor in a run.toml
+    /// would train every weight to NaN after a finite loss).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Config(format!("train: {what}")));
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr must be a finite number > 0, got {}", self.lr));
+        }
+        match self.schedule {
+            LrSchedule::Exponential { factor, .. } if !(factor.is_finite() && factor > 0.0) => {
+                bad(format!("the exponential schedule's factor must be finite and > 0, got {factor}"))
+            }
+            LrSchedule::Cosine { final_fraction, .. }
+                if !(final_fraction.is_finite() && final_fraction >= 0.0) =>
+            {
+                bad(format!(
+                    "the cosine schedule's final fraction must be finite and ≥ 0, got {final_fraction}"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The loop's settings every job's `[train]` table has: steps, Adam's base learning rate, its
 /// schedule and the checkpoint interval (implemented with [`crate::train_settings!`]).
 pub trait TrainSettings {
@@ -270,6 +294,7 @@ impl Run {
         objective: &mut dyn Objective,
         opts: &FitOptions,
     ) -> Result<Trained> {
+        spec.validate()?;
         Loop::new(self, spec, opts).run(objective)
     }
 }
@@ -326,6 +351,12 @@ impl<'r> Loop<'r> {
                 return Ok(self.out);
             }
             let lr = self.spec.schedule.lr(self.spec.lr, step, steps);
+            if !(lr.is_finite() && lr >= 0.0) {
+                return Err(Error::Config(format!(
+                    "the learning rate at step {step} is {lr} (lr {}, schedule {:?}): training would write non-finite weights",
+                    self.spec.lr, self.spec.schedule
+                )));
+            }
             let done = step + 1;
             let t = Instant::now();
             match objective.device_step(self.run.backend.as_mut(), step, lr) {
