@@ -452,7 +452,7 @@ fn overlay_value<T: Serialize + serde::de::DeserializeOwned>(
 
 /// A TOML file's contents; an error naming the file when it cannot be read or parsed.
 pub fn read_toml(path: &Path) -> crate::Result<toml::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+    let text = crate::io::read_text(path)?;
     toml::from_str(&text).map_err(|e| crate::Error::format(path, e.to_string()))
 }
 

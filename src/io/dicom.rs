@@ -63,7 +63,9 @@ const BATCH: usize = 32;
 pub fn has_dicom_magic(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 132];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head[128..] == b"DICM"
+    crate::io::check_regular_file(path).is_ok()
+        && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+        && &head[128..] == b"DICM"
 }
 
 /// Reads the series in folder `dir` (its regular files; see the module docs).
@@ -105,7 +107,7 @@ pub fn read_dicom_dir(dir: &Path) -> Result<Volume> {
 /// Reads the series whose files `list` names, one path a line (relative paths from the list's
 /// folder; blank lines and lines starting with `#` ignored).
 pub fn read_dicom_list(list: &Path) -> Result<Volume> {
-    let text = std::fs::read_to_string(list).map_err(|e| Error::io(list, e))?;
+    let text = crate::io::read_text(list)?;
     let base = list.parent().unwrap_or(Path::new("."));
     let files: Vec<PathBuf> = text
         .lines()

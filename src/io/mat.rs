@@ -73,7 +73,7 @@ fn class_name(class: u8) -> &'static str {
 /// Reads the one real numeric 3-D array of `path`. A file with none, or with several, is an error
 /// that lists its variables.
 pub fn read_mat(path: &Path) -> Result<Volume> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::io::read_file(path)?;
     let file = MatFile::parse(&bytes).map_err(|m| Error::format(path, m))?;
     let vars = file.variables().map_err(|m| Error::format(path, m))?;
     let candidates: Vec<usize> = (0..vars.len())
@@ -125,7 +125,7 @@ pub fn read_mat(path: &Path) -> Result<Volume> {
 
 /// The variables of `path` (name, class, dimensions), without reading their data.
 pub fn list_mat(path: &Path) -> Result<Vec<MatVariable>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::io::read_file(path)?;
     let file = MatFile::parse(&bytes).map_err(|m| Error::format(path, m))?;
     Ok(file.variables().map_err(|m| Error::format(path, m))?.into_iter().map(|(v, _)| v).collect())
 }

@@ -77,7 +77,7 @@ impl MeshFormat {
 pub fn read_mesh(path: &Path) -> Result<TriMesh> {
     let format = MeshFormat::from_path(path)
         .ok_or_else(|| Error::format(path, "unknown mesh extension (expected .ply, .obj or .stl)"))?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_file(path)?;
     let parsed = match format {
         MeshFormat::Ply => ply::parse(&bytes),
         MeshFormat::Obj => obj::parse(&bytes),
@@ -114,6 +114,35 @@ pub fn read_mesh_or_bundled(path: &Path) -> Result<TriMesh> {
         return Ok(mesh);
     }
     read_mesh(path)
+}
+
+/// Checks that `path` is a regular file, without opening it: a FIFO, a device or a directory
+/// given as an input is refused at once (opening a FIFO would block until a writer came).
+pub fn check_regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
+    Err(Error::format(path, format!("{kind}: expected a file")))
+}
+
+/// `std::fs::read` of a regular file ([`check_regular_file`]).
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    check_regular_file(path)?;
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// `std::fs::read_to_string` of a regular file ([`check_regular_file`]).
+pub fn read_text(path: &Path) -> Result<String> {
+    check_regular_file(path)?;
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// `File::open` of a regular file ([`check_regular_file`]).
+pub fn open_file(path: &Path) -> Result<std::fs::File> {
+    check_regular_file(path)?;
+    std::fs::File::open(path).map_err(|e| Error::io(path, e))
 }
 
 /// Writes `mesh` to `path` in `format`, atomically.

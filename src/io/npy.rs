@@ -164,7 +164,7 @@ pub fn npy_bytes<T: NpyElement>(
 
 /// Reads a `.npy` file; every problem is an error naming the file.
 pub fn read_npy(path: &Path) -> Result<NpyArray> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::io::read_file(path)?;
     parse_npy(&bytes).map_err(|m| Error::format(path, format!("bad .npy file: {m}")))
 }
 

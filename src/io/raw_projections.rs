@@ -169,7 +169,7 @@ pub struct RawStack {
 pub fn is_hdf5(path: &Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     const SIG: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let Ok(mut f) = crate::io::open_file(path) else { return false };
     let mut buf = [0u8; 8];
     for off in [0u64, 512, 1024, 2048, 4096] {
         if f.seek(SeekFrom::Start(off)).is_err() || f.read_exact(&mut buf).is_err() {
@@ -188,6 +188,7 @@ fn h5_error(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Reads a Data Exchange file: data, darks, flats and theta; only `rows` (default all) are read.
 pub fn read_data_exchange(path: &Path, rows: Option<[usize; 2]>) -> Result<RawStack> {
+    crate::io::check_regular_file(path)?;
     let file = rust_hdf5::H5File::open(path).map_err(|e| h5_error(path, e))?;
     let open = |name: &str, what: &str| {
         file.dataset(name).map_err(|e| {

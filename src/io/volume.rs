@@ -59,6 +59,9 @@ pub fn load_volume(path: &Path) -> Result<Volume> {
 pub fn read_volume(path: &Path) -> Result<Volume> {
     let bundled = bundled_volume(path)?;
     let path = bundled.as_deref().unwrap_or(path);
+    if !path.is_dir() {
+        crate::io::check_regular_file(path)?;
+    }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
     let dicom = |v: Volume| (v.data, v.dims, v.world_from_voxel);
     let (data, dims, world_from_voxel) = if path.is_dir() {
@@ -102,7 +105,7 @@ pub fn read_volume(path: &Path) -> Result<Volume> {
 /// magic `n+1` (single file) or `ni1` (header of a pair).
 fn check_nifti1_header(path: &Path, gz: bool) -> Result<()> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::io::open_file(path)?;
     let mut head = Vec::with_capacity(348);
     let read = if gz {
         flate2::read::MultiGzDecoder::new(file).take(348).read_to_end(&mut head)

@@ -77,7 +77,7 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> crate::Result<Self> {
-        let data = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+        let data = crate::io::read_file(path)?;
         Self::from_bytes(&data).map_err(|m| crate::Error::format(path, m))
     }
 

@@ -225,7 +225,7 @@ impl GeometryFile {
             (Some(f), None) => {
                 let path =
                     if f.is_absolute() { f.clone() } else { src.parent().unwrap_or(Path::new(".")).join(f) };
-                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                let text = crate::io::read_text(&path)?;
                 let mut v = Vec::new();
                 for (i, line) in text.lines().enumerate() {
                     let t = line.trim();
@@ -287,7 +287,7 @@ impl GeometryFile {
 impl Scan {
     /// Reads and checks a geometry file.
     pub fn load(path: &Path) -> Result<Scan> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::io::read_text(path)?;
         let file: GeometryFile = toml::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
         file.resolve(path)
     }
