@@ -7,7 +7,8 @@
 #   `ffvol bench --device cuda` fp16 and fp32 beside PyTorch bf16 for 4 × 256 and 8 × 256 (2^18);
 #   the paper's occupancy protocol in fp16; single MRI, CT and volume runs for their times; a 3D
 #   cone-beam CT (64³) against FDK and SART; the MRI table (run-tables.sh) and the CT table
-#   (run-ct-table.sh), each with its own budget (TABLES=0 skips them); a summary last.
+#   (run-ct-table.sh), each with its own budget (TABLES=0 skips them); with MEMORY=1, 256³ MRI and
+#   CT grid fits with their memory plans (device-resident or chunked); a summary last.
 #
 #   scripts/gpu-session.sh      # here
 #   run tool: command "bash gpu-bundle/run-session.sh", carry ["gpu-bundle"], timeout_s 600
@@ -31,6 +32,7 @@ count = 60
 unit = "degrees"
 span = 360.0
 TOML
+cp benchmarks/geometry/cone256.toml gpu-bundle/cone256.toml
 cat > gpu-bundle/run-session.sh <<'RUN'
 #!/usr/bin/env bash
 set -uo pipefail
@@ -77,6 +79,21 @@ done
 step cone_fit 90 "$B/ffvol" fit ct --preset paper-ct --steps 2000 --device cuda --encoding gaussian \
   --projections "$c/projections.npy" --geometry "$c/geometry.toml" --truth "$c/truth.nii.gz" --output "$c/fit"
 rm -rf "$OUT"/*_alone/*.nii.gz "$OUT"/*_alone/*.npy "$OUT"/*_alone/*.png "$OUT"/*_alone/checkpoint.safetensors "$c"
+# MEMORY=1: full-resolution fits (issue 10) at 256³ on the card, with the memory plan each prints
+# (device-resident or chunked) and its time a step; off by default, it takes the tables' budget
+if [ "${MEMORY:-0}" = 1 ]; then
+  m="$OUT/memory"
+  step mem_sim 60 "$B/ffvol" simulate ct --phantom shepp3d --geometry "$B/cone256.toml" --supersample 1 --output "$m/cone256"
+  step mem_ct_grid 120 "$B/ffvol" fit ct --device cuda --render grid --steps 20 --projections "$m/cone256/projections.npy" \
+    --geometry "$m/cone256/geometry.toml" --truth "$m/cone256/truth.nii.gz" --output "$m/ct_grid"
+  step mem_mri_256 120 "$B/ffvol" fit mri --device cuda --steps 20 --volume "$m/cone256/truth.nii.gz" --output "$m/mri_256"
+  step mem_mri_256_chunked 120 "$B/ffvol" fit mri --device cuda --steps 20 --chunk 262144 \
+    --volume "$m/cone256/truth.nii.gz" --output "$m/mri_256_chunked"
+  for r in mem_ct_grid mem_mri_256 mem_mri_256_chunked; do
+    grep -hE "^memory plan|^  (host|gpu) |device-resident step off|s/step|^time:" "$OUT/$r.log" | head -8
+  done
+  rm -rf "$m"
+fi
 if [ "${TABLES:-1}" = 1 ]; then
   left=$((560 - SECONDS))
   export BUDGET=$((left / 2 - 5))
