@@ -5,24 +5,8 @@ use ffvol::geometry::winding::{inside_by_ray_parity, WindingNumber};
 use ffvol::geometry::TriMesh;
 use glam::Vec3;
 
-/// SplitMix64: a tiny deterministic generator, so the tests need no extra crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn point_in(&mut self, lo: Vec3, hi: Vec3) -> Vec3 {
-        lo + (hi - lo) * Vec3::new(self.uniform(), self.uniform(), self.uniform())
-    }
-}
+mod common;
+use common::SplitMix as Rng;
 
 fn padded_bounds(mesh: &TriMesh, pad: f32) -> (Vec3, Vec3) {
     let (lo, hi) = mesh.bounds().expect("non-empty mesh");

@@ -225,11 +225,8 @@ const MAX_VOXELS: u64 = 1 << 31;
 /// its end, so a bad CRC or a missing trailer is an error.
 fn read_nifti_data(path: &Path) -> Result<(::nifti::NiftiHeader, Vec<f32>)> {
     use std::io::Read;
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::format(path, "not a regular file"));
-    }
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::io::open_file(path)?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     let gz = is_gz(path);
     let mut input: Box<dyn Read> = if gz {
         Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))

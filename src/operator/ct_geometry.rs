@@ -494,19 +494,8 @@ impl Scan {
 
     /// Voxel centres in unit coordinates, x fastest (row-major n×dims).
     pub fn voxel_centres_unit(&self) -> Vec<f32> {
-        let [nx, ny, nz] = self.voxels;
         let mut out = Vec::with_capacity(self.n_voxels() * self.dims);
-        for z in 0..nz {
-            for y in 0..ny {
-                for x in 0..nx {
-                    out.push((x as f32 + 0.5) / nx as f32);
-                    out.push((y as f32 + 0.5) / ny as f32);
-                    if self.dims == 3 {
-                        out.push((z as f32 + 0.5) / nz as f32);
-                    }
-                }
-            }
-        }
+        crate::sample::voxels::push_grid_planes(&mut out, self.voxels, 0..self.voxels[2], self.dims);
         out
     }
 

@@ -334,3 +334,22 @@ pub fn ffvol_fit<T: serde::de::DeserializeOwned>(args: &[&str], out: &Path) -> T
     let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
     serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// SplitMix64: a tiny deterministic generator for the geometry tests' points and coin flips.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    pub fn point_in(&mut self, lo: glam::Vec3, hi: glam::Vec3) -> glam::Vec3 {
+        lo + (hi - lo) * glam::Vec3::new(self.uniform(), self.uniform(), self.uniform())
+    }
+}
