@@ -238,16 +238,17 @@ fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
         "shepp3d" => PhantomSource::Shepp3d,
         path => PhantomSource::File(PathBuf::from(path)),
     };
-    let poisson_i0 = match &a.noise {
-        None => None,
-        Some(n) => match n.strip_prefix("poisson:").map(|v| v.parse::<f64>()) {
-            Some(Ok(i0)) => Some(i0),
-            _ => bail!("--noise {n:?}: expected poisson:I0, e.g. poisson:1e5"),
-        },
+    let noise = a.noise.as_deref().map(ffvol::sim::ct::Noise::parse).transpose()?;
+    let poisson_i0 = match noise {
+        Some(ffvol::sim::ct::Noise::Poisson { i0 }) => Some(i0),
+        _ => None,
     };
     let t = std::time::Instant::now();
-    let sim =
+    let mut sim =
         simulate(&scan, &SimulateOptions { phantom, poisson_i0, seed: a.seed, supersample: a.supersample })?;
+    if let Some(n @ ffvol::sim::ct::Noise::PoissonGaussian { .. }) = &noise {
+        ffvol::sim::ct::add_noise(&mut sim.projections, n, a.seed)?;
+    }
     let name = Path::new(&a.phantom)
         .file_stem()
         .and_then(|s| s.to_str())
@@ -279,6 +280,7 @@ fn recon(a: ReconArgs) -> Result<()> {
     let loaded = load_ct_input(&a.projections, &geometry, &input)?;
     loaded.notes.iter().for_each(|n| eprintln!("{n}"));
     let (scan, proj) = (loaded.scan, loaded.projections);
+    check_recon_flags(&a)?;
     let t = std::time::Instant::now();
     let (volume, name) = match a.method {
         ReconMethod::Fbp | ReconMethod::Fdk => {
@@ -294,9 +296,52 @@ fn recon(a: ReconArgs) -> Result<()> {
             (ct_recon::fbp(&scan, &proj), if a.method == ReconMethod::Fbp { "fbp" } else { "fdk" })
         }
         ReconMethod::Sart => {
+            let opts = ct_recon::SartOptions {
+                iterations: a.iterations.unwrap_or(20),
+                relaxation: a.relaxation.unwrap_or(1.0),
+                subsets: a.subsets.unwrap_or(0),
+                relaxation_decay: a.relaxation_decay.unwrap_or(1.0),
+            };
+            opts.validate(scan.n_views())?;
             let projector = ffvol::operator::ray::RayProjector::new(&scan, 0.5);
-            let opts = ct_recon::SartOptions { iterations: a.iterations, relaxation: a.relaxation };
             (ct_recon::sart(&projector, &proj, opts), "sart")
+        }
+        ReconMethod::AsdPocs => {
+            let d = ct_recon::AsdPocsOptions::default();
+            let opts = ct_recon::AsdPocsOptions {
+                iterations: a.iterations.unwrap_or(d.iterations),
+                tv_iterations: a.tv_iterations.unwrap_or(d.tv_iterations),
+                alpha: a.alpha.unwrap_or(d.alpha),
+                alpha_red: a.alpha_red.unwrap_or(d.alpha_red),
+                ratio: a.ratio.unwrap_or(d.ratio),
+                relaxation: a.relaxation.unwrap_or(d.relaxation),
+                relaxation_decay: a.relaxation_decay.unwrap_or(d.relaxation_decay),
+                subsets: a.subsets.unwrap_or(d.subsets),
+                max_l2_err: a.max_l2_err,
+            };
+            opts.validate(scan.n_views())?;
+            let projector = ffvol::operator::ray::RayProjector::new(&scan, 0.5);
+            let out = ct_recon::asd_pocs(&scan, &projector, &proj, opts)?;
+            let last = out.history.last().map_or(f64::NAN, |h| h.residual);
+            eprintln!(
+                "asd-pocs: {} iterations (stopped: {}), ‖Ax − b‖ = {last:.4e}, ε = {:.4e}",
+                out.history.len(),
+                out.stop,
+                out.epsilon
+            );
+            (out.volume, "asd-pocs")
+        }
+        ReconMethod::Cgls => {
+            let opts = ct_recon::CglsOptions { iterations: a.iterations.unwrap_or(20) };
+            let projector = ffvol::operator::ray::RayProjector::new(&scan, 0.5);
+            let out = ct_recon::cgls(&projector, &proj, opts)?;
+            eprintln!(
+                "cgls: {} iterations, ‖Ax − b‖ {:.4e} → {:.4e}",
+                out.iterations,
+                out.residuals[0],
+                out.residuals.last().copied().unwrap_or(f64::NAN)
+            );
+            (out.volume, "cgls")
         }
     };
     let seconds = t.elapsed().as_secs_f64();
@@ -311,6 +356,37 @@ fn recon(a: ReconArgs) -> Result<()> {
             psnr_ct(&volume, &truth),
             ssim_ct(&volume, &truth, scan.voxels)
         );
+        if scan.dims == 3 {
+            let (s, [z, y, x]) = ffvol::train::image_metrics::ssim_ct_3axes(&volume, truth, scan.voxels);
+            println!("SSIM over 3 axes {s:.4} (z {z:.4}, y {y:.4}, x {x:.4})");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a `recon` flag that the method does not use (it would be silently ignored).
+fn check_recon_flags(a: &ReconArgs) -> Result<()> {
+    let m = a.method;
+    let iterative = matches!(m, ReconMethod::Sart | ReconMethod::AsdPocs | ReconMethod::Cgls);
+    let relaxed = matches!(m, ReconMethod::Sart | ReconMethod::AsdPocs);
+    let tv = m == ReconMethod::AsdPocs;
+    let flags: [(&str, bool, bool); 9] = [
+        ("--iterations", a.iterations.is_some(), iterative),
+        ("--relaxation", a.relaxation.is_some(), relaxed),
+        ("--relaxation-decay", a.relaxation_decay.is_some(), relaxed),
+        ("--subsets", a.subsets.is_some(), relaxed),
+        ("--alpha", a.alpha.is_some(), tv),
+        ("--alpha-red", a.alpha_red.is_some(), tv),
+        ("--tv-iterations", a.tv_iterations.is_some(), tv),
+        ("--ratio", a.ratio.is_some(), tv),
+        ("--max-l2-err", a.max_l2_err.is_some(), tv),
+    ];
+    for (flag, given, applies) in flags {
+        if given && !applies {
+            let name =
+                clap::ValueEnum::to_possible_value(&m).map(|v| v.get_name().to_string()).unwrap_or_default();
+            bail!("{flag} does not apply to `recon {name}`");
+        }
     }
     Ok(())
 }

@@ -239,7 +239,8 @@ pub struct SimulateCtArgs {
     /// Scan geometry (TOML), or `paper-ct[:N[:VIEWS]]`.
     #[arg(long)]
     pub geometry: PathBuf,
-    /// `poisson:I0`: photon noise with I0 incident photons per ray.
+    /// `poisson:I0`: photon noise with I0 incident photons per ray; `poisson:I0,gaussian:[MEAN:]SIGMA`:
+    /// plus electronic noise on the counts (TIGRE's addCTnoise); `tigre`: poisson:1e5,gaussian:0:10.
     #[arg(long)]
     pub noise: Option<String>,
     /// Seeds the phantom's perturbation and the noise.
@@ -261,8 +262,12 @@ pub enum ReconMethod {
     Fbp,
     /// Feldkamp–Davis–Kress for fan and cone beams (flat detector; a short scan gets Parker weights).
     Fdk,
-    /// Simultaneous algebraic reconstruction with positivity.
+    /// Simultaneous algebraic reconstruction with positivity (`--subsets N`: OS-SART; 1: SIRT).
     Sart,
+    /// TV-regularised reconstruction: ASD-POCS with TIGRE's defaults (SART data step, positivity, TV steepest descent).
+    AsdPocs,
+    /// Conjugate gradient least squares on A x = b (the iteration count is the regularisation).
+    Cgls,
 }
 
 #[derive(Args)]
@@ -283,12 +288,34 @@ pub struct ReconArgs {
     /// Output volume (default: <method>.nii.gz beside the projections); a PNG goes beside it.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// SART passes over all views.
-    #[arg(long, default_value_t = 20)]
-    pub iterations: usize,
-    /// SART relaxation λ.
-    #[arg(long, default_value_t = 1.0)]
-    pub relaxation: f32,
+    /// Passes over all views (SART, ASD-POCS) or CGLS iterations; default 20.
+    #[arg(long)]
+    pub iterations: Option<usize>,
+    /// SART / ASD-POCS relaxation λ (β), in (0, 2); default 1.
+    #[arg(long)]
+    pub relaxation: Option<f32>,
+    /// λ is multiplied by this after every pass, in (0, 1]; default 1 (SART), 0.99 (ASD-POCS, TIGRE's).
+    #[arg(long)]
+    pub relaxation_decay: Option<f32>,
+    /// Ordered subsets of views for SART and ASD-POCS: 1 (SIRT) to the number of views (one view a
+    /// subset, the default).
+    #[arg(long, value_name = "N")]
+    pub subsets: Option<usize>,
+    /// ASD-POCS: the TV step as a fraction of the first data step's change (TIGRE's 0.002).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// ASD-POCS: reduction of the TV step when it outweighs the data step (TIGRE's 0.95).
+    #[arg(long)]
+    pub alpha_red: Option<f64>,
+    /// ASD-POCS: TV steepest-descent steps per iteration (TIGRE's 20).
+    #[arg(long)]
+    pub tv_iterations: Option<usize>,
+    /// ASD-POCS: largest ratio of the TV change to the data change (TIGRE's 0.95).
+    #[arg(long)]
+    pub ratio: Option<f64>,
+    /// ASD-POCS: the projection error (L2) at which an image is accepted (default 0.2 ‖A·FBP − b‖).
+    #[arg(long)]
+    pub max_l2_err: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }

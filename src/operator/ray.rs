@@ -115,7 +115,35 @@ impl RayProjector {
     pub fn forward_range(&self, volume: &[f32], range: std::ops::Range<usize>, out: &mut [f32]) {
         assert_eq!(volume.len(), self.n_voxels(), "forward: volume has the wrong size");
         assert_eq!(out.len(), range.len(), "forward: output has the wrong size");
-        out.par_chunks_mut(256).zip(self.segments[range].par_chunks(256)).for_each(|(o, segs)| {
+        self.forward_segments(volume, &self.segments[range], out);
+    }
+
+    /// The rays of `views` (each view's rays in detector order, the views in the order given),
+    /// as one block: the subsets of ordered-subset SART. Views out of range panic (callers
+    /// check them against the scan).
+    fn view_segments(&self, views: &[usize]) -> Vec<Segment> {
+        let rpv = self.rays_per_view;
+        views.iter().flat_map(|&v| self.segments[v * rpv..(v + 1) * rpv].iter().copied()).collect()
+    }
+
+    /// Measurements of the rays of `views` into `out` (`views.len()` × rays per view), in the
+    /// order of [`Self::adjoint_views`]. A single view gives [`Self::forward_range`]'s values.
+    pub fn forward_views(&self, volume: &[f32], views: &[usize], out: &mut [f32]) {
+        assert_eq!(volume.len(), self.n_voxels(), "forward: volume has the wrong size");
+        assert_eq!(out.len(), views.len() * self.rays_per_view, "forward: output has the wrong size");
+        self.forward_segments(volume, &self.view_segments(views), out);
+    }
+
+    /// out = Aᵀ values for the rays of `views` (laid out as [`Self::forward_views`] writes them);
+    /// out is overwritten. A single view gives [`Self::adjoint_range`]'s values, bit for bit.
+    pub fn adjoint_views(&self, views: &[usize], values: &[f32], out: &mut [f32]) {
+        assert_eq!(out.len(), self.n_voxels(), "adjoint: volume has the wrong size");
+        assert_eq!(values.len(), views.len() * self.rays_per_view, "adjoint: values have the wrong size");
+        self.adjoint_segments(&self.view_segments(views), values, out);
+    }
+
+    fn forward_segments(&self, volume: &[f32], segments: &[Segment], out: &mut [f32]) {
+        out.par_chunks_mut(256).zip(segments.par_chunks(256)).for_each(|(o, segs)| {
             for (y, s) in o.iter_mut().zip(segs) {
                 let mut acc = 0.0f32;
                 self.walk(s, |idx, w| acc += w * volume[idx]);
@@ -128,7 +156,10 @@ impl RayProjector {
     pub fn adjoint_range(&self, range: std::ops::Range<usize>, values: &[f32], out: &mut [f32]) {
         assert_eq!(out.len(), self.n_voxels(), "adjoint: volume has the wrong size");
         assert_eq!(values.len(), range.len(), "adjoint: values have the wrong size");
-        let segs = &self.segments[range];
+        self.adjoint_segments(&self.segments[range], values, out);
+    }
+
+    fn adjoint_segments(&self, segs: &[Segment], values: &[f32], out: &mut [f32]) {
         let chunk = segs.len().div_ceil(SCATTER_CHUNKS).max(1);
         let n = self.n_voxels();
         let mut partial: Vec<Vec<f32>> = segs

@@ -1,5 +1,6 @@
 //! Classical reconstructions: filtered back-projection (parallel beam), FDK (fan and cone beam,
-//! flat detector), and SART with positivity.
+//! flat detector), SART and OS-SART with positivity ([`sart`]), ASD-POCS (TV-regularised, as
+//! TIGRE ships it: [`asd_pocs`], with the TV steps in [`tv`]) and CGLS ([`cgls`]).
 //!
 //! FBP and FDK use the band-limited ramp filter of Kak & Slaney (the spatial kernel
 //! h(0) = 1/4τ², h(odd k) = −1/(kπτ)², applied by FFT with zero padding to at least twice the
@@ -12,12 +13,19 @@
 //! view by (DSO/L)², L the voxel's depth from the source along the central ray.
 
 use crate::operator::ct_geometry::{Beam, Scan};
-use crate::operator::ray::RayProjector;
 use rayon::prelude::*;
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
 
+pub mod asd_pocs;
 pub mod center;
+pub mod cgls;
+pub mod sart;
+pub mod tv;
+
+pub use asd_pocs::{asd_pocs, AsdPocsOptions};
+pub use cgls::{cgls, CglsOptions};
+pub use sart::{sart, SartOptions};
 
 /// Ramp-filters every detector row of `rows` (row-major, `nu` wide) with sample spacing `tau`.
 pub fn ramp_filter(rows: &mut [f64], nu: usize, tau: f64) {
@@ -273,88 +281,4 @@ pub fn view_weights(scan: &Scan) -> Vec<f64> {
         w[order[k].1] = 0.5 * (before + gap(k));
     }
     w
-}
-
-/// SART settings.
-#[derive(Clone, Copy, Debug)]
-pub struct SartOptions {
-    /// Passes over all views.
-    pub iterations: usize,
-    /// Relaxation λ.
-    pub relaxation: f32,
-}
-
-impl Default for SartOptions {
-    fn default() -> Self {
-        SartOptions { iterations: 20, relaxation: 1.0 }
-    }
-}
-
-/// SART (Andersen & Kak), one view per sub-iteration, views in a spread-out order, clipped to
-/// ≥ 0 after every update, starting from zero.
-pub fn sart(projector: &RayProjector, proj: &[f32], opts: SartOptions) -> Vec<f32> {
-    let n = projector.n_voxels();
-    let rpv = projector.rays_per_view();
-    let views = projector.n_rays() / rpv;
-    let ones_vol = vec![1.0f32; n];
-    let mut row_sums = vec![0.0f32; projector.n_rays()];
-    projector.forward(&ones_vol, &mut row_sums);
-    // column sums per view: cached when small enough
-    let cache = views * n <= 1 << 26;
-    let ones_view = vec![1.0f32; rpv];
-    let col_sum = |v: usize, out: &mut Vec<f32>| {
-        let range = v * rpv..(v + 1) * rpv;
-        projector.adjoint_range(range, &ones_view, out);
-    };
-    let cached: Vec<Vec<f32>> = if cache {
-        (0..views)
-            .map(|v| {
-                let mut c = vec![0.0; n];
-                col_sum(v, &mut c);
-                c
-            })
-            .collect()
-    } else {
-        vec![]
-    };
-    // spread-out order: stride near views/φ, coprime with views
-    let mut stride = ((views as f64 / 1.618).round() as usize).max(1);
-    while gcd(stride, views) != 1 {
-        stride += 1;
-    }
-    let order: Vec<usize> = (0..views).map(|k| (k * stride) % views).collect();
-    let mut x = vec![0.0f32; n];
-    let mut y = vec![0.0f32; rpv];
-    let mut back = vec![0.0f32; n];
-    let mut cs = vec![0.0f32; n];
-    for _ in 0..opts.iterations {
-        for &v in &order {
-            let range = v * rpv..(v + 1) * rpv;
-            projector.forward_range(&x, range.clone(), &mut y);
-            for ((yi, &m), &rs) in y.iter_mut().zip(&proj[range.clone()]).zip(&row_sums[range.clone()]) {
-                *yi = if rs > 1e-8 { (m - *yi) / rs } else { 0.0 };
-            }
-            projector.adjoint_range(range, &y, &mut back);
-            let c: &[f32] = if cache {
-                &cached[v]
-            } else {
-                col_sum(v, &mut cs);
-                &cs
-            };
-            x.par_iter_mut().zip(&back).zip(c).for_each(|((xi, &b), &c)| {
-                if c > 1e-8 {
-                    *xi = (*xi + opts.relaxation * b / c).max(0.0);
-                }
-            });
-        }
-    }
-    x
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
 }
