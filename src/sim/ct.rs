@@ -69,17 +69,115 @@ pub fn simulate(scan: &Scan, opts: &SimulateOptions) -> Result<Simulated> {
         }
     };
     if let Some(i0) = opts.poisson_i0 {
-        if !(i0.is_finite() && i0 > 0.0) {
-            return Err(Error::Config(format!("--noise poisson:I0 needs I0 > 0, got {i0}")));
-        }
-        let rng = CounterRng::new(opts.seed, STREAM_NOISE);
-        projections.par_iter_mut().enumerate().for_each(|(i, y)| {
-            let lambda = i0 * (-(*y as f64)).exp();
-            let counts = poisson(&rng, i as u64, lambda).max(1.0);
-            *y = -(counts / i0).ln() as f32;
-        });
+        add_noise(&mut projections, &Noise::Poisson { i0 }, opts.seed)?;
     }
     Ok(Simulated { projections, truth })
+}
+
+/// Stream for the Gaussian (electronic) part of [`Noise::PoissonGaussian`].
+const STREAM_NOISE_GAUSSIAN: u64 = 0xc7_03;
+
+/// Noise on simulated line integrals p, through the photon counts of a detector with I0
+/// incident photons per ray (Beer–Lambert: I0·e^(−p) expected counts).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Noise {
+    /// `poisson:I0`: counts ~ Poisson(I0·e^(−p)), at least 1; p = −ln(counts / I0).
+    Poisson { i0: f64 },
+    /// `poisson:I0,gaussian:[MEAN:]SIGMA` (`tigre`: I0 = 1e5, mean 0, σ = 10): TIGRE's
+    /// `addCTnoise` (MATLAB, the R²-Gaussian recipe): counts = Poisson(I0·e^(−p)) + N(mean, σ²),
+    /// photon noise plus electronic noise on the counts; counts ≤ 0 become 1e-6 (as TIGRE does);
+    /// p = ln(I0 / counts).
+    PoissonGaussian { i0: f64, mean: f64, sigma: f64 },
+}
+
+impl Noise {
+    /// Parses `--noise`: `poisson:I0`, `poisson:I0,gaussian:SIGMA`, `poisson:I0,gaussian:MEAN:SIGMA`
+    /// or `tigre` (TIGRE's addCTnoise defaults, poisson:1e5,gaussian:0:10).
+    pub fn parse(spec: &str) -> Result<Noise> {
+        let bad = |why: String| {
+            Error::Config(format!(
+                "--noise {spec:?}: {why} (expected poisson:I0, poisson:I0,gaussian:[MEAN:]SIGMA or tigre)"
+            ))
+        };
+        let num = |what: &str, v: &str| -> Result<f64> {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad(format!("{what} {v:?} is not a number")))
+        };
+        let (mut i0, mut gaussian) = (None, None);
+        for term in spec.split(',') {
+            let term = term.trim();
+            if term == "tigre" {
+                i0 = Some(1e5);
+                gaussian = Some((0.0, 10.0));
+            } else if let Some(v) = term.strip_prefix("poisson:") {
+                if i0.is_some() {
+                    return Err(bad("poisson given twice".into()));
+                }
+                i0 = Some(num("I0", v)?);
+            } else if let Some(v) = term.strip_prefix("gaussian:") {
+                if gaussian.is_some() {
+                    return Err(bad("gaussian given twice".into()));
+                }
+                gaussian = Some(match v.split_once(':') {
+                    Some((m, sd)) => (num("the mean", m)?, num("σ", sd)?),
+                    None => (0.0, num("σ", v)?),
+                });
+            } else {
+                return Err(bad(format!("unknown term {term:?}")));
+            }
+        }
+        let i0 =
+            i0.ok_or_else(|| bad("the Gaussian noise is on photon counts: give poisson:I0 too".into()))?;
+        if !(i0 > 0.0 && i0 <= 1e15) {
+            return Err(bad(format!("I0 must be in (0, 1e15], got {i0}")));
+        }
+        Ok(match gaussian {
+            None => Noise::Poisson { i0 },
+            Some((mean, sigma)) => {
+                if !(sigma >= 0.0) {
+                    return Err(bad(format!("σ must be ≥ 0, got {sigma}")));
+                }
+                Noise::PoissonGaussian { i0, mean, sigma }
+            }
+        })
+    }
+}
+
+/// Adds `noise` to the line integrals `projections` in place, from `seed` (ray i's draws are a
+/// function of (seed, i) only: results do not depend on the thread count).
+pub fn add_noise(projections: &mut [f32], noise: &Noise, seed: u64) -> Result<()> {
+    let rng = CounterRng::new(seed, STREAM_NOISE);
+    match *noise {
+        Noise::Poisson { i0 } => {
+            if !(i0.is_finite() && i0 > 0.0) {
+                return Err(Error::Config(format!("--noise poisson:I0 needs I0 > 0, got {i0}")));
+            }
+            projections.par_iter_mut().enumerate().for_each(|(i, y)| {
+                let lambda = i0 * (-(*y as f64)).exp();
+                let counts = poisson(&rng, i as u64, lambda).max(1.0);
+                *y = -(counts / i0).ln() as f32;
+            });
+        }
+        Noise::PoissonGaussian { i0, mean, sigma } => {
+            if !(i0.is_finite() && i0 > 0.0 && sigma.is_finite() && sigma >= 0.0 && mean.is_finite()) {
+                return Err(Error::Config(format!(
+                    "--noise: needs I0 > 0, a finite mean and σ ≥ 0, got I0 {i0}, mean {mean}, σ {sigma}"
+                )));
+            }
+            let electronic = CounterRng::new(seed, STREAM_NOISE_GAUSSIAN);
+            projections.par_iter_mut().enumerate().for_each(|(i, y)| {
+                let lambda = i0 * (-(*y as f64)).exp();
+                let counts =
+                    poisson(&rng, i as u64, lambda) + mean + sigma * electronic.normal(i as u64) as f64;
+                let counts = if counts > 0.0 { counts } else { 1e-6 };
+                *y = (i0 / counts).ln() as f32;
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A phantom volume from `path` (through [`read_volume`]: NIfTI, .npy, .mat, DICOM), which must
