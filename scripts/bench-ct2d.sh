@@ -35,7 +35,7 @@ if [[ "${FIT:-1}" != 0 && -z "$steps" ]]; then
   steps=$(python3 -c "
 import json; m = json.load(open('$out/probe/metrics.json'))
 setup = m['total_seconds'] - m['train_seconds']
-print(max(1, int((60.0 - setup) / m['seconds_per_step'])))")
+print(max(1, int((60.0 - setup) / (m['train_seconds'] / m['steps']))))")
   echo "fit ct: $steps steps in the 60 s budget (probe: $out/probe/metrics.json)"
 fi
 
@@ -54,7 +54,7 @@ for seed in $(seq 1 "$n"); do
       --steps "$steps" --output "$d/fit" --force > "$d/fit.txt" 2>&1
     python3 -c "
 import json; m = json.load(open('$d/fit/metrics.json'))
-print('$seed,fit ct (default, %d steps),%.4f,%.4f,%.2f' % (m['steps'], m['psnr'], m['ssim'], m['total_seconds']))" >> "$csv"
+print('$seed,fit ct (default config: %d steps),%.4f,%.4f,%.2f' % (m['steps'], m['psnr'], m['ssim'], m['total_seconds']))" >> "$csv"
   fi
   echo "phantom $seed done" >&2
 done

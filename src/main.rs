@@ -358,7 +358,11 @@ fn recon(a: ReconArgs) -> Result<()> {
         );
         if scan.dims == 3 {
             let (s, [z, y, x]) = ffvol::train::image_metrics::ssim_ct_3axes(&volume, truth, scan.voxels);
-            println!("SSIM over 3 axes {s:.4} (z {z:.4}, y {y:.4}, x {x:.4})");
+            if s.is_finite() {
+                println!("SSIM over 3 axes {s:.4} (z {z:.4}, y {y:.4}, x {x:.4})");
+            } else {
+                println!("SSIM over 3 axes: cannot be computed (a side of {:?} is under 11 voxels, or the truth is empty)", scan.voxels);
+            }
         }
     }
     Ok(())
