@@ -403,6 +403,7 @@ fn fit_options(resume: bool, memory: &cli::args::MemoryArgs) -> FitOptions {
         resume,
         max_memory: memory.max_memory,
         chunk: memory.chunk.map(|c| c as usize),
+        on_step: None,
     }
 }
 

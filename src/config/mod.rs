@@ -33,22 +33,91 @@ impl RunConfig {
     /// folders can be moved).
     pub fn load_run(dir: &Path) -> crate::Result<Self> {
         let path = dir.join(crate::train::run::RUN_TOML);
-        let value = read_toml(&path)?;
+        let mut c = Self::from_value(read_toml(&path)?, &path)?;
+        c.common_mut().output = dir.to_path_buf();
+        Ok(c)
+    }
+
+    /// A config from TOML (`origin` names where it came from in errors), as the job its `job`
+    /// key names; unknown keys are an error.
+    pub fn from_value(value: toml::Value, origin: &Path) -> crate::Result<Self> {
         let job = value.get("job").and_then(|j| j.as_str()).unwrap_or("");
-        let mut c = match job {
-            "occupancy" => RunConfig::Occupancy(from_value_strict(value, &path)?),
-            "volume" => RunConfig::Volume(from_value_strict(value, &path)?),
-            "mri" => RunConfig::Mri(from_value_strict(value, &path)?),
-            "ct" => RunConfig::Ct(from_value_strict(value, &path)?),
+        Ok(match job {
+            "occupancy" => RunConfig::Occupancy(from_value_strict(value, origin)?),
+            "volume" => RunConfig::Volume(from_value_strict(value, origin)?),
+            "mri" => RunConfig::Mri(from_value_strict(value, origin)?),
+            "ct" => RunConfig::Ct(from_value_strict(value, origin)?),
             other => {
                 return Err(crate::Error::format(
-                    &path,
+                    origin,
                     format!("job = {other:?}: expected occupancy, volume, mri or ct"),
                 ))
             }
+        })
+    }
+
+    /// The config as a TOML value (what `run.toml` holds).
+    pub fn to_value(&self) -> crate::Result<toml::Value> {
+        let v = match self {
+            RunConfig::Occupancy(c) => toml::Value::try_from(c),
+            RunConfig::Volume(c) => toml::Value::try_from(c),
+            RunConfig::Mri(c) => toml::Value::try_from(c),
+            RunConfig::Ct(c) => toml::Value::try_from(c),
         };
-        c.common_mut().output = dir.to_path_buf();
-        Ok(c)
+        v.map_err(|e| crate::Error::Config(format!("cannot write the settings as TOML: {e}")))
+    }
+
+    /// Each job's own checks ([`JobConfig::validate`]).
+    pub fn validate(&self) -> crate::Result<()> {
+        match self {
+            RunConfig::Occupancy(c) => c.validate(),
+            RunConfig::Volume(c) => c.validate(),
+            RunConfig::Mri(c) => c.validate(),
+            RunConfig::Ct(c) => c.validate(),
+        }
+    }
+
+    /// The job's name (the `job` key).
+    pub fn job(&self) -> &'static str {
+        match self {
+            RunConfig::Occupancy(_) => "occupancy",
+            RunConfig::Volume(_) => "volume",
+            RunConfig::Mri(_) => "mri",
+            RunConfig::Ct(_) => "ct",
+        }
+    }
+
+    /// A job's preset by its name, as `ffvol fit JOB --preset NAME` starts from (`None`: the
+    /// job's default preset).
+    pub fn preset(job: &str, name: Option<&str>) -> crate::Result<Self> {
+        use clap::ValueEnum;
+        fn pick<P: ValueEnum>(job: &str, name: Option<&str>, default: P) -> crate::Result<P> {
+            match name {
+                None => Ok(default),
+                Some(n) => P::from_str(n, true).map_err(|_| {
+                    let names: Vec<String> = P::value_variants()
+                        .iter()
+                        .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+                        .collect();
+                    crate::Error::Config(format!("unknown {job} preset {n:?}: {}", names.join(", ")))
+                }),
+            }
+        }
+        use presets::{CtPreset, MriPreset, Preset};
+        Ok(match job {
+            "occupancy" => RunConfig::Occupancy(OccupancyConfig::preset(pick(job, name, Preset::Fast)?)),
+            "volume" => match name {
+                None | Some("fast") => RunConfig::Volume(presets::volume()),
+                Some(n) => return Err(crate::Error::Config(format!("unknown volume preset {n:?}: fast"))),
+            },
+            "mri" => RunConfig::Mri(presets::mri(pick(job, name, MriPreset::Fast)?)),
+            "ct" => RunConfig::Ct(crate::job::ct::CtConfig::preset(pick(job, name, CtPreset::Fast)?)),
+            other => {
+                return Err(crate::Error::Config(format!(
+                    "unknown job {other:?}: occupancy, volume, mri or ct"
+                )))
+            }
+        })
     }
 
     /// The settings every job has.
@@ -440,7 +509,7 @@ pub fn overlay_toml<T: Serialize + serde::de::DeserializeOwned>(base: &T, path: 
 }
 
 /// [`overlay_toml`] with the file already read (`file` is `path`'s contents).
-fn overlay_value<T: Serialize + serde::de::DeserializeOwned>(
+pub fn overlay_value<T: Serialize + serde::de::DeserializeOwned>(
     base: &T,
     file: toml::Value,
     path: &Path,
@@ -458,7 +527,8 @@ pub fn read_toml(path: &Path) -> crate::Result<toml::Value> {
 
 /// Deep merge of TOML tables: `over` wins. A table whose `type` changes replaces the old one
 /// whole (an encoding switched from gaussian to none must not keep `sigma`).
-fn merge(base: &mut toml::Value, over: toml::Value) {
+/// Merges `over` into `base`: tables key by key; a table whose `type` changes is replaced whole.
+pub fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {
             let type_changed = o.get("type").is_some() && o.get("type") != b.get("type");

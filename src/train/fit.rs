@@ -466,6 +466,9 @@ impl<'r> Loop<'r> {
 
     fn progress(&self, done: u64, loss: f32, extra: Option<String>) {
         let steps = self.spec.steps;
+        if let Some(observe) = &self.opts.on_step {
+            observe(done, steps, loss);
+        }
         let seconds = (self.out.train_seconds + self.out.sample_seconds).max(1e-9);
         let ran = done - self.start;
         let rate = ran as f64 * self.spec.samples_per_step as f64 / seconds / 1e3;

@@ -119,7 +119,13 @@ pub struct FitOptions {
     /// Evaluate full-grid steps this many points at a time (`--chunk`); `None`: chunk only when
     /// the whole grid's activations would not fit ([`crate::train::memory::choose_chunk`]).
     pub chunk: Option<usize>,
+    /// Called after every logged step with (step done, steps in the run, loss): how a caller
+    /// that is not a terminal (the Python package, a notebook) shows progress.
+    pub on_step: Option<StepObserver>,
 }
+
+/// See [`FitOptions::on_step`].
+pub type StepObserver = Arc<dyn Fn(u64, u64, f32) + Send + Sync>;
 
 impl FitOptions {
     /// The limits a job's memory plan is checked against: the host's, and a device's with
