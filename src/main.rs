@@ -162,7 +162,8 @@ fn export(args: ExportArgs) -> Result<()> {
     set_threads(args.threads)?;
     ffvol::train::memory::set_max_memory(args.max_memory);
     let t = std::time::Instant::now();
-    let job = volume_field::run_job(&args.run)?.unwrap_or_else(|| "occupancy".into());
+    // the whole run.toml read and checked first (an unknown job or a bad setting names the file)
+    let job = RunConfig::load_run(&args.run)?.job().to_string();
     let bad = inapplicable_export_flags(&args, &job);
     if !bad.is_empty() {
         bail!(

@@ -379,3 +379,26 @@ fn run_folders_only_after_every_check_and_killed_runs_restart() {
     assert!(ffvol(&["fit", "--resume", s(&run)]).0);
     assert_eq!(std::fs::read_to_string(run.join("loss.csv")).unwrap(), text);
 }
+
+#[test]
+fn a_resume_refuses_inputs_that_changed() {
+    let dir = scratch("inputs");
+    let mesh = dir.join("bunny.ply");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/bunny.ply"), &mesh).unwrap();
+    let run = dir.join("run");
+    let (ok, text) = ffvol(
+        &[&["fit", "occupancy", "--mesh", s(&mesh), "--output", s(&run), "--width", "8"][..], SMALL].concat(),
+    );
+    assert!(ok, "{text}");
+    assert!(std::fs::read_to_string(run.join("inputs.toml")).unwrap().contains("bunny.ply"));
+    assert!(ffvol(&["fit", "--resume", s(&run)]).0, "unchanged input");
+    // one byte of the mesh changed (the same size): refused, naming the file
+    let mut bytes = std::fs::read(&mesh).unwrap();
+    // the lowest mantissa byte of vertex 0's x (binary little-endian float): a valid mesh still
+    let body = bytes.windows(11).position(|w| w == b"end_header\n").expect("end_header") + 11;
+    bytes[body] ^= 1;
+    std::fs::write(&mesh, &bytes).unwrap();
+    let toml = std::fs::read(run.join("run.toml")).unwrap();
+    fails(&["fit", "--resume", s(&run)], &["bunny.ply", "changed since the run started"]);
+    assert_eq!(std::fs::read(run.join("run.toml")).unwrap(), toml);
+}

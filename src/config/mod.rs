@@ -48,7 +48,29 @@ impl RunConfig {
             }
         };
         c.common_mut().output = dir.to_path_buf();
+        // checked here, so `fit --resume` and `export` both refuse a damaged run.toml, naming it
+        c.validate().map_err(|e| crate::Error::format(&path, e.to_string()))?;
         Ok(c)
+    }
+
+    /// Checks every setting (each job's own `validate`).
+    pub fn validate(&self) -> crate::Result<()> {
+        match self {
+            RunConfig::Occupancy(c) => c.validate(),
+            RunConfig::Volume(c) => c.validate(),
+            RunConfig::Mri(c) => c.validate(),
+            RunConfig::Ct(c) => c.validate(),
+        }
+    }
+
+    /// The job's name, as `run.toml` writes it.
+    pub fn job(&self) -> &'static str {
+        match self {
+            RunConfig::Occupancy(_) => "occupancy",
+            RunConfig::Volume(_) => "volume",
+            RunConfig::Mri(_) => "mri",
+            RunConfig::Ct(_) => "ct",
+        }
     }
 
     /// The settings every job has.

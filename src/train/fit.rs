@@ -242,21 +242,27 @@ impl Run {
     ) -> Result<Self> {
         let built = run::build_network(common, dim)?;
         let (mut backend, n_params) = (built.backend, built.n_params);
-        let resumed =
-            if opts.resume { Some(run::read_resume(dir, common, dim, backend.encoding())?) } else { None };
+        let resumed = if opts.resume {
+            let mut r = run::read_resume(dir, common, dim, backend.encoding())?;
+            r.notes.extend(run::check_inputs(dir)?);
+            Some(r)
+        } else {
+            None
+        };
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let stale = run::remove_stale_temps(dir);
         if stale > 0 {
             log(opts, &format!("removed {stale} temporary file(s) a killed write left in {}", dir.display()));
         }
         if resumed.is_none() {
-            for name in [CHECKPOINT, run::LOSS_CSV, run::METRICS] {
+            for name in [CHECKPOINT, run::LOSS_CSV, run::METRICS, run::INPUTS] {
                 let path = dir.join(name);
                 if path.exists() {
                     std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
                 }
             }
             crate::io::write_bytes_atomic(&dir.join(RUN_TOML), run_toml.as_bytes())?;
+            run::record_inputs(dir, run_toml)?;
         }
         log(opts, &format!("device: {} ({})", backend.describe(), built.reason));
         log(

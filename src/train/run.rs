@@ -120,6 +120,99 @@ pub fn save(
         .save(&dir.join(CHECKPOINT))
 }
 
+/// The record of a run's input files (`inputs.toml`): what a resume needs to find unchanged.
+pub const INPUTS: &str = "inputs.toml";
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct InputFile {
+    path: std::path::PathBuf,
+    bytes: u64,
+    /// FNV-1a (64-bit) of the whole file, hex.
+    fnv1a64: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Inputs {
+    #[serde(default)]
+    file: Vec<InputFile>,
+}
+
+/// The files a run's config names as inputs: every string in `run.toml` (outside `output`)
+/// that names an existing regular file, so a job's new input key is covered without a list.
+fn input_paths(run_toml: &str) -> Vec<std::path::PathBuf> {
+    fn walk(v: &toml::Value, key: &str, out: &mut Vec<std::path::PathBuf>) {
+        match v {
+            toml::Value::String(s) if key != "output" => {
+                let p = Path::new(s);
+                if std::fs::metadata(p).is_ok_and(|m| m.is_file()) && !out.iter().any(|q| q == p) {
+                    out.push(p.to_path_buf());
+                }
+            }
+            toml::Value::Table(t) => t.iter().for_each(|(k, v)| walk(v, k, out)),
+            toml::Value::Array(a) => a.iter().for_each(|v| walk(v, key, out)),
+            _ => {}
+        }
+    }
+    let mut out = vec![];
+    if let Ok(t) = toml::from_str::<toml::Table>(run_toml) {
+        walk(&toml::Value::Table(t), "", &mut out);
+    }
+    out
+}
+
+/// Size and FNV-1a hash of `path`, read in 1 MiB pieces.
+fn fingerprint(path: &Path) -> Result<InputFile> {
+    use std::io::Read;
+    let mut f = crate::io::open_file(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut hash, mut bytes) = (0xcbf2_9ce4_8422_2325u64, 0u64);
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        bytes += n as u64;
+    }
+    Ok(InputFile { path: path.to_path_buf(), bytes, fnv1a64: format!("{hash:016x}") })
+}
+
+/// Records the size and hash of every input file of the run (`inputs.toml`).
+pub fn record_inputs(dir: &Path, run_toml: &str) -> Result<()> {
+    let file = input_paths(run_toml).iter().map(|p| fingerprint(p)).collect::<Result<Vec<_>>>()?;
+    let text = crate::config::to_toml(&Inputs { file })?;
+    crate::io::write_bytes_atomic(&dir.join(INPUTS), text.as_bytes())
+}
+
+/// Checks the input files recorded when the run started are unchanged (size and hash): a
+/// resume on other data would silently continue a different fit. A run without the record
+/// (from an older ffvol) is resumed with a note.
+pub fn check_inputs(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join(INPUTS);
+    if !path.exists() {
+        return Ok(vec![format!("note: {} has no {INPUTS}: its input files are not checked", dir.display())]);
+    }
+    let text = crate::io::read_text(&path)?;
+    let inputs: Inputs = toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))?;
+    for want in &inputs.file {
+        let now = fingerprint(&want.path).map_err(|e| {
+            Error::format(&path, format!("input {} of this run cannot be read: {e}", want.path.display()))
+        })?;
+        if now != *want {
+            return Err(Error::format(
+                &want.path,
+                format!(
+                    "changed since the run started ({} bytes, FNV-1a {} then; {} bytes, {} now): resuming would continue the fit on other data; restore the file or start a new run",
+                    want.bytes, want.fnv1a64, now.bytes, now.fnv1a64
+                ),
+            ));
+        }
+    }
+    Ok(vec![])
+}
+
 /// Removes the temporary files of atomic writes into `dir` that a killed process left behind
 /// (`.NAME.tmp-PID` of a process that is no longer running); returns how many.
 pub fn remove_stale_temps(dir: &Path) -> usize {
