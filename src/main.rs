@@ -65,11 +65,13 @@ fn info() {
     println!("{}", ffvol::backend::cuda::describe_devices());
 }
 
-fn set_threads(threads: usize) {
+fn set_threads(threads: usize) -> Result<()> {
+    ffvol::config::check_threads(threads).map_err(|e| anyhow::anyhow!("--threads: {e}"))?;
     if threads > 0 {
         // Fails only if the pool already exists, which is fine.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     }
+    Ok(())
 }
 
 fn interrupt_flag() -> Arc<AtomicBool> {
@@ -119,7 +121,7 @@ fn run_fit(config: RunConfig, opts: FitOptions) -> Result<()> {
 }
 
 fn fit_occupancy(config: OccupancyConfig, opts: FitOptions) -> Result<()> {
-    set_threads(config.common.threads);
+    set_threads(config.common.threads)?;
     match occupancy::fit(&config, &opts)? {
         FitOutcome::Interrupted { step } => interrupted(step, &config.common.output),
         FitOutcome::Finished(m) => {
@@ -157,10 +159,11 @@ fn inapplicable_export_flags(args: &ExportArgs, job: &str) -> Vec<&'static str> 
 }
 
 fn export(args: ExportArgs) -> Result<()> {
-    set_threads(args.threads);
+    set_threads(args.threads)?;
     ffvol::train::memory::set_max_memory(args.max_memory);
     let t = std::time::Instant::now();
-    let job = volume_field::run_job(&args.run)?.unwrap_or_else(|| "occupancy".into());
+    // the whole run.toml read and checked first (an unknown job or a bad setting names the file)
+    let job = RunConfig::load_run(&args.run)?.job().to_string();
     let bad = inapplicable_export_flags(&args, &job);
     if !bad.is_empty() {
         bail!(
@@ -195,6 +198,9 @@ fn export_occupancy(args: &ExportArgs) -> Result<()> {
     let resolution = args.resolution.unwrap_or(256);
     let formats = args.format.clone().unwrap_or_else(|| vec![ffvol::io::MeshFormat::Ply]);
     let min_component = args.min_component.unwrap_or(1e-3);
+    if !(0.0..=1.0).contains(&min_component) {
+        bail!("--min-component {min_component}: a fraction of the largest component's size, in [0, 1]");
+    }
     let mesh = run.export(resolution, &formats, args.nifti, !args.exact, min_component, args.threads)?;
     println!(
         "exported {} vertices, {} triangles at resolution {} in {:.1} s into {}",
@@ -209,7 +215,7 @@ fn export_occupancy(args: &ExportArgs) -> Result<()> {
 
 fn fit_ct(config: CtConfig, opts: FitOptions) -> Result<()> {
     use ffvol::job::ct::{fit, CtOutcome};
-    set_threads(config.common.threads);
+    set_threads(config.common.threads)?;
     eprintln!("run folder: {}", config.common.output.display());
     match fit(&config, &opts)? {
         CtOutcome::Interrupted { step } => interrupted(step, &config.common.output),
@@ -230,7 +236,7 @@ fn fit_ct(config: CtConfig, opts: FitOptions) -> Result<()> {
 fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
     use ffvol::io::ct::load_geometry;
     use ffvol::sim::ct::{simulate, write_simulation, PhantomSource, SimulateOptions};
-    set_threads(a.threads);
+    set_threads(a.threads)?;
     let scan = load_geometry(&a.geometry)?;
     let phantom = match a.phantom.as_str() {
         "shepp2d" => PhantomSource::Shepp2d(Some(a.seed)),
@@ -243,6 +249,7 @@ fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
         Some(ffvol::sim::ct::Noise::Poisson { i0 }) => Some(i0),
         _ => None,
     };
+    check_supersample(&scan, a.supersample)?;
     let t = std::time::Instant::now();
     let mut sim =
         simulate(&scan, &SimulateOptions { phantom, poisson_i0, seed: a.seed, supersample: a.supersample })?;
@@ -267,20 +274,77 @@ fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
     Ok(())
 }
 
+/// The most samples per voxel edge `simulate --supersample` takes.
+const MAX_SUPERSAMPLE: usize = 16;
+/// The most phantom samples (voxels × supersample^dims) a simulation may rasterise.
+const MAX_PHANTOM_SAMPLES: u64 = 1 << 36;
+
+/// `--supersample` in 1..=16, and the phantom samples it makes within a bound.
+fn check_supersample(scan: &ffvol::operator::ct_geometry::Scan, s: usize) -> Result<()> {
+    if !(1..=MAX_SUPERSAMPLE).contains(&s) {
+        bail!("--supersample {s}: expected 1..={MAX_SUPERSAMPLE} samples per voxel edge");
+    }
+    let samples =
+        (s as u64).checked_pow(scan.dims as u32).and_then(|k| k.checked_mul(scan.n_voxels() as u64));
+    match samples {
+        Some(n) if n <= MAX_PHANTOM_SAMPLES => Ok(()),
+        _ => bail!(
+            "--supersample {s}: {} voxels × {s}^{} samples is more than the {MAX_PHANTOM_SAMPLES} a simulation rasterises; use a lower --supersample",
+            scan.n_voxels(),
+            scan.dims
+        ),
+    }
+}
+
+/// The most ray-samples (iterations × rays × samples a ray) `recon sart` runs: about an hour of
+/// one core at 10⁸ samples a second, per 10¹¹·3.6.
+const MAX_SART_WORK: f64 = 4e13;
+
+/// `--iterations` and `--relaxation` of SART: λ in (0, 2) (where SART converges), and the work
+/// (iterations × rays × samples along a ray, two projections a pass) within [`MAX_SART_WORK`].
+fn check_sart(scan: &ffvol::operator::ct_geometry::Scan, iterations: usize, relaxation: f32) -> Result<()> {
+    if !(relaxation.is_finite() && relaxation > 0.0 && relaxation < 2.0) {
+        bail!("--relaxation {relaxation}: SART's λ must be in (0, 2)");
+    }
+    if iterations == 0 {
+        bail!("--iterations 0: SART needs at least one pass");
+    }
+    // samples along a ray at half-voxel steps across the volume's diagonal
+    let diagonal = scan.voxels[..scan.dims].iter().map(|&n| (n * n) as f64).sum::<f64>().sqrt();
+    let work = iterations as f64 * scan.n_rays() as f64 * 2.0 * (2.0 * diagonal) * 2.0;
+    if work > MAX_SART_WORK {
+        bail!(
+            "--iterations {iterations}: {iterations} passes × {} rays × ~{:.0} samples a ray is {work:.2e} ray samples, more than the {MAX_SART_WORK:e} (hours) recon sart runs; use fewer --iterations",
+            scan.n_rays(),
+            4.0 * diagonal
+        );
+    }
+    Ok(())
+}
+
 fn recon(a: ReconArgs) -> Result<()> {
     use ffvol::export::volume::write_volume;
     use ffvol::io::ct::{load_ct_input, load_truth};
     use ffvol::operator::ct_geometry::Beam;
     use ffvol::recon as ct_recon;
     use ffvol::train::image_metrics::{psnr_ct, ssim_ct};
-    set_threads(a.threads);
+    set_threads(a.threads)?;
     let geometry = cli::args::geometry_or_hdf5(&a.geometry, &a.projections)?;
     let mut input = ffvol::io::raw_projections::ProjectionInput::default();
     a.input.apply(&mut input);
+    if let Some(out) = &a.output {
+        let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+        if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) || name.starts_with(".nii") {
+            bail!("--output {}: the volume is written as NIfTI; name a .nii or .nii.gz file (its PNG preview goes beside it)", out.display());
+        }
+    }
     let loaded = load_ct_input(&a.projections, &geometry, &input)?;
     loaded.notes.iter().for_each(|n| eprintln!("{n}"));
     let (scan, proj) = (loaded.scan, loaded.projections);
     check_recon_flags(&a)?;
+    if a.method == ReconMethod::Sart {
+        check_sart(&scan, a.iterations.unwrap_or(20), a.relaxation.unwrap_or(1.0))?;
+    }
     let t = std::time::Instant::now();
     let (volume, name) = match a.method {
         ReconMethod::Fbp | ReconMethod::Fdk => {
@@ -416,7 +480,7 @@ fn interrupted(step: u64, dir: &Path) -> Result<()> {
 }
 
 fn fit_volume(c: VolumeConfig, opts: FitOptions) -> Result<()> {
-    set_threads(c.common.threads);
+    set_threads(c.common.threads)?;
     eprintln!("run folder: {}", c.common.output.display());
     match volume::fit(&c, &opts)? {
         VolumeOutcome::Interrupted { step } => interrupted(step, &c.common.output),
@@ -434,7 +498,7 @@ fn fit_volume(c: VolumeConfig, opts: FitOptions) -> Result<()> {
 }
 
 fn fit_mri(c: MriConfig, opts: FitOptions) -> Result<()> {
-    set_threads(c.common.threads);
+    set_threads(c.common.threads)?;
     eprintln!("run folder: {}", c.common.output.display());
     match mri::fit(&c, &opts)? {
         MriOutcome::Interrupted { step } => interrupted(step, &c.common.output),

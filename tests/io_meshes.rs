@@ -271,7 +271,7 @@ fn ply_degenerate_faces_dropped_duplicates_kept_integer_coordinates_read() {
         "vertex_indices",
         Ty::UChar,
         Ty::Int,
-        &[&[0.0, 1.0, 2.0], &[0.0, 1.0, 2.0], &[1.0, 1.0, 2.0], &[3.0, 4.0], &[], &[2.0, 3.0, 4.0]],
+        &[&[0.0, 1.0, 2.0], &[0.0, 1.0, 2.0], &[1.0, 1.0, 2.0], &[2.0, 3.0, 4.0]],
     );
     let path = write_file(&dir, "degenerate.ply", &ply_bytes(Enc::Le, &[vertices, faces]));
     let mesh = read_mesh(&path).expect("read");
@@ -525,6 +525,16 @@ fn malformed_ply_files() {
         &ply_bytes(Enc::Le, &[vertex_element(Ty::Float), out_of_range]),
     ));
     assert!(msg.contains('5'), "{msg}");
+    // faces of fewer than 3 indices are damage, not polygons (they were dropped silently)
+    for (k, short) in [&[3.0, 1.0][..], &[][..]].into_iter().enumerate() {
+        let faces = face_element("vertex_indices", Ty::UChar, Ty::Int, &[&[0.0, 1.0, 2.0], short]);
+        let msg = expect_error(&write_file(
+            &dir,
+            &format!("short-face-{k}.ply"),
+            &ply_bytes(Enc::Le, &[vertex_element(Ty::Float), faces]),
+        ));
+        assert!(msg.contains("face 1") && msg.contains("at least 3"), "{msg}");
+    }
     let negative = face_element("vertex_indices", Ty::UChar, Ty::Int, &[&[0.0, -1.0, 2.0]]);
     expect_error(&write_file(
         &dir,

@@ -34,6 +34,7 @@ pub fn choose(
     adam: Adam,
     threads: usize,
 ) -> crate::Result<Chosen> {
+    crate::config::check_threads(threads)?;
     let cpu = |encoding: Encoding, mlp: Mlp, reason: String| -> crate::Result<Chosen> {
         Ok(Chosen { backend: Box::new(CpuBackend::new(encoding, mlp, adam, threads)?), reason })
     };

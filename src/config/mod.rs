@@ -35,6 +35,8 @@ impl RunConfig {
         let path = dir.join(crate::train::run::RUN_TOML);
         let mut c = Self::from_value(read_toml(&path)?, &path)?;
         c.common_mut().output = dir.to_path_buf();
+        // checked here, so `fit --resume` and `export` both refuse a damaged run.toml, naming it
+        c.validate().map_err(|e| crate::Error::format(&path, e.to_string()))?;
         Ok(c)
     }
 
@@ -118,6 +120,7 @@ impl RunConfig {
                 )))
             }
         })
+
     }
 
     /// The settings every job has.
@@ -221,6 +224,20 @@ pub struct Common {
     pub optimiser: OptimiserConfig,
 }
 
+/// The most worker threads a run may ask for (each is an OS thread with its own stack).
+pub const MAX_THREADS: usize = 1024;
+
+/// `threads` (0 = all cores) is at most [`MAX_THREADS`].
+pub fn check_threads(threads: usize) -> crate::Result<()> {
+    if threads > MAX_THREADS {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        return Err(crate::Error::Config(format!(
+            "threads = {threads}: at most {MAX_THREADS} worker threads (this machine has {cores} cores; 0 uses them all)"
+        )));
+    }
+    Ok(())
+}
+
 impl Common {
     /// Seed 0, all cores, the default device and optimiser, no run folder yet.
     pub fn new(encoding: EncodingConfig, model: ModelConfig) -> Self {
@@ -236,6 +253,7 @@ impl Common {
     }
 
     pub fn validate(&self) -> crate::Result<()> {
+        check_threads(self.threads)?;
         self.encoding.validate()?;
         self.model.validate()?;
         self.optimiser.validate()

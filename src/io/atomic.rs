@@ -38,6 +38,16 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
     Ok(path.with_file_name(tmp_name))
 }
 
+/// The process id in the name of a temporary file [`write_atomic`] makes (`.NAME.tmp-PID`), or
+/// None for any other name.
+pub fn atomic_temp_pid(file_name: &str) -> Option<u32> {
+    let (stem, pid) = file_name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 fn write_then_rename(
     tmp: &Path,
     path: &Path,
@@ -68,6 +78,17 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create scratch dir");
         dir
+    }
+
+    #[test]
+    fn temp_names_are_recognised() {
+        let path = PathBuf::from("/x/checkpoint.safetensors");
+        let tmp = temp_path(&path).unwrap();
+        let name = tmp.file_name().unwrap().to_str().unwrap();
+        assert_eq!(atomic_temp_pid(name), Some(std::process::id()));
+        for other in ["checkpoint.safetensors", ".tmp-12", ".a.tmp-", ".a.tmp-12x", "a.tmp-12"] {
+            assert_eq!(atomic_temp_pid(other), None, "{other}");
+        }
     }
 
     #[test]

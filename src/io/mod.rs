@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod ct;
 pub mod dicom;
+pub mod fuzz;
 pub mod glb;
 pub mod mat;
 pub mod mri;
@@ -24,7 +25,7 @@ pub mod volume;
 use std::path::Path;
 
 pub use self::png::{write_png_gray8, write_png_rgb8};
-pub use atomic::{write_atomic, write_bytes_atomic};
+pub use atomic::{atomic_temp_pid, write_atomic, write_bytes_atomic};
 pub use nifti::{read_nifti_f32, write_nifti_f32, write_nifti_u8, WorldFromVoxel};
 pub use npy::{read_npy, write_npy, NpyArray, NpyData};
 

@@ -33,10 +33,11 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
     if !bytes.starts_with(b"ply") {
         return Err("not a PLY file (it does not start with \"ply\")".into());
     }
+    check_raw_header(bytes)?;
     let mut reader = Reader::new(bytes);
-    let header = Parser::<DefaultElement>::new().read_header(&mut reader).map_err(|e| {
-        format!("bad PLY header: {}", e.to_string().lines().map(str::trim).collect::<Vec<_>>().join("; "))
-    })?;
+    let header = Parser::<DefaultElement>::new()
+        .read_header(&mut reader)
+        .map_err(|e| format!("bad PLY header: {}", clean_message(&e.to_string())))?;
     check_header(&header)?;
 
     // ply-rs counts "lines" in binary payloads too; there the element counts say more.
@@ -44,12 +45,7 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
     let describe = |what: &str, e: ply_rs_bw::parser::ParseError| {
         let text = e.to_string();
         let text = if binary { strip_line_prefix(&text) } else { &text };
-        let flat: Vec<&str> = text
-            .lines()
-            .map(|l| l.trim().trim_start_matches("Error: ").trim_end_matches('.'))
-            .filter(|l| !l.is_empty())
-            .collect();
-        format!("{what}: {}", flat.join("; "))
+        format!("{what}: {}", clean_message(text))
     };
     let mut positions = Vec::new();
     let mut triangles = Vec::new();
@@ -76,6 +72,12 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
                 triangles.reserve(faces.len());
                 let mut polygon = Vec::new();
                 for (f, face) in faces.iter().enumerate() {
+                    if face.indices.len() < 3 {
+                        return Err(format!(
+                            "face {f} has {} vertex indices; a face needs at least 3",
+                            face.indices.len()
+                        ));
+                    }
                     polygon.clear();
                     for &i in &face.indices {
                         if i < 0 || i as u64 >= n as u64 {
@@ -108,7 +110,134 @@ fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
             }
         }
     }
+    let rest = reader.get_ref();
+    let trailing = if binary { rest.len() } else { rest.iter().filter(|b| !b.is_ascii_whitespace()).count() };
+    if trailing > 0 {
+        return Err(format!(
+            "{} bytes follow the last element the header declares (a wrong element count, or a damaged file)",
+            rest.len()
+        ));
+    }
     Ok(TriMesh::new(positions, triangles))
+}
+
+/// A parser message without the parser's internals (`ParseError { location: LineCol … }`),
+/// on one line.
+fn clean_message(text: &str) -> String {
+    let flat: Vec<String> = text
+        .lines()
+        .map(|l| l.trim().trim_start_matches("Error: ").trim_end_matches(['.', ',', ' ']))
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.find("ParseError {") {
+            // peg's Debug form: keep what it expected, drop the location struct
+            Some(_) => match l.split_once("expected: ExpectedSet { expected: {") {
+                Some((_, rest)) => format!("expected one of {}", rest.split('}').next().unwrap_or("").trim()),
+                None => "it does not parse".to_string(),
+            },
+            None => l.to_string(),
+        })
+        .collect();
+    flat.join("; ")
+}
+
+/// The most elements of one kind a PLY header may declare (indices are 32-bit).
+const MAX_ELEMENTS: u64 = u32::MAX as u64;
+
+/// Reads the header lines ourselves before the parser does, for what it would accept and then
+/// mis-read, loop on or allocate from: duplicate element or property definitions, elements with
+/// no properties, counts that do not parse or are beyond 32-bit indices, and a body too short
+/// for the counts declared (each element needs at least one byte per property, in ASCII and in
+/// binary). Returns the body (the bytes after `end_header`).
+fn check_raw_header(bytes: &[u8]) -> std::result::Result<&[u8], String> {
+    let end = bytes
+        .windows(10)
+        .position(|w| w == b"end_header")
+        .ok_or("the PLY header has no end_header line (a truncated or damaged file)")?;
+    let mut body_start = end + 10;
+    while body_start < bytes.len() && bytes[body_start] != b'\n' {
+        if !bytes[body_start].is_ascii_whitespace() {
+            return Err("text follows end_header on its line".into());
+        }
+        body_start += 1;
+    }
+    let body = bytes.get(body_start + 1..).unwrap_or(&[]);
+    let header = std::str::from_utf8(&bytes[..end]).map_err(|_| "the PLY header is not text")?;
+    let mut binary = false;
+    // (name, count, properties' minimum bytes)
+    let mut elements: Vec<(String, u64, Vec<(String, u64)>)> = Vec::new();
+    for (i, line) in header.lines().enumerate() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["format", f, ..] => binary = *f != "ascii",
+            ["element", name, count] => {
+                let count: u64 = count.parse().map_err(|_| {
+                    format!("header line {}: element '{name}' count {count:?} is not a count", i + 1)
+                })?;
+                if count > MAX_ELEMENTS {
+                    return Err(format!(
+                        "header line {}: element '{name}' declares {count} entries, more than 32-bit indices can address",
+                        i + 1
+                    ));
+                }
+                if elements.iter().any(|e| e.0 == *name) {
+                    return Err(format!("header line {}: element '{name}' is defined twice", i + 1));
+                }
+                elements.push((name.to_string(), count, vec![]));
+            }
+            ["element", ..] => {
+                return Err(format!("header line {}: {line:?} is not 'element NAME COUNT'", i + 1))
+            }
+            ["property", rest @ ..] => {
+                let Some(e) = elements.last_mut() else {
+                    return Err(format!("header line {}: a property before any element", i + 1));
+                };
+                let (name, min) = match rest {
+                    ["list", count_type, _, name] => (*name, scalar_bytes(count_type).unwrap_or(1)),
+                    [ty, name] => (*name, scalar_bytes(ty).unwrap_or(1)),
+                    _ => return Err(format!("header line {}: {line:?} is not a property definition", i + 1)),
+                };
+                if e.2.iter().any(|p| p.0 == name) {
+                    return Err(format!(
+                        "header line {}: element '{}' defines property '{name}' twice",
+                        i + 1,
+                        e.0
+                    ));
+                }
+                e.2.push((name.to_string(), if binary { min } else { 1 }));
+            }
+            _ => {}
+        }
+    }
+    let mut need: u64 = 0;
+    for (name, count, props) in &elements {
+        if props.is_empty() && *count > 0 {
+            return Err(format!("element '{name}' declares {count} entries but has no properties"));
+        }
+        let per: u64 = props.iter().map(|p| p.1).sum();
+        need = count
+            .checked_mul(per)
+            .and_then(|b| b.checked_add(need))
+            .ok_or_else(|| format!("element '{name}': {count} entries overflow the file size"))?;
+    }
+    if need > body.len() as u64 {
+        return Err(format!(
+            "the header declares {} but the file holds {} bytes of data, fewer than the {need} they need at the least (a truncated file, or wrong counts)",
+            elements.iter().map(|e| format!("{} {}", e.1, e.0)).collect::<Vec<_>>().join(", "),
+            body.len()
+        ));
+    }
+    Ok(body)
+}
+
+/// Bytes of a PLY scalar type, by any of its names.
+fn scalar_bytes(ty: &str) -> Option<u64> {
+    Some(match ty {
+        "char" | "uchar" | "int8" | "uint8" => 1,
+        "short" | "ushort" | "int16" | "uint16" => 2,
+        "int" | "uint" | "float" | "int32" | "uint32" | "float32" => 4,
+        "double" | "float64" => 8,
+        _ => return None,
+    })
 }
 
 /// "Line 12: message" → "message".

@@ -25,8 +25,18 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
         }
     }
     let trimmed = bytes.trim_ascii_start();
-    if trimmed.starts_with(b"solid") && !bytes.contains(&0) {
-        return parse_ascii(&String::from_utf8_lossy(bytes));
+    if trimmed.starts_with(b"solid") {
+        match bytes.iter().position(|&b| b == 0) {
+            None => return parse_ascii(&String::from_utf8_lossy(bytes)),
+            // text with a NUL in it: damaged ASCII, not a binary file (the size said so)
+            Some(at) if looks_like_ascii_stl(bytes) => {
+                let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+                return Err(format!(
+                    "an ASCII STL (it starts with \"solid\" and has facets) with a NUL byte at offset {at} (line {line}): a damaged file"
+                ));
+            }
+            Some(_) => {}
+        }
     }
     match declared {
         Some(n) => Err(format!(
@@ -36,6 +46,13 @@ pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
         )),
         None => Err(format!("not an STL file ({} bytes, shorter than a binary STL header)", bytes.len())),
     }
+}
+
+/// Whether the text holds ASCII STL's keywords (`facet`, `vertex`), for a file that starts
+/// with "solid" but is not a binary STL of its size.
+fn looks_like_ascii_stl(bytes: &[u8]) -> bool {
+    let has = |word: &[u8]| bytes.windows(word.len()).any(|w| w == word);
+    has(b"facet") && has(b"vertex")
 }
 
 fn parse_binary(facets: &[u8], n: usize) -> TriMesh {

@@ -38,6 +38,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(cfg: &BenchConfig) -> crate::Result<()> {
+    let limit = |flag: &str, n: usize, max: usize| {
+        if (1..=max).contains(&n) {
+            Ok(())
+        } else {
+            Err(crate::Error::Config(format!("{flag} {n}: expected 1..={max}")))
+        }
+    };
+    limit("--batch", cfg.batch, 1 << 24)?;
+    limit("--label-points", cfg.label_points, 1 << 28)?;
+    crate::config::check_threads(cfg.threads)?;
     if cfg.labels_only {
         return labelling(cfg, None);
     }

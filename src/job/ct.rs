@@ -27,7 +27,6 @@
 
 use crate::backend::Backend;
 use crate::config::Common;
-use crate::model::checkpoint::Checkpoint;
 use crate::operator::ct_geometry::Scan;
 use crate::operator::ray::{RayLoss, RayProjector};
 use crate::operator::{choose_grid_loss, GridLoss};
@@ -243,14 +242,13 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     plan.check(&opts.memory_limits(None))?;
     // the inputs are good: only now the run folder, with the scan beside the run (for export)
     let dir = cfg.common.output.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    crate::io::write_bytes_atomic(&dir.join(GEOMETRY), scan.to_toml()?.as_bytes())?;
     let mut cfg = cfg.clone();
     cfg.train.render = render;
-    crate::io::write_bytes_atomic(&dir.join(RUN_TOML), cfg.to_toml()?.as_bytes())?;
-
+    // the network, the device and a resumed checkpoint checked before anything is written
     let extra = [("ct".to_string(), format!("{{\"dims\":{}}}", scan.dims))].into();
     let mut run = Run::start(&dir, &cfg.to_toml()?, &cfg.common, scan.dims, extra, opts)?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::io::write_bytes_atomic(&dir.join(GEOMETRY), scan.to_toml()?.as_bytes())?;
     log(
         opts,
         &format!(
@@ -361,7 +359,7 @@ pub fn export_run(
         &format!("export ×{upsample} (use a lower --upsample)"),
         &[("volume", n.saturating_mul(4)), ("NIfTI data", n.saturating_mul(4))],
     )?;
-    let ck = Checkpoint::load(&dir.join(CHECKPOINT))?;
+    let ck = crate::train::run::load_checkpoint(dir, &cfg.common, scan.dims)?;
     let mut backend = crate::train::run::saved_backend(&ck, &cfg.common.device, threads)?;
     let values = render_volume(backend.as_mut(), &fine)?;
     let mut written = vec![];

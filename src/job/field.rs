@@ -113,9 +113,10 @@ pub fn run_job(dir: &Path) -> Result<Option<String>> {
 /// Re-evaluates a saved volume or MRI run and writes the requested exports into its folder.
 /// Returns the paths written.
 pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
-    let device = crate::config::RunConfig::load_run(dir)?.device();
+    let config = crate::config::RunConfig::load_run(dir)?;
+    let device = config.device();
     let ck_path = dir.join(CHECKPOINT);
-    let ck = Checkpoint::load(&ck_path)?;
+    let ck = crate::train::run::load_checkpoint(dir, config.common(), 3)?;
     let meta = FieldMeta::from_checkpoint(&ck_path, &ck)?;
     if !(1..=16).contains(&req.upsample) {
         return Err(Error::Config(format!("--upsample must be in 1..=16, got {}", req.upsample)));

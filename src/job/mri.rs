@@ -181,6 +181,14 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     log(opts, &plan.describe());
     plan.check(&opts.memory_limits(None))?;
     let dir = cfg.common.output.clone();
+    // the network, the device and a resumed checkpoint checked before anything is written
+    let meta = FieldMeta {
+        job: "mri".into(),
+        dims,
+        world_from_voxel: problem.world_from_voxel,
+        intensity: problem.intensity,
+    };
+    let mut run = Run::start(&dir, &cfg.to_toml()?, &cfg.common, 3, meta.to_extra()?, opts)?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     log(
         opts,
@@ -204,14 +212,6 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         dims,
         problem.world_from_voxel,
     )?;
-
-    let meta = FieldMeta {
-        job: "mri".into(),
-        dims,
-        world_from_voxel: problem.world_from_voxel,
-        intensity: problem.intensity,
-    };
-    let mut run = Run::start(&dir, &cfg.to_toml()?, &cfg.common, 3, meta.to_extra()?, opts)?;
 
     let mut device = cfg.common.device.clone();
     if let Some(free) = run.backend.device_memory_free() {

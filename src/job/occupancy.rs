@@ -389,7 +389,7 @@ impl SavedRun {
     pub fn open(dir: &Path) -> Result<Self> {
         let config = load_run_config(dir)?;
         let ck_path = dir.join(CHECKPOINT);
-        let checkpoint = Checkpoint::load(&ck_path)?;
+        let checkpoint = crate::train::run::load_checkpoint(dir, &config.common, 3)?;
         let meta = meta_from_extra(&ck_path, &checkpoint)?;
         Ok(SavedRun { dir: dir.to_path_buf(), config, checkpoint, meta })
     }

@@ -9,6 +9,12 @@
 //! cycles per unit box; absent for `none`), `adam.m`, `adam.v` (flat, in the parameter order).
 //! Metadata (strings): `format`, `step`, `sizes`, `encoding_dim`, `encoding_scale`, plus
 //! whatever the job adds (the unit-box transform, the sampling box).
+//!
+//! What tensors a checkpoint of a network holds is one function, [`layout`] (the encoding's
+//! share from [`encoding_tensors`]): the writer writes that list, the reader reads it, and a run's
+//! checkpoint is checked against the list its `run.toml` implies ([`Checkpoint::check_layout`])
+//! before any of it is used. A new encoding with tensors of its own only has to add them to
+//! [`encoding_tensors`]. Every value read must be finite (and Adam's second moment ≥ 0).
 
 use super::Mlp;
 use crate::backend::TrainState;
@@ -20,11 +26,60 @@ use std::path::Path;
 
 const FORMAT: &str = "ffvol-checkpoint-1";
 
+/// One tensor of a checkpoint: its name, shape and number format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: Dtype,
+}
+
+impl TensorSpec {
+    fn f32(name: impl Into<String>, shape: Vec<usize>) -> Self {
+        TensorSpec { name: name.into(), shape, dtype: Dtype::F32 }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} {:?} {:?}", self.name, self.dtype, self.shape)
+    }
+}
+
+/// The tensors of the encoding's own (`encoding.frequencies`, m×d; none for `none`).
+pub fn encoding_tensors(encoding: &Encoding) -> Vec<TensorSpec> {
+    if encoding.identity {
+        vec![]
+    } else {
+        vec![TensorSpec::f32("encoding.frequencies", vec![encoding.frequencies(), encoding.dim])]
+    }
+}
+
+/// Every tensor a checkpoint of `encoding` → MLP of layer `sizes` holds, in the order written:
+/// the MLP's weights and biases, the encoding's tensors, Adam's moments.
+pub fn layout(encoding: &Encoding, sizes: &[usize]) -> Vec<TensorSpec> {
+    let mut specs = Vec::new();
+    for (l, w) in sizes.windows(2).enumerate() {
+        specs.push(TensorSpec::f32(format!("mlp.{l}.weight"), vec![w[1], w[0]]));
+        specs.push(TensorSpec::f32(format!("mlp.{l}.bias"), vec![w[1]]));
+    }
+    specs.extend(encoding_tensors(encoding));
+    let n = Mlp::n_params(sizes);
+    specs.push(TensorSpec::f32("adam.m", vec![n]));
+    specs.push(TensorSpec::f32("adam.v", vec![n]));
+    specs
+}
+
+/// The parameter count of layer `sizes` (read from a file), or None when it overflows.
+fn checked_n_params(sizes: &[usize]) -> Option<usize> {
+    sizes.windows(2).try_fold(0usize, |acc, w| w[0].checked_mul(w[1])?.checked_add(w[1])?.checked_add(acc))
+}
+
 pub struct Checkpoint {
     pub encoding: Encoding,
     pub state: TrainState,
     /// Job-specific strings (JSON values), e.g. `unit_from_mesh`.
     pub extra: HashMap<String, String>,
+    /// The tensors the file held (name, shape, dtype), sorted by name.
+    pub tensors: Vec<TensorSpec>,
 }
 
 fn bytes(v: &[f32]) -> Vec<u8> {
@@ -32,28 +87,31 @@ fn bytes(v: &[f32]) -> Vec<u8> {
 }
 
 impl Checkpoint {
+    /// The data of tensor `spec` of this checkpoint (one of [`layout`]'s names).
+    fn tensor_data(&self, spec: &TensorSpec) -> crate::Result<&[f32]> {
+        let mlp = &self.state.mlp;
+        let layers = mlp.layers();
+        let layer = |l: &str| l.parse::<usize>().ok().and_then(|l| layers.get(l));
+        let data = match spec.name.split('.').collect::<Vec<_>>().as_slice() {
+            ["mlp", l, "weight"] => layer(l).map(|x| &mlp.params[x.weight..x.bias]),
+            ["mlp", l, "bias"] => layer(l).map(|x| &mlp.params[x.bias..x.bias + x.n_out]),
+            ["encoding", "frequencies"] => Some(&self.encoding.b[..]),
+            ["adam", "m"] => Some(&self.state.adam.m[..]),
+            ["adam", "v"] => Some(&self.state.adam.v[..]),
+            _ => None,
+        };
+        data.filter(|d| Some(d.len()) == spec.shape.iter().try_fold(1usize, |a, &s| a.checked_mul(s)))
+            .ok_or_else(|| crate::Error::Input(format!("checkpoint: no data for tensor {}", spec.describe())))
+    }
+
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> crate::Result<Vec<u8>> {
         let mlp = &self.state.mlp;
-        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (l, layer) in mlp.layers().iter().enumerate() {
-            owned.push((
-                format!("mlp.{l}.weight"),
-                vec![layer.n_out, layer.n_in],
-                bytes(&mlp.params[layer.weight..layer.bias]),
-            ));
-            owned.push((
-                format!("mlp.{l}.bias"),
-                vec![layer.n_out],
-                bytes(&mlp.params[layer.bias..layer.bias + layer.n_out]),
-            ));
+        let mut owned: Vec<(TensorSpec, Vec<u8>)> = Vec::new();
+        for spec in layout(&self.encoding, &mlp.sizes) {
+            let data = bytes(self.tensor_data(&spec)?);
+            owned.push((spec, data));
         }
-        if !self.encoding.identity {
-            let m = self.encoding.frequencies();
-            owned.push(("encoding.frequencies".into(), vec![m, self.encoding.dim], bytes(&self.encoding.b)));
-        }
-        owned.push(("adam.m".into(), vec![self.state.adam.m.len()], bytes(&self.state.adam.m)));
-        owned.push(("adam.v".into(), vec![self.state.adam.v.len()], bytes(&self.state.adam.v)));
         let mut meta = self.extra.clone();
         meta.insert("format".into(), FORMAT.into());
         meta.insert("step".into(), self.state.adam.step.to_string());
@@ -63,8 +121,8 @@ impl Checkpoint {
         meta.insert("encoding_identity".into(), self.encoding.identity.to_string());
         let views = owned
             .iter()
-            .map(|(name, shape, data)| {
-                TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v))
+            .map(|(spec, data)| {
+                TensorView::new(spec.dtype, spec.shape.clone(), data).map(|v| (spec.name.clone(), v))
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| crate::Error::Input(format!("checkpoint: {e}")))?;
@@ -81,6 +139,41 @@ impl Checkpoint {
         Self::from_bytes(&data).map_err(|m| crate::Error::format(path, m))
     }
 
+    /// Checks the file's tensors against `expected` (the layout its run implies): the same names,
+    /// shapes and number formats, nothing missing and nothing more. `what` names where `expected`
+    /// comes from, for the message (e.g. `run.toml`).
+    pub fn check_layout(&self, expected: &[TensorSpec], what: &str) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for e in expected {
+            match self.tensors.iter().find(|t| t.name == e.name) {
+                None => problems.push(format!("{} is missing", e.describe())),
+                Some(t) if t != e => problems.push(format!(
+                    "{} is {:?} {:?}, expected {:?} {:?}",
+                    e.name, t.dtype, t.shape, e.dtype, e.shape
+                )),
+                Some(_) => {}
+            }
+        }
+        for t in &self.tensors {
+            if !expected.iter().any(|e| e.name == t.name) {
+                problems.push(format!("{} is not part of the network", t.describe()));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let shown = problems.len().min(4);
+        Err(format!(
+            "the checkpoint does not hold the network {what} describes (a checkpoint of another run?): {}{}",
+            problems[..shown].join("; "),
+            if problems.len() > shown {
+                format!("; and {} more", problems.len() - shown)
+            } else {
+                String::new()
+            }
+        ))
+    }
+
     pub fn from_bytes(data: &[u8]) -> Result<Self, String> {
         let (_, metadata) =
             SafeTensors::read_metadata(data).map_err(|e| format!("not a safetensors file: {e}"))?;
@@ -88,7 +181,14 @@ impl Checkpoint {
         if meta.get("format").map(String::as_str) != Some(FORMAT) {
             return Err(format!("not an ffvol checkpoint (format {:?})", meta.get("format")));
         }
+        // deserialize checks every tensor's offsets against the file: data is bounded by its size
         let st = SafeTensors::deserialize(data).map_err(|e| format!("not a safetensors file: {e}"))?;
+        let mut tensors: Vec<TensorSpec> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| TensorSpec { name, shape: t.shape().to_vec(), dtype: t.dtype() })
+            .collect();
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
         let get = |k: &str| meta.get(k).ok_or_else(|| format!("metadata has no {k}"));
         let parse_err = |k: &str| format!("metadata {k} is malformed");
         let sizes: Vec<usize> = serde_json::from_str(get("sizes")?).map_err(|_| parse_err("sizes"))?;
@@ -96,8 +196,33 @@ impl Checkpoint {
         let dim: usize = get("encoding_dim")?.parse().map_err(|_| parse_err("encoding_dim"))?;
         let scale: f32 = get("encoding_scale")?.parse().map_err(|_| parse_err("encoding_scale"))?;
         let identity: bool = get("encoding_identity")?.parse().map_err(|_| parse_err("encoding_identity"))?;
-        if sizes.len() < 2 || dim == 0 {
-            return Err("metadata sizes/encoding_dim are malformed".into());
+        if sizes.len() < 2 || sizes.contains(&0) || !(1..=3).contains(&dim) {
+            return Err(format!("metadata sizes {sizes:?} / encoding_dim {dim} are malformed"));
+        }
+        if !scale.is_finite() {
+            return Err(format!("metadata encoding_scale is {scale}, not a finite number"));
+        }
+        let n = checked_n_params(&sizes).ok_or_else(|| format!("metadata sizes {sizes:?} overflow"))?;
+        // The shapes the metadata implies, checked against the file before anything is allocated
+        // from them (the tensors' data lies inside the file, so this bounds every allocation).
+        let m = match (identity, st.tensor("encoding.frequencies")) {
+            (true, _) => 0,
+            (false, Ok(t)) => t.shape().first().copied().unwrap_or(0),
+            (false, Err(_)) => return Err("tensor encoding.frequencies is missing".into()),
+        };
+        // an encoding of the file's shape (m×dim is bounded by the file's size: deserialize checked it)
+        let shell = if identity {
+            Encoding::identity(dim)
+        } else {
+            let len = m.checked_mul(dim).ok_or("tensor encoding.frequencies is too large")?;
+            Encoding::from_frequencies(dim, vec![0.0; len], 1.0)
+        };
+        if shell.n_features() != sizes[0] {
+            return Err(format!(
+                "the encoding makes {} features but the network takes {}",
+                shell.n_features(),
+                sizes[0]
+            ));
         }
         let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>, String> {
             let t = st.tensor(name).map_err(|_| format!("tensor {name} is missing"))?;
@@ -108,9 +233,28 @@ impl Checkpoint {
                     t.dtype()
                 ));
             }
-            Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            let v: Vec<f32> =
+                t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(format!("tensor {name} holds {} at index {i}: the checkpoint is corrupt", v[i]));
+            }
+            Ok(v)
         };
-        let mut params = vec![0.0; Mlp::n_params(&sizes)];
+        let expected = layout(&shell, &sizes);
+        for spec in &expected {
+            let t = st.tensor(&spec.name).map_err(|_| format!("tensor {} is missing", spec.name))?;
+            if t.dtype() != spec.dtype || t.shape() != spec.shape {
+                return Err(format!(
+                    "tensor {} has shape {:?} {:?}, expected {:?} {:?} (metadata sizes {sizes:?})",
+                    spec.name,
+                    t.shape(),
+                    t.dtype(),
+                    spec.dtype,
+                    spec.shape
+                ));
+            }
+        }
+        let mut params = vec![0.0; n];
         for (l, layer) in Mlp::layout(&sizes).iter().enumerate() {
             params[layer.weight..layer.bias]
                 .copy_from_slice(&read(&format!("mlp.{l}.weight"), &[layer.n_out, layer.n_in])?);
@@ -120,26 +264,20 @@ impl Checkpoint {
         let encoding = if identity {
             Encoding::identity(dim)
         } else {
-            let t = st
-                .tensor("encoding.frequencies")
-                .map_err(|_| "tensor encoding.frequencies is missing".to_string())?;
-            let m = t.shape().first().copied().unwrap_or(0);
             Encoding::from_frequencies(dim, read("encoding.frequencies", &[m, dim])?, scale)
         };
-        if encoding.n_features() != sizes[0] {
+        let adam = AdamState { m: read("adam.m", &[n])?, v: read("adam.v", &[n])?, step };
+        if let Some(i) = adam.v.iter().position(|&v| v < 0.0) {
             return Err(format!(
-                "the encoding makes {} features but the network takes {}",
-                encoding.n_features(),
-                sizes[0]
+                "tensor adam.v holds {} at index {i}: a second moment is never negative",
+                adam.v[i]
             ));
         }
-        let n = params.len();
-        let adam = AdamState { m: read("adam.m", &[n])?, v: read("adam.v", &[n])?, step };
         let mut extra = meta;
         for k in ["format", "step", "sizes", "encoding_dim", "encoding_scale", "encoding_identity"] {
             extra.remove(k);
         }
-        Ok(Checkpoint { encoding, state: TrainState { mlp: Mlp { sizes, params }, adam }, extra })
+        Ok(Checkpoint { encoding, state: TrainState { mlp: Mlp { sizes, params }, adam }, extra, tensors })
     }
 }
 
@@ -163,7 +301,8 @@ mod tests {
             let adam = AdamState { m: (0..n).map(|i| i as f32).collect(), v: vec![0.5; n], step: 77 };
             let mut extra = HashMap::new();
             extra.insert("unit_from_mesh".into(), "{\"scale\":2}".into());
-            let ck = Checkpoint { encoding: enc.clone(), state: TrainState { mlp, adam }, extra };
+            let ck =
+                Checkpoint { encoding: enc.clone(), state: TrainState { mlp, adam }, extra, tensors: vec![] };
             let bytes = ck.to_bytes().unwrap();
             let back = Checkpoint::from_bytes(&bytes).unwrap();
             assert_eq!(back.state, ck.state);

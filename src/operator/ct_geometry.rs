@@ -115,6 +115,17 @@ pub struct AnglesFile {
     pub unit: AngleUnit,
 }
 
+/// The most views a geometry may list.
+pub const MAX_VIEWS: usize = 1 << 20;
+/// The most detector pixels along one axis.
+pub const MAX_DETECTOR_PIXELS: usize = 1 << 16;
+/// The most measurements (views × detector pixels) a scan may have: 16 GiB of f32.
+pub const MAX_RAYS: usize = 1 << 32;
+/// Lengths beyond this many mm (a kilometre) are refused as garbage (their products overflow).
+pub const MAX_MM: f64 = 1e6;
+/// Rays [`Scan::check_coverage`] traces at most, after its per-view bounds.
+const COVERAGE_RAYS: usize = 1 << 20;
+
 /// A resolved, checked scan: every size fixed to 3 axes (2D: nv = 1, nz = 1), angles listed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scan {
@@ -177,6 +188,18 @@ impl GeometryFile {
         } else {
             fixed(&det.offset, nd, 0.0, "detector.offset", src)?
         };
+        if let Some(n) = dp[..nd].iter().find(|&&n| n > MAX_DETECTOR_PIXELS) {
+            return bad(format!(
+                "detector.pixels {:?}: {n} pixels on one axis is more than the {MAX_DETECTOR_PIXELS} a detector may have",
+                det.pixels
+            ));
+        }
+        if let Some(x) = det.offset.iter().chain(&det.pixel_size).find(|x| !x.is_finite() || x.abs() > MAX_MM)
+        {
+            return bad(format!(
+                "detector offset/pixel_size {x}: every length must be a finite number of mm below {MAX_MM:e}"
+            ));
+        }
         if dp[..nd].contains(&0) || ds[..nd].iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return bad(format!(
                 "the detector has zero size (pixels {:?}, pixel_size {:?}): every count and size must be positive",
@@ -188,13 +211,19 @@ impl GeometryFile {
         let vs = fixed(&vol.voxel_size, d, 1.0, "volume.voxel_size", src)?;
         let voff =
             if vol.offset.is_empty() { [0.0; 3] } else { fixed(&vol.offset, d, 0.0, "volume.offset", src)? };
+        if let Some(x) = vol.offset.iter().chain(&vol.voxel_size).find(|x| !x.is_finite() || x.abs() > MAX_MM)
+        {
+            return bad(format!(
+                "volume offset/voxel_size {x}: every length must be a finite number of mm below {MAX_MM:e}"
+            ));
+        }
         if nv[..d].contains(&0) || vs[..d].iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return bad(format!(
                 "the volume has zero size (voxels {:?}, voxel_size {:?})",
                 vol.voxels, vol.voxel_size
             ));
         }
-        if nv.iter().product::<usize>() > 1 << 30 {
+        if nv.iter().try_fold(1usize, |a, &n| a.checked_mul(n)).is_none_or(|n| n > 1 << 30) {
             return bad(format!("volume.voxels {:?} is more than 2^30 voxels", vol.voxels));
         }
         let (dso, dsd) = match self.beam {
@@ -206,7 +235,7 @@ impl GeometryFile {
                             .into(),
                     );
                 };
-                if !(dso.is_finite() && dso > 0.0 && dsd.is_finite() && dsd > dso) {
+                if !(dso.is_finite() && dso > 0.0 && dsd.is_finite() && dsd > dso && dsd <= MAX_MM) {
                     return bad(format!("need 0 < dso < dsd, got dso = {dso}, dsd = {dsd}"));
                 }
                 (dso, dsd)
@@ -215,6 +244,23 @@ impl GeometryFile {
         let a = &self.angles;
         if a.count == 0 {
             return bad("angles.count must be at least 1".into());
+        }
+        if a.count > MAX_VIEWS {
+            return bad(format!(
+                "angles.count = {} is more than the {MAX_VIEWS} views a scan may have",
+                a.count
+            ));
+        }
+        let rays = [a.count, dp[0], if d == 3 { dp[1] } else { 1 }]
+            .iter()
+            .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+            .filter(|&n| n <= MAX_RAYS);
+        if rays.is_none() {
+            return bad(format!(
+                "{} views of {:?} detector pixels is more than {MAX_RAYS} measurements",
+                a.count,
+                &dp[..nd]
+            ));
         }
         let factor = match a.unit {
             AngleUnit::Radians => 1.0,
@@ -456,7 +502,7 @@ impl Scan {
                 ));
             }
         }
-        if (0..self.n_rays()).any(|i| self.clip(&self.ray(i)).is_some()) {
+        if self.some_ray_meets_volume() {
             Ok(())
         } else {
             Err(format!(
@@ -468,6 +514,95 @@ impl Scan {
                 &self.det_offset[..self.dims - 1]
             ))
         }
+    }
+
+    /// Whether a ray meets the volume, in bounded time whatever the scan's size: per view, the
+    /// rectangle on the detector that holds the volume's shadow (its corners projected along
+    /// the rays) against the detector's pixels; no view overlapping means no ray can meet it. In
+    /// the overlapping ranges, rays are traced (the middle of each range first) until one meets
+    /// it or [`COVERAGE_RAYS`] have been traced, when the overlap is taken as enough.
+    fn some_ray_meets_volume(&self) -> bool {
+        let lo = self.vol_min();
+        let ext = self.vol_extent();
+        let [nu, nv] = self.det_pixels;
+        let corners: Vec<[f64; 3]> = (0..8)
+            .map(|k| {
+                std::array::from_fn(|a| if a < self.dims && k >> a & 1 == 1 { lo[a] + ext[a] } else { lo[a] })
+            })
+            .map(|mut c: [f64; 3]| {
+                if self.dims == 2 {
+                    c[2] = 0.0;
+                }
+                c
+            })
+            .collect();
+        // detector coordinate → pixel index range [first, last], clamped to the detector
+        let range = |lo: f64, hi: f64, n: usize, size: f64, offset: f64| -> Option<(usize, usize)> {
+            let centre = (n as f64 - 1.0) / 2.0;
+            let (a, b) = ((lo - offset) / size + centre, (hi - offset) / size + centre);
+            let (a, b) = (a.floor().max(0.0), b.ceil().min(n as f64 - 1.0));
+            (a <= b).then_some((a as usize, b as usize))
+        };
+        let mut budget = COVERAGE_RAYS;
+        let mut candidates = Vec::new();
+        for (view, &th) in self.angles.iter().enumerate() {
+            let (s, c) = th.sin_cos();
+            let (es, eu) = ([c, s, 0.0], [-s, c, 0.0]);
+            let (mut umin, mut umax, mut vmin, mut vmax) =
+                (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+            for p in &corners {
+                let (u, v) = match self.beam {
+                    Beam::Parallel => (p[0] * eu[0] + p[1] * eu[1], p[2]),
+                    Beam::Fan | Beam::Cone => {
+                        // depth of the corner from the source towards the detector
+                        let depth = self.dso - (p[0] * es[0] + p[1] * es[1]);
+                        let scale = self.dsd / depth.max(1e-9);
+                        ((p[0] * eu[0] + p[1] * eu[1]) * scale, p[2] * scale)
+                    }
+                };
+                (umin, umax, vmin, vmax) = (umin.min(u), umax.max(u), vmin.min(v), vmax.max(v));
+            }
+            let Some(ru) = range(umin, umax, nu, self.det_pixel_size[0], self.det_offset[0]) else {
+                continue;
+            };
+            let rv = if self.dims == 2 {
+                (0, 0)
+            } else {
+                match range(vmin, vmax, nv, self.det_pixel_size[1], self.det_offset[1]) {
+                    Some(r) => r,
+                    None => continue,
+                }
+            };
+            candidates.push((view, ru, rv));
+        }
+        if candidates.is_empty() {
+            return false;
+        }
+        let ray_at = |view: usize, iu: usize, iv: usize| (view * nv + iv) * nu + iu;
+        // the middle of each view's range first, then every ray of the ranges
+        for &(view, (u0, u1), (v0, v1)) in &candidates {
+            if budget == 0 {
+                return true;
+            }
+            budget -= 1;
+            if self.clip(&self.ray(ray_at(view, (u0 + u1) / 2, (v0 + v1) / 2))).is_some() {
+                return true;
+            }
+        }
+        for &(view, (u0, u1), (v0, v1)) in &candidates {
+            for iv in v0..=v1 {
+                for iu in u0..=u1 {
+                    if budget == 0 {
+                        return true;
+                    }
+                    budget -= 1;
+                    if self.clip(&self.ray(ray_at(view, iu, iv))).is_some() {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
     }
 
     /// NIfTI's world_from_voxel for the reconstruction grid.

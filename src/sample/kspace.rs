@@ -18,6 +18,17 @@ use serde::{Deserialize, Serialize};
 /// Stream of the mask's random numbers.
 const STREAM_MASK: u64 = 18;
 
+/// The most Gaussian draws (at 96³; 50× the paper's 200,000).
+pub const MAX_DRAWS_AT_96: usize = 10_000_000;
+/// The widest Gaussian (voxels at 96³): wider puts every draw outside k-space.
+pub const MAX_STD_AT_96: f64 = 1e4;
+/// The highest Cartesian acceleration (1/R of the lines; the centre is always sampled).
+pub const MAX_CARTESIAN_ACCELERATION: f64 = 1e3;
+/// The highest Poisson-disc acceleration (the discs' reach, and the time, grow with √R).
+pub const MAX_POISSON_ACCELERATION: f64 = 64.0;
+/// The most radial spokes.
+pub const MAX_SPOKES: usize = 100_000;
+
 /// How k-space is sampled, as written in `run.toml` (`[sampling] type = "gaussian"`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -55,11 +66,21 @@ impl Sampling {
                 parts.get(i).ok_or_else(|| format!("sampling {s:?} needs a number after '{}:'", parts[0]))?;
             p.parse::<f64>().map_err(|_| format!("sampling {s:?}: {p:?} is not a number"))
         };
+        let count = |i: usize| -> std::result::Result<usize, String> {
+            let x = num(i)?;
+            if !(x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 1e15) {
+                return Err(format!("sampling {s:?}: {x} is not a count"));
+            }
+            Ok(x as usize)
+        };
+        if parts.len() > 3 || (parts[0] != "gaussian" && parts.len() > 2) {
+            return Err(format!("sampling {s:?}: too many ':' fields (gaussian[:DRAWS:STD], cartesian:R, radial:N, poisson:R)"));
+        }
         let sampling = match parts[0] {
             "gaussian" if parts.len() == 1 => Sampling::paper(),
-            "gaussian" => Sampling::Gaussian { draws_at_96: num(1)? as usize, std_at_96: num(2)? },
+            "gaussian" => Sampling::Gaussian { draws_at_96: count(1)?, std_at_96: num(2)? },
             "cartesian" => Sampling::Cartesian { acceleration: num(1)?, center: 0.04 },
-            "radial" => Sampling::Radial { spokes: num(1)? as usize },
+            "radial" => Sampling::Radial { spokes: count(1)? },
             "poisson" => Sampling::Poisson { acceleration: num(1)? },
             other => {
                 return Err(format!(
@@ -71,29 +92,37 @@ impl Sampling {
         Ok(sampling)
     }
 
+    /// Every parameter finite and in a range whose mask can be built in bounded time (a huge
+    /// draw count, acceleration or spoke count would run for hours).
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Config(m));
         match *self {
             Sampling::Gaussian { draws_at_96, std_at_96 } => {
-                if draws_at_96 == 0 || !(std_at_96.is_finite() && std_at_96 > 0.0) {
+                if !(1..=MAX_DRAWS_AT_96).contains(&draws_at_96)
+                    || !(std_at_96.is_finite() && std_at_96 > 0.0 && std_at_96 <= MAX_STD_AT_96)
+                {
                     return bad(format!(
-                        "gaussian sampling needs draws > 0 and std > 0, got {draws_at_96}, {std_at_96}"
+                        "gaussian sampling needs draws in 1..={MAX_DRAWS_AT_96} and std in (0, {MAX_STD_AT_96}], got {draws_at_96}, {std_at_96}"
                     ));
                 }
             }
             Sampling::Cartesian { acceleration, center } => {
-                if !(acceleration >= 1.0) || !(0.0..0.5).contains(&center) {
-                    return bad(format!("cartesian sampling needs acceleration ≥ 1 and centre in [0, 0.5), got {acceleration}, {center}"));
+                if !(1.0..=MAX_CARTESIAN_ACCELERATION).contains(&acceleration)
+                    || !(0.0..0.5).contains(&center)
+                {
+                    return bad(format!("cartesian sampling needs acceleration in [1, {MAX_CARTESIAN_ACCELERATION}] and centre in [0, 0.5), got {acceleration}, {center}"));
                 }
             }
             Sampling::Radial { spokes } => {
-                if spokes == 0 {
-                    return bad("radial sampling needs at least one spoke".into());
+                if !(1..=MAX_SPOKES).contains(&spokes) {
+                    return bad(format!("radial sampling needs 1..={MAX_SPOKES} spokes, got {spokes}"));
                 }
             }
             Sampling::Poisson { acceleration } => {
-                if !(acceleration >= 1.0) {
-                    return bad(format!("poisson sampling needs acceleration ≥ 1, got {acceleration}"));
+                if !(1.0..=MAX_POISSON_ACCELERATION).contains(&acceleration) {
+                    return bad(format!(
+                        "poisson sampling needs acceleration in [1, {MAX_POISSON_ACCELERATION}], got {acceleration}"
+                    ));
                 }
             }
         }
@@ -178,12 +207,12 @@ fn poisson_plane(dims: [usize; 2], acceleration: f64, rng: &CounterRng) -> Vec<b
             let (y, z) = (i % ny, i / ny);
             let r = radius(y, z);
             let mut free = true;
-            'scan: for dz in -reach..=reach {
-                for dy in -reach..=reach {
+            // the disc's neighbourhood, clipped to the plane
+            let (y0, y1) = ((-reach).max(-(y as isize)), reach.min(ny as isize - 1 - y as isize));
+            let (z0, z1) = ((-reach).max(-(z as isize)), reach.min(nz as isize - 1 - z as isize));
+            'scan: for dz in z0..=z1 {
+                for dy in y0..=y1 {
                     let (qy, qz) = (y as isize + dy, z as isize + dz);
-                    if qy < 0 || qz < 0 || qy >= ny as isize || qz >= nz as isize {
-                        continue;
-                    }
                     if taken[qy as usize + ny * qz as usize] && ((dy * dy + dz * dz) as f64) < r * r {
                         free = false;
                         break 'scan;
@@ -245,6 +274,38 @@ mod tests {
 
     fn fraction(m: &[bool]) -> f64 {
         m.iter().filter(|&&v| v).count() as f64 / m.len() as f64
+    }
+
+    /// Parameters that ran for hours (or wrapped to nonsense) are refused at once, with the value.
+    #[test]
+    fn huge_and_non_finite_parameters_are_errors() {
+        for s in [
+            "gaussian:1e12:13.9",
+            "gaussian:1e18:13.9",
+            "gaussian:inf:13.9",
+            "gaussian:200000:inf",
+            "gaussian:200000:nan",
+            "gaussian:-5:13.9",
+            "gaussian:2.5:13.9",
+            "cartesian:1e12",
+            "cartesian:inf",
+            "cartesian:nan",
+            "poisson:1e12",
+            "poisson:1e18",
+            "poisson:inf",
+            "radial:1e12",
+            "radial:inf",
+            "radial:0",
+            "radial:4:5",
+        ] {
+            let t = std::time::Instant::now();
+            let e = Sampling::parse(s).expect_err(s);
+            assert!(t.elapsed().as_secs_f64() < 0.5, "{s}");
+            assert!(e.contains("sampling"), "{s}: {e}");
+        }
+        // the largest accepted Poisson acceleration still builds in bounded time
+        let m = Sampling::Poisson { acceleration: MAX_POISSON_ACCELERATION }.build([8, 48, 48], 1);
+        assert!(m.iter().any(|&v| v));
     }
 
     #[test]

@@ -225,9 +225,13 @@ pub struct Run {
 }
 
 impl Run {
-    /// Creates the run folder, writes `run.toml`, builds the network `common` describes for
-    /// `dim`-D points from its seed on its device and, when resuming, loads the folder's
-    /// checkpoint and loss log.
+    /// Builds the network `common` describes for `dim`-D points from its seed on its device and,
+    /// when resuming, reads and checks the folder's checkpoint and loss log; only then, with
+    /// every check passed, creates the run folder, removes temporary files a killed run left
+    /// in it and writes `run.toml` (a fresh run; a resumed run's `run.toml` is its input and is
+    /// left as it is). A fresh run in a used folder (`--force`, or a run stopped before its
+    /// first checkpoint) first removes the old checkpoint, loss log and metrics, so nothing of
+    /// the old run can be resumed under the new `run.toml`.
     pub fn start(
         dir: &Path,
         run_toml: &str,
@@ -236,10 +240,30 @@ impl Run {
         extra: HashMap<String, String>,
         opts: &FitOptions,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        crate::io::write_bytes_atomic(&dir.join(RUN_TOML), run_toml.as_bytes())?;
         let built = run::build_network(common, dim)?;
         let (mut backend, n_params) = (built.backend, built.n_params);
+        let resumed = if opts.resume {
+            let mut r = run::read_resume(dir, common, dim, backend.encoding())?;
+            r.notes.extend(run::check_inputs(dir)?);
+            Some(r)
+        } else {
+            None
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let stale = run::remove_stale_temps(dir);
+        if stale > 0 {
+            log(opts, &format!("removed {stale} temporary file(s) a killed write left in {}", dir.display()));
+        }
+        if resumed.is_none() {
+            for name in [CHECKPOINT, run::LOSS_CSV, run::METRICS, run::INPUTS] {
+                let path = dir.join(name);
+                if path.exists() {
+                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                }
+            }
+            crate::io::write_bytes_atomic(&dir.join(RUN_TOML), run_toml.as_bytes())?;
+            run::record_inputs(dir, run_toml)?;
+        }
         log(opts, &format!("device: {} ({})", backend.describe(), built.reason));
         log(
             opts,
@@ -252,9 +276,18 @@ impl Run {
             ),
         );
         let mut loss_log = Vec::new();
-        if opts.resume {
-            loss_log = run::resume(backend.as_mut(), dir)?;
-            log(opts, &format!("resumed from {} at step {}", dir.join(CHECKPOINT).display(), backend.step()));
+        if let Some(resumed) = resumed {
+            resumed.notes.iter().for_each(|n| log(opts, n));
+            loss_log = resumed.loss_log;
+            if let Some(ck) = resumed.checkpoint {
+                backend.set_state(ck.state)?;
+                // the log as the checkpoint has it (rows past its step dropped), at once
+                crate::train::loss_log::write_loss_log(&dir.join(run::LOSS_CSV), &loss_log)?;
+                log(
+                    opts,
+                    &format!("resumed from {} at step {}", dir.join(CHECKPOINT).display(), backend.step()),
+                );
+            }
         }
         Ok(Run { dir: dir.to_path_buf(), backend, loss_log, n_params, extra })
     }

@@ -5,7 +5,7 @@
 use crate::backend::Backend;
 use crate::config::{Common, DeviceConfig};
 use crate::encoding::Encoding;
-use crate::model::checkpoint::Checkpoint;
+use crate::model::checkpoint::{self, Checkpoint, TensorSpec};
 use crate::model::Mlp;
 use crate::sample::rng::streams;
 use crate::sample::CounterRng;
@@ -42,28 +42,199 @@ pub fn build_network(common: &Common, dim: usize) -> Result<Network> {
     Ok(Network { backend: chosen.backend, reason: chosen.reason, n_params })
 }
 
-/// Loads `dir`'s checkpoint into `backend` (whose encoding must match it) and returns the loss
-/// log up to the checkpoint's step.
-pub fn resume(backend: &mut dyn Backend, dir: &Path) -> Result<Vec<(u64, f32, f32)>> {
-    let ck_path = dir.join(CHECKPOINT);
-    let ck = Checkpoint::load(&ck_path)?;
-    if ck.encoding != *backend.encoding() {
-        return Err(Error::format(&ck_path, "the checkpoint's encoding does not match run.toml"));
-    }
-    backend.set_state(ck.state)?;
-    Ok(read_loss_log(&dir.join(LOSS_CSV), backend.step()))
+/// The tensors (names, shapes, dtypes) a checkpoint of the network `common` describes for
+/// `dim`-D points holds: the one source of what a run's checkpoint must contain
+/// ([`crate::model::checkpoint::layout`] of the encoding and MLP the run's config builds).
+pub fn expected_tensors(common: &Common, dim: usize) -> Vec<TensorSpec> {
+    let encoding = Encoding::build(&common.encoding, dim, &CounterRng::new(common.seed, streams::ENCODING));
+    let sizes = Mlp::sizes_for(encoding.n_features(), &common.model, 1);
+    checkpoint::layout(&encoding, &sizes)
 }
 
-/// Writes `dir`'s checkpoint (the backend's state with `extra`) and its loss log.
+/// Reads `dir`'s checkpoint and checks it holds the network `common` describes for `dim`-D points
+/// (names, shapes and dtypes of every tensor; every value finite), before any of it is used.
+pub fn load_checkpoint(dir: &Path, common: &Common, dim: usize) -> Result<Checkpoint> {
+    let path = dir.join(CHECKPOINT);
+    let ck = Checkpoint::load(&path)?;
+    ck.check_layout(&expected_tensors(common, dim), &dir.join(RUN_TOML).display().to_string())
+        .map_err(|m| Error::format(&path, m))?;
+    Ok(ck)
+}
+
+/// What resuming `dir` starts from: its checkpoint (None when the run was stopped before its
+/// first one, so it starts over) and the loss log up to the checkpoint's step.
+pub struct Resumed {
+    pub checkpoint: Option<Checkpoint>,
+    pub loss_log: Vec<(u64, f32, f32)>,
+    /// What the run log should say about it.
+    pub notes: Vec<String>,
+}
+
+/// Reads and checks what `fit --resume` continues from, writing nothing: `dir`'s checkpoint
+/// against the network `common` describes (and its encoding against `encoding`, the one the
+/// run's seed builds), and `loss.csv` up to the checkpoint's step. Rows past that step (a kill
+/// between the log and the checkpoint) are dropped; missing rows are reported.
+pub fn read_resume(dir: &Path, common: &Common, dim: usize, encoding: &Encoding) -> Result<Resumed> {
+    let ck_path = dir.join(CHECKPOINT);
+    let loss_path = dir.join(LOSS_CSV);
+    if !ck_path.exists() {
+        return Ok(Resumed {
+            checkpoint: None,
+            loss_log: vec![],
+            notes: vec![format!(
+                "{} has no checkpoint yet (stopped before its first one): starting from step 0",
+                dir.display()
+            )],
+        });
+    }
+    let ck = load_checkpoint(dir, common, dim)?;
+    if ck.encoding != *encoding {
+        return Err(Error::format(&ck_path, "the checkpoint's encoding does not match run.toml"));
+    }
+    let step = ck.state.adam.step;
+    let loss_log = read_loss_log(&loss_path, step)?;
+    let mut notes = vec![];
+    let contiguous = loss_log.iter().enumerate().all(|(i, r)| r.0 == i as u64 + 1);
+    if !contiguous || loss_log.len() as u64 != step {
+        notes.push(format!(
+            "warning: {} holds {} rows for the checkpoint's {step} steps: final_loss will not match an uninterrupted run",
+            loss_path.display(),
+            loss_log.len()
+        ));
+    }
+    Ok(Resumed { checkpoint: Some(ck), loss_log, notes })
+}
+
+/// Writes `dir`'s loss log and then its checkpoint (the backend's state with `extra`), so the log
+/// never lags the checkpoint: a kill between the two leaves rows past the checkpoint's step,
+/// which a resume drops.
 pub fn save(
     dir: &Path,
     backend: &dyn Backend,
     extra: HashMap<String, String>,
     loss_log: &[(u64, f32, f32)],
 ) -> Result<()> {
-    Checkpoint { encoding: backend.encoding().clone(), state: backend.state()?, extra }
-        .save(&dir.join(CHECKPOINT))?;
-    write_loss_log(&dir.join(LOSS_CSV), loss_log)
+    let state = backend.state()?;
+    write_loss_log(&dir.join(LOSS_CSV), loss_log)?;
+    Checkpoint { encoding: backend.encoding().clone(), state, extra, tensors: vec![] }
+        .save(&dir.join(CHECKPOINT))
+}
+
+/// The record of a run's input files (`inputs.toml`): what a resume needs to find unchanged.
+pub const INPUTS: &str = "inputs.toml";
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct InputFile {
+    path: std::path::PathBuf,
+    bytes: u64,
+    /// FNV-1a (64-bit) of the whole file, hex.
+    fnv1a64: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Inputs {
+    #[serde(default)]
+    file: Vec<InputFile>,
+}
+
+/// The files a run's config names as inputs: every string in `run.toml` (outside `output`)
+/// that names an existing regular file, so a job's new input key is covered without a list.
+fn input_paths(run_toml: &str) -> Vec<std::path::PathBuf> {
+    fn walk(v: &toml::Value, key: &str, out: &mut Vec<std::path::PathBuf>) {
+        match v {
+            toml::Value::String(s) if key != "output" => {
+                let p = Path::new(s);
+                if std::fs::metadata(p).is_ok_and(|m| m.is_file()) && !out.iter().any(|q| q == p) {
+                    out.push(p.to_path_buf());
+                }
+            }
+            toml::Value::Table(t) => t.iter().for_each(|(k, v)| walk(v, k, out)),
+            toml::Value::Array(a) => a.iter().for_each(|v| walk(v, key, out)),
+            _ => {}
+        }
+    }
+    let mut out = vec![];
+    if let Ok(t) = toml::from_str::<toml::Table>(run_toml) {
+        walk(&toml::Value::Table(t), "", &mut out);
+    }
+    out
+}
+
+/// Size and FNV-1a hash of `path`, read in 1 MiB pieces.
+fn fingerprint(path: &Path) -> Result<InputFile> {
+    use std::io::Read;
+    let mut f = crate::io::open_file(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut hash, mut bytes) = (0xcbf2_9ce4_8422_2325u64, 0u64);
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        bytes += n as u64;
+    }
+    Ok(InputFile { path: path.to_path_buf(), bytes, fnv1a64: format!("{hash:016x}") })
+}
+
+/// Records the size and hash of every input file of the run (`inputs.toml`).
+pub fn record_inputs(dir: &Path, run_toml: &str) -> Result<()> {
+    let file = input_paths(run_toml).iter().map(|p| fingerprint(p)).collect::<Result<Vec<_>>>()?;
+    let text = crate::config::to_toml(&Inputs { file })?;
+    crate::io::write_bytes_atomic(&dir.join(INPUTS), text.as_bytes())
+}
+
+/// Checks the input files recorded when the run started are unchanged (size and hash): a
+/// resume on other data would silently continue a different fit. A run without the record
+/// (from an older ffvol) is resumed with a note.
+pub fn check_inputs(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join(INPUTS);
+    if !path.exists() {
+        return Ok(vec![format!("note: {} has no {INPUTS}: its input files are not checked", dir.display())]);
+    }
+    let text = crate::io::read_text(&path)?;
+    let inputs: Inputs = toml::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))?;
+    for want in &inputs.file {
+        let now = fingerprint(&want.path).map_err(|e| {
+            Error::format(&path, format!("input {} of this run cannot be read: {e}", want.path.display()))
+        })?;
+        if now != *want {
+            return Err(Error::format(
+                &want.path,
+                format!(
+                    "changed since the run started ({} bytes, FNV-1a {} then; {} bytes, {} now): resuming would continue the fit on other data; restore the file or start a new run",
+                    want.bytes, want.fnv1a64, now.bytes, now.fnv1a64
+                ),
+            ));
+        }
+    }
+    Ok(vec![])
+}
+
+/// Removes the temporary files of atomic writes into `dir` that a killed process left behind
+/// (`.NAME.tmp-PID` of a process that is no longer running); returns how many.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    // whether a process is alive is read from /proc; elsewhere nothing is removed
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    if !Path::new("/proc/self").exists() {
+        return 0;
+    }
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = crate::io::atomic_temp_pid(&name.to_string_lossy()) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The error of a training loop whose loss at `step` is not finite.
@@ -174,11 +345,12 @@ pub(crate) fn progress_bar(opts: &FitOptions, steps: u64, start: u64) -> Option<
     Some(bar)
 }
 
-/// The run folder of a new fit: `output` (refused when it already holds a run, unless `force`),
-/// or `runs/<stem>`, `runs/<stem>-2`, … whichever is free.
+/// The run folder of a new fit: `output` (refused when it already holds a run with a checkpoint,
+/// unless `force`; a run stopped before its first checkpoint has nothing to lose and is fitted
+/// again), or `runs/<stem>`, `runs/<stem>-2`, … whichever is free.
 pub fn run_folder(output: Option<&Path>, force: bool, stem: &str) -> Result<std::path::PathBuf> {
     if let Some(o) = output {
-        if o.join(RUN_TOML).exists() && !force {
+        if o.join(RUN_TOML).exists() && o.join(CHECKPOINT).exists() && !force {
             return Err(Error::Config(format!(
                 "{} already holds a run; pass --force to overwrite it or `ffvol fit --resume {}` to continue it",
                 o.display(),
