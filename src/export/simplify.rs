@@ -76,6 +76,27 @@ pub const HAUSDORFF_SAMPLES: usize = 200_000;
 /// `mesh` simplified to `target` (normals dropped: compute them for the result), and what was
 /// done. An error when the mesh is empty, or when simplifying broke a closed manifold surface.
 pub fn simplify(mesh: &TriMesh, target: &SimplifyTarget) -> Result<(TriMesh, SimplifyReport)> {
+    let (welded, simplified, meshopt_error, closed_before, closed_after) = simplify_mesh(mesh, target)?;
+    let distance = distances(&welded, &simplified, HAUSDORFF_SAMPLES, 0x5eed)
+        .ok_or_else(|| Error::Input("the simplified surface has no area: ask for more triangles".into()))?;
+    let report = SimplifyReport {
+        target_triangles: target.triangles,
+        max_error: target.max_error,
+        vertices_before: welded.positions.len(),
+        triangles_before: welded.triangles.len(),
+        vertices_after: simplified.positions.len(),
+        triangles_after: simplified.triangles.len(),
+        meshopt_error,
+        closed_manifold_before: closed_before,
+        closed_manifold_after: closed_after,
+        distance,
+    };
+    Ok((simplified, report))
+}
+
+/// The welded input, the simplified mesh, meshoptimizer's error estimate (mesh units), and
+/// whether the input and the result are closed and manifold: [`simplify`] without the distances.
+pub fn simplify_mesh(mesh: &TriMesh, target: &SimplifyTarget) -> Result<(TriMesh, TriMesh, f32, bool, bool)> {
     let welded = weld(mesh);
     if welded.triangles.is_empty() {
         return Err(Error::Input("there is no surface to simplify (the mesh has no triangles)".into()));
@@ -116,21 +137,7 @@ pub fn simplify(mesh: &TriMesh, target: &SimplifyTarget) -> Result<(TriMesh, Sim
             simplified.triangles.len()
         )));
     }
-    let distance = distances(&welded, &simplified, HAUSDORFF_SAMPLES, 0x5eed)
-        .ok_or_else(|| Error::Input("the simplified surface has no area: ask for more triangles".into()))?;
-    let report = SimplifyReport {
-        target_triangles: target.triangles,
-        max_error: target.max_error,
-        vertices_before: welded.positions.len(),
-        triangles_before: welded.triangles.len(),
-        vertices_after: simplified.positions.len(),
-        triangles_after: simplified.triangles.len(),
-        meshopt_error,
-        closed_manifold_before: closed_before,
-        closed_manifold_after: closed_after,
-        distance,
-    };
-    Ok((simplified, report))
+    Ok((welded, simplified, meshopt_error, closed_before, closed_after))
 }
 
 /// One vertex per distinct position (bit for bit), unused vertices dropped, degenerate triangles
