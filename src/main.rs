@@ -252,10 +252,20 @@ fn export_occupancy(args: &ExportArgs) -> Result<()> {
             100.0 * r.distance.hausdorff_relative,
             r.distance.mean
         );
+        if r.target_triangles.is_some_and(|t| r.triangles_after > t) {
+            println!(
+                "note: {} triangles is above the target: vertices around edges that collapsing would \
+                 make non-manifold were kept",
+                r.triangles_after
+            );
+        }
     }
     if let Some(n) = &exported.field_normals {
         if n.fell_back > 0 {
-            println!("field normals: {} vertices had a zero gradient and took the facets' normal", n.fell_back);
+            println!(
+                "field normals: {} vertices had a zero gradient and took the facets' normal",
+                n.fell_back
+            );
         }
     }
     for path in &exported.files {

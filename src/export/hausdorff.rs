@@ -172,7 +172,11 @@ pub fn closest_on_triangle(p: DVec3, a: DVec3, b: DVec3, c: DVec3) -> DVec3 {
         // degenerate triangle: the nearest of its edges' points
         let seg = |s: DVec3, e: DVec3| {
             let d = e - s;
-            let t = if d.length_squared() > 0.0 { ((p - s).dot(d) / d.length_squared()).clamp(0.0, 1.0) } else { 0.0 };
+            let t = if d.length_squared() > 0.0 {
+                ((p - s).dot(d) / d.length_squared()).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             s + d * t
         };
         return [seg(a, b), seg(b, c), seg(c, a)]

@@ -52,7 +52,9 @@ impl FieldGradient {
             )));
         }
         if mlp.params.len() != Mlp::n_params(&mlp.sizes) {
-            return Err(Error::Config("field normals: the network's parameters do not match its shape".into()));
+            return Err(Error::Config(
+                "field normals: the network's parameters do not match its shape".into(),
+            ));
         }
         let layers = mlp.layers();
         Ok(FieldGradient { encoding, mlp, layers })
@@ -67,9 +69,11 @@ impl FieldGradient {
     pub fn eval(&self, points: &[[f32; 3]]) -> (Vec<f32>, Vec<Vec3>) {
         let mut values = vec![0.0f32; points.len()];
         let mut grads = vec![Vec3::ZERO; points.len()];
-        values.par_chunks_mut(BLOCK).zip(grads.par_chunks_mut(BLOCK)).zip(points.par_chunks(BLOCK)).for_each(
-            |((v, g), p)| self.eval_block(p, v, g),
-        );
+        values
+            .par_chunks_mut(BLOCK)
+            .zip(grads.par_chunks_mut(BLOCK))
+            .zip(points.par_chunks(BLOCK))
+            .for_each(|((v, g), p)| self.eval_block(p, v, g));
         (values, grads)
     }
 

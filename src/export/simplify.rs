@@ -112,15 +112,41 @@ pub fn simplify_mesh(mesh: &TriMesh, target: &SimplifyTarget) -> Result<(TriMesh
         // no error bound: collapse until the triangle count is reached
         None => (f32::MAX, meshopt::SimplifyOptions::None),
     };
-    let mut relative_or_abs_error = 0.0f32;
-    let out = meshopt::simplify(
-        &indices,
-        &adapter,
-        target_index_count,
-        error_limit,
-        options,
-        Some(&mut relative_or_abs_error),
-    );
+    // meshoptimizer does not check the link condition, so a collapse can occasionally join two
+    // sheets along an edge (an edge of three or more triangles). When it does, the vertices
+    // around such edges are locked and the simplification is run again from the input.
+    let mut locks = vec![false; welded.positions.len()];
+    let mut rounds = 0;
+    let (out, relative_or_abs_error) = loop {
+        let mut error = 0.0f32;
+        let out = meshopt::simplify_with_locks(
+            &indices,
+            &adapter,
+            &locks,
+            target_index_count,
+            error_limit,
+            options,
+            Some(&mut error),
+        );
+        let bad = non_manifold_vertices(&out);
+        rounds += 1;
+        if !closed_before || bad.is_empty() || rounds == LOCK_ROUNDS {
+            break (out, error);
+        }
+        // lock the two rings of triangles around the offending vertices
+        let mut ring = vec![false; welded.positions.len()];
+        bad.iter().for_each(|&v| ring[v as usize] = true);
+        for _ in 0..2 {
+            let mut grown = ring.clone();
+            for t in &welded.triangles {
+                if t.iter().any(|&v| ring[v as usize]) {
+                    t.iter().for_each(|&v| grown[v as usize] = true);
+                }
+            }
+            ring = grown;
+        }
+        locks.iter_mut().zip(&ring).for_each(|(l, r)| *l |= *r);
+    };
     let meshopt_error = if target.max_error.is_some() {
         relative_or_abs_error
     } else {
@@ -138,6 +164,28 @@ pub fn simplify_mesh(mesh: &TriMesh, target: &SimplifyTarget) -> Result<(TriMesh
         )));
     }
     Ok((welded, simplified, meshopt_error, closed_before, closed_after))
+}
+
+/// Simplification runs at most this many times, locking the vertices around the edges that a
+/// run left non-manifold.
+const LOCK_ROUNDS: usize = 16;
+
+/// The (sorted) endpoints of the edges of three or more of the triangles `indices`.
+fn non_manifold_vertices(indices: &[u32]) -> Vec<u32> {
+    let mut edges: Vec<u64> = indices
+        .chunks_exact(3)
+        .flat_map(|t| (0..3).map(move |m| (t[m], t[(m + 1) % 3])))
+        .map(|(a, b)| ((a.min(b) as u64) << 32) | a.max(b) as u64)
+        .collect();
+    edges.sort_unstable();
+    let mut out: Vec<u32> = edges
+        .chunk_by(|a, b| a == b)
+        .filter(|g| g.len() > 2)
+        .flat_map(|g| [(g[0] >> 32) as u32, g[0] as u32])
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// One vertex per distinct position (bit for bit), unused vertices dropped, degenerate triangles
@@ -241,6 +289,8 @@ mod tests {
         assert!(SimplifyTarget::from_flags(None, Some(-1.0)).is_err());
         assert!(SimplifyTarget::from_flags(None, Some(f32::NAN)).is_err());
         assert_eq!(SimplifyTarget::from_flags(None, None).unwrap(), None);
-        assert!(simplify(&TriMesh::default(), &SimplifyTarget { triangles: Some(10), max_error: None }).is_err());
+        assert!(
+            simplify(&TriMesh::default(), &SimplifyTarget { triangles: Some(10), max_error: None }).is_err()
+        );
     }
 }

@@ -282,11 +282,8 @@ pub fn write_iso_view(
 ) -> Result<Vec<PathBuf>> {
     let stem = format!("iso_{level}_x{k}");
     let (mut mesh, stem, _report) = simplify_for_export(dir, mesh, &stem, view.simplify.as_ref())?;
-    let mut written: Vec<PathBuf> = view
-        .simplify
-        .map(|_| dir.join(format!("{stem}.json")))
-        .into_iter()
-        .collect();
+    let mut written: Vec<PathBuf> =
+        view.simplify.map(|_| dir.join(format!("{stem}.json"))).into_iter().collect();
     let (unit_from_world, grad_to_world) = world_unit_maps(world_from_voxel, dims).ok_or_else(|| {
         crate::Error::Input("the run's world-from-voxel affine is singular: no normals or colours".into())
     })?;

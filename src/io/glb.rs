@@ -41,7 +41,10 @@ pub fn encode(mesh: &TriMesh) -> std::result::Result<Vec<u8>, String> {
 
 /// The whole `.glb` file in memory, with per-vertex colours (`COLOR_0`, normalised unsigned
 /// bytes) when given.
-pub fn encode_with_colors(mesh: &TriMesh, colors: Option<&[[u8; 4]]>) -> std::result::Result<Vec<u8>, String> {
+pub fn encode_with_colors(
+    mesh: &TriMesh,
+    colors: Option<&[[u8; 4]]>,
+) -> std::result::Result<Vec<u8>, String> {
     let (lo, hi) = mesh.bounds().ok_or("glTF cannot hold a mesh with no vertices")?;
     if mesh.triangles.is_empty() {
         return Err("glTF cannot hold a mesh with no triangles".into());

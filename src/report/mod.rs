@@ -43,7 +43,10 @@ impl RunFolder {
     fn open(dir: &Path) -> Result<Self> {
         let toml_path = dir.join(RUN_TOML);
         let toml_text = crate::io::read_text(&toml_path)?;
-        let toml: toml::Value = toml_text.parse().map_err(|e| Error::format(&toml_path, format!("{e}")))?;
+        let toml = toml::Value::Table(
+            toml::from_str::<toml::Table>(&toml_text)
+                .map_err(|e| Error::format(&toml_path, format!("{e}")))?,
+        );
         let job = toml.get("job").and_then(|j| j.as_str()).unwrap_or("occupancy").to_string();
         let metrics_path = dir.join(METRICS);
         let metrics = match std::fs::read_to_string(&metrics_path) {
@@ -84,7 +87,12 @@ impl RunFolder {
 pub fn write_run_report(dir: &Path) -> Result<PathBuf> {
     let run = RunFolder::open(dir)?;
     let mut body = String::new();
-    let _ = write!(body, "<h1>ffvol run <code>{}</code> <span class=job>{}</span></h1>", esc(&run.name), esc(&run.job));
+    let _ = write!(
+        body,
+        "<h1>ffvol run <code>{}</code> <span class=job>{}</span></h1>",
+        esc(&run.name),
+        esc(&run.job)
+    );
     body += "<div id=js-error class=error></div>";
     body += &metrics_section(&run);
     body += "<section><h2>Loss</h2>";
@@ -128,7 +136,13 @@ pub fn write_comparison(dirs: &[PathBuf], output: &Path) -> Result<()> {
     body += "</tr>";
     for (i, r) in runs.iter().enumerate() {
         let link = relative_link(base, &r.dir.join(REPORT));
-        let _ = write!(body, "<tr><td><a href=\"{}\">{}</a></td><td>{}</td>", esc(&link), esc(&r.name), esc(&r.job));
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td>",
+            esc(&link),
+            esc(&r.name),
+            esc(&r.job)
+        );
         for k in &differing {
             let _ = write!(body, "<td>{}</td>", esc(&value_of(i, k)));
         }
@@ -157,7 +171,8 @@ pub fn write_comparison(dirs: &[PathBuf], output: &Path) -> Result<()> {
         body += "</tr>";
     }
     body += "</table></section><section><h2>Loss</h2>";
-    let curves: Vec<(&str, &[(u64, f32)])> = runs.iter().map(|r| (r.name.as_str(), r.loss.as_slice())).collect();
+    let curves: Vec<(&str, &[(u64, f32)])> =
+        runs.iter().map(|r| (r.name.as_str(), r.loss.as_slice())).collect();
     body += &loss_svg(&curves);
     body += "</section>";
     crate::io::write_bytes_atomic(output, page("ffvol · comparison", &body).as_bytes())
@@ -213,7 +228,14 @@ fn metrics_section(run: &RunFolder) -> String {
             .map(|b| format!("{} (zero-filled)", fmt_number(b)))
             .unwrap_or_default();
         let p = paper.iter().find(|(key, _)| key == k).map(|(_, t)| t.clone()).unwrap_or_default();
-        let _ = write!(s, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(k), esc(&shown), esc(&baseline), esc(&p));
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(k),
+            esc(&shown),
+            esc(&baseline),
+            esc(&p)
+        );
     }
     s += "</table>";
     if paper.is_empty() {
@@ -254,9 +276,10 @@ fn paper_figures(run: &RunFolder) -> Vec<(String, String)> {
                 ("iou_uniform".into(), format!("{uniform} ({mapping})")),
             ]
         }
-        "mri" if model == (Some(4), Some(256))
-            && steps == Some(1000)
-            && run.metrics.get("dims").is_some_and(|d| d == &serde_json::json!([96, 96, 96])) =>
+        "mri"
+            if model == (Some(4), Some(256))
+                && steps == Some(1000)
+                && run.metrics.get("dims").is_some_and(|d| d == &serde_json::json!([96, 96, 96])) =>
         {
             vec![("psnr".into(), format!("{} dB ({mapping}, ATLAS)", [26.14, 28.58, 32.23, 34.51][row]))]
         }
@@ -272,16 +295,20 @@ fn paper_figures(run: &RunFolder) -> Vec<(String, String)> {
 /// Loss curves on one log-scale plot, as inline SVG.
 fn loss_svg(curves: &[(&str, &[(u64, f32)])]) -> String {
     const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
-    let points: Vec<(u64, f32)> =
-        curves.iter().flat_map(|(_, c)| c.iter().copied()).filter(|(_, l)| l.is_finite() && *l > 0.0).collect();
+    let points: Vec<(u64, f32)> = curves
+        .iter()
+        .flat_map(|(_, c)| c.iter().copied())
+        .filter(|(_, l)| l.is_finite() && *l > 0.0)
+        .collect();
     if points.is_empty() {
         return "<p class=note>No loss.csv (or no positive losses) in this run folder.</p>".into();
     }
     let (w, h, ml, mb) = (720.0f64, 300.0f64, 70.0f64, 40.0f64);
     let s_max = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
     let s_min = points.iter().map(|p| p.0).min().unwrap_or(0) as f64;
-    let (mut lo, mut hi) =
-        points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1 as f64), b.max(p.1 as f64)));
+    let (mut lo, mut hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1 as f64), b.max(p.1 as f64)));
     lo = lo.log10().floor();
     hi = hi.log10().ceil();
     if hi <= lo {
@@ -289,8 +316,15 @@ fn loss_svg(curves: &[(&str, &[(u64, f32)])]) -> String {
     }
     let x = |s: f64| ml + (s - s_min) / (s_max - s_min).max(1.0) * (w - ml - 10.0);
     let y = |l: f64| 10.0 + (hi - l.log10()) / (hi - lo) * (h - mb - 10.0);
-    let mut svg = format!("<svg class=loss viewBox=\"0 0 {w} {h}\" width={w} height={h} xmlns=\"http://www.w3.org/2000/svg\">");
-    let _ = write!(svg, "<rect x={ml} y=10 width={} height={} fill=none stroke=#999 />", w - ml - 10.0, h - mb - 10.0);
+    let mut svg = format!(
+        "<svg class=loss viewBox=\"0 0 {w} {h}\" width={w} height={h} xmlns=\"http://www.w3.org/2000/svg\">"
+    );
+    let _ = write!(
+        svg,
+        "<rect x={ml} y=10 width={} height={} fill=none stroke=#999 />",
+        w - ml - 10.0,
+        h - mb - 10.0
+    );
     let mut decade = lo;
     while decade <= hi {
         let yy = y(10f64.powf(decade));
@@ -351,7 +385,17 @@ fn mesh_section(run: &RunFolder) -> Result<String> {
     let full = crate::io::read_mesh(&path)?;
     let mut mesh = if full.triangles.len() > VIEW_TRIANGLES {
         let target = SimplifyTarget { triangles: Some(VIEW_TRIANGLES), max_error: None };
-        simplify_mesh(&full, &target)?.1
+        match simplify_mesh(&full, &target) {
+            Ok(m) => m.1,
+            Err(e) => {
+                let _ = write!(
+                    s,
+                    "<p class=note>The mesh could not be simplified for viewing ({}).</p></section>",
+                    esc(&e.to_string())
+                );
+                return Ok(s);
+            }
+        }
     } else {
         crate::export::simplify::weld(&full)
     };
@@ -359,7 +403,8 @@ fn mesh_section(run: &RunFolder) -> Result<String> {
         Ok(saved) => {
             use crate::export::surface::ExportFrame;
             let (_, unit_from_mesh) = saved.frame();
-            let field = FieldGradient::new(saved.checkpoint.encoding.clone(), saved.checkpoint.state.mlp.clone())?;
+            let field =
+                FieldGradient::new(saved.checkpoint.encoding.clone(), saved.checkpoint.state.mlp.clone())?;
             crate::export::surface::set_field_normals(&mut mesh, &field, |p| unit_from_mesh.apply(p), |g| g);
             "normals from the field"
         }
@@ -413,13 +458,19 @@ fn slices_section(run: &RunFolder) -> Result<String> {
         }
     };
     let zero_filled = if run.job == "mri" {
-        crate::io::nifti::read_nifti_f32(&run.dir.join("zero_filled.nii.gz")).ok().filter(|z| z.1 == dims).map(|z| z.0)
+        crate::io::nifti::read_nifti_f32(&run.dir.join("zero_filled.nii.gz"))
+            .ok()
+            .filter(|z| z.1 == dims)
+            .map(|z| z.0)
     } else {
         None
     };
     // one grey scale for every panel: the truth's range (the fit's when there is none)
     let reference = truth.as_deref().unwrap_or(&fit);
-    let (lo, hi) = reference.iter().filter(|v| v.is_finite()).fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = reference
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     if !(lo.is_finite() && hi > lo) {
         notes.push("the volume is constant: shown as it is".into());
     }
@@ -429,7 +480,8 @@ fn slices_section(run: &RunFolder) -> Result<String> {
         panels.push(("truth", t, false));
     }
     panels.push(("fit", &fit, false));
-    let error: Option<Vec<f32>> = truth.as_ref().map(|t| t.iter().zip(&fit).map(|(a, b)| (a - b).abs()).collect());
+    let error: Option<Vec<f32>> =
+        truth.as_ref().map(|t| t.iter().zip(&fit).map(|(a, b)| (a - b).abs()).collect());
     if let Some(e) = &error {
         panels.push(("|error|", e, true));
     }
@@ -516,7 +568,9 @@ fn flatten(v: &toml::Value) -> Vec<(String, String)> {
 
 /// A link from a page in `base` to `target` (relative when both are under one directory).
 fn relative_link(base: &Path, target: &Path) -> String {
-    let (Ok(b), Ok(t)) = (base.canonicalize(), target.parent().map(Path::to_path_buf).unwrap_or_default().canonicalize()) else {
+    let (Ok(b), Ok(t)) =
+        (base.canonicalize(), target.parent().map(Path::to_path_buf).unwrap_or_default().canonicalize())
+    else {
         return target.display().to_string();
     };
     let common = b.components().zip(t.components()).take_while(|(x, y)| x == y).count();
@@ -543,7 +597,7 @@ mod tests {
     #[test]
     fn escapes_and_flattens() {
         assert_eq!(esc("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
-        let v: toml::Value = "job = \"mri\"\n[model]\ndepth = 4\n".parse().unwrap();
+        let v = toml::Value::Table(toml::from_str("job = \"mri\"\n[model]\ndepth = 4\n").unwrap());
         let f = flatten(&v);
         assert!(f.contains(&("model.depth".into(), "4".into())));
         assert!(f.contains(&("job".into(), "mri".into())));
