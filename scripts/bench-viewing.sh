@@ -4,7 +4,7 @@
 # the time of a full 512³ export. Usage: scripts/bench-viewing.sh [OUT_DIR] (default target/bench-viewing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ffvol=target/release/ffvol
+ffvol=${FFVOL:-target/release/ffvol}
 out=${1:-target/bench-viewing}
 mkdir -p "$out"
 bunny=$out/bunny

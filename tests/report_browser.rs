@@ -63,7 +63,7 @@ fn screenshot(browser: &Path, page: &Path, png_path: &Path, size: (u32, u32)) ->
     assert!(out.status.success(), "chromium --screenshot: {}", String::from_utf8_lossy(&out.stderr));
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png_path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).unwrap();
     let channels = info.color_type.samples();
     let rgba: Vec<u8> = buf[..info.buffer_size()]
