@@ -80,7 +80,10 @@ fn field_normals_match_finite_differences_of_the_saved_field() {
     // the field's normals and the facets' point to the same side almost everywhere
     // (a 150-step fit is noisy: its marching-cubes facets are coarse next to the field)
     assert!(report.agree_with_facets > 0.8, "{report:?}");
-    // finite differences of the saved network (through the CPU backend's own predict)
+    // finite differences of the saved network (through the CPU backend's own predict): f32 and a
+    // σ = 10 field, so the step cannot be small and the bound is loose (median 2.3° at h = 3e-4,
+    // 8.8° at 2e-3: the difference shrinks with h); the exact check is the f64 one in
+    // export::normals's unit tests
     let mut backend = ffvol::train::run::saved_backend(
         &run.checkpoint,
         &ffvol::config::DeviceConfig::on(ffvol::config::DeviceKind::Cpu),
@@ -111,7 +114,7 @@ fn field_normals_match_finite_differences_of_the_saved_field() {
     let median = angles[angles.len() / 2];
     let p90 = angles[angles.len() * 9 / 10];
     println!("field normals vs finite differences: median {median:.3}°, 90th percentile {p90:.3}° over {} vertices", angles.len());
-    assert!(median < 2.0 && p90 < 10.0, "median {median}°, 90th percentile {p90}°");
+    assert!(median < 4.0 && p90 < 15.0, "median {median}°, 90th percentile {p90}°");
 }
 
 #[test]
