@@ -2,7 +2,6 @@
 //! network), `export --triangles` (closed and manifold, checked by trimesh, Hausdorff reported),
 //! and GLB with normals and colours (trimesh, and pygltflib's reader).
 
-use ffvol::backend::Backend;
 use ffvol::export::normals::Normals;
 use ffvol::export::simplify::SimplifyTarget;
 use ffvol::export::surface::{ExportFrame, MeshView};
