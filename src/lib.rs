@@ -31,6 +31,7 @@ pub mod job;
 pub mod model;
 pub mod operator;
 pub mod recon;
+pub mod report;
 pub mod sample;
 pub mod sim;
 pub mod train;

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use cli::args::*;
 use ffvol::config::{DeviceConfig, OccupancyConfig, RunConfig};
+use ffvol::export::normals::Normals;
 use ffvol::job::ct::CtConfig;
 use ffvol::job::field::{self as volume_field, ExportRequest};
 use ffvol::job::mri::{self, MriConfig, MriOutcome};
@@ -49,6 +50,7 @@ fn main() {
             info();
             Ok(())
         }
+        Command::Report(args) => report(args),
     };
     if let Err(e) = result {
         if matches!(e.downcast_ref::<ffvol::Error>(), Some(ffvol::Error::Interrupted)) {
@@ -111,7 +113,36 @@ fn fit(args: FitArgs) -> Result<()> {
     run_fit(config, fit_options(false, &memory))
 }
 
+/// `ffvol report RUN [RUN …]`: each run's report.html, and with several runs a comparison page.
+fn report(args: ReportArgs) -> Result<()> {
+    set_threads(args.threads)?;
+    if args.output.is_some() && args.runs.len() < 2 {
+        bail!("--output names the comparison page of several runs; give two or more runs");
+    }
+    for run in &args.runs {
+        let path = ffvol::report::write_run_report(run)?;
+        println!("wrote {}", path.display());
+    }
+    if args.runs.len() > 1 {
+        let out = args.output.clone().unwrap_or_else(|| PathBuf::from("comparison.html"));
+        ffvol::report::write_comparison(&args.runs, &out)?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
 fn run_fit(config: RunConfig, opts: FitOptions) -> Result<()> {
+    let dir = config.common().output.clone();
+    run_fit_job(config, opts)?;
+    // the run is finished and saved: a report that cannot be written is said, not a failed fit
+    match ffvol::report::write_run_report(&dir) {
+        Ok(path) => eprintln!("report: {}", path.display()),
+        Err(e) => eprintln!("warning: report.html not written: {e:#} (try `ffvol report {}`)", dir.display()),
+    }
+    Ok(())
+}
+
+fn run_fit_job(config: RunConfig, opts: FitOptions) -> Result<()> {
     match config {
         RunConfig::Occupancy(c) => fit_occupancy(c, opts),
         RunConfig::Volume(c) => fit_volume(c, opts),
@@ -154,8 +185,22 @@ fn inapplicable_export_flags(args: &ExportArgs, job: &str) -> Vec<&'static str> 
         ("--upsample", args.upsample.is_some(), job != "occupancy"),
         ("--level", args.level.is_some(), job != "occupancy" && args.mesh),
         ("--format", args.format.is_some(), job == "occupancy" || args.mesh),
+        ("--normals field", args.normals == Some(Normals::Field), job != "ct"),
+        ("--normals", args.normals.is_some(), job == "occupancy" || args.mesh),
+        ("--triangles", args.triangles.is_some(), job != "ct" && (job == "occupancy" || args.mesh)),
+        ("--max-error", args.max_error.is_some(), job != "ct" && (job == "occupancy" || args.mesh)),
+        ("--colors", args.colors, (job == "volume" || job == "mri") && args.mesh),
     ];
     given.iter().filter(|(_, set, applies)| *set && !applies).map(|(name, ..)| *name).collect()
+}
+
+/// How `ffvol export` makes its mesh for viewing.
+fn mesh_view(args: &ExportArgs) -> Result<ffvol::export::surface::MeshView> {
+    Ok(ffvol::export::surface::MeshView {
+        normals: args.normals.unwrap_or_default(),
+        simplify: ffvol::export::simplify::SimplifyTarget::from_flags(args.triangles, args.max_error)?,
+        colors: args.colors,
+    })
 }
 
 fn export(args: ExportArgs) -> Result<()> {
@@ -180,7 +225,7 @@ fn export(args: ExportArgs) -> Result<()> {
     let written = match job.as_str() {
         "volume" | "mri" => {
             let req = ExportRequest { upsample, mesh, threads: args.threads };
-            volume_field::export_run(&args.run, &req)?
+            volume_field::export_run_view(&args.run, &req, &mesh_view(&args)?)?
         }
         "ct" => ffvol::job::ct::export_run(&args.run, upsample, mesh, args.threads)?,
         _ => return export_occupancy(&args),
@@ -201,7 +246,38 @@ fn export_occupancy(args: &ExportArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&min_component) {
         bail!("--min-component {min_component}: a fraction of the largest component's size, in [0, 1]");
     }
-    let mesh = run.export(resolution, &formats, args.nifti, !args.exact, min_component, args.threads)?;
+    let view = mesh_view(args)?;
+    let exported =
+        run.export_view(resolution, &formats, args.nifti, !args.exact, min_component, args.threads, &view)?;
+    if let Some(r) = &exported.simplified {
+        println!(
+            "simplified {} → {} triangles: Hausdorff distance {:.4} ({:.3} % of the diagonal), mean {:.4}",
+            r.triangles_before,
+            r.triangles_after,
+            r.distance.hausdorff,
+            100.0 * r.distance.hausdorff_relative,
+            r.distance.mean
+        );
+        if r.target_triangles.is_some_and(|t| r.triangles_after > t) {
+            println!(
+                "note: {} triangles is above the target: vertices around edges that collapsing would \
+                 make non-manifold were kept",
+                r.triangles_after
+            );
+        }
+    }
+    if let Some(n) = &exported.field_normals {
+        if n.fell_back > 0 {
+            println!(
+                "field normals: {} vertices had a zero gradient and took the facets' normal",
+                n.fell_back
+            );
+        }
+    }
+    for path in &exported.files {
+        println!("wrote {}", path.display());
+    }
+    let mesh = exported.mesh;
     println!(
         "exported {} vertices, {} triangles at resolution {} in {:.1} s into {}",
         mesh.positions.len(),

@@ -26,6 +26,20 @@ pub enum Command {
     Recon(ReconArgs),
     /// List the compute devices this build can use.
     Info,
+    /// Write report.html in each run folder; with several runs, also a comparison page (--output).
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Run folders written by `ffvol fit`.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// With several runs: the comparison page (default: comparison.html in the current folder).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Args)]
@@ -441,6 +455,23 @@ pub struct ExportArgs {
     /// recon_xK.nii.gz); default 1.
     #[arg(long, value_name = "K")]
     pub upsample: Option<usize>,
+    /// Vertex normals: `field` (−∇f of the fitted network at each vertex: smooth shading; the
+    /// default for occupancy, volume and MRI runs) or `facets` (the marching-cubes facets; CT runs
+    /// have only these).
+    #[arg(long, value_enum)]
+    pub normals: Option<ffvol::export::normals::Normals>,
+    /// Simplify the mesh to at most N triangles (quadric edge collapse, closed and manifold kept);
+    /// writes <stem>_tN.<ext> and <stem>_tN.json with the Hausdorff distance to the full surface.
+    #[arg(long, value_name = "N")]
+    pub triangles: Option<usize>,
+    /// Simplify while the estimated error stays below E (in the mesh's units: the input mesh's
+    /// for occupancy, millimetres for volumes); with --triangles, whichever stops first.
+    #[arg(long, value_name = "E")]
+    pub max_error: Option<f32>,
+    /// Volume and MRI runs with --mesh --format glb: colour the vertices by the fitted intensity
+    /// one voxel inside the surface.
+    #[arg(long)]
+    pub colors: bool,
 }
 
 #[derive(Args)]

@@ -2,6 +2,9 @@
 //! (iso-surfaces), NIfTI volumes and PNG images.
 
 pub mod grid;
+pub mod hausdorff;
 pub mod image;
+pub mod normals;
+pub mod simplify;
 pub mod surface;
 pub mod volume;

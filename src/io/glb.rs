@@ -17,24 +17,49 @@ const CHUNK_JSON: u32 = 0x4E4F_534A; // "JSON"
 const CHUNK_BIN: u32 = 0x004E_4942; // "BIN\0"
 const FLOAT: u32 = 5126;
 const UNSIGNED_INT: u32 = 5125;
+const UNSIGNED_BYTE: u32 = 5121;
 const ARRAY_BUFFER: u32 = 34962;
 const ELEMENT_ARRAY_BUFFER: u32 = 34963;
 const TRIANGLES: u32 = 4;
 
 /// Writes `mesh` as a `.glb` file. The mesh must be non-empty (glTF has no empty accessors).
 pub fn write(path: &Path, mesh: &TriMesh) -> Result<()> {
-    let bytes =
-        encode(mesh).map_err(|msg| Error::Input(format!("cannot write {}: {msg}", path.display())))?;
+    write_with_colors(path, mesh, None)
+}
+
+/// As [`write`], with a colour per vertex (RGBA, 8 bits each) as `COLOR_0` when given.
+pub fn write_with_colors(path: &Path, mesh: &TriMesh, colors: Option<&[[u8; 4]]>) -> Result<()> {
+    let bytes = encode_with_colors(mesh, colors)
+        .map_err(|msg| Error::Input(format!("cannot write {}: {msg}", path.display())))?;
     write_atomic(path, |w| w.write_all(&bytes))
 }
 
 /// The whole `.glb` file in memory.
 pub fn encode(mesh: &TriMesh) -> std::result::Result<Vec<u8>, String> {
+    encode_with_colors(mesh, None)
+}
+
+/// The whole `.glb` file in memory, with per-vertex colours (`COLOR_0`, normalised unsigned
+/// bytes) when given.
+pub fn encode_with_colors(
+    mesh: &TriMesh,
+    colors: Option<&[[u8; 4]]>,
+) -> std::result::Result<Vec<u8>, String> {
     let (lo, hi) = mesh.bounds().ok_or("glTF cannot hold a mesh with no vertices")?;
     if mesh.triangles.is_empty() {
         return Err("glTF cannot hold a mesh with no triangles".into());
     }
     let n = mesh.positions.len();
+    if let Some(c) = colors {
+        if c.len() != n {
+            return Err(format!("{} colours for {n} vertices", c.len()));
+        }
+    }
+    if let Some(normals) = &mesh.normals {
+        if normals.len() != n {
+            return Err(format!("{} normals for {n} vertices", normals.len()));
+        }
+    }
 
     let mut bin = Vec::with_capacity(n * 24 + mesh.triangles.len() * 12);
     for p in &mesh.positions {
@@ -50,6 +75,11 @@ pub fn encode(mesh: &TriMesh) -> std::result::Result<Vec<u8>, String> {
     } else {
         0
     };
+    let colors_offset = bin.len();
+    if let Some(c) = colors {
+        c.iter().for_each(|rgba| bin.extend_from_slice(rgba));
+    }
+    let colors_len = bin.len() - colors_offset;
     let indices_offset = bin.len();
     for t in &mesh.triangles {
         for i in t {
@@ -70,6 +100,14 @@ pub fn encode(mesh: &TriMesh) -> std::result::Result<Vec<u8>, String> {
         buffer_views.push(json!({"buffer": 0, "byteOffset": positions_len, "byteLength": normals_len, "target": ARRAY_BUFFER}));
         accessors.push(json!({"bufferView": 1, "componentType": FLOAT, "count": n, "type": "VEC3"}));
         attributes["NORMAL"] = json!(1);
+    }
+    if colors.is_some() {
+        buffer_views.push(json!({"buffer": 0, "byteOffset": colors_offset, "byteLength": colors_len, "target": ARRAY_BUFFER}));
+        accessors.push(json!({
+            "bufferView": buffer_views.len() - 1, "componentType": UNSIGNED_BYTE, "normalized": true,
+            "count": n, "type": "VEC4",
+        }));
+        attributes["COLOR_0"] = json!(accessors.len() - 1);
     }
     buffer_views.push(json!({"buffer": 0, "byteOffset": indices_offset, "byteLength": indices_len, "target": ELEMENT_ARRAY_BUFFER}));
     accessors.push(json!({

@@ -8,7 +8,7 @@
 //! ([`upsampled_affine`]).
 
 use crate::export::grid::{predict_grid, upsampled_affine};
-use crate::export::surface::{iso_surface, write_iso_meshes};
+use crate::export::surface::{iso_surface, write_iso_view, MeshView};
 use crate::io::volume::Intensity;
 use crate::io::{MeshFormat, WorldFromVoxel};
 use crate::model::checkpoint::Checkpoint;
@@ -113,6 +113,12 @@ pub fn run_job(dir: &Path) -> Result<Option<String>> {
 /// Re-evaluates a saved volume or MRI run and writes the requested exports into its folder.
 /// Returns the paths written.
 pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
+    export_run_view(dir, req, &MeshView::default())
+}
+
+/// [`export_run`] with the mesh made for viewing as `view` says (normals, simplification,
+/// colours).
+pub fn export_run_view(dir: &Path, req: &ExportRequest, view: &MeshView) -> Result<Vec<PathBuf>> {
     let config = crate::config::RunConfig::load_run(dir)?;
     let device = config.device();
     let ck_path = dir.join(CHECKPOINT);
@@ -148,7 +154,10 @@ pub fn export_run(dir: &Path, req: &ExportRequest) -> Result<Vec<PathBuf>> {
             return Err(Error::Config(format!("--level is a normalised intensity in [0, 1], got {level}")));
         }
         let mesh = iso_surface(&values, dims, affine, *level);
-        written.extend(write_iso_meshes(dir, &mesh, *level, k, formats)?);
+        let field = crate::export::normals::FieldGradient::new(ck.encoding.clone(), ck.state.mlp.clone())?;
+        let view_files =
+            write_iso_view(dir, mesh, *level, k, formats, view, &field, meta.dims, meta.world_from_voxel)?;
+        written.extend(view_files);
     }
     Ok(written)
 }

@@ -249,8 +249,10 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
         stem: "mesh",
         coarse_to_fine: cfg.export.coarse_to_fine,
         min_component: cfg.export.min_component,
+        normals: Default::default(),
+        simplify: None,
     };
-    let exported = export(backend.as_mut(), &meta, &dir, &spec)?;
+    let exported = export(backend.as_mut(), &meta, &dir, &spec)?.mesh;
     metrics.export_seconds = t_export.elapsed().as_secs_f64();
     metrics.mesh_vertices = exported.positions.len();
     metrics.mesh_triangles = exported.triangles.len();
@@ -404,6 +406,23 @@ impl SavedRun {
         min_component: f64,
         threads: usize,
     ) -> Result<TriMesh> {
+        let view = crate::export::surface::MeshView::default();
+        Ok(self.export_view(resolution, formats, nifti, coarse_to_fine, min_component, threads, &view)?.mesh)
+    }
+
+    /// [`Self::export`] with the mesh made for viewing as `view` says: normals from the field or
+    /// the facets, simplified (`mesh_{resolution}{suffix}.{ext}` and `.json`) when asked.
+    #[allow(clippy::too_many_arguments)]
+    pub fn export_view(
+        &self,
+        resolution: usize,
+        formats: &[MeshFormat],
+        nifti: bool,
+        coarse_to_fine: bool,
+        min_component: f64,
+        threads: usize,
+        view: &crate::export::surface::MeshView,
+    ) -> Result<crate::export::surface::Exported> {
         let mut backend =
             crate::train::run::saved_backend(&self.checkpoint, &self.config.common.device, threads)?;
         let nifti_name = format!("occupancy_{resolution}.nii.gz");
@@ -415,6 +434,8 @@ impl SavedRun {
             stem: &stem,
             coarse_to_fine,
             min_component,
+            normals: view.normals,
+            simplify: view.simplify,
         };
         export(backend.as_mut(), self, &self.dir, &spec)
     }
