@@ -93,6 +93,7 @@ fn fit(args: FitArgs) -> Result<()> {
         Some(Job::Volume(a)) => a.common.run.memory.clone(),
         Some(Job::Mri(a)) => a.common.run.memory.clone(),
         Some(Job::Ct(a)) => a.run.memory.clone(),
+        Some(Job::Image(a)) => a.run.memory.clone(),
         None => args.memory.clone(),
     };
     let config = match (args.job, args.resume) {
@@ -100,6 +101,7 @@ fn fit(args: FitArgs) -> Result<()> {
         (Some(Job::Volume(a)), None) => RunConfig::Volume(cli::resolve::volume(&a)?),
         (Some(Job::Mri(a)), None) => RunConfig::Mri(cli::resolve::mri(&a)?),
         (Some(Job::Ct(a)), None) => RunConfig::Ct(cli::resolve::ct(&a)?),
+        (Some(Job::Image(a)), None) => RunConfig::Image(cli::resolve::image(&a)?),
         (None, Some(run)) => return run_fit(RunConfig::load_run(&run)?, fit_options(true, &memory)),
         (None, None) => {
             bail!("name a job (`ffvol fit occupancy`) or a run to continue (`ffvol fit --resume RUN`)")
@@ -115,6 +117,7 @@ fn run_fit(config: RunConfig, opts: FitOptions) -> Result<()> {
         RunConfig::Volume(c) => fit_volume(c, opts),
         RunConfig::Mri(c) => fit_mri(c, opts),
         RunConfig::Ct(c) => fit_ct(c, opts),
+        RunConfig::Image(c) => fit_image(c, opts),
     }
 }
 
@@ -148,7 +151,7 @@ fn inapplicable_export_flags(args: &ExportArgs, job: &str) -> Vec<&'static str> 
         ("--nifti", args.nifti, job == "occupancy"),
         ("--exact", args.exact, job == "occupancy"),
         ("--min-component", args.min_component.is_some(), job == "occupancy"),
-        ("--mesh", args.mesh, job != "occupancy"),
+        ("--mesh", args.mesh, job != "occupancy" && job != "image"),
         ("--upsample", args.upsample.is_some(), job != "occupancy"),
         ("--level", args.level.is_some(), job != "occupancy" && args.mesh),
         ("--format", args.format.is_some(), job == "occupancy" || args.mesh),
@@ -180,6 +183,7 @@ fn export(args: ExportArgs) -> Result<()> {
             volume_field::export_run(&args.run, &req)?
         }
         "ct" => ffvol::job::ct::export_run(&args.run, upsample, mesh, args.threads)?,
+        "image" => ffvol::job::image::export_run(&args.run, upsample, args.threads)?,
         _ => return export_occupancy(&args),
     };
     for path in written {
@@ -364,6 +368,28 @@ fn fit_mri(c: MriConfig, opts: FitOptions) -> Result<()> {
             } else {
                 println!("PSNR fit {:.2} dB   zero-filled {:.2} dB", m.psnr, m.psnr_zero_filled);
                 println!("SSIM fit {:.4}      zero-filled {:.4}", m.ssim, m.ssim_zero_filled);
+            }
+            println!("time: {:.1} s total, {:.3} s/step", m.run.total_seconds, m.run.seconds_per_step);
+            println!("run folder: {}", c.common.output.display());
+            Ok(())
+        }
+    }
+}
+
+fn fit_image(c: ffvol::job::image::ImageConfig, opts: FitOptions) -> Result<()> {
+    use ffvol::job::image::{fit, ImageOutcome};
+    set_threads(c.common.threads);
+    eprintln!("run folder: {}", c.common.output.display());
+    match fit(&c, &opts)? {
+        ImageOutcome::Interrupted { step } => interrupted(step, &c.common.output),
+        ImageOutcome::Finished(m) => {
+            let sigma = m.sigma.map(|s| format!(", σ = {s}")).unwrap_or_default();
+            println!(
+                "PSNR test (odd grid) {:.2} dB   train (even grid) {:.2} dB   whole image {:.2} dB   ({}{sigma})",
+                m.psnr_test, m.psnr_train, m.psnr_all, m.encoding
+            );
+            if let Some(s) = m.sigma_search_seconds {
+                println!("σ search: {s:.1} s (sigma_sweep.csv, sigma_sweep.png)");
             }
             println!("time: {:.1} s total, {:.3} s/step", m.run.total_seconds, m.run.seconds_per_step);
             println!("run folder: {}", c.common.output.display());

@@ -65,6 +65,9 @@ pub enum Job {
     Mri(Box<MriArgs>),
     /// Learn an attenuation field from CT projections and write it as a volume.
     Ct(Box<CtArgs>),
+    /// Fit a 2D image (PNG) as a field: the paper's image regression (train on the even pixel
+    /// grid, PSNR on the odd one).
+    Image(Box<ImageArgs>),
 }
 
 /// The flags every `fit` job shares: the settings file, the run folder, the network, the
@@ -85,9 +88,13 @@ pub struct RunArgs {
     #[arg(long, value_parser = ["none", "basic", "positional", "gaussian"])]
     pub encoding: Option<String>,
     /// Scale σ of the mapping (Gaussian: std of the frequencies in cycles per unit box;
-    /// positional: log2 of the highest frequency).
-    #[arg(long)]
-    pub sigma: Option<f32>,
+    /// positional: log2 of the highest frequency), or `auto`: chosen by short fits scored on
+    /// the job's validation data (sigma_sweep.csv/png in the run folder; ≤ 30 % of the fit).
+    #[arg(long, value_parser = parse_sigma)]
+    pub sigma: Option<SigmaArg>,
+    /// Distribution of the Gaussian mapping's frequencies, scaled to the same σ.
+    #[arg(long, value_enum)]
+    pub frequencies: Option<ffvol::encoding::Distribution>,
     /// Number of frequencies m (Gaussian) or per axis (positional).
     #[arg(long)]
     pub features: Option<usize>,
@@ -121,6 +128,41 @@ pub struct RunArgs {
     pub checkpoint_every: Option<u64>,
     #[command(flatten)]
     pub memory: MemoryArgs,
+}
+
+/// `--sigma`: a number, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SigmaArg {
+    Value(f32),
+    Auto,
+}
+
+fn parse_sigma(s: &str) -> Result<SigmaArg, String> {
+    if s == "auto" {
+        return Ok(SigmaArg::Auto);
+    }
+    s.parse::<f32>().map(SigmaArg::Value).map_err(|_| format!("{s:?}: a number or `auto`"))
+}
+
+#[derive(Args)]
+pub struct ImageArgs {
+    /// Image to fit (PNG: grey, RGB or palette, 8 or 16 bit). Default: the bundled astronaut
+    /// (scikit-image, public domain).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Starting settings: `fast` (a 256² image, 4 × 128, under a minute on 2 cores) or `paper`
+    /// (512², 4 × 256, m = 256, 2000 full-batch steps). `--encoding` gives the paper's image
+    /// mappings (σ_g = 10, σ_p = 10 with m/2 frequencies per axis, unless --sigma).
+    #[arg(long, value_enum, default_value = "fast")]
+    pub preset: ffvol::job::image::ImagePreset,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Side N of the square the image is centre-cropped and resampled to (even; 0 = as is).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Also render the field K times finer (reconstruction_xK.png).
+    #[arg(long, value_name = "K")]
+    pub upsample: Option<usize>,
 }
 
 #[derive(Args)]

@@ -26,6 +26,7 @@ pub enum RunConfig {
     Volume(crate::job::volume::VolumeConfig),
     Mri(crate::job::mri::MriConfig),
     Ct(crate::job::ct::CtConfig),
+    Image(crate::job::image::ImageConfig),
 }
 
 impl RunConfig {
@@ -40,10 +41,11 @@ impl RunConfig {
             "volume" => RunConfig::Volume(from_value_strict(value, &path)?),
             "mri" => RunConfig::Mri(from_value_strict(value, &path)?),
             "ct" => RunConfig::Ct(from_value_strict(value, &path)?),
+            "image" => RunConfig::Image(from_value_strict(value, &path)?),
             other => {
                 return Err(crate::Error::format(
                     &path,
-                    format!("job = {other:?}: expected occupancy, volume, mri or ct"),
+                    format!("job = {other:?}: expected occupancy, volume, mri, ct or image"),
                 ))
             }
         };
@@ -58,6 +60,7 @@ impl RunConfig {
             RunConfig::Volume(c) => &c.common,
             RunConfig::Mri(c) => &c.common,
             RunConfig::Ct(c) => &c.common,
+            RunConfig::Image(c) => &c.common,
         }
     }
 
@@ -67,6 +70,7 @@ impl RunConfig {
             RunConfig::Volume(c) => &mut c.common,
             RunConfig::Mri(c) => &mut c.common,
             RunConfig::Ct(c) => &mut c.common,
+            RunConfig::Image(c) => &mut c.common,
         }
     }
 
@@ -150,6 +154,13 @@ pub struct Common {
     pub encoding: EncodingConfig,
     pub model: ModelConfig,
     pub optimiser: OptimiserConfig,
+    /// The distribution of the Gaussian mapping's frequencies, scaled to σ (`frequencies =
+    /// "uniform"`; left out of `run.toml` when Gaussian, the paper's).
+    #[serde(default, skip_serializing_if = "crate::encoding::Distribution::is_gaussian")]
+    pub frequencies: crate::encoding::Distribution,
+    /// `--sigma auto`: the σ search run before the fit, and what it chose (`[sigma_search]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_search: Option<crate::train::sigma::SigmaSearch>,
 }
 
 impl Common {
@@ -163,11 +174,23 @@ impl Common {
             encoding,
             model,
             optimiser: OptimiserConfig::default(),
+            frequencies: Default::default(),
+            sigma_search: None,
         }
     }
 
     pub fn validate(&self) -> crate::Result<()> {
         self.encoding.validate()?;
+        if !self.frequencies.is_gaussian() && !matches!(self.encoding, EncodingConfig::Gaussian { .. }) {
+            return Err(crate::Error::Config(format!(
+                "frequencies = {:?} applies to the gaussian mapping only, not to {}",
+                self.frequencies.name(),
+                self.encoding.name()
+            )));
+        }
+        if let Some(search) = &self.sigma_search {
+            search.validate()?;
+        }
         self.model.validate()?;
         self.optimiser.validate()
     }

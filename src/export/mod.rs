@@ -3,5 +3,6 @@
 
 pub mod grid;
 pub mod image;
+pub mod plot;
 pub mod surface;
 pub mod volume;

@@ -32,9 +32,15 @@ pub struct Network {
 /// γ and a one-output MLP for `dim`-D inputs as `common` sets them (encoding, model, seed,
 /// optimiser), on its device.
 pub fn build_network(common: &Common, dim: usize) -> Result<Network> {
+    build_network_outputs(common, dim, 1)
+}
+
+/// [`build_network`] with `outputs` outputs per point (an RGB image: 3).
+pub fn build_network_outputs(common: &Common, dim: usize, outputs: usize) -> Result<Network> {
     let seed = common.seed;
-    let encoding = Encoding::build(&common.encoding, dim, &CounterRng::new(seed, streams::ENCODING));
-    let sizes = Mlp::sizes_for(encoding.n_features(), &common.model, 1);
+    let rng = CounterRng::new(seed, streams::ENCODING);
+    let encoding = Encoding::build_with(&common.encoding, common.frequencies, dim, &rng);
+    let sizes = Mlp::sizes_for(encoding.n_features(), &common.model, outputs);
     let mlp = Mlp::init(sizes, &CounterRng::new(seed, streams::INIT_WEIGHTS));
     let n_params = mlp.params.len();
     let adam = common.optimiser.adam();
