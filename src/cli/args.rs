@@ -24,8 +24,51 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Classical reconstruction from projections: `ffvol recon fbp|fdk|sart`.
     Recon(ReconArgs),
+    /// The empirical neural tangent kernel at initialisation: profile, spectrum, decay against
+    /// frequency, and (1D) kernel regression against gradient descent, as CSV and PNG.
+    Ntk(NtkArgs),
     /// List the compute devices this build can use.
     Info,
+}
+
+#[derive(Args)]
+pub struct NtkArgs {
+    /// Input mapping γ.
+    #[arg(long, default_value = "gaussian", value_parser = ["none", "basic", "positional", "gaussian"])]
+    pub encoding: String,
+    /// Scale σ (Gaussian: std of the frequencies, cycles per unit box; positional: log2 of the
+    /// highest frequency).
+    #[arg(long, default_value_t = 10.0)]
+    pub sigma: f32,
+    /// Frequencies m (Gaussian) or per axis (positional).
+    #[arg(long, default_value_t = 128)]
+    pub features: usize,
+    #[arg(long, value_enum, default_value = "gaussian")]
+    pub frequencies: ffvol::encoding::Distribution,
+    /// Dense layers including the output layer.
+    #[arg(long, default_value_t = 4)]
+    pub depth: usize,
+    #[arg(long, default_value_t = 256)]
+    pub width: usize,
+    /// Dimension of the point grid: 1, 2 or 3.
+    #[arg(long, default_value_t = 1)]
+    pub dim: usize,
+    /// Grid points per axis (at most 2048 points in all).
+    #[arg(long, default_value_t = 128)]
+    pub points: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Gradient-descent steps of the 1D training comparison.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: u64,
+    /// Learning rate η of plain gradient descent (default: n_train / λ_max).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Output folder (default runs/ntk-<encoding>).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Args)]

@@ -422,6 +422,7 @@ impl OccupancyConfig {
     }
 
     pub fn validate(&self) -> crate::Result<()> {
+        crate::train::sigma::refuse_auto(&self.common, "occupancy")?;
         let bad = |m: String| Err(crate::Error::Config(m));
         self.common.validate()?;
         let t = &self.train;

@@ -6,5 +6,6 @@ pub mod ct;
 pub mod field;
 pub mod image;
 pub mod mri;
+pub mod ntk;
 pub mod occupancy;
 pub mod volume;

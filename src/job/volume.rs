@@ -164,7 +164,6 @@ fn search_sigma(
     let val_points: Vec<f32> =
         val.iter().flat_map(|&i| all_points[3 * i..3 * i + 3].iter().copied()).collect();
     let val_truth: Vec<f32> = val.iter().map(|&i| truth[i]).collect();
-    let short_batch = batch.min(fit_idx.len());
     let (steps, dir, train) = (cfg.train.steps, cfg.common.output.clone(), cfg.train.clone());
     crate::train::sigma::run_auto(
         &mut cfg.common,
@@ -172,15 +171,17 @@ fn search_sigma(
         "volume",
         "mse",
         steps,
+        batch,
         opts,
-        |common, short, scratch| {
+        |common, short, short_batch, scratch| {
+            let short_batch = short_batch.min(fit_idx.len());
             let mut run = Run::scratch(scratch, common, 3, 1)?;
             let mut objective = VoxelBatches {
                 train_idx: &fit_idx,
                 all_points,
                 truth,
                 full_batch: short_batch == fit_idx.len(),
-                rng: CounterRng::new(common.seed, STREAM_BATCH),
+                rng: CounterRng::new(common.seed, STREAM_VALIDATION + 1),
                 points: vec![0.0; 3 * short_batch],
                 targets: vec![0.0; short_batch],
             };

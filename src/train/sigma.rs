@@ -23,6 +23,17 @@ use std::path::Path;
 /// The jobs that run the search for `--sigma auto`.
 pub const AUTO_JOBS: &[&str] = &["image", "volume"];
 
+/// An error when `common` asks for a σ search in a job that cannot run one yet (a `run.toml`
+/// with `[sigma_search]` given to such a job would otherwise be ignored).
+pub fn refuse_auto(common: &crate::config::Common, job: &str) -> Result<()> {
+    if common.sigma_search.as_ref().is_some_and(|s| s.chosen.is_none()) && !AUTO_JOBS.contains(&job) {
+        return Err(Error::Config(format!(
+            "sigma_search (--sigma auto) is not available for `fit {job}` yet; give a number"
+        )));
+    }
+    Ok(())
+}
+
 pub const SWEEP_CSV: &str = "sigma_sweep.csv";
 pub const SWEEP_PNG: &str = "sigma_sweep.png";
 
@@ -39,6 +50,11 @@ pub struct SigmaSearch {
     pub refine: usize,
     /// Largest fraction of the full fit's network evaluations the search may take.
     pub budget: f32,
+    /// Each short fit trains on random mini-batches of this fraction of the full fit's batch
+    /// (at least 256 points), so it takes proportionally more steps for the same cost: a short
+    /// fit's ranking of σ is then closer to the full fit's than a few full-batch steps'.
+    #[serde(default = "default_batch_fraction")]
+    pub batch_fraction: f32,
     /// What the validation error is ("mse", "kspace-mse", "projection-mse", "1-iou").
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub metric: String,
@@ -48,9 +64,11 @@ pub struct SigmaSearch {
     /// Its validation error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_error: Option<f64>,
-    /// Steps of each short fit.
+    /// Steps of each short fit, and its batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_batch: Option<usize>,
     /// Network evaluations of the search over those of the full fit (≤ budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_fraction: Option<f64>,
@@ -59,11 +77,15 @@ pub struct SigmaSearch {
     pub seconds: Option<f64>,
 }
 
+fn default_batch_fraction() -> f32 {
+    0.125
+}
+
 impl SigmaSearch {
     /// The default search for `job`'s `encoding`: Gaussian σ over [lo, hi] cycles per unit box
     /// (each job's range brackets the paper's choice by about a factor of 8 either way),
     /// positional σ (log2 of the highest frequency) over [1, 10]; 6 coarse and 4 fine trials
-    /// within 30 % of the full fit.
+    /// within 30 % of the full fit, on mini-batches of an eighth of the fit's batch.
     pub fn default_for(job: &str, encoding: &EncodingConfig) -> Result<Self> {
         let (lo, hi) = match encoding {
             EncodingConfig::Gaussian { .. } => match job {
@@ -83,13 +105,15 @@ impl SigmaSearch {
         Ok(SigmaSearch {
             lo,
             hi,
-            coarse: 6,
-            refine: 4,
+            coarse: 5,
+            refine: 2,
             budget: 0.3,
+            batch_fraction: default_batch_fraction(),
             metric: String::new(),
             chosen: None,
             validation_error: None,
             short_steps: None,
+            short_batch: None,
             cost_fraction: None,
             seconds: None,
         })
@@ -109,6 +133,9 @@ impl SigmaSearch {
         if !(self.budget > 0.0 && self.budget <= 1.0) {
             return bad(format!("budget must be in (0, 1], got {}", self.budget));
         }
+        if !(self.batch_fraction > 0.0 && self.batch_fraction <= 1.0) {
+            return bad(format!("batch_fraction must be in (0, 1], got {}", self.batch_fraction));
+        }
         Ok(())
     }
 
@@ -117,10 +144,13 @@ impl SigmaSearch {
         self.coarse + self.refine
     }
 
-    /// Steps of each short fit of a full fit of `steps` steps: ⌊budget · steps / trials⌋; an
-    /// error when that is below 1.
-    pub fn short_steps(&self, steps: u64) -> Result<u64> {
-        let s = (self.budget as f64 * steps as f64 / self.trials() as f64).floor() as u64;
+    /// (steps, batch) of each short fit of a full fit of `steps` steps on `batch` points: the
+    /// batch is `batch_fraction` of the fit's (at least 256 points, at most the fit's), the
+    /// steps ⌊budget · steps · batch / (trials · short batch)⌋; an error when that is below 1.
+    pub fn short_plan(&self, steps: u64, batch: usize) -> Result<(u64, usize)> {
+        let short_batch = ((batch as f64 * self.batch_fraction as f64).ceil() as usize).max(256).min(batch).max(1);
+        let s = (self.budget as f64 * steps as f64 * batch as f64 / (self.trials() as f64 * short_batch as f64))
+            .floor() as u64;
         if s == 0 {
             return Err(Error::Config(format!(
                 "--sigma auto: {} trials within {:.0} % of {steps} steps leave no step per trial; train longer or lower sigma_search.coarse/refine",
@@ -128,7 +158,7 @@ impl SigmaSearch {
                 100.0 * self.budget
             )));
         }
-        Ok(s)
+        Ok((s, short_batch))
     }
 }
 
@@ -280,8 +310,8 @@ mod tests {
     fn finds_the_minimum_of_a_bowl() {
         for target in [1.7f64, 9.0, 30.0, 60.0] {
             let sweep = search(&spec(), |s| Ok((s as f64 / target).ln().powi(2) + 0.1), |_| {}).unwrap();
-            assert_eq!(sweep.trials.len(), 10);
-            let coarse_step = (64f64).ln() / 5.0;
+            assert_eq!(sweep.trials.len(), 7);
+            let coarse_step = (64f64).ln() / 4.0;
             let miss = (sweep.best as f64 / target).ln().abs();
             assert!(miss <= coarse_step / 4.0 + 1e-9, "target {target}: best {} (miss {miss})", sweep.best);
         }
@@ -296,8 +326,10 @@ mod tests {
     #[test]
     fn budget_sets_the_short_fits() {
         let s = spec();
-        assert_eq!(s.short_steps(1000).unwrap(), 30);
-        assert!(s.short_steps(10).is_err());
+        // 7 trials, 30 %, an eighth of the batch: 8 · 0.3 / 7 of the steps each
+        assert_eq!(s.short_plan(1000, 8192).unwrap(), (342, 1024));
+        assert_eq!(s.short_plan(1000, 100).unwrap(), (42, 100));
+        assert!(s.short_plan(10, 100).is_err());
         assert!(SigmaSearch::default_for("image", &EncodingConfig::None).is_err());
     }
 }
@@ -313,8 +345,9 @@ pub fn run_auto(
     job: &str,
     metric: &str,
     full_steps: u64,
+    full_batch: usize,
     opts: &crate::train::FitOptions,
-    mut trial: impl FnMut(&crate::config::Common, u64, &Path) -> Result<f64>,
+    mut trial: impl FnMut(&crate::config::Common, u64, usize, &Path) -> Result<f64>,
 ) -> Result<Option<f64>> {
     let Some(spec) = common.sigma_search.clone() else { return Ok(None) };
     if let Some(chosen) = spec.chosen {
@@ -322,11 +355,11 @@ pub fn run_auto(
         return Ok(spec.seconds);
     }
     let started = std::time::Instant::now();
-    let short = spec.short_steps(full_steps)?;
+    let (short, short_batch) = spec.short_plan(full_steps, full_batch)?;
     crate::train::run::log(
         opts,
         &format!(
-            "σ search: {} short fits of {short} steps over σ in [{}, {}] (log), ≤ {:.0} % of the fit's {full_steps} steps",
+            "σ search: {} short fits of {short} steps × {short_batch} points over σ in [{}, {}] (log), ≤ {:.0} % of the fit's {full_steps} steps × {full_batch}",
             spec.trials(),
             spec.lo,
             spec.hi,
@@ -339,7 +372,7 @@ pub fn run_auto(
         &spec,
         |sigma| {
             let c = crate::config::Common { encoding: with_sigma(base.encoding, sigma), ..base.clone() };
-            trial(&c, short, &scratch)
+            trial(&c, short, short_batch, &scratch)
         },
         |line| crate::train::run::log(opts, line),
     );
@@ -347,7 +380,7 @@ pub fn run_auto(
     let sweep = sweep?;
     write_sweep(dir, &sweep, metric, job)?;
     let seconds = started.elapsed().as_secs_f64();
-    let cost = (sweep.trials.len() as u64 * short) as f64 / full_steps as f64;
+    let cost = (sweep.trials.len() as f64 * short as f64 * short_batch as f64) / (full_steps as f64 * full_batch as f64);
     if cost > spec.budget as f64 + 1e-9 {
         return Err(Error::Config(format!(
             "σ search cost {cost:.3} of the fit, over its budget {}",
@@ -357,7 +390,7 @@ pub fn run_auto(
     crate::train::run::log(
         opts,
         &format!(
-            "σ search: chose σ = {:.4} (validation {metric} {:.4e}) in {seconds:.1} s; cost {:.1} % of the fit's steps",
+            "σ search: chose σ = {:.4} (validation {metric} {:.4e}) in {seconds:.1} s; cost {:.1} % of the fit's network evaluations",
             sweep.best,
             sweep.best_error,
             100.0 * cost
@@ -369,6 +402,7 @@ pub fn run_auto(
         chosen: Some(sweep.best),
         validation_error: Some(sweep.best_error),
         short_steps: Some(short),
+        short_batch: Some(short_batch),
         cost_fraction: Some(cost),
         seconds: Some(seconds),
         ..spec
