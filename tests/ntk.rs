@@ -33,7 +33,7 @@ fn jacobian_matches_finite_differences() {
     let j = jacobian(be.as_mut(), &points).unwrap();
     let n_params = state.mlp.params.len();
     let mut fd = vec![vec![0.0f64; n_params]; points.len()];
-    let h = 1e-2f32;
+    let h = 1e-3f32;
     for k in 0..n_params {
         let mut out = [vec![0.0f32; points.len()], vec![0.0f32; points.len()]];
         for (s, sign) in [1.0f32, -1.0].iter().enumerate() {
@@ -52,7 +52,9 @@ fn jacobian_matches_finite_differences() {
             worst = worst.max((j[i][k] - fd[i][k]).abs());
         }
     }
-    assert!(worst < 2e-3, "Jacobian vs finite differences: worst {worst}");
+    // f32 outputs: differences of h = 1e-3 carry ~1e-4 of rounding noise
+    let jmax = j.iter().flatten().fold(0f64, |m, v| m.max(v.abs()));
+    assert!(worst < 1e-2 * jmax, "Jacobian vs finite differences: worst {worst} of {jmax}");
     let (ka, kb) = (gram(&j), gram(&fd));
     let scale = ka.iter().fold(0f64, |m, v| m.max(v.abs()));
     let diff = ka.iter().zip(&kb).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
