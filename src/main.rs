@@ -432,9 +432,15 @@ fn ntk(a: NtkArgs) -> Result<()> {
         s.stationarity,
         s.asymmetry
     );
-    if let (Some(a), Some(b), Some(c), Some(d)) = (s.train_mse_ntk, s.train_mse_network, s.test_mse_ntk, s.test_mse_network) {
+    if let (Some(a), Some(b), Some(c), Some(d)) =
+        (s.train_mse_ntk, s.train_mse_network, s.test_mse_ntk, s.test_mse_network)
+    {
         println!("after {} steps of gradient descent (η {:.3e}): train MSE NTK {a:.4e} network {b:.4e}; test MSE NTK {c:.4e} network {d:.4e}", s.steps.unwrap_or(0), s.eta.unwrap_or(0.0));
     }
-    println!("wrote profile, spectrum, frequency{} (.csv, .png) and ntk.json in {}", if cfg.dim == 1 { ", training" } else { "" }, output.display());
+    println!(
+        "wrote profile, spectrum, frequency{} (.csv, .png) and ntk.json in {}",
+        if cfg.dim == 1 { ", training" } else { "" },
+        output.display()
+    );
     Ok(())
 }

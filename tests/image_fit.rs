@@ -42,9 +42,13 @@ fn mappings_order_as_in_table_1() {
     let dir = scratch("image-order");
     let mut psnr = Vec::new();
     for name in ["none", "basic", "positional", "gaussian"] {
-        let m = run(&small(dir.join(name), image_encoding(name, 64, 128).unwrap(), 200), &FitOptions::default())
-            .unwrap();
-        eprintln!("{name}: test {:.2} dB, train {:.2} dB, {:.4} s/step", m.psnr_test, m.psnr_train, m.run.seconds_per_step);
+        let m =
+            run(&small(dir.join(name), image_encoding(name, 64, 128).unwrap(), 200), &FitOptions::default())
+                .unwrap();
+        eprintln!(
+            "{name}: test {:.2} dB, train {:.2} dB, {:.4} s/step",
+            m.psnr_test, m.psnr_train, m.run.seconds_per_step
+        );
         psnr.push(m.psnr_test);
     }
     // achieved (2 contended cores): none 15.2, basic 16.8, positional 20.7, Gaussian 21.5 dB

@@ -61,7 +61,13 @@ fn jacobian_matches_finite_differences() {
     assert!(diff < 1e-3 * scale, "K vs finite-difference K: {diff} of {scale}");
 }
 
-fn ntk(dir: &std::path::Path, enc: EncodingConfig, dim: usize, per_axis: usize, steps: u64) -> ffvol::job::ntk::NtkSummary {
+fn ntk(
+    dir: &std::path::Path,
+    enc: EncodingConfig,
+    dim: usize,
+    per_axis: usize,
+    steps: u64,
+) -> ffvol::job::ntk::NtkSummary {
     run(&NtkConfig {
         encoding: enc,
         frequencies: Distribution::Gaussian,
@@ -80,7 +86,13 @@ fn ntk(dir: &std::path::Path, enc: EncodingConfig, dim: usize, per_axis: usize, 
 #[test]
 fn kernel_is_symmetric_psd_and_stationary_only_with_fourier_features() {
     let dir = scratch("ntk-stationary");
-    let g = ntk(&dir.join("g"), EncodingConfig::Gaussian { sigma: 4.0, features: 256, normalize: false }, 1, 64, 300);
+    let g = ntk(
+        &dir.join("g"),
+        EncodingConfig::Gaussian { sigma: 4.0, features: 256, normalize: false },
+        1,
+        64,
+        300,
+    );
     let none = ntk(&dir.join("n"), EncodingConfig::None, 1, 64, 10);
     eprintln!("gaussian: {g:?}\nnone: {none:?}");
     for s in [&g, &none] {
@@ -88,7 +100,12 @@ fn kernel_is_symmetric_psd_and_stationary_only_with_fourier_features() {
         assert!(s.lambda_min > -1e-9 * s.lambda_max, "{s:?}");
     }
     assert!(g.stationarity < 0.1, "gaussian stationarity {}", g.stationarity);
-    assert!(none.stationarity > 2.0 * g.stationarity && none.stationarity > 0.1, "none {} vs gaussian {}", none.stationarity, g.stationarity);
+    assert!(
+        none.stationarity > 2.0 * g.stationarity && none.stationarity > 0.1,
+        "none {} vs gaussian {}",
+        none.stationarity,
+        g.stationarity
+    );
     // the linearised prediction follows the wide network's gradient descent
     let (a, b) = (g.train_mse_ntk.unwrap(), g.train_mse_network.unwrap());
     let (c, d) = (g.test_mse_ntk.unwrap(), g.test_mse_network.unwrap());
@@ -99,7 +116,13 @@ fn kernel_is_symmetric_psd_and_stationary_only_with_fourier_features() {
         assert!(dir.join("g").join(format!("{f}.csv")).is_file());
     }
     // 2D works too (no training comparison)
-    let two = ntk(&dir.join("2d"), EncodingConfig::Gaussian { sigma: 3.0, features: 64, normalize: false }, 2, 10, 0);
+    let two = ntk(
+        &dir.join("2d"),
+        EncodingConfig::Gaussian { sigma: 3.0, features: 64, normalize: false },
+        2,
+        10,
+        0,
+    );
     assert!(two.train_mse_ntk.is_none() && two.points == 100 && two.stationarity < 0.15, "{two:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -126,7 +149,8 @@ fn spectrum_matches_numpy() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let np: Vec<f64> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let np: Vec<f64> =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(|x| x.parse().unwrap()).collect();
     for (a, b) in values.iter().zip(&np) {
         assert!((a - b).abs() < 1e-9 * values[0], "{a} vs numpy {b}");
     }

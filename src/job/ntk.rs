@@ -96,7 +96,8 @@ pub fn run(cfg: &NtkConfig) -> Result<NtkSummary> {
     if !(1..=3).contains(&cfg.dim) {
         return Err(Error::Config(format!("--dim must be 1, 2 or 3, got {}", cfg.dim)));
     }
-    let total = (cfg.per_axis as u64).checked_pow(cfg.dim as u32).filter(|&t| t >= 4 && t <= MAX_POINTS as u64);
+    let total =
+        (cfg.per_axis as u64).checked_pow(cfg.dim as u32).filter(|&t| t >= 4 && t <= MAX_POINTS as u64);
     let Some(total) = total.map(|t| t as usize) else {
         return Err(Error::Config(format!(
             "--points {} in {}D: the grid must have 4 to {MAX_POINTS} points",
@@ -116,8 +117,12 @@ pub fn run(cfg: &NtkConfig) -> Result<NtkSummary> {
     let mut backend = net.backend;
     // memory: J (n × P f64), K and its eigenvectors
     let p = net.n_params as u64;
-    let need = (total as u64).saturating_mul(p).saturating_mul(8).saturating_add(3 * (total as u64).pow(2) * 8);
-    crate::train::memory::check_export("ffvol ntk (use fewer --points or a smaller network)", &[("Jacobian and kernel", need)])?;
+    let need =
+        (total as u64).saturating_mul(p).saturating_mul(8).saturating_add(3 * (total as u64).pow(2) * 8);
+    crate::train::memory::check_export(
+        "ffvol ntk (use fewer --points or a smaller network)",
+        &[("Jacobian and kernel", need)],
+    )?;
     std::fs::create_dir_all(&cfg.output).map_err(|e| Error::io(&cfg.output, e))?;
     let points = grid(cfg.per_axis, cfg.dim);
     let j = jacobian(backend.as_mut(), &points)?;
@@ -125,8 +130,11 @@ pub fn run(cfg: &NtkConfig) -> Result<NtkSummary> {
     drop(j);
     let n = total;
     let kmax = k.iter().fold(0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
-    let asymmetry =
-        (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).map(|(a, b)| (k[a * n + b] - k[b * n + a]).abs()).fold(0.0, f64::max) / kmax;
+    let asymmetry = (0..n)
+        .flat_map(|a| (0..n).map(move |b| (a, b)))
+        .map(|(a, b)| (k[a * n + b] - k[b * n + a]).abs())
+        .fold(0.0, f64::max)
+        / kmax;
 
     // profile along x at three anchors (other axes at the centre)
     let na = cfg.per_axis;
@@ -137,7 +145,8 @@ pub fn run(cfg: &NtkConfig) -> Result<NtkSummary> {
     let mut curves: Vec<Vec<(f64, f64)>> = vec![vec![]; 3];
     let mut stationarity: f64 = 0.0;
     for d in -reach..=reach {
-        let vals: Vec<f64> = anchors.iter().map(|&a| k[(centre + a) * n + centre + (a as i64 + d) as usize]).collect();
+        let vals: Vec<f64> =
+            anchors.iter().map(|&a| k[(centre + a) * n + centre + (a as i64 + d) as usize]).collect();
         let mean = vals.iter().sum::<f64>() / 3.0;
         stationarity = vals.iter().fold(stationarity, |s, v| s.max((v - mean).abs() / kmax));
         let dx = d as f64 / na as f64;
@@ -152,7 +161,12 @@ pub fn run(cfg: &NtkConfig) -> Result<NtkSummary> {
         title: format!("NTK profile k(x0, x0 + dx) along x, {name}, {}D", cfg.dim),
         x_label: "dx".into(),
         y_label: "k".into(),
-        series: ["x0 = 1/4", "x0 = 1/2", "x0 = 3/4"].iter().zip(curves).enumerate().map(|(i, (l, c))| Series::line(l, c, COLORS[i])).collect(),
+        series: ["x0 = 1/4", "x0 = 1/2", "x0 = 3/4"]
+            .iter()
+            .zip(curves)
+            .enumerate()
+            .map(|(i, (l, c))| Series::line(l, c, COLORS[i]))
+            .collect(),
         ..Default::default()
     }
     .write(&cfg.output.join("profile.png"))?;
@@ -170,7 +184,11 @@ pub fn run(cfg: &NtkConfig) -> Result<NtkSummary> {
         x_label: "index".into(),
         y_label: "eigenvalue".into(),
         log_y: true,
-        series: vec![Series::line("", values.iter().enumerate().map(|(i, &v)| (i as f64, v.max(floor))).collect(), COLORS[0])],
+        series: vec![Series::line(
+            "",
+            values.iter().enumerate().map(|(i, &v)| (i as f64, v.max(floor))).collect(),
+            COLORS[0],
+        )],
         ..Default::default()
     }
     .write(&cfg.output.join("spectrum.png"))?;
@@ -181,7 +199,9 @@ pub fn run(cfg: &NtkConfig) -> Result<NtkSummary> {
     for f in 0..=na / 2 {
         let mut g = Vec::new();
         for phase in [0.0, 0.25] {
-            let v: Vec<f64> = (0..n).map(|i| (std::f64::consts::TAU * (f as f64 * points[i * cfg.dim] as f64 + phase)).cos()).collect();
+            let v: Vec<f64> = (0..n)
+                .map(|i| (std::f64::consts::TAU * (f as f64 * points[i * cfg.dim] as f64 + phase)).cos())
+                .collect();
             let vv = dot(&v, &v);
             if vv > 1e-9 * n as f64 {
                 let kv: f64 = (0..n).map(|a| v[a] * dot(&k[a * n..(a + 1) * n], &v)).sum();
@@ -255,7 +275,8 @@ fn training(
         return Err(Error::Config(format!("ntk: learning rate {eta} (give --lr)")));
     }
     let dynamics = LinearDynamics::new(&k_train, nt, k_cross, f0t, f0s, &yt, eta)?;
-    let mut marks: Vec<u64> = (0..=40).map(|i| (cfg.steps as f64).powf(i as f64 / 40.0).round() as u64).collect();
+    let mut marks: Vec<u64> =
+        (0..=40).map(|i| (cfg.steps as f64).powf(i as f64 / 40.0).round() as u64).collect();
     marks.insert(0, 0);
     marks.dedup();
     let mut csv = String::from("step,train_mse_ntk,test_mse_ntk,train_mse_network,test_mse_network\n");
@@ -264,7 +285,8 @@ fn training(
     for &t in &marks {
         while step < t {
             let (pass, z) = backend.forward(&xt)?;
-            let dz: Vec<f32> = z.iter().zip(&yt).map(|(&z, &y)| ((z as f64 - y) / nt as f64) as f32).collect();
+            let dz: Vec<f32> =
+                z.iter().zip(&yt).map(|(&z, &y)| ((z as f64 - y) / nt as f64) as f32).collect();
             backend.backward(pass, &dz)?;
             let g = backend.gradients()?;
             let mut state: TrainState = backend.state()?;
@@ -278,7 +300,9 @@ fn training(
         let (nt_out, ns_out) = (predict(backend, &xt)?, predict(backend, &xs)?);
         let row = [mse(&pt, &yt), mse(&ps, &ys), mse(&nt_out, &yt), mse(&ns_out, &ys)];
         if row.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Input(format!("ntk: gradient descent diverged at step {t} (η = {eta}); give a smaller --lr")));
+            return Err(Error::Input(format!(
+                "ntk: gradient descent diverged at step {t} (η = {eta}); give a smaller --lr"
+            )));
         }
         csv.push_str(&format!("{t},{:e},{:e},{:e},{:e}\n", row[0], row[1], row[2], row[3]));
         for (c, v) in curves.iter_mut().zip(row) {

@@ -17,13 +17,19 @@ use rayon::prelude::*;
 pub fn jacobian(backend: &mut dyn Backend, points: &[f32]) -> Result<Vec<Vec<f64>>> {
     let d = backend.encoding().dim;
     if points.is_empty() || points.len() % d != 0 {
-        return Err(Error::Input(format!("ntk: {} coordinates are not a whole number of {d}-D points", points.len())));
+        return Err(Error::Input(format!(
+            "ntk: {} coordinates are not a whole number of {d}-D points",
+            points.len()
+        )));
     }
     let mut rows = Vec::with_capacity(points.len() / d);
     for p in points.chunks_exact(d) {
         let (pass, out) = backend.forward(p)?;
         if out.len() != 1 {
-            return Err(Error::Config(format!("ntk: the network has {} outputs; the NTK here is for one", out.len())));
+            return Err(Error::Config(format!(
+                "ntk: the network has {} outputs; the NTK here is for one",
+                out.len()
+            )));
         }
         backend.backward(pass, &[1.0])?;
         rows.push(backend.gradients()?.iter().map(|&g| g as f64).collect());
@@ -67,7 +73,10 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     }
     let total: f64 = m.iter().map(|x| x * x).sum::<f64>().max(f64::MIN_POSITIVE);
     for _sweep in 0..60 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| m[i * n + j].powi(2)).sum();
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| m[i * n + j].powi(2))
+            .sum();
         if off <= 1e-24 * total {
             break;
         }
@@ -173,7 +182,8 @@ impl LinearDynamics {
             }
         }
         let m = self.f0_other.len();
-        let other = (0..m).map(|j| self.f0_other[j] + dot(&self.k_cross[j * n..(j + 1) * n], &alpha)).collect();
+        let other =
+            (0..m).map(|j| self.f0_other[j] + dot(&self.k_cross[j * n..(j + 1) * n], &alpha)).collect();
         (train, other)
     }
 }
@@ -227,11 +237,15 @@ mod tests {
     #[test]
     fn linear_dynamics_match_gradient_descent_on_a_linear_model() {
         let (n, m, p) = (5, 3, 8);
-        let j: Vec<Vec<f64>> = (0..n + m).map(|i| (0..p).map(|k| ((i * 7 + k * 3) % 5) as f64 - 2.0 + 0.1 * i as f64).collect()).collect();
+        let j: Vec<Vec<f64>> = (0..n + m)
+            .map(|i| (0..p).map(|k| ((i * 7 + k * 3) % 5) as f64 - 2.0 + 0.1 * i as f64).collect())
+            .collect();
         let k = gram(&j);
         let nm = n + m;
-        let k_train: Vec<f64> = (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).map(|(a, b)| k[a * nm + b]).collect();
-        let k_cross: Vec<f64> = (n..nm).flat_map(|a| (0..n).map(move |b| (a, b))).map(|(a, b)| k[a * nm + b]).collect();
+        let k_train: Vec<f64> =
+            (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).map(|(a, b)| k[a * nm + b]).collect();
+        let k_cross: Vec<f64> =
+            (n..nm).flat_map(|a| (0..n).map(move |b| (a, b))).map(|(a, b)| k[a * nm + b]).collect();
         let y: Vec<f64> = (0..n).map(|i| (i as f64).sin()).collect();
         let eta = 0.5 * n as f64 / symmetric_eigen(&k_train, n).unwrap().0[0];
         let dyn_ = LinearDynamics::new(&k_train, n, k_cross, vec![0.0; n], vec![0.0; m], &y, eta).unwrap();
@@ -247,7 +261,12 @@ mod tests {
             assert!((train[i] - dot(&j[i], &theta)).abs() < 1e-9);
         }
         for a in 0..m {
-            assert!((other[a] - dot(&j[n + a], &theta)).abs() < 1e-9, "{} vs {}", other[a], dot(&j[n + a], &theta));
+            assert!(
+                (other[a] - dot(&j[n + a], &theta)).abs() < 1e-9,
+                "{} vs {}",
+                other[a],
+                dot(&j[n + a], &theta)
+            );
         }
     }
 }

@@ -148,8 +148,10 @@ impl SigmaSearch {
     /// batch is `batch_fraction` of the fit's (at least 256 points, at most the fit's), the
     /// steps ⌊budget · steps · batch / (trials · short batch)⌋; an error when that is below 1.
     pub fn short_plan(&self, steps: u64, batch: usize) -> Result<(u64, usize)> {
-        let short_batch = ((batch as f64 * self.batch_fraction as f64).ceil() as usize).max(256).min(batch).max(1);
-        let s = (self.budget as f64 * steps as f64 * batch as f64 / (self.trials() as f64 * short_batch as f64))
+        let short_batch =
+            ((batch as f64 * self.batch_fraction as f64).ceil() as usize).max(256).min(batch).max(1);
+        let s = (self.budget as f64 * steps as f64 * batch as f64
+            / (self.trials() as f64 * short_batch as f64))
             .floor() as u64;
         if s == 0 {
             return Err(Error::Config(format!(
@@ -380,7 +382,8 @@ pub fn run_auto(
     let sweep = sweep?;
     write_sweep(dir, &sweep, metric, job)?;
     let seconds = started.elapsed().as_secs_f64();
-    let cost = (sweep.trials.len() as f64 * short as f64 * short_batch as f64) / (full_steps as f64 * full_batch as f64);
+    let cost = (sweep.trials.len() as f64 * short as f64 * short_batch as f64)
+        / (full_steps as f64 * full_batch as f64);
     if cost > spec.budget as f64 + 1e-9 {
         return Err(Error::Config(format!(
             "σ search cost {cost:.3} of the fit, over its budget {}",
