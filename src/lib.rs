@@ -29,6 +29,7 @@ pub mod geometry;
 pub mod io;
 pub mod job;
 pub mod model;
+pub mod ntk;
 pub mod operator;
 pub mod recon;
 pub mod report;

@@ -46,6 +46,7 @@ fn main() {
             SimulateWhat::Ct(a) => simulate_ct(a),
         },
         Command::Recon(args) => recon(args),
+        Command::Ntk(args) => ntk(args),
         Command::Info => {
             info();
             Ok(())
@@ -97,6 +98,7 @@ fn fit(args: FitArgs) -> Result<()> {
         Some(Job::Volume(a)) => a.common.run.memory.clone(),
         Some(Job::Mri(a)) => a.common.run.memory.clone(),
         Some(Job::Ct(a)) => a.run.memory.clone(),
+        Some(Job::Image(a)) => a.run.memory.clone(),
         None => args.memory.clone(),
     };
     let config = match (args.job, args.resume) {
@@ -104,6 +106,7 @@ fn fit(args: FitArgs) -> Result<()> {
         (Some(Job::Volume(a)), None) => RunConfig::Volume(cli::resolve::volume(&a)?),
         (Some(Job::Mri(a)), None) => RunConfig::Mri(cli::resolve::mri(&a)?),
         (Some(Job::Ct(a)), None) => RunConfig::Ct(cli::resolve::ct(&a)?),
+        (Some(Job::Image(a)), None) => RunConfig::Image(cli::resolve::image(&a)?),
         (None, Some(run)) => return run_fit(RunConfig::load_run(&run)?, fit_options(true, &memory)),
         (None, None) => {
             bail!("name a job (`ffvol fit occupancy`) or a run to continue (`ffvol fit --resume RUN`)")
@@ -148,6 +151,7 @@ fn run_fit_job(config: RunConfig, opts: FitOptions) -> Result<()> {
         RunConfig::Volume(c) => fit_volume(c, opts),
         RunConfig::Mri(c) => fit_mri(c, opts),
         RunConfig::Ct(c) => fit_ct(c, opts),
+        RunConfig::Image(c) => fit_image(c, opts),
     }
 }
 
@@ -181,7 +185,7 @@ fn inapplicable_export_flags(args: &ExportArgs, job: &str) -> Vec<&'static str> 
         ("--nifti", args.nifti, job == "occupancy"),
         ("--exact", args.exact, job == "occupancy"),
         ("--min-component", args.min_component.is_some(), job == "occupancy"),
-        ("--mesh", args.mesh, job != "occupancy"),
+        ("--mesh", args.mesh, job != "occupancy" && job != "image"),
         ("--upsample", args.upsample.is_some(), job != "occupancy"),
         ("--level", args.level.is_some(), job != "occupancy" && args.mesh),
         ("--format", args.format.is_some(), job == "occupancy" || args.mesh),
@@ -228,6 +232,7 @@ fn export(args: ExportArgs) -> Result<()> {
             volume_field::export_run_view(&args.run, &req, &mesh_view(&args)?)?
         }
         "ct" => ffvol::job::ct::export_run(&args.run, upsample, mesh, args.threads)?,
+        "image" => ffvol::job::image::export_run(&args.run, upsample, args.threads)?,
         _ => return export_occupancy(&args),
     };
     for path in written {
@@ -591,4 +596,72 @@ fn fit_mri(c: MriConfig, opts: FitOptions) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn fit_image(c: ffvol::job::image::ImageConfig, opts: FitOptions) -> Result<()> {
+    use ffvol::job::image::{fit, ImageOutcome};
+    set_threads(c.common.threads)?;
+    eprintln!("run folder: {}", c.common.output.display());
+    match fit(&c, &opts)? {
+        ImageOutcome::Interrupted { step } => interrupted(step, &c.common.output),
+        ImageOutcome::Finished(m) => {
+            let sigma = m.sigma.map(|s| format!(", σ = {s}")).unwrap_or_default();
+            println!(
+                "PSNR test (odd grid) {:.2} dB   train (even grid) {:.2} dB   whole image {:.2} dB   ({}{sigma})",
+                m.psnr_test, m.psnr_train, m.psnr_all, m.encoding
+            );
+            if let Some(s) = m.sigma_search_seconds {
+                println!("σ search: {s:.1} s (sigma_sweep.csv, sigma_sweep.png)");
+            }
+            println!("time: {:.1} s total, {:.3} s/step", m.run.total_seconds, m.run.seconds_per_step);
+            println!("run folder: {}", c.common.output.display());
+            Ok(())
+        }
+    }
+}
+
+fn ntk(a: NtkArgs) -> Result<()> {
+    use ffvol::encoding::EncodingConfig;
+    set_threads(a.threads)?;
+    let encoding = match a.encoding.as_str() {
+        "none" => EncodingConfig::None,
+        "basic" => EncodingConfig::Basic { normalize: false },
+        "positional" => EncodingConfig::Positional { sigma: a.sigma, features: a.features, normalize: false },
+        _ => EncodingConfig::Gaussian { sigma: a.sigma, features: a.features, normalize: false },
+    };
+    let output = ffvol::job::ntk::output_dir(a.output.as_deref(), &a.encoding);
+    let cfg = ffvol::job::ntk::NtkConfig {
+        encoding,
+        frequencies: a.frequencies,
+        model: ffvol::model::ModelConfig { depth: a.depth, width: a.width },
+        dim: a.dim,
+        per_axis: a.points,
+        seed: a.seed,
+        steps: a.steps,
+        lr: a.lr,
+        output: output.clone(),
+        threads: a.threads,
+    };
+    let s = ffvol::job::ntk::run(&cfg)?;
+    println!(
+        "NTK of {} ({} parameters) on {} points: λ_max {:.4e}, λ_min/λ_max {:.2e}, stationarity {:.4}, asymmetry {:.1e}",
+        s.encoding,
+        s.params,
+        s.points,
+        s.lambda_max,
+        s.lambda_min / s.lambda_max,
+        s.stationarity,
+        s.asymmetry
+    );
+    if let (Some(a), Some(b), Some(c), Some(d)) =
+        (s.train_mse_ntk, s.train_mse_network, s.test_mse_ntk, s.test_mse_network)
+    {
+        println!("after {} steps of gradient descent (η {:.3e}): train MSE NTK {a:.4e} network {b:.4e}; test MSE NTK {c:.4e} network {d:.4e}", s.steps.unwrap_or(0), s.eta.unwrap_or(0.0));
+    }
+    println!(
+        "wrote profile, spectrum, frequency{} (.csv, .png) and ntk.json in {}",
+        if cfg.dim == 1 { ", training" } else { "" },
+        output.display()
+    );
+    Ok(())
 }

@@ -24,6 +24,9 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Classical reconstruction from projections: `ffvol recon fbp|fdk|sart`.
     Recon(ReconArgs),
+    /// The empirical neural tangent kernel at initialisation: profile, spectrum, decay against
+    /// frequency, and (1D) kernel regression against gradient descent, as CSV and PNG.
+    Ntk(NtkArgs),
     /// List the compute devices this build can use.
     Info,
     /// Write report.html in each run folder; with several runs, also a comparison page (--output).
@@ -36,6 +39,46 @@ pub struct ReportArgs {
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
     /// With several runs: the comparison page (default: comparison.html in the current folder).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Args)]
+pub struct NtkArgs {
+    /// Input mapping γ.
+    #[arg(long, default_value = "gaussian", value_parser = ["none", "basic", "positional", "gaussian"])]
+    pub encoding: String,
+    /// Scale σ (Gaussian: std of the frequencies, cycles per unit box; positional: log2 of the
+    /// highest frequency).
+    #[arg(long, default_value_t = 10.0)]
+    pub sigma: f32,
+    /// Frequencies m (Gaussian) or per axis (positional).
+    #[arg(long, default_value_t = 128)]
+    pub features: usize,
+    #[arg(long, value_enum, default_value = "gaussian")]
+    pub frequencies: ffvol::encoding::Distribution,
+    /// Dense layers including the output layer.
+    #[arg(long, default_value_t = 4)]
+    pub depth: usize,
+    #[arg(long, default_value_t = 256)]
+    pub width: usize,
+    /// Dimension of the point grid: 1, 2 or 3.
+    #[arg(long, default_value_t = 1)]
+    pub dim: usize,
+    /// Grid points per axis (at most 2048 points in all).
+    #[arg(long, default_value_t = 128)]
+    pub points: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Gradient-descent steps of the 1D training comparison.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: u64,
+    /// Learning rate η of plain gradient descent (default: n_train / λ_max).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Output folder (default runs/ntk-<encoding>).
     #[arg(long)]
     pub output: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
@@ -79,6 +122,9 @@ pub enum Job {
     Mri(Box<MriArgs>),
     /// Learn an attenuation field from CT projections and write it as a volume.
     Ct(Box<CtArgs>),
+    /// Fit a 2D image (PNG) as a field: the paper's image regression (train on the even pixel
+    /// grid, PSNR on the odd one).
+    Image(Box<ImageArgs>),
 }
 
 /// The flags every `fit` job shares: the settings file, the run folder, the network, the
@@ -99,9 +145,13 @@ pub struct RunArgs {
     #[arg(long, value_parser = ["none", "basic", "positional", "gaussian"])]
     pub encoding: Option<String>,
     /// Scale σ of the mapping (Gaussian: std of the frequencies in cycles per unit box;
-    /// positional: log2 of the highest frequency).
-    #[arg(long)]
-    pub sigma: Option<f32>,
+    /// positional: log2 of the highest frequency), or `auto`: chosen by short fits scored on
+    /// the job's validation data (sigma_sweep.csv/png in the run folder; ≤ 30 % of the fit).
+    #[arg(long, value_parser = parse_sigma)]
+    pub sigma: Option<SigmaArg>,
+    /// Distribution of the Gaussian mapping's frequencies, scaled to the same σ.
+    #[arg(long, value_enum)]
+    pub frequencies: Option<ffvol::encoding::Distribution>,
     /// Number of frequencies m (Gaussian) or per axis (positional).
     #[arg(long)]
     pub features: Option<usize>,
@@ -135,6 +185,41 @@ pub struct RunArgs {
     pub checkpoint_every: Option<u64>,
     #[command(flatten)]
     pub memory: MemoryArgs,
+}
+
+/// `--sigma`: a number, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SigmaArg {
+    Value(f32),
+    Auto,
+}
+
+fn parse_sigma(s: &str) -> Result<SigmaArg, String> {
+    if s == "auto" {
+        return Ok(SigmaArg::Auto);
+    }
+    s.parse::<f32>().map(SigmaArg::Value).map_err(|_| format!("{s:?}: a number or `auto`"))
+}
+
+#[derive(Args)]
+pub struct ImageArgs {
+    /// Image to fit (PNG: grey, RGB or palette, 8 or 16 bit). Default: the bundled astronaut
+    /// (scikit-image, public domain).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Starting settings: `fast` (a 256² image, 4 × 128, under a minute on 2 cores) or `paper`
+    /// (512², 4 × 256, m = 256, 2000 full-batch steps). `--encoding` gives the paper's image
+    /// mappings (σ_g = 10, σ_p = 10 with m/2 frequencies per axis, unless --sigma).
+    #[arg(long, value_enum, default_value = "fast")]
+    pub preset: ffvol::job::image::ImagePreset,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Side N of the square the image is centre-cropped and resampled to (even; 0 = as is).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Also render the field K times finer (reconstruction_xK.png).
+    #[arg(long, value_name = "K")]
+    pub upsample: Option<usize>,
 }
 
 #[derive(Args)]

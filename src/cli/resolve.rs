@@ -2,7 +2,7 @@
 //! `--config` file → flags → validation); the flags all jobs share are applied once, by
 //! [`RunArgs::apply`].
 
-use super::args::{CtArgs, FieldArgs, MriArgs, OccupancyArgs, RunArgs, VolumeArgs};
+use super::args::{CtArgs, FieldArgs, ImageArgs, MriArgs, OccupancyArgs, RunArgs, SigmaArg, VolumeArgs};
 use ffvol::config::presets::{self, encoding_for};
 use ffvol::config::{resolve, Common, OccupancyConfig};
 use ffvol::encoding::EncodingConfig;
@@ -49,12 +49,26 @@ impl RunArgs {
         c.threads = self.threads.unwrap_or(c.threads);
         c.device.kind = self.device.unwrap_or(c.device.kind);
         c.device.precision = self.precision.unwrap_or(c.device.precision);
+        c.frequencies = self.frequencies.unwrap_or(c.frequencies);
+        if self.sigma == Some(SigmaArg::Auto) {
+            if !ffvol::train::sigma::AUTO_JOBS.contains(&s.job) {
+                return Err(Error::Config(format!("--sigma auto is not available for `fit {}` yet", s.job)));
+            }
+            c.sigma_search = Some(ffvol::train::sigma::SigmaSearch::default_for(s.job, &c.encoding)?);
+        } else if self.sigma.is_some() || self.encoding.is_some() {
+            c.sigma_search = None; // a σ given (or a new mapping) replaces a --config file's search
+        }
         Ok(())
     }
 
     /// `--encoding NAME` (with the job's defaults), then `--sigma` and `--features`; either of
     /// those on a mapping that has no σ or m is an error.
     fn apply_encoding(&self, job: &str, enc: &mut EncodingConfig, normalize: Option<bool>) -> Result<()> {
+        // `auto` keeps the mapping's σ until the search replaces it
+        let given_sigma = match self.sigma {
+            Some(SigmaArg::Value(v)) => Some(v),
+            _ => None,
+        };
         if let Some(name) = &self.encoding {
             let m = self.features.unwrap_or(match enc {
                 EncodingConfig::Gaussian { features, .. } => *features,
@@ -64,14 +78,14 @@ impl RunArgs {
         }
         match enc {
             EncodingConfig::Gaussian { sigma, features, normalize: n } => {
-                *sigma = self.sigma.unwrap_or(*sigma);
+                *sigma = given_sigma.unwrap_or(*sigma);
                 *features = self.features.unwrap_or(*features);
                 *n = normalize.unwrap_or(*n);
             }
             EncodingConfig::Positional { sigma, features, normalize: n } => {
-                *sigma = self.sigma.unwrap_or(*sigma);
-                // CT's positional mapping takes m/2 per axis from --features (already applied)
-                if job != "ct" {
+                *sigma = given_sigma.unwrap_or(*sigma);
+                // CT's and image's positional mappings take m/2 per axis from --features (already applied)
+                if job != "ct" && job != "image" {
                     *features = self.features.unwrap_or(*features);
                 }
                 *n = normalize.unwrap_or(*n);
@@ -200,6 +214,25 @@ pub fn ct(a: &CtArgs) -> Result<CtConfig> {
         c.train.rays_per_batch = a.rays_per_batch.unwrap_or(c.train.rays_per_batch);
         c.train.samples_per_ray = a.samples_per_ray.unwrap_or(c.train.samples_per_ray);
         c.common.output = a.run.folder("ct")?;
+        Ok(())
+    })
+}
+
+pub fn image(a: &ImageArgs) -> Result<ffvol::job::image::ImageConfig> {
+    use ffvol::job::image::ImageConfig;
+    resolve(ImageConfig::preset(a.preset), a.run.config.as_deref(), |c| {
+        if let Some(i) = &a.image {
+            c.image = i.clone();
+        }
+        a.run.apply(Shared {
+            job: "image",
+            common: &mut c.common,
+            train: &mut c.train,
+            normalize_features: None,
+        })?;
+        c.train.size = a.size.unwrap_or(c.train.size);
+        c.export.upsample = a.upsample.unwrap_or(c.export.upsample);
+        c.common.output = a.run.folder(&format!("{}-image", data_stem(&c.image).trim_end_matches(".png")))?;
         Ok(())
     })
 }

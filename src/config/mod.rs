@@ -26,6 +26,7 @@ pub enum RunConfig {
     Volume(crate::job::volume::VolumeConfig),
     Mri(crate::job::mri::MriConfig),
     Ct(crate::job::ct::CtConfig),
+    Image(crate::job::image::ImageConfig),
 }
 
 impl RunConfig {
@@ -49,10 +50,11 @@ impl RunConfig {
             "volume" => RunConfig::Volume(from_value_strict(value, origin)?),
             "mri" => RunConfig::Mri(from_value_strict(value, origin)?),
             "ct" => RunConfig::Ct(from_value_strict(value, origin)?),
+            "image" => RunConfig::Image(from_value_strict(value, origin)?),
             other => {
                 return Err(crate::Error::format(
                     origin,
-                    format!("job = {other:?}: expected occupancy, volume, mri or ct"),
+                    format!("job = {other:?}: expected occupancy, volume, mri, ct or image"),
                 ))
             }
         })
@@ -65,6 +67,7 @@ impl RunConfig {
             RunConfig::Volume(c) => toml::Value::try_from(c),
             RunConfig::Mri(c) => toml::Value::try_from(c),
             RunConfig::Ct(c) => toml::Value::try_from(c),
+            RunConfig::Image(c) => toml::Value::try_from(c),
         };
         v.map_err(|e| crate::Error::Config(format!("cannot write the settings as TOML: {e}")))
     }
@@ -76,6 +79,7 @@ impl RunConfig {
             RunConfig::Volume(c) => c.validate(),
             RunConfig::Mri(c) => c.validate(),
             RunConfig::Ct(c) => c.validate(),
+            RunConfig::Image(c) => c.validate(),
         }
     }
 
@@ -86,6 +90,7 @@ impl RunConfig {
             RunConfig::Volume(_) => "volume",
             RunConfig::Mri(_) => "mri",
             RunConfig::Ct(_) => "ct",
+            RunConfig::Image(_) => "image",
         }
     }
 
@@ -114,9 +119,13 @@ impl RunConfig {
             },
             "mri" => RunConfig::Mri(presets::mri(pick(job, name, MriPreset::Fast)?)),
             "ct" => RunConfig::Ct(crate::job::ct::CtConfig::preset(pick(job, name, CtPreset::Fast)?)),
+            "image" => {
+                use crate::job::image::{ImageConfig, ImagePreset};
+                RunConfig::Image(ImageConfig::preset(pick(job, name, ImagePreset::Fast)?))
+            }
             other => {
                 return Err(crate::Error::Config(format!(
-                    "unknown job {other:?}: occupancy, volume, mri or ct"
+                    "unknown job {other:?}: occupancy, volume, mri, ct or image"
                 )))
             }
         })
@@ -130,6 +139,7 @@ impl RunConfig {
             RunConfig::Volume(c) => &c.common,
             RunConfig::Mri(c) => &c.common,
             RunConfig::Ct(c) => &c.common,
+            RunConfig::Image(c) => &c.common,
         }
     }
 
@@ -139,6 +149,7 @@ impl RunConfig {
             RunConfig::Volume(c) => &mut c.common,
             RunConfig::Mri(c) => &mut c.common,
             RunConfig::Ct(c) => &mut c.common,
+            RunConfig::Image(c) => &mut c.common,
         }
     }
 
@@ -222,6 +233,13 @@ pub struct Common {
     pub encoding: EncodingConfig,
     pub model: ModelConfig,
     pub optimiser: OptimiserConfig,
+    /// The distribution of the Gaussian mapping's frequencies, scaled to σ (`frequencies =
+    /// "uniform"`; left out of `run.toml` when Gaussian, the paper's).
+    #[serde(default, skip_serializing_if = "crate::encoding::Distribution::is_gaussian")]
+    pub frequencies: crate::encoding::Distribution,
+    /// `--sigma auto`: the σ search run before the fit, and what it chose (`[sigma_search]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_search: Option<crate::train::sigma::SigmaSearch>,
 }
 
 /// The most worker threads a run may ask for (each is an OS thread with its own stack).
@@ -249,12 +267,24 @@ impl Common {
             encoding,
             model,
             optimiser: OptimiserConfig::default(),
+            frequencies: Default::default(),
+            sigma_search: None,
         }
     }
 
     pub fn validate(&self) -> crate::Result<()> {
         check_threads(self.threads)?;
         self.encoding.validate()?;
+        if !self.frequencies.is_gaussian() && !matches!(self.encoding, EncodingConfig::Gaussian { .. }) {
+            return Err(crate::Error::Config(format!(
+                "frequencies = {:?} applies to the gaussian mapping only, not to {}",
+                self.frequencies.name(),
+                self.encoding.name()
+            )));
+        }
+        if let Some(search) = &self.sigma_search {
+            search.validate()?;
+        }
         self.model.validate()?;
         self.optimiser.validate()
     }
@@ -486,6 +516,7 @@ impl OccupancyConfig {
     }
 
     pub fn validate(&self) -> crate::Result<()> {
+        crate::train::sigma::refuse_auto(&self.common, "occupancy")?;
         let bad = |m: String| Err(crate::Error::Config(m));
         self.common.validate()?;
         let t = &self.train;

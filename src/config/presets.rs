@@ -226,6 +226,7 @@ pub fn encoding_for(job: &str, name: &str, current: EncodingConfig, m: usize) ->
         "volume" => (8.0, 6.0, 256),
         "mri" => (5.0, 4.0, 256),
         "ct" => return ct_encoding(name, m),
+        "image" => return crate::job::image::image_encoding(name, m, 512),
         other => return Err(Error::Config(format!("no encoding defaults for job {other:?}"))),
     };
     Ok(match name {

@@ -68,6 +68,48 @@ impl EncodingConfig {
     }
 }
 
+/// The distribution the Gaussian mapping's frequencies are drawn from, always scaled to the
+/// standard deviation σ (`frequencies = "laplace"` at the top of `run.toml`, `--frequencies`).
+/// The paper's claim: only σ matters, not the shape of the distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    /// N(0, σ²): the paper's.
+    #[default]
+    Gaussian,
+    /// U(−√3 σ, √3 σ).
+    Uniform,
+    /// Laplace with scale σ/√2.
+    Laplace,
+}
+
+impl Distribution {
+    pub fn is_gaussian(&self) -> bool {
+        *self == Distribution::Gaussian
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Gaussian => "gaussian",
+            Distribution::Uniform => "uniform",
+            Distribution::Laplace => "laplace",
+        }
+    }
+
+    /// Draw `i` of a unit-variance, zero-mean variable of this distribution.
+    pub fn draw(self, rng: &CounterRng, i: u64) -> f32 {
+        match self {
+            Distribution::Gaussian => rng.normal(i),
+            Distribution::Uniform => (3f64.sqrt() * (2.0 * rng.uniform_f64(i) - 1.0)) as f32,
+            Distribution::Laplace => {
+                let u = rng.uniform_f64(i) - 0.5; // [-0.5, 0.5)
+                let tail = (1.0 - 2.0 * u.abs()).max(f64::EPSILON);
+                (-u.signum() * tail.ln() / 2f64.sqrt()) as f32
+            }
+        }
+    }
+}
+
 /// A built encoding: the frequency matrix and the output scale.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Encoding {
@@ -99,6 +141,17 @@ impl Encoding {
 
     /// Builds the encoding for `dim`-dimensional inputs; Gaussian frequencies come from `rng`.
     pub fn build(config: &EncodingConfig, dim: usize, rng: &CounterRng) -> Self {
+        Self::build_with(config, Distribution::Gaussian, dim, rng)
+    }
+
+    /// [`Encoding::build`] with the Gaussian mapping's frequencies drawn from `distribution`
+    /// (scaled to the same σ); the other mappings ignore it.
+    pub fn build_with(
+        config: &EncodingConfig,
+        distribution: Distribution,
+        dim: usize,
+        rng: &CounterRng,
+    ) -> Self {
         let norm = |normalize: bool, m: usize| if normalize { 1.0 / (m as f32).sqrt() } else { 1.0 };
         match *config {
             EncodingConfig::None => Encoding::identity(dim),
@@ -121,7 +174,7 @@ impl Encoding {
                 Encoding::from_frequencies(dim, b, norm(normalize, n * dim))
             }
             EncodingConfig::Gaussian { sigma, features, normalize } => {
-                let b = (0..features * dim).map(|i| sigma * rng.normal(i as u64)).collect();
+                let b = (0..features * dim).map(|i| sigma * distribution.draw(rng, i as u64)).collect();
                 Encoding::from_frequencies(dim, b, norm(normalize, features))
             }
         }
@@ -293,6 +346,30 @@ mod tests {
         let t = g.b[0] as f64 * 0.3 + g.b[1] as f64 * 0.1 + g.b[2] as f64 * 0.7;
         assert!((out[0] as f64 - (std::f64::consts::TAU * t).cos() / 64.0).abs() < 1e-6);
         assert!((out[4096] as f64 - (std::f64::consts::TAU * t).sin() / 64.0).abs() < 1e-6);
+    }
+
+    /// Every distribution has mean 0 and standard deviation σ; the Gaussian one is the paper's
+    /// draw, bit for bit; uniform stays within √3 σ and Laplace has its excess kurtosis 3.
+    #[test]
+    fn distributions_share_their_standard_deviation() {
+        let rng = CounterRng::new(4, 2);
+        let cfg = EncodingConfig::Gaussian { sigma: 5.0, features: 20_000, normalize: false };
+        let plain = Encoding::build(&cfg, 2, &rng);
+        assert_eq!(plain, Encoding::build_with(&cfg, Distribution::Gaussian, 2, &rng));
+        for (d, kurtosis) in
+            [(Distribution::Gaussian, 3.0), (Distribution::Uniform, 1.8), (Distribution::Laplace, 6.0)]
+        {
+            let e = Encoding::build_with(&cfg, d, 2, &rng);
+            let n = e.b.len() as f64;
+            let mean = e.b.iter().map(|&b| b as f64).sum::<f64>() / n;
+            let var = e.b.iter().map(|&b| (b as f64 - mean).powi(2)).sum::<f64>() / n;
+            let k4 = e.b.iter().map(|&b| (b as f64 - mean).powi(4)).sum::<f64>() / n / (var * var);
+            assert!(mean.abs() < 0.1, "{d:?} mean {mean}");
+            assert!((var.sqrt() - 5.0).abs() < 0.1, "{d:?} std {}", var.sqrt());
+            assert!((k4 - kurtosis).abs() < 0.1 * kurtosis, "{d:?} kurtosis {k4}");
+        }
+        let u = Encoding::build_with(&cfg, Distribution::Uniform, 2, &rng);
+        assert!(u.b.iter().all(|b| b.abs() <= 5.0 * 3f32.sqrt() + 1e-4));
     }
 
     /// ∂L/∂v against central differences in f64, L = Σ w ⊙ γ(v) with random w.

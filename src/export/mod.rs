@@ -6,5 +6,6 @@ pub mod hausdorff;
 pub mod image;
 pub mod normals;
 pub mod simplify;
+pub mod plot;
 pub mod surface;
 pub mod volume;

@@ -24,7 +24,7 @@ pub mod volume;
 
 use std::path::Path;
 
-pub use self::png::{write_png_gray8, write_png_rgb8};
+pub use self::png::{read_png, write_png_gray8, write_png_image, write_png_rgb8, Image};
 pub use atomic::{atomic_temp_pid, write_atomic, write_bytes_atomic};
 pub use nifti::{read_nifti_f32, write_nifti_f32, write_nifti_u8, WorldFromVoxel};
 pub use npy::{read_npy, write_npy, NpyArray, NpyData};

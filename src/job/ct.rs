@@ -126,6 +126,7 @@ impl CtConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        crate::train::sigma::refuse_auto(&self.common, "ct")?;
         let bad = |m: String| Err(Error::Config(m));
         self.common.validate()?;
         let t = &self.train;

@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod ct;
 pub mod field;
+pub mod image;
 pub mod mri;
+pub mod ntk;
 pub mod occupancy;
 pub mod volume;

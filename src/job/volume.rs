@@ -81,6 +81,9 @@ pub struct VolumeMetrics {
     pub intensity_hi: f64,
     #[serde(flatten)]
     pub run: RunStats,
+    /// Seconds of the σ search (`--sigma auto`), not included in `train_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_search_seconds: Option<f64>,
 }
 
 pub enum VolumeOutcome {
@@ -132,6 +135,69 @@ impl Objective for VoxelBatches<'_> {
     }
 }
 
+/// Stream of the σ search's validation voxels.
+const STREAM_VALIDATION: u64 = 18;
+
+/// `--sigma auto`: short fits on the training voxels less a validation tenth of them (drawn from
+/// their own stream; the test voxels are never seen), scored by MSE on that tenth.
+fn search_sigma(
+    cfg: &mut VolumeConfig,
+    train_idx: &[usize],
+    all_points: &[f32],
+    truth: &[f32],
+    batch: usize,
+    chunk: Option<usize>,
+    opts: &FitOptions,
+) -> Result<Option<f64>> {
+    if cfg.common.sigma_search.is_none() {
+        return Ok(None);
+    }
+    let rng = CounterRng::new(cfg.common.seed, STREAM_VALIDATION);
+    let (val, fit_idx): (Vec<usize>, Vec<usize>) =
+        train_idx.iter().partition(|&&i| rng.uniform(i as u64) < 0.1);
+    if val.is_empty() || fit_idx.is_empty() {
+        return Err(Error::Config(format!(
+            "--sigma auto: {} training voxels are too few to hold out a validation tenth",
+            train_idx.len()
+        )));
+    }
+    let val_points: Vec<f32> =
+        val.iter().flat_map(|&i| all_points[3 * i..3 * i + 3].iter().copied()).collect();
+    let val_truth: Vec<f32> = val.iter().map(|&i| truth[i]).collect();
+    let (steps, dir, train) = (cfg.train.steps, cfg.common.output.clone(), cfg.train.clone());
+    crate::train::sigma::run_auto(
+        &mut cfg.common,
+        &dir,
+        "volume",
+        "mse",
+        steps,
+        batch,
+        opts,
+        |common, short, short_batch, scratch| {
+            let short_batch = short_batch.min(fit_idx.len());
+            let mut run = Run::scratch(scratch, common, 3, 1)?;
+            let mut objective = VoxelBatches {
+                train_idx: &fit_idx,
+                all_points,
+                truth,
+                full_batch: short_batch == fit_idx.len(),
+                rng: CounterRng::new(common.seed, STREAM_VALIDATION + 1),
+                points: vec![0.0; 3 * short_batch],
+                targets: vec![0.0; short_batch],
+            };
+            let mut spec = crate::train::fit::LoopSpec::new(short, train.lr, train.schedule, 0, short_batch);
+            spec.chunk = chunk;
+            run.train(&spec, &mut objective, &FitOptions::default())?;
+            let mut z = vec![0.0; val_truth.len()];
+            run.backend.predict(&val_points, &mut z)?;
+            let sum = crate::train::metrics::ordered_sum(z.len(), |i| {
+                ((sigmoid(z[i]) - val_truth[i]) as f64).powi(2)
+            });
+            Ok(sum / z.len() as f64)
+        },
+    )
+}
+
 /// Trains (or resumes) the run in `cfg.common.output`, then evaluates and exports.
 pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     cfg.validate()?;
@@ -181,6 +247,9 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     log(opts, &format!("{} training voxels, {n_test} held out", train_idx.len()));
     let all_points = grid_points(dims, 1);
 
+    let mut searched = cfg.clone();
+    let search_seconds = search_sigma(&mut searched, &train_idx, &all_points, &truth, batch, chunk, opts)?;
+    let cfg = &searched;
     let meta = FieldMeta { job: "volume".into(), dims, world_from_voxel: volume.world_from_voxel, intensity };
     let mut run = Run::start(&cfg.common.output, &cfg.to_toml()?, &cfg.common, 3, meta.to_extra()?, opts)?;
 
@@ -218,6 +287,7 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
         intensity_lo: intensity.lo,
         intensity_hi: intensity.hi,
         run: run.stats(&trained, cfg.train.steps, started),
+        sigma_search_seconds: search_seconds,
     };
     crate::train::run::write_metrics(dir, &metrics)?;
     Ok(VolumeOutcome::Finished(Box::new(metrics)))

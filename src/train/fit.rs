@@ -240,10 +240,23 @@ impl Run {
         extra: HashMap<String, String>,
         opts: &FitOptions,
     ) -> Result<Self> {
-        let built = run::build_network(common, dim)?;
+        Self::start_outputs(dir, run_toml, common, dim, 1, extra, opts)
+    }
+
+    /// [`Run::start`] for a network with `outputs` outputs per point.
+    pub fn start_outputs(
+        dir: &Path,
+        run_toml: &str,
+        common: &Common,
+        dim: usize,
+        outputs: usize,
+        extra: HashMap<String, String>,
+        opts: &FitOptions,
+    ) -> Result<Self> {
+        let built = run::build_network_outputs(common, dim, outputs)?;
         let (mut backend, n_params) = (built.backend, built.n_params);
         let resumed = if opts.resume {
-            let mut r = run::read_resume(dir, common, dim, backend.encoding())?;
+            let mut r = run::read_resume(dir, common, dim, outputs, backend.encoding())?;
             r.notes.extend(run::check_inputs(dir)?);
             Some(r)
         } else {
@@ -290,6 +303,21 @@ impl Run {
             }
         }
         Ok(Run { dir: dir.to_path_buf(), backend, loss_log, n_params, extra })
+    }
+
+    /// A network for a trial fit (the σ search) in the scratch folder `dir`: no `run.toml`, no
+    /// resume, no log lines; its checkpoint goes to `dir`.
+    pub fn scratch(dir: &Path, common: &Common, dim: usize, outputs: usize) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let built = run::build_network_outputs(common, dim, outputs)?;
+        let n_params = built.n_params;
+        Ok(Run {
+            dir: dir.to_path_buf(),
+            backend: built.backend,
+            loss_log: vec![],
+            n_params,
+            extra: HashMap::new(),
+        })
     }
 
     /// The step the network has been trained to.

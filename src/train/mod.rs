@@ -9,6 +9,7 @@ pub mod memory;
 pub mod metrics;
 pub mod run;
 pub mod schedule;
+pub mod sigma;
 
 pub use adam::{Adam, AdamState};
 pub use loss::Loss;

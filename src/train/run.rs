@@ -32,9 +32,15 @@ pub struct Network {
 /// γ and a one-output MLP for `dim`-D inputs as `common` sets them (encoding, model, seed,
 /// optimiser), on its device.
 pub fn build_network(common: &Common, dim: usize) -> Result<Network> {
+    build_network_outputs(common, dim, 1)
+}
+
+/// [`build_network`] with `outputs` outputs per point (an RGB image: 3).
+pub fn build_network_outputs(common: &Common, dim: usize, outputs: usize) -> Result<Network> {
     let seed = common.seed;
-    let encoding = Encoding::build(&common.encoding, dim, &CounterRng::new(seed, streams::ENCODING));
-    let sizes = Mlp::sizes_for(encoding.n_features(), &common.model, 1);
+    let rng = CounterRng::new(seed, streams::ENCODING);
+    let encoding = Encoding::build_with(&common.encoding, common.frequencies, dim, &rng);
+    let sizes = Mlp::sizes_for(encoding.n_features(), &common.model, outputs);
     let mlp = Mlp::init(sizes, &CounterRng::new(seed, streams::INIT_WEIGHTS));
     let n_params = mlp.params.len();
     let adam = common.optimiser.adam();
@@ -45,18 +51,24 @@ pub fn build_network(common: &Common, dim: usize) -> Result<Network> {
 /// The tensors (names, shapes, dtypes) a checkpoint of the network `common` describes for
 /// `dim`-D points holds: the one source of what a run's checkpoint must contain
 /// ([`crate::model::checkpoint::layout`] of the encoding and MLP the run's config builds).
-pub fn expected_tensors(common: &Common, dim: usize) -> Vec<TensorSpec> {
-    let encoding = Encoding::build(&common.encoding, dim, &CounterRng::new(common.seed, streams::ENCODING));
-    let sizes = Mlp::sizes_for(encoding.n_features(), &common.model, 1);
+pub fn expected_tensors(common: &Common, dim: usize, outputs: usize) -> Vec<TensorSpec> {
+    let rng = CounterRng::new(common.seed, streams::ENCODING);
+    let encoding = Encoding::build_with(&common.encoding, common.frequencies, dim, &rng);
+    let sizes = Mlp::sizes_for(encoding.n_features(), &common.model, outputs);
     checkpoint::layout(&encoding, &sizes)
 }
 
 /// Reads `dir`'s checkpoint and checks it holds the network `common` describes for `dim`-D points
 /// (names, shapes and dtypes of every tensor; every value finite), before any of it is used.
 pub fn load_checkpoint(dir: &Path, common: &Common, dim: usize) -> Result<Checkpoint> {
+    load_checkpoint_outputs(dir, common, dim, 1)
+}
+
+/// [`load_checkpoint`] for a network with `outputs` outputs per point (an RGB image: 3).
+pub fn load_checkpoint_outputs(dir: &Path, common: &Common, dim: usize, outputs: usize) -> Result<Checkpoint> {
     let path = dir.join(CHECKPOINT);
     let ck = Checkpoint::load(&path)?;
-    ck.check_layout(&expected_tensors(common, dim), &dir.join(RUN_TOML).display().to_string())
+    ck.check_layout(&expected_tensors(common, dim, outputs), &dir.join(RUN_TOML).display().to_string())
         .map_err(|m| Error::format(&path, m))?;
     Ok(ck)
 }
@@ -74,7 +86,13 @@ pub struct Resumed {
 /// against the network `common` describes (and its encoding against `encoding`, the one the
 /// run's seed builds), and `loss.csv` up to the checkpoint's step. Rows past that step (a kill
 /// between the log and the checkpoint) are dropped; missing rows are reported.
-pub fn read_resume(dir: &Path, common: &Common, dim: usize, encoding: &Encoding) -> Result<Resumed> {
+pub fn read_resume(
+    dir: &Path,
+    common: &Common,
+    dim: usize,
+    outputs: usize,
+    encoding: &Encoding,
+) -> Result<Resumed> {
     let ck_path = dir.join(CHECKPOINT);
     let loss_path = dir.join(LOSS_CSV);
     if !ck_path.exists() {
@@ -87,7 +105,7 @@ pub fn read_resume(dir: &Path, common: &Common, dim: usize, encoding: &Encoding)
             )],
         });
     }
-    let ck = load_checkpoint(dir, common, dim)?;
+    let ck = load_checkpoint_outputs(dir, common, dim, outputs)?;
     if ck.encoding != *encoding {
         return Err(Error::format(&ck_path, "the checkpoint's encoding does not match run.toml"));
     }
