@@ -6,8 +6,11 @@
 //! ```
 //!
 //! Tensors: `mlp.{l}.weight` (out×in), `mlp.{l}.bias` (out), `encoding.frequencies` (m×d,
-//! cycles per unit box; absent for `none`), `adam.m`, `adam.v` (flat, in the parameter order).
-//! Metadata (strings): `format`, `step`, `sizes`, `encoding_dim`, `encoding_scale`, plus
+//! cycles per unit box; absent for `none`, and for a hash grid without Fourier features),
+//! `encoding.hashgrid.table` (the hash grid's tables, flat: level by level, entry by entry, F
+//! features each; only for `hashgrid`), `adam.m`, `adam.v` (flat, in the parameter order: the
+//! layers, then the tables). Metadata (strings): `format`, `step`, `sizes`, `encoding_dim`,
+//! `encoding_scale`, `encoding_hashgrid` (the grid's settings as JSON, for `hashgrid`), plus
 //! whatever the job adds (the unit-box transform, the sampling box).
 
 use super::Mlp;
@@ -48,9 +51,14 @@ impl Checkpoint {
                 bytes(&mlp.params[layer.bias..layer.bias + layer.n_out]),
             ));
         }
-        if !self.encoding.identity {
-            let m = self.encoding.frequencies();
+        let m = self.encoding.frequencies();
+        if !self.encoding.identity && (m > 0 || self.encoding.hash.is_none()) {
             owned.push(("encoding.frequencies".into(), vec![m, self.encoding.dim], bytes(&self.encoding.b)));
+        }
+        let layers = mlp.layer_params();
+        if self.encoding.hash.is_some() {
+            let table = &mlp.params[layers.min(mlp.params.len())..];
+            owned.push(("encoding.hashgrid.table".into(), vec![table.len()], bytes(table)));
         }
         owned.push(("adam.m".into(), vec![self.state.adam.m.len()], bytes(&self.state.adam.m)));
         owned.push(("adam.v".into(), vec![self.state.adam.v.len()], bytes(&self.state.adam.v)));
@@ -61,6 +69,11 @@ impl Checkpoint {
         meta.insert("encoding_dim".into(), self.encoding.dim.to_string());
         meta.insert("encoding_scale".into(), self.encoding.scale.to_string());
         meta.insert("encoding_identity".into(), self.encoding.identity.to_string());
+        if let Some(h) = &self.encoding.hash {
+            let spec = serde_json::to_string(&h.spec)
+                .map_err(|e| crate::Error::Input(format!("checkpoint: the hash grid's settings: {e}")))?;
+            meta.insert("encoding_hashgrid".into(), spec);
+        }
         let views = owned
             .iter()
             .map(|(name, shape, data)| {
@@ -117,14 +130,35 @@ impl Checkpoint {
             params[layer.bias..layer.bias + layer.n_out]
                 .copy_from_slice(&read(&format!("mlp.{l}.bias"), &[layer.n_out])?);
         }
+        let hash = match meta.get("encoding_hashgrid") {
+            None => None,
+            Some(text) => {
+                let spec: crate::encoding::HashGridSpec =
+                    serde_json::from_str(text).map_err(|_| parse_err("encoding_hashgrid"))?;
+                spec.validate().map_err(|e| format!("metadata encoding_hashgrid: {e}"))?;
+                if identity || !(1..=3).contains(&dim) {
+                    return Err("metadata encoding_hashgrid needs a 1- to 3-D non-identity encoding".into());
+                }
+                Some(crate::encoding::HashGrid::new(spec, dim))
+            }
+        };
         let encoding = if identity {
             Encoding::identity(dim)
+        } else if hash.is_some() && st.tensor("encoding.frequencies").is_err() {
+            Encoding::from_frequencies(dim, vec![], scale)
         } else {
             let t = st
                 .tensor("encoding.frequencies")
                 .map_err(|_| "tensor encoding.frequencies is missing".to_string())?;
             let m = t.shape().first().copied().unwrap_or(0);
             Encoding::from_frequencies(dim, read("encoding.frequencies", &[m, dim])?, scale)
+        };
+        let encoding = match hash {
+            Some(h) => {
+                params.extend(read("encoding.hashgrid.table", &[h.table_len()])?);
+                encoding.with_hash(h)
+            }
+            None => encoding,
         };
         if encoding.n_features() != sizes[0] {
             return Err(format!(
@@ -136,7 +170,15 @@ impl Checkpoint {
         let n = params.len();
         let adam = AdamState { m: read("adam.m", &[n])?, v: read("adam.v", &[n])?, step };
         let mut extra = meta;
-        for k in ["format", "step", "sizes", "encoding_dim", "encoding_scale", "encoding_identity"] {
+        for k in [
+            "format",
+            "step",
+            "sizes",
+            "encoding_dim",
+            "encoding_scale",
+            "encoding_identity",
+            "encoding_hashgrid",
+        ] {
             extra.remove(k);
         }
         Ok(Checkpoint { encoding, state: TrainState { mlp: Mlp { sizes, params }, adam }, extra })
@@ -153,12 +195,25 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let rng = CounterRng::new(1, 1);
-        for cfg in
-            [EncodingConfig::None, EncodingConfig::Gaussian { sigma: 3.0, features: 5, normalize: true }]
-        {
+        let hashgrid = |fourier_features| EncodingConfig::HashGrid {
+            levels: 3,
+            log2_table: 6,
+            features_per_level: 2,
+            base_resolution: 2,
+            finest_resolution: 9,
+            fourier_features,
+            fourier_sigma: 2.0,
+        };
+        for cfg in [
+            EncodingConfig::None,
+            EncodingConfig::Gaussian { sigma: 3.0, features: 5, normalize: true },
+            hashgrid(0),
+            hashgrid(4),
+        ] {
             let enc = Encoding::build(&cfg, 3, &rng);
-            let mlp =
-                Mlp::init(Mlp::sizes_for(enc.n_features(), &ModelConfig { depth: 3, width: 8 }, 1), &rng);
+            let sizes = Mlp::sizes_for(enc.n_features(), &ModelConfig { depth: 3, width: 8 }, 1);
+            let mlp = Mlp::init_field(sizes, &enc, &rng);
+            assert_eq!(mlp.params.len(), mlp.layer_params() + enc.table_len());
             let n = mlp.params.len();
             let adam = AdamState { m: (0..n).map(|i| i as f32).collect(), v: vec![0.5; n], step: 77 };
             let mut extra = HashMap::new();

@@ -35,7 +35,7 @@ pub fn build_network(common: &Common, dim: usize) -> Result<Network> {
     let seed = common.seed;
     let encoding = Encoding::build(&common.encoding, dim, &CounterRng::new(seed, streams::ENCODING));
     let sizes = Mlp::sizes_for(encoding.n_features(), &common.model, 1);
-    let mlp = Mlp::init(sizes, &CounterRng::new(seed, streams::INIT_WEIGHTS));
+    let mlp = Mlp::init_field(sizes, &encoding, &CounterRng::new(seed, streams::INIT_WEIGHTS));
     let n_params = mlp.params.len();
     let adam = common.optimiser.adam();
     let chosen = crate::backend::select::choose(&common.device, encoding, mlp, adam, common.threads)?;
