@@ -226,6 +226,10 @@ fn host_plan(
     let (n, rays, d) = (scan.n_voxels(), scan.n_rays(), scan.dims);
     let mut plan = MemoryPlan::new("fit ct");
     plan.host("projections", bytes(rays, 4)).host("truth", if truth { bytes(n, 4) } else { 0 });
+    plan.host(
+        "hash-grid tables (with gradients, Adam moments)",
+        crate::train::memory::table_bytes(&cfg.common, d),
+    );
     if render == Render::Grid {
         plan.host("ray segments", bytes(rays, 32));
         grid_step(&mut plan, n, d, sizes, chunk);

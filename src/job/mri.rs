@@ -179,6 +179,10 @@ fn host_plan(
         .host("truth", if problem.truth.is_some() { bytes(n, 4) } else { 0 })
         .host("zero-filled image", bytes(n, 4));
     grid_step(&mut plan, n, 3, sizes, chunk);
+    plan.host(
+        "hash-grid tables (with gradients, Adam moments)",
+        crate::train::memory::table_bytes(&cfg.common, 3),
+    );
     plan.host("operator (σ(z), residual, FFT scratch)", bytes(n, 4 + 16 + 16));
     let k = cfg.export.upsample;
     plan.host(format!("export (fit, ×{k} grid)"), bytes(n, 12).saturating_mul((k * k * k) as u64));
