@@ -141,8 +141,9 @@ pub struct RunArgs {
     /// Write into an existing run folder.
     #[arg(long)]
     pub force: bool,
-    /// Input mapping γ.
-    #[arg(long, value_parser = ["none", "basic", "positional", "gaussian"])]
+    /// Input mapping γ (`hashgrid`: the multiresolution hash grid of Müller et al. 2022, with
+    /// trainable tables; CPU only; with --features/--sigma, Gaussian features are put before it).
+    #[arg(long, value_parser = ["none", "basic", "positional", "gaussian", "hashgrid"])]
     pub encoding: Option<String>,
     /// Scale σ of the mapping (Gaussian: std of the frequencies in cycles per unit box;
     /// positional: log2 of the highest frequency), or `auto`: chosen by short fits scored on
@@ -155,6 +156,25 @@ pub struct RunArgs {
     /// Number of frequencies m (Gaussian) or per axis (positional).
     #[arg(long)]
     pub features: Option<usize>,
+    /// Hash grid: number of levels L.
+    #[arg(long)]
+    pub levels: Option<usize>,
+    /// Hash grid: log2 of the entries of each level's table (T).
+    #[arg(long)]
+    pub log2_table: Option<u32>,
+    /// Hash grid: features per level (F).
+    #[arg(long)]
+    pub features_per_level: Option<usize>,
+    /// Hash grid: cells a side of the coarsest level (N_min).
+    #[arg(long)]
+    pub base_resolution: Option<usize>,
+    /// Hash grid: cells a side of the finest level (N_max).
+    #[arg(long)]
+    pub finest_resolution: Option<usize>,
+    /// Decoupled weight decay of Adam (AdamW) on every parameter; 0 (the default) is plain
+    /// Adam. CPU only.
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
     /// Dense layers including the output layer.
     #[arg(long)]
     pub depth: Option<usize>,
@@ -252,6 +272,23 @@ pub struct CtArgs {
     pub rays_per_batch: Option<usize>,
     #[arg(long)]
     pub samples_per_ray: Option<usize>,
+    #[command(flatten)]
+    pub tv: TvArgs,
+}
+
+/// Total variation of the field (`fit ct`, `fit mri`): on the rendered grid, or along each
+/// ray's samples (`fit ct --render rays`).
+#[derive(Args, Clone, Default)]
+pub struct TvArgs {
+    /// Weight λ of the total variation added to the loss (0: none).
+    #[arg(long)]
+    pub tv: Option<f32>,
+    /// Anisotropic TV (Σ_a |∂_a f|) instead of isotropic (|∇f|).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tv_anisotropic: Option<bool>,
+    /// Charbonnier ε of the smoothed |·| (default 1e-3).
+    #[arg(long)]
+    pub tv_epsilon: Option<f32>,
 }
 
 /// How projections are read: raw stacks, rows, views, centre, grid (`fit ct` and `recon`).
@@ -468,6 +505,8 @@ pub struct MriArgs {
     pub preset: ffvol::config::presets::MriPreset,
     #[command(flatten)]
     pub common: FieldArgs,
+    #[command(flatten)]
+    pub tv: TvArgs,
 }
 
 #[derive(Args)]

@@ -2,7 +2,7 @@
 //! `--config` file → flags → validation); the flags all jobs share are applied once, by
 //! [`RunArgs::apply`].
 
-use super::args::{CtArgs, FieldArgs, ImageArgs, MriArgs, OccupancyArgs, RunArgs, SigmaArg, VolumeArgs};
+use super::args::{CtArgs, FieldArgs, ImageArgs, MriArgs, OccupancyArgs, RunArgs, SigmaArg, TvArgs, VolumeArgs};
 use ffvol::config::presets::{self, encoding_for};
 use ffvol::config::{resolve, Common, OccupancyConfig};
 use ffvol::encoding::EncodingConfig;
@@ -58,6 +58,10 @@ impl RunArgs {
         } else if self.sigma.is_some() || self.encoding.is_some() {
             c.sigma_search = None; // a σ given (or a new mapping) replaces a --config file's search
         }
+        if let Some(wd) = self.weight_decay {
+            let ffvol::config::OptimiserConfig::Adam { weight_decay, .. } = &mut c.optimiser;
+            *weight_decay = wd;
+        }
         Ok(())
     }
 
@@ -105,6 +109,44 @@ impl RunArgs {
                     ));
                 }
             }
+            EncodingConfig::HashGrid {
+                levels,
+                log2_table,
+                features_per_level,
+                base_resolution,
+                finest_resolution,
+                fourier_features,
+                fourier_sigma,
+            } => {
+                *levels = self.levels.unwrap_or(*levels);
+                *log2_table = self.log2_table.unwrap_or(*log2_table);
+                *features_per_level = self.features_per_level.unwrap_or(*features_per_level);
+                *base_resolution = self.base_resolution.unwrap_or(*base_resolution);
+                *finest_resolution = self.finest_resolution.unwrap_or(*finest_resolution);
+                // --features and --sigma: Gaussian features before the grid's
+                *fourier_features = self.features.unwrap_or(*fourier_features);
+                *fourier_sigma = given_sigma.unwrap_or(*fourier_sigma);
+                if *fourier_features > 0 && *fourier_sigma == 0.0 {
+                    return Err(Error::Config(
+                        "--encoding hashgrid --features M adds Gaussian features: give their --sigma too"
+                            .into(),
+                    ));
+                }
+                return Ok(());
+            }
+        }
+        let grid_flags = [
+            ("--levels", self.levels.is_some()),
+            ("--log2-table", self.log2_table.is_some()),
+            ("--features-per-level", self.features_per_level.is_some()),
+            ("--base-resolution", self.base_resolution.is_some()),
+            ("--finest-resolution", self.finest_resolution.is_some()),
+        ];
+        if let Some((flag, _)) = grid_flags.iter().find(|f| f.1) {
+            return Err(Error::Config(format!(
+                "{flag} sets the hash grid; it does not apply to --encoding {} (use --encoding hashgrid)",
+                enc.name()
+            )));
         }
         Ok(())
     }
@@ -137,6 +179,15 @@ pub fn occupancy(a: &OccupancyArgs) -> Result<OccupancyConfig> {
         c.common.output = a.run.folder(&data_stem(&c.mesh))?;
         Ok(())
     })
+}
+
+impl TvArgs {
+    /// `--tv`, `--tv-anisotropic` and `--tv-epsilon`, each where given.
+    fn apply(&self, tv: &mut f32, anisotropic: &mut bool, epsilon: &mut f32) {
+        *tv = self.tv.unwrap_or(*tv);
+        *anisotropic = self.tv_anisotropic.unwrap_or(*anisotropic);
+        *epsilon = self.tv_epsilon.unwrap_or(*epsilon);
+    }
 }
 
 /// The flags of `fit volume` and `fit mri` on the parts of their configs they share.
@@ -190,6 +241,7 @@ pub fn mri(a: &MriArgs) -> Result<MriConfig> {
             c.sampling = Sampling::parse(s).map_err(|e| Error::Config(format!("--sampling: {e}")))?;
         }
         field(&a.common, "mri", &mut c.common, &mut c.train, &mut c.normalize, &mut c.export)?;
+        a.tv.apply(&mut c.train.tv, &mut c.train.tv_anisotropic, &mut c.train.tv_epsilon);
         let name = c.volume.clone().or_else(|| c.kspace.clone());
         let stem = name.as_deref().map_or("run".to_string(), data_stem);
         c.common.output = a.common.run.folder(&format!("{stem}-mri"))?;
@@ -213,6 +265,7 @@ pub fn ct(a: &CtArgs) -> Result<CtConfig> {
         c.train.render = a.render.unwrap_or(c.train.render);
         c.train.rays_per_batch = a.rays_per_batch.unwrap_or(c.train.rays_per_batch);
         c.train.samples_per_ray = a.samples_per_ray.unwrap_or(c.train.samples_per_ray);
+        a.tv.apply(&mut c.train.tv, &mut c.train.tv_anisotropic, &mut c.train.tv_epsilon);
         c.common.output = a.run.folder("ct")?;
         Ok(())
     })

@@ -401,24 +401,40 @@ impl Precision {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum OptimiserConfig {
-    Adam { beta1: f32, beta2: f32, epsilon: f32 },
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        epsilon: f32,
+        /// Decoupled weight decay (AdamW); 0, the default, is plain Adam (`--weight-decay`).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        weight_decay: f32,
+    },
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
 }
 
 impl Default for OptimiserConfig {
     fn default() -> Self {
         let a = crate::train::Adam::default();
-        OptimiserConfig::Adam { beta1: a.beta1, beta2: a.beta2, epsilon: a.eps }
+        OptimiserConfig::Adam { beta1: a.beta1, beta2: a.beta2, epsilon: a.eps, weight_decay: 0.0 }
     }
 }
 
 impl OptimiserConfig {
     pub fn adam(&self) -> crate::train::Adam {
-        let OptimiserConfig::Adam { beta1, beta2, epsilon } = *self;
-        crate::train::Adam { beta1, beta2, eps: epsilon }
+        let OptimiserConfig::Adam { beta1, beta2, epsilon, weight_decay } = *self;
+        crate::train::Adam { beta1, beta2, eps: epsilon, weight_decay }
     }
 
     pub fn validate(&self) -> crate::Result<()> {
-        let OptimiserConfig::Adam { beta1, beta2, epsilon } = *self;
+        let OptimiserConfig::Adam { beta1, beta2, epsilon, weight_decay } = *self;
+        if !(weight_decay.is_finite() && (0.0..1.0).contains(&weight_decay)) {
+            return Err(crate::Error::Config(format!(
+                "optimiser: weight_decay must be in [0, 1), got {weight_decay}"
+            )));
+        }
         let unit = |b: f32| (0.0..1.0).contains(&b);
         if !(unit(beta1) && unit(beta2) && epsilon.is_finite() && epsilon > 0.0) {
             return Err(crate::Error::Config(format!(

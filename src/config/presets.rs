@@ -94,6 +94,9 @@ pub fn volume() -> VolumeConfig {
             batch: 8192,
             train_fraction: 0.5,
             checkpoint_every: 500,
+            tv: 0.0,
+            tv_anisotropic: false,
+            tv_epsilon: crate::train::regularise::DEFAULT_EPSILON,
         },
         export: FieldExport { upsample: 1, montage: true },
     }
@@ -133,6 +136,9 @@ pub fn mri(preset: MriPreset) -> MriConfig {
                 batch: 0,
                 train_fraction: 1.0,
                 checkpoint_every: 250,
+                tv: 0.0,
+                tv_anisotropic: false,
+                tv_epsilon: crate::train::regularise::DEFAULT_EPSILON,
             },
             export: FieldExport { upsample: 1, montage: true },
         },
@@ -164,16 +170,38 @@ pub fn ct_lr(encoding: &EncodingConfig) -> f32 {
     }
 }
 
-/// The paper's CT mappings by name: σ_g = 4 with m frequencies, σ_p = 3 with m/2 per axis (2D).
+/// The hash grid `--encoding hashgrid` switches `job` to: 16 levels of 2^19 entries with 2
+/// features each (Müller et al.'s defaults), from 16 cells a side to the job's finest
+/// resolution (occupancy 1024, volume and MRI 256, CT 512), without Fourier features.
+pub fn hashgrid(job: &str) -> EncodingConfig {
+    let finest_resolution = match job {
+        "occupancy" => 1024,
+        "ct" => 512,
+        _ => 256,
+    };
+    EncodingConfig::HashGrid {
+        levels: 16,
+        log2_table: 19,
+        features_per_level: 2,
+        base_resolution: 16,
+        finest_resolution,
+        fourier_features: 0,
+        fourier_sigma: 0.0,
+    }
+}
+
+/// The paper's CT mappings by name: σ_g = 4 with m frequencies, σ_p = 3 with m/2 per axis (2D);
+/// and the hash grid ([`hashgrid`]).
 pub fn ct_encoding(name: &str, m: usize) -> Result<EncodingConfig> {
     Ok(match name {
+        "hashgrid" => hashgrid("ct"),
         "none" => EncodingConfig::None,
         "basic" => EncodingConfig::Basic { normalize: false },
         "positional" => EncodingConfig::Positional { sigma: 3.0, features: m / 2, normalize: false },
         "gaussian" => EncodingConfig::Gaussian { sigma: 4.0, features: m, normalize: false },
         other => {
             return Err(Error::Config(format!(
-                "unknown encoding {other:?}: none, basic, positional or gaussian"
+                "unknown encoding {other:?}: none, basic, positional, gaussian or hashgrid"
             )))
         }
     })
@@ -201,6 +229,9 @@ pub fn ct(preset: CtPreset) -> CtConfig {
             projector_step: 0.5,
             eval_every: 50,
             checkpoint_every: 100,
+            tv: 0.0,
+            tv_anisotropic: false,
+            tv_epsilon: crate::train::regularise::DEFAULT_EPSILON,
         },
     };
     match preset {
@@ -237,9 +268,13 @@ pub fn encoding_for(job: &str, name: &str, current: EncodingConfig, m: usize) ->
             g @ EncodingConfig::Gaussian { .. } => g,
             _ => EncodingConfig::Gaussian { sigma: sigma_g, features: m_g, normalize: false },
         },
+        "hashgrid" => match current {
+            h @ EncodingConfig::HashGrid { .. } => h,
+            _ => hashgrid(job),
+        },
         other => {
             return Err(Error::Config(format!(
-                "unknown encoding {other:?}: none, basic, positional or gaussian"
+                "unknown encoding {other:?}: none, basic, positional, gaussian or hashgrid"
             )))
         }
     })

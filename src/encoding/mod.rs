@@ -4,6 +4,10 @@
 //! frequency matrix B (rows in cycles per unit box); only how B is built differs. `none` feeds
 //! the raw coordinates as 2v − 1, as the paper's code does.
 
+pub mod hashgrid;
+
+pub use hashgrid::{HashGrid, HashGridSpec};
+
 use crate::sample::CounterRng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -38,6 +42,27 @@ pub enum EncodingConfig {
         #[serde(default)]
         normalize: bool,
     },
+    /// The multiresolution hash grid of Müller et al. 2022 ([`hashgrid`]), with trainable
+    /// tables; optionally concatenated after Gaussian Fourier features (`fourier_features` > 0).
+    #[serde(rename = "hashgrid")]
+    HashGrid {
+        /// L: number of levels.
+        levels: usize,
+        /// T: each level has at most 2^T entries.
+        log2_table: u32,
+        /// F: features per level.
+        features_per_level: usize,
+        /// N_min: cells a side of the coarsest level.
+        base_resolution: usize,
+        /// N_max: cells a side of the finest level.
+        finest_resolution: usize,
+        /// m of the Gaussian features put before the grid's (0: the grid alone).
+        #[serde(default)]
+        fourier_features: usize,
+        /// σ_g of those Gaussian features.
+        #[serde(default)]
+        fourier_sigma: f32,
+    },
 }
 
 impl EncodingConfig {
@@ -47,6 +72,28 @@ impl EncodingConfig {
             EncodingConfig::Basic { .. } => "basic",
             EncodingConfig::Positional { .. } => "positional",
             EncodingConfig::Gaussian { .. } => "gaussian",
+            EncodingConfig::HashGrid { .. } => "hashgrid",
+        }
+    }
+
+    /// The hash grid's settings, for `hashgrid`.
+    pub fn hash_spec(&self) -> Option<HashGridSpec> {
+        match *self {
+            EncodingConfig::HashGrid {
+                levels,
+                log2_table,
+                features_per_level,
+                base_resolution,
+                finest_resolution,
+                ..
+            } => Some(HashGridSpec {
+                levels,
+                log2_table,
+                features_per_level,
+                base_resolution,
+                finest_resolution,
+            }),
+            _ => None,
         }
     }
 
@@ -60,6 +107,20 @@ impl EncodingConfig {
                 }
                 if features == 0 || features > 16_384 {
                     return bad(format!("encoding features must be in 1..=16384, got {features}"));
+                }
+                Ok(())
+            }
+            EncodingConfig::HashGrid { fourier_features, fourier_sigma, .. } => {
+                self.hash_spec().expect("a hashgrid").validate()?;
+                if !(fourier_sigma.is_finite() && fourier_sigma >= 0.0) {
+                    return bad(format!(
+                        "hashgrid fourier_sigma must be finite and ≥ 0, got {fourier_sigma}"
+                    ));
+                }
+                if fourier_features > 16_384 {
+                    return bad(format!(
+                        "hashgrid fourier_features must be in 0..=16384, got {fourier_features}"
+                    ));
                 }
                 Ok(())
             }
@@ -123,6 +184,9 @@ pub struct Encoding {
     pub identity: bool,
     /// B column by column (d×m), for the vectorised encoder.
     columns: Vec<f32>,
+    /// A hash grid whose L·F features follow the Fourier features; its trainable tables are
+    /// parameters of the network ([`crate::model::Mlp`]), passed to [`Self::encode_with`].
+    pub hash: Option<HashGrid>,
 }
 
 impl Encoding {
@@ -131,12 +195,27 @@ impl Encoding {
         let m = b.len() / dim.max(1);
         let columns =
             (0..dim).flat_map(|a| (0..m).map(move |k| (k, a))).map(|(k, a)| b[k * dim + a]).collect();
-        Encoding { dim, b, scale, identity: false, columns }
+        Encoding { dim, b, scale, identity: false, columns, hash: None }
+    }
+
+    /// This encoding with a hash grid's features after its own.
+    pub fn with_hash(mut self, grid: HashGrid) -> Self {
+        assert!(
+            !self.identity && grid.dim == self.dim,
+            "a hash grid follows Fourier features of its dimension"
+        );
+        self.hash = Some(grid);
+        self
+    }
+
+    /// Trainable floats of the encoding (the hash grid's tables; 0 for the fixed mappings).
+    pub fn table_len(&self) -> usize {
+        self.hash.as_ref().map_or(0, HashGrid::table_len)
     }
 
     /// The identity mapping 2v − 1 (`none`).
     pub fn identity(dim: usize) -> Self {
-        Encoding { dim, b: vec![], scale: 1.0, identity: true, columns: vec![] }
+        Encoding { dim, b: vec![], scale: 1.0, identity: true, columns: vec![], hash: None }
     }
 
     /// Builds the encoding for `dim`-dimensional inputs; Gaussian frequencies come from `rng`.
@@ -177,6 +256,11 @@ impl Encoding {
                 let b = (0..features * dim).map(|i| sigma * distribution.draw(rng, i as u64)).collect();
                 Encoding::from_frequencies(dim, b, norm(normalize, features))
             }
+            EncodingConfig::HashGrid { fourier_features, fourier_sigma, .. } => {
+                let grid = config.hash_spec().expect("a hashgrid");
+                let b = (0..fourier_features * dim).map(|i| fourier_sigma * rng.normal(i as u64)).collect();
+                Encoding::from_frequencies(dim, b, 1.0).with_hash(HashGrid::new(grid, dim))
+            }
         }
     }
 
@@ -194,19 +278,33 @@ impl Encoding {
         if self.identity {
             self.dim
         } else {
-            2 * self.frequencies()
+            2 * self.frequencies() + self.hash.as_ref().map_or(0, HashGrid::n_features)
         }
     }
 
     /// γ for `n` points (row-major n×d) into `out` (row-major n×F): [cos 2πBv, sin 2πBv]·scale.
+    /// The fixed mappings only; an encoding with a hash grid needs its tables ([`Self::encode_with`]).
     pub fn encode(&self, points: &[f32], out: &mut [f32]) {
+        assert!(self.hash.is_none(), "encode: a hash-grid encoding needs its tables (encode_with)");
+        self.encode_with(points, &[], out)
+    }
+
+    /// γ for `n` points into `out`, the hash grid's features (if any) read from `table`
+    /// ([`Self::table_len`] floats).
+    pub fn encode_with(&self, points: &[f32], table: &[f32], out: &mut [f32]) {
         let (d, f) = (self.dim, self.n_features());
         let n = points.len() / d;
         assert_eq!(out.len(), n * f, "encode: output has the wrong size");
+        assert_eq!(table.len(), self.table_len(), "encode: the hash grid's table has the wrong size");
+        let fourier = if self.identity { f } else { 2 * self.frequencies() };
         const ROWS: usize = 256;
         out.par_chunks_mut(ROWS * f).zip(points.par_chunks(ROWS * d)).for_each(|(o, p)| {
             for (orow, prow) in o.chunks_exact_mut(f).zip(p.chunks_exact(d)) {
-                self.encode_one(prow, orow);
+                let (head, tail) = orow.split_at_mut(fourier);
+                self.encode_one(prow, head);
+                if let Some(h) = &self.hash {
+                    h.encode_one(prow, table, tail);
+                }
             }
         });
     }
@@ -245,7 +343,10 @@ impl Encoding {
     }
 
     /// Backward: given ∂L/∂γ (n×F), writes ∂L/∂v (n×d). B is fixed, so this is the only gradient.
+    /// The fixed mappings only (no job needs ∂L/∂v of a hash grid; its tables' gradient is
+    /// [`HashGrid::backward_table`]).
     pub fn backward(&self, points: &[f32], d_features: &[f32], d_points: &mut [f32]) {
+        assert!(self.hash.is_none(), "Encoding::backward: not for a hash-grid encoding");
         let (d, f) = (self.dim, self.n_features());
         let n = points.len() / d;
         assert_eq!(d_features.len(), n * f);

@@ -107,9 +107,29 @@ pub struct CtTrainConfig {
     pub eval_every: u64,
     /// Write a checkpoint every this many steps (0 = only at the end and on Ctrl-C).
     pub checkpoint_every: u64,
+    /// Weight λ of the total variation of the field added to the loss (0: none)
+    /// ([`crate::train::regularise`]).
+    #[serde(default, skip_serializing_if = "crate::train::regularise::is_zero")]
+    pub tv: f32,
+    /// Anisotropic TV (Σ_a |∂_a p|) instead of isotropic (|∇p|).
+    #[serde(default, skip_serializing_if = "crate::train::regularise::is_false")]
+    pub tv_anisotropic: bool,
+    /// Charbonnier ε of TV's smoothed |·|.
+    #[serde(
+        default = "crate::train::regularise::default_epsilon",
+        skip_serializing_if = "crate::train::regularise::is_default_epsilon"
+    )]
+    pub tv_epsilon: f32,
 }
 
 crate::train_settings!(CtTrainConfig);
+
+impl CtTrainConfig {
+    /// The total-variation term these settings ask for (`None`: λ = 0).
+    pub fn total_variation(&self) -> Option<crate::train::regularise::TotalVariation> {
+        crate::train::regularise::TotalVariation::new(self.tv, self.tv_anisotropic, self.tv_epsilon)
+    }
+}
 
 pub use crate::config::presets::CtPreset;
 
@@ -139,6 +159,7 @@ impl CtConfig {
         if t.rays_per_batch == 0 || t.samples_per_ray == 0 || t.rays_per_batch * t.samples_per_ray > 1 << 24 {
             return bad("train.rays_per_batch × train.samples_per_ray must be in 1..=2^24".into());
         }
+        crate::train::regularise::TotalVariation::validate(t.tv, t.tv_epsilon, "train")?;
         if !(t.projector_step > 0.0 && t.projector_step <= 2.0) {
             return bad(format!("train.projector_step must be in (0, 2], got {}", t.projector_step));
         }
@@ -205,6 +226,10 @@ fn host_plan(
     let (n, rays, d) = (scan.n_voxels(), scan.n_rays(), scan.dims);
     let mut plan = MemoryPlan::new("fit ct");
     plan.host("projections", bytes(rays, 4)).host("truth", if truth { bytes(n, 4) } else { 0 });
+    plan.host(
+        "hash-grid tables (with gradients, Adam moments)",
+        crate::train::memory::table_bytes(&cfg.common, d),
+    );
     if render == Render::Grid {
         plan.host("ray segments", bytes(rays, 32));
         grid_step(&mut plan, n, d, sizes, chunk);
@@ -273,6 +298,11 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
                 ("projector (projections, A, Aᵀ, σ(z))", bytes(scan.n_rays(), 8).saturating_add(bytes(n, 8)));
             (device.resident, chunk) =
                 device_grid_plan("fit ct", (n, scan.dims, &sizes), operator, &device, chunk, free, opts)?;
+        }
+        if stepper.tv.is_some() && device.resident && run.backend.device_jobs().is_some() {
+            // the TV term is added on the host, to the operator's ∂L/∂z
+            log(opts, "step: not device-resident (train.tv is computed on the host)");
+            device.resident = false;
         }
         let (op, resident, what) = choose_grid_loss(
             run.backend.as_mut(),
@@ -406,6 +436,11 @@ struct Stepper<'a> {
     resident: bool,
     grid_points: Vec<f32>,
     image: Vec<f32>,
+    /// Total variation of σ(z): on the grid, or along each ray's samples.
+    tv: Option<crate::train::regularise::TotalVariation>,
+    /// σ(z) and λ·∂TV/∂σ of the step, for the TV term.
+    tv_p: Vec<f32>,
+    tv_dp: Vec<f32>,
     // rays
     valid_rays: Vec<usize>,
     rays_per_batch: usize,
@@ -434,6 +469,9 @@ impl<'a> Stepper<'a> {
             resident: false,
             grid_points: vec![],
             image: vec![],
+            tv: cfg.train.total_variation(),
+            tv_p: vec![],
+            tv_dp: vec![],
             valid_rays: vec![],
             rays_per_batch: cfg.train.rays_per_batch,
             samples_per_ray: cfg.train.samples_per_ray,
@@ -477,11 +515,8 @@ impl Objective for Stepper<'_> {
     }
 
     fn loss(&mut self, _step: u64, z: &[f32], dz: &mut [f32]) -> Result<f32> {
-        if self.render == Render::Grid {
-            self.grid_loss(z, dz)
-        } else {
-            Ok(self.ray_loss(z, dz))
-        }
+        let data = if self.render == Render::Grid { self.grid_loss(z, dz)? } else { self.ray_loss(z, dz) };
+        Ok(data + self.add_tv(z, dz) as f32)
     }
 
     fn device_step(&mut self, backend: &mut dyn Backend, _step: u64, lr: f32) -> Option<Result<DeviceStep>> {
@@ -509,6 +544,25 @@ impl Objective for Stepper<'_> {
 }
 
 impl Stepper<'_> {
+    /// λ·TV of σ(z) (on the grid, or along the rays of the batch), its gradient added to `dz`
+    /// through σ; 0 without TV.
+    fn add_tv(&mut self, z: &[f32], dz: &mut [f32]) -> f64 {
+        let Some(tv) = self.tv else { return 0.0 };
+        self.tv_p.clear();
+        self.tv_p.extend(z.iter().map(|&v| sigmoid(v)));
+        self.tv_dp.clear();
+        self.tv_dp.resize(z.len(), 0.0);
+        let value = if self.render == Render::Grid {
+            tv.add_grid(&self.tv_p, self.scan.voxels, &mut self.tv_dp)
+        } else {
+            tv.add_along_rays(&self.tv_p, self.samples_per_ray, &mut self.tv_dp)
+        };
+        for ((d, &g), &p) in dz.iter_mut().zip(&self.tv_dp).zip(&self.tv_p) {
+            *d += through_sigmoid(g, p);
+        }
+        value
+    }
+
     /// Grid rendering: the grid loss (σ, A, the residual, Aᵀ and the chain rule through σ).
     fn grid_loss(&mut self, z: &[f32], dz: &mut [f32]) -> Result<f32> {
         let op =

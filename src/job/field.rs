@@ -58,11 +58,29 @@ pub struct FieldTrain {
     pub train_fraction: f32,
     /// Write a checkpoint every this many steps (0 = only at the end and on Ctrl-C).
     pub checkpoint_every: u64,
+    /// Weight λ of the total variation of the field added to the loss (MRI) (0: none)
+    /// ([`crate::train::regularise`]).
+    #[serde(default, skip_serializing_if = "crate::train::regularise::is_zero")]
+    pub tv: f32,
+    /// Anisotropic TV (Σ_a |∂_a p|) instead of isotropic (|∇p|).
+    #[serde(default, skip_serializing_if = "crate::train::regularise::is_false")]
+    pub tv_anisotropic: bool,
+    /// Charbonnier ε of TV's smoothed |·|.
+    #[serde(
+        default = "crate::train::regularise::default_epsilon",
+        skip_serializing_if = "crate::train::regularise::is_default_epsilon"
+    )]
+    pub tv_epsilon: f32,
 }
 
 crate::train_settings!(FieldTrain);
 
 impl FieldTrain {
+    /// The total-variation term these settings ask for (`None`: λ = 0).
+    pub fn total_variation(&self) -> Option<crate::train::regularise::TotalVariation> {
+        crate::train::regularise::TotalVariation::new(self.tv, self.tv_anisotropic, self.tv_epsilon)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if self.steps == 0 {
@@ -71,6 +89,7 @@ impl FieldTrain {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("train.lr must be positive, got {}", self.lr));
         }
+        crate::train::regularise::TotalVariation::validate(self.tv, self.tv_epsilon, "train")?;
         if !(self.train_fraction > 0.0 && self.train_fraction <= 1.0) {
             return bad(format!("train.train_fraction must be in (0, 1], got {}", self.train_fraction));
         }

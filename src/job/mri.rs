@@ -124,6 +124,11 @@ struct KspaceFit<'a> {
     points: Vec<f32>,
     op: Box<dyn GridLoss + 'a>,
     resident: bool,
+    dims: [usize; 3],
+    /// Total variation of σ(z) on the grid, with its buffers (σ(z), λ·∂TV/∂σ).
+    tv: Option<crate::train::regularise::TotalVariation>,
+    tv_p: Vec<f32>,
+    tv_dp: Vec<f32>,
 }
 
 impl Objective for KspaceFit<'_> {
@@ -132,7 +137,19 @@ impl Objective for KspaceFit<'_> {
     }
 
     fn loss(&mut self, _step: u64, z: &[f32], dz: &mut [f32]) -> Result<f32> {
-        Ok(self.op.sigmoid_loss_and_gradient(z, dz)? as f32)
+        let mut loss = self.op.sigmoid_loss_and_gradient(z, dz)?;
+        if let Some(tv) = self.tv {
+            use crate::train::loss::{sigmoid, through_sigmoid};
+            self.tv_p.clear();
+            self.tv_p.extend(z.iter().map(|&v| sigmoid(v)));
+            self.tv_dp.clear();
+            self.tv_dp.resize(z.len(), 0.0);
+            loss += tv.add_grid(&self.tv_p, self.dims, &mut self.tv_dp);
+            for ((d, &g), &p) in dz.iter_mut().zip(&self.tv_dp).zip(&self.tv_p) {
+                *d += through_sigmoid(g, p);
+            }
+        }
+        Ok(loss as f32)
     }
 
     fn device_step(&mut self, backend: &mut dyn Backend, _step: u64, lr: f32) -> Option<Result<DeviceStep>> {
@@ -163,6 +180,10 @@ fn host_plan(
         .host("truth", if problem.truth.is_some() { bytes(n, 4) } else { 0 })
         .host("zero-filled image", bytes(n, 4));
     grid_step(&mut plan, n, 3, sizes, chunk);
+    plan.host(
+        "hash-grid tables (with gradients, Adam moments)",
+        crate::train::memory::table_bytes(&cfg.common, 3),
+    );
     plan.host("operator (σ(z), residual, FFT scratch)", bytes(n, 4 + 16 + 16));
     let k = cfg.export.upsample;
     plan.host(format!("export (fit, ×{k} grid)"), bytes(n, 12).saturating_mul((k * k * k) as u64));
@@ -220,6 +241,12 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         (device.resident, chunk) =
             device_grid_plan("fit mri", (n, 3, &sizes), operator, &device, chunk, free, opts)?;
     }
+    let tv = cfg.train.total_variation();
+    if tv.is_some() && device.resident && run.backend.device_jobs().is_some() {
+        // the TV term is added on the host, to the operator's ∂L/∂z
+        log(opts, "step: not device-resident (train.tv is computed on the host)");
+        device.resident = false;
+    }
     let (op, resident, what) = choose_grid_loss(
         run.backend.as_mut(),
         &device,
@@ -232,7 +259,7 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     }
     let points = grid_points(dims, 1);
     let n = points.len() / 3;
-    let mut objective = KspaceFit { points, op, resident };
+    let mut objective = KspaceFit { points, op, resident, dims, tv, tv_p: vec![], tv_dp: vec![] };
     let mut spec = cfg.train.loop_spec(n);
     spec.chunk = if resident { None } else { chunk };
     let trained = run.train(&spec, &mut objective, opts)?;

@@ -62,6 +62,11 @@ impl VolumeConfig {
         self.common.validate()?;
         validate_upsample(self.export.upsample)?;
         self.normalize.validate()?;
+        if self.train.tv != 0.0 {
+            return Err(Error::Config(
+                "train.tv: total variation applies to the full-grid fits (mri, ct), not to volume".into(),
+            ));
+        }
         self.train.validate()
     }
 }

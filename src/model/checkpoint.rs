@@ -6,8 +6,11 @@
 //! ```
 //!
 //! Tensors: `mlp.{l}.weight` (out×in), `mlp.{l}.bias` (out), `encoding.frequencies` (m×d,
-//! cycles per unit box; absent for `none`), `adam.m`, `adam.v` (flat, in the parameter order).
-//! Metadata (strings): `format`, `step`, `sizes`, `encoding_dim`, `encoding_scale`, plus
+//! cycles per unit box; absent for `none`, and for a hash grid without Fourier features),
+//! `encoding.hashgrid.table` (the hash grid's tables, flat: level by level, entry by entry, F
+//! features each; only for `hashgrid`), `adam.m`, `adam.v` (flat, in the parameter order: the
+//! layers, then the tables). Metadata (strings): `format`, `step`, `sizes`, `encoding_dim`,
+//! `encoding_scale`, `encoding_hashgrid` (the grid's settings as JSON, for `hashgrid`), plus
 //! whatever the job adds (the unit-box transform, the sampling box).
 //!
 //! What tensors a checkpoint of a network holds is one function, [`layout`] (the encoding's
@@ -44,13 +47,22 @@ impl TensorSpec {
     }
 }
 
-/// The tensors of the encoding's own (`encoding.frequencies`, m×d; none for `none`).
+/// The tensors of the encoding's own: `encoding.frequencies` (m×d; none for `none`, and none for
+/// a hash grid without Fourier features before it) and the hash grid's tables
+/// (`encoding.hashgrid.table`, trainable: they follow the MLP's layers in the parameters).
 pub fn encoding_tensors(encoding: &Encoding) -> Vec<TensorSpec> {
+    let mut specs = vec![];
     if encoding.identity {
-        vec![]
-    } else {
-        vec![TensorSpec::f32("encoding.frequencies", vec![encoding.frequencies(), encoding.dim])]
+        return specs;
     }
+    let m = encoding.frequencies();
+    if m > 0 || encoding.hash.is_none() {
+        specs.push(TensorSpec::f32("encoding.frequencies", vec![m, encoding.dim]));
+    }
+    if encoding.hash.is_some() {
+        specs.push(TensorSpec::f32("encoding.hashgrid.table", vec![encoding.table_len()]));
+    }
+    specs
 }
 
 /// Every tensor a checkpoint of `encoding` → MLP of layer `sizes` holds, in the order written:
@@ -62,7 +74,7 @@ pub fn layout(encoding: &Encoding, sizes: &[usize]) -> Vec<TensorSpec> {
         specs.push(TensorSpec::f32(format!("mlp.{l}.bias"), vec![w[1]]));
     }
     specs.extend(encoding_tensors(encoding));
-    let n = Mlp::n_params(sizes);
+    let n = Mlp::n_params(sizes) + encoding.table_len();
     specs.push(TensorSpec::f32("adam.m", vec![n]));
     specs.push(TensorSpec::f32("adam.v", vec![n]));
     specs
@@ -96,6 +108,7 @@ impl Checkpoint {
             ["mlp", l, "weight"] => layer(l).map(|x| &mlp.params[x.weight..x.bias]),
             ["mlp", l, "bias"] => layer(l).map(|x| &mlp.params[x.bias..x.bias + x.n_out]),
             ["encoding", "frequencies"] => Some(&self.encoding.b[..]),
+            ["encoding", "hashgrid", "table"] => mlp.params.get(mlp.layer_params()..),
             ["adam", "m"] => Some(&self.state.adam.m[..]),
             ["adam", "v"] => Some(&self.state.adam.v[..]),
             _ => None,
@@ -119,6 +132,11 @@ impl Checkpoint {
         meta.insert("encoding_dim".into(), self.encoding.dim.to_string());
         meta.insert("encoding_scale".into(), self.encoding.scale.to_string());
         meta.insert("encoding_identity".into(), self.encoding.identity.to_string());
+        if let Some(h) = &self.encoding.hash {
+            let spec = serde_json::to_string(&h.spec)
+                .map_err(|e| crate::Error::Input(format!("checkpoint: the hash grid's settings: {e}")))?;
+            meta.insert("encoding_hashgrid".into(), spec);
+        }
         let views = owned
             .iter()
             .map(|(spec, data)| {
@@ -205,9 +223,23 @@ impl Checkpoint {
         let n = checked_n_params(&sizes).ok_or_else(|| format!("metadata sizes {sizes:?} overflow"))?;
         // The shapes the metadata implies, checked against the file before anything is allocated
         // from them (the tensors' data lies inside the file, so this bounds every allocation).
+        // the hash grid first: its tables are part of the parameters and of the features
+        let hash = match meta.get("encoding_hashgrid") {
+            None => None,
+            Some(text) => {
+                let spec: crate::encoding::HashGridSpec =
+                    serde_json::from_str(text).map_err(|_| parse_err("encoding_hashgrid"))?;
+                spec.validate().map_err(|e| format!("metadata encoding_hashgrid: {e}"))?;
+                if identity || !(1..=3).contains(&dim) {
+                    return Err("metadata encoding_hashgrid needs a 1- to 3-D non-identity encoding".into());
+                }
+                Some(crate::encoding::HashGrid::new(spec, dim))
+            }
+        };
         let m = match (identity, st.tensor("encoding.frequencies")) {
             (true, _) => 0,
             (false, Ok(t)) => t.shape().first().copied().unwrap_or(0),
+            (false, Err(_)) if hash.is_some() => 0,
             (false, Err(_)) => return Err("tensor encoding.frequencies is missing".into()),
         };
         // an encoding of the file's shape (m×dim is bounded by the file's size: deserialize checked it)
@@ -216,6 +248,10 @@ impl Checkpoint {
         } else {
             let len = m.checked_mul(dim).ok_or("tensor encoding.frequencies is too large")?;
             Encoding::from_frequencies(dim, vec![0.0; len], 1.0)
+        };
+        let shell = match &hash {
+            Some(h) => shell.with_hash(h.clone()),
+            None => shell,
         };
         if shell.n_features() != sizes[0] {
             return Err(format!(
@@ -263,9 +299,19 @@ impl Checkpoint {
         }
         let encoding = if identity {
             Encoding::identity(dim)
+        } else if hash.is_some() && m == 0 {
+            Encoding::from_frequencies(dim, vec![], scale)
         } else {
             Encoding::from_frequencies(dim, read("encoding.frequencies", &[m, dim])?, scale)
         };
+        let encoding = match hash {
+            Some(h) => {
+                params.extend(read("encoding.hashgrid.table", &[h.table_len()])?);
+                encoding.with_hash(h)
+            }
+            None => encoding,
+        };
+        let n = params.len();
         let adam = AdamState { m: read("adam.m", &[n])?, v: read("adam.v", &[n])?, step };
         if let Some(i) = adam.v.iter().position(|&v| v < 0.0) {
             return Err(format!(
@@ -274,7 +320,15 @@ impl Checkpoint {
             ));
         }
         let mut extra = meta;
-        for k in ["format", "step", "sizes", "encoding_dim", "encoding_scale", "encoding_identity"] {
+        for k in [
+            "format",
+            "step",
+            "sizes",
+            "encoding_dim",
+            "encoding_scale",
+            "encoding_identity",
+            "encoding_hashgrid",
+        ] {
             extra.remove(k);
         }
         Ok(Checkpoint { encoding, state: TrainState { mlp: Mlp { sizes, params }, adam }, extra, tensors })
@@ -291,12 +345,25 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let rng = CounterRng::new(1, 1);
-        for cfg in
-            [EncodingConfig::None, EncodingConfig::Gaussian { sigma: 3.0, features: 5, normalize: true }]
-        {
+        let hashgrid = |fourier_features| EncodingConfig::HashGrid {
+            levels: 3,
+            log2_table: 6,
+            features_per_level: 2,
+            base_resolution: 2,
+            finest_resolution: 9,
+            fourier_features,
+            fourier_sigma: 2.0,
+        };
+        for cfg in [
+            EncodingConfig::None,
+            EncodingConfig::Gaussian { sigma: 3.0, features: 5, normalize: true },
+            hashgrid(0),
+            hashgrid(4),
+        ] {
             let enc = Encoding::build(&cfg, 3, &rng);
-            let mlp =
-                Mlp::init(Mlp::sizes_for(enc.n_features(), &ModelConfig { depth: 3, width: 8 }, 1), &rng);
+            let sizes = Mlp::sizes_for(enc.n_features(), &ModelConfig { depth: 3, width: 8 }, 1);
+            let mlp = Mlp::init_field(sizes, &enc, &rng);
+            assert_eq!(mlp.params.len(), mlp.layer_params() + enc.table_len());
             let n = mlp.params.len();
             let adam = AdamState { m: (0..n).map(|i| i as f32).collect(), v: vec![0.5; n], step: 77 };
             let mut extra = HashMap::new();

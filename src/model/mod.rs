@@ -30,6 +30,8 @@ impl ModelConfig {
 
 /// A ReLU MLP with a linear output. All parameters live in one flat vector, layer by layer:
 /// weights (row-major out×in) then biases (out), so the optimiser and checkpoints see one array.
+/// An encoding with trainable tables (the hash grid) keeps them after the layers, in the same
+/// vector ([`Mlp::init_field`]): the same Adam trains them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp {
     /// Layer widths: [inputs, hidden…, outputs].
@@ -80,6 +82,22 @@ impl Mlp {
             }
         }
         Mlp { sizes, params }
+    }
+
+    /// The network of a field whose γ is `encoding`: [`Mlp::init`]'s layers, then the encoding's
+    /// trainable tables (if any) from the same stream, after the layers' indices.
+    pub fn init_field(sizes: Vec<usize>, encoding: &crate::encoding::Encoding, rng: &CounterRng) -> Self {
+        let mut mlp = Self::init(sizes, rng);
+        if let Some(h) = &encoding.hash {
+            let first = mlp.params.len() as u64;
+            mlp.params.extend(h.init_table(rng, first));
+        }
+        mlp
+    }
+
+    /// Parameters of the layers; an encoding's tables follow them in `params`.
+    pub fn layer_params(&self) -> usize {
+        Self::n_params(&self.sizes)
     }
 
     pub fn layers(&self) -> Vec<LayerLayout> {

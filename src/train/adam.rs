@@ -8,12 +8,16 @@ pub struct Adam {
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
+    /// Decoupled weight decay (AdamW, Loshchilov & Hutter): each step also takes
+    /// `lr · weight_decay · θ` off every parameter (0: plain Adam).
+    #[serde(default)]
+    pub weight_decay: f32,
 }
 
 impl Default for Adam {
     /// The paper's (0.9, 0.999, 1e-8).
     fn default() -> Self {
-        Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
@@ -32,19 +36,24 @@ impl AdamState {
 }
 
 impl Adam {
-    /// One step: `params -= lr · m̂ / (√v̂ + ε)` with bias-corrected moments.
+    /// One step: `params -= lr · m̂ / (√v̂ + ε)` with bias-corrected moments (and, with weight
+    /// decay, `params -= lr · weight_decay · params` first).
     pub fn step(&self, params: &mut [f32], grads: &[f32], state: &mut AdamState, lr: f32) {
         state.step += 1;
         let t = state.step as i32;
         let c1 = 1.0 / (1.0 - (self.beta1 as f64).powi(t)) as f32;
         let c2 = 1.0 / (1.0 - (self.beta2 as f64).powi(t)) as f32;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let decay = 1.0 - lr * self.weight_decay;
         params
             .par_chunks_mut(8192)
             .zip(grads.par_chunks(8192))
             .zip(state.m.par_chunks_mut(8192).zip(state.v.par_chunks_mut(8192)))
             .for_each(|((p, g), (m, v))| {
                 for i in 0..p.len() {
+                    if self.weight_decay != 0.0 {
+                        p[i] *= decay;
+                    }
                     m[i] = b1 * m[i] + (1.0 - b1) * g[i];
                     v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
                     p[i] -= lr * (m[i] * c1) / ((v[i] * c2).sqrt() + eps);

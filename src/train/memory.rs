@@ -245,6 +245,14 @@ pub fn network_sizes(common: &crate::config::Common, dim: usize) -> Vec<usize> {
     crate::model::Mlp::sizes_for(features, &common.model, 1)
 }
 
+/// Bytes of an encoding's trainable tables (the hash grid's) with their gradients and two Adam
+/// moments: 16 per float; 0 for the fixed mappings.
+pub fn table_bytes(common: &crate::config::Common, dim: usize) -> u64 {
+    use crate::encoding::Encoding;
+    let e = Encoding::build(&common.encoding, dim, &crate::sample::CounterRng::new(0, 0));
+    bytes(e.table_len(), 16)
+}
+
 /// Points a backend's `predict` evaluates at a time (the larger of the backends').
 const PREDICT_CHUNK: usize = 1 << 16;
 

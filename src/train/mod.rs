@@ -7,6 +7,7 @@ pub mod loss;
 pub mod loss_log;
 pub mod memory;
 pub mod metrics;
+pub mod regularise;
 pub mod run;
 pub mod schedule;
 pub mod sigma;

@@ -41,7 +41,7 @@ pub fn build_network_outputs(common: &Common, dim: usize, outputs: usize) -> Res
     let rng = CounterRng::new(seed, streams::ENCODING);
     let encoding = Encoding::build_with(&common.encoding, common.frequencies, dim, &rng);
     let sizes = Mlp::sizes_for(encoding.n_features(), &common.model, outputs);
-    let mlp = Mlp::init(sizes, &CounterRng::new(seed, streams::INIT_WEIGHTS));
+    let mlp = Mlp::init_field(sizes, &encoding, &CounterRng::new(seed, streams::INIT_WEIGHTS));
     let n_params = mlp.params.len();
     let adam = common.optimiser.adam();
     let chosen = crate::backend::select::choose(&common.device, encoding, mlp, adam, common.threads)?;

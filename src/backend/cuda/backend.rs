@@ -74,6 +74,20 @@ impl CudaBackend {
     /// cuBLASLt's fused epilogues and the occupancy step's CUDA graph are used.
     pub fn new(encoding: Encoding, mlp: Mlp, adam: Adam, settings: CudaSettings) -> crate::Result<Self> {
         let CudaSettings { precision, lt: use_lt, graph: use_graph } = settings;
+        // what our kernels do not compute is refused here, before any device work, and never
+        // trained as something else
+        if encoding.hash.is_some() {
+            return Err(crate::Error::Config(
+                "the CUDA backend does not run the hashgrid encoding (its kernels are CPU-only so far); \
+                 use --device cpu"
+                    .into(),
+            ));
+        }
+        if adam.weight_decay != 0.0 {
+            return Err(crate::Error::Config(
+                "the CUDA backend's Adam has no weight decay; use --device cpu or --weight-decay 0".into(),
+            ));
+        }
         let rt = super::runtime()
             .map_err(|reason| crate::Error::Config(format!("CUDA is not usable: {reason}")))?;
         if mlp.sizes[0] != encoding.n_features() {
