@@ -390,7 +390,7 @@ fn set_threads(threads: usize) {
 
 /// Runs the job; `Ok(Some(step))` when it stopped early with a checkpoint.
 fn run_fit(cfg: RunConfig, opts: &FitOptions, threads: usize) -> ffvol::Result<Option<u64>> {
-    use ffvol::job::{ct, mri, occupancy, volume};
+    use ffvol::job::{ct, image, mri, occupancy, volume};
     set_threads(threads);
     Ok(match cfg {
         RunConfig::Occupancy(c) => match occupancy::fit(&c, opts)? {
@@ -408,6 +408,10 @@ fn run_fit(cfg: RunConfig, opts: &FitOptions, threads: usize) -> ffvol::Result<O
         RunConfig::Ct(c) => match ct::fit(&c, opts)? {
             ct::CtOutcome::Finished(_) => None,
             ct::CtOutcome::Interrupted { step } => Some(step),
+        },
+        RunConfig::Image(c) => match image::fit(&c, opts)? {
+            image::ImageOutcome::Finished(_) => None,
+            image::ImageOutcome::Interrupted { step } => Some(step),
         },
     })
 }
@@ -497,6 +501,12 @@ impl Field {
                     .ok_or_else(|| err(format!("{}: the volume's affine is singular", ck_path.display())))?;
                 let (lo, hi) = (meta.intensity.lo as f32, meta.intensity.hi as f32);
                 (Frame::Volume { dims: meta.dims, world_from_voxel: meta.world_from_voxel, voxel_from_world, lo, hi }, 3)
+            }
+            RunConfig::Image(_) => {
+                return Err(err(format!(
+                    "{} is an image run: its reconstruction is reconstruction.png (querying image fields from Python is not there yet)",
+                    run.display()
+                )))
             }
             RunConfig::Ct(c) => {
                 let scan = ffvol::job::ct::run_scan(&run, c).map_err(err)?;
