@@ -27,7 +27,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-pyo3::create_exception!(_ffvol, FfvolError, pyo3::exceptions::PyException, "An error from ffvol, with its message.");
+pyo3::create_exception!(
+    _ffvol,
+    FfvolError,
+    pyo3::exceptions::PyException,
+    "An error from ffvol, with its message."
+);
 
 /// Lets a value that is not `Send` (a backend: a CUDA context is tied to its thread) into
 /// `Python::detach`, which runs its closure on the calling thread with the GIL released.
@@ -72,7 +77,10 @@ fn resolve(
         let file = ffvol::config::read_toml(path).map_err(err)?;
         if let Some(j) = file.get("job").and_then(|j| j.as_str()) {
             if j != job {
-                return Err(err(format!("{}: these are the settings of a {j} run, not of a {job} fit", path.display())));
+                return Err(err(format!(
+                    "{}: these are the settings of a {j} run, not of a {job} fit",
+                    path.display()
+                )));
             }
         }
         ffvol::config::merge(&mut value, file);
@@ -96,7 +104,9 @@ fn json_to_toml(v: &serde_json::Value, like: &toml::Value, at: &str) -> Result<t
     use serde_json::Value as J;
     use toml::Value as T;
     Ok(match v {
-        J::Null => return Err(format!("{at}: None is not a setting (leave the key out to keep the default)")),
+        J::Null => {
+            return Err(format!("{at}: None is not a setting (leave the key out to keep the default)"))
+        }
         J::Bool(b) => T::Boolean(*b),
         J::Number(n) => match (like, n.as_i64(), n.as_f64()) {
             (T::Float(_), _, Some(f)) => T::Float(f),
@@ -110,7 +120,13 @@ fn json_to_toml(v: &serde_json::Value, like: &toml::Value, at: &str) -> Result<t
                 T::Array(a) if !a.is_empty() => a[0].clone(),
                 _ => T::Boolean(false),
             };
-            T::Array(items.iter().enumerate().map(|(i, x)| json_to_toml(x, &inner, &format!("{at}[{i}]"))).collect::<Result<_, _>>()?)
+            T::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| json_to_toml(x, &inner, &format!("{at}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            )
         }
         J::Object(map) => {
             let mut t = toml::map::Map::new();
@@ -150,13 +166,15 @@ fn apply_flat(job: &str, value: &mut toml::Value, key: &str, v: &serde_json::Val
                 ffvol::encoding::EncodingConfig::Gaussian { features, .. } => features,
                 _ => 256,
             };
-            let enc = ffvol::config::presets::encoding_for(job, name, current, m).map_err(|e| e.to_string())?;
+            let enc =
+                ffvol::config::presets::encoding_for(job, name, current, m).map_err(|e| e.to_string())?;
             let t = toml::Value::try_from(enc).map_err(|e| e.to_string())?;
             value.as_table_mut().ok_or("the config is not a table")?.insert("encoding".into(), t);
             return Ok(());
         }
         ("device", serde_json::Value::String(kind)) => {
-            let dev = value.get_mut("device").and_then(|d| d.as_table_mut()).ok_or("the config has no [device]")?;
+            let dev =
+                value.get_mut("device").and_then(|d| d.as_table_mut()).ok_or("the config has no [device]")?;
             dev.insert("type".into(), toml::Value::String(kind.clone()));
             return Ok(());
         }
@@ -218,7 +236,9 @@ fn write_mesh(path: PathBuf, vertices: PyReadonlyArray2<f32>, faces: PyReadonlyA
         for c in 0..3 {
             let k = r[c];
             if k < 0 || k as usize >= n {
-                return Err(PyValueError::new_err(format!("face {i} names vertex {k}, but there are {n} vertices")));
+                return Err(PyValueError::new_err(format!(
+                    "face {i} names vertex {k}, but there are {n} vertices"
+                )));
             }
             t[c] = k as u32;
         }
@@ -231,7 +251,11 @@ fn write_mesh(path: PathBuf, vertices: PyReadonlyArray2<f32>, faces: PyReadonlyA
 /// Writes a volume (x, y, z) with its 4×4 world-from-voxel affine as NIfTI-1 (f32), the form
 /// `fit volume` and `fit mri` read.
 #[pyfunction]
-fn write_volume(path: PathBuf, data: numpy::PyReadonlyArray3<f32>, affine: PyReadonlyArray2<f64>) -> PyResult<()> {
+fn write_volume(
+    path: PathBuf,
+    data: numpy::PyReadonlyArray3<f32>,
+    affine: PyReadonlyArray2<f64>,
+) -> PyResult<()> {
     let a = data.as_array();
     let m = affine.as_array();
     if m.shape() != [4, 4] {
@@ -426,7 +450,13 @@ enum Frame {
     Occupancy { run: Box<ffvol::job::occupancy::SavedRun>, unit_from_mesh: UnitFromMesh },
     /// World millimetres through the volume's affine; the output is an intensity through σ and
     /// the volume's intensity range.
-    Volume { dims: [usize; 3], world_from_voxel: WorldFromVoxel, voxel_from_world: WorldFromVoxel, lo: f32, hi: f32 },
+    Volume {
+        dims: [usize; 3],
+        world_from_voxel: WorldFromVoxel,
+        voxel_from_world: WorldFromVoxel,
+        lo: f32,
+        hi: f32,
+    },
     /// World millimetres of the scan; the output is an attenuation in [0, 1] through σ.
     Ct { scan: Box<Scan> },
 }
@@ -445,7 +475,8 @@ struct Field {
 
 fn invert_affine(m: &WorldFromVoxel) -> Option<WorldFromVoxel> {
     let a = [[m[0][0], m[0][1], m[0][2]], [m[1][0], m[1][1], m[1][2]], [m[2][0], m[2][1], m[2][2]]];
-    let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+    let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+        - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
         + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
     if !(det.abs() > 1e-300) || !det.is_finite() {
         return None;
@@ -530,7 +561,12 @@ impl Field {
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let a = points.as_array();
         if a.ncols() != self.dim {
-            return Err(PyValueError::new_err(format!("points must be n×{} for this {} field, got {:?}", self.dim, self.job, a.shape())));
+            return Err(PyValueError::new_err(format!(
+                "points must be n×{} for this {} field, got {:?}",
+                self.dim,
+                self.job,
+                a.shape()
+            )));
         }
         if a.iter().any(|x| !x.is_finite()) {
             return Err(PyValueError::new_err("points hold NaN or infinity"));
@@ -592,10 +628,14 @@ impl Field {
         let mesh = match &self.frame {
             Frame::Occupancy { run, .. } => {
                 if level.is_some() {
-                    return Err(PyValueError::new_err("an occupancy surface is at probability 0.5; level does not apply"));
+                    return Err(PyValueError::new_err(
+                        "an occupancy surface is at probability 0.5; level does not apply",
+                    ));
                 }
                 if resolution < 2 {
-                    return Err(PyValueError::new_err(format!("resolution must be at least 2, got {resolution}")));
+                    return Err(PyValueError::new_err(format!(
+                        "resolution must be at least 2, got {resolution}"
+                    )));
                 }
                 let backend = &mut self.backend;
                 let spec = ffvol::export::surface::ExportSpec {
@@ -605,12 +645,20 @@ impl Field {
                     stem: "mesh",
                     coarse_to_fine: true,
                     min_component: run.config.export.min_component,
+                    normals: Default::default(),
+                    simplify: None,
                 };
                 let dir = run.dir.clone();
-                detached(py, backend, |b| ffvol::export::surface::export(b.as_mut(), run.as_ref(), &dir, &spec)).map_err(err)?
+                detached(py, backend, |b| {
+                    ffvol::export::surface::export(b.as_mut(), run.as_ref(), &dir, &spec)
+                })
+                .map_err(err)?
+                .mesh
             }
             _ => {
-                let level = level.ok_or_else(|| PyValueError::new_err("give the iso-surface's level (in the field's units)"))?;
+                let level = level.ok_or_else(|| {
+                    PyValueError::new_err("give the iso-surface's level (in the field's units)")
+                })?;
                 if self.dim != 3 {
                     return Err(PyValueError::new_err("a 2D reconstruction has no surface"));
                 }
@@ -686,19 +734,24 @@ impl Field {
     fn grid_values(&mut self, py: Python<'_>, upsample: usize) -> PyResult<(Vec<f32>, [usize; 3])> {
         let backend = &mut self.backend;
         match &self.frame {
-            Frame::Occupancy { .. } => Err(PyValueError::new_err("an occupancy field has no voxel grid; use mesh() or call the field at points")),
+            Frame::Occupancy { .. } => Err(PyValueError::new_err(
+                "an occupancy field has no voxel grid; use mesh() or call the field at points",
+            )),
             Frame::Volume { dims, lo, hi, .. } => {
                 let (dims, lo, hi) = (*dims, *lo, *hi);
                 let fine = dims.map(|n| n * upsample);
                 check_grid(fine)?;
-                let mut v = detached(py, backend, |b| ffvol::export::grid::predict_grid(b.as_mut(), dims, upsample)).map_err(err)?;
+                let mut v =
+                    detached(py, backend, |b| ffvol::export::grid::predict_grid(b.as_mut(), dims, upsample))
+                        .map_err(err)?;
                 v.iter_mut().for_each(|x| *x = lo + *x * (hi - lo));
                 Ok((v, fine))
             }
             Frame::Ct { scan } => {
                 let fine = ffvol::export::grid::upsampled_scan(scan, upsample);
                 check_grid(fine.voxels)?;
-                let v = detached(py, backend, |b| ffvol::export::grid::render_volume(b.as_mut(), &fine)).map_err(err)?;
+                let v = detached(py, backend, |b| ffvol::export::grid::render_volume(b.as_mut(), &fine))
+                    .map_err(err)?;
                 Ok((v, fine.voxels))
             }
         }
@@ -706,7 +759,9 @@ impl Field {
 
     fn grid_affine(&self, upsample: usize) -> WorldFromVoxel {
         match &self.frame {
-            Frame::Volume { world_from_voxel, .. } => ffvol::export::grid::upsampled_affine(*world_from_voxel, upsample),
+            Frame::Volume { world_from_voxel, .. } => {
+                ffvol::export::grid::upsampled_affine(*world_from_voxel, upsample)
+            }
             Frame::Ct { scan } => ffvol::export::grid::upsampled_scan(scan, upsample).world_from_voxel(),
             Frame::Occupancy { .. } => [[0.0; 4]; 4],
         }

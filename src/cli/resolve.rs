@@ -2,7 +2,9 @@
 //! `--config` file → flags → validation); the flags all jobs share are applied once, by
 //! [`RunArgs::apply`].
 
-use super::args::{CtArgs, FieldArgs, ImageArgs, MriArgs, OccupancyArgs, RunArgs, SigmaArg, TvArgs, VolumeArgs};
+use super::args::{
+    CtArgs, FieldArgs, ImageArgs, MriArgs, OccupancyArgs, RunArgs, SigmaArg, TvArgs, VolumeArgs,
+};
 use ffvol::config::presets::{self, encoding_for};
 use ffvol::config::{resolve, Common, OccupancyConfig};
 use ffvol::encoding::EncodingConfig;

@@ -129,7 +129,6 @@ impl RunConfig {
                 )))
             }
         })
-
     }
 
     /// The settings every job has.

@@ -5,7 +5,7 @@ pub mod grid;
 pub mod hausdorff;
 pub mod image;
 pub mod normals;
-pub mod simplify;
 pub mod plot;
+pub mod simplify;
 pub mod surface;
 pub mod volume;

@@ -65,7 +65,12 @@ pub fn load_checkpoint(dir: &Path, common: &Common, dim: usize) -> Result<Checkp
 }
 
 /// [`load_checkpoint`] for a network with `outputs` outputs per point (an RGB image: 3).
-pub fn load_checkpoint_outputs(dir: &Path, common: &Common, dim: usize, outputs: usize) -> Result<Checkpoint> {
+pub fn load_checkpoint_outputs(
+    dir: &Path,
+    common: &Common,
+    dim: usize,
+    outputs: usize,
+) -> Result<Checkpoint> {
     let path = dir.join(CHECKPOINT);
     let ck = Checkpoint::load(&path)?;
     ck.check_layout(&expected_tensors(common, dim, outputs), &dir.join(RUN_TOML).display().to_string())
