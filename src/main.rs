@@ -381,15 +381,10 @@ fn check_supersample(scan: &ffvol::operator::ct_geometry::Scan, s: usize) -> Res
 /// one core at 10⁸ samples a second, per 10¹¹·3.6.
 const MAX_SART_WORK: f64 = 4e13;
 
-/// `--iterations` and `--relaxation` of SART: λ in (0, 2) (where SART converges), and the work
-/// (iterations × rays × samples along a ray, two projections a pass) within [`MAX_SART_WORK`].
-fn check_sart(scan: &ffvol::operator::ct_geometry::Scan, iterations: usize, relaxation: f32) -> Result<()> {
-    if !(relaxation.is_finite() && relaxation > 0.0 && relaxation < 2.0) {
-        bail!("--relaxation {relaxation}: SART's λ must be in (0, 2)");
-    }
-    if iterations == 0 {
-        bail!("--iterations 0: SART needs at least one pass");
-    }
+/// The work of `iterations` SART passes (iterations × rays × samples along a ray, two
+/// projections a pass) within [`MAX_SART_WORK`]; the flags' own ranges are
+/// [`ct_recon::SartOptions::validate`]'s.
+fn check_sart_work(scan: &ffvol::operator::ct_geometry::Scan, iterations: usize) -> Result<()> {
     // samples along a ray at half-voxel steps across the volume's diagonal
     let diagonal = scan.voxels[..scan.dims].iter().map(|&n| (n * n) as f64).sum::<f64>().sqrt();
     let work = iterations as f64 * scan.n_rays() as f64 * 2.0 * (2.0 * diagonal) * 2.0;
@@ -423,9 +418,6 @@ fn recon(a: ReconArgs) -> Result<()> {
     loaded.notes.iter().for_each(|n| eprintln!("{n}"));
     let (scan, proj) = (loaded.scan, loaded.projections);
     check_recon_flags(&a)?;
-    if a.method == ReconMethod::Sart {
-        check_sart(&scan, a.iterations.unwrap_or(20), a.relaxation.unwrap_or(1.0))?;
-    }
     let t = std::time::Instant::now();
     let (volume, name) = match a.method {
         ReconMethod::Fbp | ReconMethod::Fdk => {
@@ -448,6 +440,7 @@ fn recon(a: ReconArgs) -> Result<()> {
                 relaxation_decay: a.relaxation_decay.unwrap_or(1.0),
             };
             opts.validate(scan.n_views())?;
+            check_sart_work(&scan, opts.iterations)?;
             let projector = ffvol::operator::ray::RayProjector::new(&scan, 0.5);
             (ct_recon::sart(&projector, &proj, opts), "sart")
         }

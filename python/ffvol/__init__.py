@@ -328,11 +328,7 @@ def fit_ct(
 
 
 def _stem(path: PathLike) -> str:
-    name = Path(path).name
-    for ext in (".gz", ".nii", ".npy", ".ply", ".obj", ".stl", ".mat", ".h5", ".hdf5"):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-    return name or "run"
+    return _ffvol.data_stem(str(path))
 
 
 def _volume_input(volume, affine, name):
@@ -430,24 +426,11 @@ def _fit(job, stage, stem, output, force, preset, config, progress, verbose, max
     overlay["output"] = str(folder)
     for key in unset:
         settings.pop(key, None)
-    text = _ffvol.resolve(job, preset, config_path, json.dumps(overlay), json.dumps(settings))
-    if unset:
-        text = _drop_top_level(text, unset)
+    text = _ffvol.resolve(job, preset, config_path, json.dumps(overlay), json.dumps(settings),
+                          list(unset))
     _run_fit(text, folder, False, progress, verbose, max_memory=max_memory, chunk=chunk,
              stop_after=stop_after)
     return Run(folder)
-
-
-def _drop_top_level(text: str, keys) -> str:
-    lines = []
-    in_table = False
-    for line in text.splitlines():
-        if line.startswith("["):
-            in_table = True
-        if not in_table and any(line.split("=", 1)[0].strip() == k for k in keys):
-            continue
-        lines.append(line)
-    return "\n".join(lines) + "\n"
 
 
 class _Printer:

@@ -40,7 +40,6 @@ pyo3::create_exception!(
 /// is `unsendable` (pinned to the thread that made it).
 struct SameThread<T>(T);
 unsafe impl<T> Send for SameThread<T> {}
-unsafe impl<T> Sync for SameThread<T> {}
 
 fn detached<T, R: Send>(py: Python<'_>, value: &mut T, f: impl FnOnce(&mut T) -> R + Send) -> R {
     let v = SameThread(value);
@@ -63,13 +62,14 @@ fn err(e: impl std::fmt::Display) -> PyErr {
 /// `steps` or `sigma`; `encoding` and `device` take names as the CLI's flags do). Validated;
 /// returned as `run.toml` text.
 #[pyfunction]
-#[pyo3(signature = (job, preset=None, config_path=None, overlay_json="{}", flat_json="{}"))]
+#[pyo3(signature = (job, preset=None, config_path=None, overlay_json="{}", flat_json="{}", unset=vec![]))]
 fn resolve(
     job: &str,
     preset: Option<&str>,
     config_path: Option<PathBuf>,
     overlay_json: &str,
     flat_json: &str,
+    unset: Vec<String>,
 ) -> PyResult<String> {
     let base = RunConfig::preset(job, preset).map_err(err)?;
     let mut value = base.to_value().map_err(err)?;
@@ -91,6 +91,12 @@ fn resolve(
     let flat: serde_json::Map<String, serde_json::Value> = serde_json::from_str(flat_json).map_err(err)?;
     for (key, v) in flat {
         apply_flat(job, &mut value, &key, &v).map_err(err)?;
+    }
+    // optional top-level settings the inputs replace (MRI k-space given: no volume)
+    if let Some(t) = value.as_table_mut() {
+        for key in &unset {
+            t.remove(key);
+        }
     }
     let origin = Path::new("<python settings>");
     let cfg = RunConfig::from_value(value, origin).map_err(err)?;
@@ -202,6 +208,13 @@ fn apply_flat(job: &str, value: &mut toml::Value, key: &str, v: &serde_json::Val
     }
     *slot = json_to_toml(v, slot, key)?;
     Ok(())
+}
+
+/// A data file's name without its extensions (`brain.nii.gz` → `brain`), as the CLI names
+/// run folders.
+#[pyfunction]
+fn data_stem(path: PathBuf) -> String {
+    ffvol::train::run::data_stem(&path)
 }
 
 /// The run folder a new fit would use: `output` (refused when it already holds a run, unless
@@ -789,6 +802,7 @@ fn _ffvol(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(resolve, m)?)?;
     m.add_function(wrap_pyfunction!(run_folder, m)?)?;
+    m.add_function(wrap_pyfunction!(data_stem, m)?)?;
     m.add_function(wrap_pyfunction!(write_mesh, m)?)?;
     m.add_function(wrap_pyfunction!(write_volume, m)?)?;
     m.add_function(wrap_pyfunction!(fit, m)?)?;
