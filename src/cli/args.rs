@@ -274,6 +274,15 @@ pub struct CtArgs {
     pub samples_per_ray: Option<usize>,
     #[command(flatten)]
     pub tv: TvArgs,
+    /// Grid rendering: weight β of the ramp-filtered residual, loss ½·rᵀ(I + β·F)r / m with F
+    /// filtered back-projection's ramp filter along each detector row (0: plain least squares).
+    /// Preconditions the fit; on the host
+    #[arg(long, value_name = "BETA")]
+    pub ramp_weight: Option<f32>,
+    /// Grid rendering: the first K steps fit the field to a 20-pass SART image of the same
+    /// projections, then the projection loss takes over (0: none)
+    #[arg(long, value_name = "K")]
+    pub warm_start: Option<u64>,
 }
 
 /// Total variation of the field (`fit ct`, `fit mri`): on the rendered grid, or along each

@@ -268,6 +268,8 @@ pub fn ct(a: &CtArgs) -> Result<CtConfig> {
         c.train.rays_per_batch = a.rays_per_batch.unwrap_or(c.train.rays_per_batch);
         c.train.samples_per_ray = a.samples_per_ray.unwrap_or(c.train.samples_per_ray);
         a.tv.apply(&mut c.train.tv, &mut c.train.tv_anisotropic, &mut c.train.tv_epsilon);
+        c.train.ramp_weight = a.ramp_weight.unwrap_or(c.train.ramp_weight);
+        c.train.warm_start = a.warm_start.unwrap_or(c.train.warm_start);
         c.common.output = a.run.folder("ct")?;
         Ok(())
     })

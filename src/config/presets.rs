@@ -232,6 +232,8 @@ pub fn ct(preset: CtPreset) -> CtConfig {
             tv: 0.0,
             tv_anisotropic: false,
             tv_epsilon: crate::train::regularise::DEFAULT_EPSILON,
+            ramp_weight: 0.0,
+            warm_start: 0,
         },
     };
     match preset {

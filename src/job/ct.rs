@@ -120,6 +120,24 @@ pub struct CtTrainConfig {
         skip_serializing_if = "crate::train::regularise::is_default_epsilon"
     )]
     pub tv_epsilon: f32,
+    /// Weight β of the ramp-filtered residual in the grid loss, ½·rᵀ(I + β·F)r / m, F FBP's ramp
+    /// filter along each detector row: preconditions the projection loss (0: the plain
+    /// least-squares loss) ([`crate::operator::ray::RayLoss`]; render = grid, on the host).
+    #[serde(default, skip_serializing_if = "crate::train::regularise::is_zero")]
+    pub ramp_weight: f32,
+    /// Steps that first fit the field to a SART reconstruction of the same projections
+    /// ([`WARM_START_SART_PASSES`] passes, λ = 1; an image loss on the grid) before the projection
+    /// loss takes over (0: none; render = grid).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub warm_start: u64,
+}
+
+/// SART passes of the warm-start image ([`CtTrainConfig::warm_start`]): the classical setting
+/// tuned on the validation phantom (`benchmarks/ct2d-classical/tuned.txt`).
+pub const WARM_START_SART_PASSES: usize = 20;
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
 }
 
 crate::train_settings!(CtTrainConfig);
@@ -160,6 +178,15 @@ impl CtConfig {
             return bad("train.rays_per_batch × train.samples_per_ray must be in 1..=2^24".into());
         }
         crate::train::regularise::TotalVariation::validate(t.tv, t.tv_epsilon, "train")?;
+        if !(t.ramp_weight.is_finite() && (0.0..=1e6).contains(&t.ramp_weight)) {
+            return bad(format!("train.ramp_weight must be in [0, 1e6], got {}", t.ramp_weight));
+        }
+        if t.warm_start >= t.steps && t.warm_start > 0 {
+            return bad(format!(
+                "train.warm_start ({}) must be below train.steps ({}): the projections are fitted after it",
+                t.warm_start, t.steps
+            ));
+        }
         if !(t.projector_step > 0.0 && t.projector_step <= 2.0) {
             return bad(format!("train.projector_step must be in (0, 2], got {}", t.projector_step));
         }
@@ -304,12 +331,44 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
             log(opts, "step: not device-resident (train.tv is computed on the host)");
             device.resident = false;
         }
-        let (op, resident, what) = choose_grid_loss(
-            run.backend.as_mut(),
-            &device,
-            |jobs, resident| jobs.ray_operator(&scan, projector, &measured, resident),
-            || Box::new(RayLoss::new(projector, &measured)),
-        );
+        let warm_left = cfg.train.warm_start > start_step;
+        if warm_left && device.resident && run.backend.device_jobs().is_some() {
+            log(opts, "step: not device-resident (the warm start's image loss is computed on the host)");
+            device.resident = false;
+        }
+        if warm_left {
+            let t = Instant::now();
+            let sart = crate::recon::SartOptions { iterations: WARM_START_SART_PASSES, ..Default::default() };
+            stepper.warm = crate::recon::sart(projector, &measured, sart);
+            stepper.warm_steps = cfg.train.warm_start;
+            log(
+                opts,
+                &format!(
+                    "warm start: steps 1–{} fit a SART image ({WARM_START_SART_PASSES} passes, {:.2} s)",
+                    cfg.train.warm_start,
+                    t.elapsed().as_secs_f64()
+                ),
+            );
+        }
+        let ramp = cfg.train.ramp_weight as f64;
+        let host_loss = || -> Box<dyn GridLoss + '_> {
+            Box::new(RayLoss::new(projector, &measured).with_ramp(scan.det_pixels[0], ramp))
+        };
+        let (op, resident, what) = if ramp > 0.0 {
+            // the ramp-weighted metric is the host operator's (no kernel for it)
+            (
+                host_loss(),
+                false,
+                format!("cpu ({} threads, ramp-weighted loss)", rayon::current_num_threads()),
+            )
+        } else {
+            choose_grid_loss(
+                run.backend.as_mut(),
+                &device,
+                |jobs, resident| jobs.ray_operator(&scan, projector, &measured, resident),
+                host_loss,
+            )
+        };
         log(opts, &format!("projector: {what}"));
         if resident {
             log(opts, "step: device-resident (grid uploaded once; outputs and ∂L/∂z stay on the GPU)");
@@ -441,6 +500,11 @@ struct Stepper<'a> {
     /// σ(z) and λ·∂TV/∂σ of the step, for the TV term.
     tv_p: Vec<f32>,
     tv_dp: Vec<f32>,
+    /// The warm start's steps and its target image (a SART reconstruction; empty when done or
+    /// off), and whether the last step was one of them (its image is then `image`).
+    warm_steps: u64,
+    warm: Vec<f32>,
+    last_warm: bool,
     // rays
     valid_rays: Vec<usize>,
     rays_per_batch: usize,
@@ -472,6 +536,9 @@ impl<'a> Stepper<'a> {
             tv: cfg.train.total_variation(),
             tv_p: vec![],
             tv_dp: vec![],
+            warm_steps: 0,
+            warm: vec![],
+            last_warm: false,
             valid_rays: vec![],
             rays_per_batch: cfg.train.rays_per_batch,
             samples_per_ray: cfg.train.samples_per_ray,
@@ -489,7 +556,9 @@ impl<'a> Stepper<'a> {
     /// The image rendered by the last grid step.
     fn image(&mut self) -> Result<Option<&[f32]>> {
         let Some(op) = &mut self.op else { return Ok(None) };
-        op.image(&mut self.image)?;
+        if !self.last_warm {
+            op.image(&mut self.image)?;
+        }
         Ok((!self.image.is_empty()).then_some(self.image.as_slice()))
     }
 }
@@ -514,7 +583,11 @@ impl Objective for Stepper<'_> {
         Ok(Batch { points: &self.samples.points, targets: None })
     }
 
-    fn loss(&mut self, _step: u64, z: &[f32], dz: &mut [f32]) -> Result<f32> {
+    fn loss(&mut self, step: u64, z: &[f32], dz: &mut [f32]) -> Result<f32> {
+        self.last_warm = step < self.warm_steps && !self.warm.is_empty();
+        if self.last_warm {
+            return Ok(self.warm_loss(z, dz));
+        }
         let data = if self.render == Render::Grid { self.grid_loss(z, dz)? } else { self.ray_loss(z, dz) };
         Ok(data + self.add_tv(z, dz) as f32)
     }
@@ -561,6 +634,21 @@ impl Stepper<'_> {
             *d += through_sigmoid(g, p);
         }
         value
+    }
+
+    /// The warm start's image loss ½·mean((σ(z) − x_SART)²) on the grid, its image kept for the
+    /// PSNR curve.
+    fn warm_loss(&mut self, z: &[f32], dz: &mut [f32]) -> f32 {
+        let n = z.len() as f64;
+        self.image.clear();
+        self.image.extend(z.iter().map(|&v| sigmoid(v)));
+        let mut total = 0.0f64;
+        for ((d, &p), &w) in dz.iter_mut().zip(&self.image).zip(&self.warm) {
+            let r = p - w;
+            total += 0.5 * (r as f64) * (r as f64);
+            *d = through_sigmoid((r as f64 / n) as f32, p);
+        }
+        (total / n) as f32
     }
 
     /// Grid rendering: the grid loss (σ, A, the residual, Aᵀ and the chain rule through σ).
