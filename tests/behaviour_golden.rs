@@ -167,7 +167,8 @@ fn record(root: &Path) -> Value {
         ("rays", vec!["--render", "rays", "--rays-per-batch", "64", "--samples-per-ray", "16"]),
     ] {
         let out = p(&format!("ct-{name}"));
-        let mut head = vec!["fit", "ct"];
+        // the Gaussian preset the record was made with (the default became `hashgrid`)
+        let mut head = vec!["fit", "ct", "--preset", "fast"];
         head.extend_from_slice(&ct_in);
         head.extend_from_slice(&["--output", &out]);
         let mut tail = vec!["--steps", "15"];
@@ -175,6 +176,13 @@ fn record(root: &Path) -> Value {
         run(with(&head, &tail));
         runs.insert(format!("fit ct {name}"), run_record(Path::new(&out), &["recon.nii.gz"]));
     }
+    // the default preset (hash grid, SART warm start, ramp-weighted loss, TV), recorded with it
+    let out = p("ct-default");
+    let mut args = vec!["fit", "ct"];
+    args.extend_from_slice(&ct_in);
+    args.extend_from_slice(&["--output", &out, "--steps", "20", "--threads", "2", "--device", "cpu"]);
+    ffvol(&args);
+    runs.insert("fit ct default".into(), run_record(Path::new(&out), &["recon.nii.gz"]));
     for (method, extra) in [("fbp", vec![]), ("sart", vec!["--iterations", "3"])] {
         let out = p(&format!("{method}.nii.gz"));
         let mut args = vec!["recon", method];

@@ -257,11 +257,13 @@ pub struct CtArgs {
     /// The true volume (.nii.gz) for PSNR and SSIM.
     #[arg(long)]
     pub truth: Option<PathBuf>,
-    /// Starting settings: `fast` (minutes on 2 cores at 128²) or `paper-ct` (the paper's 2D protocol).
-    /// Either way `--encoding` gives the paper's mappings (σ_g = 4, σ_p = 3 with m/2 frequencies
-    /// per axis, unless --sigma) and learning rates (1e-3 for gaussian and positional, 1e-2 for
-    /// basic and none, unless --lr).
-    #[arg(long, value_enum, default_value = "fast")]
+    /// Starting settings: `hashgrid` (the default: the hash grid with a SART warm start, the
+    /// ramp-weighted loss and TV; about a minute on 2 cores at 256²), `fast` (Gaussian Fourier
+    /// features, minutes on 2 cores at 128²) or `paper-ct` (the paper's 2D protocol). Any of them
+    /// with `--encoding` gives the paper's mappings (σ_g = 4, σ_p = 3 with m/2 frequencies per
+    /// axis, unless --sigma) and learning rates (1e-3 for gaussian and positional, 1e-2 for
+    /// basic, none and hashgrid, unless --lr).
+    #[arg(long, value_enum, default_value = "hashgrid")]
     pub preset: ffvol::job::ct::CtPreset,
     #[command(flatten)]
     pub run: RunArgs,
@@ -279,8 +281,8 @@ pub struct CtArgs {
     /// Preconditions the fit; on the host
     #[arg(long, value_name = "BETA")]
     pub ramp_weight: Option<f32>,
-    /// Grid rendering: the first K steps fit the field to a 20-pass SART image of the same
-    /// projections, then the projection loss takes over (0: none)
+    /// Grid rendering: the first K steps (at most a fifth of --steps) fit the field to a 20-pass
+    /// SART image of the same projections, then the projection loss takes over (0: none)
     #[arg(long, value_name = "K")]
     pub warm_start: Option<u64>,
 }

@@ -118,7 +118,7 @@ impl RunConfig {
                 Some(n) => return Err(crate::Error::Config(format!("unknown volume preset {n:?}: fast"))),
             },
             "mri" => RunConfig::Mri(presets::mri(pick(job, name, MriPreset::Fast)?)),
-            "ct" => RunConfig::Ct(crate::job::ct::CtConfig::preset(pick(job, name, CtPreset::Fast)?)),
+            "ct" => RunConfig::Ct(crate::job::ct::CtConfig::preset(pick(job, name, CtPreset::HashGrid)?)),
             "image" => {
                 use crate::job::image::{ImageConfig, ImagePreset};
                 RunConfig::Image(ImageConfig::preset(pick(job, name, ImagePreset::Fast)?))

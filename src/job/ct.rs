@@ -127,7 +127,8 @@ pub struct CtTrainConfig {
     pub ramp_weight: f32,
     /// Steps that first fit the field to a SART reconstruction of the same projections
     /// ([`WARM_START_SART_PASSES`] passes, λ = 1; an image loss on the grid) before the projection
-    /// loss takes over (0: none; render = grid).
+    /// loss takes over, at most a fifth of `steps` ([`CtTrainConfig::warm_steps`]; 0: none;
+    /// render = grid).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub warm_start: u64,
 }
@@ -143,6 +144,12 @@ fn is_zero_u64(v: &u64) -> bool {
 crate::train_settings!(CtTrainConfig);
 
 impl CtTrainConfig {
+    /// The warm start's steps: `warm_start`, at most a fifth of `steps` (so a short run, or
+    /// `--steps` lowered on a preset, still fits the projections).
+    pub fn warm_steps(&self) -> u64 {
+        self.warm_start.min(self.steps / 5)
+    }
+
     /// The total-variation term these settings ask for (`None`: λ = 0).
     pub fn total_variation(&self) -> Option<crate::train::regularise::TotalVariation> {
         crate::train::regularise::TotalVariation::new(self.tv, self.tv_anisotropic, self.tv_epsilon)
@@ -181,11 +188,8 @@ impl CtConfig {
         if !(t.ramp_weight.is_finite() && (0.0..=1e6).contains(&t.ramp_weight)) {
             return bad(format!("train.ramp_weight must be in [0, 1e6], got {}", t.ramp_weight));
         }
-        if t.warm_start >= t.steps && t.warm_start > 0 {
-            return bad(format!(
-                "train.warm_start ({}) must be below train.steps ({}): the projections are fitted after it",
-                t.warm_start, t.steps
-            ));
+        if t.warm_start > crate::recon::sart::MAX_ITERATIONS as u64 * 100 {
+            return bad(format!("train.warm_start must be at most 10^7 steps, got {}", t.warm_start));
         }
         if !(t.projector_step > 0.0 && t.projector_step <= 2.0) {
             return bad(format!("train.projector_step must be in (0, 2], got {}", t.projector_step));
@@ -314,6 +318,12 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
         .to_lowercase(),
     );
     let start_step = run.step();
+    if render == Render::Rays && (cfg.train.ramp_weight > 0.0 || cfg.train.warm_start > 0) {
+        log(
+            opts,
+            "train.ramp_weight and train.warm_start apply to grid rendering: off for this ray-rendered run",
+        );
+    }
 
     let projector = (render == Render::Grid).then(|| RayProjector::new(&scan, cfg.train.projector_step));
     let mut stepper = Stepper::new(&scan, &cfg, &measured, render, truth.as_deref());
@@ -331,7 +341,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
             log(opts, "step: not device-resident (train.tv is computed on the host)");
             device.resident = false;
         }
-        let warm_left = cfg.train.warm_start > start_step;
+        let warm_left = cfg.train.warm_steps() > start_step;
         if warm_left && device.resident && run.backend.device_jobs().is_some() {
             log(opts, "step: not device-resident (the warm start's image loss is computed on the host)");
             device.resident = false;
@@ -340,12 +350,12 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
             let t = Instant::now();
             let sart = crate::recon::SartOptions { iterations: WARM_START_SART_PASSES, ..Default::default() };
             stepper.warm = crate::recon::sart(projector, &measured, sart);
-            stepper.warm_steps = cfg.train.warm_start;
+            stepper.warm_steps = cfg.train.warm_steps();
             log(
                 opts,
                 &format!(
                     "warm start: steps 1–{} fit a SART image ({WARM_START_SART_PASSES} passes, {:.2} s)",
-                    cfg.train.warm_start,
+                    cfg.train.warm_steps(),
                     t.elapsed().as_secs_f64()
                 ),
             );
