@@ -15,6 +15,8 @@
 #   VIEWS="25 50 75"  PHANTOMS="shepp3d head"  N=128  METHODS="fdk sart asd-pocs"
 #   FIT_STEPS=K   also run `ffvol fit ct` (default config) for K steps (off by default: on 2 cores
 #                 a 128³ grid step takes tens of seconds; keep K × step time ≤ 15 min)
+#   FIT_ARGS="..."  more flags for the fits (e.g. --render grid: the default preset's warm start
+#                 and ramp-weighted loss apply to grid rendering; 3D runs render rays by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/bench-ct3d}"
@@ -50,7 +52,7 @@ for v in $views_list; do
     done
     if [[ -n "${FIT_STEPS:-}" ]]; then
       "$bin" fit ct --projections "$d/projections.npy" --geometry "$d/geometry.toml" --truth "$d/truth.nii.gz" \
-        --steps "$FIT_STEPS" --output "$d/fit" --force > "$d/fit.txt" 2>&1
+        --steps "$FIT_STEPS" ${FIT_ARGS:-} --output "$d/fit" --force > "$d/fit.txt" 2>&1
       read -r ppsnr pssim pssim3 _ < <(python3 scripts/ct_metrics.py "$d/fit/recon.nii.gz" "$d/truth.nii.gz")
       secs=$(python3 -c "import json; print('%.1f' % json.load(open('$d/fit/metrics.json'))['total_seconds'])")
       echo "$ph,$v,fit ct ($FIT_STEPS steps),$ppsnr,$pssim3,$pssim,$secs,$ppsnr,$pssim3" | tee -a "$csv" >&2

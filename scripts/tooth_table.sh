@@ -7,11 +7,13 @@
 # rotation is estimated once from all 181 views and given to every run (--center).
 # ASD-POCS and CGLS run with their defaults (TIGRE's ASD-POCS settings, 20 passes; CGLS 20
 # iterations): there is no second real scan here to tune them on.
-#   scripts/tooth_table.sh [OUT_DIR] [FIT_STEPS]     (default runs/tooth, 200 steps; FIT=0: no fits)
+#   scripts/tooth_table.sh [OUT_DIR] [FIT_STEPS]     (default runs/tooth, the default preset's steps; FIT=0: no fits)
+#   PRESET=NAME  the fit ct preset (default: the default, hashgrid)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/tooth}"
-steps="${2:-200}"
+steps="${2:-}"
+preset="${PRESET:-hashgrid}"
 bin=target/release/ffvol
 h5=datasets/tooth.h5
 geom=datasets/tooth_geometry.toml
@@ -42,12 +44,14 @@ recon() { # method views
 }
 fit() { # views
   local v=$1 d="$out/fit$1"
-  "$bin" fit ct "${common[@]}" --views "$v" --center "$center" --truth "$ref" --steps "$steps" \
+  local extra=()
+  [[ -n $steps ]] && extra=(--steps "$steps")
+  "$bin" fit ct "${common[@]}" --views "$v" --center "$center" --truth "$ref" --preset "$preset" "${extra[@]}" \
     --output "$d" --force > "$d.txt" 2>&1
   cat "$d.txt" >> "$log"
   python3 -c "
 import json,sys; m=json.load(open('$d/metrics.json'))
-print('| fit ct, Gaussian features ($steps steps) | $v | %.1f | %.2f | %.4f |' % (m['total_seconds'], m['psnr'], m['ssim']))"
+print('| fit ct, preset $preset (%d steps) | $v | %.1f | %.2f | %.4f |' % (m['steps'], m['total_seconds'], m['psnr'], m['ssim']))"
 }
 {
   echo "| method | views | seconds | PSNR (dB) | SSIM |"
