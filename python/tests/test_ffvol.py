@@ -143,12 +143,13 @@ def test_ct_arrays_match_cli_on_files(tmp_path):
     sim = tmp_path / "sim"
     cli("simulate", "ct", "--phantom", "shepp2d", "--geometry", "paper-ct:32:12", "--output", sim)
     proj = np.load(sim / "projections.npy")
-    flags = ["--steps", "20", "--seed", "4", "--depth", "3", "--width", "64", "--features", "64"]
+    flags = ["--preset", "fast", "--steps", "20", "--seed", "4", "--depth", "3", "--width", "64",
+             "--features", "64"]
     cli("fit", "ct", "--projections", sim / "projections.npy", "--geometry", sim / "geometry.toml",
         "--truth", sim / "truth.nii.gz", *flags, "--output", tmp_path / "cli")
     run = ffvol.fit_ct(proj, sim / "geometry.toml", truth=sim / "truth.nii.gz",
-                       output=tmp_path / "py", progress=False, steps=20, seed=4, depth=3,
-                       width=64, features=64)
+                       output=tmp_path / "py", progress=False, preset="fast", steps=20, seed=4,
+                       depth=3, width=64, features=64)
     same_numbers(run.metrics, json.loads((tmp_path / "cli" / "metrics.json").read_text()))
     g = run.grid()
     assert g.shape == (32, 32)
