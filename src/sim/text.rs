@@ -104,35 +104,3 @@ pub fn text_image(size: usize, seed: u64) -> Result<Image> {
     }
     Ok(Image { width: size, height: size, channels: 3, data })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Lines stay inside the image, sizes and colours vary, the same seed draws the same image
-    /// and another seed another, and glyph pixels are drawn in their line's colour.
-    #[test]
-    fn random_strings_at_random_sizes_and_colours() {
-        let lines = layout(512, 3);
-        assert!(lines.len() >= 3, "{}", lines.len());
-        for l in &lines {
-            assert!(l.top >= 0.0 && l.top + 8.0 * l.cell <= 512.0);
-            assert!((4.0..=16.0).contains(&l.cell), "{}", l.cell);
-            assert!(l.left + 8.0 * l.cell * l.text.len() as f64 <= 512.0 + 1e-9);
-            assert!(l.colour.iter().all(|c| (0.0..=0.8).contains(c)));
-        }
-        let cells: Vec<f64> = lines.iter().map(|l| l.cell).collect();
-        assert!(cells.iter().any(|&c| (c - cells[0]).abs() > 0.5), "{cells:?}");
-        let a = text_image(128, 3).unwrap();
-        assert_eq!(a, text_image(128, 3).unwrap());
-        assert_ne!(a.data, text_image(128, 4).unwrap().data);
-        let white = a.data.chunks(3).filter(|p| p.iter().all(|&v| v == 1.0)).count();
-        let n = 128 * 128;
-        assert!(white > n / 4 && white < n * 19 / 20, "{white} of {n} white");
-        // a fully covered pixel has its line's colour exactly
-        let l = &layout(128, 3)[0];
-        let full = a.data.chunks(3).any(|p| p.iter().zip(l.colour).all(|(v, c)| (v - c).abs() < 1e-6));
-        assert!(full);
-        assert!(text_image(8, 0).is_err() && text_image(MAX_SIDE + 2, 0).is_err());
-    }
-}
