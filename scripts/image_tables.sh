@@ -15,7 +15,7 @@
 #   nice -n 19 scripts/image_tables.sh     # writes benchmarks/image_tables.csv, prints markdown
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+[ -n "${FFVOL_NO_BUILD:-}" ] || cargo build --release --quiet
 ffvol=target/release/ffvol
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -23,15 +23,16 @@ csv=benchmarks/image_tables.csv
 mkdir -p benchmarks
 echo "table,data,encoding,frequencies,seed,psnr_test,psnr_train" > "$csv"
 metric() { python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['psnr_test'], m.get('psnr_train', ''), sep=',')" "$1/metrics.json"; }
-image=(fit image --size 128 --depth 4 --width 64 --features 64 --steps 300 --lr 5e-3)
+image=(fit image --size 128 --depth 4 --width 64 --steps 300 --lr 5e-3)
 for seed in 1 2; do
   "$ffvol" simulate text --size 512 --seed $seed --out "$tmp/text$seed.png" >/dev/null
 done
 for data in ${DATA:-text1 text2 astronaut}; do
   if [ $data = astronaut ]; then img=datasets/astronaut.png; else img=$tmp/$data.png; fi
   for enc in none basic positional gaussian; do
-    feat=(); [ $enc = none ] || [ $enc = basic ] || feat=(--features 64)
-    "$ffvol" "${image[@]}" --image "$img" --encoding $enc "${feat[@]}" --output "$tmp/r" --force >/dev/null 2>&1
+    # σ given: `--encoding` alone takes the 512² defaults (σ_g 10, σ_p 6), not scaled to --size
+    feat=(); [ $enc = positional ] && feat=(--features 64 --sigma 4); [ $enc = gaussian ] && feat=(--features 64 --sigma 2.5)
+    "$ffvol" "${image[@]}" --image "$img" --encoding $enc ${feat[@]+"${feat[@]}"} --output "$tmp/r" --force >/dev/null 2>&1
     echo "mappings,$data,$enc,,0,$(metric "$tmp/r")" | tee -a "$csv"
   done
 done

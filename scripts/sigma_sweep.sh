@@ -12,7 +12,7 @@
 #   nice -n 19 scripts/sigma_sweep.sh [JOB...]    # default: all five
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+[ -n "${FFVOL_NO_BUILD:-}" ] || cargo build --release --quiet
 ffvol=target/release/ffvol
 out=benchmarks
 mkdir -p $out
