@@ -44,6 +44,10 @@ fn main() {
         .map_err(anyhow::Error::from),
         Command::Simulate(args) => match args.what {
             SimulateWhat::Ct(a) => simulate_ct(a),
+            SimulateWhat::Text(a) => ffvol::sim::text::text_image(a.size, a.seed)
+                .and_then(|img| ffvol::io::png::write_png_image(&a.out, &img))
+                .map(|()| println!("wrote {}", a.out.display()))
+                .map_err(anyhow::Error::from),
         },
         Command::Recon(args) => recon(args),
         Command::Ntk(args) => ntk(args),

@@ -116,3 +116,33 @@ fn bad_images_are_errors_naming_the_file() {
     assert!(c.validate().is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The text-image generator (`ffvol simulate text`): lines stay inside the image, sizes and colours vary, the same seed draws the same image
+/// and another seed another, and glyph pixels are drawn in their line's colour.
+#[test]
+fn text_images_are_random_strings_at_random_sizes_and_colours() {
+    let lines = ffvol::sim::text::layout(512, 3);
+    assert!(lines.len() >= 3, "{}", lines.len());
+    for l in &lines {
+        assert!(l.top >= 0.0 && l.top + 8.0 * l.cell <= 512.0);
+        assert!((4.0..=16.0).contains(&l.cell), "{}", l.cell);
+        assert!(l.left + 8.0 * l.cell * l.text.len() as f64 <= 512.0 + 1e-9);
+        assert!(l.colour.iter().all(|c| (0.0..=0.8).contains(c)));
+    }
+    let cells: Vec<f64> = lines.iter().map(|l| l.cell).collect();
+    assert!(cells.iter().any(|&c| (c - cells[0]).abs() > 0.5), "{cells:?}");
+    let a = ffvol::sim::text::text_image(128, 3).unwrap();
+    assert_eq!(a, ffvol::sim::text::text_image(128, 3).unwrap());
+    assert_ne!(a.data, ffvol::sim::text::text_image(128, 4).unwrap().data);
+    let white = a.data.chunks(3).filter(|p| p.iter().all(|&v| v == 1.0)).count();
+    let n = 128 * 128;
+    assert!(white > n / 4 && white < n * 19 / 20, "{white} of {n} white");
+    // a fully covered pixel has its line's colour exactly
+    let l = &ffvol::sim::text::layout(128, 3)[0];
+    let full = a.data.chunks(3).any(|p| p.iter().zip(l.colour).all(|(v, c)| (v - c).abs() < 1e-6));
+    assert!(full);
+    assert!(
+        ffvol::sim::text::text_image(8, 0).is_err()
+            && ffvol::sim::text::text_image(ffvol::sim::text::MAX_SIDE + 2, 0).is_err()
+    );
+}

@@ -1,8 +1,9 @@
 //! `--sigma auto` against a dense sweep on the TEST data: the chosen σ lies inside the bracket of
-//! σ whose test PSNR is within 0.3 dB of the sweep's best (the bracket's ends interpolated in
-//! log σ between the sweep's points), for the image and the volume jobs at small sizes; the
-//! search stays within 30 % of the fit's steps and writes its sweep (CSV and PNG) and its choice
-//! into the run folder, and a resumed run keeps the choice.
+//! σ whose test PSNR is within 0.3 dB (0.003 IoU for occupancy) of the sweep's best (the
+//! bracket's ends interpolated in log σ between the sweep's points), for the image, volume,
+//! occupancy, MRI and CT jobs at small sizes; the search stays within 30 % of the fit's network
+//! evaluations and writes its sweep (CSV and PNG) and its choice into the run folder, and a
+//! resumed run keeps the choice.
 
 use std::path::{Path, PathBuf};
 
@@ -63,12 +64,18 @@ fn image_psnr(c: &ImageConfig) -> image::ImageMetrics {
     }
 }
 
-/// Known failure (issue 11): measured at 64², the dense sweep's 0.3 dB bracket is σ ∈ [1.03,
-/// 1.52] (best 18.39 dB at 1.2) and auto chose 2.83 (17.79 dB, 0.6 dB short). A likely cause:
-/// the validation pixels (one coordinate odd) sit between two training pixels, the test pixels
-/// (both odd) between four, so validation rewards a larger σ than the test does.
+/// Known failure (issue 11), two causes measured at 64² (3 × 32, m = 32, 300 steps):
+/// 1. the first validation split (the mixed grids, one coordinate odd) put each validation pixel
+///    between two training pixels on a training row: after the full 300 steps its best σ was 2.7
+///    against the test's 1.2. Now fixed: the search trains on a checkerboard half of the training
+///    grid and validates on the other half (each validation pixel the centre of four, as a test
+///    pixel is); trained 300 full-batch steps that split's best is σ ≈ 1.2–1.8 (17.66, 17.71 dB).
+/// 2. still open: the short fits are too short. Within 30 % each of 7 trials gets 51 steps (of
+///    256-pixel mini-batches), and after 51 steps even the TEST pixels rank σ = 2.7 best (18.12
+///    dB, against 16.48 at σ = 1.2): an early-stopped network prefers a larger σ. Auto still
+///    chooses 2.83 (17.79 dB, 0.6 dB short of the bracket [1.03, 1.52]).
 #[test]
-#[ignore = "fails: auto σ 2.83 lies outside the 0.3 dB bracket [1.03, 1.52] on the 64² image (issue 11)"]
+#[ignore = "fails: auto σ 2.83 outside the 0.3 dB bracket [1.03, 1.52] at 64²: the 51-step short fits favour larger σ (issue 11)"]
 fn image_auto_sigma_is_within_the_dense_sweeps_bracket() {
     let dir = scratch("sigma-image");
     let sweep: Vec<(f32, f64)> = [0.5f32, 0.8, 1.2, 1.8, 2.7, 4.0, 6.0, 9.0]
@@ -145,6 +152,211 @@ fn volume_auto_sigma_is_within_the_dense_sweeps_bracket() {
     eprintln!("volume 32³: dense sweep (σ, test dB) {sweep:?}; bracket [{lo:.3}, {hi:.3}]; auto σ {chosen:.3} → {:.2} dB", m.psnr_test);
     assert!((lo..=hi).contains(&(chosen as f64)), "auto σ {chosen} outside [{lo}, {hi}]");
     check_run_folder(&auto.common.output, chosen);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The dense sweep's σ values.
+const DENSE: [f32; 8] = [0.5, 0.8, 1.2, 1.8, 2.7, 4.0, 6.0, 9.0];
+
+/// σ of the encoding in a run folder's `run.toml`.
+fn chosen_sigma(dir: &Path) -> f32 {
+    let toml: toml::Value = toml::from_str(&std::fs::read_to_string(dir.join("run.toml")).unwrap()).unwrap();
+    toml["encoding"]["sigma"].as_float().unwrap() as f32
+}
+
+fn auto_search(job: &str, encoding: &EncodingConfig) -> Option<SigmaSearch> {
+    Some(SigmaSearch { lo: 0.5, hi: 16.0, ..SigmaSearch::default_for(job, encoding).unwrap() })
+}
+
+fn sphere_cluster() -> ffvol::geometry::TriMesh {
+    use ffvol::geometry::shapes;
+    let mut mesh = ffvol::geometry::TriMesh::default();
+    let mut k = 0u32;
+    for i in 0..3 {
+        for j in 0..3 {
+            for l in 0..3 {
+                k += 1;
+                let c = glam::Vec3::new(i as f32, j as f32, l as f32) * 0.3
+                    + glam::Vec3::splat(0.03 * ((k * 7 % 5) as f32));
+                let s = shapes::icosphere(c, 0.09 + 0.02 * ((k % 3) as f32), 2);
+                let base = mesh.positions.len() as u32;
+                mesh.positions.extend(s.positions);
+                mesh.triangles.extend(s.triangles.iter().map(|t| t.map(|v| v + base)));
+            }
+        }
+    }
+    mesh
+}
+
+fn occupancy_cfg(mesh: PathBuf, out: PathBuf, sigma: f32) -> ffvol::config::OccupancyConfig {
+    let mut c = ffvol::config::OccupancyConfig::preset(ffvol::config::Preset::Fast);
+    c.mesh = mesh;
+    c.common.output = out;
+    c.common.encoding = EncodingConfig::Gaussian { sigma, features: 32, normalize: false };
+    c.common.model = ModelConfig { depth: 3, width: 32 };
+    c.train.batch = 2048;
+    c.train.steps = 300;
+    c.train.lr = 1e-2;
+    c.train.checkpoint_every = 0;
+    c.eval.test_points = 10_000;
+    c.export.resolution = 16;
+    c.export.formats = vec![ffvol::io::MeshFormat::Ply];
+    c.export.nifti = false;
+    c
+}
+
+/// Occupancy of a cluster of 27 small spheres: validation points from streams of their own;
+/// the bracket on the mean of the two test sets' IoU, within 0.003 of the best.
+#[test]
+fn occupancy_auto_sigma_is_within_the_dense_sweeps_bracket() {
+    use ffvol::job::occupancy::{self, FitOutcome};
+    let dir = scratch("sigma-occupancy");
+    let mesh = dir.join("cluster.ply");
+    ffvol::io::write_mesh(&mesh, &sphere_cluster(), ffvol::io::MeshFormat::Ply).unwrap();
+    let iou = |c: &ffvol::config::OccupancyConfig| match occupancy::fit(c, &FitOptions::default()).unwrap() {
+        FitOutcome::Finished(m) => 0.5 * (m.iou_uniform + m.iou_surface),
+        _ => unreachable!(),
+    };
+    let sweep: Vec<(f32, f64)> =
+        DENSE.iter().map(|&s| (s, iou(&occupancy_cfg(mesh.clone(), dir.join(format!("s{s}")), s)))).collect();
+    let mut auto = occupancy_cfg(mesh.clone(), dir.join("auto"), 4.0);
+    auto.common.sigma_search = auto_search("occupancy", &auto.common.encoding);
+    let got = iou(&auto);
+    let chosen = chosen_sigma(&auto.common.output);
+    let (lo, hi) = bracket(&sweep, 0.003);
+    eprintln!("occupancy: dense sweep (σ, test IoU) {sweep:?}; bracket [{lo:.3}, {hi:.3}]; auto σ {chosen:.3} → {got:.4}");
+    assert!((lo..=hi).contains(&(chosen as f64)), "auto σ {chosen} outside [{lo}, {hi}]");
+    check_run_folder(&auto.common.output, chosen);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn mri_cfg(out: PathBuf, sigma: f32) -> ffvol::job::mri::MriConfig {
+    let mut c = ffvol::job::mri::MriConfig::fast();
+    c.volume = Some(PathBuf::from("datasets/mni152_t1_32.nii.gz"));
+    c.common.output = out;
+    c.common.encoding = EncodingConfig::Gaussian { sigma, features: 32, normalize: false };
+    c.common.model = ModelConfig { depth: 3, width: 32 };
+    c.train.steps = 200;
+    c.train.lr = 1e-2;
+    c.train.checkpoint_every = 0;
+    c.export.montage = false;
+    c
+}
+
+/// MRI from simulated k-space of the 32³ MNI head: a tenth of the measured samples (in
+/// conjugate pairs) held out; the bracket on the PSNR against the true volume.
+///
+/// Known failure (issue 11), measured: the dense sweep's 0.3 dB bracket is σ ∈ [1.04, 1.88]
+/// (23.47, 24.49, 25.34, 25.22, 23.63, 20.22, 13.00, 9.34 dB at σ = 0.5 … 9), auto chose 0.67
+/// (23.71 dB). As for CT: every step sees the whole grid (the FFT), so each of 7 trials gets 8
+/// of the fit's 200 steps, and after 8 steps the held-out k-space error does not rank σ (0.055
+/// to 0.085, not monotone on either side).
+#[test]
+#[ignore = "fails: auto σ 0.67 outside the 0.3 dB bracket [1.04, 1.88]: 8-step short fits of a full-grid MRI (issue 11)"]
+fn mri_auto_sigma_is_within_the_dense_sweeps_bracket() {
+    use ffvol::job::mri::{self, MriOutcome};
+    let dir = scratch("sigma-mri");
+    let psnr = |c: &mri::MriConfig| match mri::fit(c, &FitOptions::default()).unwrap() {
+        MriOutcome::Finished(m) => m.psnr,
+        _ => unreachable!(),
+    };
+    let sweep: Vec<(f32, f64)> =
+        DENSE.iter().map(|&s| (s, psnr(&mri_cfg(dir.join(format!("s{s}")), s)))).collect();
+    let mut auto = mri_cfg(dir.join("auto"), 4.0);
+    auto.common.sigma_search = auto_search("mri", &auto.common.encoding);
+    let got = psnr(&auto);
+    let chosen = chosen_sigma(&auto.common.output);
+    let (lo, hi) = bracket(&sweep, 0.3);
+    eprintln!("mri 32³: dense sweep (σ, PSNR) {sweep:?}; bracket [{lo:.3}, {hi:.3}]; auto σ {chosen:.3} → {got:.2} dB");
+    assert!((lo..=hi).contains(&(chosen as f64)), "auto σ {chosen} outside [{lo}, {hi}]");
+    check_run_folder(&auto.common.output, chosen);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The held-out k-space samples come in conjugate pairs and never include DC.
+#[test]
+fn mri_holdout_is_conjugate_symmetric() {
+    let dims = [6, 5, 4];
+    let n = 120;
+    let mask: Vec<bool> = (0..n).map(|i| i % 3 != 1).collect();
+    let held = ffvol::job::mri::holdout_mask(&mask, dims, 7);
+    assert!(!held[0]);
+    let count = held.iter().filter(|&&h| h).count();
+    assert!(count > 0 && count < n / 3, "{count}");
+    for i in 0..n {
+        let (x, y, z) = (i % 6, (i / 6) % 5, i / 30);
+        let j = (6 - x) % 6 + 6 * ((5 - y) % 5 + 5 * ((4 - z) % 4));
+        if held[i] {
+            assert!(mask[i]);
+            assert!(held[j] || !mask[j], "{i} held, its mirror {j} trained on");
+        }
+    }
+}
+
+fn ct_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use ffvol::sim::ct::{PhantomSource, SimulateOptions};
+    let scan = ffvol::operator::ct_geometry::Scan::paper_2d(64, 32);
+    let sim = ffvol::sim::ct::simulate(
+        &scan,
+        &SimulateOptions {
+            phantom: PhantomSource::Shepp2d(Some(31)),
+            poisson_i0: None,
+            seed: 0,
+            supersample: 2,
+        },
+    )
+    .unwrap();
+    ffvol::sim::ct::write_simulation(&scan, &sim, dir).unwrap();
+    (dir.join("projections.npy"), dir.join("geometry.toml"), dir.join("truth.nii.gz"))
+}
+
+fn ct_cfg(files: &(PathBuf, PathBuf, PathBuf), out: PathBuf, sigma: f32) -> ffvol::job::ct::CtConfig {
+    let mut c = ffvol::job::ct::CtConfig::preset(ffvol::job::ct::CtPreset::Fast);
+    c.projections = files.0.clone();
+    c.geometry = files.1.clone();
+    c.truth = Some(files.2.clone());
+    c.common.output = out;
+    c.common.encoding = EncodingConfig::Gaussian { sigma, features: 32, normalize: false };
+    c.common.model = ModelConfig { depth: 3, width: 32 };
+    c.common.device = ffvol::config::DeviceConfig::on(ffvol::config::DeviceKind::Cpu);
+    c.train.lr = 5e-3;
+    c.train.steps = 200;
+    c.train.eval_every = 0;
+    c.train.checkpoint_every = 0;
+    c
+}
+
+/// CT of a perturbed Shepp–Logan at 64², 32 views: every 8th view held out; the bracket on the
+/// PSNR against the phantom.
+///
+/// Known failure (issue 11), measured: the dense sweep's 0.3 dB bracket is σ ∈ [2.09, 4.12]
+/// (best 20.44 dB at 2.7; 18.87, 17.11, 18.06, 19.97, 20.44, 20.31, 17.91, 14.61 dB at σ = 0.5 …
+/// 9), auto chose 0.5 (18.87 dB). A grid-rendered CT step sees the whole grid, so within 30 % of
+/// 200 steps each of 7 trials gets 8 full steps; after 8 steps every σ's held-out-view error is
+/// about the same (0.0169–0.0216) and the smallest σ, which fits the low frequencies first,
+/// wins — the volume job's first search failed the same way before it moved to mini-batches.
+#[test]
+#[ignore = "fails: auto σ 0.5 outside the 0.3 dB bracket [2.09, 4.12]: 8-step short fits of a full-grid CT (issue 11)"]
+fn ct_auto_sigma_is_within_the_dense_sweeps_bracket() {
+    use ffvol::job::ct::{self, CtOutcome};
+    let dir = scratch("sigma-ct");
+    let files = ct_files(&dir.join("sim"));
+    let psnr = |c: &ct::CtConfig| match ct::fit(c, &FitOptions::default()).unwrap() {
+        CtOutcome::Finished(m) => m.psnr.unwrap(),
+        _ => unreachable!(),
+    };
+    let sweep: Vec<(f32, f64)> =
+        DENSE.iter().map(|&s| (s, psnr(&ct_cfg(&files, dir.join(format!("s{s}")), s)))).collect();
+    let mut auto = ct_cfg(&files, dir.join("auto"), 4.0);
+    auto.common.sigma_search = auto_search("ct", &auto.common.encoding);
+    let got = psnr(&auto);
+    let chosen = chosen_sigma(&auto.common.output);
+    let (lo, hi) = bracket(&sweep, 0.3);
+    eprintln!("ct 64², 32 views: dense sweep (σ, PSNR) {sweep:?}; bracket [{lo:.3}, {hi:.3}]; auto σ {chosen:.3} → {got:.2} dB");
+    assert!((lo..=hi).contains(&(chosen as f64)), "auto σ {chosen} outside [{lo}, {hi}]");
+    check_run_folder(&auto.common.output, chosen);
+    assert!(ct::holdout_views(7).is_err());
+    assert_eq!(ct::holdout_views(16).unwrap().0, vec![7, 15]);
     std::fs::remove_dir_all(&dir).ok();
 }
 

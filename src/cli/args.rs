@@ -375,6 +375,21 @@ pub struct SimulateArgs {
 pub enum SimulateWhat {
     /// Project a phantom: writes projections.npy, geometry.toml and truth.nii.gz (+ PNGs).
     Ct(SimulateCtArgs),
+    /// A text image (random strings at random sizes and colours, the paper's text set) as PNG.
+    Text(SimulateTextArgs),
+}
+
+#[derive(Args)]
+pub struct SimulateTextArgs {
+    /// The PNG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Side of the square image in pixels (16..=4096; the paper: 512).
+    #[arg(long, default_value_t = 512)]
+    pub size: usize,
+    /// Seed of the strings, sizes, colours and positions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Args)]

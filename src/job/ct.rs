@@ -56,6 +56,79 @@ pub const RECON: &str = "recon.nii.gz";
 /// The scan, written into every run folder.
 pub const GEOMETRY: &str = "geometry.toml";
 
+/// The σ search's split of the views: every 8th view (7, 15, …) held out for validation, the
+/// rest trained on; an error when that leaves no held-out view or fewer than 2 to train on.
+pub fn holdout_views(n_views: usize) -> Result<(Vec<usize>, Vec<usize>)> {
+    let (held, kept): (Vec<usize>, Vec<usize>) = (0..n_views).partition(|v| v % 8 == 7);
+    if held.is_empty() || kept.len() < 2 {
+        return Err(Error::Config(format!(
+            "--sigma auto holds out every 8th view for validation: {n_views} views are too few (it needs at least 8)"
+        )));
+    }
+    Ok((held, kept))
+}
+
+/// `scan` and its measurements restricted to `views` (in that order).
+fn scan_views(scan: &Scan, measured: &[f32], views: &[usize]) -> (Scan, Vec<f32>) {
+    let rpv = scan.rays_per_view();
+    let sub = Scan { angles: views.iter().map(|&v| scan.angles[v]).collect(), ..scan.clone() };
+    let y = views.iter().flat_map(|&v| measured[v * rpv..(v + 1) * rpv].iter().copied()).collect();
+    (sub, y)
+}
+
+/// `--sigma auto`: short fits on the views less every 8th ([`holdout_views`]), rendered as the
+/// fit is (grid or rays), each scored by the mean squared error of the held-out views'
+/// projections of its reconstruction (the grid projector) against their measurements.
+fn search_sigma(
+    cfg: &mut CtConfig,
+    scan: &Scan,
+    measured: &[f32],
+    render: Render,
+    chunk: Option<usize>,
+    opts: &FitOptions,
+) -> Result<Option<f64>> {
+    if cfg.common.sigma_search.is_none() {
+        return Ok(None);
+    }
+    let (held, kept) = holdout_views(scan.n_views())?;
+    let (train_scan, train_y) = scan_views(scan, measured, &kept);
+    let (val_scan, val_y) = scan_views(scan, measured, &held);
+    let val_projector = RayProjector::new(&val_scan, cfg.train.projector_step);
+    let train_projector =
+        (render == Render::Grid).then(|| RayProjector::new(&train_scan, cfg.train.projector_step));
+    let samples = if render == Render::Grid {
+        scan.n_voxels()
+    } else {
+        cfg.train.rays_per_batch * cfg.train.samples_per_ray
+    };
+    let (steps, dir, base) = (cfg.train.steps, cfg.common.output.clone(), cfg.clone());
+    crate::train::sigma::run_auto(
+        &mut cfg.common,
+        &dir,
+        "ct",
+        "projection-mse",
+        steps,
+        samples,
+        opts,
+        |common, short, _, scratch| {
+            let c = CtConfig { common: common.clone(), ..base.clone() };
+            let mut run = Run::scratch(scratch, &c.common, scan.dims, 1)?;
+            let mut stepper = Stepper::new(&train_scan, &c, &train_y, render, None);
+            if let Some(projector) = &train_projector {
+                stepper.op = Some(Box::new(RayLoss::new(projector, &train_y)));
+            }
+            let mut spec = crate::train::fit::LoopSpec::new(short, c.train.lr, c.train.schedule, 0, samples);
+            spec.chunk = chunk;
+            run.train(&spec, &mut stepper, &FitOptions::default())?;
+            let recon = render_volume(run.backend.as_mut(), scan)?;
+            let mut y = vec![0.0; val_y.len()];
+            val_projector.forward(&recon, &mut y);
+            let sum = crate::train::metrics::ordered_sum(y.len(), |i| ((y[i] - val_y[i]) as f64).powi(2));
+            Ok(sum / y.len() as f64)
+        },
+    )
+}
+
 /// Stream for the stratified offsets along rays (ray choice uses `streams::TRAIN_BATCH`).
 const STREAM_STRATA: u64 = 0xc7_01;
 /// How the field is turned into predicted measurements each step.
@@ -227,6 +300,9 @@ pub struct CtMetrics {
     pub train_seconds: f64,
     pub steps_per_second: f64,
     pub total_seconds: f64,
+    /// Seconds of the σ search (`--sigma auto`), not included in `train_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_search_seconds: Option<f64>,
 }
 
 pub enum CtOutcome {
@@ -301,6 +377,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     let dir = cfg.common.output.clone();
     let mut cfg = cfg.clone();
     cfg.train.render = render;
+    let search_seconds = search_sigma(&mut cfg, &scan, &measured, render, chunk, opts)?;
     // the network, the device and a resumed checkpoint checked before anything is written
     let extra = [("ct".to_string(), format!("{{\"dims\":{}}}", scan.dims))].into();
     let mut run = Run::start(&dir, &cfg.to_toml()?, &cfg.common, scan.dims, extra, opts)?;
@@ -414,6 +491,7 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
     metrics.train_seconds = train_s;
     metrics.steps_per_second = (steps - start_step) as f64 / train_s.max(1e-9);
     metrics.total_seconds = started.elapsed().as_secs_f64();
+    metrics.sigma_search_seconds = search_seconds;
     crate::train::run::write_metrics(&dir, &metrics)?;
     Ok(CtOutcome::Finished(Box::new(metrics)))
 }

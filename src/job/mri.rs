@@ -110,6 +110,9 @@ pub struct MriMetrics {
     /// Final k-space loss ½·mean|M F p − y|².
     #[serde(flatten)]
     pub run: RunStats,
+    /// Seconds of the σ search (`--sigma auto`), not included in `train_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_search_seconds: Option<f64>,
 }
 
 pub enum MriOutcome {
@@ -190,6 +193,90 @@ fn host_plan(
     plan
 }
 
+/// Stream of the σ search's held-out k-space samples.
+const STREAM_HOLDOUT: u64 = 0x51_03;
+
+/// The σ search's split of the measured coefficients (unshifted indices): a tenth held out for
+/// validation, drawn in conjugate pairs (k and −k: the k-space of a real image is Hermitian, so a
+/// sample whose mirror is trained on would not be held out) and never the DC coefficient.
+pub fn holdout_mask(mask: &[bool], dims: [usize; 3], seed: u64) -> Vec<bool> {
+    let rng = crate::sample::CounterRng::new(seed, STREAM_HOLDOUT);
+    let [nx, ny, nz] = dims;
+    let mirror = |i: usize| {
+        let (x, y, z) = (i % nx, (i / nx) % ny, i / (nx * ny));
+        (nx - x) % nx + nx * ((ny - y) % ny + ny * ((nz - z) % nz))
+    };
+    (0..mask.len()).map(|i| mask[i] && i != 0 && rng.uniform(i.min(mirror(i)) as u64) < 0.1).collect()
+}
+
+/// `--sigma auto`: short fits on the measured k-space less a held-out tenth ([`holdout_mask`]),
+/// each on the whole grid as the fit is, scored by ½·mean over the held-out coefficients of
+/// |F σ(z) − y|² (divided by the voxel count as the training loss is).
+fn search_sigma(
+    cfg: &mut MriConfig,
+    problem: &crate::io::mri::MriProblem,
+    chunk: Option<usize>,
+    opts: &FitOptions,
+) -> Result<Option<f64>> {
+    if cfg.common.sigma_search.is_none() {
+        return Ok(None);
+    }
+    let dims = problem.dims;
+    let held = holdout_mask(&problem.operator.mask, dims, cfg.common.seed);
+    let train_mask: Vec<bool> = problem.operator.mask.iter().zip(&held).map(|(&m, &h)| m && !h).collect();
+    let n_held = held.iter().filter(|&&h| h).count();
+    if n_held == 0 || !train_mask.iter().any(|&m| m) {
+        return Err(Error::Config(format!(
+            "--sigma auto: the {} measured k-space samples are too few to hold out a tenth",
+            problem.operator.mask.iter().filter(|&&m| m).count()
+        )));
+    }
+    let train_op = crate::operator::fft::MaskedFft::new(dims, train_mask)?;
+    let points = grid_points(dims, 1);
+    let n = points.len() / 3;
+    let (steps, dir, train) = (cfg.train.steps, cfg.common.output.clone(), cfg.train.clone());
+    crate::train::sigma::run_auto(
+        &mut cfg.common,
+        &dir,
+        "mri",
+        "kspace-mse",
+        steps,
+        n,
+        opts,
+        |common, short, _, scratch| {
+            let mut run = Run::scratch(scratch, common, 3, 1)?;
+            let op = Box::new(KspaceLoss::new(&train_op, &problem.kspace));
+            let mut objective = KspaceFit {
+                points: points.clone(),
+                op,
+                resident: false,
+                dims,
+                tv: train.total_variation(),
+                tv_p: vec![],
+                tv_dp: vec![],
+            };
+            let mut spec = crate::train::fit::LoopSpec::new(short, train.lr, train.schedule, 0, n);
+            spec.chunk = chunk;
+            run.train(&spec, &mut objective, &FitOptions::default())?;
+            let mut z = vec![0.0; n];
+            run.backend.predict(&points, &mut z)?;
+            let mut f: Vec<crate::operator::fft::C64> = z
+                .iter()
+                .map(|&v| crate::operator::fft::C64::new(crate::train::loss::sigmoid(v) as f64, 0.0))
+                .collect();
+            train_op.fft.forward(&mut f);
+            let sum = crate::train::metrics::ordered_sum(n, |i| {
+                if held[i] {
+                    (f[i] - problem.kspace[i]).norm_sqr()
+                } else {
+                    0.0
+                }
+            });
+            Ok(0.5 * sum / n_held as f64 / n as f64)
+        },
+    )
+}
+
 /// Trains (or resumes) the run in `cfg.common.output`, then evaluates and exports.
 pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     cfg.validate()?;
@@ -202,6 +289,9 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     let plan = host_plan(cfg, &problem, &sizes, chunk);
     log(opts, &plan.describe());
     plan.check(&opts.memory_limits(None))?;
+    let mut searched = cfg.clone();
+    let search_seconds = search_sigma(&mut searched, &problem, chunk, opts)?;
+    let cfg = &searched;
     let dir = cfg.common.output.clone();
     // the network, the device and a resumed checkpoint checked before anything is written
     let meta = FieldMeta {
@@ -301,6 +391,7 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
         dims,
         sampled_fraction: problem.operator.sampled_fraction(),
         run: run.stats(&trained, cfg.train.steps, started),
+        sigma_search_seconds: search_seconds,
     };
     // serde_json writes NaN as null, which is what a reader should see for "no truth".
     crate::train::run::write_metrics(&dir, &metrics)?;

@@ -59,6 +59,9 @@ pub struct Metrics {
     /// Where the training batches were drawn and labelled: "host" or "gpu".
     #[serde(default)]
     pub batches_on: String,
+    /// Seconds of the σ search (`--sigma auto`), not included in `train_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_search_seconds: Option<f64>,
 }
 
 pub enum FitOutcome {
@@ -114,14 +117,28 @@ pub fn training_batch(
 
 /// The two test sets of the paper's protocol, with labels.
 pub fn test_sets(cfg: &OccupancyConfig, mesh: &PreparedMesh) -> [(Vec<[f32; 3]>, Vec<f32>); 2] {
-    let n = cfg.eval.test_points;
+    labelled_sets(cfg, mesh, cfg.eval.test_points, [streams::TEST_UNIFORM, streams::TEST_SURFACE])
+}
+
+/// Streams of the σ search's validation points (`--sigma auto`), distinct from the test sets'
+/// and the training batches'.
+const STREAM_VALIDATION: [u64; 2] = [0x51_01, 0x51_02];
+
+/// `n` uniform and `n` near-surface points drawn as the test sets are, from the seed's
+/// `streams` (uniform, near-surface), with labels.
+fn labelled_sets(
+    cfg: &OccupancyConfig,
+    mesh: &PreparedMesh,
+    n: usize,
+    streams: [u64; 2],
+) -> [(Vec<[f32; 3]>, Vec<f32>); 2] {
     let mut uniform = vec![[0.0; 3]; n];
-    uniform_in_box(&mesh.bbox, &CounterRng::new(cfg.common.seed, streams::TEST_UNIFORM), 0, &mut uniform);
+    uniform_in_box(&mesh.bbox, &CounterRng::new(cfg.common.seed, streams[0]), 0, &mut uniform);
     let mut surface = vec![[0.0; 3]; n];
     near_surface(
         &mesh.mesh_in_unit,
         cfg.eval.surface_sigma,
-        &CounterRng::new(cfg.common.seed, streams::TEST_SURFACE),
+        &CounterRng::new(cfg.common.seed, streams[1]),
         0,
         &mut surface,
     );
@@ -130,6 +147,45 @@ pub fn test_sets(cfg: &OccupancyConfig, mesh: &PreparedMesh) -> [(Vec<[f32; 3]>,
     let mut ls = vec![0.0; n];
     mesh.label(&surface, &mut ls);
     [(uniform, lu), (surface, ls)]
+}
+
+/// `--sigma auto`: short fits on fresh training batches (smaller, more steps: the search's
+/// plan), each scored by 1 − IoU on validation points drawn as the two test sets are (as many,
+/// uniform and near-surface) but from streams of their own, averaged over the two sets.
+fn search_sigma(cfg: &mut OccupancyConfig, mesh: &PreparedMesh, opts: &FitOptions) -> Result<Option<f64>> {
+    if cfg.common.sigma_search.is_none() {
+        return Ok(None);
+    }
+    let validation = labelled_sets(cfg, mesh, cfg.eval.test_points, STREAM_VALIDATION);
+    let (steps, batch, dir, base) =
+        (cfg.train.steps, cfg.train.batch, cfg.common.output.clone(), cfg.clone());
+    crate::train::sigma::run_auto(
+        &mut cfg.common,
+        &dir,
+        "occupancy",
+        "1-iou",
+        steps,
+        batch,
+        opts,
+        |common, short, short_batch, scratch| {
+            let mut c = base.clone();
+            c.common = common.clone();
+            (c.train.steps, c.train.batch) = (short, short_batch);
+            let mut run = Run::scratch(scratch, &c.common, 3, 1)?;
+            let mut objective = OccupancyBatches {
+                cfg: &c,
+                mesh,
+                on_device: false,
+                queued: 0,
+                points: vec![],
+                labels: vec![],
+            };
+            let spec = crate::train::fit::LoopSpec::new(short, c.train.lr, c.train.schedule, 0, short_batch);
+            run.train(&spec, &mut objective, &FitOptions::default())?;
+            let m = evaluate_sets(&validation, run.backend.as_mut())?;
+            Ok(1.0 - 0.5 * (m.iou_uniform + m.iou_surface))
+        },
+    )
 }
 
 /// Trains (or resumes) the run in `cfg.common.output`, then evaluates and exports.
@@ -208,6 +264,9 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     }
     log(opts, &format!("run folder: {}", dir.display()));
     let meta = OccupancyMeta { unit_from_mesh: mesh.unit_from_mesh, bbox: mesh.bbox };
+    let mut searched = cfg.clone();
+    let search_seconds = search_sigma(&mut searched, &mesh, opts)?;
+    let cfg = &searched;
 
     let mut run = Run::start(&dir, &cfg.to_toml()?, &cfg.common, 3, meta_to_extra(&meta)?, opts)?;
     let start_step = run.step();
@@ -265,6 +324,7 @@ pub fn fit(cfg: &OccupancyConfig, opts: &FitOptions) -> Result<FitOutcome> {
     metrics.batches_on = batches_on.into();
     metrics.samples_per_second = (steps - start_step) as f64 * cfg.train.batch as f64 / train_s.max(1e-9);
     metrics.total_seconds = started.elapsed().as_secs_f64();
+    metrics.sigma_search_seconds = search_seconds;
     crate::train::run::write_metrics(&dir, &metrics)?;
     Ok(FitOutcome::Finished(Box::new(metrics)))
 }

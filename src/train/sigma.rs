@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The jobs that run the search for `--sigma auto`.
-pub const AUTO_JOBS: &[&str] = &["image", "volume"];
+pub const AUTO_JOBS: &[&str] = &["image", "volume", "occupancy", "mri", "ct"];
 
 /// An error when `common` asks for a σ search in a job that cannot run one yet (a `run.toml`
 /// with `[sigma_search]` given to such a job would otherwise be ignored).
@@ -84,14 +84,15 @@ fn default_batch_fraction() -> f32 {
 impl SigmaSearch {
     /// The default search for `job`'s `encoding`: Gaussian σ over [lo, hi] cycles per unit box
     /// (each job's range brackets the paper's choice by about a factor of 8 either way),
-    /// positional σ (log2 of the highest frequency) over [1, 10]; 6 coarse and 4 fine trials
-    /// within 30 % of the full fit, on mini-batches of an eighth of the fit's batch.
+    /// positional σ (log2 of the highest frequency) over [1, 10]; 5 coarse and 2 fine trials
+    /// within 30 % of the full fit, on mini-batches of an eighth of the fit's batch (image,
+    /// volume, occupancy) or on the whole grid (MRI and CT, whose operators see every voxel).
     pub fn default_for(job: &str, encoding: &EncodingConfig) -> Result<Self> {
         let (lo, hi) = match encoding {
             EncodingConfig::Gaussian { .. } => match job {
                 "image" => (1.0, 64.0),
                 "occupancy" => (1.0, 64.0),
-                "volume" => (0.5, 32.0),
+                "volume" | "mri" | "ct" => (0.5, 32.0),
                 _ => (0.5, 32.0),
             },
             EncodingConfig::Positional { .. } => (1.0, 10.0),
@@ -108,7 +109,7 @@ impl SigmaSearch {
             coarse: 5,
             refine: 2,
             budget: 0.3,
-            batch_fraction: default_batch_fraction(),
+            batch_fraction: if matches!(job, "mri" | "ct") { 1.0 } else { default_batch_fraction() },
             metric: String::new(),
             chosen: None,
             validation_error: None,
