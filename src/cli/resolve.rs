@@ -288,6 +288,16 @@ pub fn image(a: &ImageArgs) -> Result<ffvol::job::image::ImageConfig> {
             normalize_features: None,
         })?;
         c.train.size = a.size.unwrap_or(c.train.size);
+        // --encoding without --sigma: the mapping's σ scaled to the image's side (the shared
+        // path above knows no size and takes the 512² defaults)
+        if let (Some(name), None) = (&a.run.encoding, &a.run.sigma) {
+            let m = match c.common.encoding {
+                EncodingConfig::Gaussian { features, .. } => features,
+                EncodingConfig::Positional { features, .. } => 2 * features,
+                _ => 256,
+            };
+            c.common.encoding = ffvol::job::image::image_encoding(name, m, c.train.size)?;
+        }
         c.export.upsample = a.upsample.unwrap_or(c.export.upsample);
         c.common.output = a.run.folder(&format!("{}-image", data_stem(&c.image).trim_end_matches(".png")))?;
         Ok(())
