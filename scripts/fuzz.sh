@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (fuzz/fuzz_targets) for SECONDS each (default 60), JOBS at a time
-# (default 1), seeded from fuzz/seeds/<target>/ and the bundled and test files; prints each
+# Runs every fuzz target (fuzz/fuzz_targets) for SECONDS each (default 60), one after another,
+# seeded from fuzz/seeds/<target>/ and the bundled and test files; prints each
 # target's executions and any crash (artifacts in fuzz/artifacts/<target>/).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]        needs: rustup toolchain nightly, cargo install cargo-fuzz
+#
+# Each run appends a row to fuzz/artifacts/summary.tsv (executions, exec/s, seconds, corpus size,
+# findings); FUZZ_NO_BUILD=1 skips the build (targets already built), FUZZ_MAX_LEN=BYTES bounds
+# the inputs and seeds (default 1 MiB; the HDF5 reader takes ~1 s an input near 1 MiB),
+# FUZZ_TIMEOUT=SECONDS is the time an input may take before it is a finding (default 10). Valid
+# seeds of every format are in fuzz/seeds/ (scripts/make_fuzz_seeds.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -28,16 +34,31 @@ seed() {  # target → the files its corpus starts from
   esac 2>/dev/null || true
   ls -d fuzz/seeds/"$1"/* 2>/dev/null || true
 }
-cargo +nightly fuzz build -O "${targets[@]/#/}" >/dev/null 2>&1 || cargo +nightly fuzz build -O
+# one build of every target (cargo fuzz build takes one target or all of them)
+if [ "${FUZZ_NO_BUILD:-0}" != 1 ]; then
+  if [ ${#targets[@]} -eq 1 ]; then cargo +nightly fuzz build -O "${targets[0]}"; else cargo +nightly fuzz build -O; fi
+fi
+bin=fuzz/target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
+table=fuzz/artifacts/summary.tsv
+mkdir -p fuzz/artifacts
+[ -f "$table" ] || printf 'target\texecutions\texec_per_s\tseconds\tcorpus_files\tnew_units\tpeak_rss_mb\tfindings\n' >"$table"
 for t in "${targets[@]}"; do
   corpus=fuzz/corpus/$t
   mkdir -p "$corpus" fuzz/artifacts/"$t"
-  for f in $(seed "$t"); do [ -f "$f" ] && [ "$(stat -c %s "$f")" -lt 2000000 ] && cp -n "$f" "$corpus/" || true; done
+  for f in $(seed "$t"); do [ -f "$f" ] && [ "$(stat -c %s "$f")" -lt "${FUZZ_MAX_LEN:-1048576}" ] && cp -n "$f" "$corpus/" || true; done
   log=fuzz/artifacts/$t/fuzz.log
-  # -rss_limit_mb: an allocation the input drives past 2 GB is a finding, like a crash
-  cargo +nightly fuzz run -O "$t" "$corpus" -- -max_total_time="$seconds" -rss_limit_mb=2048 \
-      -timeout=10 -max_len=1048576 -print_final_stats=1 >"$log" 2>&1 || true
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
-  crashes=$(ls fuzz/artifacts/"$t" | grep -c -E '^(crash|oom|timeout|leak)-' || true)
-  echo "$t: $execs executions in ${seconds} s, $crashes findings (log: $log)"
+  start=$(date +%s)
+  # -rss_limit_mb: an allocation the input drives past 2 GB is a finding, like a crash;
+  # -timeout: an input that takes over 10 s is a finding (a hang)
+  # the built binary itself: `cargo fuzz run` would rebuild first whenever a source changed
+  "$bin/$t" "$corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-10}" -max_len="${FUZZ_MAX_LEN:-1048576}" \
+      -print_final_stats=1 -artifact_prefix=fuzz/artifacts/"$t"/ >"$log" 2>&1 || true
+  took=$(( $(date +%s) - start ))
+  final_stat() { grep -o "stat::$1: *[0-9]*" "$log" | grep -o '[0-9]*$' | tail -1; }
+  execs=$(final_stat number_of_executed_units); rate=$(final_stat average_exec_per_sec)
+  units=$(final_stat new_units_added); rss=$(final_stat peak_rss_mb)
+  files=$(find "$corpus" -type f | wc -l)
+  findings=$(find fuzz/artifacts/"$t" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' -o -name 'leak-*' -o -name 'slow-unit-*' \) | wc -l)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "${execs:-?}" "${rate:-?}" "$took" "$files" "${units:-?}" "${rss:-?}" "$findings" >>"$table"
+  echo "$t: ${execs:-?} executions in $took s (${rate:-?}/s), corpus $files files, $findings findings (log: $log)"
 done

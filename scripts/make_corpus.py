@@ -67,6 +67,10 @@ good = gzip.compress(nifti([2, 2, 2]))
 bad = bytearray(good); bad[-8] ^= 0xFF
 put("volume", "bad-crc.nii.gz", bytes(bad))
 put("volume", "no-trailer.nii.gz", good[:-8])
+# a legitimate CT size (1024³ float32, 4 GiB) declared by a header whose data is not there: refused
+# as truncated before anything of that size is allocated (the .nii.gz cannot be checked by size)
+put("volume", "huge-1024-short.nii", nifti([1024, 1024, 1024], data=b"\0" * 64))
+put("volume", "huge-1024-short.nii.gz", gzip.compress(nifti([1024, 1024, 1024], data=b"\0" * 4096)))
 def npy(descr, shape, data=b""):
     hdr = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape)
     hdr += " " * (63 - (len(hdr) + 10) % 64) + "\n"
@@ -130,6 +134,11 @@ put("run_toml", "threads-1e6.toml", toml.replace("threads = 1", "threads = 10000
 put("run_toml", "nan-lr.toml", toml.replace("lr = ", "lr = nan #"))
 put("run_toml", "width-0.toml", toml.replace("width = 8", "width = 0"))
 put("run_toml", "empty.toml", b"")
+# a NaN schedule factor trained every weight to NaN after a finite loss
+SCHED = 'type = "cosine"\nwarmup = 50\nfinal_fraction = 0.02'
+put("run_toml", "nan-factor.toml", toml.replace(SCHED, 'type = "exponential"\nfactor = nan\nevery = 100'))
+put("run_toml", "nan-final-fraction.toml", toml.replace(SCHED, 'type = "cosine"\nwarmup = 50\nfinal_fraction = nan'))
+put("run_toml", "inf-factor.toml", toml.replace(SCHED, 'type = "exponential"\nfactor = inf\nevery = 100'))
 ck = open(os.path.join(run, "checkpoint.safetensors"), "rb").read()
 n = struct.unpack("<Q", ck[:8])[0]
 header = json.loads(ck[8:8 + n])

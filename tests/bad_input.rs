@@ -31,17 +31,11 @@ fn fails(args: &[&str], needles: &[&str]) -> String {
     text
 }
 
-/// The checkpoint in `path` holds what `reference` does (the file's metadata is a map written in
-/// no fixed order, so equal checkpoints are compared by content).
+/// The checkpoint in `path` is `reference`, byte for byte (a checkpoint is a pure function of
+/// its content: its metadata is written in sorted order).
 fn same_checkpoint(reference: &[u8], path: &Path) {
-    use ffvol::model::checkpoint::Checkpoint;
-    let a = Checkpoint::from_bytes(reference).expect("reference");
-    let b = Checkpoint::from_bytes(&std::fs::read(path).expect("checkpoint")).expect("checkpoint");
-    assert!(
-        a.state == b.state && a.encoding == b.encoding && a.extra == b.extra,
-        "{} differs",
-        path.display()
-    );
+    let b = std::fs::read(path).expect("checkpoint");
+    assert!(b == reference, "{} differs", path.display());
 }
 
 fn s(p: &Path) -> &str {
@@ -401,4 +395,73 @@ fn a_resume_refuses_inputs_that_changed() {
     let toml = std::fs::read(run.join("run.toml")).unwrap();
     fails(&["fit", "--resume", s(&run)], &["bunny.ply", "changed since the run started"]);
     assert_eq!(std::fs::read(run.join("run.toml")).unwrap(), toml);
+}
+
+/// What a volume run's checkpoint says about its grid sizes the export: huge or zero dims and
+/// non-finite numbers are refused naming the checkpoint, before any grid is allocated; the
+/// export grid flags too.
+#[test]
+fn export_grids_from_metadata_and_flags_are_checked() {
+    use ffvol::model::checkpoint::Checkpoint;
+    let dir = scratch("export-grids");
+    let run = dir.join("v");
+    let (ok, text) = ffvol(&[
+        "fit",
+        "volume",
+        "--output",
+        s(&run),
+        "--steps",
+        "3",
+        "--depth",
+        "2",
+        "--width",
+        "8",
+        "--features",
+        "8",
+        "--threads",
+        "1",
+    ]);
+    assert!(ok, "{text}");
+    let ck_path = run.join("checkpoint.safetensors");
+    let good = std::fs::read(&ck_path).unwrap();
+    let key = ffvol::job::field::META_KEY;
+    let meta: serde_json::Value =
+        serde_json::from_str(&Checkpoint::from_bytes(&good).unwrap().extra[key]).unwrap();
+    let before: Vec<_> = std::fs::read_dir(&run).unwrap().flatten().map(|e| e.file_name()).collect();
+    for (field, value) in [
+        ("dims", serde_json::json!([4294967296u64, 4294967296u64, 1])),
+        ("dims", serde_json::json!([65536, 65536, 65536])),
+        ("dims", serde_json::json!([0, 4, 4])),
+    ] {
+        let mut m = meta.clone();
+        m[field] = value.clone();
+        let mut ck = Checkpoint::from_bytes(&good).unwrap();
+        ck.extra.insert(key.to_string(), m.to_string());
+        ck.save(&ck_path).unwrap();
+        fails(&["export", s(&run), "--upsample", "2"], &["checkpoint.safetensors", "grid dims"]);
+    }
+    // a NaN in the affine (JSON has no NaN: written as a string by hand)
+    let text = meta.to_string();
+    let at = text.find("\"world_from_voxel\":[[").unwrap() + "\"world_from_voxel\":[[".len();
+    let end = at + text[at..].find(',').unwrap();
+    let mut ck = Checkpoint::from_bytes(&good).unwrap();
+    ck.extra.insert(key.to_string(), format!("{}1e999{}", &text[..at], &text[end..]));
+    ck.save(&ck_path).unwrap();
+    fails(&["export", s(&run), "--upsample", "2"], &["checkpoint.safetensors", "volume metadata"]);
+    let after: Vec<_> = std::fs::read_dir(&run).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(before, after, "a refused export wrote files");
+    std::fs::write(&ck_path, &good).unwrap();
+    assert!(ffvol(&["export", s(&run), "--upsample", "2"]).0);
+    // an occupancy run's export grid: at least 2 nodes, within memory, a number
+    let occ = dir.join("occ");
+    small_fit(&occ, "8");
+    for r in ["0", "1"] {
+        fails(&["export", s(&occ), "--resolution", r], &["--resolution", "at least 2"]);
+    }
+    fails(
+        &["export", s(&occ), "--resolution", "18446744073709551615"],
+        &["not enough memory", "--resolution"],
+    );
+    fails(&["export", s(&occ), "--resolution", "18446744073709551616"], &["--resolution"]);
+    assert!(!occ.join("mesh_0.ply").exists() && !occ.join("mesh_1.ply").exists());
 }

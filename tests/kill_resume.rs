@@ -102,8 +102,8 @@ fn sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run() {
     let t = Instant::now();
     finish(&fresh_args(&reference));
     let run_ms = t.elapsed().as_millis().max(50) as u64;
-    // the checkpoint's metadata is a map written in no fixed order: compared by content below
-    let files = ["loss.csv", "mesh.ply", "occupancy.nii.gz"];
+    // the checkpoint too, byte for byte (its metadata is written in sorted order)
+    let files = ["checkpoint.safetensors", "loss.csv", "mesh.ply", "occupancy.nii.gz"];
     // a seed from the clock, printed, so a failure can be replayed (FFVOL_KILL_SEED)
     let mut seed: u64 =
         std::env::var("FFVOL_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {

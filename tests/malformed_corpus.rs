@@ -1,7 +1,9 @@
 //! Every file in `tests/corpus/<kind>/` through every command that reads that kind of file, as
 //! a child process of the built binary under a 4 GiB address-space limit and a 20 s timeout:
 //! each must exit with a clean error (status 1, an `error:` line naming the file, no panic, no
-//! signal, no timeout) and leave no output behind. `scripts/make_corpus.py` writes the corpus.
+//! signal, no timeout) and leave no output behind. `scripts/make_corpus.py` writes the corpus;
+//! what git cannot hold is made here: a FIFO and a link to /dev/zero under each kind's names,
+//! and a sparse 1024³ NIfTI (1 GiB of data) that cannot be read under the limit.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,6 +26,59 @@ fn corpus(kind: &str) -> Vec<PathBuf> {
     files.sort();
     assert!(!files.is_empty(), "{} is empty", dir.display());
     files
+}
+
+/// What git cannot hold, made in `dir` for the file names `names`: a FIFO (opening one for
+/// reading blocks until a writer comes) and a link to /dev/zero (endless) under each name.
+fn specials(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut made = vec![];
+    for name in names {
+        let fifo = dir.join(format!("fifo-{name}"));
+        let ok = Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+        assert!(ok || !common::in_ci(), "mkfifo failed");
+        if ok {
+            made.push(fifo);
+        }
+        let zero = dir.join(format!("dev-zero-{name}"));
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        made.push(zero);
+    }
+    made
+}
+
+/// A 1024³ uint8 NIfTI (1 GiB of data, a legitimate CT size; 4 GiB as f32) as a sparse file:
+/// under the 4 GiB limit it cannot be read, and must be refused as such, not abort.
+fn sparse_1024(dir: &Path) -> PathBuf {
+    let mut h = vec![0u8; 352];
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    for (i, d) in [3i16, 1024, 1024, 1024, 1, 1, 1, 1].iter().enumerate() {
+        h[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
+    }
+    h[70..72].copy_from_slice(&2i16.to_le_bytes()); // uint8
+    h[72..74].copy_from_slice(&8i16.to_le_bytes());
+    for k in 0..8 {
+        h[76 + 4 * k..80 + 4 * k].copy_from_slice(&1f32.to_le_bytes());
+    }
+    h[108..112].copy_from_slice(&352f32.to_le_bytes());
+    h[344..348].copy_from_slice(b"n+1\0");
+    let path = dir.join("sparse-1024.nii");
+    std::fs::write(&path, &h).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(352 + (1 << 30)).unwrap();
+    path
+}
+
+/// Places corpus file `src` at `dst`: copied, or made again when it is a FIFO or a link.
+fn place(src: &Path, dst: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::symlink_metadata(src).unwrap();
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(src).unwrap(), dst).unwrap();
+    } else if meta.file_type().is_fifo() {
+        assert!(Command::new("mkfifo").arg(dst).status().unwrap().success());
+    } else {
+        std::fs::copy(src, dst).unwrap();
+    }
 }
 
 /// Runs `ffvol args` under the memory limit and timeout; returns a problem, if any.
@@ -98,7 +153,9 @@ fn every_malformed_file_through_every_command_is_a_clean_error() {
             problems.push(p);
         }
     };
-    for f in corpus("mesh") {
+    let special = dir.join("special");
+    let with = |kind: &str, names: &[&str]| [corpus(kind), specials(&special.join(kind), names)].concat();
+    for f in with("mesh", &["m.ply", "m.obj", "m.stl"]) {
         let m = f.display().to_string();
         check(
             [strings(&["fit", "occupancy", "--mesh", &m, "--output", &o]), strings(FIT)].concat(),
@@ -108,7 +165,9 @@ fn every_malformed_file_through_every_command_is_a_clean_error() {
         check(strings(&["bench", "--labels-only", "--mesh", &m]), &f, &[]);
     }
     let recon_out = dir.join("recon.nii.gz");
-    for f in corpus("volume") {
+    let mut volumes = with("volume", &["v.nii", "v.nii.gz", "v.npy", "v.mat", "v.dcm"]);
+    volumes.push(sparse_1024(&dir));
+    for f in volumes {
         let v = f.display().to_string();
         check(
             [strings(&["fit", "volume", "--volume", &v, "--output", &o]), strings(FIT)].concat(),
@@ -139,7 +198,7 @@ fn every_malformed_file_through_every_command_is_a_clean_error() {
             &[&recon_out],
         );
     }
-    for f in corpus("geometry") {
+    for f in with("geometry", &["g.toml"]) {
         let g = f.display().to_string();
         check(
             strings(&["simulate", "ct", "--phantom", "shepp2d", "--geometry", &g, "--output", &o]),
@@ -159,7 +218,7 @@ fn every_malformed_file_through_every_command_is_a_clean_error() {
             &[&out],
         );
     }
-    for f in corpus("projections") {
+    for f in with("projections", &["p.npy", "p.h5"]) {
         let p = f.display().to_string();
         let r = recon_out.display().to_string();
         check(
@@ -185,13 +244,14 @@ fn every_malformed_file_through_every_command_is_a_clean_error() {
         .expect("base run");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     for (kind, target) in [("run_toml", "run.toml"), ("checkpoint", "checkpoint.safetensors")] {
-        for f in corpus(kind) {
+        for f in with(kind, &[target]) {
             let run = dir.join(format!("{kind}-{}", f.file_name().unwrap().to_string_lossy()));
             std::fs::create_dir_all(&run).unwrap();
             for name in ["run.toml", "checkpoint.safetensors", "loss.csv"] {
                 std::fs::copy(base.join(name), run.join(name)).unwrap();
             }
-            std::fs::copy(&f, run.join(target)).unwrap();
+            std::fs::remove_file(run.join(target)).unwrap();
+            place(&f, &run.join(target));
             let placed = run.join(target);
             let r = run.display().to_string();
             let mesh = run.join("mesh_8.ply");
@@ -204,6 +264,7 @@ fn every_malformed_file_through_every_command_is_a_clean_error() {
             let _ = std::fs::remove_dir_all(&run);
         }
     }
+    let _ = std::fs::remove_file(dir.join("sparse-1024.nii"));
     println!("{runs} runs in {:.1} s", t.elapsed().as_secs_f64());
     assert!(
         problems.is_empty(),

@@ -74,13 +74,17 @@ impl RunConfig {
 
     /// Each job's own checks ([`JobConfig::validate`]).
     pub fn validate(&self) -> crate::Result<()> {
-        match self {
-            RunConfig::Occupancy(c) => c.validate(),
-            RunConfig::Volume(c) => c.validate(),
-            RunConfig::Mri(c) => c.validate(),
-            RunConfig::Ct(c) => c.validate(),
-            RunConfig::Image(c) => c.validate(),
-        }
+        use crate::train::fit::TrainSettings;
+        // the learning rate and schedule as the loop checks them (a NaN schedule factor in a
+        // run.toml was accepted by `export` and refused by a resume only after its checks)
+        let spec = match self {
+            RunConfig::Occupancy(c) => c.validate().map(|()| c.train.loop_spec(1)),
+            RunConfig::Volume(c) => c.validate().map(|()| c.train.loop_spec(1)),
+            RunConfig::Mri(c) => c.validate().map(|()| c.train.loop_spec(1)),
+            RunConfig::Ct(c) => c.validate().map(|()| c.train.loop_spec(1)),
+            RunConfig::Image(c) => c.validate().map(|()| c.train.loop_spec(1)),
+        }?;
+        spec.validate()
     }
 
     /// The job's name (the `job` key).

@@ -36,14 +36,24 @@ pub fn write_fit(
     Ok(fit)
 }
 
-/// Writes a volume on the scan's grid as .nii.gz, plus a PNG of the (middle) slice beside it.
+/// Writes a volume on the scan's grid as .nii.gz, plus a PNG of the (middle) slice beside it
+/// ([`preview_path`]).
 pub fn write_volume(scan: &Scan, data: &[f32], path: &Path) -> Result<()> {
     crate::io::write_nifti_f32(path, data, scan.voxels, scan.world_from_voxel())?;
+    write_preview(scan, data, &preview_path(path))
+}
+
+/// The PNG [`write_volume`] writes beside the volume `path` (`truth.nii.gz` → `truth.png`).
+pub fn preview_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("").with_extension("png")
+}
+
+/// The PNG of the middle slice of a volume on the scan's grid, to `png`.
+pub fn write_preview(scan: &Scan, data: &[f32], png: &Path) -> Result<()> {
     let [nx, ny, nz] = scan.voxels;
     let z = nz / 2;
     let slice = &data[z * nx * ny..(z + 1) * nx * ny];
-    let png = path.with_extension("").with_extension("png");
     // images show y up: row 0 is the largest y
     let rows: Vec<f32> = (0..ny).rev().flat_map(|y| slice[y * nx..(y + 1) * nx].iter().copied()).collect();
-    write_png_gray(&png, &rows, nx, ny, 0.0, 1.0)
+    write_png_gray(png, &rows, nx, ny, 0.0, 1.0)
 }

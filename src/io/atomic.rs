@@ -25,6 +25,83 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes))
 }
 
+/// Several files of one folder written as one: each is written in full into a hidden staging
+/// folder beside them (`.staging.tmp-PID`, which the next run's start removes like any killed
+/// write's), under its own name (so a writer that goes by the extension, `.nii.gz`, writes
+/// what the name says), and all are moved to their names only by [`Staged::commit`], once
+/// every one is written. Dropped without a commit (a later file failed), it removes the staging
+/// folder, so a failure leaves none of the files, neither new nor half of a set.
+pub struct Staged {
+    /// The staging folder (made at the first file).
+    folder: PathBuf,
+    /// (staged, final) paths, in the order staged.
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Staged {
+    /// Staging for files of the folder `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Staged { folder: dir.join(format!(".staging.tmp-{}", std::process::id())), files: vec![] }
+    }
+
+    /// Writes `path`'s content with `write`, given the staged path to write to (any writer of a
+    /// path, atomic or not); an error names `path`, not the staged file.
+    pub fn write(&mut self, path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let name = path.file_name().ok_or_else(|| {
+            Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file"),
+            )
+        })?;
+        if self.files.is_empty() {
+            let _ = fs::remove_dir_all(&self.folder);
+            fs::create_dir_all(&self.folder).map_err(|e| Error::io(path, e))?;
+        }
+        let staged = self.folder.join(name);
+        self.files.push((staged.clone(), path.to_path_buf()));
+        write(&staged).map_err(|e| match e {
+            Error::Io { path: p, cause } if p == staged => Error::io(path, cause),
+            Error::Format { path: p, message } if p == staged => Error::format(path, message),
+            e => e,
+        })
+    }
+
+    /// Moves every staged file to its name (after checking none of the names is a folder, the
+    /// one way a rename within a folder fails that can be foreseen), then makes the renames
+    /// durable.
+    pub fn commit(mut self) -> Result<()> {
+        for (_, path) in &self.files {
+            if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                return Err(Error::io(
+                    path,
+                    std::io::Error::new(std::io::ErrorKind::IsADirectory, "a folder is in the way"),
+                ));
+            }
+        }
+        let mut parents = vec![];
+        for (staged, path) in std::mem::take(&mut self.files) {
+            fs::rename(&staged, &path).map_err(|e| Error::io(&path, e))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !parents.contains(&dir.to_path_buf()) {
+                    parents.push(dir.to_path_buf());
+                }
+            }
+        }
+        for dir in parents {
+            if let Ok(d) = File::open(&dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.folder);
+    }
+}
+
 fn temp_path(path: &Path) -> Result<PathBuf> {
     let name = path.file_name().ok_or_else(|| {
         Error::io(
@@ -115,6 +192,52 @@ mod tests {
         assert!(err.to_string().contains("a.bin"), "{err}");
         assert_eq!(fs::read(&path).expect("read"), b"old");
         assert_eq!(fs::read_dir(&dir).expect("ls").count(), 1, "temp file removed");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn staged_files_appear_together_or_not_at_all() {
+        let dir = scratch("staged");
+        let (a, b) = (dir.join("a.bin"), dir.join("b.bin"));
+        // a late failure: neither file, no temporary
+        let mut staged = Staged::new(&dir);
+        staged.write(&a, |p| write_bytes_atomic(p, b"first")).unwrap();
+        let err = staged
+            .write(&b, |p| {
+                write_atomic(p, |w| w.write_all(b"x").and(Err(std::io::Error::other("disk full"))))
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("b.bin") && !err.contains(".staging") && err.contains("disk full"), "{err}");
+        drop(staged);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "a failed set leaves nothing");
+        // all written: both appear at commit, not before
+        let mut staged = Staged::new(&dir);
+        staged.write(&a, |p| write_bytes_atomic(p, b"first")).unwrap();
+        staged.write(&b, |p| write_bytes_atomic(p, b"second")).unwrap();
+        assert!(!a.exists() && !b.exists());
+        staged.commit().unwrap();
+        assert_eq!((fs::read(&a).unwrap(), fs::read(&b).unwrap()), (b"first".to_vec(), b"second".to_vec()));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        // a folder in the way of the second: refused before the first is renamed
+        fs::remove_file(&b).unwrap();
+        fs::create_dir(&b).unwrap();
+        let mut staged = Staged::new(&dir);
+        staged.write(&a, |p| write_bytes_atomic(p, b"new")).unwrap();
+        staged.write(&b, |p| write_bytes_atomic(p, b"new")).unwrap();
+        assert!(staged.commit().unwrap_err().to_string().contains("b.bin"));
+        assert_eq!(fs::read(&a).unwrap(), b"first");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2, "the staging folder removed");
+        // a writer that goes by the extension sees the final name's
+        let mut staged = Staged::new(&dir);
+        staged
+            .write(&dir.join("v.nii.gz"), |p| {
+                assert!(p.to_string_lossy().ends_with("/v.nii.gz"), "{}", p.display());
+                write_bytes_atomic(p, b"x")
+            })
+            .unwrap();
+        staged.commit().unwrap();
+        assert!(dir.join("v.nii.gz").is_file());
         let _ = fs::remove_dir_all(&dir);
     }
 

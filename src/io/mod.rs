@@ -25,7 +25,7 @@ pub mod volume;
 use std::path::Path;
 
 pub use self::png::{read_png, write_png_gray8, write_png_image, write_png_rgb8, Image};
-pub use atomic::{atomic_temp_pid, write_atomic, write_bytes_atomic};
+pub use atomic::{atomic_temp_pid, write_atomic, write_bytes_atomic, Staged};
 pub use nifti::{read_nifti_f32, write_nifti_f32, write_nifti_u8, WorldFromVoxel};
 pub use npy::{read_npy, write_npy, NpyArray, NpyData};
 
@@ -130,8 +130,21 @@ pub fn check_regular_file(path: &Path) -> Result<()> {
 
 /// `std::fs::read` of a regular file ([`check_regular_file`]).
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    check_regular_file(path)?;
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+    use std::io::Read;
+    let mut file = open_file(path)?;
+    // reserved fallibly: a file larger than the memory this process may use is an error naming
+    // it, not an abort
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut bytes = Vec::new();
+    usize::try_from(len).ok().and_then(|n| bytes.try_reserve_exact(n).ok()).ok_or_else(|| {
+        Error::Memory(format!(
+            "{}: the file's {} MiB do not fit in the memory this process can allocate",
+            path.display(),
+            len >> 20
+        ))
+    })?;
+    file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
 /// `std::fs::read_to_string` of a regular file ([`check_regular_file`]).

@@ -288,17 +288,6 @@ fn read_nifti_data(path: &Path) -> Result<(::nifti::NiftiHeader, Vec<f32>)> {
     // the extension area and any padding, then the data
     std::io::copy(&mut (&mut input).take(offset - 348), &mut std::io::sink())
         .map_err(|e| bad(format!("cannot read up to vox_offset {offset}: {e}")))?;
-    let mut raw = vec![0u8; bytes as usize];
-    input.read_exact(&mut raw).map_err(|e| {
-        bad(format!(
-            "truncated: cannot read the {bytes} bytes of data the header declares at offset {offset} ({e})"
-        ))
-    })?;
-    if gz {
-        // to the end of the stream: the gzip trailer's CRC and length are checked there
-        std::io::copy(&mut input, &mut std::io::sink())
-            .map_err(|e| bad(format!("corrupt gzip stream: {e}")))?;
-    }
     let little = h.endianness == ::nifti::Endianness::Little;
     let word = |c: &[u8]| -> [u8; 8] {
         let mut w = [0u8; 8];
@@ -326,10 +315,52 @@ fn read_nifti_data(path: &Path) -> Result<(::nifti::NiftiHeader, Vec<f32>)> {
     };
     let (slope, inter) = (f64::from(h.scl_slope), f64::from(h.scl_inter));
     let scaled = slope != 0.0 && slope.is_finite() && inter.is_finite();
-    let data = raw
-        .chunks_exact(size)
-        .map(|c| if scaled { (value(c) * slope + inter) as f32 } else { value(c) as f32 })
-        .collect();
+    // The data in pieces, converted as they come: never the raw bytes and the f32 volume at
+    // once, and a .nii.gz whose header declares more than its stream holds fails as truncated
+    // after what it holds, not after allocating what it declares. The f32 volume is reserved
+    // fallibly (all of it for a .nii, whose size was checked; as the data comes for a .nii.gz),
+    // so a volume larger than the memory this process may use is an error, not an abort.
+    let n = n as usize;
+    let too_big = |_| {
+        Error::Memory(format!(
+            "{}: the {n}-voxel volume needs {} MiB as f32, more than this process can allocate",
+            path.display(),
+            (n as u64 * 4) >> 20
+        ))
+    };
+    let mut data: Vec<f32> = Vec::new();
+    if !gz {
+        data.try_reserve_exact(n).map_err(too_big)?;
+    }
+    let piece_values = (1usize << 20) / size;
+    let mut raw = vec![0u8; piece_values.min(n) * size];
+    while data.len() < n {
+        let values = piece_values.min(n - data.len());
+        let piece = &mut raw[..values * size];
+        if let Err(e) = input.read_exact(piece) {
+            return Err(bad(format!(
+                "truncated: cannot read the {bytes} bytes of data the header declares at offset {offset} \
+                 (read {} before: {e})",
+                data.len() * size
+            )));
+        }
+        if data.capacity() - data.len() < values {
+            let want = n.min(data.capacity().saturating_mul(2).max(data.len() + values));
+            data.try_reserve_exact(want - data.len()).map_err(too_big)?;
+        }
+        data.extend(piece.chunks_exact(size).map(|c| {
+            if scaled {
+                (value(c) * slope + inter) as f32
+            } else {
+                value(c) as f32
+            }
+        }));
+    }
+    if gz {
+        // to the end of the stream: the gzip trailer's CRC and length are checked there
+        std::io::copy(&mut input, &mut std::io::sink())
+            .map_err(|e| bad(format!("corrupt gzip stream: {e}")))?;
+    }
     Ok((h, data))
 }
 

@@ -55,6 +55,8 @@ pub use crate::train::run::{CHECKPOINT, LOSS_CSV, METRICS, RUN_TOML};
 pub const RECON: &str = "recon.nii.gz";
 /// The scan, written into every run folder.
 pub const GEOMETRY: &str = "geometry.toml";
+/// The PSNR curve so far (`step,psnr`), rewritten at each point, so a resumed run continues it.
+pub const PSNR_CSV: &str = "psnr.csv";
 
 /// The σ search's split of the views: every 8th view (7, 15, …) held out for validation, the
 /// rest trained on; an error when that leaves no held-out view or fewer than 2 to train on.
@@ -401,9 +403,26 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
             "train.ramp_weight and train.warm_start apply to grid rendering: off for this ray-rendered run",
         );
     }
+    // the PSNR curve so far: a resume continues the points up to its checkpoint's step
+    let curve_path = dir.join(PSNR_CSV);
+    let keeps_curve = truth.is_some() && cfg.train.eval_every > 0 && render == Render::Grid;
+    let curve = if start_step > 0 { read_psnr_curve(&curve_path, start_step)? } else { vec![] };
+    if keeps_curve && start_step > 0 && !curve_path.exists() {
+        let p = curve_path.display();
+        log(
+            opts,
+            &format!("warning: no {p} (a run of an older ffvol): the PSNR curve starts at this resume"),
+        );
+    }
+    if keeps_curve {
+        write_psnr_curve(&curve_path, &curve)?;
+    } else if curve_path.exists() {
+        std::fs::remove_file(&curve_path).map_err(|e| Error::io(&curve_path, e))?;
+    }
 
     let projector = (render == Render::Grid).then(|| RayProjector::new(&scan, cfg.train.projector_step));
     let mut stepper = Stepper::new(&scan, &cfg, &measured, render, truth.as_deref());
+    (stepper.psnr_curve, stepper.curve_path) = (curve, keeps_curve.then_some(curve_path));
     let mut metrics = CtMetrics { render: Some(render), ..Default::default() };
     if let Some(projector) = &projector {
         let mut device = cfg.common.device.clone();
@@ -573,6 +592,8 @@ struct Stepper<'a> {
     truth: Option<&'a [f32]>,
     eval_every: u64,
     psnr_curve: Vec<(u64, f64)>,
+    /// Where the curve is kept after each point (`psnr.csv`), for a resume.
+    curve_path: Option<PathBuf>,
     render: Render,
     seed: u64,
     // grid
@@ -615,6 +636,7 @@ impl<'a> Stepper<'a> {
             truth,
             eval_every: cfg.train.eval_every,
             psnr_curve: vec![],
+            curve_path: None,
             render,
             seed: cfg.common.seed,
             op: None,
@@ -700,6 +722,10 @@ impl Objective for Stepper<'_> {
         let Some(img) = self.image()? else { return Ok(None) };
         let psnr = psnr_ct(img, truth);
         self.psnr_curve.push((done, psnr));
+        if let Some(path) = &self.curve_path {
+            // before the checkpoint of this step, so a checkpoint never has points missing
+            write_psnr_curve(path, &self.psnr_curve)?;
+        }
         Ok(Some(format!("PSNR {psnr:.2} dB")))
     }
 }
@@ -761,5 +787,59 @@ impl Stepper<'_> {
             }
         }
         (total / b as f64) as f32
+    }
+}
+
+/// Writes the PSNR curve as `step,psnr` rows, atomically (values in Rust's shortest round-trip
+/// form, so a resumed run reads back the same numbers).
+fn write_psnr_curve(path: &Path, curve: &[(u64, f64)]) -> Result<()> {
+    let mut s = String::from("step,psnr\n");
+    for (step, psnr) in curve {
+        s.push_str(&format!("{step},{psnr}\n"));
+    }
+    crate::io::write_bytes_atomic(path, s.as_bytes())
+}
+
+/// The points of a run's PSNR curve up to step `up_to` (a kill between the curve and the
+/// checkpoint leaves points past it); none when the file is missing (a run from before the
+/// curve was kept). A row that does not parse is an error naming the file and the line.
+fn read_psnr_curve(path: &Path, up_to: u64) -> Result<Vec<(u64, f64)>> {
+    if !path.exists() {
+        return Ok(vec![]);
+    }
+    let text = crate::io::read_text(path)?;
+    let mut curve = vec![];
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let row =
+            line.split_once(',').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<f64>().ok()?)));
+        match row {
+            Some((step, psnr)) if step <= up_to => curve.push((step, psnr)),
+            Some(_) => {}
+            None => {
+                return Err(Error::format(path, format!("line {}: {line:?} is not a step,psnr row", i + 1)))
+            }
+        }
+    }
+    Ok(curve)
+}
+
+#[cfg(test)]
+mod curve_tests {
+    use super::*;
+
+    #[test]
+    fn psnr_curve_round_trip_and_truncation() {
+        let dir = std::env::temp_dir().join(format!("ffvol-psnr-curve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(PSNR_CSV);
+        let curve = vec![(5, 12.345678901234567), (10, 17.0), (15, 1.0 / 3.0)];
+        write_psnr_curve(&path, &curve).unwrap();
+        assert_eq!(read_psnr_curve(&path, 15).unwrap(), curve);
+        assert_eq!(read_psnr_curve(&path, 14).unwrap(), curve[..2].to_vec());
+        assert!(read_psnr_curve(&dir.join("missing.csv"), 9).unwrap().is_empty());
+        std::fs::write(&path, "step,psnr\n5,12.5\n10\n").unwrap();
+        let err = read_psnr_curve(&path, 99).unwrap_err().to_string();
+        assert!(err.contains(PSNR_CSV) && err.contains("line 3"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

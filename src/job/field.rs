@@ -39,7 +39,24 @@ impl FieldMeta {
     pub fn from_checkpoint(path: &Path, ck: &Checkpoint) -> Result<Self> {
         let text =
             ck.extra.get(META_KEY).ok_or_else(|| Error::format(path, "not a volume or MRI checkpoint"))?;
-        serde_json::from_str(text).map_err(|e| Error::format(path, format!("volume metadata: {e}")))
+        let meta: Self =
+            serde_json::from_str(text).map_err(|e| Error::format(path, format!("volume metadata: {e}")))?;
+        // the export allocates from these: checked like a NIfTI header (≤ 2^31 voxels)
+        let n = meta.dims.iter().try_fold(1u64, |p, &d| p.checked_mul(d as u64).filter(|_| d > 0));
+        if n.is_none_or(|n| n > 1 << 31) {
+            return Err(Error::format(
+                path,
+                format!("volume metadata: grid dims {:?} are not 1 to 2^31 voxels", meta.dims),
+            ));
+        }
+        let (lo, hi) = (meta.intensity.lo, meta.intensity.hi);
+        if meta.world_from_voxel.iter().flatten().chain([&lo, &hi]).any(|v| !v.is_finite()) {
+            return Err(Error::format(
+                path,
+                "volume metadata: the affine or the intensity range is not finite",
+            ));
+        }
+        Ok(meta)
     }
 }
 

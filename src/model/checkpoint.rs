@@ -98,6 +98,47 @@ fn bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The safetensors file `bytes` with its JSON header's keys in sorted order. `safetensors`
+/// writes the metadata from a `HashMap`, whose order changes from process to process, so two
+/// identical runs would write checkpoints that differ in bytes; sorted, a checkpoint is a pure
+/// function of its content (the kill/resume test compares the files).
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
+    let bad = || "the serialised header is malformed".to_string();
+    let len = bytes.get(..8).ok_or_else(bad)?;
+    let n = usize::try_from(u64::from_le_bytes(len.try_into().map_err(|_| bad())?)).map_err(|_| bad())?;
+    let end = n.checked_add(8).filter(|&e| e <= bytes.len()).ok_or_else(bad)?;
+    let mut header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..end]).map_err(|e| format!("the serialised header: {e}"))?;
+    fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, String> {
+        serde_json::to_string(v).map_err(|e| format!("the serialised header: {e}"))
+    }
+    let mut text = String::from("{");
+    if let Some(meta) = header.remove("__metadata__") {
+        let meta: BTreeMap<String, String> =
+            serde_json::from_value(meta).map_err(|e| format!("the serialised metadata: {e}"))?;
+        text.push_str("\"__metadata__\":");
+        text.push_str(&json(&meta)?);
+    }
+    for (name, info) in &header {
+        if text.len() > 1 {
+            text.push(',');
+        }
+        text.push_str(&json(name.as_str())?);
+        text.push(':');
+        text.push_str(&json(info)?);
+    }
+    text.push('}');
+    let mut head = text.into_bytes();
+    head.resize(head.len().next_multiple_of(8), b' ');
+    // the data offsets count from the header's end, so a header of another length would do too
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
+}
+
 impl Checkpoint {
     /// The data of tensor `spec` of this checkpoint (one of [`layout`]'s names).
     fn tensor_data(&self, spec: &TensorSpec) -> crate::Result<&[f32]> {
@@ -144,8 +185,9 @@ impl Checkpoint {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| crate::Error::Input(format!("checkpoint: {e}")))?;
-        safetensors::tensor::serialize(views, Some(meta))
-            .map_err(|e| crate::Error::Input(format!("checkpoint: {e}")))
+        let bytes = safetensors::tensor::serialize(views, Some(meta))
+            .map_err(|e| crate::Error::Input(format!("checkpoint: {e}")))?;
+        canonical_header(bytes).map_err(|e| crate::Error::Input(format!("checkpoint: {e}")))
     }
 
     pub fn save(&self, path: &Path) -> crate::Result<()> {
@@ -379,5 +421,41 @@ mod tests {
                 assert!(Checkpoint::from_bytes(&bytes[..cut]).is_err());
             }
         }
+    }
+
+    /// The same checkpoint gives the same bytes whatever order its metadata map iterates in
+    /// (every `HashMap` has its own random order), and the sorted header still reads back.
+    #[test]
+    fn bytes_do_not_depend_on_the_metadata_maps_order() {
+        let rng = CounterRng::new(2, 1);
+        let cfg = EncodingConfig::Gaussian { sigma: 3.0, features: 4, normalize: true };
+        let enc = Encoding::build(&cfg, 3, &rng);
+        let sizes = Mlp::sizes_for(enc.n_features(), &ModelConfig { depth: 2, width: 4 }, 1);
+        let mlp = Mlp::init_field(sizes, &enc, &rng);
+        let n = mlp.params.len();
+        let adam = AdamState { m: vec![0.25; n], v: vec![0.5; n], step: 3 };
+        let pairs: Vec<(String, String)> =
+            (0..24).map(|i| (format!("key_{i}"), format!("{{\"v\":{i}}}"))).collect();
+        let state = TrainState { mlp, adam };
+        let make = |order: &mut dyn Iterator<Item = &(String, String)>| Checkpoint {
+            encoding: enc.clone(),
+            state: state.clone(),
+            extra: order.cloned().collect(),
+            tensors: vec![],
+        };
+        let first = make(&mut pairs.iter()).to_bytes().unwrap();
+        for k in 0..8 {
+            let other = if k % 2 == 0 { make(&mut pairs.iter().rev()) } else { make(&mut pairs.iter()) };
+            assert_eq!(other.to_bytes().unwrap(), first, "try {k}: the bytes depend on the map's order");
+        }
+        let back = Checkpoint::from_bytes(&first).unwrap();
+        assert_eq!(back.state, state);
+        assert_eq!(back.extra.len(), pairs.len());
+        // and what the python package reads: the header is JSON, keys sorted, then the data
+        let len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        assert_eq!(len % 8, 0);
+        let head = std::str::from_utf8(&first[8..8 + len]).unwrap();
+        let (a, b) = (head.find("\"key_1\"").unwrap(), head.find("\"key_2\"").unwrap());
+        assert!(a < b, "{head}");
     }
 }

@@ -1,7 +1,7 @@
 //! Simulated CT scans: a phantom (or a volume) projected through a scan geometry, with
 //! optional photon noise, written as the files `fit ct` and `recon` read.
 
-use crate::export::volume::write_volume;
+use crate::export::volume::{preview_path, write_preview};
 use crate::io::npy::write_npy_f32;
 use crate::io::png::write_png_gray;
 use crate::io::volume::read_volume;
@@ -216,22 +216,38 @@ fn poisson(rng: &CounterRng, i: u64, lambda: f64) -> f64 {
     }
 }
 
-/// Writes projections.npy, geometry.toml, truth.nii.gz (+ PNGs) into `dir`.
+/// Writes projections.npy, geometry.toml, truth.nii.gz (+ PNGs) into `dir`: all of them or, on
+/// an error, none (each is written under a temporary name first; see [`crate::io::Staged`]).
 pub fn write_simulation(scan: &Scan, sim: &Simulated, dir: &Path) -> Result<()> {
+    let made = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    write_npy_f32(&dir.join("projections.npy"), &sim.projections, &scan.projection_shape())?;
-    crate::io::write_bytes_atomic(&dir.join("geometry.toml"), scan.to_toml()?.as_bytes())?;
-    write_volume(scan, &sim.truth, &dir.join("truth.nii.gz"))?;
+    // what a killed simulation left there
+    crate::train::run::remove_stale_temps(dir);
+    let result = stage_simulation(scan, sim, dir).and_then(|staged| staged.commit());
+    if result.is_err() && made {
+        let _ = std::fs::remove_dir(dir); // only when still empty: nothing of ours is in it
+    }
+    result
+}
+
+/// Writes every file of a simulation under its temporary name; renamed by the commit only when
+/// all are written (a late failure, e.g. a full disk at the truth, leaves none of them).
+fn stage_simulation(scan: &Scan, sim: &Simulated, dir: &Path) -> Result<crate::io::Staged> {
+    let mut staged = crate::io::Staged::new(dir);
+    staged.write(&dir.join("projections.npy"), |p| {
+        write_npy_f32(p, &sim.projections, &scan.projection_shape())
+    })?;
+    let geometry = scan.to_toml()?;
+    staged.write(&dir.join("geometry.toml"), |p| crate::io::write_bytes_atomic(p, geometry.as_bytes()))?;
+    let truth = dir.join("truth.nii.gz");
+    staged
+        .write(&truth, |p| crate::io::write_nifti_f32(p, &sim.truth, scan.voxels, scan.world_from_voxel()))?;
+    staged.write(&preview_path(&truth), |p| write_preview(scan, &sim.truth, p))?;
     if scan.dims == 2 {
         let hi = sim.projections.iter().cloned().fold(0.0f32, f32::max);
-        write_png_gray(
-            &dir.join("sinogram.png"),
-            &sim.projections,
-            scan.det_pixels[0],
-            scan.n_views(),
-            0.0,
-            hi,
-        )?;
+        staged.write(&dir.join("sinogram.png"), |p| {
+            write_png_gray(p, &sim.projections, scan.det_pixels[0], scan.n_views(), 0.0, hi)
+        })?;
     }
-    Ok(())
+    Ok(staged)
 }

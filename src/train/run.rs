@@ -253,7 +253,13 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
             continue;
         };
         let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
-        if !alive && std::fs::remove_file(entry.path()).is_ok() {
+        if alive {
+            continue;
+        }
+        // a file, or the staging folder of several (io::Staged)
+        let path = entry.path();
+        let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        if gone.is_ok() {
             removed += 1;
         }
     }
