@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 fn main() {
+    ffvol::io::firewall::install_quiet_hook();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Fit(args) => fit(args),

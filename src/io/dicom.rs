@@ -802,8 +802,12 @@ fn decode_file(h: &Header, wanted: &[(u32, usize, f64, f64)]) -> Result<Vec<(usi
     } else {
         Order::Native
     };
-    let decoded = obj
-        .decode_pixel_data()
+    // the decoder indexes by segment data (a short RLE segment panicked in it: fuzz finding
+    // dicom-rle-panic-415998cb, tests/corpus/volume): behind the firewall
+    let decoded = super::firewall::guard(|| obj.decode_pixel_data())
+        .map_err(|()| {
+            Error::format(path, "cannot decode the pixel data: the decoder failed on malformed data")
+        })?
         .map_err(|e| Error::format(path, format!("cannot decode the pixel data: {e}")))?;
     let bytes = h.bits_allocated as usize / 8;
     let frame_bytes = h.rows * h.cols * bytes;

@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod ct;
 pub mod dicom;
+pub mod firewall;
 pub mod fuzz;
 pub mod glb;
 pub mod mat;

@@ -25,8 +25,8 @@ use crate::Result;
 pub(crate) fn parse(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
     // The parser validates what it reads and we never index by file data, so a panic here
     // would be a bug in ply-rs; catch it anyway so bad input can never take the process down.
-    std::panic::catch_unwind(|| parse_unguarded(bytes))
-        .unwrap_or_else(|_| Err("malformed PLY file (the PLY parser failed)".into()))
+    super::firewall::guard(|| parse_unguarded(bytes))
+        .unwrap_or_else(|()| Err("malformed PLY file (the PLY parser failed)".into()))
 }
 
 fn parse_unguarded(bytes: &[u8]) -> std::result::Result<TriMesh, String> {
