@@ -33,6 +33,8 @@ pub struct FieldGradient {
     encoding: Encoding,
     mlp: Mlp,
     layers: Vec<LayerLayout>,
+    /// The hash grid's tables (the tail of the parameters; empty for the fixed mappings).
+    table: Vec<f32>,
 }
 
 impl FieldGradient {
@@ -51,13 +53,15 @@ impl FieldGradient {
                 encoding.n_features()
             )));
         }
-        if mlp.params.len() != Mlp::n_params(&mlp.sizes) {
+        let layer_params = Mlp::n_params(&mlp.sizes);
+        if mlp.params.len() != layer_params + encoding.table_len() {
             return Err(Error::Config(
                 "field normals: the network's parameters do not match its shape".into(),
             ));
         }
+        let table = mlp.params[layer_params..].to_vec();
         let layers = mlp.layers();
-        Ok(FieldGradient { encoding, mlp, layers })
+        Ok(FieldGradient { encoding, mlp, layers, table })
     }
 
     /// The network a backend holds (read back from the device when it is not the host).
@@ -77,7 +81,56 @@ impl FieldGradient {
         (values, grads)
     }
 
+    /// A hash grid (trilinear in its cells, no analytic input gradient here): f at the points,
+    /// and ∇f by central differences over a quarter of the finest cell.
+    fn eval_block_differences(&self, points: &[[f32; 3]], values: &mut [f32], grads: &mut [Vec3]) {
+        let finest = self.encoding.hash.as_ref().map_or(256, |h| h.spec.finest_resolution.max(1));
+        let h = 0.25 / finest as f32;
+        values.copy_from_slice(&self.values(points));
+        for axis in 0..3 {
+            let shifted = |sign: f32| -> Vec<[f32; 3]> {
+                points
+                    .iter()
+                    .map(|p| {
+                        let mut q = *p;
+                        q[axis] += sign * h;
+                        q
+                    })
+                    .collect()
+            };
+            let (up, down) = (self.values(&shifted(1.0)), self.values(&shifted(-1.0)));
+            for ((g, u), d) in grads.iter_mut().zip(&up).zip(&down) {
+                g[axis] = (u - d) / (2.0 * h);
+            }
+        }
+    }
+
+    /// The field at the points (forward only).
+    fn values(&self, points: &[[f32; 3]]) -> Vec<f32> {
+        let n = points.len();
+        let mut act = vec![0.0f32; n * self.encoding.n_features()];
+        self.encoding.encode_with(points.as_flattened(), &self.table, &mut act);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let w = &self.mlp.params[layer.weight..layer.bias];
+            let b = &self.mlp.params[layer.bias..layer.bias + layer.n_out];
+            let mut out = vec![0.0f32; n * layer.n_out];
+            matmul(n, layer.n_out, layer.n_in, &mut out, (&act, layer.n_in, 1), (w, 1, layer.n_in));
+            let relu = l + 1 < self.layers.len();
+            for row in out.chunks_exact_mut(layer.n_out) {
+                for (z, bias) in row.iter_mut().zip(b) {
+                    let v = *z + bias;
+                    *z = if relu { v.max(0.0) } else { v };
+                }
+            }
+            act = out;
+        }
+        act
+    }
+
     fn eval_block(&self, points: &[[f32; 3]], values: &mut [f32], grads: &mut [Vec3]) {
+        if self.encoding.hash.is_some() {
+            return self.eval_block_differences(points, values, grads);
+        }
         let n = points.len();
         let flat = points.as_flattened();
         let mut features = vec![0.0f32; n * self.encoding.n_features()];
@@ -301,5 +354,57 @@ mod tests {
         let e2 = Encoding::build(&EncodingConfig::None, 2, &rng);
         let mlp2 = Mlp::init(vec![2, 4, 1], &rng);
         assert!(FieldGradient::new(e2, mlp2).is_err());
+    }
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+    use crate::encoding::EncodingConfig;
+    use crate::model::ModelConfig;
+    use crate::sample::CounterRng;
+
+    /// A hash-grid network (its tables at the end of the parameters) is accepted, and its ∇f by
+    /// differences matches a coarser central difference of its values (the field is smooth at
+    /// that scale only where a cell holds the points: compared on the direction).
+    #[test]
+    fn hash_grid_fields_get_normals_by_differences() {
+        let cfg = EncodingConfig::HashGrid {
+            levels: 4,
+            log2_table: 12,
+            features_per_level: 2,
+            base_resolution: 4,
+            finest_resolution: 32,
+            fourier_features: 0,
+            fourier_sigma: 0.0,
+        };
+        let rng = CounterRng::new(5, 1);
+        let e = Encoding::build(&cfg, 3, &rng);
+        let sizes = Mlp::sizes_for(e.n_features(), &ModelConfig { depth: 3, width: 16 }, 1);
+        let mut mlp = Mlp::init_field(sizes, &e, &rng);
+        // tables far from their tiny initial values, so the field varies
+        let start = Mlp::n_params(&mlp.sizes);
+        for (i, p) in mlp.params[start..].iter_mut().enumerate() {
+            *p = rng.normal(7_000_000 + i as u64);
+        }
+        let f = FieldGradient::new(e, mlp).unwrap();
+        let pts: Vec<[f32; 3]> =
+            (0..64).map(|i| std::array::from_fn(|d| 0.2 + 0.6 * rng.uniform((3 * i + d) as u64))).collect();
+        let (v, g) = f.eval(&pts);
+        assert_eq!(v, f.values(&pts));
+        let mut agree = 0;
+        for (p, g) in pts.iter().zip(&g) {
+            let h = 1e-3f32;
+            let fd = Vec3::from_array(std::array::from_fn(|a| {
+                let (mut u, mut d) = (*p, *p);
+                u[a] += h;
+                d[a] -= h;
+                (f.values(&[u])[0] - f.values(&[d])[0]) / (2.0 * h)
+            }));
+            if g.length() > 0.0 && g.normalize().dot(fd.normalize_or_zero()) > 0.5 {
+                agree += 1;
+            }
+        }
+        assert!(agree >= 52, "only {agree} of 64 hash-grid gradients agree with a finer difference");
     }
 }
