@@ -107,38 +107,17 @@ impl FieldGradient {
 
     /// The field at the points (forward only).
     fn values(&self, points: &[[f32; 3]]) -> Vec<f32> {
-        let n = points.len();
-        let mut act = vec![0.0f32; n * self.encoding.n_features()];
-        self.encoding.encode_with(points.as_flattened(), &self.table, &mut act);
-        for (l, layer) in self.layers.iter().enumerate() {
-            let w = &self.mlp.params[layer.weight..layer.bias];
-            let b = &self.mlp.params[layer.bias..layer.bias + layer.n_out];
-            let mut out = vec![0.0f32; n * layer.n_out];
-            matmul(n, layer.n_out, layer.n_in, &mut out, (&act, layer.n_in, 1), (w, 1, layer.n_in));
-            let relu = l + 1 < self.layers.len();
-            for row in out.chunks_exact_mut(layer.n_out) {
-                for (z, bias) in row.iter_mut().zip(b) {
-                    let v = *z + bias;
-                    *z = if relu { v.max(0.0) } else { v };
-                }
-            }
-            act = out;
-        }
-        act
+        let mut features = vec![0.0f32; points.len() * self.encoding.n_features()];
+        self.encoding.encode_with(points.as_flattened(), &self.table, &mut features);
+        self.forward(&features, points.len()).pop().unwrap_or_default()
     }
 
-    fn eval_block(&self, points: &[[f32; 3]], values: &mut [f32], grads: &mut [Vec3]) {
-        if self.encoding.hash.is_some() {
-            return self.eval_block_differences(points, values, grads);
-        }
-        let n = points.len();
-        let flat = points.as_flattened();
-        let mut features = vec![0.0f32; n * self.encoding.n_features()];
-        self.encoding.encode(flat, &mut features);
-        // forward, keeping each layer's output (post-ReLU for hidden layers)
+    /// Each layer's output for `n` points of encoded `features` (post-ReLU for hidden layers;
+    /// the last is f).
+    fn forward(&self, features: &[f32], n: usize) -> Vec<Vec<f32>> {
         let mut acts: Vec<Vec<f32>> = Vec::with_capacity(self.layers.len());
         for (l, layer) in self.layers.iter().enumerate() {
-            let input: &[f32] = if l == 0 { &features } else { &acts[l - 1] };
+            let input: &[f32] = if l == 0 { features } else { &acts[l - 1] };
             let w = &self.mlp.params[layer.weight..layer.bias];
             let b = &self.mlp.params[layer.bias..layer.bias + layer.n_out];
             let mut out = vec![0.0f32; n * layer.n_out];
@@ -153,6 +132,19 @@ impl FieldGradient {
             }
             acts.push(out);
         }
+        acts
+    }
+
+    fn eval_block(&self, points: &[[f32; 3]], values: &mut [f32], grads: &mut [Vec3]) {
+        if self.encoding.hash.is_some() {
+            return self.eval_block_differences(points, values, grads);
+        }
+        let n = points.len();
+        let flat = points.as_flattened();
+        let mut features = vec![0.0f32; n * self.encoding.n_features()];
+        self.encoding.encode(flat, &mut features);
+        // forward, keeping each layer's output for the backward pass
+        let acts = self.forward(&features, n);
         values.copy_from_slice(&acts[self.layers.len() - 1]);
         // backward from ∂f/∂f = 1 down to the features
         let mut delta = vec![1.0f32; n];

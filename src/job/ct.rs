@@ -432,14 +432,15 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
             (device.resident, chunk) =
                 device_grid_plan("fit ct", (n, scan.dims, &sizes), operator, &device, chunk, free, opts)?;
         }
-        if stepper.tv.is_some() && device.resident && run.backend.device_jobs().is_some() {
-            // the TV term is added on the host, to the operator's ∂L/∂z
-            log(opts, "step: not device-resident (train.tv is computed on the host)");
-            device.resident = false;
-        }
+        // the TV term and the warm start's image loss are added on the host, to ∂L/∂z
         let warm_left = cfg.train.warm_steps() > start_step;
-        if warm_left && device.resident && run.backend.device_jobs().is_some() {
-            log(opts, "step: not device-resident (the warm start's image loss is computed on the host)");
+        let host_term = match (stepper.tv.is_some(), warm_left) {
+            (true, _) => Some("train.tv is computed on the host"),
+            (false, true) => Some("the warm start's image loss is computed on the host"),
+            (false, false) => None,
+        };
+        if let Some(why) = host_term.filter(|_| device.resident && run.backend.device_jobs().is_some()) {
+            log(opts, &format!("step: not device-resident ({why})"));
             device.resident = false;
         }
         if warm_left {
@@ -457,24 +458,19 @@ pub fn fit(cfg: &CtConfig, opts: &FitOptions) -> Result<CtOutcome> {
             );
         }
         let ramp = cfg.train.ramp_weight as f64;
-        let host_loss = || -> Box<dyn GridLoss + '_> {
-            Box::new(RayLoss::new(projector, &measured).with_ramp(scan.det_pixels[0], ramp))
-        };
-        let (op, resident, what) = if ramp > 0.0 {
-            // the ramp-weighted metric is the host operator's (no kernel for it)
-            (
-                host_loss(),
-                false,
-                format!("cpu ({} threads, ramp-weighted loss)", rayon::current_num_threads()),
-            )
-        } else {
-            choose_grid_loss(
-                run.backend.as_mut(),
-                &device,
-                |jobs, resident| jobs.ray_operator(&scan, projector, &measured, resident),
-                host_loss,
-            )
-        };
+        let (op, resident, what) = choose_grid_loss(
+            run.backend.as_mut(),
+            &device,
+            |jobs, resident| {
+                if ramp > 0.0 {
+                    return Err(Error::Config(
+                        "the ramp-weighted loss has no kernel; it runs on the host".into(),
+                    ));
+                }
+                jobs.ray_operator(&scan, projector, &measured, resident)
+            },
+            || Box::new(RayLoss::new(projector, &measured).with_ramp(scan.det_pixels[0], ramp)),
+        );
         log(opts, &format!("projector: {what}"));
         if resident {
             log(opts, "step: device-resident (grid uploaded once; outputs and ∂L/∂z stay on the GPU)");

@@ -268,7 +268,8 @@ impl<'a> RayLoss<'a> {
 
 impl super::GridLoss for RayLoss<'_> {
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        let metric = if self.ramp.is_some() { ", ramp-weighted loss" } else { "" };
+        format!("cpu ({} threads{metric})", rayon::current_num_threads())
     }
 
     fn sigmoid_loss_and_gradient(&mut self, z: &[f32], dz: &mut [f32]) -> crate::Result<f64> {
