@@ -53,9 +53,6 @@ impl RunArgs {
         c.device.precision = self.precision.unwrap_or(c.device.precision);
         c.frequencies = self.frequencies.unwrap_or(c.frequencies);
         if self.sigma == Some(SigmaArg::Auto) {
-            if !ffvol::train::sigma::AUTO_JOBS.contains(&s.job) {
-                return Err(Error::Config(format!("--sigma auto is not available for `fit {}` yet", s.job)));
-            }
             c.sigma_search = Some(ffvol::train::sigma::SigmaSearch::default_for(s.job, &c.encoding)?);
         } else if self.sigma.is_some() || self.encoding.is_some() {
             c.sigma_search = None; // a σ given (or a new mapping) replaces a --config file's search

@@ -535,7 +535,6 @@ impl OccupancyConfig {
     }
 
     pub fn validate(&self) -> crate::Result<()> {
-        crate::train::sigma::refuse_auto(&self.common, "occupancy")?;
         let bad = |m: String| Err(crate::Error::Config(m));
         self.common.validate()?;
         let t = &self.train;

@@ -246,7 +246,6 @@ impl CtConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        crate::train::sigma::refuse_auto(&self.common, "ct")?;
         let bad = |m: String| Err(Error::Config(m));
         self.common.validate()?;
         let t = &self.train;

@@ -82,7 +82,6 @@ impl MriConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        crate::train::sigma::refuse_auto(&self.common, "mri")?;
         if self.volume.is_none() && self.kspace.is_none() {
             return Err(Error::Config(
                 "the MRI job needs a volume (to simulate k-space) or measured k-space".into(),

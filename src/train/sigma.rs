@@ -20,20 +20,6 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The jobs that run the search for `--sigma auto`.
-pub const AUTO_JOBS: &[&str] = &["image", "volume", "occupancy", "mri", "ct"];
-
-/// An error when `common` asks for a σ search in a job that cannot run one yet (a `run.toml`
-/// with `[sigma_search]` given to such a job would otherwise be ignored).
-pub fn refuse_auto(common: &crate::config::Common, job: &str) -> Result<()> {
-    if common.sigma_search.as_ref().is_some_and(|s| s.chosen.is_none()) && !AUTO_JOBS.contains(&job) {
-        return Err(Error::Config(format!(
-            "sigma_search (--sigma auto) is not available for `fit {job}` yet; give a number"
-        )));
-    }
-    Ok(())
-}
-
 pub const SWEEP_CSV: &str = "sigma_sweep.csv";
 pub const SWEEP_PNG: &str = "sigma_sweep.png";
 
