@@ -27,8 +27,8 @@ measure() { # name, then the command
 }
 echo "| run | plan | peak resident | wall |"
 echo "|---|---|---|---|"
-measure mri-mni-1mm "$bin" fit mri --volume "$mni" --steps "$steps"
-measure mri-256 "$bin" fit mri --volume "$out/cone256/truth.nii.gz" --steps "$steps"
+measure mri-mni-1mm "$bin" fit mri --preset fast --volume "$mni" --steps "$steps"
+measure mri-256 "$bin" fit mri --preset fast --volume "$out/cone256/truth.nii.gz" --steps "$steps"
 measure ct-cone256-rays "$bin" fit ct --projections "$out/cone256/projections.npy" \
   --geometry "$out/cone256/geometry.toml" --truth "$out/cone256/truth.nii.gz" --render rays --steps 20
 measure ct-cone256-grid "$bin" fit ct --projections "$out/cone256/projections.npy" \

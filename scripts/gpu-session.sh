@@ -86,8 +86,8 @@ if [ "${MEMORY:-0}" = 1 ]; then
   step mem_sim 60 "$B/ffvol" simulate ct --phantom shepp3d --geometry "$B/cone256.toml" --supersample 1 --output "$m/cone256"
   step mem_ct_grid 120 "$B/ffvol" fit ct --preset fast --device cuda --render grid --steps 20 --projections "$m/cone256/projections.npy" \
     --geometry "$m/cone256/geometry.toml" --truth "$m/cone256/truth.nii.gz" --output "$m/ct_grid"
-  step mem_mri_256 120 "$B/ffvol" fit mri --device cuda --steps 20 --volume "$m/cone256/truth.nii.gz" --output "$m/mri_256"
-  step mem_mri_256_chunked 120 "$B/ffvol" fit mri --device cuda --steps 20 --chunk 262144 \
+  step mem_mri_256 120 "$B/ffvol" fit mri --preset fast --device cuda --steps 20 --volume "$m/cone256/truth.nii.gz" --output "$m/mri_256"
+  step mem_mri_256_chunked 120 "$B/ffvol" fit mri --preset fast --device cuda --steps 20 --chunk 262144 \
     --volume "$m/cone256/truth.nii.gz" --output "$m/mri_256_chunked"
   for r in mem_ct_grid mem_mri_256 mem_mri_256_chunked; do
     grep -hE "^memory plan|^  (host|gpu) |device-resident step off|s/step|^time:" "$OUT/$r.log" | head -8

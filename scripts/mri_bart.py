@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """BART's compressed sensing on the k-space files `ffvol fit mri` reads (scripts/bench-mri-bart.sh).
 
-    mri_bart.py RUN TRUTH OUT [--lambdas 0.001,0.01] [--bart bart] [--iterations 30]
+    mri_bart.py RUN TRUTH OUT [--lambdas 0.001,0.01] [--bart bart] [--iterations 30] [--regulariser l1|tv]
 
 RUN is a `fit mri` run folder: its kspace.npy (complex64, centred: numpy.fft.fftshift(fftn(g)),
 unnormalised, indexed [x, y, z]) and mask.npy are what the fit trained on; metrics.json holds
@@ -59,6 +59,8 @@ def main():
     ap.add_argument("--lambdas", default="0.0005,0.001,0.002,0.005,0.01,0.02,0.05")
     ap.add_argument("--bart", default="bart")
     ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--regulariser", choices=["l1", "tv"], default="l1",
+                    help="l1: l1-wavelet (`pics -l1`); tv: total variation over x, y, z (`pics -R T:7:0:λ`)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
 
@@ -102,13 +104,14 @@ def main():
     for lam in [float(x) for x in a.lambdas.split(",")]:
         stem = os.path.join(a.out, f"pics_{lam:g}")
         t = time.time()
-        r = bart("pics", "-S", "-l1", "-r", f"{lam:g}", "-i", str(a.iterations),
+        reg = ["-l1", "-r", f"{lam:g}"] if a.regulariser == "l1" else ["-R", f"T:7:0:{lam:g}"]
+        r = bart("pics", "-S", *reg, "-i", str(a.iterations),
                  os.path.join(a.out, "kspace"), os.path.join(a.out, "sens"), stem)
         secs = time.time() - t
         img = np.real(read_cfl(stem)).astype(np.float64)
         p = psnr(img, truth)
         rows.append((lam, p, secs))
-        print(f"bart pics -S -l1 -r {lam:g} -i {a.iterations}: PSNR {p:.2f} dB in {secs:.1f} s", flush=True)
+        print(f"bart pics -S {' '.join(reg)} -i {a.iterations}: PSNR {p:.2f} dB in {secs:.1f} s", flush=True)
     with open(os.path.join(a.out, "bart.csv"), "w") as f:
         f.write("lambda,psnr_db,seconds\n")
         for lam, p, s in rows:

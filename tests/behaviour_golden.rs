@@ -139,8 +139,13 @@ fn record(root: &Path) -> Value {
     );
 
     let mri = p("mri");
-    run(with(&["fit", "mri", "--output", &mri], &["--steps", "15"]));
+    // the Gaussian preset the record was made with (the default became `hashgrid`)
+    run(with(&["fit", "mri", "--preset", "fast", "--output", &mri], &["--steps", "15"]));
     runs.insert("fit mri".into(), run_record(Path::new(&mri), &["fit.nii.gz"]));
+    // the default preset (hash grid with TV), recorded with it
+    let mri_default = p("mri-default");
+    ffvol(&["fit", "mri", "--output", &mri_default, "--steps", "15", "--threads", "2", "--device", "cpu"]);
+    runs.insert("fit mri default".into(), run_record(Path::new(&mri_default), &["fit.nii.gz"]));
 
     let sim = p("sim");
     ffvol(&[

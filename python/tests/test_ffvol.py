@@ -133,7 +133,7 @@ def test_mri_kspace_and_mask_arrays(tmp_path):
     mask = (rng.random(vol.shape) < 0.3).astype(np.float32)
     mask[n // 2, n // 2, n // 2] = 1
     run = ffvol.fit_mri(vol, kspace=k * mask, mask=mask, output=tmp_path / "m", progress=False,
-                        steps=20, depth=3, width=64, features=64)
+                        preset="fast", steps=20, depth=3, width=64, features=64)
     assert (run.path / "input_kspace.npy").is_file() and (run.path / "input_mask.npy").is_file()
     assert run.grid().shape == vol.shape
     assert run.metrics

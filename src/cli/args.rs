@@ -527,8 +527,11 @@ pub struct MriArgs {
     /// Mask to simulate when no --mask: `gaussian` (the paper's), `cartesian:R`, `radial:N`, `poisson:R`.
     #[arg(long)]
     pub sampling: Option<String>,
-    #[arg(long, value_enum, default_value = "fast")]
-    pub preset: ffvol::config::presets::MriPreset,
+    /// Default: `hashgrid`; `fast` when --encoding names a Fourier mapping (none, basic,
+    /// positional, gaussian), or --features, --sigma or --frequencies are given without
+    /// --encoding hashgrid: the hash-grid preset's network and learning rate do not suit those.
+    #[arg(long, value_enum)]
+    pub preset: Option<ffvol::config::presets::MriPreset>,
     #[command(flatten)]
     pub common: FieldArgs,
     #[command(flatten)]

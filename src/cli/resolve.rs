@@ -220,7 +220,16 @@ pub fn volume(a: &VolumeArgs) -> Result<VolumeConfig> {
 }
 
 pub fn mri(a: &MriArgs) -> Result<MriConfig> {
-    resolve(presets::mri(a.preset), a.common.run.config.as_deref(), |c| {
+    // a Fourier mapping's flags without --encoding hashgrid ask for the Gaussian preset
+    let r = &a.common.run;
+    let fourier = match r.encoding.as_deref() {
+        Some("hashgrid") => false,
+        Some(_) => true,
+        None => r.features.is_some() || r.sigma.is_some() || r.frequencies.is_some(),
+    };
+    let preset =
+        a.preset.unwrap_or(if fourier { presets::MriPreset::Fast } else { presets::MriPreset::HashGrid });
+    resolve(presets::mri(preset), a.common.run.config.as_deref(), |c| {
         if a.kspace.is_some() {
             c.kspace = a.kspace.clone();
             c.volume = None;

@@ -121,7 +121,7 @@ impl RunConfig {
                 None | Some("fast") => RunConfig::Volume(presets::volume()),
                 Some(n) => return Err(crate::Error::Config(format!("unknown volume preset {n:?}: fast"))),
             },
-            "mri" => RunConfig::Mri(presets::mri(pick(job, name, MriPreset::Fast)?)),
+            "mri" => RunConfig::Mri(presets::mri(pick(job, name, MriPreset::HashGrid)?)),
             "ct" => RunConfig::Ct(crate::job::ct::CtConfig::preset(pick(job, name, CtPreset::HashGrid)?)),
             "image" => {
                 use crate::job::image::{ImageConfig, ImagePreset};
@@ -537,6 +537,7 @@ impl OccupancyConfig {
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Config(m));
         self.common.validate()?;
+        self.common.encoding.require_finest("occupancy")?;
         let t = &self.train;
         if t.batch == 0 || t.batch > 1 << 24 {
             return bad(format!("train.batch must be in 1..=16777216, got {}", t.batch));

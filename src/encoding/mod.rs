@@ -65,7 +65,37 @@ pub enum EncodingConfig {
     },
 }
 
+/// `finest_resolution = 0` of a hash grid: the finest level has as many cells a side as the
+/// data's voxel grid has voxels along its longest axis (jobs on a voxel grid: `mri`, `volume`).
+/// A finer level than the grid has cells that no voxel constrains; on undersampled k-space they
+/// alias (48³ MNI152: 34.9 dB with N_max = 48, 23.1 dB with N_max = 96).
+pub const GRID_FINEST: usize = 0;
+
 impl EncodingConfig {
+    /// Replaces a hash grid's `finest_resolution = 0` ([`GRID_FINEST`]) by the grid's longest
+    /// side (at least the base resolution); other encodings are unchanged.
+    pub fn fit_finest_to_grid(&mut self, dims: [usize; 3]) {
+        if let EncodingConfig::HashGrid { base_resolution, finest_resolution, .. } = self {
+            if *finest_resolution == GRID_FINEST {
+                *finest_resolution = dims.iter().copied().max().unwrap_or(1).max(*base_resolution);
+            }
+        }
+    }
+
+    /// An error for a hash grid whose `finest_resolution = 0` the job `job` cannot resolve
+    /// (it has no voxel grid to take it from).
+    pub fn require_finest(&self, job: &str) -> crate::Result<()> {
+        match self {
+            EncodingConfig::HashGrid { finest_resolution: GRID_FINEST, .. } => {
+                Err(crate::Error::Config(format!(
+                    "hashgrid encoding: finest_resolution = 0 (the voxel grid's side) is for the mri and \
+                 volume jobs; give {job} a number"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             EncodingConfig::None => "none",
@@ -111,7 +141,12 @@ impl EncodingConfig {
                 Ok(())
             }
             EncodingConfig::HashGrid { fourier_features, fourier_sigma, .. } => {
-                self.hash_spec().expect("a hashgrid").validate()?;
+                let mut spec = self.hash_spec().expect("a hashgrid");
+                if spec.finest_resolution == GRID_FINEST {
+                    // resolved to the data's grid by the job (`fit_finest_to_grid`)
+                    spec.finest_resolution = spec.base_resolution;
+                }
+                spec.validate()?;
                 if !(fourier_sigma.is_finite() && fourier_sigma >= 0.0) {
                     return bad(format!(
                         "hashgrid fourier_sigma must be finite and ≥ 0, got {fourier_sigma}"

@@ -248,6 +248,7 @@ impl CtConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         self.common.validate()?;
+        self.common.encoding.require_finest("ct")?;
         let t = &self.train;
         if t.steps == 0 {
             return bad("train.steps must be at least 1".into());

@@ -122,6 +122,7 @@ impl ImageConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.common.validate()?;
+        self.common.encoding.require_finest("image")?;
         let t = &self.train;
         if t.steps == 0 {
             return Err(Error::Config("train.steps must be at least 1".into()));

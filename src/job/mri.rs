@@ -282,6 +282,9 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     let started = Instant::now();
     let problem = prepare(cfg)?;
     let dims = problem.dims;
+    let mut resolved = cfg.clone();
+    resolved.common.encoding.fit_finest_to_grid(dims);
+    let cfg = &resolved;
     let n: usize = dims.iter().product();
     let sizes = network_sizes(&cfg.common, 3);
     let mut chunk = opts.grid_chunk(n, &sizes);

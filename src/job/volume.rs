@@ -211,6 +211,9 @@ pub fn fit(cfg: &VolumeConfig, opts: &FitOptions) -> Result<VolumeOutcome> {
     let intensity: Intensity = cfg.normalize.fit(&volume.data, &cfg.volume)?;
     let truth = intensity.to_unit(&volume.data);
     let dims = volume.dims;
+    let mut resolved = cfg.clone();
+    resolved.common.encoding.fit_finest_to_grid(dims);
+    let cfg = &resolved;
     log(
         opts,
         &format!(
