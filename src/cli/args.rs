@@ -168,7 +168,7 @@ pub struct RunArgs {
     /// Hash grid: cells a side of the coarsest level (N_min).
     #[arg(long)]
     pub base_resolution: Option<usize>,
-    /// Hash grid: cells a side of the finest level (N_max).
+    /// Hash grid: cells a side of the finest level (N_max); 0: the voxel grid's longest side (mri, volume).
     #[arg(long)]
     pub finest_resolution: Option<usize>,
     /// Decoupled weight decay of Adam (AdamW) on every parameter; 0 (the default) is plain
