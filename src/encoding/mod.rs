@@ -435,6 +435,41 @@ pub fn sincos_turns(t: f32) -> (f32, f32) {
 mod tests {
     use super::*;
 
+    /// `finest_resolution = 0` validates, resolves to the grid's longest side (never below the
+    /// base resolution), and is refused by name for a job without a voxel grid; a resolved or
+    /// explicit value is left alone.
+    #[test]
+    fn grid_finest_resolves_to_the_longest_side() {
+        let grid = |finest| EncodingConfig::HashGrid {
+            levels: 4,
+            log2_table: 12,
+            features_per_level: 2,
+            base_resolution: 8,
+            finest_resolution: finest,
+            fourier_features: 0,
+            fourier_sigma: 0.0,
+        };
+        let finest = |e: &EncodingConfig| e.hash_spec().unwrap().finest_resolution;
+        let mut e = grid(GRID_FINEST);
+        e.validate().unwrap();
+        let err = e.require_finest("ct").unwrap_err().to_string();
+        assert!(err.contains("finest_resolution = 0") && err.contains("ct"), "{err}");
+        e.fit_finest_to_grid([40, 56, 48]);
+        assert_eq!(finest(&e), 56);
+        e.require_finest("ct").unwrap();
+        e.fit_finest_to_grid([100, 100, 100]);
+        assert_eq!(finest(&e), 56, "a resolved value stays");
+        let mut small = grid(GRID_FINEST);
+        small.fit_finest_to_grid([4, 4, 1]);
+        assert_eq!(finest(&small), 8, "at least the base resolution");
+        let mut fixed = grid(32);
+        fixed.fit_finest_to_grid([64, 64, 64]);
+        assert_eq!(finest(&fixed), 32);
+        let mut gaussian = EncodingConfig::Gaussian { sigma: 1.0, features: 4, normalize: false };
+        gaussian.fit_finest_to_grid([64, 64, 64]);
+        assert!(gaussian.require_finest("ct").is_ok());
+    }
+
     #[test]
     fn sincos_matches_std() {
         let mut worst: f32 = 0.0;
