@@ -452,7 +452,8 @@ mod tests {
         f[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(check_rle_fragment(&f, 10, 12, 2).unwrap_err().contains("4294967295 segments"));
         let mut f = good.clone();
-        f[8..12].copy_from_slice(&(f.len() as u32 + 1).to_le_bytes());
+        let past = f.len() as u32 + 1;
+        f[8..12].copy_from_slice(&past.to_le_bytes());
         assert!(
             check_rle_fragment(&f, 10, 12, 2).unwrap_err().contains("past the"),
             "{:?}",
