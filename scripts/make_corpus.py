@@ -82,10 +82,30 @@ put("volume", "nan.npy", npy("<f4", "(2, 2, 2)", struct.pack("<8f", *([1.0] * 7 
 put("volume", "object.npy", npy("|O", "(2, 2, 2)", b"\0" * 64))
 put("volume", "bad-magic.npy", b"\x93NUMPX" + b"\0" * 100)
 put("volume", "empty.npy", b"")
+put("volume", "header-4g.npy", b"\x93NUMPY\x02\x00" + struct.pack("<I", 0xFFFFFF00) + b"{'descr': '<f4', " + b" " * 100)
 put("volume", "garbage.mat", b"MATLAB 5.0 MAT-file" + b"\0" * 97 + b"\x00\x01IM" + b"\xff" * 64)
 put("volume", "empty.mat", b"")
 put("volume", "garbage.dcm", b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + b"1.2" * 10)
 put("volume", "empty.dcm", b"")
+# DICOM from pydicom's MR_small (explicit VR LE) and MR_small_RLE (64 x 64, 16 bits, 2 RLE
+# segments) in fuzz/seeds: a Pixel Data length of 3 GiB (dicom-parser zero-filled it before
+# reading: 3 GB touched), and RLE fragments the decoder would index out of bounds by
+seeds = os.path.join("fuzz", "seeds", "dicom")
+mr = bytearray(open(os.path.join(seeds, "MR_small.dcm"), "rb").read())
+at = mr.find(b"\xe0\x7f\x10\x00OW")
+struct.pack_into("<I", mr, at + 8, 3 << 30)
+put("volume", "dicom-pixel-length-3g.dcm", bytes(mr))
+rle = open(os.path.join(seeds, "MR_small_RLE.dcm"), "rb").read()
+f = rle.find(b"\xe0\x7f\x10\x00OB") + 12 + 12 + 8  # Pixel Data, offset table item, fragment item
+frag_len = struct.unpack_from("<I", rle, f - 4)[0]
+def rle_edit(edit):
+    b = bytearray(rle); edit(b); return bytes(b)
+put("volume", "dicom-rle-segments-max.dcm", rle_edit(lambda b: struct.pack_into("<I", b, f, 0xFFFFFFFF)))
+put("volume", "dicom-rle-offset-past-end.dcm", rle_edit(lambda b: struct.pack_into("<I", b, f + 8, frag_len + 9)))
+def short_segment(b):
+    s1 = struct.unpack_from("<I", b, f + 8)[0]
+    b[f + s1 + 10:f + frag_len] = b"\x80" * (frag_len - s1 - 10)  # PackBits no-ops
+put("volume", "dicom-rle-short-segment.dcm", rle_edit(short_segment))
 
 # --- geometry ----------------------------------------------------------------------------------
 G = ('beam = "parallel"\ndims = 2\n[detector]\npixels = [PIX]\npixel_size = [1.0]\noffset = [DOFF]\n'

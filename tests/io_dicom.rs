@@ -253,3 +253,137 @@ fn fit_volume_reads_a_dicom_folder_and_writes_its_affine() {
         }
     }
 }
+
+/// A seed file of fuzz/seeds/dicom (pydicom's test files, in the repository).
+fn seed(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/dicom").join(name)).unwrap()
+}
+
+/// The pre-scan of declared lengths (io::dicom_check) at the boundary: MR_small.dcm's Pixel Data
+/// (explicit VR little endian, OW) declaring exactly the bytes left passes it (and fails later,
+/// in dicom-rs, for want of the elements it then swallows), one byte more is refused by it,
+/// naming the element, the length and what is left. The unmodified seeds pass.
+#[test]
+fn a_declared_length_past_the_end_of_the_file_is_refused_by_the_prescan() {
+    use ffvol::io::dicom_check::check_declared_lengths;
+    let dir = scratch("prescan");
+    for name in ["MR_small.dcm", "CT_small.dcm", "MR_small_RLE.dcm"] {
+        let p = dir.join(name);
+        std::fs::write(&p, seed(name)).unwrap();
+        check_declared_lengths(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let mut b = seed("MR_small.dcm");
+    let at = b.windows(6).position(|w| w == b"\xe0\x7f\x10\x00OW").unwrap();
+    let left = (b.len() - (at + 12)) as u32;
+    let p = dir.join("pixel-length.dcm");
+    b[at + 8..at + 12].copy_from_slice(&left.to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+    check_declared_lengths(&p).unwrap();
+    b[at + 8..at + 12].copy_from_slice(&(left + 1).to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+    let e = check_declared_lengths(&p).unwrap_err().to_string();
+    let want = format!(
+        "element (7FE0,0010) declares a value of {} bytes at byte {}, but the file has only {left} more",
+        left + 1,
+        at + 12
+    );
+    assert!(e.contains("pixel-length.dcm") && e.contains(&want), "{e}");
+    // the reader refuses it with the same words (pass 1, before dicom-rs reads the file)
+    let e = err(read_dicom_files(&[p.clone()], &p));
+    assert!(e.contains(&want), "{e}");
+    // a length in the file meta group (Media Storage SOP Class UID, UI: 16-bit length)
+    let mut b = seed("MR_small.dcm");
+    let at = b.windows(6).position(|w| w == b"\x02\x00\x02\x00UI").unwrap();
+    b[at + 6..at + 8].copy_from_slice(&u16::MAX.to_le_bytes());
+    std::fs::write(&p, &b[..300]).unwrap();
+    let e = check_declared_lengths(&p).unwrap_err().to_string();
+    assert!(e.contains("element (0002,0002) declares a value of 65535 bytes"), "{e}");
+}
+
+/// RLE Lossless fragments are checked before dicom-rs's decoder, which indexed out of bounds on
+/// a short segment (fuzz finding 415998cb; the firewall caught it, now the check stops it with
+/// the numbers) and sliced by the header's segment count. MR_small_RLE.dcm (64 × 64, 16 bits:
+/// two segments) mutated three ways; without the check each is stopped by the firewall ("the
+/// decoder failed on malformed data"), which this test refuses.
+#[test]
+fn malformed_rle_fragments_are_refused_before_the_decoder() {
+    let dir = scratch("rle");
+    let good = seed("MR_small_RLE.dcm");
+    let p = dir.join("MR_small_RLE.dcm");
+    std::fs::write(&p, &good).unwrap();
+    let v = read_dicom_files(&[p.clone()], &p).unwrap();
+    assert_eq!(v.dims, [64, 64, 1]);
+    // the fragment: after the Pixel Data header (12 bytes), the offset table item (8 + 4) and the
+    // fragment's item header (8)
+    let pd = good.windows(6).position(|w| w == b"\xe0\x7f\x10\x00OB").unwrap();
+    let f = pd + 12 + 12 + 8;
+    assert_eq!(&good[f..f + 8], &[2, 0, 0, 0, 64, 0, 0, 0], "the RLE header of the seed");
+    let frag_len = u32::from_le_bytes(good[f - 4..f].try_into().unwrap()) as usize;
+    let case = |name: &str, edit: &dyn Fn(&mut Vec<u8>), want: &str| {
+        let mut b = good.clone();
+        edit(&mut b);
+        let p = dir.join(name);
+        std::fs::write(&p, &b).unwrap();
+        let e = err(read_dicom_files(&[p.clone()], &p));
+        assert!(e.contains(name) && e.contains("RLE frame 1: ") && e.contains(want), "{name}: {e}");
+        assert!(!e.contains("the decoder failed"), "{name}: the firewall, not the check, stopped it: {e}");
+    };
+    case(
+        "segments-max.dcm",
+        &|b| b[f..f + 4].copy_from_slice(&u32::MAX.to_le_bytes()),
+        "4294967295 segments",
+    );
+    case(
+        "offset-past-end.dcm",
+        &|b| b[f + 8..f + 12].copy_from_slice(&(frag_len as u32 + 9).to_le_bytes()),
+        "past the",
+    );
+    // the second segment cut to its first 10 bytes: the rest of the fragment becomes zero
+    // literal runs of one byte each, so it decodes to far fewer than 64 × 64 bytes
+    case(
+        "short-segment.dcm",
+        &|b| {
+            let s1 = u32::from_le_bytes(b[f + 8..f + 12].try_into().unwrap()) as usize;
+            for x in &mut b[f + s1 + 10..f + frag_len] {
+                *x = 0x80; // PackBits no-op
+            }
+        },
+        "RLE segment 1 decodes to",
+    );
+    // the fuzz finding's fragment is also cut short of its declared length (dicom-rs reads a
+    // fragment with io::copy and took what was there): the length pre-scan refuses it first
+    let finding =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/volume/fuzz-dicom-rle-panic-415998cb.dcm");
+    let e = err(read_dicom_files(&[finding.clone()], &finding));
+    assert!(e.contains("element (FFFE,E000) declares a value of 6108 bytes at byte 1536, but the file has only 4602 more"), "{e}");
+}
+
+/// The pre-scan never refuses a file dicom-rs reads: over every file of pydicom's test data
+/// (about 80 files: implicit and explicit VR, big endian, deflated, encapsulated, nested and
+/// undefined-length sequences, private tags, broken files), each file it refuses is one that
+/// dicom-object cannot read either.
+#[test]
+fn the_prescan_refuses_only_files_dicom_rs_cannot_read() {
+    let Some(td) = testdata("the DICOM length pre-scan against dicom-object") else { return };
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&td).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    files.sort();
+    assert!(files.len() > 50, "{} files in {}", files.len(), td.display());
+    let (mut passed, mut refused) = (0, 0);
+    for f in &files {
+        match ffvol::io::dicom_check::check_declared_lengths(f) {
+            Ok(()) => passed += 1,
+            Err(e) => {
+                refused += 1;
+                let full = dicom_object::OpenFileOptions::new().open_file(f);
+                assert!(
+                    full.is_err(),
+                    "{}: refused by the pre-scan ({e}) but dicom-object reads it",
+                    f.display()
+                );
+            }
+        }
+    }
+    println!("{passed} files passed the pre-scan, {refused} refused (none that dicom-object reads)");
+    assert!(passed > 50, "{passed} passed");
+}

@@ -258,6 +258,11 @@ fn error_text(e: &Error, path: &Path) -> String {
 }
 
 fn open(path: &Path, until_pixels: bool) -> Result<DefaultDicomObject> {
+    if until_pixels {
+        // pass 1, before dicom-object allocates from any declared length (pass 2 reads the
+        // same file)
+        super::dicom_check::check_declared_lengths(path)?;
+    }
     let opts = OpenFileOptions::new();
     let opts = if until_pixels { opts.read_until(tags::PIXEL_DATA) } else { opts };
     opts.open_file(path).map_err(|e| {
@@ -802,14 +807,28 @@ fn decode_file(h: &Header, wanted: &[(u32, usize, f64, f64)]) -> Result<Vec<(usi
     } else {
         Order::Native
     };
-    // the decoder indexes by segment data (a short RLE segment panicked in it: fuzz finding
-    // dicom-rle-panic-415998cb, tests/corpus/volume): behind the firewall
+    let bytes = h.bits_allocated as usize / 8;
+    if obj.meta().transfer_syntax().trim_end_matches('\0') == uids::RLE_LOSSLESS && bytes <= 2 {
+        // the RLE decoder indexes by each fragment's segment table and segment output (a
+        // short segment panicked in it: fuzz finding dicom-rle-panic-415998cb,
+        // tests/corpus/volume); checked here first (32-bit samples it refuses on its own)
+        if let Ok(dicom_core::DicomValue::PixelSequence(seq)) =
+            obj.element(tags::PIXEL_DATA).map(|e| e.value())
+        {
+            for (i, fragment) in seq.fragments().iter().enumerate() {
+                super::dicom_check::check_rle_fragment(fragment, h.rows, h.cols, bytes).map_err(|m| {
+                    Error::format(path, format!("cannot decode the pixel data: RLE frame {}: {m}", i + 1))
+                })?;
+            }
+        }
+    }
+    // the last firewall: a decoder that still indexes out of bounds on data the checks above
+    // let through is an error, not a panic
     let decoded = super::firewall::guard(|| obj.decode_pixel_data())
         .map_err(|()| {
             Error::format(path, "cannot decode the pixel data: the decoder failed on malformed data")
         })?
         .map_err(|e| Error::format(path, format!("cannot decode the pixel data: {e}")))?;
-    let bytes = h.bits_allocated as usize / 8;
     let frame_bytes = h.rows * h.cols * bytes;
     let data = decoded.data();
     let n_frames = h.frames.len();

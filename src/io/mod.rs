@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod ct;
 pub mod dicom;
+pub mod dicom_check;
 pub mod firewall;
 pub mod fuzz;
 pub mod glb;

@@ -163,35 +163,112 @@ pub fn npy_bytes<T: NpyElement>(
 }
 
 /// Reads a `.npy` file; every problem is an error naming the file.
+///
+/// The header is read first and its shape × element size checked against the file's size; the
+/// data are then read in 1 MiB pieces into the one array of [`NpyData`], reserved fallibly, so
+/// the file's bytes are never held beside it, and an array larger than the memory this process
+/// may allocate is an error, not an abort.
 pub fn read_npy(path: &Path) -> Result<NpyArray> {
-    let bytes = crate::io::read_file(path)?;
-    parse_npy(&bytes).map_err(|m| Error::format(path, format!("bad .npy file: {m}")))
+    let file = crate::io::open_file(path)?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    read_from(std::io::BufReader::new(file), len).map_err(|f| match f {
+        Fail::Bad(m) => Error::format(path, format!("bad .npy file: {m}")),
+        Fail::Memory(m) => Error::Memory(format!("{}: {m}", path.display())),
+        Fail::Io(e) => Error::io(path, e),
+    })
 }
 
-/// Parses the bytes of a `.npy` file.
+/// Parses the bytes of a `.npy` file (the same reader as [`read_npy`]).
 pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+    read_from(bytes, bytes.len() as u64).map_err(|f| match f {
+        Fail::Bad(m) | Fail::Memory(m) => m,
+        Fail::Io(e) => e.to_string(),
+    })
+}
+
+/// Why reading failed.
+enum Fail {
+    /// Not a valid `.npy` file.
+    Bad(String),
+    /// An allocation the (valid) file needs failed.
+    Memory(String),
+    Io(std::io::Error),
+}
+
+impl From<&str> for Fail {
+    fn from(m: &str) -> Fail {
+        Fail::Bad(m.to_string())
+    }
+}
+
+impl From<String> for Fail {
+    fn from(m: String) -> Fail {
+        Fail::Bad(m)
+    }
+}
+
+/// The longest header read (numpy writes a few hundred bytes; its own reader stops at 10 000).
+const MAX_HEADER: usize = 1 << 20;
+/// The size of the pieces the data are read in.
+const PIECE: usize = 1 << 20;
+
+/// `read_exact`, with the end of the input reported as `what` (a format error).
+fn read_exact(r: &mut impl std::io::Read, buf: &mut [u8], what: &str) -> std::result::Result<(), Fail> {
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Fail::Bad(what.to_string())
+        } else {
+            Fail::Io(e)
+        }
+    })
+}
+
+/// An empty vector with room for `n` values, reserved fallibly (`what` names it in the error).
+pub(crate) fn try_vec<T>(n: usize, what: &str) -> std::result::Result<Vec<T>, String> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        let mib = (n as u128 * std::mem::size_of::<T>() as u128) >> 20;
+        format!("the {what} ({n} values) needs {mib} MiB, more than this process can allocate")
+    })?;
+    Ok(v)
+}
+
+/// A `.npy` file of `file_len` bytes from `r`.
+fn read_from(mut r: impl std::io::Read, file_len: u64) -> std::result::Result<NpyArray, Fail> {
+    let mut pre = [0u8; 12];
+    if file_len < 10 {
         return Err("missing the \\x93NUMPY magic string".into());
     }
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+    read_exact(&mut r, &mut pre[..10], "missing the \\x93NUMPY magic string")?;
+    if &pre[..6] != MAGIC {
+        return Err("missing the \\x93NUMPY magic string".into());
+    }
+    let (header_len, start) = match pre[6] {
+        1 => (u16::from_le_bytes([pre[8], pre[9]]) as usize, 10usize),
         2 | 3 => {
-            if bytes.len() < 12 {
-                return Err("truncated header".into());
-            }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            read_exact(&mut r, &mut pre[10..12], "truncated header")?;
+            (u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as usize, 12)
         }
-        v => return Err(format!("unsupported format version {v}")),
+        v => return Err(format!("unsupported format version {v}").into()),
     };
-    let end = start.checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or("truncated header")?;
-    let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| "the header is not text")?;
+    let end =
+        (start as u64).checked_add(header_len as u64).filter(|&e| e <= file_len).ok_or("truncated header")?;
+    if header_len > MAX_HEADER {
+        return Err(format!(
+            "the header declares {header_len} bytes, more than the {MAX_HEADER} a .npy header may have"
+        )
+        .into());
+    }
+    let mut header = vec![0u8; header_len];
+    read_exact(&mut r, &mut header, "truncated header")?;
+    let header = std::str::from_utf8(&header).map_err(|_| "the header is not text")?;
     let descr = dict_value(header, "descr").ok_or("the header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let fortran_order =
         match dict_value(header, "fortran_order").ok_or("the header has no 'fortran_order'")? {
             "True" => true,
             "False" => false,
-            other => return Err(format!("fortran_order is {other:?}, not True or False")),
+            other => return Err(format!("fortran_order is {other:?}, not True or False").into()),
         };
     let shape_text = dict_value(header, "shape").ok_or("the header has no 'shape'")?;
     let shape = parse_shape(shape_text)?;
@@ -210,16 +287,18 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
         other => {
             return Err(format!(
                 "element type {descr:?} ({other}) is not supported (uint8, bool, int16, uint16, float32, float64, complex64)"
-            ))
+            )
+            .into())
         }
     };
-    let body = &bytes[end..];
+    // the declared size against the file's, before anything is sized by it
+    let body = file_len - end;
     let expected = n.checked_mul(item).ok_or("the shape overflows")?;
-    if body.len() != expected {
+    if body != expected as u64 {
         return Err(format!(
-            "shape {shape:?} of {descr} needs {expected} bytes of data, the file has {}",
-            body.len()
-        ));
+            "shape {shape:?} of {descr} needs {expected} bytes of data, the file has {body}"
+        )
+        .into());
     }
     let word = |c: &[u8]| -> [u8; 8] {
         let mut w = [0u8; 8];
@@ -232,47 +311,56 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
         }
         w
     };
+    let mut input = Pieces { r: &mut r, n, item, piece: Vec::new() };
     let data = match code {
-        "u1" => NpyData::U8(body.to_vec()),
-        "b1" => NpyData::U8(body.iter().map(|&b| u8::from(b != 0)).collect()),
-        "i2" => NpyData::I16(
-            body.chunks_exact(2)
-                .map(|c| {
-                    let w = word(c);
-                    i16::from_le_bytes([w[0], w[1]])
-                })
-                .collect(),
-        ),
-        "u2" => NpyData::U16(
-            body.chunks_exact(2)
-                .map(|c| {
-                    let w = word(c);
-                    u16::from_le_bytes([w[0], w[1]])
-                })
-                .collect(),
-        ),
-        "f4" => NpyData::F32(
-            body.chunks_exact(4)
-                .map(|c| {
-                    let w = word(c);
-                    f32::from_le_bytes([w[0], w[1], w[2], w[3]])
-                })
-                .collect(),
-        ),
-        "f8" => NpyData::F64(body.chunks_exact(8).map(|c| f64::from_le_bytes(word(c))).collect()),
-        _ => NpyData::C64(
-            body.chunks_exact(8)
-                .map(|c| {
-                    let (re, im) = (word(&c[..4]), word(&c[4..]));
-                    [
-                        f32::from_le_bytes([re[0], re[1], re[2], re[3]]),
-                        f32::from_le_bytes([im[0], im[1], im[2], im[3]]),
-                    ]
-                })
-                .collect(),
-        ),
+        "u1" => NpyData::U8(input.values("uint8 array", |c| c[0])?),
+        "b1" => NpyData::U8(input.values("bool array", |c| u8::from(c[0] != 0))?),
+        "i2" => NpyData::I16(input.values("int16 array", |c| {
+            let w = word(c);
+            i16::from_le_bytes([w[0], w[1]])
+        })?),
+        "u2" => NpyData::U16(input.values("uint16 array", |c| {
+            let w = word(c);
+            u16::from_le_bytes([w[0], w[1]])
+        })?),
+        "f4" => NpyData::F32(input.values("float32 array", |c| {
+            let w = word(c);
+            f32::from_le_bytes([w[0], w[1], w[2], w[3]])
+        })?),
+        "f8" => NpyData::F64(input.values("float64 array", |c| f64::from_le_bytes(word(c)))?),
+        _ => NpyData::C64(input.values("complex64 array", |c| {
+            let (re, im) = (word(&c[..4]), word(&c[4..]));
+            [
+                f32::from_le_bytes([re[0], re[1], re[2], re[3]]),
+                f32::from_le_bytes([im[0], im[1], im[2], im[3]]),
+            ]
+        })?),
     };
     Ok(NpyArray { shape, fortran_order, data })
+}
+
+/// The data of an array: `n` elements of `item` bytes, read in pieces of [`PIECE`] bytes.
+struct Pieces<'a, R: std::io::Read> {
+    r: &'a mut R,
+    n: usize,
+    item: usize,
+    piece: Vec<u8>,
+}
+
+impl<R: std::io::Read> Pieces<'_, R> {
+    /// The elements, each converted from its bytes by `conv`, into one vector reserved fallibly.
+    fn values<T>(&mut self, what: &str, conv: impl Fn(&[u8]) -> T) -> std::result::Result<Vec<T>, Fail> {
+        let mut out = try_vec(self.n, what).map_err(Fail::Memory)?;
+        let per = (PIECE / self.item).max(1);
+        self.piece.resize(per.min(self.n) * self.item, 0);
+        while out.len() < self.n {
+            let k = per.min(self.n - out.len());
+            let piece = &mut self.piece[..k * self.item];
+            read_exact(self.r, piece, "truncated data")?;
+            out.extend(piece.chunks_exact(self.item).map(&conv));
+        }
+        Ok(out)
+    }
 }
 
 /// The text after `'key':` up to the next top-level comma or closing brace.
@@ -325,70 +413,57 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
 }
 
 impl NpyArray {
-    /// The array, of any rank, as f32 in C order (a Fortran-order file is transposed).
+    /// The array, of any rank, as f32 in C order (a Fortran-order file is transposed). The
+    /// result is the one allocation (fallible) besides the array itself.
     pub fn real_c_order(&self, path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
-        let values = self.real_values(path, "array")?;
-        if !self.fortran_order || self.shape.len() < 2 {
-            return Ok((values, self.shape.clone()));
+        let f = self.fortran_order;
+        let values = match &self.data {
+            NpyData::U8(v) => c_order(v, &self.shape, f, |x| x as f32),
+            NpyData::I16(v) => c_order(v, &self.shape, f, |x| x as f32),
+            NpyData::U16(v) => c_order(v, &self.shape, f, |x| x as f32),
+            NpyData::F32(v) => c_order(v, &self.shape, f, |x| x),
+            NpyData::F64(v) => c_order(v, &self.shape, f, |x| x as f32),
+            NpyData::C64(_) => return Err(Error::format(path, "expected a real array, found complex64")),
         }
-        // Fortran order: the first index is fastest. Walk the C-order output and gather.
-        let rank = self.shape.len();
-        let mut out = vec![0.0f32; values.len()];
-        let mut index = vec![0usize; rank];
-        for o in out.iter_mut() {
-            let mut src = 0;
-            for a in (0..rank).rev() {
-                src = src * self.shape[a] + index[a];
-            }
-            *o = values[src];
-            for a in (0..rank).rev() {
-                index[a] += 1;
-                if index[a] < self.shape[a] {
-                    break;
-                }
-                index[a] = 0;
-            }
-        }
-        Ok((out, self.shape.clone()))
+        .map_err(|m| memory(path, m))?;
+        Ok((values, self.shape.clone()))
     }
 
     /// The array as a 3-D volume indexed `[x, y, z]`, in x-fastest order, with its dims.
-    /// Complex arrays are refused (use [`NpyArray::complex_volume`]).
+    /// Complex arrays are refused (use [`NpyArray::complex_volume`]). The result is the one
+    /// allocation (fallible) besides the array itself.
     pub fn real_volume(&self, path: &Path) -> Result<(Vec<f32>, [usize; 3])> {
         let dims = self.dims3(path)?;
-        let values = self.real_values(path, "volume")?;
-        Ok((self.to_x_fastest(values, dims), dims))
+        let f = self.fortran_order;
+        let values = match &self.data {
+            NpyData::U8(v) => x_fastest(v, dims, f, |x| x as f32),
+            NpyData::I16(v) => x_fastest(v, dims, f, |x| x as f32),
+            NpyData::U16(v) => x_fastest(v, dims, f, |x| x as f32),
+            NpyData::F32(v) => x_fastest(v, dims, f, |x| x),
+            NpyData::F64(v) => x_fastest(v, dims, f, |x| x as f32),
+            NpyData::C64(_) => return Err(Error::format(path, "expected a real volume, found complex64")),
+        }
+        .map_err(|m| memory(path, m))?;
+        Ok((values, dims))
     }
 
     /// A complex 3-D array (complex64, or a real array with zero imaginary part) in x-fastest order.
     pub fn complex_volume(&self, path: &Path) -> Result<(Vec<[f32; 2]>, [usize; 3])> {
         let dims = self.dims3(path)?;
-        let values: Vec<[f32; 2]> = match &self.data {
-            NpyData::C64(v) => v.clone(),
-            NpyData::F32(v) => v.iter().map(|&x| [x, 0.0]).collect(),
-            NpyData::F64(v) => v.iter().map(|&x| [x as f32, 0.0]).collect(),
+        let f = self.fortran_order;
+        let values = match &self.data {
+            NpyData::C64(v) => x_fastest(v, dims, f, |x| x),
+            NpyData::F32(v) => x_fastest(v, dims, f, |x| [x, 0.0]),
+            NpyData::F64(v) => x_fastest(v, dims, f, |x| [x as f32, 0.0]),
             other => {
                 return Err(Error::format(
                     path,
                     format!("expected complex64 k-space, found {}", other.type_name()),
                 ))
             }
-        };
-        Ok((self.to_x_fastest(values, dims), dims))
-    }
-
-    /// The elements as f32, in file order; complex64 is an error ("expected a real `what`").
-    fn real_values(&self, path: &Path, what: &str) -> Result<Vec<f32>> {
-        Ok(match &self.data {
-            NpyData::U8(v) => v.iter().map(|&x| x as f32).collect(),
-            NpyData::I16(v) => v.iter().map(|&x| x as f32).collect(),
-            NpyData::U16(v) => v.iter().map(|&x| x as f32).collect(),
-            NpyData::F32(v) => v.clone(),
-            NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
-            NpyData::C64(_) => {
-                return Err(Error::format(path, format!("expected a real {what}, found complex64")))
-            }
-        })
+        }
+        .map_err(|m| memory(path, m))?;
+        Ok((values, dims))
     }
 
     fn dims3(&self, path: &Path) -> Result<[usize; 3]> {
@@ -400,23 +475,64 @@ impl NpyArray {
             )),
         }
     }
+}
 
-    fn to_x_fastest<T: Copy + Default>(&self, values: Vec<T>, dims: [usize; 3]) -> Vec<T> {
-        if self.fortran_order {
-            return values;
-        }
-        let [nx, ny, nz] = dims;
-        let mut out = vec![T::default(); values.len()];
-        for x in 0..nx {
-            for y in 0..ny {
-                let src = (x * ny + y) * nz;
-                for z in 0..nz {
-                    out[x + nx * (y + ny * z)] = values[src + z];
-                }
-            }
-        }
-        out
+fn memory(path: &Path, m: String) -> Error {
+    Error::Memory(format!("{}: {m}", path.display()))
+}
+
+/// `src` (file order, Fortran if `fortran`) of `shape` converted by `conv`, in C order.
+fn c_order<T: Copy, U>(
+    src: &[T],
+    shape: &[usize],
+    fortran: bool,
+    conv: impl Fn(T) -> U,
+) -> std::result::Result<Vec<U>, String> {
+    let mut out = try_vec(src.len(), "converted array")?;
+    if !fortran || shape.len() < 2 {
+        out.extend(src.iter().map(|&x| conv(x)));
+        return Ok(out);
     }
+    // Fortran order: the first index is fastest. Walk the C-order output and gather.
+    let rank = shape.len();
+    let mut index = vec![0usize; rank];
+    for _ in 0..src.len() {
+        let mut at = 0;
+        for a in (0..rank).rev() {
+            at = at * shape[a] + index[a];
+        }
+        out.push(conv(src[at]));
+        for a in (0..rank).rev() {
+            index[a] += 1;
+            if index[a] < shape[a] {
+                break;
+            }
+            index[a] = 0;
+        }
+    }
+    Ok(out)
+}
+
+/// `src` (file order) of a 3-D array indexed `[x, y, z]` converted by `conv`, in x-fastest order
+/// (a Fortran-order file already is; a C-order one is transposed).
+fn x_fastest<T: Copy, U>(
+    src: &[T],
+    dims: [usize; 3],
+    fortran: bool,
+    conv: impl Fn(T) -> U,
+) -> std::result::Result<Vec<U>, String> {
+    let mut out = try_vec(src.len(), "volume")?;
+    if fortran {
+        out.extend(src.iter().map(|&x| conv(x)));
+        return Ok(out);
+    }
+    let [nx, ny, nz] = dims;
+    for z in 0..nz {
+        for y in 0..ny {
+            out.extend((0..nx).map(|x| conv(src[(x * ny + y) * nz + z])));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
