@@ -79,8 +79,11 @@ fn scan_views(scan: &Scan, measured: &[f32], views: &[usize]) -> (Scan, Vec<f32>
 }
 
 /// `--sigma auto`: short fits on the views less every 8th ([`holdout_views`]), rendered as the
-/// fit is (grid or rays), each scored by the mean squared error of the held-out views'
-/// projections of its reconstruction (the grid projector) against their measurements.
+/// fit is (grid or rays) and with its loss (TV, the ramp weight, the warm start scaled to the
+/// short fit), each scored by the mean squared error of the held-out views' projections of its
+/// reconstruction on the fit's grid (the grid projector) against their measurements. Grid
+/// rendering trains them on a coarser grid of the same box
+/// ([`crate::train::sigma::SigmaSearch::proxy_grid`], [`coarse_scan`]).
 fn search_sigma(
     cfg: &mut CtConfig,
     scan: &Scan,
@@ -89,35 +92,76 @@ fn search_sigma(
     chunk: Option<usize>,
     opts: &FitOptions,
 ) -> Result<Option<f64>> {
-    if cfg.common.sigma_search.is_none() {
-        return Ok(None);
-    }
+    let spec = match &cfg.common.sigma_search {
+        Some(spec) if spec.chosen.is_none() => spec.clone(),
+        // none, or chosen already (a resumed run): nothing to train
+        _ => {
+            let (steps, dir) = (cfg.train.steps, cfg.common.output.clone());
+            return crate::train::sigma::run_auto(
+                &mut cfg.common,
+                &dir,
+                "ct",
+                "projection-mse",
+                steps,
+                1,
+                opts,
+                |_, _, _, _| Err(Error::Config("σ search: no trial to run".into())),
+            );
+        }
+    };
     let (held, kept) = holdout_views(scan.n_views())?;
     let (train_scan, train_y) = scan_views(scan, measured, &kept);
     let (val_scan, val_y) = scan_views(scan, measured, &held);
     let val_projector = RayProjector::new(&val_scan, cfg.train.projector_step);
+    // grid rendering: the short fits on a coarser grid of the same box, scored on the fit's
+    let proxy = match render {
+        Render::Grid => Some(spec.proxy_grid(cfg.train.steps, scan.voxels, scan.n_voxels())?),
+        _ => None,
+    };
+    let train_scan = match &proxy {
+        Some(p) => coarse_scan(&train_scan, p.grid),
+        None => train_scan,
+    };
     let train_projector =
         (render == Render::Grid).then(|| RayProjector::new(&train_scan, cfg.train.projector_step));
     let samples = if render == Render::Grid {
-        scan.n_voxels()
+        train_scan.n_voxels()
     } else {
         cfg.train.rays_per_batch * cfg.train.samples_per_ray
     };
     let (steps, dir, base) = (cfg.train.steps, cfg.common.output.clone(), cfg.clone());
-    crate::train::sigma::run_auto(
+    // the run's own grid loss: the ramp weight, and the warm start's SART image (of the kept
+    // views only, so nothing of a held-out view is seen), its steps scaled to the short fit
+    let ramp = cfg.train.ramp_weight as f64;
+    let warm = match &train_projector {
+        Some(projector) if cfg.train.warm_steps() > 0 => {
+            let sart = crate::recon::SartOptions { iterations: WARM_START_SART_PASSES, ..Default::default() };
+            crate::recon::sart(projector, &train_y, sart)
+        }
+        _ => vec![],
+    };
+    let full_samples = if render == Render::Grid { scan.n_voxels() } else { samples };
+    crate::train::sigma::run_auto_on(
         &mut cfg.common,
         &dir,
         "ct",
         "projection-mse",
         steps,
-        samples,
+        full_samples,
+        proxy,
         opts,
         |common, short, _, scratch| {
             let c = CtConfig { common: common.clone(), ..base.clone() };
             let mut run = Run::scratch(scratch, &c.common, scan.dims, 1)?;
             let mut stepper = Stepper::new(&train_scan, &c, &train_y, render, None);
             if let Some(projector) = &train_projector {
-                stepper.op = Some(Box::new(RayLoss::new(projector, &train_y)));
+                stepper.op = Some(Box::new(
+                    RayLoss::new(projector, &train_y).with_ramp(train_scan.det_pixels[0], ramp),
+                ));
+                if !warm.is_empty() {
+                    stepper.warm = warm.clone();
+                    stepper.warm_steps = short_warm_steps(&base.train, short);
+                }
             }
             let mut spec = crate::train::fit::LoopSpec::new(short, c.train.lr, c.train.schedule, 0, samples);
             spec.chunk = chunk;
@@ -129,6 +173,30 @@ fn search_sigma(
             Ok(sum / y.len() as f64)
         },
     )
+}
+
+/// `scan` on the grid `voxels` (no finer than its own) over the same extent: larger voxels,
+/// the detector and views unchanged, so its projections are the same measurements.
+pub fn coarse_scan(scan: &Scan, voxels: [usize; 3]) -> Scan {
+    let mut c = scan.clone();
+    for a in 0..3 {
+        let n = voxels[a].clamp(1, scan.voxels[a].max(1));
+        c.voxels[a] = n;
+        c.voxel_size[a] = scan.voxel_size[a] * scan.voxels[a] as f64 / n as f64;
+    }
+    c
+}
+
+/// The warm start's steps of a σ search's short fit of `short` steps: the full fit's
+/// [`CtTrainConfig::warm_steps`] scaled by `short / steps`, rounded up (a warm-started run's
+/// short fits are warm-started too), leaving at least one step on the projections.
+fn short_warm_steps(train: &CtTrainConfig, short: u64) -> u64 {
+    let full = train.warm_steps();
+    if full == 0 || train.steps == 0 {
+        return 0;
+    }
+    let scaled = (full as u128 * short as u128).div_ceil(train.steps as u128) as u64;
+    scaled.min(short.saturating_sub(1))
 }
 
 /// Stream for the stratified offsets along rays (ray choice uses `streams::TRAIN_BATCH`).
@@ -822,6 +890,23 @@ fn read_psnr_curve(path: &Path, up_to: u64) -> Result<Vec<(u64, f64)>> {
 #[cfg(test)]
 mod curve_tests {
     use super::*;
+
+    /// A warm-started run's short fits are warm-started for the same fraction of their steps.
+    #[test]
+    fn short_fits_scale_the_warm_start() {
+        let mut t = CtConfig::preset(CtPreset::Fast).train;
+        (t.steps, t.warm_start) = (250, 50);
+        assert_eq!(short_warm_steps(&t, 137), 28);
+        assert_eq!(short_warm_steps(&t, 2), 1);
+        assert_eq!(short_warm_steps(&t, 1), 0);
+        t.warm_start = 0;
+        assert_eq!(short_warm_steps(&t, 137), 0);
+        let scan = Scan::paper_2d(64, 8);
+        let c = coarse_scan(&scan, [16, 16, 1]);
+        assert_eq!(c.voxels, [16, 16, 1]);
+        assert_eq!(c.vol_min(), scan.vol_min());
+        assert!((c.voxel_size[0] - 4.0 * scan.voxel_size[0]).abs() < 1e-12);
+    }
 
     #[test]
     fn psnr_curve_round_trip_and_truncation() {

@@ -31,7 +31,7 @@ use crate::export::volume::write_fit;
 use crate::io::mri::prepare;
 use crate::io::volume::Normalize;
 use crate::job::field::{validate_upsample, FieldExport, FieldMeta, FieldTrain};
-use crate::operator::fft::{fftshift, KspaceLoss};
+use crate::operator::fft::{fftshift, KspaceLoss, C64};
 use crate::operator::{choose_grid_loss, GridLoss};
 use crate::sample::kspace::Sampling;
 use crate::sample::voxels::grid_points;
@@ -208,19 +208,74 @@ pub fn holdout_mask(mask: &[bool], dims: [usize; 3], seed: u64) -> Vec<bool> {
     (0..mask.len()).map(|i| mask[i] && i != 0 && rng.uniform(i.min(mirror(i)) as u64) < 0.1).collect()
 }
 
+/// The k-space of the coarse grid `c` cut from that of the grid `dims` (unshifted layouts):
+/// the coefficients with |k| < c/2 on each axis (a halved axis's coarse Nyquist plane left out),
+/// scaled by c/n and phase-shifted by e^{iπk(1/c − 1/n)} per axis, so that the coarse inverse
+/// FFT samples the band-limited image at the coarse voxel centres ((j + ½)/c); and `mask` cut
+/// the same way.
+pub fn crop_kspace(dims: [usize; 3], c: [usize; 3], values: &[C64], mask: &[bool]) -> (Vec<C64>, Vec<bool>) {
+    let n_c: usize = c.iter().product();
+    let (mut out, mut keep) = (vec![C64::new(0.0, 0.0); n_c], vec![false; n_c]);
+    let axis = |j: usize, a: usize| -> Option<(usize, C64)> {
+        let (n, m) = (dims[a], c[a]);
+        if m == n {
+            return Some((j, C64::new(1.0, 0.0)));
+        }
+        let k = if j <= (m - 1) / 2 { j as i64 } else { j as i64 - m as i64 };
+        if 2 * k.unsigned_abs() as usize >= m {
+            return None; // the coarse Nyquist plane
+        }
+        let fine = k.rem_euclid(n as i64) as usize;
+        let phase = std::f64::consts::PI * k as f64 * (1.0 / m as f64 - 1.0 / n as f64);
+        Some((fine, C64::from_polar(m as f64 / n as f64, phase)))
+    };
+    for z in 0..c[2] {
+        let Some((fz, wz)) = axis(z, 2) else { continue };
+        for y in 0..c[1] {
+            let Some((fy, wy)) = axis(y, 1) else { continue };
+            for x in 0..c[0] {
+                let Some((fx, wx)) = axis(x, 0) else { continue };
+                let (i, f) = (x + c[0] * (y + c[1] * z), fx + dims[0] * (fy + dims[1] * fz));
+                if mask[f] {
+                    out[i] = values[f] * wx * wy * wz;
+                    keep[i] = true;
+                }
+            }
+        }
+    }
+    (out, keep)
+}
+
 /// `--sigma auto`: short fits on the measured k-space less a held-out tenth ([`holdout_mask`]),
-/// each on the whole grid as the fit is, scored by ½·mean over the held-out coefficients of
-/// |F σ(z) − y|² (divided by the voxel count as the training loss is).
+/// on a coarser grid of the same box ([`crate::train::sigma::SigmaSearch::proxy_grid`]: the
+/// k-space inside the coarse grid's band, [`crop_kspace`]), each scored on the fit's own grid by
+/// ½·mean over the held-out coefficients of |F σ(z) − y|² (divided by the voxel count as the
+/// training loss is).
 fn search_sigma(
     cfg: &mut MriConfig,
     problem: &crate::io::mri::MriProblem,
     chunk: Option<usize>,
     opts: &FitOptions,
 ) -> Result<Option<f64>> {
-    if cfg.common.sigma_search.is_none() {
-        return Ok(None);
-    }
+    let (steps, dir, train) = (cfg.train.steps, cfg.common.output.clone(), cfg.train.clone());
     let dims = problem.dims;
+    let n: usize = dims.iter().product();
+    let spec = match &cfg.common.sigma_search {
+        Some(spec) if spec.chosen.is_none() => spec.clone(),
+        // none, or chosen already (a resumed run): nothing to train
+        _ => {
+            return crate::train::sigma::run_auto(
+                &mut cfg.common,
+                &dir,
+                "mri",
+                "kspace-mse",
+                steps,
+                n,
+                opts,
+                |_, _, _, _| Err(Error::Config("σ search: no trial to run".into())),
+            )
+        }
+    };
     let held = holdout_mask(&problem.operator.mask, dims, cfg.common.seed);
     let train_mask: Vec<bool> = problem.operator.mask.iter().zip(&held).map(|(&m, &h)| m && !h).collect();
     let n_held = held.iter().filter(|&&h| h).count();
@@ -230,40 +285,47 @@ fn search_sigma(
             problem.operator.mask.iter().filter(|&&m| m).count()
         )));
     }
-    let train_op = crate::operator::fft::MaskedFft::new(dims, train_mask)?;
-    let points = grid_points(dims, 1);
-    let n = points.len() / 3;
-    let (steps, dir, train) = (cfg.train.steps, cfg.common.output.clone(), cfg.train.clone());
-    crate::train::sigma::run_auto(
+    let proxy = spec.proxy_grid(steps, dims, n)?;
+    let cdims = proxy.grid;
+    let (train_y, train_mask) = crop_kspace(dims, cdims, &problem.kspace, &train_mask);
+    if !train_mask.iter().any(|&m| m) {
+        return Err(Error::Config(format!(
+            "--sigma auto: no measured k-space sample inside the short fits' {cdims:?} grid"
+        )));
+    }
+    let train_op = crate::operator::fft::MaskedFft::new(cdims, train_mask)?;
+    let points = grid_points(cdims, 1);
+    let n_c = points.len() / 3;
+    let fine_points = grid_points(dims, 1);
+    crate::train::sigma::run_auto_on(
         &mut cfg.common,
         &dir,
         "mri",
         "kspace-mse",
         steps,
         n,
+        Some(proxy),
         opts,
         |common, short, _, scratch| {
             let mut run = Run::scratch(scratch, common, 3, 1)?;
-            let op = Box::new(KspaceLoss::new(&train_op, &problem.kspace));
+            let op = Box::new(KspaceLoss::new(&train_op, &train_y));
             let mut objective = KspaceFit {
                 points: points.clone(),
                 op,
                 resident: false,
-                dims,
+                dims: cdims,
                 tv: train.total_variation(),
                 tv_p: vec![],
                 tv_dp: vec![],
             };
-            let mut spec = crate::train::fit::LoopSpec::new(short, train.lr, train.schedule, 0, n);
+            let mut spec = crate::train::fit::LoopSpec::new(short, train.lr, train.schedule, 0, n_c);
             spec.chunk = chunk;
             run.train(&spec, &mut objective, &FitOptions::default())?;
             let mut z = vec![0.0; n];
-            run.backend.predict(&points, &mut z)?;
-            let mut f: Vec<crate::operator::fft::C64> = z
-                .iter()
-                .map(|&v| crate::operator::fft::C64::new(crate::train::loss::sigmoid(v) as f64, 0.0))
-                .collect();
-            train_op.fft.forward(&mut f);
+            run.backend.predict(&fine_points, &mut z)?;
+            let mut f: Vec<C64> =
+                z.iter().map(|&v| C64::new(crate::train::loss::sigmoid(v) as f64, 0.0)).collect();
+            problem.operator.fft.forward(&mut f);
             let sum = crate::train::metrics::ordered_sum(n, |i| {
                 if held[i] {
                     (f[i] - problem.kspace[i]).norm_sqr()
@@ -398,4 +460,44 @@ pub fn fit(cfg: &MriConfig, opts: &FitOptions) -> Result<MriOutcome> {
     // serde_json writes NaN as null, which is what a reader should see for "no truth".
     crate::train::run::write_metrics(&dir, &metrics)?;
     Ok(MriOutcome::Finished(Box::new(metrics)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inverse FFT of the cropped k-space of a band-limited volume samples it at the coarse
+    /// voxel centres ((j + ½)/c), in value as well as phase.
+    #[test]
+    fn crop_kspace_samples_the_band_limited_volume() {
+        let (dims, c) = ([12, 10, 1], [6, 5, 1]);
+        let f = |x: f64, y: f64| {
+            let t = std::f64::consts::TAU;
+            0.3 + 0.2 * (t * 2.0 * x + 0.4).cos()
+                + 0.1 * (t * (x - y) - 1.1).sin()
+                + 0.05 * (t * 2.0 * y).cos()
+        };
+        let at = |d: [usize; 3]| -> Vec<C64> {
+            let mut v = vec![];
+            for y in 0..d[1] {
+                for x in 0..d[0] {
+                    v.push(C64::new(f((x as f64 + 0.5) / d[0] as f64, (y as f64 + 0.5) / d[1] as f64), 0.0));
+                }
+            }
+            v
+        };
+        let mut k = at(dims);
+        crate::operator::fft::Fft3::new(dims).forward(&mut k);
+        let mask = vec![true; k.len()];
+        let (mut kc, keep) = crop_kspace(dims, c, &k, &mask);
+        // the coarse Nyquist column (x frequency −3) is left out; y has no Nyquist (5 is odd)
+        assert_eq!(keep.iter().filter(|&&m| !m).count(), 5);
+        crate::operator::fft::Fft3::new(c).inverse(&mut kc);
+        for (got, want) in kc.iter().zip(at(c)) {
+            assert!((got - want).norm() < 1e-12, "{got} against {want}");
+        }
+        // the mask is cut with the values
+        let none = vec![false; k.len()];
+        assert!(!crop_kspace(dims, c, &k, &none).1.iter().any(|&m| m));
+    }
 }

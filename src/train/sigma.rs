@@ -4,10 +4,16 @@
 //! around the coarse grid's best — scores each on held-out validation data that is neither
 //! trained on nor part of the test set (each job says which: image pixels of the two mixed-parity
 //! grids, held-out voxels, validation points, held-out k-space samples or views), keeps the best,
-//! and the job then trains the full fit with it. The short fits share the full fit's budget: with
-//! `n` trials each runs `⌊budget · steps / n⌋` steps on the full fit's batch, so the search costs
-//! at most `budget` (30 %) of the full fit in network evaluations; the run records the fraction
-//! it took and the seconds.
+//! and the job then trains the full fit with it. The short fits share the full fit's budget:
+//! with `n` trials each gets `budget / n` of the full fit's network evaluations, so the search
+//! costs at most `budget` (30 %) of the full fit; the run records the fraction it took and the
+//! seconds. Point-sampled jobs (image, volume, occupancy) spend a trial's share on random
+//! mini-batches of the fit's points, so a trial takes more, smaller steps. Grid jobs (MRI, CT),
+//! whose every step evaluates the network at every voxel, solve the same problem on a coarser
+//! grid of the same box ([`SigmaSearch::proxy_grid`]: halved until a trial gets at least half
+//! the fit's steps, no side below 16 voxels) and score the trial's field on the fit's own grid;
+//! on their fit's grid a trial got 8 of 200 steps, after which the validation error did not
+//! rank σ (tests/sigma_auto.rs has the figures).
 //!
 //! The run folder gets `sigma_sweep.csv` (σ, validation error, stage), `sigma_sweep.png`
 //! (validation error against σ, the choice marked) and, in `run.toml`, the chosen σ in the
@@ -55,6 +61,9 @@ pub struct SigmaSearch {
     pub short_steps: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_batch: Option<usize>,
+    /// The grid of a grid job's short fits (MRI, CT), when coarser than the fit's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_grid: Option<[usize; 3]>,
     /// Network evaluations of the search over those of the full fit (≤ budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_fraction: Option<f64>,
@@ -101,6 +110,7 @@ impl SigmaSearch {
             validation_error: None,
             short_steps: None,
             short_batch: None,
+            short_grid: None,
             cost_fraction: None,
             seconds: None,
         })
@@ -141,14 +151,62 @@ impl SigmaSearch {
             / (self.trials() as f64 * short_batch as f64))
             .floor() as u64;
         if s == 0 {
-            return Err(Error::Config(format!(
-                "--sigma auto: {} trials within {:.0} % of {steps} steps leave no step per trial; train longer or lower sigma_search.coarse/refine",
-                self.trials(),
-                100.0 * self.budget
-            )));
+            return Err(self.no_step(steps));
         }
         Ok((s, short_batch))
     }
+
+    fn no_step(&self, steps: u64) -> Error {
+        Error::Config(format!(
+            "--sigma auto: {} trials within {:.0} % of {steps} steps leave no step per trial; train longer or lower sigma_search.coarse/refine",
+            self.trials(),
+            100.0 * self.budget
+        ))
+    }
+
+    /// Steps of each short fit of a grid job ([`Proxy`]) within the budget: each trial's share
+    /// of `budget · steps · batch` network evaluations, less its validation's, over the proxy's
+    /// points a step; at most the fit's `steps` (a longer short fit would rank nothing better).
+    pub fn proxy_steps(&self, steps: u64, batch: usize, proxy: &Proxy) -> Result<u64> {
+        let share = self.budget as f64 * steps as f64 * batch as f64 / self.trials() as f64;
+        let s = ((share - proxy.validation_points as f64) / proxy.points.max(1) as f64).floor();
+        if s < 1.0 {
+            return Err(self.no_step(steps));
+        }
+        Ok((s as u64).min(steps))
+    }
+
+    /// The grid of a grid job's short fits (MRI, CT: every step evaluates the network at every
+    /// voxel, so on the fit's own grid 7 trials within 30 % get 4 % of its steps each, and after
+    /// that few steps the validation error does not rank σ): `grid` halved along every axis of
+    /// at least 2 · [`MIN_PROXY_SIDE`] voxels until a short fit gets at least half the fit's
+    /// steps or no axis can be halved; `validation_points` is what scoring one trial evaluates.
+    pub fn proxy_grid(&self, steps: u64, grid: [usize; 3], validation_points: usize) -> Result<Proxy> {
+        let batch: usize = grid.iter().product();
+        let mut c = grid;
+        loop {
+            let proxy = Proxy { grid: c, points: c.iter().product(), validation_points };
+            let next = c.map(|n| if n / 2 >= MIN_PROXY_SIDE { n / 2 } else { n });
+            let enough = self.proxy_steps(steps, batch, &proxy).is_ok_and(|s| 2 * s >= steps);
+            if enough || next == c {
+                return Ok(proxy);
+            }
+            c = next;
+        }
+    }
+}
+
+/// A grid job's short fits run on a grid of at least this many voxels a side (where the fit's
+/// has as many).
+pub const MIN_PROXY_SIDE: usize = 16;
+
+/// What a grid job's short fits solve: the same problem on the coarser grid `grid` (the same
+/// box), `points` network evaluations a step, and `validation_points` evaluations to score one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proxy {
+    pub grid: [usize; 3],
+    pub points: usize,
+    pub validation_points: usize,
 }
 
 /// One short fit of the search.
@@ -321,6 +379,32 @@ mod tests {
         assert!(s.short_plan(10, 100).is_err());
         assert!(SigmaSearch::default_for("image", &EncodingConfig::None).is_err());
     }
+
+    /// A grid job's short fits: halved until each gets half the fit's steps, no side below 16;
+    /// the validation's evaluations come out of the trial's share.
+    #[test]
+    fn proxy_grids() {
+        let s = spec();
+        // 64² CT, 200 steps: 8 steps on 64², 34 on 32², 137 on 16²
+        let p = s.proxy_grid(200, [64, 64, 1], 0).unwrap();
+        assert_eq!((p.grid, p.points), ([16, 16, 1], 256));
+        assert_eq!(s.proxy_steps(200, 4096, &p).unwrap(), 137);
+        // with a 4096-point validation per trial: ⌊(0.3·200·4096/7 − 4096)/256⌋
+        let p = s.proxy_grid(200, [64, 64, 1], 4096).unwrap();
+        assert_eq!(s.proxy_steps(200, 4096, &p).unwrap(), 121);
+        // 32³ MRI: 16³ is as coarse as it goes (68 steps, under half of 200)
+        let p = s.proxy_grid(200, [32, 32, 32], 32768).unwrap();
+        assert_eq!(p.grid, [16, 16, 16]);
+        assert_eq!(s.proxy_steps(200, 32768, &p).unwrap(), 60);
+        // never more steps than the fit's; a grid too small to halve is kept
+        let p = s.proxy_grid(10, [512, 512, 1], 0).unwrap();
+        assert_eq!(p.grid, [128, 128, 1]);
+        assert_eq!(s.proxy_steps(10, 512 * 512, &p).unwrap(), 6);
+        assert_eq!(s.proxy_grid(200, [20, 31, 1], 0).unwrap().grid, [20, 31, 1]);
+        assert!(s
+            .proxy_steps(5, 1000, &Proxy { grid: [10, 10, 10], points: 1000, validation_points: 0 })
+            .is_err());
+    }
 }
 
 /// `--sigma auto` for a job: when `common.sigma_search` asks for a search that has not chosen
@@ -336,6 +420,25 @@ pub fn run_auto(
     full_steps: u64,
     full_batch: usize,
     opts: &crate::train::FitOptions,
+    trial: impl FnMut(&crate::config::Common, u64, usize, &Path) -> Result<f64>,
+) -> Result<Option<f64>> {
+    run_auto_on(common, dir, job, metric, full_steps, full_batch, None, opts, trial)
+}
+
+/// [`run_auto`] for a grid job whose short fits solve the same problem on a coarser grid
+/// (`proxy`, from [`SigmaSearch::proxy_grid`]; None: the fit's grid, or mini-batches of its
+/// points): the trial's batch argument is then the proxy's points a step, and the cost counts
+/// each trial's validation evaluations too.
+#[allow(clippy::too_many_arguments)]
+pub fn run_auto_on(
+    common: &mut crate::config::Common,
+    dir: &Path,
+    job: &str,
+    metric: &str,
+    full_steps: u64,
+    full_batch: usize,
+    proxy: Option<Proxy>,
+    opts: &crate::train::FitOptions,
     mut trial: impl FnMut(&crate::config::Common, u64, usize, &Path) -> Result<f64>,
 ) -> Result<Option<f64>> {
     let Some(spec) = common.sigma_search.clone() else { return Ok(None) };
@@ -344,11 +447,20 @@ pub fn run_auto(
         return Ok(spec.seconds);
     }
     let started = std::time::Instant::now();
-    let (short, short_batch) = spec.short_plan(full_steps, full_batch)?;
+    let (short, short_batch) = match &proxy {
+        Some(p) => (spec.proxy_steps(full_steps, full_batch, p)?, p.points),
+        None => spec.short_plan(full_steps, full_batch)?,
+    };
+    let on = match &proxy {
+        Some(p) => {
+            format!(" on a {} grid", p.grid.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("×"))
+        }
+        None => String::new(),
+    };
     crate::train::run::log(
         opts,
         &format!(
-            "σ search: {} short fits of {short} steps × {short_batch} points over σ in [{}, {}] (log), ≤ {:.0} % of the fit's {full_steps} steps × {full_batch}",
+            "σ search: {} short fits of {short} steps × {short_batch} points{on} over σ in [{}, {}] (log), ≤ {:.0} % of the fit's {full_steps} steps × {full_batch}",
             spec.trials(),
             spec.lo,
             spec.hi,
@@ -369,7 +481,8 @@ pub fn run_auto(
     let sweep = sweep?;
     write_sweep(dir, &sweep, metric, job)?;
     let seconds = started.elapsed().as_secs_f64();
-    let cost = (sweep.trials.len() as f64 * short as f64 * short_batch as f64)
+    let validation = proxy.map_or(0, |p| p.validation_points) as f64;
+    let cost = (sweep.trials.len() as f64 * (short as f64 * short_batch as f64 + validation))
         / (full_steps as f64 * full_batch as f64);
     if cost > spec.budget as f64 + 1e-9 {
         return Err(Error::Config(format!(
@@ -393,6 +506,7 @@ pub fn run_auto(
         validation_error: Some(sweep.best_error),
         short_steps: Some(short),
         short_batch: Some(short_batch),
+        short_grid: proxy.filter(|p| p.points < full_batch).map(|p| p.grid),
         cost_fraction: Some(cost),
         seconds: Some(seconds),
         ..spec
