@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,12 +208,35 @@ def test_progress_callback_and_ctrl_c_resume(tmp_path):
 
 
 def test_sigint_interrupts_cleanly(tmp_path):
-    # a real SIGINT while the fit runs (the GIL is released; the waiting thread sees it)
-    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    # a real SIGINT while the fit runs (the GIL is released; the waiting thread sees it). The
+    # signal is sent once the fit is training (its loss.csv exists), not at a fixed time: a
+    # fixed 1 s timer once fired during the fit's setup on a CI run and was not seen, and the
+    # 100,000-step fit then ran for many minutes. A second SIGINT after 30 s ends such a run,
+    # and the test fails saying the first was missed.
+    missed = []
+
+    def send():
+        loss = tmp_path / "a" / "loss.csv"
+        for _ in range(400):
+            if loss.is_file():
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(300):
+            if done.is_set():
+                return
+            time.sleep(0.1)
+        missed.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    done = threading.Event()
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
     with pytest.raises(KeyboardInterrupt):
         ffvol.fit_occupancy(output=tmp_path / "a", progress=False, **dict(SMALL_OCC, steps=100000))
-    timer.cancel()
+    done.set()
+    sender.join()
+    assert not missed, "the first SIGINT during training was not seen"
     assert (tmp_path / "a" / "checkpoint.safetensors").is_file()
 
 
