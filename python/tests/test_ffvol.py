@@ -230,11 +230,17 @@ def test_sigint_interrupts_cleanly(tmp_path):
         os.kill(os.getpid(), signal.SIGINT)
 
     done = threading.Event()
+    # a shell started in the background (`nohup … &`, as a CI runner may) starts Python with
+    # SIGINT ignored, and Python then installs no handler: the test wants Python's default one
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
-    with pytest.raises(KeyboardInterrupt):
-        ffvol.fit_occupancy(output=tmp_path / "a", progress=False, **dict(SMALL_OCC, steps=100000))
-    done.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ffvol.fit_occupancy(output=tmp_path / "a", progress=False, **dict(SMALL_OCC, steps=100000))
+    finally:
+        done.set()
+        signal.signal(signal.SIGINT, previous)
     sender.join()
     assert not missed, "the first SIGINT during training was not seen"
     assert (tmp_path / "a" / "checkpoint.safetensors").is_file()
