@@ -11,9 +11,10 @@
 //! mini-batches of the fit's points, so a trial takes more, smaller steps. Grid jobs (MRI, CT),
 //! whose every step evaluates the network at every voxel, solve the same problem on a coarser
 //! grid of the same box ([`SigmaSearch::proxy_grid`]: halved until a trial gets at least half
-//! the fit's steps, no side below 16 voxels) and score the trial's field on the fit's own grid;
-//! on their fit's grid a trial got 8 of 200 steps, after which the validation error did not
-//! rank σ (tests/sigma_auto.rs has the figures).
+//! the fit's steps, no side below 16 voxels) and score the trial's field on the fit's own grid
+//! (MRI: on the held-out samples inside the coarse grid's band, the only ones a trial is trained
+//! to predict); on their fit's grid a trial got 8 of 200 steps, after which the validation error
+//! did not rank σ (tests/sigma_auto.rs has the figures).
 //!
 //! The run folder gets `sigma_sweep.csv` (σ, validation error, stage), `sigma_sweep.png`
 //! (validation error against σ, the choice marked) and, in `run.toml`, the chosen σ in the
