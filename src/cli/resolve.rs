@@ -276,6 +276,7 @@ pub fn ct(a: &CtArgs) -> Result<CtConfig> {
         a.tv.apply(&mut c.train.tv, &mut c.train.tv_anisotropic, &mut c.train.tv_epsilon);
         c.train.ramp_weight = a.ramp_weight.unwrap_or(c.train.ramp_weight);
         c.train.warm_start = a.warm_start.unwrap_or(c.train.warm_start);
+        c.train.warm_start_image = a.warm_start_image.unwrap_or(c.train.warm_start_image);
         c.common.output = a.run.folder("ct")?;
         Ok(())
     })
