@@ -181,7 +181,7 @@ fn record(root: &Path) -> Value {
         run(with(&head, &tail));
         runs.insert(format!("fit ct {name}"), run_record(Path::new(&out), &["recon.nii.gz"]));
     }
-    // the default preset (hash grid, ASD-POCS warm start, ramp-weighted loss, TV), recorded with it
+    // the default preset (hash grid, SART warm start, ramp-weighted loss, TV), recorded with it
     let out = p("ct-default");
     let mut args = vec!["fit", "ct"];
     args.extend_from_slice(&ct_in);

@@ -210,7 +210,7 @@ fn ramp_weight_and_warm_start_beat_the_plain_loss_and_sart() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The `hashgrid` preset's warm start from ASD-POCS (64², 12 views, the same recipe as above):
+/// The warm start from ASD-POCS (`--warm-start-image asd-pocs`; 64², 12 views, the recipe above):
 /// the fit ends ahead of the ASD-POCS image it started from on average (measured: 26.05 against
 /// 26.17 dB on seed 31, 33.10 against 28.88 on seed 32; the SART warm start gives 25.83 and
 /// 33.06), and its run records the choice.

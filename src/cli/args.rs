@@ -257,7 +257,7 @@ pub struct CtArgs {
     /// The true volume (.nii.gz) for PSNR and SSIM.
     #[arg(long)]
     pub truth: Option<PathBuf>,
-    /// Starting settings: `hashgrid` (the default: the hash grid with an ASD-POCS warm start, the
+    /// Starting settings: `hashgrid` (the default: the hash grid with a SART warm start, the
     /// ramp-weighted loss and TV; about a minute on 2 cores at 256²), `fast` (Gaussian Fourier
     /// features, minutes on 2 cores at 128²) or `paper-ct` (the paper's 2D protocol). Any of them
     /// with `--encoding` gives the paper's mappings (σ_g = 4, σ_p = 3 with m/2 frequencies per
@@ -286,8 +286,8 @@ pub struct CtArgs {
     /// takes over (0: none)
     #[arg(long, value_name = "K")]
     pub warm_start: Option<u64>,
-    /// The image the warm start fits: `asd-pocs` (the `hashgrid` preset's: 50 iterations of
-    /// TIGRE's ASD-POCS) or `sart` (20 passes; the other presets')
+    /// The image the warm start fits: `sart` (20 passes; every preset's) or `asd-pocs` (50
+    /// iterations of TIGRE's ASD-POCS)
     #[arg(long, value_enum, value_name = "METHOD")]
     pub warm_start_image: Option<ffvol::job::ct::WarmImage>,
 }
