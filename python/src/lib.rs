@@ -71,6 +71,16 @@ fn resolve(
     flat_json: &str,
     unset: Vec<String>,
 ) -> PyResult<String> {
+    let flat: serde_json::Map<String, serde_json::Value> = serde_json::from_str(flat_json).map_err(err)?;
+    // `fit_mri` with no preset picks it as `ffvol fit mri` does from its flags
+    let preset = match (job, preset) {
+        ("mri", None) => {
+            let encoding = flat.get("encoding").and_then(|e| e.as_str());
+            let tunes = ["features", "sigma", "frequencies"].iter().any(|k| flat.contains_key(*k));
+            Some(ffvol::config::presets::MriPreset::default_for(encoding, tunes).name())
+        }
+        (_, p) => p,
+    };
     let base = RunConfig::preset(job, preset).map_err(err)?;
     let mut value = base.to_value().map_err(err)?;
     if let Some(path) = &config_path {
@@ -88,7 +98,6 @@ fn resolve(
     let overlay: serde_json::Value = serde_json::from_str(overlay_json).map_err(err)?;
     let overlay = json_to_toml(&overlay, &value, "config").map_err(err)?;
     ffvol::config::merge(&mut value, overlay);
-    let flat: serde_json::Map<String, serde_json::Value> = serde_json::from_str(flat_json).map_err(err)?;
     for (key, v) in flat {
         apply_flat(job, &mut value, &key, &v).map_err(err)?;
     }

@@ -133,8 +133,10 @@ def test_mri_kspace_and_mask_arrays(tmp_path):
     rng = np.random.default_rng(0)
     mask = (rng.random(vol.shape) < 0.3).astype(np.float32)
     mask[n // 2, n // 2, n // 2] = 1
+    # no preset: `features` asks for the Gaussian `fast` preset, as `ffvol fit mri --features` does
     run = ffvol.fit_mri(vol, kspace=k * mask, mask=mask, output=tmp_path / "m", progress=False,
-                        preset="fast", steps=20, depth=3, width=64, features=64)
+                        steps=20, depth=3, width=64, features=64)
+    assert 'type = "gaussian"' in (run.path / "run.toml").read_text()
     assert (run.path / "input_kspace.npy").is_file() and (run.path / "input_mask.npy").is_file()
     assert run.grid().shape == vol.shape
     assert run.metrics

@@ -222,13 +222,8 @@ pub fn volume(a: &VolumeArgs) -> Result<VolumeConfig> {
 pub fn mri(a: &MriArgs) -> Result<MriConfig> {
     // a Fourier mapping's flags without --encoding hashgrid ask for the Gaussian preset
     let r = &a.common.run;
-    let fourier = match r.encoding.as_deref() {
-        Some("hashgrid") => false,
-        Some(_) => true,
-        None => r.features.is_some() || r.sigma.is_some() || r.frequencies.is_some(),
-    };
-    let preset =
-        a.preset.unwrap_or(if fourier { presets::MriPreset::Fast } else { presets::MriPreset::HashGrid });
+    let tunes = r.features.is_some() || r.sigma.is_some() || r.frequencies.is_some();
+    let preset = a.preset.unwrap_or(presets::MriPreset::default_for(r.encoding.as_deref(), tunes));
     resolve(presets::mri(preset), a.common.run.config.as_deref(), |c| {
         if a.kspace.is_some() {
             c.kspace = a.kspace.clone();

@@ -275,9 +275,16 @@ impl Common {
         }
     }
 
-    pub fn validate(&self) -> crate::Result<()> {
+    /// The settings every job shares, for the job `job` ("occupancy", "volume", "mri", "ct",
+    /// "image", "ntk").
+    pub fn validate(&self, job: &str) -> crate::Result<()> {
         check_threads(self.threads)?;
         self.encoding.validate()?;
+        // a hash grid's finest level at the voxel grid's side needs a job with a voxel grid,
+        // which resolves it when it loads the data (`EncodingConfig::fit_finest_to_grid`)
+        if !matches!(job, "mri" | "volume") {
+            self.encoding.require_finest(job)?;
+        }
         if !self.frequencies.is_gaussian() && !matches!(self.encoding, EncodingConfig::Gaussian { .. }) {
             return Err(crate::Error::Config(format!(
                 "frequencies = {:?} applies to the gaussian mapping only, not to {}",
@@ -536,8 +543,7 @@ impl OccupancyConfig {
 
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Config(m));
-        self.common.validate()?;
-        self.common.encoding.require_finest("occupancy")?;
+        self.common.validate("occupancy")?;
         let t = &self.train;
         if t.batch == 0 || t.batch > 1 << 24 {
             return bad(format!("train.batch must be in 1..=16777216, got {}", t.batch));

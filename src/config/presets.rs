@@ -116,6 +116,35 @@ pub enum MriPreset {
     Paper,
 }
 
+impl MriPreset {
+    /// Its `--preset` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            MriPreset::HashGrid => "hashgrid",
+            MriPreset::Fast => "fast",
+            MriPreset::Paper => "paper",
+        }
+    }
+
+    /// The preset `fit mri` starts from when none is named: `fast` (Gaussian features) when the
+    /// settings given name a Fourier mapping (`encoding`, any but hashgrid) or tune one
+    /// (`features`, `sigma`, `frequencies` without `encoding = hashgrid`), so the Gaussian
+    /// mapping's settings keep working without `--preset`; otherwise the hash grid. The CLI and
+    /// Python's `fit_mri` both take it from here.
+    pub fn default_for(encoding: Option<&str>, tunes_fourier: bool) -> MriPreset {
+        let fourier = match encoding {
+            Some("hashgrid") => false,
+            Some(_) => true,
+            None => tunes_fourier,
+        };
+        if fourier {
+            MriPreset::Fast
+        } else {
+            MriPreset::HashGrid
+        }
+    }
+}
+
 /// `fit mri --preset`. Fast:
 /// Smaller and shorter, for 2 CPU cores and the bundled 32³ volume: 4 × 128, m = 128,
 /// σ_g = 2.5, lr 5e-3, 400 steps. The Gaussian mask's width scales with the grid (4.6 voxels at
@@ -181,8 +210,8 @@ pub fn mri(preset: MriPreset) -> MriConfig {
 /// Named starting points for `fit ct`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CtPreset {
-    /// The default: a hash grid (8 levels, 16 → 256 cells) into 3 × 64, a warm start (50 steps)
-    /// from ASD-POCS (50 iterations), the ramp-weighted loss (β = 100) and TV (λ = 1e-2), 250 steps: about a minute
+    /// The default: a hash grid (8 levels, 16 → 256 cells) into 3 × 64, a SART warm start (50
+    /// steps), the ramp-weighted loss (β = 100) and TV (λ = 1e-2), 250 steps: about a minute
     /// on 2 CPU cores at 256², ahead of SART and ASD-POCS on sparse views.
     #[value(name = "hashgrid")]
     HashGrid,
@@ -292,7 +321,6 @@ pub fn ct(preset: CtPreset) -> CtConfig {
                 tv: 1e-2,
                 ramp_weight: 100.0,
                 warm_start: 50,
-                warm_start_image: crate::job::ct::WarmImage::AsdPocs,
                 ..base.train
             },
             ..base

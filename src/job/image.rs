@@ -121,8 +121,7 @@ impl ImageConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.common.validate()?;
-        self.common.encoding.require_finest("image")?;
+        self.common.validate("image")?;
         let t = &self.train;
         if t.steps == 0 {
             return Err(Error::Config("train.steps must be at least 1".into()));
@@ -447,6 +446,7 @@ pub fn fit(cfg: &ImageConfig, opts: &FitOptions) -> Result<ImageOutcome> {
             "mse",
             steps,
             batch,
+            None,
             opts,
             |common, short, short_batch, scratch| {
                 let mut run = Run::scratch(scratch, common, 2, c)?;

@@ -87,7 +87,7 @@ impl MriConfig {
                 "the MRI job needs a volume (to simulate k-space) or measured k-space".into(),
             ));
         }
-        self.common.validate()?;
+        self.common.validate("mri")?;
         validate_upsample(self.export.upsample)?;
         self.normalize.validate()?;
         self.sampling.validate()?;
@@ -287,6 +287,7 @@ fn search_sigma(
                 "kspace-mse",
                 steps,
                 n,
+                None,
                 opts,
                 |_, _, _, _| Err(Error::Config("σ search: no trial to run".into())),
             )
@@ -325,7 +326,7 @@ fn search_sigma(
     let points = grid_points(cdims, 1);
     let n_c = points.len() / 3;
     let fine_points = grid_points(dims, 1);
-    crate::train::sigma::run_auto_on(
+    crate::train::sigma::run_auto(
         &mut cfg.common,
         &dir,
         "mri",

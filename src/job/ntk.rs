@@ -112,7 +112,7 @@ pub fn run(cfg: &NtkConfig) -> Result<NtkSummary> {
     common.threads = cfg.threads;
     common.frequencies = cfg.frequencies;
     common.device = DeviceConfig::on(DeviceKind::Cpu);
-    common.validate()?;
+    common.validate("ntk")?;
     let net = crate::train::run::build_network(&common, cfg.dim)?;
     let mut backend = net.backend;
     // memory: J (n × P f64), K and its eigenvectors

@@ -166,6 +166,7 @@ fn search_sigma(cfg: &mut OccupancyConfig, mesh: &PreparedMesh, opts: &FitOption
         "1-iou",
         steps,
         batch,
+        None,
         opts,
         |common, short, short_batch, scratch| {
             let mut c = base.clone();

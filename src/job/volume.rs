@@ -59,7 +59,7 @@ impl VolumeConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.common.validate()?;
+        self.common.validate("volume")?;
         validate_upsample(self.export.upsample)?;
         self.normalize.validate()?;
         if self.train.tv != 0.0 {
@@ -177,6 +177,7 @@ fn search_sigma(
         "mse",
         steps,
         batch,
+        None,
         opts,
         |common, short, short_batch, scratch| {
             let short_batch = short_batch.min(fit_idx.len());

@@ -413,25 +413,13 @@ mod tests {
 /// returns its validation error), writes the sweep into `dir`, and sets the encoding's σ and the
 /// search's outcome in `common`, so the run's `run.toml` records them. A search that has chosen
 /// (a resumed run) only checks that its σ is the encoding's. Returns the search's seconds.
-pub fn run_auto(
-    common: &mut crate::config::Common,
-    dir: &Path,
-    job: &str,
-    metric: &str,
-    full_steps: u64,
-    full_batch: usize,
-    opts: &crate::train::FitOptions,
-    trial: impl FnMut(&crate::config::Common, u64, usize, &Path) -> Result<f64>,
-) -> Result<Option<f64>> {
-    run_auto_on(common, dir, job, metric, full_steps, full_batch, None, opts, trial)
-}
-
-/// [`run_auto`] for a grid job whose short fits solve the same problem on a coarser grid
-/// (`proxy`, from [`SigmaSearch::proxy_grid`]; None: the fit's grid, or mini-batches of its
-/// points): the trial's batch argument is then the proxy's points a step, and the cost counts
-/// each trial's validation evaluations too.
+///
+/// `proxy` (from [`SigmaSearch::proxy_grid`]): a grid job's short fits solve the same problem on
+/// that coarser grid; the trial's batch argument is then the proxy's points a step, and the cost
+/// counts each trial's validation evaluations too. None: the fit's grid, or mini-batches of its
+/// points ([`SigmaSearch::short_plan`]).
 #[allow(clippy::too_many_arguments)]
-pub fn run_auto_on(
+pub fn run_auto(
     common: &mut crate::config::Common,
     dir: &Path,
     job: &str,
