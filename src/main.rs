@@ -327,7 +327,8 @@ fn simulate_ct(a: SimulateCtArgs) -> Result<()> {
     let phantom = match a.phantom.as_str() {
         "shepp2d" => PhantomSource::Shepp2d(Some(a.seed)),
         "shepp2d-plain" => PhantomSource::Shepp2d(None),
-        "shepp3d" => PhantomSource::Shepp3d,
+        "shepp3d" => PhantomSource::Shepp3d(None),
+        "shepp3d-perturbed" => PhantomSource::Shepp3d(Some(a.seed)),
         path => PhantomSource::File(PathBuf::from(path)),
     };
     let noise = a.noise.as_deref().map(ffvol::sim::ct::Noise::parse).transpose()?;

@@ -124,7 +124,7 @@ fn ray_rendering_learns_a_cone_beam_volume() {
     let gpath = dir.join("g.toml");
     std::fs::write(&gpath, text).unwrap();
     let scan = Scan::load(&gpath).unwrap();
-    let files = simulate(&scan, PhantomSource::Shepp3d, &dir);
+    let files = simulate(&scan, PhantomSource::Shepp3d(None), &dir);
     let gauss = EncodingConfig::Gaussian { sigma: 2.0, features: 64, normalize: false };
     let mut c = config(&files, dir.join("run"), gauss, 3e-3, 150);
     c.train.render = Render::Auto;

@@ -154,7 +154,7 @@ fn fbp_of_shepp_logan_from_360_views() {
 #[test]
 fn fdk_of_3d_shepp_logan() {
     let s = scan("beam = \"cone\"\ndims = 3\ndso = 200.0\ndsd = 400.0\n[detector]\npixels = [128, 128]\npixel_size = [1.0, 1.0]\n[volume]\nvoxels = [64, 64, 64]\nvoxel_size = [1.0, 1.0, 1.0]\n[angles]\ncount = 180\n");
-    let ph = Phantom::shepp_3d();
+    let ph = Phantom::shepp_3d(None);
     let a = RayProjector::new(&s, 0.5);
     let proj = ph.project(&s, &a, 2);
     let truth = ph.rasterize(&s, 2, true);

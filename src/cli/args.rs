@@ -399,7 +399,8 @@ pub struct SimulateTextArgs {
 
 #[derive(Args)]
 pub struct SimulateCtArgs {
-    /// `shepp2d` (perturbed modified Shepp–Logan), `shepp2d-plain`, `shepp3d`, or a volume on the
+    /// `shepp2d` (perturbed modified Shepp–Logan), `shepp2d-plain`, `shepp3d` (the 3D phantom as
+    /// published), `shepp3d-perturbed` (perturbed from --seed as shepp2d is), or a volume on the
     /// grid: .nii(.gz), .npy, .mat (e.g. TIGRE's head phantom), a DICOM folder, file or .txt list.
     #[arg(long)]
     pub phantom: String,

@@ -21,7 +21,8 @@ const STREAM_NOISE: u64 = 0xc7_02;
 pub enum PhantomSource {
     /// The modified Shepp–Logan phantom, perturbed from this seed (or not, with `None`).
     Shepp2d(Option<u64>),
-    Shepp3d,
+    /// The modified 3D Shepp–Logan phantom, perturbed from this seed (or not, with `None`).
+    Shepp3d(Option<u64>),
     /// A volume on the geometry's grid, projected with the discrete projector: any file
     /// [`read_volume`] reads (NIfTI, .npy, MATLAB .mat such as TIGRE's head phantom, DICOM).
     File(PathBuf),
@@ -56,7 +57,8 @@ pub fn simulate(scan: &Scan, opts: &SimulateOptions) -> Result<Simulated> {
         source => {
             let ph = match source {
                 PhantomSource::Shepp2d(seed) => Phantom::shepp_2d(*seed),
-                _ => Phantom::shepp_3d(),
+                PhantomSource::Shepp3d(seed) => Phantom::shepp_3d(*seed),
+                PhantomSource::File(_) => unreachable!("handled above"),
             };
             if ph.dims != scan.dims {
                 return Err(Error::Config(format!(
