@@ -8,7 +8,8 @@
 # Each run appends a row to fuzz/artifacts/summary.tsv (executions, exec/s, seconds, corpus size,
 # findings); FUZZ_NO_BUILD=1 skips the build (targets already built), FUZZ_MAX_LEN=BYTES bounds
 # the inputs and seeds (default 1 MiB; the HDF5 reader takes ~1 s an input near 1 MiB),
-# FUZZ_TIMEOUT=SECONDS is the time an input may take before it is a finding (default 10). Valid
+# FUZZ_TIMEOUT=SECONDS is the time an input may take before it is a finding (default 10),
+# FUZZ_RUNS=N stops a target after N executions (default: no limit; 10000000 is issue 12's). Valid
 # seeds of every format are in fuzz/seeds/ (scripts/make_fuzz_seeds.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,7 @@ for t in "${targets[@]}"; do
   # -timeout: an input that takes over 10 s is a finding (a hang)
   # the built binary itself: `cargo fuzz run` would rebuild first whenever a source changed
   "$bin/$t" "$corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-10}" -max_len="${FUZZ_MAX_LEN:-1048576}" \
+      -runs="${FUZZ_RUNS:--1}" \
       -print_final_stats=1 -artifact_prefix=fuzz/artifacts/"$t"/ >"$log" 2>&1 || true
   took=$(( $(date +%s) - start ))
   final_stat() { grep -o "stat::$1: *[0-9]*" "$log" | grep -o '[0-9]*$' | tail -1; }

@@ -357,3 +357,25 @@ fn tooth_scan_centre_and_sparse_view_fbp() {
         "FBP-45 vs FBP-181: {p45:.2} dB; all views, uncorrected centre: {p_mid:.2} dB"
     );
 }
+
+/// HDF5 layouts that rust-hdf5 allocates from before it reads (fuzz findings 2026-12-02, in
+/// `tests/corpus/projections/`): chunk dimensions of 10^11 and more values in 8–12 kB files
+/// (rust-hdf5 zero-filled a decoded image of that size: the process aborted), and a deflated
+/// /exchange/data declaring 286 M uint16 values in a 12 kB file (572 MB filled before its
+/// deflate stream failed). Each is refused, naming the file and the dataset, before any read.
+#[test]
+fn declared_hdf5_layouts_the_file_cannot_hold_are_refused_before_reading() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/projections");
+    for (name, want) in [
+        ("fuzz-hdf5-chunk-abort-b6fd1a97.h5", "declares chunks of"),
+        ("fuzz-hdf5-chunk-abort-1102e9ce.h5", "declares chunks of"),
+        ("fuzz-hdf5-shape-572mb-d8c846a2.h5", "-byte file can hold deflated (at most 1032:1)"),
+    ] {
+        let p = corpus.join(name);
+        let e = match ffvol::io::raw_projections::read_data_exchange(&p, None) {
+            Ok(_) => panic!("{name} was read"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(name) && e.contains("/exchange/data") && e.contains(want), "{name}: {e}");
+    }
+}

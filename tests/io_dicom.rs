@@ -300,6 +300,42 @@ fn a_declared_length_past_the_end_of_the_file_is_refused_by_the_prescan() {
     assert!(e.contains("element (0002,0002) declares a value of 65535 bytes"), "{e}");
 }
 
+/// A binary value whose length is not a whole number of its values (fuzz findings: three
+/// timeouts, MR_small_RLE.dcm with a VR changed, `tests/corpus/volume/fuzz-dicom-timeout-*.dcm`):
+/// dicom-parser reads `len / 4` floats of an `FL` of 6 bytes but counts 6 as read, takes the
+/// next header from inside the value and zero-filled its garbage length (765 MB, 1.7–21 s in
+/// the release build). The pre-scan refuses it, naming the element, the VR and the length;
+/// the same element with its own VR (TM, 6 bytes) passes.
+#[test]
+fn a_binary_value_of_a_partial_length_is_refused_by_the_prescan() {
+    use ffvol::io::dicom_check::check_declared_lengths;
+    let dir = scratch("partial-value");
+    let good = seed("MR_small_RLE.dcm");
+    for (find, vr, want) in [
+        (&b"\x08\x00\x13\x00TM"[..], b"FL", "element (0008,0013) of VR FL declares 6 bytes at byte "),
+        (&b"\x18\x00\x50\x00DS"[..], b"AT", "element (0018,0050) of VR AT declares 6 bytes at byte "),
+    ] {
+        let mut b = good.clone();
+        let at = b.windows(6).position(|w| w == find).unwrap();
+        b[at + 4..at + 6].copy_from_slice(vr);
+        let p = dir.join("partial.dcm");
+        std::fs::write(&p, &b).unwrap();
+        let e = check_declared_lengths(&p).unwrap_err().to_string();
+        assert!(e.contains("partial.dcm") && e.contains(want) && e.contains("not a whole number"), "{e}");
+        let e = err(read_dicom_files(&[p.clone()], &p));
+        assert!(e.contains(want), "{e}");
+    }
+    for name in [
+        "fuzz-dicom-timeout-29ef1c17.dcm",
+        "fuzz-dicom-timeout-8b4c0fb8.dcm",
+        "fuzz-dicom-timeout-1af244f0.dcm",
+    ] {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/volume").join(name);
+        let e = check_declared_lengths(&p).unwrap_err().to_string();
+        assert!(e.contains("not a whole number"), "{name}: {e}");
+    }
+}
+
 /// RLE Lossless fragments are checked before dicom-rs's decoder, which indexed out of bounds on
 /// a short segment (fuzz finding 415998cb; the firewall caught it, now the check stops it with
 /// the numbers) and sliced by the header's segment count. MR_small_RLE.dcm (64 × 64, 16 bits:

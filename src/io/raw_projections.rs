@@ -290,6 +290,57 @@ fn check_count(n: usize, r: usize, c: usize, path: &Path, name: &str) -> Result<
     })
 }
 
+/// Deflate's largest expansion: 1032 output bytes an input byte (zlib's "technical details").
+const DEFLATE_MAX_RATIO: u64 = 1032;
+
+/// The declared layout of dataset `name` against the file, before rust-hdf5 allocates from it
+/// (fuzz findings 2026-12-02): rust-hdf5 zero-fills a decoded image of the declared chunk size
+/// for every chunk it decodes (a 12 kB file declaring chunks of 206·10^9 values aborted the
+/// process), and the output of the declared shape before it reads (a 12 kB file declaring 286 M
+/// values made it fill 572 MB before its deflate stream failed). A chunk may not hold more
+/// values than the dataset (or 2^24, for an extendible dataset's first chunk), and the data may
+/// not be more bytes than the file holds, or than deflate can expand the file to when the
+/// chunks are deflated (shuffle and Fletcher-32 change no sizes); other filters have no such
+/// bound and are left to `MAX_ELEMENTS`.
+fn check_storage(ds: &rust_hdf5::H5Dataset, path: &Path, name: &str, shape: &[usize]) -> Result<()> {
+    let total = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX);
+    if let Some(chunk) = ds.chunk_dims() {
+        let values = chunk.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+        if chunk.len() != shape.len() || values.is_none_or(|v| v == 0 || v > total.max(1 << 24)) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "{name} declares chunks of {chunk:?} values for a dataset of shape {shape:?}: the \
+                     layout is damaged"
+                ),
+            ));
+        }
+    }
+    let filters = ds.filters().map_err(|e| Error::format(path, format!("{name}: {e}")))?;
+    let ratio = if filters.is_empty() {
+        1
+    } else if filters.iter().all(|f| matches!(f.id, 1..=3)) {
+        DEFLATE_MAX_RATIO
+    } else {
+        return Ok(());
+    };
+    let file_len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let bytes = total.saturating_mul(ds.element_size() as u64);
+    if bytes > file_len.saturating_mul(ratio) {
+        let how =
+            if ratio == 1 { "uncompressed".to_string() } else { format!("deflated (at most {ratio}:1)") };
+        return Err(Error::format(
+            path,
+            format!(
+                "{name} declares {shape:?} values of {} bytes ({bytes} bytes), more than the {file_len}-byte \
+                 file can hold {how}: damaged or truncated",
+                ds.element_size()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn read_frames(ds: &rust_hdf5::H5Dataset, path: &Path, name: &str, rows: [usize; 2]) -> Result<Frames> {
     use rust_hdf5::{ByteOrder::LittleEndian, DatatypeMessage as T};
     let shape = ds.shape();
@@ -303,6 +354,7 @@ fn read_frames(ds: &rust_hdf5::H5Dataset, path: &Path, name: &str, rows: [usize;
     let n = shape[0];
     let nr = rows[1] - rows[0];
     check_count(n, nr, c, path, name)?;
+    check_storage(ds, path, name, &shape)?;
     let (starts, counts) =
         if shape.len() == 3 { (vec![0, rows[0], 0], vec![n, nr, c]) } else { (vec![0, 0], vec![n, c]) };
     let err = |e: rust_hdf5::Hdf5Error| Error::format(path, format!("{name}: {e}"));
