@@ -301,13 +301,6 @@ impl WarmImage {
         *self == WarmImage::Sart
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            WarmImage::Sart => "SART",
-            WarmImage::AsdPocs => "ASD-POCS",
-        }
-    }
-
     /// The image of `measured` (on `scan`'s rays, through `projector`) and a line for the log.
     pub fn reconstruct(
         self,

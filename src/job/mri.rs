@@ -216,19 +216,7 @@ pub fn holdout_mask(mask: &[bool], dims: [usize; 3], seed: u64) -> Vec<bool> {
 pub fn crop_kspace(dims: [usize; 3], c: [usize; 3], values: &[C64], mask: &[bool]) -> (Vec<C64>, Vec<bool>) {
     let n_c: usize = c.iter().product();
     let (mut out, mut keep) = (vec![C64::new(0.0, 0.0); n_c], vec![false; n_c]);
-    let axis = |j: usize, a: usize| -> Option<(usize, C64)> {
-        let (n, m) = (dims[a], c[a]);
-        if m == n {
-            return Some((j, C64::new(1.0, 0.0)));
-        }
-        let k = if j <= (m - 1) / 2 { j as i64 } else { j as i64 - m as i64 };
-        if 2 * k.unsigned_abs() as usize >= m {
-            return None; // the coarse Nyquist plane
-        }
-        let fine = k.rem_euclid(n as i64) as usize;
-        let phase = std::f64::consts::PI * k as f64 * (1.0 / m as f64 - 1.0 / n as f64);
-        Some((fine, C64::from_polar(m as f64 / n as f64, phase)))
-    };
+    let axis = |j: usize, a: usize| band_axis(dims[a], c[a], j);
     for z in 0..c[2] {
         let Some((fz, wz)) = axis(z, 2) else { continue };
         for y in 0..c[1] {
@@ -246,20 +234,38 @@ pub fn crop_kspace(dims: [usize; 3], c: [usize; 3], values: &[C64], mask: &[bool
     (out, keep)
 }
 
-/// The coefficients of the grid `dims` (unshifted) inside the band of the coarser grid `c`, as
-/// [`crop_kspace`] keeps them.
+/// Coefficient `j` of an axis of `m` coarse samples, cut from one of `n`: its index on the fine
+/// axis and its weight (scale m/n, phase e^{iπk(1/m − 1/n)}); `None` for a halved axis's coarse
+/// Nyquist plane. An axis not halved keeps every coefficient as it is.
+fn band_axis(n: usize, m: usize, j: usize) -> Option<(usize, C64)> {
+    if m == n {
+        return Some((j, C64::new(1.0, 0.0)));
+    }
+    let k = if j <= (m - 1) / 2 { j as i64 } else { j as i64 - m as i64 };
+    if 2 * k.unsigned_abs() as usize >= m {
+        return None; // the coarse Nyquist plane
+    }
+    let fine = k.rem_euclid(n as i64) as usize;
+    let phase = std::f64::consts::PI * k as f64 * (1.0 / m as f64 - 1.0 / n as f64);
+    Some((fine, C64::from_polar(m as f64 / n as f64, phase)))
+}
+
+/// The coefficients of the grid `dims` (unshifted) inside the band of the coarser grid `c`:
+/// those [`crop_kspace`] keeps.
 pub fn band_mask(dims: [usize; 3], c: [usize; 3]) -> Vec<bool> {
-    let inside = |j: usize, a: usize| {
-        let (n, m) = (dims[a], c[a]);
-        let k = if j <= (n - 1) / 2 { j as i64 } else { j as i64 - n as i64 };
-        m == n || 2 * (k.unsigned_abs() as usize) < m
+    let fine = |a: usize| -> Vec<usize> {
+        (0..c[a]).filter_map(|j| band_axis(dims[a], c[a], j)).map(|(f, _)| f).collect()
     };
-    let n: usize = dims.iter().product();
-    (0..n)
-        .map(|i| {
-            inside(i % dims[0], 0) && inside((i / dims[0]) % dims[1], 1) && inside(i / (dims[0] * dims[1]), 2)
-        })
-        .collect()
+    let (fx, fy, fz) = (fine(0), fine(1), fine(2));
+    let mut band = vec![false; dims.iter().product()];
+    for &z in &fz {
+        for &y in &fy {
+            for &x in &fx {
+                band[x + dims[0] * (y + dims[1] * z)] = true;
+            }
+        }
+    }
+    band
 }
 
 /// `--sigma auto`: short fits on the measured k-space less a held-out tenth ([`holdout_mask`]),
@@ -302,7 +308,7 @@ fn search_sigma(
             problem.operator.mask.iter().filter(|&&m| m).count()
         )));
     }
-    // the grid chosen as if a trial were scored on the fit's grid; it is scored on its own
+    // each trial is scored on the fit's grid (n points), which the cost counts
     let proxy = spec.proxy_grid(steps, dims, n)?;
     let cdims = proxy.grid;
     let (train_y, train_mask) = crop_kspace(dims, cdims, &problem.kspace, &train_mask);
