@@ -145,9 +145,7 @@ impl RayProjector {
     fn forward_segments(&self, volume: &[f32], segments: &[Segment], out: &mut [f32]) {
         out.par_chunks_mut(256).zip(segments.par_chunks(256)).for_each(|(o, segs)| {
             for (y, s) in o.iter_mut().zip(segs) {
-                let mut acc = 0.0f32;
-                self.walk(s, |idx, w| acc += w * volume[idx]);
-                *y = acc * s.weight;
+                *y = self.ray_sum(s, volume) * s.weight;
             }
         });
     }
@@ -186,43 +184,101 @@ impl RayProjector {
         }
     }
 
-    /// Calls `f(voxel index, interpolation weight)` for every sample of `s`. A 2D scan is the
-    /// 3D case with nz = 1 and every sample at z = 0: its z weights are exactly 1 and 0 (the
-    /// second outside the grid), so it reads the same four voxels with the same weights.
+    /// Calls `f(voxel index, interpolation weight)` for every sample of `s`, in order.
     #[inline]
     fn walk(&self, s: &Segment, mut f: impl FnMut(usize, f32)) {
-        let [nx, ny, nz] = self.voxels;
-        let (nxi, nyi, nzi) = (nx as i64, ny as i64, nz as i64);
         for k in 0..s.n {
-            // sample k at start + k·delta (not p += delta, which drifts by 4e-4 over a 512² ray):
-            // the same f32 roundings as cuda/ct.cu's ct_sample
-            let kf = k as f32;
-            let p =
-                [s.start[0] + kf * s.delta[0], s.start[1] + kf * s.delta[1], s.start[2] + kf * s.delta[2]];
-            let f0 = p.map(f32::floor);
-            let (tx, ty, tz) = (p[0] - f0[0], p[1] - f0[1], p[2] - f0[2]);
-            let (x0, y0, z0) = (f0[0] as i64, f0[1] as i64, f0[2] as i64);
-            for (dz, wz) in [(0, 1.0 - tz), (1, tz)] {
-                let z = z0 + dz;
-                if z < 0 || z >= nzi {
+            self.taps(sample(s, k), &mut f);
+        }
+    }
+
+    /// Σ_k interp(x_k) along `s` (without the weight): each sample's taps are summed first and
+    /// then added to the ray's total, as cuda/ct.cu's `ct_interp` does; that keeps the ray's
+    /// running sum off the critical path of every tap.
+    #[inline]
+    fn ray_sum(&self, s: &Segment, volume: &[f32]) -> f32 {
+        let mut acc = 0.0f32;
+        for k in 0..s.n {
+            let mut v = 0.0f32;
+            self.taps(sample(s, k), |idx, w| v += w * volume[idx]);
+            acc += v;
+        }
+        acc
+    }
+
+    /// Calls `f(voxel index, interpolation weight)` for the interpolation taps of point `p`
+    /// (voxel coordinates): z, then y, then x, each low corner first, weights `wx · wy · wz`,
+    /// skipping taps outside the grid. A 2D scan is the 3D case with nz = 1 and every sample at
+    /// z = 0: its z weights are exactly 1 and 0 (the second outside the grid), so it reads the
+    /// same four voxels with the same weights.
+    ///
+    /// A point whose whole interpolation cell lies inside the grid (most of them) takes a path
+    /// with no per-tap bounds checks; it visits the same taps in the same order with the same
+    /// f32 weights (truncation equals floor for p ≥ 0), so both paths give bit-identical sums.
+    #[inline(always)]
+    fn taps(&self, p: [f32; 3], mut f: impl FnMut(usize, f32)) {
+        let [nx, ny, nz] = self.voxels;
+        let flat = nz == 1;
+        let (sy, sz) = (nx, nx * ny);
+        // the cell [x0, x0 + 1] is inside the grid along an axis when 0 ≤ p < n − 1
+        if p[0] >= 0.0 && p[0] < (nx - 1) as f32 && p[1] >= 0.0 && p[1] < (ny - 1) as f32 {
+            let (x0, y0) = (p[0] as usize, p[1] as usize);
+            let (tx, ty) = (p[0] - x0 as f32, p[1] - y0 as f32);
+            let (ux, uy) = (1.0 - tx, 1.0 - ty);
+            if flat && p[2] == 0.0 {
+                // 2D: wz = 1 exactly, and the z + 1 taps are outside
+                let b = x0 + sy * y0;
+                f(b, ux * uy * 1.0);
+                f(b + 1, tx * uy * 1.0);
+                f(b + sy, ux * ty * 1.0);
+                f(b + sy + 1, tx * ty * 1.0);
+                return;
+            }
+            if !flat && p[2] >= 0.0 && p[2] < (nz - 1) as f32 {
+                let z0 = p[2] as usize;
+                let tz = p[2] - z0 as f32;
+                let b = x0 + sy * y0 + sz * z0;
+                for (o, wz) in [(0, 1.0 - tz), (sz, tz)] {
+                    f(b + o, ux * uy * wz);
+                    f(b + o + 1, tx * uy * wz);
+                    f(b + o + sy, ux * ty * wz);
+                    f(b + o + sy + 1, tx * ty * wz);
+                }
+                return;
+            }
+        }
+        let (nxi, nyi, nzi) = (nx as i64, ny as i64, nz as i64);
+        let f0 = p.map(f32::floor);
+        let (tx, ty, tz) = (p[0] - f0[0], p[1] - f0[1], p[2] - f0[2]);
+        let (x0, y0, z0) = (f0[0] as i64, f0[1] as i64, f0[2] as i64);
+        for (dz, wz) in [(0, 1.0 - tz), (1, tz)] {
+            let z = z0 + dz;
+            if z < 0 || z >= nzi {
+                continue;
+            }
+            for (dy, wy) in [(0, 1.0 - ty), (1, ty)] {
+                let y = y0 + dy;
+                if y < 0 || y >= nyi {
                     continue;
                 }
-                for (dy, wy) in [(0, 1.0 - ty), (1, ty)] {
-                    let y = y0 + dy;
-                    if y < 0 || y >= nyi {
+                for (dx, wx) in [(0, 1.0 - tx), (1, tx)] {
+                    let x = x0 + dx;
+                    if x < 0 || x >= nxi {
                         continue;
                     }
-                    for (dx, wx) in [(0, 1.0 - tx), (1, tx)] {
-                        let x = x0 + dx;
-                        if x < 0 || x >= nxi {
-                            continue;
-                        }
-                        f((x + nxi * (y + nyi * z)) as usize, wx * wy * wz);
-                    }
+                    f((x + nxi * (y + nyi * z)) as usize, wx * wy * wz);
                 }
             }
         }
     }
+}
+
+/// Sample `k` of `s` at start + k·delta (not p += delta, which drifts by 4e-4 over a 512² ray):
+/// the same f32 roundings as cuda/ct.cu's `ct_sample`.
+#[inline(always)]
+fn sample(s: &Segment, k: u32) -> [f32; 3] {
+    let kf = k as f32;
+    [s.start[0] + kf * s.delta[0], s.start[1] + kf * s.delta[1], s.start[2] + kf * s.delta[2]]
 }
 /// `fit ct`'s loss on the host (grid rendering): the image σ(z), r = A σ(z) − measured over the
 /// m rays, the loss ½·mean(r²), and ∂L/∂z = Aᵀ(r / m) · σ'(z).
