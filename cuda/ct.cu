@@ -6,8 +6,8 @@
 // seg_b[r] = (delta.xyz, weight). Sample k sits at start + k·delta (ct_sample, shared by both
 // kernels so that the adjoint is the exact transpose of the forward); the volume is read by
 // bilinear (2D) or trilinear (3D) interpolation with zero outside the grid, and a measurement is
-// weight · Σ_k interp(x_k), as on the CPU, whose RayProjector::walk computes the same sample
-// points with the same roundings.
+// weight · Σ_k interp(x_k), as on the CPU, whose RayProjector (ray.rs: `sample`, `taps`)
+// computes the same sample points with the same roundings.
 //
 // - ct_forward: one warp per ray, lanes take every 32nd sample, a fixed shuffle tree sums them.
 // - ct_adjoint: a gather, one thread per voxel: for each view, the voxel's interpolation support
@@ -23,7 +23,7 @@ __device__ __forceinline__ float3 ct_sample(float4 a, float4 b, int k) {
     return make_float3(a.x + kf * b.x, a.y + kf * b.y, a.z + kf * b.z);
 }
 
-// Σ over the interpolation taps of sample p: weight · volume, in RayProjector::walk's order.
+// Σ over the interpolation taps of sample p: weight · volume, in RayProjector::taps's order.
 __device__ __forceinline__ float ct_interp(const float* __restrict__ vol, float3 p, int dims, int nx, int ny,
                                            int nz) {
     float fx = floorf(p.x), fy = floorf(p.y);

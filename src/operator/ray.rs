@@ -222,23 +222,18 @@ impl RayProjector {
         let (sy, sz) = (nx, nx * ny);
         // the cell [x0, x0 + 1] is inside the grid along an axis when 0 ≤ p < n − 1
         if p[0] >= 0.0 && p[0] < (nx - 1) as f32 && p[1] >= 0.0 && p[1] < (ny - 1) as f32 {
-            let (x0, y0) = (p[0] as usize, p[1] as usize);
-            let (tx, ty) = (p[0] - x0 as f32, p[1] - y0 as f32);
-            let (ux, uy) = (1.0 - tx, 1.0 - ty);
-            if flat && p[2] == 0.0 {
-                // 2D: wz = 1 exactly, and the z + 1 taps are outside
-                let b = x0 + sy * y0;
-                f(b, ux * uy * 1.0);
-                f(b + 1, tx * uy * 1.0);
-                f(b + sy, ux * ty * 1.0);
-                f(b + sy + 1, tx * ty * 1.0);
-                return;
-            }
-            if !flat && p[2] >= 0.0 && p[2] < (nz - 1) as f32 {
-                let z0 = p[2] as usize;
-                let tz = p[2] - z0 as f32;
+            // the z planes the cell spans: one in 2D (p_z = 0, wz = 1 exactly), two in 3D
+            let plane = if flat {
+                (p[2] == 0.0).then_some((0, 0.0, 1))
+            } else {
+                (p[2] >= 0.0 && p[2] < (nz - 1) as f32).then(|| (p[2] as usize, p[2] - (p[2] as usize) as f32, 2))
+            };
+            if let Some((z0, tz, planes)) = plane {
+                let (x0, y0) = (p[0] as usize, p[1] as usize);
+                let (tx, ty) = (p[0] - x0 as f32, p[1] - y0 as f32);
+                let (ux, uy) = (1.0 - tx, 1.0 - ty);
                 let b = x0 + sy * y0 + sz * z0;
-                for (o, wz) in [(0, 1.0 - tz), (sz, tz)] {
+                for (o, wz) in [(0, 1.0 - tz), (sz, tz)].into_iter().take(planes) {
                     f(b + o, ux * uy * wz);
                     f(b + o + 1, tx * uy * wz);
                     f(b + o + sy, ux * ty * wz);
