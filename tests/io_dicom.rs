@@ -423,3 +423,38 @@ fn the_prescan_refuses_only_files_dicom_rs_cannot_read() {
     println!("{passed} files passed the pre-scan, {refused} refused (none that dicom-object reads)");
     assert!(passed > 50, "{passed} passed");
 }
+
+/// An item header at the data set level, outside any sequence (fuzz finding 00d3cb77: a
+/// zero-length Pixel Data element followed by what were its fragments): dicom-parser reads it as
+/// a plain element of VR UN and skips its value, where the pre-scan used to walk into it, lost
+/// step with the reader, and missed the garbage length (0x80808080) the reader then allocated
+/// 2.1 GB by. The pre-scan now follows the reader's states: it refuses the finding, naming
+/// that length, and passes a valid file whose top-level item holds bytes that would look like a
+/// huge length to a walk that entered it (dicom-object reads that file too).
+#[test]
+fn the_prescan_reads_a_top_level_item_as_the_parser_does() {
+    use ffvol::io::dicom_check::check_declared_lengths;
+    let finding =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/volume/fuzz-dicom-oom-00d3cb77.dcm");
+    let e = check_declared_lengths(&finding).unwrap_err().to_string();
+    assert!(e.contains("declares a value of 2155905152 bytes"), "{e}");
+    let e = err(read_dicom_files(&[finding.clone()], &finding));
+    assert!(e.contains("fuzz-dicom-oom-00d3cb77.dcm") && e.contains("2155905152"), "{e}");
+
+    // MR_small.dcm with a top-level item inserted before Pixel Data; inside it, bytes that read
+    // as an OB element of 2^31 bytes
+    let good = seed("MR_small.dcm");
+    let pd = good.windows(6).position(|w| w == b"\xe0\x7f\x10\x00OW").unwrap();
+    let mut inner = Vec::new();
+    inner.extend_from_slice(b"\x09\x00\x10\x00OB\x00\x00");
+    inner.extend_from_slice(&0x8000_0000u32.to_le_bytes());
+    let mut b = good[..pd].to_vec();
+    b.extend_from_slice(b"\xfe\xff\x00\xe0");
+    b.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+    b.extend_from_slice(&inner);
+    b.extend_from_slice(&good[pd..]);
+    let p = scratch("top-level-item").join("item.dcm");
+    std::fs::write(&p, &b).unwrap();
+    dicom_object::OpenFileOptions::new().open_file(&p).expect("dicom-object reads the file");
+    check_declared_lengths(&p).expect("the pre-scan passes what dicom-object reads");
+}

@@ -277,47 +277,163 @@ fn header(w: &mut Walk, e: Encoding) -> std::io::Result<Option<(Tag, VR, u32, u6
     }
 }
 
-/// The data set, header by header to its end.
+/// An open sequence or item, as dicom-parser's `DataSetReader` stacks them: where its value
+/// started and its defined length (or [`UNDEFINED`]), and whether it belongs to encapsulated
+/// pixel data (whose items are read as bytes, not walked into).
+struct Open {
+    item: bool,
+    pixel: bool,
+    len: u32,
+    base: u64,
+}
+
+/// The data set, token by token to its end, in the order and with the state dicom-parser's
+/// `DataSetReader` reads it (dicom-parser 0.10 `dataset/read.rs`): every length the reader would
+/// allocate a value by is checked against what is left, and the walk stops wherever the reader
+/// would stop with an error of its own. Mirroring its states matters: an item header at the
+/// data set level (outside any sequence, or inside an item) is read by it as a plain element of
+/// VR UN and its value skipped, not walked into; a walk that entered it lost step with the
+/// reader and missed the garbage length the reader then allocated 2.1 GB by (fuzz finding
+/// `dicom-oom-00d3cb77`).
 fn walk_data_set(w: &mut Walk, e: Encoding) -> Walked<()> {
-    let mut in_fragments = false;
-    while let Some((tag, vr, len, _)) = header(w, e)? {
-        if tag.0 == 0xFFFE {
-            match tag.1 {
-                // an item: a pixel data fragment is read as bytes, a sequence item is walked into
-                0xE000 if len != UNDEFINED => {
-                    if let Err(m) = w.check(tag, len) {
-                        return Ok(Err(m));
+    let mut open: Vec<Open> = Vec::new();
+    // expecting an item header (or a delimiter) next, as the reader's `in_sequence`
+    let mut in_sequence = false;
+    // whether a defined-length sequence or item may have just ended
+    let mut ends_pending = false;
+    // the header just read was encapsulated pixel data: its item headers follow
+    let mut pixel_start = false;
+    // the next pixel data item is the basic offset table
+    let mut offset_table = false;
+    loop {
+        if ends_pending {
+            match open.last() {
+                Some(o) if o.len != UNDEFINED => {
+                    let end = o.base + u64::from(o.len);
+                    if end == w.pos {
+                        in_sequence = o.item;
+                        open.pop();
+                        continue;
                     }
-                    if in_fragments {
-                        w.skip(u64::from(len))?;
+                    if end < w.pos {
+                        // the reader fails: a value ran past the end of its sequence or item
+                        return Ok(Ok(()));
                     }
                 }
-                0xE0DD => in_fragments = false,
                 _ => {}
+            }
+            ends_pending = false;
+        }
+        if in_sequence || pixel_start {
+            let Some((tag, len)) = item_header(w, e)? else { return Ok(Ok(())) };
+            let first_of_pixels = std::mem::take(&mut pixel_start);
+            if first_of_pixels {
+                open.push(Open { item: false, pixel: true, len: UNDEFINED, base: w.pos });
+            }
+            match tag {
+                Tag(0xFFFE, 0xE000) => {
+                    let Some(pixel) = open.last().map(|o| o.pixel) else { return Ok(Ok(())) };
+                    in_sequence = false;
+                    open.push(Open { item: true, pixel, len, base: w.pos });
+                    if len == 0 {
+                        ends_pending = true;
+                    } else if first_of_pixels {
+                        offset_table = true;
+                    }
+                }
+                Tag(0xFFFE, 0xE00D) if !first_of_pixels => {
+                    open.pop();
+                    in_sequence = true;
+                    ends_pending = true;
+                }
+                Tag(0xFFFE, 0xE0DD) => {
+                    open.pop();
+                    in_sequence = false;
+                    ends_pending = !first_of_pixels;
+                }
+                // the reader fails on any other tag here
+                _ => return Ok(Ok(())),
+            }
+            continue;
+        }
+        if let Some(o) = open.last().filter(|o| o.item && o.pixel) {
+            // a pixel data fragment (or the offset table), read as bytes
+            if o.len == UNDEFINED {
+                return Ok(Ok(()));
+            }
+            if let Err(m) = w.check(Tag(0xFFFE, 0xE000), o.len) {
+                return Ok(Err(m));
+            }
+            if std::mem::take(&mut offset_table) && o.len % 4 != 0 {
+                // the reader reads whole 4-byte offsets only and loses step with the rest
+                return Ok(Err(format!(
+                    "the basic offset table of the pixel data declares {} bytes at byte {}, not a \
+                     whole number of 4-byte offsets: damaged",
+                    o.len, w.pos
+                )));
+            }
+            w.skip(u64::from(o.len))?;
+            ends_pending = true;
+            continue;
+        }
+        let Some((tag, vr, len, _)) = header(w, e)? else { return Ok(Ok(())) };
+        if vr == VR::SQ {
+            in_sequence = true;
+            open.push(Open { item: false, pixel: false, len, base: w.pos });
+            if len == 0 {
+                ends_pending = true;
+            }
+            continue;
+        }
+        if tag == Tag(0xFFFE, 0xE00D) {
+            // an item delimiter outside any sequence is ignored
+            if !open.is_empty() {
+                in_sequence = true;
+                open.pop();
+                ends_pending = true;
             }
             continue;
         }
         if len == UNDEFINED {
-            // encapsulated pixel data: fragments follow; any other undefined length is read as
-            // a sequence in the same encoding (as dicom-parser does)
-            in_fragments = tag == Tag(0x7FE0, 0x0010);
+            if tag == Tag(0x7FE0, 0x0010) {
+                pixel_start = true;
+            } else {
+                // any other undefined length is read as a sequence, its VR discarded
+                in_sequence = true;
+                open.push(Open { item: false, pixel: false, len, base: w.pos });
+            }
             continue;
         }
+        // a primitive value: allocated by its length and read (an item or sequence delimiter
+        // header here too, with VR UN)
         if let Err(m) = w.check(tag, len) {
             return Ok(Err(m));
         }
-        if vr != VR::SQ {
-            if let Some(size) = value_size(vr).filter(|&size| len % size != 0) {
-                return Ok(Err(format!(
-                    "element ({:04X},{:04X}) of VR {vr} declares {len} bytes at byte {}, not a whole \
-                     number of its {size}-byte values: damaged",
-                    tag.0, tag.1, w.pos
-                )));
-            }
-            w.skip(u64::from(len))?;
+        if let Some(size) = value_size(vr).filter(|&size| len % size != 0) {
+            return Ok(Err(format!(
+                "element ({:04X},{:04X}) of VR {vr} declares {len} bytes at byte {}, not a whole \
+                 number of its {size}-byte values: damaged",
+                tag.0, tag.1, w.pos
+            )));
         }
+        w.skip(u64::from(len))?;
+        ends_pending = true;
     }
-    Ok(Ok(()))
+}
+
+/// An item or delimiter header (tag and length, no VR in any transfer syntax), as the reader
+/// decodes one where it expects an item; `None` at the end of the input.
+fn item_header(w: &mut Walk, e: Encoding) -> std::io::Result<Option<(Tag, u32)>> {
+    let mut b = [0u8; 8];
+    if !w.fill(&mut b)? {
+        return Ok(None);
+    }
+    let (group, element, len) = if e.big {
+        (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]), u32::from_be_bytes([b[4], b[5], b[6], b[7]]))
+    } else {
+        (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]]))
+    };
+    Ok(Some((Tag(group, element), len)))
 }
 
 /// The size of one value of a binary VR. dicom-parser reads `len / size` values of such an
