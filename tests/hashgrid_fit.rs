@@ -128,6 +128,8 @@ fn hash_grid_run_resumes_bit_identical_and_exports() {
     *weight_decay = 1e-3;
     a.train.warm_start = 20; // 6 steps: at most a fifth of 30
     a.train.ramp_weight = 100.0;
+    // the warm start's σ′ floor, and β falling to 30 after it: a resume picks both up at its step
+    (a.train.warm_start_floor, a.train.ramp_final) = (0.05, 0.3);
     let full = psnr(&a, &FitOptions::default());
     let mut b = a.clone();
     for (folder, at) in [("c", 24), ("b", 4)] {
@@ -155,6 +157,8 @@ fn hash_grid_run_resumes_bit_identical_and_exports() {
         "weight_decay = 0.001",
         "ramp_weight = 100.0",
         "warm_start = 20",
+        "warm_start_floor = 0.05",
+        "ramp_final = 0.3",
     ] {
         assert!(toml.contains(key), "run.toml lacks {key}:\n{toml}");
     }

@@ -290,6 +290,15 @@ pub struct CtArgs {
     /// iterations of TIGRE's ASD-POCS)
     #[arg(long, value_enum, value_name = "METHOD")]
     pub warm_start_image: Option<ffvol::job::ct::WarmImage>,
+    /// Grid rendering: floor of σ′ in the warm start's chain rule through the field's sigmoid,
+    /// in [0, 0.25]: a surrogate gradient that lets voxels stuck at 0 (or 1) follow the
+    /// classical image; the projection steps keep the exact gradient (0: exact throughout)
+    #[arg(long, value_name = "FLOOR")]
+    pub warm_start_floor: Option<f32>,
+    /// Grid rendering: the ramp weight at the last step as a fraction of --ramp-weight, in
+    /// [0, 1]; β falls linearly to it after the warm start (1: constant)
+    #[arg(long, value_name = "FRACTION")]
+    pub ramp_final: Option<f32>,
 }
 
 /// Total variation of the field (`fit ct`, `fit mri`): on the rendered grid, or along each

@@ -272,6 +272,8 @@ pub fn ct(a: &CtArgs) -> Result<CtConfig> {
         c.train.ramp_weight = a.ramp_weight.unwrap_or(c.train.ramp_weight);
         c.train.warm_start = a.warm_start.unwrap_or(c.train.warm_start);
         c.train.warm_start_image = a.warm_start_image.unwrap_or(c.train.warm_start_image);
+        c.train.warm_start_floor = a.warm_start_floor.unwrap_or(c.train.warm_start_floor);
+        c.train.ramp_final = a.ramp_final.unwrap_or(c.train.ramp_final);
         c.common.output = a.run.folder("ct")?;
         Ok(())
     })

@@ -429,9 +429,17 @@ fn item_header(w: &mut Walk, e: Encoding) -> std::io::Result<Option<(Tag, u32)>>
         return Ok(None);
     }
     let (group, element, len) = if e.big {
-        (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]), u32::from_be_bytes([b[4], b[5], b[6], b[7]]))
+        (
+            u16::from_be_bytes([b[0], b[1]]),
+            u16::from_be_bytes([b[2], b[3]]),
+            u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        )
     } else {
-        (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]]))
+        (
+            u16::from_le_bytes([b[0], b[1]]),
+            u16::from_le_bytes([b[2], b[3]]),
+            u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        )
     };
     Ok(Some((Tag(group, element), len)))
 }

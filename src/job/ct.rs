@@ -35,7 +35,7 @@ use crate::sample::rng::streams;
 use crate::sample::CounterRng;
 use crate::train::fit::{Batch, DeviceStep, Objective, Run, TrainSettings};
 use crate::train::image_metrics::{psnr_ct, ssim_ct};
-use crate::train::loss::{sigmoid, through_sigmoid};
+use crate::train::loss::{sigmoid, through_sigmoid, through_sigmoid_floor};
 use crate::train::memory::{
     bytes, device_grid_plan, grid_step, network_bytes_per_point, network_sizes, MemoryPlan,
 };
@@ -162,6 +162,9 @@ fn search_sigma(
                     stepper.warm = warm.clone();
                     stepper.warm_steps = short_warm_steps(&base.train, short);
                 }
+                if let Some((_, steps)) = &mut stepper.ramp {
+                    *steps = short;
+                }
             }
             let mut spec = crate::train::fit::LoopSpec::new(short, c.train.lr, c.train.schedule, 0, samples);
             spec.chunk = chunk;
@@ -278,6 +281,27 @@ pub struct CtTrainConfig {
     /// written before it existed, which warm-started from SART).
     #[serde(default, skip_serializing_if = "WarmImage::is_sart")]
     pub warm_start_image: WarmImage,
+    /// The floor of σ′ in the warm start's chain rule through the field's sigmoid, in [0, ¼]
+    /// ([`crate::train::loss::through_sigmoid_floor`]): a surrogate gradient that lets voxels
+    /// whose logit saturated on the wrong side follow the classical image (0: the exact
+    /// gradient). The projection steps after it use the exact gradient, which keeps the empty
+    /// background at 0.
+    #[serde(default, skip_serializing_if = "crate::train::regularise::is_zero")]
+    pub warm_start_floor: f32,
+    /// The ramp weight at the last step as a fraction of `ramp_weight`, in [0, 1]: after the warm
+    /// start β falls linearly to `ramp_weight · ramp_final` ([`CtTrainConfig::ramp_at`]). The
+    /// ramp filter preconditions the early steps but weights the noise of the high frequencies
+    /// up; 1: constant.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub ramp_final: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn is_one(v: &f32) -> bool {
+    *v == 1.0
 }
 
 /// The image a CT fit's warm start fits (`train.warm_start_image`, `--warm-start-image`).
@@ -350,6 +374,19 @@ impl CtTrainConfig {
         self.warm_start.min(self.steps / 5)
     }
 
+    /// The ramp weight β of step `step` (0-based) of a run of `steps` steps whose first `warm`
+    /// steps are the warm start: `ramp_weight` up to the first projection step, then linearly
+    /// down to `ramp_weight · ramp_final` at the last step.
+    pub fn ramp_at(&self, step: u64, steps: u64, warm: u64) -> f64 {
+        let beta = self.ramp_weight as f64;
+        let last = steps.saturating_sub(1);
+        if self.ramp_final == 1.0 || step <= warm || last <= warm {
+            return beta;
+        }
+        let t = (step.min(last) - warm) as f64 / (last - warm) as f64;
+        beta * (1.0 - t * (1.0 - self.ramp_final as f64))
+    }
+
     /// The total-variation term these settings ask for (`None`: λ = 0).
     pub fn total_variation(&self) -> Option<crate::train::regularise::TotalVariation> {
         crate::train::regularise::TotalVariation::new(self.tv, self.tv_anisotropic, self.tv_epsilon)
@@ -389,6 +426,12 @@ impl CtConfig {
         }
         if t.warm_start > crate::recon::sart::MAX_ITERATIONS as u64 * 100 {
             return bad(format!("train.warm_start must be at most 10^7 steps, got {}", t.warm_start));
+        }
+        if !(t.ramp_final.is_finite() && (0.0..=1.0).contains(&t.ramp_final)) {
+            return bad(format!("train.ramp_final must be in [0, 1], got {}", t.ramp_final));
+        }
+        if !(t.warm_start_floor.is_finite() && (0.0..=0.25).contains(&t.warm_start_floor)) {
+            return bad(format!("train.warm_start_floor must be in [0, 0.25], got {}", t.warm_start_floor));
         }
         if !(t.projector_step > 0.0 && t.projector_step <= 2.0) {
             return bad(format!("train.projector_step must be in (0, 2], got {}", t.projector_step));
@@ -729,6 +772,10 @@ struct Stepper<'a> {
     /// σ(z) and λ·∂TV/∂σ of the step, for the TV term.
     tv_p: Vec<f32>,
     tv_dp: Vec<f32>,
+    /// σ′'s floor in the warm start's chain rule through σ (`train.warm_start_floor`).
+    warm_floor: f32,
+    /// The ramp weight's schedule (settings, steps of the run; `None`: constant β).
+    ramp: Option<(CtTrainConfig, u64)>,
     /// The warm start's steps and its target image (a classical reconstruction; empty when done or
     /// off), and whether the last step was one of them (its image is then `image`).
     warm_steps: u64,
@@ -766,6 +813,9 @@ impl<'a> Stepper<'a> {
             tv: cfg.train.total_variation(),
             tv_p: vec![],
             tv_dp: vec![],
+            warm_floor: cfg.train.warm_start_floor,
+            ramp: (cfg.train.ramp_final != 1.0 && cfg.train.ramp_weight > 0.0)
+                .then(|| (cfg.train.clone(), cfg.train.steps)),
             warm_steps: 0,
             warm: vec![],
             last_warm: false,
@@ -817,6 +867,9 @@ impl Objective for Stepper<'_> {
         self.last_warm = step < self.warm_steps && !self.warm.is_empty();
         if self.last_warm {
             return Ok(self.warm_loss(z, dz));
+        }
+        if let (Some((train, steps)), Some(op)) = (&self.ramp, self.op.as_mut()) {
+            op.set_ramp_weight(train.ramp_at(step, *steps, self.warm_steps))?;
         }
         let data = if self.render == Render::Grid { self.grid_loss(z, dz)? } else { self.ray_loss(z, dz) };
         Ok(data + self.add_tv(z, dz) as f32)
@@ -880,7 +933,7 @@ impl Stepper<'_> {
         for ((d, &p), &w) in dz.iter_mut().zip(&self.image).zip(&self.warm) {
             let r = p - w;
             total += 0.5 * (r as f64) * (r as f64);
-            *d = through_sigmoid((r as f64 / n) as f32, p);
+            *d = through_sigmoid_floor((r as f64 / n) as f32, p, self.warm_floor);
         }
         (total / n) as f32
     }
@@ -962,6 +1015,44 @@ mod curve_tests {
         assert_eq!(c.voxels, [16, 16, 1]);
         assert_eq!(c.vol_min(), scan.vol_min());
         assert!((c.voxel_size[0] - 4.0 * scan.voxel_size[0]).abs() < 1e-12);
+    }
+
+    /// `train.ramp_final`'s schedule: β through the warm start and its first projection step,
+    /// then linear to β · ramp_final at the last step; 1 is constant; out of [0, 1] refused.
+    #[test]
+    fn the_ramp_weight_falls_linearly_after_the_warm_start() {
+        let mut t = CtConfig::preset(CtPreset::HashGrid).train;
+        (t.ramp_weight, t.ramp_final) = (100.0, 0.1);
+        let at = |step| t.ramp_at(step, 150, 30);
+        assert_eq!((at(0), at(29), at(30)), (100.0, 100.0, 100.0));
+        assert!((at(149) - 10.0).abs() < 1e-5 && (at(200) - 10.0).abs() < 1e-5);
+        assert!((at(89) - 55.378151260504).abs() < 1e-6, "{}", at(89));
+        assert!((31..149).all(|s| at(s) < at(s - 1)));
+        t.ramp_final = 1.0;
+        assert!((0..150).all(|s| t.ramp_at(s, 150, 30) == 100.0));
+        let mut c = CtConfig::preset(CtPreset::HashGrid);
+        c.train.ramp_final = 1.5;
+        assert!(c.validate().unwrap_err().to_string().contains("train.ramp_final must be in [0, 1]"));
+    }
+
+    /// `train.warm_start_floor`: [0, ¼] accepted, written to run.toml only when set, read back; a
+    /// value outside (or NaN) refused naming the key.
+    #[test]
+    fn the_warm_start_floor_is_range_checked_and_round_trips() {
+        let mut c = CtConfig::preset(CtPreset::HashGrid);
+        c.validate().unwrap();
+        assert!(!c.to_toml().unwrap().contains("warm_start_floor"));
+        c.train.warm_start_floor = 0.05;
+        c.validate().unwrap();
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("warm_start_floor = 0.05"), "{text}");
+        let back: CtConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back.train.warm_start_floor, 0.05);
+        for bad in [0.3, -0.01, f32::NAN] {
+            c.train.warm_start_floor = bad;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("train.warm_start_floor must be in [0, 0.25]"), "{bad}: {e}");
+        }
     }
 
     #[test]

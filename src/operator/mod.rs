@@ -42,6 +42,12 @@ pub trait GridLoss {
     /// The loss of σ(`z`) and ∂L/∂z into `dz` (both one value per voxel).
     fn sigmoid_loss_and_gradient(&mut self, z: &[f32], dz: &mut [f32]) -> crate::Result<f64>;
 
+    /// Sets the ramp weight β of a ramp-weighted loss (`train.ramp_final`'s schedule); an error
+    /// for operators without one.
+    fn set_ramp_weight(&mut self, _beta: f64) -> crate::Result<()> {
+        Err(crate::Error::Config(format!("{}: has no ramp-weighted loss", self.describe())))
+    }
+
     /// σ(z) of the last step, into `out` (the CT PSNR curve); an error for operators that do not
     /// keep it.
     fn image(&mut self, _out: &mut Vec<f32>) -> crate::Result<()> {

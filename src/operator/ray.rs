@@ -226,7 +226,8 @@ impl RayProjector {
             let plane = if flat {
                 (p[2] == 0.0).then_some((0, 0.0, 1))
             } else {
-                (p[2] >= 0.0 && p[2] < (nz - 1) as f32).then(|| (p[2] as usize, p[2] - (p[2] as usize) as f32, 2))
+                (p[2] >= 0.0 && p[2] < (nz - 1) as f32)
+                    .then(|| (p[2] as usize, p[2] - (p[2] as usize) as f32, 2))
             };
             if let Some((z0, tz, planes)) = plane {
                 let (x0, y0) = (p[0] as usize, p[1] as usize);
@@ -321,6 +322,18 @@ impl super::GridLoss for RayLoss<'_> {
     fn describe(&self) -> String {
         let metric = if self.ramp.is_some() { ", ramp-weighted loss" } else { "" };
         format!("cpu ({} threads{metric})", rayon::current_num_threads())
+    }
+
+    fn set_ramp_weight(&mut self, beta: f64) -> crate::Result<()> {
+        match &mut self.ramp {
+            Some((_, b)) => *b = beta,
+            None => {
+                return Err(crate::Error::Config(
+                    "set_ramp_weight: the loss was made without a ramp weight".into(),
+                ))
+            }
+        }
+        Ok(())
     }
 
     fn sigmoid_loss_and_gradient(&mut self, z: &[f32], dz: &mut [f32]) -> crate::Result<f64> {
