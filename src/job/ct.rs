@@ -1035,11 +1035,13 @@ mod curve_tests {
         assert!(c.validate().unwrap_err().to_string().contains("train.ramp_final must be in [0, 1]"));
     }
 
-    /// `train.warm_start_floor`: [0, ¼] accepted, written to run.toml only when set, read back; a
-    /// value outside (or NaN) refused naming the key.
+    /// `train.warm_start_floor`: [0, ¼] accepted (0.05 in the default preset, 0 in the others),
+    /// written to run.toml only when set, read back; a value outside (or NaN) refused naming the
+    /// key.
     #[test]
     fn the_warm_start_floor_is_range_checked_and_round_trips() {
-        let mut c = CtConfig::preset(CtPreset::HashGrid);
+        assert_eq!(CtConfig::preset(CtPreset::HashGrid).train.warm_start_floor, 0.05);
+        let mut c = CtConfig::preset(CtPreset::Fast);
         c.validate().unwrap();
         assert!(!c.to_toml().unwrap().contains("warm_start_floor"));
         c.train.warm_start_floor = 0.05;
