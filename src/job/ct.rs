@@ -162,8 +162,8 @@ fn search_sigma(
                     stepper.warm = warm.clone();
                     stepper.warm_steps = short_warm_steps(&base.train, short);
                 }
-                if let Some((_, steps)) = &mut stepper.ramp {
-                    *steps = short;
+                if let Some((_, steps, warm)) = &mut stepper.ramp {
+                    (*steps, *warm) = (short, short_warm_steps(&base.train, short));
                 }
             }
             let mut spec = crate::train::fit::LoopSpec::new(short, c.train.lr, c.train.schedule, 0, samples);
@@ -774,8 +774,10 @@ struct Stepper<'a> {
     tv_dp: Vec<f32>,
     /// σ′'s floor in the warm start's chain rule through σ (`train.warm_start_floor`).
     warm_floor: f32,
-    /// The ramp weight's schedule (settings, steps of the run; `None`: constant β).
-    ramp: Option<(CtTrainConfig, u64)>,
+    /// The ramp weight's schedule: settings, steps of the run and of its warm start (from the
+    /// settings, not `warm_steps`, which a resume past the warm start leaves at 0); `None`:
+    /// constant β.
+    ramp: Option<(CtTrainConfig, u64, u64)>,
     /// The warm start's steps and its target image (a classical reconstruction; empty when done or
     /// off), and whether the last step was one of them (its image is then `image`).
     warm_steps: u64,
@@ -815,7 +817,7 @@ impl<'a> Stepper<'a> {
             tv_dp: vec![],
             warm_floor: cfg.train.warm_start_floor,
             ramp: (cfg.train.ramp_final != 1.0 && cfg.train.ramp_weight > 0.0)
-                .then(|| (cfg.train.clone(), cfg.train.steps)),
+                .then(|| (cfg.train.clone(), cfg.train.steps, cfg.train.warm_steps())),
             warm_steps: 0,
             warm: vec![],
             last_warm: false,
@@ -868,8 +870,8 @@ impl Objective for Stepper<'_> {
         if self.last_warm {
             return Ok(self.warm_loss(z, dz));
         }
-        if let (Some((train, steps)), Some(op)) = (&self.ramp, self.op.as_mut()) {
-            op.set_ramp_weight(train.ramp_at(step, *steps, self.warm_steps))?;
+        if let (Some((train, steps, warm)), Some(op)) = (&self.ramp, self.op.as_mut()) {
+            op.set_ramp_weight(train.ramp_at(step, *steps, *warm))?;
         }
         let data = if self.render == Render::Grid { self.grid_loss(z, dz)? } else { self.ray_loss(z, dz) };
         Ok(data + self.add_tv(z, dz) as f32)
