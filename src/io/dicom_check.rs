@@ -143,6 +143,24 @@ struct Encoding {
     big: bool,
 }
 
+impl Encoding {
+    fn u16(self, b: [u8; 2]) -> u16 {
+        if self.big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    }
+
+    fn u32(self, b: [u8; 4]) -> u32 {
+        if self.big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    }
+}
+
 /// The value length field of an explicit VR header is 16 bits for these VRs (PS3.5 7.1.2, as
 /// dicom-encoding reads it), 32 bits after 2 reserved bytes for all others.
 fn short_length(vr: VR) -> bool {
@@ -238,18 +256,9 @@ fn walk_meta(w: &mut Walk) -> Walked<Option<(String, u64)>> {
 /// One header: tag, VR, length and its size in bytes; `None` at the end of the input. Item tags
 /// (group FFFE) have no VR.
 fn header(w: &mut Walk, e: Encoding) -> std::io::Result<Option<(Tag, VR, u32, u64)>> {
-    let mut t = [0u8; 4];
-    if !w.fill(&mut t)? {
-        return Ok(None);
-    }
-    let u16_of = |b: [u8; 2]| if e.big { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) };
-    let u32_of = |b: [u8; 4]| if e.big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) };
-    let tag = Tag(u16_of([t[0], t[1]]), u16_of([t[2], t[3]]));
-    let mut l = [0u8; 4];
+    let Some(tag) = read_tag(w, e)? else { return Ok(None) };
     if tag.0 == 0xFFFE || !e.explicit {
-        if !w.fill(&mut l)? {
-            return Ok(None);
-        }
+        let Some(len) = read_u32(w, e)? else { return Ok(None) };
         let vr = if tag.0 == 0xFFFE {
             VR::UN
         } else if tag == Tag(0x7FE0, 0x0010) || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) {
@@ -257,7 +266,7 @@ fn header(w: &mut Walk, e: Encoding) -> std::io::Result<Option<(Tag, VR, u32, u6
         } else {
             StandardDataDictionary.by_tag(tag).map(|entry| entry.vr().relaxed()).unwrap_or(VR::UN)
         };
-        return Ok(Some((tag, vr, u32_of(l), 8)));
+        return Ok(Some((tag, vr, len, 8)));
     }
     let mut v = [0u8; 2];
     if !w.fill(&mut v)? {
@@ -268,13 +277,33 @@ fn header(w: &mut Walk, e: Encoding) -> std::io::Result<Option<(Tag, VR, u32, u6
         if !w.fill(&mut v)? {
             return Ok(None);
         }
-        Ok(Some((tag, vr, u32::from(u16_of(v)), 8)))
+        Ok(Some((tag, vr, u32::from(e.u16(v)), 8)))
     } else {
-        if !w.fill(&mut v)? || !w.fill(&mut l)? {
+        // 2 reserved bytes, then the 32-bit length
+        if !w.fill(&mut v)? {
             return Ok(None);
         }
-        Ok(Some((tag, vr, u32_of(l), 12)))
+        let Some(len) = read_u32(w, e)? else { return Ok(None) };
+        Ok(Some((tag, vr, len, 12)))
     }
+}
+
+/// A tag (group, element) in the encoding's byte order; `None` at the end of the input.
+fn read_tag(w: &mut Walk, e: Encoding) -> std::io::Result<Option<Tag>> {
+    let mut t = [0u8; 4];
+    if !w.fill(&mut t)? {
+        return Ok(None);
+    }
+    Ok(Some(Tag(e.u16([t[0], t[1]]), e.u16([t[2], t[3]]))))
+}
+
+/// A 32-bit value in the encoding's byte order; `None` at the end of the input.
+fn read_u32(w: &mut Walk, e: Encoding) -> std::io::Result<Option<u32>> {
+    let mut l = [0u8; 4];
+    if !w.fill(&mut l)? {
+        return Ok(None);
+    }
+    Ok(Some(e.u32(l)))
 }
 
 /// An open sequence or item, as dicom-parser's `DataSetReader` stacks them: where its value
@@ -377,12 +406,14 @@ fn walk_data_set(w: &mut Walk, e: Encoding) -> Walked<()> {
             continue;
         }
         let Some((tag, vr, len, _)) = header(w, e)? else { return Ok(Ok(())) };
-        if vr == VR::SQ {
+        // a sequence: VR SQ, or any undefined length but encapsulated pixel data's (read as a
+        // sequence, its VR discarded); an item delimiter never has VR SQ, so taking it after
+        // these is the reader's order
+        let pixels = tag == Tag(0x7FE0, 0x0010) && len == UNDEFINED;
+        if vr == VR::SQ || (len == UNDEFINED && !pixels && tag != Tag(0xFFFE, 0xE00D)) {
             in_sequence = true;
             open.push(Open { item: false, pixel: false, len, base: w.pos });
-            if len == 0 {
-                ends_pending = true;
-            }
+            ends_pending = len == 0;
             continue;
         }
         if tag == Tag(0xFFFE, 0xE00D) {
@@ -394,14 +425,8 @@ fn walk_data_set(w: &mut Walk, e: Encoding) -> Walked<()> {
             }
             continue;
         }
-        if len == UNDEFINED {
-            if tag == Tag(0x7FE0, 0x0010) {
-                pixel_start = true;
-            } else {
-                // any other undefined length is read as a sequence, its VR discarded
-                in_sequence = true;
-                open.push(Open { item: false, pixel: false, len, base: w.pos });
-            }
+        if pixels {
+            pixel_start = true;
             continue;
         }
         // a primitive value: allocated by its length and read (an item or sequence delimiter
@@ -424,24 +449,8 @@ fn walk_data_set(w: &mut Walk, e: Encoding) -> Walked<()> {
 /// An item or delimiter header (tag and length, no VR in any transfer syntax), as the reader
 /// decodes one where it expects an item; `None` at the end of the input.
 fn item_header(w: &mut Walk, e: Encoding) -> std::io::Result<Option<(Tag, u32)>> {
-    let mut b = [0u8; 8];
-    if !w.fill(&mut b)? {
-        return Ok(None);
-    }
-    let (group, element, len) = if e.big {
-        (
-            u16::from_be_bytes([b[0], b[1]]),
-            u16::from_be_bytes([b[2], b[3]]),
-            u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-        )
-    } else {
-        (
-            u16::from_le_bytes([b[0], b[1]]),
-            u16::from_le_bytes([b[2], b[3]]),
-            u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
-        )
-    };
-    Ok(Some((Tag(group, element), len)))
+    let Some(tag) = read_tag(w, e)? else { return Ok(None) };
+    Ok(read_u32(w, e)?.map(|len| (tag, len)))
 }
 
 /// The size of one value of a binary VR. dicom-parser reads `len / size` values of such an
