@@ -229,3 +229,55 @@ fn cli_errors_name_the_files() {
     assert!(ok && msg.contains("PSNR"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The default preset takes its 3D settings from the scan (grid rendering, TV 3e-2, a projector
+/// step of 1 voxel, 150 steps), a 2D scan keeps the 2D ones, and the flags and a --config file
+/// still win over either.
+#[test]
+fn the_default_preset_follows_the_scan_dimensions() {
+    let dir = scratch("preset-dims");
+    let text = "beam = \"cone\"\ndims = 3\ndso = 100.0\ndsd = 180.0\n[detector]\npixels = [20, 20]\npixel_size = [3.2, 3.2]\n[volume]\nvoxels = [12, 12, 12]\nvoxel_size = [3.0, 3.0, 3.0]\n[angles]\ncount = 8\n";
+    let gpath = dir.join("g.toml");
+    std::fs::write(&gpath, text).unwrap();
+    let cone = simulate(&Scan::load(&gpath).unwrap(), PhantomSource::Shepp3d(None), &dir.join("cone"));
+    let flat = simulate(&Scan::paper_2d(24, 6), PhantomSource::Shepp2d(None), &dir.join("flat"));
+    let exe = env!("CARGO_BIN_EXE_ffvol");
+    let fit = |files: &(PathBuf, PathBuf, PathBuf), name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec!["fit", "ct", "--projections", files.0.to_str().unwrap()];
+        args.extend(["--geometry", files.1.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+        args.extend(["--threads", "2"]);
+        args.extend_from_slice(extra);
+        let o = std::process::Command::new(exe).args(&args).output().unwrap();
+        let log = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{args:?}: {log}");
+        ct::load_run_config(&out).unwrap()
+    };
+    let c3 = fit(&cone, "r3", &["--steps", "5"]);
+    let t = &c3.train;
+    assert_eq!((t.render, t.tv, t.projector_step), (Render::Grid, 3e-2, 1.0));
+    assert_eq!(t.steps, 5, "--steps wins over the 3D preset's 150");
+    assert_eq!(t.warm_start, 30);
+    let mut full = CtConfig::preset_for(CtPreset::HashGrid, 3).train;
+    assert_eq!(full.steps, 150);
+    full.steps = 5;
+    assert_eq!(ffvol::config::to_toml(&full).unwrap(), ffvol::config::to_toml(t).unwrap());
+    // flags over the 3D preset; the other presets are the same in 2D and 3D
+    let c = fit(&cone, "r3-flags", &["--steps", "2", "--tv", "0.01", "--render", "rays"]);
+    assert_eq!((c.train.render, c.train.tv, c.train.projector_step), (Render::Rays, 1e-2, 1.0));
+    let c = fit(&cone, "r3-fast", &["--steps", "2", "--preset", "fast"]);
+    assert_eq!(c.train.render, Render::Rays, "the fast preset renders rays in 3D, as before");
+    assert_eq!(c.train.projector_step, CtConfig::preset(CtPreset::Fast).train.projector_step);
+    // a --config file's keys win over the 3D preset too
+    let file = dir.join("base.toml");
+    std::fs::write(&file, "job = \"ct\"\n[train]\ntv = 0.05\nsteps = 3\n").unwrap();
+    let c = fit(&cone, "r3-file", &["--config", file.to_str().unwrap()]);
+    assert_eq!((c.train.tv, c.train.steps, c.train.projector_step), (0.05, 3, 1.0));
+    // 2D: the 2D preset, unchanged
+    let c2 = fit(&flat, "r2", &["--steps", "5"]);
+    let mut two = CtConfig::preset(CtPreset::HashGrid).train;
+    two.steps = 5;
+    two.render = Render::Grid;
+    assert_eq!(ffvol::config::to_toml(&two).unwrap(), ffvol::config::to_toml(&c2.train).unwrap());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -258,7 +258,8 @@ pub struct CtArgs {
     #[arg(long)]
     pub truth: Option<PathBuf>,
     /// Starting settings: `hashgrid` (the default: the hash grid with a SART warm start, the
-    /// ramp-weighted loss and TV; about a minute on 2 cores at 256²), `fast` (Gaussian Fourier
+    /// ramp-weighted loss and TV; about a minute on 2 cores at 256²; for a 3D scan grid
+    /// rendering, TV 3e-2, a projector step of 1 voxel and 150 steps), `fast` (Gaussian Fourier
     /// features, minutes on 2 cores at 128²) or `paper-ct` (the paper's 2D protocol). Any of them
     /// with `--encoding` gives the paper's mappings (σ_g = 4, σ_p = 3 with m/2 frequencies per
     /// axis, unless --sigma) and learning rates (1e-3 for gaussian and positional, 1e-2 for

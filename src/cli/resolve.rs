@@ -253,30 +253,40 @@ pub fn mri(a: &MriArgs) -> Result<MriConfig> {
 }
 
 pub fn ct(a: &CtArgs) -> Result<CtConfig> {
-    resolve(CtConfig::preset(a.preset), a.run.config.as_deref(), |c| {
-        c.projections = a.projections.clone();
-        c.geometry = crate::cli::args::geometry_or_hdf5(&a.geometry, &a.projections)
-            .map_err(|e| ffvol::Error::Config(e.to_string()))?;
-        a.input.apply(&mut c.input);
-        c.truth = a.truth.clone().or(c.truth.take());
-        a.run.apply(Shared {
-            job: "ct",
-            common: &mut c.common,
-            train: &mut c.train,
-            normalize_features: None,
-        })?;
-        c.train.render = a.render.unwrap_or(c.train.render);
-        c.train.rays_per_batch = a.rays_per_batch.unwrap_or(c.train.rays_per_batch);
-        c.train.samples_per_ray = a.samples_per_ray.unwrap_or(c.train.samples_per_ray);
-        a.tv.apply(&mut c.train.tv, &mut c.train.tv_anisotropic, &mut c.train.tv_epsilon);
-        c.train.ramp_weight = a.ramp_weight.unwrap_or(c.train.ramp_weight);
-        c.train.warm_start = a.warm_start.unwrap_or(c.train.warm_start);
-        c.train.warm_start_image = a.warm_start_image.unwrap_or(c.train.warm_start_image);
-        c.train.warm_start_floor = a.warm_start_floor.unwrap_or(c.train.warm_start_floor);
-        c.train.ramp_final = a.ramp_final.unwrap_or(c.train.ramp_final);
-        c.common.output = a.run.folder("ct")?;
-        Ok(())
-    })
+    let settings = |preset: CtConfig| {
+        resolve(preset, a.run.config.as_deref(), |c| {
+            c.projections = a.projections.clone();
+            c.geometry = crate::cli::args::geometry_or_hdf5(&a.geometry, &a.projections)
+                .map_err(|e| ffvol::Error::Config(e.to_string()))?;
+            a.input.apply(&mut c.input);
+            c.truth = a.truth.clone().or(c.truth.take());
+            a.run.apply(Shared {
+                job: "ct",
+                common: &mut c.common,
+                train: &mut c.train,
+                normalize_features: None,
+            })?;
+            c.train.render = a.render.unwrap_or(c.train.render);
+            c.train.rays_per_batch = a.rays_per_batch.unwrap_or(c.train.rays_per_batch);
+            c.train.samples_per_ray = a.samples_per_ray.unwrap_or(c.train.samples_per_ray);
+            a.tv.apply(&mut c.train.tv, &mut c.train.tv_anisotropic, &mut c.train.tv_epsilon);
+            c.train.ramp_weight = a.ramp_weight.unwrap_or(c.train.ramp_weight);
+            c.train.warm_start = a.warm_start.unwrap_or(c.train.warm_start);
+            c.train.warm_start_image = a.warm_start_image.unwrap_or(c.train.warm_start_image);
+            c.train.warm_start_floor = a.warm_start_floor.unwrap_or(c.train.warm_start_floor);
+            c.train.ramp_final = a.ramp_final.unwrap_or(c.train.ramp_final);
+            c.common.output = a.run.folder("ct")?;
+            Ok(())
+        })
+    };
+    // the preset depends on the scan's dimensions (the hash grid's 3D settings), which the
+    // resolved inputs tell (the geometry, or an HDF5 file's rows); a 3D scan resolves again
+    // from its preset, so the file's keys and the flags still win over it
+    let c = settings(CtConfig::preset(a.preset))?;
+    match ffvol::io::ct::scan_dims(&c.geometry, &c.input)? {
+        2 => Ok(c),
+        dims => settings(CtConfig::preset_for(a.preset, dims)),
+    }
 }
 
 pub fn image(a: &ImageArgs) -> Result<ffvol::job::image::ImageConfig> {

@@ -257,6 +257,20 @@ fn check_finite(scan: &Scan, data: &[f32], proj: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The number of dimensions (2 or 3) of the scan that [`load_ct_input`] would build from these
+/// inputs, read from the geometry alone (an HDF5 file, which is then the projections too: its
+/// shape), without reading the projections; the `fit ct` preset depends on it. An input [`load_ct_input`] would refuse may give an error here.
+pub fn scan_dims(geom: &Path, input: &ProjectionInput) -> Result<usize> {
+    if is_hdf5(geom) {
+        let rows = match input.rows {
+            Some([first, end]) => end.saturating_sub(first),
+            None => crate::io::raw_projections::data_exchange_rows(geom)?,
+        };
+        return Ok(if rows == 1 { 2 } else { 3 });
+    }
+    Ok(load_geometry(geom)?.dims)
+}
+
 /// A geometry by file, or built in: `paper-ct` (512², 20 views) or `paper-ct:N[:VIEWS]`.
 pub fn load_geometry(spec: &Path) -> Result<Scan> {
     let s = spec.to_string_lossy();

@@ -186,6 +186,16 @@ fn h5_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::format(path, format!("cannot read it as HDF5: {e}"))
 }
 
+/// The detector rows of a Data Exchange file's `/exchange/data`, from its shape alone.
+pub fn data_exchange_rows(path: &Path) -> Result<usize> {
+    crate::io::check_regular_file(path)?;
+    let file = rust_hdf5::H5File::open(path).map_err(|e| h5_error(path, e))?;
+    let ds = file
+        .dataset("exchange/data")
+        .map_err(|e| Error::format(path, format!("no dataset /exchange/data (the projections): {e}")))?;
+    Ok(frame_shape(&ds.shape(), path, "/exchange/data")?.0)
+}
+
 /// Reads a Data Exchange file: data, darks, flats and theta; only `rows` (default all) are read.
 pub fn read_data_exchange(path: &Path, rows: Option<[usize; 2]>) -> Result<RawStack> {
     crate::io::check_regular_file(path)?;

@@ -403,6 +403,12 @@ impl CtConfig {
         crate::config::presets::ct(preset)
     }
 
+    /// The named starting point for a scan of `dims` dimensions (the `hashgrid` preset has 3D
+    /// settings of its own; [`crate::config::presets::ct_for`]).
+    pub fn preset_for(preset: CtPreset, dims: usize) -> Self {
+        crate::config::presets::ct_for(preset, dims)
+    }
+
     pub fn to_toml(&self) -> Result<String> {
         crate::config::to_toml(self)
     }
